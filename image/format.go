@@ -1,0 +1,389 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// This file holds the text encodings shared by Render and Load. Every text
+// file of the tree is "key: value" lines unless said otherwise; numbers that
+// are addresses or masks are hex with 0x, counts are decimal.
+
+// kv builds a "key: value" file.
+type kv struct{ b bytes.Buffer }
+
+func (k *kv) add(key string, format string, args ...any) {
+	fmt.Fprintf(&k.b, "%s: "+format+"\n", append([]any{key}, args...)...)
+}
+
+func (k *kv) bytes() Bytes { return Bytes(k.b.Bytes()) }
+
+// kvFile is a parsed "key: value" file; it remembers its path for errors.
+type kvFile struct {
+	path string
+	m    map[string]string
+	err  error
+}
+
+func parseKV(path string, b []byte) *kvFile {
+	f := &kvFile{path: path, m: map[string]string{}}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			f.fail("line %q is not key: value", line)
+			continue
+		}
+		f.m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return f
+}
+
+func (f *kvFile) fail(format string, args ...any) {
+	if f.err == nil {
+		f.err = fmt.Errorf("%s: %s", f.path, fmt.Sprintf(format, args...))
+	}
+}
+
+func (f *kvFile) str(key string) string {
+	v, ok := f.m[key]
+	if !ok {
+		f.fail("missing %q", key)
+	}
+	return v
+}
+
+func (f *kvFile) opt(key string) string { return f.m[key] }
+
+func (f *kvFile) u64(key string) uint64 {
+	s := f.str(key)
+	if s == "" {
+		return 0
+	}
+	v, err := strconv.ParseUint(s, 0, 64)
+	if err != nil {
+		f.fail("%s: bad number %q", key, s)
+	}
+	return v
+}
+
+func (f *kvFile) i64(key string) int64 {
+	s := f.str(key)
+	if s == "" {
+		return 0
+	}
+	v, err := strconv.ParseInt(s, 0, 64)
+	if err != nil {
+		f.fail("%s: bad number %q", key, s)
+	}
+	return v
+}
+
+func (f *kvFile) int(key string) int { return int(f.i64(key)) }
+
+func (f *kvFile) ints(key string) []int {
+	var out []int
+	for _, s := range strings.Fields(f.str(key)) {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			f.fail("%s: bad number %q", key, s)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, " ")
+}
+
+// regField names one register of user_regs_struct.
+type regField struct {
+	name string
+	ptr  func(*Regs) *uint64
+}
+
+// regFields lists the registers in user_regs_struct order.
+var regFields = []regField{
+	{"r15", func(r *Regs) *uint64 { return &r.R15 }},
+	{"r14", func(r *Regs) *uint64 { return &r.R14 }},
+	{"r13", func(r *Regs) *uint64 { return &r.R13 }},
+	{"r12", func(r *Regs) *uint64 { return &r.R12 }},
+	{"rbp", func(r *Regs) *uint64 { return &r.Rbp }},
+	{"rbx", func(r *Regs) *uint64 { return &r.Rbx }},
+	{"r11", func(r *Regs) *uint64 { return &r.R11 }},
+	{"r10", func(r *Regs) *uint64 { return &r.R10 }},
+	{"r9", func(r *Regs) *uint64 { return &r.R9 }},
+	{"r8", func(r *Regs) *uint64 { return &r.R8 }},
+	{"rax", func(r *Regs) *uint64 { return &r.Rax }},
+	{"rcx", func(r *Regs) *uint64 { return &r.Rcx }},
+	{"rdx", func(r *Regs) *uint64 { return &r.Rdx }},
+	{"rsi", func(r *Regs) *uint64 { return &r.Rsi }},
+	{"rdi", func(r *Regs) *uint64 { return &r.Rdi }},
+	{"orig_rax", func(r *Regs) *uint64 { return &r.Orig_rax }},
+	{"rip", func(r *Regs) *uint64 { return &r.Rip }},
+	{"cs", func(r *Regs) *uint64 { return &r.Cs }},
+	{"eflags", func(r *Regs) *uint64 { return &r.Eflags }},
+	{"rsp", func(r *Regs) *uint64 { return &r.Rsp }},
+	{"ss", func(r *Regs) *uint64 { return &r.Ss }},
+	{"fs_base", func(r *Regs) *uint64 { return &r.Fs_base }},
+	{"gs_base", func(r *Regs) *uint64 { return &r.Gs_base }},
+	{"ds", func(r *Regs) *uint64 { return &r.Ds }},
+	{"es", func(r *Regs) *uint64 { return &r.Es }},
+	{"fs", func(r *Regs) *uint64 { return &r.Fs }},
+	{"gs", func(r *Regs) *uint64 { return &r.Gs }},
+}
+
+// Kernel syscall restart codes (include/linux/errno.h).
+const (
+	ERestartSys          = 512
+	ERestartNoIntr       = 513
+	ERestartNoHand       = 514
+	ERestartRestartBlock = 516
+)
+
+// InterruptedSyscall reports whether regs show a thread stopped inside a
+// syscall the kernel would restart (rax = -ERESTART*, orig_rax = the call).
+func InterruptedSyscall(r *Regs) bool {
+	if int64(r.Orig_rax) < 0 {
+		return false
+	}
+	switch -int64(r.Rax) {
+	case ERestartSys, ERestartNoIntr, ERestartNoHand, ERestartRestartBlock:
+		return true
+	}
+	return false
+}
+
+// Resource limit names as /proc/<pid>/limits prints them, by RLIMIT_* number.
+var limitNames = []struct{ name, unit string }{
+	{"Max cpu time", "seconds"},
+	{"Max file size", "bytes"},
+	{"Max data size", "bytes"},
+	{"Max stack size", "bytes"},
+	{"Max core file size", "bytes"},
+	{"Max resident set", "bytes"},
+	{"Max processes", "processes"},
+	{"Max open files", "files"},
+	{"Max locked memory", "bytes"},
+	{"Max address space", "bytes"},
+	{"Max file locks", "locks"},
+	{"Max pending signals", "signals"},
+	{"Max msgqueue size", "bytes"},
+	{"Max nice priority", ""},
+	{"Max realtime priority", ""},
+	{"Max realtime timeout", "us"},
+}
+
+const rlimInfinity = ^uint64(0)
+
+func fmtLimit(v uint64) string {
+	if v == rlimInfinity {
+		return "unlimited"
+	}
+	return strconv.FormatUint(v, 10)
+}
+
+// renderLimits prints limits exactly as /proc/<pid>/limits does.
+func renderLimits(ls []Rlimit) Bytes {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%-25s %-20s %-20s %-10s\n", "Limit", "Soft Limit", "Hard Limit", "Units")
+	for _, l := range ls {
+		if l.Resource < 0 || l.Resource >= len(limitNames) {
+			continue
+		}
+		n := limitNames[l.Resource]
+		fmt.Fprintf(&b, "%-25s %-20s %-20s %-10s\n", n.name, fmtLimit(l.Cur), fmtLimit(l.Max), n.unit)
+	}
+	return b.Bytes()
+}
+
+// ParseLimits parses the /proc/<pid>/limits format.
+func ParseLimits(b []byte) ([]Rlimit, error) {
+	var out []Rlimit
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	for i, line := range lines {
+		if i == 0 && strings.HasPrefix(line, "Limit") {
+			continue
+		}
+		res := -1
+		for r, n := range limitNames {
+			if strings.HasPrefix(line, n.name+" ") {
+				res = r
+				line = line[len(n.name):]
+				break
+			}
+		}
+		f := strings.Fields(line)
+		if res < 0 || len(f) < 2 {
+			return nil, fmt.Errorf("bad limits line %q", lines[i])
+		}
+		l := Rlimit{Resource: res}
+		for j, p := range []*uint64{&l.Cur, &l.Max} {
+			if f[j] == "unlimited" {
+				*p = rlimInfinity
+				continue
+			}
+			v, err := strconv.ParseUint(f[j], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("bad limits line %q", lines[i])
+			}
+			*p = v
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// RenderMaps prints vmas exactly as /proc/<pid>/maps does.
+func RenderMaps(vmas []*VMA) []byte {
+	var b bytes.Buffer
+	for _, v := range vmas {
+		start := b.Len()
+		fmt.Fprintf(&b, "%08x-%08x %s %08x %s %d ", v.Start, v.End, v.Perms, v.Offset, v.Dev, v.Inode)
+		if v.Name != "" {
+			for b.Len()-start < 72 {
+				b.WriteByte(' ')
+			}
+			b.WriteByte(' ')
+			b.WriteString(v.Name)
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+var signalNames = map[int]string{
+	1: "HUP", 2: "INT", 3: "QUIT", 4: "ILL", 5: "TRAP", 6: "ABRT", 7: "BUS", 8: "FPE", 9: "KILL",
+	10: "USR1", 11: "SEGV", 12: "USR2", 13: "PIPE", 14: "ALRM", 15: "TERM", 16: "STKFLT", 17: "CHLD",
+	18: "CONT", 19: "STOP", 20: "TSTP", 21: "TTIN", 22: "TTOU", 23: "URG", 24: "XCPU", 25: "XFSZ",
+	26: "VTALRM", 27: "PROF", 28: "WINCH", 29: "IO", 30: "PWR", 31: "SYS",
+}
+
+func signalName(n int) string {
+	if s, ok := signalNames[n]; ok {
+		return "SIG" + s
+	}
+	if n >= 34 {
+		return fmt.Sprintf("SIGRTMIN+%d", n-34)
+	}
+	return fmt.Sprintf("SIG%d", n)
+}
+
+// renderSigactions prints one line per signal: number, name, handler, flags, restorer, mask.
+func renderSigactions(sa []Sigaction) Bytes {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%-4s %-12s %-18s %-18s %-18s %s\n", "#", "signal", "handler", "flags", "restorer", "mask")
+	for _, s := range sa {
+		fmt.Fprintf(&b, "%-4d %-12s %-18s %-18s %-18s %s\n", s.Signo, signalName(s.Signo),
+			fmtHandler(s.Handler), hexs(s.Flags), hexs(s.Restorer), hexs(s.Mask))
+	}
+	return b.Bytes()
+}
+
+func fmtHandler(h uint64) string {
+	switch h {
+	case 0:
+		return "SIG_DFL"
+	case 1:
+		return "SIG_IGN"
+	}
+	return hexs(h)
+}
+
+func hexs(v uint64) string { return "0x" + strconv.FormatUint(v, 16) }
+
+func parseSigactions(path string, b []byte) ([]Sigaction, error) {
+	var out []Sigaction
+	for i, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if i == 0 || strings.TrimSpace(line) == "" {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 6 {
+			return nil, fmt.Errorf("%s: line %d: want 6 fields, got %q", path, i+1, line)
+		}
+		var s Sigaction
+		var err error
+		if s.Signo, err = strconv.Atoi(f[0]); err != nil {
+			return nil, fmt.Errorf("%s: line %d: %w", path, i+1, err)
+		}
+		switch f[2] {
+		case "SIG_DFL":
+			s.Handler = 0
+		case "SIG_IGN":
+			s.Handler = 1
+		default:
+			if s.Handler, err = strconv.ParseUint(f[2], 0, 64); err != nil {
+				return nil, fmt.Errorf("%s: line %d: %w", path, i+1, err)
+			}
+		}
+		for j, p := range []*uint64{&s.Flags, &s.Restorer, &s.Mask} {
+			if *p, err = strconv.ParseUint(f[3+j], 0, 64); err != nil {
+				return nil, fmt.Errorf("%s: line %d: %w", path, i+1, err)
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func packSiginfo(s []Siginfo) Bytes {
+	b := make([]byte, 0, len(s)*128)
+	for i := range s {
+		b = append(b, s[i][:]...)
+	}
+	return b
+}
+
+func unpackSiginfo(path string, b []byte) ([]Siginfo, error) {
+	if len(b)%128 != 0 {
+		return nil, fmt.Errorf("%s: length %d is not a multiple of 128", path, len(b))
+	}
+	out := make([]Siginfo, len(b)/128)
+	for i := range out {
+		copy(out[i][:], b[i*128:])
+	}
+	return out, nil
+}
+
+// sortTasks orders tasks root first, then parents before children.
+func sortTasks(tasks []*Task, root int) []*Task {
+	kids := map[int][]*Task{}
+	byPID := map[int]*Task{}
+	for _, t := range tasks {
+		byPID[t.PID] = t
+	}
+	for _, t := range tasks {
+		if t.PID != root {
+			kids[t.PPID] = append(kids[t.PPID], t)
+		}
+	}
+	var out []*Task
+	var walk func(t *Task)
+	walk = func(t *Task) {
+		out = append(out, t)
+		ks := kids[t.PID]
+		sort.Slice(ks, func(i, j int) bool { return ks[i].PID < ks[j].PID })
+		for _, k := range ks {
+			walk(k)
+		}
+	}
+	if r := byPID[root]; r != nil {
+		walk(r)
+	}
+	return out
+}

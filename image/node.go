@@ -1,0 +1,85 @@
+package image
+
+import "io"
+
+// Node is one entry of a rendered checkpoint tree: *Dir, *Symlink or a File.
+type Node interface{ isNode() }
+
+// Dir is a directory; entries keep their order.
+type Dir struct {
+	Entries []Entry
+}
+
+// Entry names a node inside a Dir.
+type Entry struct {
+	Name string
+	Node Node
+}
+
+// Symlink is a symbolic link to Target (which need not exist).
+type Symlink struct {
+	Target string
+}
+
+// File is a regular read-only file. Size may generate the content (core files).
+type File interface {
+	Node
+	Size() (int64, error)
+	io.ReaderAt
+}
+
+// SparseFile is a File with holes; NextData and NextHole implement
+// SEEK_DATA and SEEK_HOLE: NextData returns the first offset >= off that
+// holds data, or ok=false if none does; NextHole the first offset >= off in
+// a hole (the file size if the rest is data).
+type SparseFile interface {
+	File
+	NextData(off int64) (int64, bool)
+	NextHole(off int64) int64
+}
+
+func (*Dir) isNode()     {}
+func (*Symlink) isNode() {}
+
+// Add appends an entry and returns d for chaining.
+func (d *Dir) Add(name string, n Node) *Dir {
+	d.Entries = append(d.Entries, Entry{Name: name, Node: n})
+	return d
+}
+
+// Lookup returns the entry called name, or nil.
+func (d *Dir) Lookup(name string) Node {
+	for _, e := range d.Entries {
+		if e.Name == name {
+			return e.Node
+		}
+	}
+	return nil
+}
+
+// Bytes is a File whose content is known.
+type Bytes []byte
+
+func (Bytes) isNode() {}
+
+// Size returns the length of b.
+func (b Bytes) Size() (int64, error) { return int64(len(b)), nil }
+
+// ReadAt reads from b.
+func (b Bytes) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// PageSource reads stored pages by hash; the store implements it.
+type PageSource interface {
+	// ReadPage fills buf (PageSize bytes) with the page whose hash is h,
+	// checking the content against h.
+	ReadPage(h Hash, buf []byte) error
+}

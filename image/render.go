@@ -1,0 +1,322 @@
+package image
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Render lays a checkpoint out as its tree (see docs/tree-format.md). Page
+// contents are read lazily from src; everything else is built now.
+func Render(c *Checkpoint, src PageSource) *Dir {
+	root := &Dir{}
+	root.Add("info", renderInfo(c))
+	root.Add("tree", renderPstree(c))
+	tasks := &Dir{}
+	for _, t := range c.Tasks {
+		tasks.Add(strconv.Itoa(t.PID), renderTask(t, src))
+	}
+	root.Add("tasks", tasks)
+	return root
+}
+
+func renderInfo(c *Checkpoint) Bytes {
+	var k kv
+	k.add("id", "%s", c.ID)
+	k.add("name", "%s", c.Name)
+	k.add("time", "%s", c.Time.UTC().Format(time.RFC3339Nano))
+	k.add("host", "%s", c.Host)
+	k.add("kernel", "%s", c.Kernel)
+	k.add("root_pid", "%d", c.RootPID)
+	k.add("tasks", "%d", len(c.Tasks))
+	k.add("memory_bytes", "%d", c.MemoryBytes())
+	k.add("pages_total", "%d", c.Stats.PagesTotal)
+	k.add("pages_zero", "%d", c.Stats.PagesZero)
+	k.add("pages_new", "%d", c.Stats.PagesNew)
+	k.add("bytes_added", "%d", c.Stats.BytesAdded)
+	return k.bytes()
+}
+
+func renderPstree(c *Checkpoint) Bytes {
+	var b bytes.Buffer
+	depth := map[int]int{}
+	for _, t := range c.Tasks {
+		d := 0
+		if t.PID != c.RootPID {
+			d = depth[t.PPID] + 1
+		}
+		depth[t.PID] = d
+		for i := 0; i < d; i++ {
+			b.WriteString("  ")
+		}
+		fmt.Fprintf(&b, "%s(%d) state=%s threads=%d\n", t.Comm, t.PID, t.State, len(t.Threads))
+	}
+	return b.Bytes()
+}
+
+func renderTask(t *Task, src PageSource) *Dir {
+	d := &Dir{}
+	d.Add("status", renderStatus(t))
+	d.Add("cmdline", Bytes(t.Cmdline))
+	d.Add("environ", Bytes(t.Environ))
+	d.Add("auxv", Bytes(t.Auxv))
+	d.Add("exe", &Symlink{Target: t.Exe})
+	d.Add("cwd", &Symlink{Target: t.Cwd})
+	d.Add("root", &Symlink{Target: t.Root})
+	d.Add("mm", renderMM(&t.MM))
+	d.Add("limits", renderLimits(t.Limits))
+	d.Add("maps", Bytes(RenderMaps(t.VMAs)))
+	d.Add("sigactions", renderSigactions(t.Sigactions))
+	d.Add("sigpending", packSiginfo(t.SharedPending))
+	threads := &Dir{}
+	for _, th := range t.Threads {
+		threads.Add(strconv.Itoa(th.TID), renderThread(th))
+	}
+	d.Add("threads", threads)
+	fds, fdinfo := &Dir{}, &Dir{}
+	for _, f := range t.FDs {
+		n := strconv.Itoa(f.Num)
+		fds.Add(n, &Symlink{Target: f.Path})
+		fdinfo.Add(n, renderFDInfo(f))
+	}
+	d.Add("fds", fds)
+	d.Add("fdinfo", fdinfo)
+	vmas := &Dir{}
+	for _, v := range t.VMAs {
+		vd := &Dir{}
+		vd.Add("info", renderVMAInfo(v))
+		vd.Add("pages", &PagesFile{VMA: v, Src: src})
+		vd.Add("pagemap", renderPagemap(v))
+		vmas.Add(v.DirName(), vd)
+	}
+	d.Add("vmas", vmas)
+	if coreFile != nil {
+		d.Add("core", coreFile(t, src))
+	}
+	return d
+}
+
+// coreFile builds tasks/<pid>/core; set by core.go when present.
+var coreFile func(t *Task, src PageSource) File
+
+func renderStatus(t *Task) Bytes {
+	var k kv
+	k.add("Name", "%s", t.Comm)
+	k.add("State", "%s", t.State)
+	k.add("Pid", "%d", t.PID)
+	k.add("PPid", "%d", t.PPID)
+	k.add("Pgid", "%d", t.PGID)
+	k.add("Sid", "%d", t.SID)
+	k.add("Uid", "%s", joinInts(t.Creds.UID[:]))
+	k.add("Gid", "%s", joinInts(t.Creds.GID[:]))
+	k.add("Groups", "%s", joinInts(t.Creds.Groups))
+	k.add("Umask", "%04o", t.Umask)
+	k.add("Threads", "%d", len(t.Threads))
+	return k.bytes()
+}
+
+func renderMM(m *MM) Bytes {
+	var k kv
+	for _, f := range mmFields(m) {
+		k.add(f.name, "%#x", *f.p)
+	}
+	return k.bytes()
+}
+
+type mmField struct {
+	name string
+	p    *uint64
+}
+
+func mmFields(m *MM) []mmField {
+	return []mmField{
+		{"start_code", &m.StartCode}, {"end_code", &m.EndCode},
+		{"start_data", &m.StartData}, {"end_data", &m.EndData},
+		{"start_brk", &m.StartBrk}, {"brk", &m.Brk},
+		{"start_stack", &m.StartStack},
+		{"arg_start", &m.ArgStart}, {"arg_end", &m.ArgEnd},
+		{"env_start", &m.EnvStart}, {"env_end", &m.EnvEnd},
+	}
+}
+
+func renderThread(th *Thread) *Dir {
+	d := &Dir{}
+	d.Add("comm", Bytes(th.Comm+"\n"))
+	var k kv
+	for _, f := range regFields {
+		k.add(f.name, "%#016x", *f.ptr(&th.Regs))
+	}
+	d.Add("regs", k.bytes())
+	d.Add("xstate", Bytes(th.XState))
+	d.Add("sigmask", Bytes(fmt.Sprintf("%#016x\n", th.SigMask)))
+	d.Add("sigpending", packSiginfo(th.Pending))
+	if th.Rseq != nil {
+		var r kv
+		r.add("addr", "%#x", th.Rseq.Addr)
+		r.add("len", "%d", th.Rseq.Len)
+		r.add("sig", "%#x", th.Rseq.Sig)
+		r.add("flags", "%#x", th.Rseq.Flags)
+		d.Add("rseq", r.bytes())
+	}
+	return d
+}
+
+func renderFDInfo(f *FD) Bytes {
+	var k kv
+	k.add("kind", "%s", f.Kind)
+	k.add("path", "%s", f.Path)
+	k.add("flags", "%07o", f.Flags)
+	k.add("pos", "%d", f.Pos)
+	k.add("size", "%d", f.Size)
+	k.add("deleted", "%d", boolInt(f.Deleted))
+	k.add("cloexec", "%d", boolInt(f.Cloexec()))
+	for _, e := range f.Extra {
+		k.b.WriteString(e)
+		k.b.WriteByte('\n')
+	}
+	return k.bytes()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func renderVMAInfo(v *VMA) Bytes {
+	var k kv
+	k.add("start", "%#x", v.Start)
+	k.add("end", "%#x", v.End)
+	k.add("perms", "%s", v.Perms)
+	k.add("offset", "%#x", v.Offset)
+	k.add("dev", "%s", v.Dev)
+	k.add("inode", "%d", v.Inode)
+	k.add("name", "%s", v.Name)
+	k.add("kind", "%s", v.Kind)
+	k.add("file_size", "%d", v.FileSize)
+	k.add("vmflags", "%s", joinStrings(v.Flags))
+	k.add("pages_saved", "%d", len(v.Pages))
+	return k.bytes()
+}
+
+func joinStrings(s []string) string {
+	var b bytes.Buffer
+	for i, x := range s {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(x)
+	}
+	return b.String()
+}
+
+func renderPagemap(v *VMA) Bytes {
+	b := make([]byte, 0, len(v.Pages)*(len("0x000000000000 ")+65))
+	for _, p := range v.Pages {
+		b = fmt.Appendf(b, "%#x %s\n", v.Start+uint64(p.Index)*PageSize, p.Hash)
+	}
+	return b
+}
+
+// PagesFile is vmas/<range>/pages: the vma's memory as a sparse file, read
+// page by page from the store.
+type PagesFile struct {
+	VMA *VMA
+	Src PageSource
+}
+
+func (*PagesFile) isNode() {}
+
+// Size is the vma length.
+func (p *PagesFile) Size() (int64, error) { return int64(p.VMA.Len()), nil }
+
+// find returns the position in VMA.Pages of the first page with Index >= idx.
+func (p *PagesFile) find(idx uint64) int {
+	pages := p.VMA.Pages
+	return sort.Search(len(pages), func(i int) bool { return uint64(pages[i].Index) >= idx })
+}
+
+// ReadAt reads memory at offset off of the vma; holes read as zeros.
+func (p *PagesFile) ReadAt(buf []byte, off int64) (int, error) {
+	size := int64(p.VMA.Len())
+	if off >= size {
+		return 0, io.EOF
+	}
+	want := len(buf)
+	if int64(want) > size-off {
+		buf = buf[:size-off]
+	}
+	clear(buf)
+	var page []byte
+	pages := p.VMA.Pages
+	for i := p.find(uint64(off) / PageSize); i < len(pages); i++ {
+		pstart := int64(pages[i].Index) * PageSize
+		if pstart >= off+int64(len(buf)) {
+			break
+		}
+		lo, hi := max(pstart, off), min(pstart+PageSize, off+int64(len(buf)))
+		if lo == pstart && hi == pstart+PageSize {
+			if err := p.Src.ReadPage(pages[i].Hash, buf[lo-off:hi-off]); err != nil {
+				return 0, fmt.Errorf("vma %s page %d: %w", p.VMA.DirName(), pages[i].Index, err)
+			}
+			continue
+		}
+		if page == nil {
+			page = make([]byte, PageSize)
+		}
+		if err := p.Src.ReadPage(pages[i].Hash, page); err != nil {
+			return 0, fmt.Errorf("vma %s page %d: %w", p.VMA.DirName(), pages[i].Index, err)
+		}
+		copy(buf[lo-off:hi-off], page[lo-pstart:hi-pstart])
+	}
+	if len(buf) < want {
+		return len(buf), io.EOF
+	}
+	return len(buf), nil
+}
+
+// NextData implements SEEK_DATA.
+func (p *PagesFile) NextData(off int64) (int64, bool) {
+	if off >= int64(p.VMA.Len()) {
+		return 0, false
+	}
+	i := p.find(uint64(off) / PageSize)
+	if i == len(p.VMA.Pages) {
+		return 0, false
+	}
+	return max(off, int64(p.VMA.Pages[i].Index)*PageSize), true
+}
+
+// NextHole implements SEEK_HOLE.
+func (p *PagesFile) NextHole(off int64) int64 {
+	size := int64(p.VMA.Len())
+	if off >= size {
+		return size
+	}
+	idx := uint64(off) / PageSize
+	pages := p.VMA.Pages
+	i := p.find(idx)
+	for i < len(pages) && uint64(pages[i].Index) == idx {
+		i++
+		idx++
+	}
+	return max(off, min(int64(idx)*PageSize, size))
+}
+
+// DataRanges lists [start, end) byte ranges of saved pages, merged.
+func (p *PagesFile) DataRanges() [][2]int64 {
+	var out [][2]int64
+	for _, pg := range p.VMA.Pages {
+		s := int64(pg.Index) * PageSize
+		if n := len(out); n > 0 && out[n-1][1] == s {
+			out[n-1][1] += PageSize
+			continue
+		}
+		out = append(out, [2]int64{s, s + PageSize})
+	}
+	return out
+}

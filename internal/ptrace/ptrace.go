@@ -1,0 +1,194 @@
+// Package ptrace wraps the ptrace requests ckptfs needs beyond
+// golang.org/x/sys/unix: seize/interrupt, register sets, signal masks,
+// pending siginfo and rseq configuration. All calls for one tracee must come
+// from the OS thread that seized it (runtime.LockOSThread).
+package ptrace
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+)
+
+// Requests and constants missing from x/sys/unix.
+const (
+	reqGetRegset     = 0x4204
+	reqSetRegset     = 0x4205
+	reqSeize         = 0x4206
+	reqInterrupt     = 0x4207
+	reqPeekSiginfo   = 0x4209
+	reqGetSigmask    = 0x420a
+	reqSetSigmask    = 0x420b
+	reqGetRseqConfig = 0x420f
+
+	ntPRStatus  = 1
+	ntPRFPReg   = 2
+	ntX86XState = 0x202
+
+	peekSiginfoShared = 1
+
+	// EventStop is the PTRACE_EVENT_STOP value in a wait status' high byte.
+	EventStop = 128
+)
+
+// XStateMax bounds the XSAVE area we ask for (AMX needs ~11 KiB).
+const XStateMax = 16384
+
+func ptrace(req, pid int, addr, data uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Seize attaches to tid without stopping it or sending a signal.
+func Seize(tid int, options int) error {
+	if err := ptrace(reqSeize, tid, 0, uintptr(options)); err != nil {
+		return fmt.Errorf("ptrace seize %d: %w", tid, err)
+	}
+	return nil
+}
+
+// Interrupt asks a seized tid to stop (PTRACE_INTERRUPT).
+func Interrupt(tid int) error {
+	if err := ptrace(reqInterrupt, tid, 0, 0); err != nil {
+		return fmt.Errorf("ptrace interrupt %d: %w", tid, err)
+	}
+	return nil
+}
+
+// Detach releases tid, delivering sig (0 for none).
+func Detach(tid int, sig int) error {
+	if err := ptrace(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); err != nil {
+		return fmt.Errorf("ptrace detach %d: %w", tid, err)
+	}
+	return nil
+}
+
+// Wait waits for a state change of tid (any child kind, __WALL).
+func Wait(tid int) (unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, fmt.Errorf("wait %d: %w", tid, err)
+		}
+		return ws, nil
+	}
+}
+
+// GetRegs reads the general purpose registers.
+func GetRegs(tid int) (image.Regs, error) {
+	var r image.Regs
+	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		return r, fmt.Errorf("get regs %d: %w", tid, err)
+	}
+	return r, nil
+}
+
+// SetRegs writes the general purpose registers.
+func SetRegs(tid int, r image.Regs) error {
+	if err := unix.PtraceSetRegs(tid, &r); err != nil {
+		return fmt.Errorf("set regs %d: %w", tid, err)
+	}
+	return nil
+}
+
+// GetXState reads the XSAVE area (NT_X86_XSTATE).
+func GetXState(tid int) ([]byte, error) {
+	buf := make([]byte, XStateMax)
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := ptrace(reqGetRegset, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+		return nil, fmt.Errorf("get xstate %d: %w", tid, err)
+	}
+	return buf[:iov.Len], nil
+}
+
+// SetXState writes an XSAVE area read by GetXState.
+func SetXState(tid int, xs []byte) error {
+	if len(xs) == 0 {
+		return nil
+	}
+	buf := append([]byte(nil), xs...)
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := ptrace(reqSetRegset, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+		return fmt.Errorf("set xstate %d: %w", tid, err)
+	}
+	return nil
+}
+
+// GetSigMask reads the blocked-signal mask.
+func GetSigMask(tid int) (uint64, error) {
+	var m uint64
+	if err := ptrace(reqGetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+		return 0, fmt.Errorf("get sigmask %d: %w", tid, err)
+	}
+	return m, nil
+}
+
+// SetSigMask writes the blocked-signal mask.
+func SetSigMask(tid int, m uint64) error {
+	if err := ptrace(reqSetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+		return fmt.Errorf("set sigmask %d: %w", tid, err)
+	}
+	return nil
+}
+
+type peekSiginfoArgs struct {
+	off   uint64
+	flags uint32
+	nr    int32
+}
+
+// PeekSiginfo returns the queued signals of tid without dequeuing them;
+// shared selects the process-wide queue instead of the thread's own.
+func PeekSiginfo(tid int, shared bool) ([]image.Siginfo, error) {
+	var out []image.Siginfo
+	buf := make([]image.Siginfo, 32)
+	args := peekSiginfoArgs{nr: int32(len(buf))}
+	if shared {
+		args.flags = peekSiginfoShared
+	}
+	for {
+		r1, _, e := unix.Syscall6(unix.SYS_PTRACE, reqPeekSiginfo, uintptr(tid),
+			uintptr(unsafe.Pointer(&args)), uintptr(unsafe.Pointer(&buf[0])), 0, 0)
+		if e != 0 {
+			return nil, fmt.Errorf("peek siginfo %d: %w", tid, e)
+		}
+		n := int(r1)
+		out = append(out, buf[:n]...)
+		if n < len(buf) {
+			return out, nil
+		}
+		args.off += uint64(n)
+	}
+}
+
+type rseqConfig struct {
+	ptr   uint64
+	size  uint32
+	flags uint32
+	sig   uint32
+	_     uint32
+}
+
+// GetRseq returns the thread's rseq registration, or nil if it has none.
+func GetRseq(tid int) (*image.Rseq, error) {
+	var c rseqConfig
+	if err := ptrace(reqGetRseqConfig, tid, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c))); err != nil {
+		return nil, fmt.Errorf("get rseq config %d: %w", tid, err)
+	}
+	if c.ptr == 0 {
+		return nil, nil
+	}
+	return &image.Rseq{Addr: c.ptr, Len: c.size, Sig: c.sig, Flags: c.flags}, nil
+}
