@@ -192,3 +192,9 @@ func GetRseq(tid int) (*image.Rseq, error) {
 	}
 	return &image.Rseq{Addr: c.ptr, Len: c.size, Sig: c.sig, Flags: c.flags}, nil
 }
+
+// IsEventStop reports a PTRACE_EVENT_STOP (interrupt or group-stop under
+// PTRACE_SEIZE), whatever the stop signal.
+func IsEventStop(ws unix.WaitStatus) bool {
+	return ws.Stopped() && uint32(ws)>>16 == EventStop
+}

@@ -31,7 +31,7 @@ func TestSeizeInspectDetach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ws.Stopped() || ws.TrapCause() != EventStop {
+	if !IsEventStop(ws) {
 		t.Fatalf("unexpected wait status %#x", ws)
 	}
 	regs, err := GetRegs(pid)

@@ -1,0 +1,247 @@
+package dumper
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/ptrace"
+)
+
+// collectTask records everything but memory contents of a frozen process.
+func collectTask(ft *frozenTask) (*image.Task, error) {
+	pid := ft.pid
+	stb, err := proc.Read(pid, "stat")
+	if err != nil {
+		return nil, err
+	}
+	st, err := proc.ParseStat(stb)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, State: st.State}
+	if ft.zombie {
+		t.State = "Z"
+		return t, nil
+	}
+	if ft.stopped {
+		t.State = "T"
+	}
+	status, err := proc.Read(pid, "status")
+	if err != nil {
+		return nil, err
+	}
+	kv := proc.KeyValues(status)
+	copy(t.Creds.UID[:], proc.IDs(kv["Uid"]))
+	copy(t.Creds.GID[:], proc.IDs(kv["Gid"]))
+	t.Creds.Groups = proc.IDs(kv["Groups"])
+	if um, err := strconv.ParseUint(kv["Umask"], 8, 32); err == nil {
+		t.Umask = uint32(um)
+	}
+	for _, f := range []struct {
+		name string
+		dst  *[]byte
+	}{{"cmdline", &t.Cmdline}, {"environ", &t.Environ}, {"auxv", &t.Auxv}} {
+		if *f.dst, err = proc.Read(pid, f.name); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"exe", &t.Exe}, {"cwd", &t.Cwd}, {"root", &t.Root}} {
+		if *f.dst, err = proc.Readlink(pid, f.name); err != nil {
+			return nil, err
+		}
+	}
+	t.MM = image.MM{
+		StartCode: st.StartCode, EndCode: st.EndCode,
+		StartData: st.StartData, EndData: st.EndData,
+		StartBrk: st.StartBrk, Brk: st.StartBrk,
+		StartStack: st.StartStack,
+		ArgStart:   st.ArgStart, ArgEnd: st.ArgEnd,
+		EnvStart: st.EnvStart, EnvEnd: st.EnvEnd,
+	}
+	for r := 0; r < 16; r++ {
+		var lim unix.Rlimit
+		if err := unix.Prlimit(pid, r, nil, &lim); err != nil {
+			return nil, fmt.Errorf("prlimit %d resource %d: %w", pid, r, err)
+		}
+		t.Limits = append(t.Limits, image.Rlimit{Resource: r, Cur: lim.Cur, Max: lim.Max})
+	}
+	if t.VMAs, err = collectVMAs(pid); err != nil {
+		return nil, err
+	}
+	for _, v := range t.VMAs {
+		if v.Kind == image.VMAHeap {
+			t.MM.Brk = v.End
+		}
+	}
+	if t.FDs, err = collectFDs(pid); err != nil {
+		return nil, err
+	}
+	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
+		return nil, err
+	}
+	for _, tid := range ft.tids {
+		th, err := collectThread(pid, tid)
+		if err != nil {
+			return nil, err
+		}
+		t.Threads = append(t.Threads, th)
+	}
+	if t.Sigactions, err = readSigactions(pid); err != nil {
+		return nil, fmt.Errorf("signal handlers of %d: %w", pid, err)
+	}
+	return t, nil
+}
+
+func collectThread(pid, tid int) (*image.Thread, error) {
+	th := &image.Thread{TID: tid}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid))
+	if err != nil {
+		return nil, fmt.Errorf("thread %d: %w", tid, err)
+	}
+	th.Comm = strings.TrimSuffix(string(comm), "\n")
+	if th.Regs, err = ptrace.GetRegs(tid); err != nil {
+		return nil, err
+	}
+	th.InSyscall = image.InterruptedSyscall(&th.Regs)
+	if th.XState, err = ptrace.GetXState(tid); err != nil {
+		return nil, err
+	}
+	if th.SigMask, err = ptrace.GetSigMask(tid); err != nil {
+		return nil, err
+	}
+	if th.Pending, err = ptrace.PeekSiginfo(tid, false); err != nil {
+		return nil, err
+	}
+	if th.Rseq, err = ptrace.GetRseq(tid); err != nil {
+		return nil, err
+	}
+	return th, nil
+}
+
+func collectVMAs(pid int) ([]*image.VMA, error) {
+	maps, err := proc.Maps(pid)
+	if err != nil {
+		return nil, err
+	}
+	var out []*image.VMA
+	for _, m := range maps {
+		v := &image.VMA{Start: m.Start, End: m.End, Perms: m.Perms, Offset: m.Offset, Dev: m.Dev,
+			Inode: m.Inode, Name: m.Name, Flags: m.Flags}
+		v.Kind = vmaKind(v)
+		if v.Kind == image.VMAFile {
+			// The kernel keeps the mapped file: stat it through map_files.
+			var st unix.Stat_t
+			if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End), &st); err == nil {
+				v.FileSize = st.Size
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func vmaKind(v *image.VMA) string {
+	switch {
+	case v.Name == "[heap]":
+		return image.VMAHeap
+	case v.Name == "[stack]":
+		return image.VMAStack
+	case v.Name == "[vdso]":
+		return image.VMAVdso
+	case strings.HasPrefix(v.Name, "[vvar"):
+		return image.VMAVvar
+	case v.Name == "[vsyscall]":
+		return image.VMAVsyscall
+	case v.Shared() && (v.Inode == 0 || strings.HasPrefix(v.Name, "/dev/zero") ||
+		strings.HasPrefix(v.Name, "/memfd:") || strings.HasPrefix(v.Name, "/SYSV")):
+		return image.VMAShmem
+	case v.Inode != 0 && strings.HasPrefix(v.Name, "/"):
+		return image.VMAFile
+	}
+	return image.VMAAnon
+}
+
+func collectFDs(pid int) ([]*image.FD, error) {
+	nums, err := proc.FDs(pid)
+	if err != nil {
+		return nil, err
+	}
+	var out []*image.FD
+	for _, n := range nums {
+		path, err := os.Readlink(proc.FDPath(pid, n))
+		if err != nil {
+			return nil, fmt.Errorf("fd %d of %d: %w", n, pid, err)
+		}
+		info, err := proc.Read(pid, "fdinfo/"+strconv.Itoa(n))
+		if err != nil {
+			return nil, err
+		}
+		f := &image.FD{Num: n, Path: path}
+		for _, line := range strings.Split(strings.TrimRight(string(info), "\n"), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "pos":
+				f.Pos, _ = strconv.ParseInt(v, 10, 64)
+			case "flags":
+				fl, _ := strconv.ParseUint(v, 8, 32)
+				f.Flags = uint32(fl)
+			default:
+				f.Extra = append(f.Extra, line)
+			}
+		}
+		if p, ok := strings.CutSuffix(path, " (deleted)"); ok && strings.HasPrefix(path, "/") {
+			f.Deleted = true
+			f.Path = p
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(proc.FDPath(pid, n), &st); err != nil {
+			return nil, fmt.Errorf("stat fd %d of %d: %w", n, pid, err)
+		}
+		f.Kind = fdKind(path, st.Mode)
+		if f.Kind == image.FDFile {
+			f.Size = st.Size
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func fdKind(link string, mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if strings.HasPrefix(link, "/") {
+			return image.FDFile
+		}
+	case unix.S_IFDIR:
+		return image.FDDir
+	case unix.S_IFCHR:
+		return image.FDChar
+	case unix.S_IFIFO:
+		return image.FDPipe
+	case unix.S_IFSOCK:
+		return image.FDSocket
+	}
+	switch link {
+	case "anon_inode:[eventfd]":
+		return image.FDEventfd
+	case "anon_inode:[eventpoll]":
+		return image.FDEpoll
+	case "anon_inode:[timerfd]":
+		return image.FDTimerfd
+	case "anon_inode:[signalfd]":
+		return image.FDSignalfd
+	case "anon_inode:inotify":
+		return image.FDInotify
+	}
+	return image.FDOther
+}

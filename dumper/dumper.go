@@ -1,0 +1,161 @@
+// Package dumper checkpoints a running process tree: it seizes every thread
+// with ptrace (no signal the program can see), records everything a restore
+// needs into the image model, streams memory pages into a dedup store and
+// releases the tree running and unchanged, whether the dump succeeded or not.
+package dumper
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/ckptfs/ckptfs/image"
+)
+
+// Options tune a dump.
+type Options struct {
+	Name     string    // checkpoint name (optional)
+	Kill     bool      // kill the tree after a successful dump
+	Progress io.Writer // progress lines (nil: none)
+
+	// MemoryBudget bounds the page bytes copied out while the tree is frozen
+	// before hashing must keep up (default 2 GiB). Larger means shorter freeze.
+	MemoryBudget int64
+
+	// failAfterPages makes the dump fail after storing that many pages (tests).
+	failAfterPages int64
+}
+
+// Result is what a dump measured besides the checkpoint.
+type Result struct {
+	Checkpoint *image.Checkpoint
+	Freeze     time.Duration // first stop to last thread released
+	Elapsed    time.Duration
+}
+
+// ErrNoProcess says the pid does not exist.
+var ErrNoProcess = errors.New("no such process")
+
+// Dump checkpoints the tree rooted at pid into repo.
+func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
+	if opts.MemoryBudget == 0 {
+		opts.MemoryBudget = 2 << 30
+	}
+	if err := unix.Kill(pid, 0); err != nil {
+		if err == unix.ESRCH {
+			return nil, fmt.Errorf("dump %d: %w", pid, ErrNoProcess)
+		}
+		return nil, fmt.Errorf("dump %d: %w", pid, err)
+	}
+	if pid == os.Getpid() {
+		return nil, fmt.Errorf("dump %d: cannot dump ckptfs itself", pid)
+	}
+	start := time.Now()
+	d := &dump{repo: repo, opts: opts, pid: pid, start: start}
+	// Every ptrace request for a tracee must come from the thread that
+	// seized it: run the frozen phase on one locked OS thread.
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is left locked: it exits with the goroutine, so no
+		// other goroutine inherits a thread that once traced.
+		done <- d.run()
+	}()
+	err := <-done
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Checkpoint: d.ckpt, Freeze: d.freeze, Elapsed: time.Since(start)}, nil
+}
+
+type dump struct {
+	repo  dedup.Repo
+	opts  Options
+	pid   int
+	start time.Time
+
+	tree   *frozenTree
+	ckpt   *image.Checkpoint
+	freeze time.Duration
+}
+
+// run freezes the tree, collects it, copies memory, releases the tree, then
+// finishes storing pages and commits the checkpoint.
+func (d *dump) run() (err error) {
+	tree, err := seizeTree(d.pid)
+	if err != nil {
+		return err
+	}
+	d.tree = tree
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			tree.release()
+			d.freeze = time.Since(tree.frozenAt)
+		}
+	}
+	defer release()
+
+	host, _ := os.Hostname()
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	c := &image.Checkpoint{
+		Name:    d.opts.Name,
+		Time:    time.Now(),
+		Host:    host,
+		Kernel:  unix.ByteSliceToString(uts.Release[:]),
+		RootPID: d.pid,
+	}
+	for _, ft := range tree.tasks {
+		t, err := collectTask(ft)
+		if err != nil {
+			return err
+		}
+		c.Tasks = append(c.Tasks, t)
+	}
+	d.ckpt = c
+
+	mem := newMemCopier(d.repo, d.opts, d.progress)
+	defer mem.abort()
+	for i, ft := range tree.tasks {
+		if err := mem.copyTask(ft.pid, c.Tasks[i]); err != nil {
+			return err
+		}
+	}
+	if err := mem.closeReads(); err != nil {
+		return err
+	}
+	if !d.opts.Kill {
+		// The pages are copied out: the tree runs on while they are hashed
+		// and stored. With --kill it stays frozen until the commit.
+		release()
+	}
+	if err := mem.wait(); err != nil {
+		return err
+	}
+	c.Stats = mem.stats
+	if err := d.repo.Commit(c); err != nil {
+		return fmt.Errorf("commit checkpoint: %w", err)
+	}
+	if d.opts.Kill {
+		for _, ft := range tree.tasks {
+			_ = unix.Kill(ft.pid, unix.SIGKILL)
+		}
+	}
+	release()
+	return nil
+}
+
+func (d *dump) progress(done, total int64) {
+	if d.opts.Progress == nil || time.Since(d.start) < time.Second {
+		return
+	}
+	fmt.Fprintf(d.opts.Progress, "\rdump %d: %d/%d MiB", d.pid, done>>20, total>>20)
+}

@@ -1,0 +1,284 @@
+package dumper
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
+)
+
+// chunkPages is how many pages one read and one store batch carry.
+const chunkPages = 256
+
+// chunk is a batch of pages of one vma read out of the frozen process.
+type chunk struct {
+	vma     *image.VMA
+	indices []uint32 // page index within the vma, ascending
+	data    []byte   // len(indices) pages
+	hashes  []image.Hash
+	zero    []bool
+}
+
+// memCopier copies pages out of frozen processes (the reader, on the ptrace
+// thread) while workers hash them and store the new ones.
+type memCopier struct {
+	repo     dedup.Repo
+	opts     Options
+	progress func(done, total int64)
+
+	queue  chan *chunk
+	chunks []*chunk // every chunk in read order, to build page tables
+	wg     sync.WaitGroup
+	closed bool
+
+	errOnce sync.Once
+	err     error
+	failed  atomic.Bool
+	stored  atomic.Int64
+	added   atomic.Int64
+	newPg   atomic.Int64
+	read    int64
+	total   int64
+	stats   image.Stats
+	bufs    sync.Pool
+}
+
+func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
+	depth := int(opts.MemoryBudget / (chunkPages * image.PageSize))
+	m := &memCopier{repo: repo, opts: opts, progress: progress, queue: make(chan *chunk, max(depth, 2))}
+	m.bufs.New = func() any { return make([]byte, chunkPages*image.PageSize) }
+	for i := 0; i < runtime.NumCPU(); i++ {
+		m.wg.Add(1)
+		go m.worker()
+	}
+	return m
+}
+
+func (m *memCopier) fail(err error) {
+	m.errOnce.Do(func() {
+		m.err = err
+		m.failed.Store(true)
+	})
+}
+
+func (m *memCopier) worker() {
+	defer m.wg.Done()
+	for c := range m.queue {
+		if m.failed.Load() {
+			continue
+		}
+		if err := m.store(c); err != nil {
+			m.fail(err)
+		}
+		m.bufs.Put(c.data[:cap(c.data)])
+		c.data = nil
+	}
+}
+
+// store hashes a chunk and puts the pages the store lacks.
+func (m *memCopier) store(c *chunk) error {
+	n := len(c.indices)
+	c.hashes = make([]image.Hash, n)
+	c.zero = make([]bool, n)
+	var hashes []image.Hash
+	var pages [][]byte
+	for i := 0; i < n; i++ {
+		p := c.data[i*image.PageSize : (i+1)*image.PageSize]
+		if dedup.IsZero(p) {
+			c.zero[i] = true
+			continue
+		}
+		c.hashes[i] = dedup.Sum(p)
+		hashes = append(hashes, c.hashes[i])
+		pages = append(pages, p)
+	}
+	if len(hashes) == 0 {
+		return nil
+	}
+	missing, err := m.repo.Missing(hashes)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	k := 0
+	for i, miss := range missing {
+		if miss {
+			hashes[k], pages[k] = hashes[i], pages[i]
+			k++
+		}
+	}
+	if k > 0 {
+		added, err := m.repo.PutPages(hashes[:k], pages[:k])
+		if err != nil {
+			return fmt.Errorf("store pages: %w", err)
+		}
+		m.added.Add(added)
+		m.newPg.Add(int64(k))
+	}
+	if s := m.stored.Add(int64(len(hashes))); m.opts.failAfterPages > 0 && s >= m.opts.failAfterPages {
+		return errors.New("injected failure after storing pages")
+	}
+	return nil
+}
+
+// wantPage says whether a page with pagemap entry e of vma v must be saved.
+func wantPage(v *image.VMA, e uint64) bool {
+	if e&(proc.PMPresent|proc.PMSwapped) == 0 {
+		return false
+	}
+	if v.Kind == image.VMAFile && !v.Shared() {
+		// Private file mapping: only pages that differ from the file
+		// (anonymous copies) are saved; the rest comes from the file.
+		return e&proc.PMFileShared == 0
+	}
+	return true
+}
+
+// saveContents says whether a vma's pages are saved at all.
+func saveContents(v *image.VMA) bool {
+	switch v.Kind {
+	case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
+		return false
+	case image.VMAFile:
+		return !v.Shared() // shared file mappings live in the file
+	}
+	return true
+}
+
+// copyTask reads the saved pages of every vma of pid and queues them.
+func (m *memCopier) copyTask(pid int, t *image.Task) error {
+	pm, err := proc.OpenPagemap(pid)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	mem, err := os.Open(proc.Path(pid, "mem"))
+	if err != nil {
+		return fmt.Errorf("open memory of %d: %w", pid, err)
+	}
+	defer mem.Close()
+	type plan struct {
+		v   *image.VMA
+		idx []uint32
+	}
+	var plans []plan
+	var entries []uint64
+	for _, v := range t.VMAs {
+		if !saveContents(v) {
+			continue
+		}
+		if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
+			return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+		}
+		var idx []uint32
+		for i, e := range entries {
+			if wantPage(v, e) {
+				idx = append(idx, uint32(i))
+			}
+		}
+		if len(idx) > 0 {
+			plans = append(plans, plan{v, idx})
+			m.total += int64(len(idx)) * image.PageSize
+		}
+	}
+	for _, p := range plans {
+		for i := 0; i < len(p.idx); i += chunkPages {
+			if m.failed.Load() {
+				return m.err
+			}
+			c := &chunk{vma: p.v, indices: p.idx[i:min(i+chunkPages, len(p.idx))]}
+			c.data = m.bufs.Get().([]byte)[:len(c.indices)*image.PageSize]
+			if err := readPages(pid, mem, p.v, c.indices, c.data); err != nil {
+				return fmt.Errorf("read memory of %d at vma %s: %w", pid, p.v.DirName(), err)
+			}
+			m.chunks = append(m.chunks, c)
+			m.queue <- c
+			m.read += int64(len(c.data))
+			m.progress(m.read, m.total)
+		}
+	}
+	return nil
+}
+
+// readPages reads the given pages of v into buf: one process_vm_readv with
+// an iovec per run of adjacent pages, /proc/<pid>/mem for what that cannot
+// read (pages without read permission).
+func readPages(pid int, mem *os.File, v *image.VMA, indices []uint32, buf []byte) error {
+	type run struct{ first, n int }
+	var runs []run
+	for i, idx := range indices {
+		if l := len(runs); l > 0 && indices[runs[l-1].first]+uint32(runs[l-1].n) == idx {
+			runs[l-1].n++
+			continue
+		}
+		runs = append(runs, run{i, 1})
+	}
+	if v.Prot()&unix.PROT_READ != 0 {
+		remote := make([]unix.RemoteIovec, len(runs))
+		for i, r := range runs {
+			remote[i] = unix.RemoteIovec{Base: uintptr(v.Start) + uintptr(indices[r.first])*image.PageSize, Len: r.n * image.PageSize}
+		}
+		local := []unix.Iovec{{Base: &buf[0]}}
+		local[0].SetLen(len(buf))
+		if n, err := unix.ProcessVMReadv(pid, local, remote, 0); err == nil && n == len(buf) {
+			return nil
+		}
+	}
+	for _, r := range runs {
+		off := int64(v.Start) + int64(indices[r.first])*image.PageSize
+		dst := buf[r.first*image.PageSize : (r.first+r.n)*image.PageSize]
+		if _, err := mem.ReadAt(dst, off); err != nil {
+			return fmt.Errorf("read %#x: %w", off, err)
+		}
+	}
+	return nil
+}
+
+// closeReads ends the reading phase: no more chunks will come.
+func (m *memCopier) closeReads() error {
+	if !m.closed {
+		m.closed = true
+		close(m.queue)
+	}
+	if m.failed.Load() {
+		return m.err
+	}
+	return nil
+}
+
+// wait waits for the workers and fills in the page tables and stats.
+func (m *memCopier) wait() error {
+	m.closeReads()
+	m.wg.Wait()
+	if m.err != nil {
+		return m.err
+	}
+	for _, c := range m.chunks {
+		for i, idx := range c.indices {
+			m.stats.PagesTotal++
+			if c.zero[i] {
+				m.stats.PagesZero++
+				continue
+			}
+			c.vma.Pages = append(c.vma.Pages, image.PageRef{Index: idx, Hash: c.hashes[i]})
+		}
+	}
+	m.stats.PagesTotal -= m.stats.PagesZero
+	m.stats.PagesNew = m.newPg.Load()
+	m.stats.BytesAdded = m.added.Load()
+	return nil
+}
+
+// abort stops the workers after a failure.
+func (m *memCopier) abort() {
+	m.fail(errors.New("dump aborted"))
+	m.closeReads()
+	m.wg.Wait()
+}

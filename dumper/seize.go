@@ -1,0 +1,184 @@
+package dumper
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/ptrace"
+)
+
+// frozenTask is a process whose threads are all stopped under ptrace.
+type frozenTask struct {
+	pid     int
+	tids    []int // leader first
+	zombie  bool
+	stopped bool // was in group-stop (state T) before the dump
+}
+
+// frozenTree is the seized process tree, parents before children.
+type frozenTree struct {
+	tasks    []*frozenTask
+	seized   []int // every tid seized, in order
+	frozenAt time.Time
+}
+
+// seizeTree stops every thread of every process in the tree rooted at root.
+// On error, everything seized so far is released.
+func seizeTree(root int) (_ *frozenTree, err error) {
+	t := &frozenTree{}
+	defer func() {
+		if err != nil {
+			t.release()
+		}
+	}()
+	seen := map[int]bool{}
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		ft, err := t.seizeProcess(pid, pid == root)
+		if err != nil {
+			return nil, err
+		}
+		if ft == nil {
+			continue // exited meanwhile
+		}
+		t.tasks = append(t.tasks, ft)
+		if ft.zombie {
+			continue
+		}
+		kids, err := proc.Children(pid)
+		if err != nil {
+			return nil, err
+		}
+		queue = append(queue, kids...)
+	}
+	return t, nil
+}
+
+// seizeProcess stops all threads of pid, re-listing until no new thread shows up.
+func (t *frozenTree) seizeProcess(pid int, isRoot bool) (*frozenTask, error) {
+	st, err := proc.Read(pid, "stat")
+	if err != nil {
+		if isRoot {
+			return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+		}
+		return nil, nil
+	}
+	stat, err := proc.ParseStat(st)
+	if err != nil {
+		return nil, err
+	}
+	ft := &frozenTask{pid: pid, stopped: stat.State == "T"}
+	if stat.State == "Z" || stat.State == "X" {
+		if isRoot {
+			return nil, fmt.Errorf("process %d is a zombie", pid)
+		}
+		ft.zombie = true
+		return ft, nil
+	}
+	done := map[int]bool{}
+	for {
+		tids, err := proc.Tasks(pid)
+		if err != nil {
+			if isRoot {
+				return nil, fmt.Errorf("process %d: %w", pid, err)
+			}
+			return nil, nil
+		}
+		fresh := 0
+		for _, tid := range tids {
+			if done[tid] {
+				continue
+			}
+			done[tid] = true
+			ok, err := t.seizeThread(tid)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				ft.tids = append(ft.tids, tid)
+				fresh++
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	if len(ft.tids) == 0 || ft.tids[0] != pid {
+		return nil, fmt.Errorf("process %d: could not stop its main thread", pid)
+	}
+	return ft, nil
+}
+
+// seizeThread seizes and stops one thread; ok=false if it exited meanwhile.
+func (t *frozenTree) seizeThread(tid int) (ok bool, err error) {
+	if err := ptrace.Seize(tid, unix.PTRACE_O_TRACESYSGOOD); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return false, nil
+		}
+		if errors.Is(err, unix.EPERM) {
+			if tp := tracerOf(tid); tp != 0 {
+				return false, fmt.Errorf("thread %d is already traced by pid %d: %w", tid, tp, err)
+			}
+			return false, fmt.Errorf("no permission to trace %d (run as root or as its owner, check /proc/sys/kernel/yama/ptrace_scope): %w", tid, err)
+		}
+		return false, err
+	}
+	if t.frozenAt.IsZero() {
+		t.frozenAt = time.Now()
+	}
+	t.seized = append(t.seized, tid)
+	if err := ptrace.Interrupt(tid); err != nil {
+		return false, err
+	}
+	for {
+		ws, err := ptrace.Wait(tid)
+		if err != nil {
+			return false, err
+		}
+		if ws.Exited() || ws.Signaled() {
+			t.seized = t.seized[:len(t.seized)-1]
+			return false, nil
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		if ptrace.IsEventStop(ws) {
+			return true, nil
+		}
+		// A signal arrived before our interrupt: let the program have it
+		// (it would have anyway) and wait for the interrupt stop.
+		if err := unix.PtraceCont(tid, int(ws.StopSignal())); err != nil {
+			return false, fmt.Errorf("resume %d with signal %d: %w", tid, ws.StopSignal(), err)
+		}
+	}
+}
+
+// release detaches every seized thread; a thread that was in group-stop
+// stays stopped, the others run on.
+func (t *frozenTree) release() {
+	for i := len(t.seized) - 1; i >= 0; i-- {
+		_ = ptrace.Detach(t.seized[i], 0)
+	}
+	t.seized = nil
+}
+
+func tracerOf(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0
+	}
+	var n int
+	fmt.Sscanf(proc.KeyValues(b)["TracerPid"], "%d", &n)
+	return n
+}

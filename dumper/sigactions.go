@@ -1,0 +1,77 @@
+package dumper
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/inject"
+)
+
+// nrRestartSyscall is __NR_restart_syscall on x86-64.
+const nrRestartSyscall = 219
+
+// readSigactions returns the signal handlers of the frozen process pid.
+// There is no /proc file for them: rt_sigaction(sig, NULL, &old) is
+// injected into the main thread, with a scratch buffer below its stack's
+// red zone whose bytes are put back afterwards, as are the registers.
+func readSigactions(pid int) (_ []image.Sigaction, err error) {
+	tramp, err := inject.FindSyscallInsn(pid)
+	if err != nil {
+		return nil, err
+	}
+	st, err := inject.Save(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		resumeSyscall(&st.Regs)
+		if err2 := st.Restore(pid); err2 != nil && err == nil {
+			err = err2
+		}
+	}()
+	const size = 32 // struct kernel_sigaction: handler, flags, restorer, mask
+	scratch := (st.Regs.Rsp - 128 - 4096) &^ 15
+	saved := make([]byte, size)
+	if err := inject.ReadMem(pid, scratch, saved); err != nil {
+		return nil, fmt.Errorf("stack of %d: %w", pid, err)
+	}
+	defer func() {
+		if err2 := inject.WriteMem(pid, scratch, saved); err2 != nil && err == nil {
+			err = err2
+		}
+	}()
+	var out []image.Sigaction
+	buf := make([]byte, size)
+	for sig := 1; sig <= 64; sig++ {
+		if _, err := inject.Syscall(pid, tramp, unix.SYS_RT_SIGACTION, uint64(sig), 0, scratch, 8); err != nil {
+			return nil, fmt.Errorf("rt_sigaction(%d): %w", sig, err)
+		}
+		if err := inject.ReadMem(pid, scratch, buf); err != nil {
+			return nil, err
+		}
+		le := binary.LittleEndian
+		out = append(out, image.Sigaction{Signo: sig, Handler: le.Uint64(buf), Flags: le.Uint64(buf[8:]),
+			Restorer: le.Uint64(buf[16:]), Mask: le.Uint64(buf[24:])})
+	}
+	return out, nil
+}
+
+// resumeSyscall turns the registers of a thread stopped inside an
+// interrupted syscall into ones that re-enter it once resumed. The kernel
+// does this itself on the way out of an interrupt stop, but not after the
+// thread was stopped again at an injected syscall's exit.
+func resumeSyscall(r *image.Regs) {
+	if !image.InterruptedSyscall(r) {
+		return
+	}
+	if -int64(r.Rax) == image.ERestartRestartBlock {
+		r.Rax = nrRestartSyscall // the kernel kept the restart block
+	} else {
+		r.Rax = r.Orig_rax
+	}
+	r.Rip -= 2
+	r.Orig_rax = ^uint64(0)
+}
