@@ -28,8 +28,9 @@ type Options struct {
 	// before hashing must keep up (default 2 GiB). Larger means shorter freeze.
 	MemoryBudget int64
 
-	// failAfterPages makes the dump fail after storing that many pages (tests).
-	failAfterPages int64
+	// FailAfterPages makes the dump fail after storing that many pages: a
+	// fault injected by tests to show a failed dump harms nothing.
+	FailAfterPages int64
 }
 
 // Result is what a dump measured besides the checkpoint.
@@ -50,6 +51,9 @@ func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 	if err := unix.Kill(pid, 0); err != nil {
 		if err == unix.ESRCH {
 			return nil, fmt.Errorf("dump %d: %w", pid, ErrNoProcess)
+		}
+		if err == unix.EPERM {
+			return nil, fmt.Errorf("dump %d: no permission to trace it (run as root or as its owner): %w", pid, err)
 		}
 		return nil, fmt.Errorf("dump %d: %w", pid, err)
 	}

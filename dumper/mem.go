@@ -122,7 +122,7 @@ func (m *memCopier) store(c *chunk) error {
 		m.added.Add(added)
 		m.newPg.Add(int64(k))
 	}
-	if s := m.stored.Add(int64(len(hashes))); m.opts.failAfterPages > 0 && s >= m.opts.failAfterPages {
+	if s := m.stored.Add(int64(len(hashes))); m.opts.FailAfterPages > 0 && s >= m.opts.FailAfterPages {
 		return errors.New("injected failure after storing pages")
 	}
 	return nil

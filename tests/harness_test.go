@@ -1,0 +1,226 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The end-to-end tests run the real ckptfs binary against real programs
+// built here: a static C program, a glibc C program with pthreads, a Go
+// program and a python3 script, each re-checking its memory as it runs.
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// built returns the directory holding the ckptfs binary and the test programs.
+func built(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "ckptfs-e2e-")
+		if buildErr != nil {
+			return
+		}
+		if buildErr = os.Chmod(buildDir, 0o755); buildErr != nil { // other users run it too
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		here := filepath.Dir(file)
+		steps := [][]string{
+			{"go", "build", "-o", filepath.Join(buildDir, "ckptfs"), "../cmd/ckptfs"},
+			{"gcc", "-O1", "-g", "-static", "-o", filepath.Join(buildDir, "counter-static"), "progs/counter.c", "-lpthread"},
+			{"gcc", "-O1", "-g", "-o", filepath.Join(buildDir, "counter-pthreads"), "progs/counter.c", "-lpthread"},
+			{"go", "build", "-o", filepath.Join(buildDir, "gocounter"), "./progs/gocounter"},
+		}
+		for _, s := range steps {
+			cmd := exec.Command(s[0], s[1:]...)
+			cmd.Dir = here
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("%v: %v\n%s", s, err, out)
+				return
+			}
+		}
+		buildErr = copyFile(filepath.Join(here, "progs/counter.py"), filepath.Join(buildDir, "counter.py"))
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	return buildDir
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o644)
+}
+
+// ckptfs runs the binary and returns stdout; it fails the test on error.
+func ckptfs(t testing.TB, args ...string) string {
+	t.Helper()
+	out, errOut, err := ckptfsErr(t, args...)
+	if err != nil {
+		t.Fatalf("ckptfs %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// ckptfsErr runs the binary and returns stdout, stderr and the error.
+func ckptfsErr(t testing.TB, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// lastLine returns the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// program is a test program started by a test, its output going to a file.
+type program struct {
+	Name string
+	Cmd  *exec.Cmd
+	Out  string // output file
+	Pid  int
+}
+
+// progKinds are the program kinds every end-to-end test covers.
+var progKinds = []string{"static", "pthreads", "go", "python"}
+
+// startProgram starts a test program of the given kind with mib MiB of
+// checked memory, waits until it printed its first tick, and kills it when
+// the test ends.
+func startProgram(t testing.TB, kind string, mib int) *program {
+	t.Helper()
+	dir := built(t)
+	period := "100"
+	var argv []string
+	switch kind {
+	case "static":
+		argv = []string{filepath.Join(dir, "counter-static"), strconv.Itoa(mib), period, "0"}
+	case "pthreads":
+		argv = []string{filepath.Join(dir, "counter-pthreads"), strconv.Itoa(mib), period, "3"}
+	case "go":
+		argv = []string{filepath.Join(dir, "gocounter"), strconv.Itoa(mib), period}
+	case "python":
+		argv = []string{"python3", filepath.Join(dir, "counter.py"), strconv.Itoa(mib), period}
+	default:
+		t.Fatalf("unknown program kind %q", kind)
+	}
+	out := filepath.Join(t.TempDir(), kind+".out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Not reaped in the background: a waiting goroutine would also take
+	// the ptrace stops of in-process dumps. kill reaps it.
+	p := &program{Name: kind, Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
+	t.Cleanup(p.kill)
+	p.waitTicks(t, 1)
+	return p
+}
+
+// kill kills and reaps the program (once).
+func (p *program) kill() {
+	if p.Cmd == nil {
+		return
+	}
+	_ = unix.Kill(p.Pid, unix.SIGKILL)
+	_ = p.Cmd.Wait()
+	p.Cmd = nil
+}
+
+// ticks returns the tick lines printed so far.
+func (p *program) ticks() []string {
+	b, _ := os.ReadFile(p.Out)
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), " tick ") {
+			lines = append(lines, sc.Text())
+		}
+	}
+	return lines
+}
+
+// waitTicks waits until the program printed n more tick lines than it had.
+func (p *program) waitTicks(t testing.TB, n int) []string {
+	t.Helper()
+	start := len(p.ticks())
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if l := p.ticks(); len(l) >= start+n {
+			return l
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(p.Out)
+	t.Fatalf("%s (pid %d) printed no new tick in 20s; output:\n%s", p.Name, p.Pid, b)
+	return nil
+}
+
+// checkHealthy fails unless every line of output is a good tick.
+func (p *program) checkHealthy(t testing.TB) {
+	t.Helper()
+	b, _ := os.ReadFile(p.Out)
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if !strings.HasSuffix(line, " ok") {
+			t.Fatalf("%s (pid %d) printed %q; output:\n%s", p.Name, p.Pid, line, b)
+		}
+	}
+}
+
+// running reports whether pid exists and is not a zombie or stopped.
+func running(pid int) (bool, string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false, "gone"
+	}
+	s := string(b)
+	state := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])[0]
+	return state == "R" || state == "S" || state == "D", state
+}
+
+// waitGone waits until /proc/<pid> disappears (init here reaps late).
+func waitGone(t testing.TB, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("pid %d still exists after 30s", pid)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
