@@ -1,0 +1,192 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	rootCmd.AddCommand(lsCmd(), statsCmd(), rmCmd(), gcCmd(), verifyCmd())
+}
+
+// withRepo opens the store (locally, or through the mount that owns it)
+// and runs f.
+func withRepo(dir string, f func(dedup.Repo) error) error {
+	if err := requireStore(dir); err != nil {
+		return err
+	}
+	r, err := dedup.OpenRepo(dir)
+	if err != nil {
+		return err
+	}
+	err = f(r)
+	if cerr := r.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// humanBytes formats n in IEC units: "512 B", "4.0 KiB", "1.5 GiB".
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for ; (v >= unit || v <= -unit) && i < 5; i++ {
+		v /= unit
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
+}
+
+func lsCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "ls -s STORE",
+		Short: "List the checkpoints of a store, oldest first",
+		Long: `List the checkpoints of a store, oldest first: id, name, time, root pid,
+number of tasks, memory saved (logical size) and the bytes the checkpoint
+added to the store (what deduplication did not find there already).
+Works whether or not the store is mounted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withRepo(dir, func(r dedup.Repo) error {
+				list, err := r.List()
+				if err != nil {
+					return err
+				}
+				w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(w, "ID\tNAME\tTIME\tROOT PID\tTASKS\tMEMORY\tADDED")
+				for _, s := range list {
+					name := s.Name
+					if name == "" {
+						name = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, name,
+						s.Time.Local().Format("2006-01-02 15:04:05"), s.RootPID, s.Tasks,
+						humanBytes(s.MemoryBytes), humanBytes(s.BytesAdded))
+				}
+				return w.Flush()
+			})
+		},
+	}
+	addStoreFlag(cmd, &dir)
+	return cmd
+}
+
+func statsCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "stats -s STORE",
+		Short: "Show logical vs stored bytes and the deduplication ratio",
+		Long: `Show the figures of a store: the number of checkpoints, their logical size
+(the sum of the memory every checkpoint saved), the unique pages actually
+stored, the size of the store directory on disk, and the deduplication
+ratio (logical / stored page bytes). Zero pages are never stored and count
+in neither.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withRepo(dir, func(r dedup.Repo) error {
+				st, err := r.Stats()
+				if err != nil {
+					return err
+				}
+				fmt.Printf("checkpoints:   %d\n", st.Checkpoints)
+				fmt.Printf("logical:       %s (%d bytes)\n", humanBytes(st.LogicalBytes), st.LogicalBytes)
+				fmt.Printf("stored pages:  %d (%s)\n", st.Pages, humanBytes(st.PageBytes))
+				fmt.Printf("on disk:       %s\n", humanBytes(st.DiskBytes))
+				fmt.Printf("dedup ratio:   %.2fx\n", st.Ratio)
+				return nil
+			})
+		},
+	}
+	addStoreFlag(cmd, &dir)
+	return cmd
+}
+
+func rmCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "rm -s STORE ID...",
+		Short: "Remove checkpoints (their pages are freed by gc)",
+		Long: `Remove checkpoints from a store. ID is a checkpoint id, a unique prefix of
+one, or a name given with dump --name (the newest checkpoint of that name).
+Pages that no other checkpoint uses stay in the store until 'ckptfs gc'.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withRepo(dir, func(r dedup.Repo) error {
+				if err := r.Remove(args...); err != nil {
+					return err
+				}
+				fmt.Printf("removed %d checkpoint(s); run 'ckptfs gc' to free their pages\n", len(args))
+				return nil
+			})
+		},
+	}
+	addStoreFlag(cmd, &dir)
+	return cmd
+}
+
+func gcCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "gc -s STORE",
+		Short: "Delete pages no checkpoint uses and give the space back",
+		Long: `Mark and sweep: every page referenced by a live checkpoint is kept, every
+other page is deleted, as are the page tables of dumps that were
+interrupted before their commit. Then the database gives the space back to
+the file system. gc refuses to run while a dump is writing to the store.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withRepo(dir, func(r dedup.Repo) error {
+				res, err := r.GC()
+				if err != nil {
+					return err
+				}
+				fmt.Printf("freed %d pages (%s)", res.Pages, humanBytes(res.Bytes))
+				if res.Tables > 0 {
+					fmt.Printf(" and %d page tables of interrupted dumps", res.Tables)
+				}
+				fmt.Printf("; store on disk %s -> %s\n", humanBytes(res.DiskBefore), humanBytes(res.DiskAfter))
+				return nil
+			})
+		},
+	}
+	addStoreFlag(cmd, &dir)
+	return cmd
+}
+
+func verifyCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "verify -s STORE",
+		Short: "Re-hash every page and check every checkpoint's references",
+		Long: `Read every stored page and check it against its hash, then check that every
+page every checkpoint references is present and sound. Each problem is
+printed on a line of its own, naming the page hash and the checkpoint, task
+and vma that use it; the exit status is non-zero if there is any.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withRepo(dir, func(r dedup.Repo) error {
+				problems, err := r.Verify()
+				if err != nil {
+					return err
+				}
+				for _, p := range problems {
+					fmt.Println(p)
+				}
+				if len(problems) > 0 {
+					return fmt.Errorf("verify: %d problem(s) in store %s", len(problems), dir)
+				}
+				fmt.Println("ok: every page and every reference checked")
+				return nil
+			})
+		},
+	}
+	addStoreFlag(cmd, &dir)
+	return cmd
+}

@@ -1,0 +1,289 @@
+package dedup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ckptfs/ckptfs/image"
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/zeebo/blake3"
+)
+
+// Run with: go test -run - -bench . -benchtime 1x ./dedup/
+// CKPTFS_BENCH_MB sets the amount of page data (default 1024).
+
+func BenchmarkSumBLAKE3(b *testing.B) {
+	p := page(1, 1)
+	b.SetBytes(image.PageSize)
+	for b.Loop() {
+		_ = blake3.Sum256(p)
+	}
+}
+
+func BenchmarkSumSHA256(b *testing.B) {
+	p := page(1, 1)
+	b.SetBytes(image.PageSize)
+	for b.Loop() {
+		_ = sha256.Sum256(p)
+	}
+}
+
+func BenchmarkIsZero(b *testing.B) {
+	p := make([]byte, image.PageSize)
+	b.SetBytes(image.PageSize)
+	for b.Loop() {
+		if !IsZero(p) {
+			b.Fatal("not zero")
+		}
+	}
+}
+
+// workload is a stream of distinct random pages: a 64 MiB random pool,
+// each page stamped with its number so that no two pages are equal.
+type workload struct {
+	pool   []byte
+	hashes []image.Hash
+}
+
+const poolPages = 16384
+
+func newWorkload(b *testing.B) *workload {
+	mb := 1024
+	if s := os.Getenv("CKPTFS_BENCH_MB"); s != "" {
+		mb, _ = strconv.Atoi(s)
+	}
+	w := &workload{pool: make([]byte, poolPages*image.PageSize)}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < len(w.pool); i += 8 {
+		binary.LittleEndian.PutUint64(w.pool[i:], r.Uint64())
+	}
+	n := mb << 20 / image.PageSize
+	w.hashes = make([]image.Hash, n)
+	buf := make([]byte, image.PageSize)
+	for i := range n {
+		w.hashes[i] = Sum(w.page(i, buf))
+	}
+	return w
+}
+
+func (w *workload) page(i int, dst []byte) []byte {
+	j := i % poolPages
+	copy(dst, w.pool[j*image.PageSize:(j+1)*image.PageSize])
+	binary.LittleEndian.PutUint64(dst, uint64(i)+1)
+	return dst
+}
+
+func (w *workload) bytes() int64 { return int64(len(w.hashes)) * image.PageSize }
+
+// put stores the workload the way the dumper does: batches of 256 pages,
+// Missing, then PutPages of the missing ones.
+func (w *workload) put(b *testing.B, r Repo) {
+	batch := make([]byte, 256*image.PageSize)
+	pages := make([][]byte, 0, 256)
+	var hs []image.Hash
+	for start := 0; start < len(w.hashes); start += 256 {
+		end := min(start+256, len(w.hashes))
+		miss, err := r.Missing(w.hashes[start:end])
+		if err != nil {
+			b.Fatal(err)
+		}
+		pages, hs = pages[:0], hs[:0]
+		for i := start; i < end; i++ {
+			if miss[i-start] {
+				k := len(pages)
+				pages = append(pages, w.page(i, batch[k*image.PageSize:(k+1)*image.PageSize]))
+				hs = append(hs, w.hashes[i])
+			}
+		}
+		if _, err := r.PutPages(hs, pages); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// writeFile writes the same bytes to a plain file, 1 MiB per write.
+func (w *workload) writeFile(b *testing.B, path string) time.Duration {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	batch := make([]byte, 256*image.PageSize)
+	t0 := time.Now()
+	for start := 0; start < len(w.hashes); start += 256 {
+		end := min(start+256, len(w.hashes))
+		for i := start; i < end; i++ {
+			w.page(i, batch[(i-start)*image.PageSize:(i-start+1)*image.PageSize])
+		}
+		if _, err := f.Write(batch[:(end-start)*image.PageSize]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return time.Since(t0)
+}
+
+var benchOptions = []struct {
+	name string
+	opts func(string) badger.Options
+}{
+	{"vlog", storeOptions}, // the chosen settings: pages in the value log
+	{"vlog-mt8", func(d string) badger.Options { return storeOptions(d).WithMemTableSize(8 << 20) }},
+	{"lsm", func(d string) badger.Options { // pages in the LSM tree
+		return storeOptions(d).WithValueThreshold(1 << 20).WithCompression(options.Snappy).WithBlockCacheSize(256 << 20)
+	}},
+}
+
+func withOptions(b *testing.B, f func(b *testing.B)) {
+	for _, o := range benchOptions {
+		b.Run("opts="+o.name, func(b *testing.B) {
+			defer func(old func(string) badger.Options) { badgerOptions = old }(badgerOptions)
+			badgerOptions = o.opts
+			f(b)
+		})
+	}
+}
+
+func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
+
+// BenchmarkPutPages stores the workload in a fresh store (dumper-like
+// batches) and writes the same bytes to a plain file in the same directory;
+// x-file is store time / file time.
+func BenchmarkPutPages(b *testing.B) {
+	w := newWorkload(b)
+	withOptions(b, func(b *testing.B) {
+		var put, file, sync time.Duration
+		var disk int64
+		for i := 0; i < b.N; i++ {
+			dir := filepath.Join(b.TempDir(), fmt.Sprint(i))
+			s, err := Open(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			t0 := time.Now()
+			w.put(b, s)
+			put += time.Since(t0)
+			t0 = time.Now()
+			if err := s.db.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			sync += time.Since(t0)
+			disk = diskUsage(dir)
+			s.Close()
+			file += w.writeFile(b, filepath.Join(dir, "plain"))
+			os.RemoveAll(dir)
+		}
+		n := w.bytes() * int64(b.N)
+		b.ReportMetric(mbps(n, put), "put-MB/s")
+		b.ReportMetric(mbps(n, file), "file-MB/s")
+		b.ReportMetric(put.Seconds()/file.Seconds(), "x-file")
+		b.ReportMetric(sync.Seconds()/float64(b.N), "sync-s")
+		b.ReportMetric(float64(disk)/float64(w.bytes()), "disk/data")
+	})
+}
+
+// BenchmarkPutPagesClient is BenchmarkPutPages through the unix socket
+// (what `ckptfs dump` does while the store is mounted).
+func BenchmarkPutPagesClient(b *testing.B) {
+	w := newWorkload(b)
+	var put, file time.Duration
+	for i := 0; i < b.N; i++ {
+		dir := filepath.Join(b.TempDir(), fmt.Sprint(i))
+		s, err := Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := contextWithCancel()
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, nil) }()
+		var c *Client
+		for c == nil {
+			c, _ = Dial(dir)
+			time.Sleep(time.Millisecond)
+		}
+		t0 := time.Now()
+		w.put(b, c)
+		put += time.Since(t0)
+		c.Close()
+		cancel()
+		<-done
+		s.Close()
+		file += w.writeFile(b, filepath.Join(dir, "plain"))
+		os.RemoveAll(dir)
+	}
+	n := w.bytes() * int64(b.N)
+	b.ReportMetric(mbps(n, put), "put-MB/s")
+	b.ReportMetric(mbps(n, file), "file-MB/s")
+	b.ReportMetric(put.Seconds()/file.Seconds(), "x-file")
+}
+
+// BenchmarkReadPage reads every page of the workload back by hash, in dump
+// order, and copies the same bytes with memcpy and with pread from a plain
+// file (page cache) in the same run; x-memcpy and x-pread are the ratios.
+func BenchmarkReadPage(b *testing.B) {
+	w := newWorkload(b)
+	withOptions(b, func(b *testing.B) {
+		dir := b.TempDir()
+		s, err := Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.put(b, s)
+		if os.Getenv("CKPTFS_BENCH_REOPEN") != "" {
+			s.Close()
+			if s, err = Open(dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+		defer s.Close()
+		plain := filepath.Join(dir, "plain")
+		w.writeFile(b, plain)
+		f, err := os.Open(plain)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, image.PageSize)
+		var read, mem, pread time.Duration
+		b.ResetTimer()
+		for range b.N {
+			t0 := time.Now()
+			for _, h := range w.hashes {
+				if err := s.ReadPage(h, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			read += time.Since(t0)
+			t0 = time.Now()
+			for i := range w.hashes {
+				w.page(i, buf)
+			}
+			mem += time.Since(t0)
+			t0 = time.Now()
+			for i := range w.hashes {
+				if _, err := f.ReadAt(buf, int64(i)*image.PageSize); err != nil {
+					b.Fatal(err)
+				}
+			}
+			pread += time.Since(t0)
+		}
+		n := w.bytes() * int64(b.N)
+		b.ReportMetric(mbps(n, read), "read-MB/s")
+		b.ReportMetric(mbps(n, mem), "memcpy-MB/s")
+		b.ReportMetric(mbps(n, pread), "pread-MB/s")
+		b.ReportMetric(read.Seconds()/mem.Seconds(), "x-memcpy")
+		b.ReportMetric(read.Seconds()/pread.Seconds(), "x-pread")
+	})
+}
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
