@@ -144,8 +144,10 @@ func wantPage(v *image.VMA, e uint64) bool {
 // saveContents says whether a vma's pages are saved at all.
 func saveContents(v *image.VMA) bool {
 	switch v.Kind {
-	case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
-		return false
+	case image.VMAVvar, image.VMAVsyscall:
+		return false // kernel data, not readable
+	case image.VMAVdso:
+		return true // two pages, for debuggers (core files); restore uses its own
 	case image.VMAFile:
 		return !v.Shared() // shared file mappings live in the file
 	}

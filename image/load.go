@@ -147,9 +147,14 @@ func (l *loader) task(pid int) *Task {
 	t.Cmdline = l.read(p("cmdline"))
 	t.Environ = l.read(p("environ"))
 	t.Auxv = l.read(p("auxv"))
-	t.Exe = l.link(p("exe"))
-	t.Cwd = l.link(p("cwd"))
-	t.Root = l.link(p("root"))
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"exe", &t.Exe}, {"cwd", &t.Cwd}, {"root", &t.Root}} {
+		if _, err := os.Lstat(filepath.Join(l.dir, p(f.name))); err == nil || t.State != "Z" {
+			*f.dst = l.link(p(f.name)) // a zombie has none
+		}
+	}
 	mm := l.kv(p("mm"))
 	for _, f := range mmFields(&t.MM) {
 		*f.p = mm.u64(f.name)

@@ -63,9 +63,11 @@ func renderTask(t *Task, src PageSource) *Dir {
 	d.Add("cmdline", Bytes(t.Cmdline))
 	d.Add("environ", Bytes(t.Environ))
 	d.Add("auxv", Bytes(t.Auxv))
-	d.Add("exe", &Symlink{Target: t.Exe})
-	d.Add("cwd", &Symlink{Target: t.Cwd})
-	d.Add("root", &Symlink{Target: t.Root})
+	for _, l := range []struct{ name, target string }{{"exe", t.Exe}, {"cwd", t.Cwd}, {"root", t.Root}} {
+		if l.target != "" { // a zombie has none
+			d.Add(l.name, &Symlink{Target: l.target})
+		}
+	}
 	d.Add("mm", renderMM(&t.MM))
 	d.Add("limits", renderLimits(t.Limits))
 	d.Add("maps", Bytes(RenderMaps(t.VMAs)))
@@ -250,15 +252,17 @@ func (p *PagesFile) ReadAt(buf []byte, off int64) (int, error) {
 	if int64(want) > size-off {
 		buf = buf[:size-off]
 	}
-	clear(buf)
 	var page []byte
 	pages := p.VMA.Pages
+	next := off // bytes of buf before next are filled
 	for i := p.find(uint64(off) / PageSize); i < len(pages); i++ {
 		pstart := int64(pages[i].Index) * PageSize
 		if pstart >= off+int64(len(buf)) {
 			break
 		}
 		lo, hi := max(pstart, off), min(pstart+PageSize, off+int64(len(buf)))
+		clear(buf[next-off : lo-off]) // the hole before this page
+		next = hi
 		if lo == pstart && hi == pstart+PageSize {
 			if err := p.Src.ReadPage(pages[i].Hash, buf[lo-off:hi-off]); err != nil {
 				return 0, fmt.Errorf("vma %s page %d: %w", p.VMA.DirName(), pages[i].Index, err)
@@ -273,6 +277,7 @@ func (p *PagesFile) ReadAt(buf []byte, off int64) (int, error) {
 		}
 		copy(buf[lo-off:hi-off], page[lo-pstart:hi-pstart])
 	}
+	clear(buf[next-off:])
 	if len(buf) < want {
 		return len(buf), io.EOF
 	}

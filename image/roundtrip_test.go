@@ -61,7 +61,7 @@ func sampleCheckpoint(src memSource) *Checkpoint {
 		VMAs: []*VMA{file, heap},
 	}
 	child := &Task{PID: 105, PPID: 100, PGID: 100, SID: 90, Comm: "kid", State: "Z",
-		Creds: root.Creds, Exe: "/bin/kid", Cwd: "/", Root: "/"}
+		Creds: root.Creds}
 	return &Checkpoint{ID: "20261125-000000-abcd", Name: "n", Time: time.Date(2026, 11, 25, 1, 2, 3, 4, time.UTC),
 		Host: "h", Kernel: "6.18", RootPID: 100, Tasks: []*Task{root, child},
 		Stats: Stats{PagesTotal: 3, PagesZero: 1, PagesNew: 3, BytesAdded: 3 * PageSize}}

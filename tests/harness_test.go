@@ -45,6 +45,7 @@ func built(t testing.TB) string {
 			{"gcc", "-O1", "-g", "-static", "-o", filepath.Join(buildDir, "counter-static"), "progs/counter.c", "-lpthread"},
 			{"gcc", "-O1", "-g", "-o", filepath.Join(buildDir, "counter-pthreads"), "progs/counter.c", "-lpthread"},
 			{"go", "build", "-o", filepath.Join(buildDir, "gocounter"), "./progs/gocounter"},
+			{"gcc", "-O2", "-o", filepath.Join(buildDir, "memhog"), "progs/memhog.c"},
 		}
 		for _, s := range steps {
 			cmd := exec.Command(s[0], s[1:]...)
