@@ -34,10 +34,11 @@ type memCopier struct {
 	opts     Options
 	progress func(done, total int64)
 
-	queue  chan *chunk
-	chunks []*chunk // every chunk in read order, to build page tables
-	wg     sync.WaitGroup
-	closed bool
+	queue   chan *chunk
+	chunks  []*chunk // every chunk in read order, to build page tables
+	wg      sync.WaitGroup
+	closed  bool
+	started bool
 
 	errOnce sync.Once
 	err     error
@@ -55,11 +56,21 @@ func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64
 	depth := int(opts.MemoryBudget / (chunkPages * image.PageSize))
 	m := &memCopier{repo: repo, opts: opts, progress: progress, queue: make(chan *chunk, max(depth, 2))}
 	m.bufs.New = func() any { return make([]byte, chunkPages*image.PageSize) }
+	return m
+}
+
+// startWorkers starts the hashing and storing workers. They are held back
+// while the tree is frozen, so the copy has the CPUs to itself, unless the
+// copied pages outgrow the memory budget.
+func (m *memCopier) startWorkers() {
+	if m.started {
+		return
+	}
+	m.started = true
 	for i := 0; i < runtime.NumCPU(); i++ {
 		m.wg.Add(1)
 		go m.worker()
 	}
-	return m
 }
 
 func (m *memCopier) fail(err error) {
@@ -201,6 +212,9 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				return fmt.Errorf("read memory of %d at vma %s: %w", pid, p.v.DirName(), err)
 			}
 			m.chunks = append(m.chunks, c)
+			if len(m.queue) == cap(m.queue) {
+				m.startWorkers() // over budget: drain while frozen
+			}
 			m.queue <- c
 			m.read += int64(len(c.data))
 			m.progress(m.read, m.total)
@@ -249,6 +263,7 @@ func (m *memCopier) closeReads() error {
 		m.closed = true
 		close(m.queue)
 	}
+	m.startWorkers()
 	if m.failed.Load() {
 		return m.err
 	}
