@@ -92,6 +92,9 @@ type dump struct {
 // run freezes the tree, collects it, copies memory, releases the tree, then
 // finishes storing pages and commits the checkpoint.
 func (d *dump) run() (err error) {
+	if err := precheck(d.pid); err != nil {
+		return err
+	}
 	tree, err := seizeTree(d.pid)
 	if err != nil {
 		return err
@@ -120,6 +123,12 @@ func (d *dump) run() (err error) {
 	for _, ft := range tree.tasks {
 		t, err := collectTask(ft)
 		if err != nil {
+			return err
+		}
+		if err := checkFDs(t.PID, t.FDs); err != nil {
+			return err
+		}
+		if err := checkVMAs(t.PID, t.VMAs); err != nil {
 			return err
 		}
 		c.Tasks = append(c.Tasks, t)

@@ -46,6 +46,7 @@ func built(t testing.TB) string {
 			{"gcc", "-O1", "-g", "-o", filepath.Join(buildDir, "counter-pthreads"), "progs/counter.c", "-lpthread"},
 			{"go", "build", "-o", filepath.Join(buildDir, "gocounter"), "./progs/gocounter"},
 			{"gcc", "-O2", "-o", filepath.Join(buildDir, "memhog"), "progs/memhog.c"},
+			{"gcc", "-O1", "-o", filepath.Join(buildDir, "holder"), "progs/holder.c"},
 		}
 		for _, s := range steps {
 			cmd := exec.Command(s[0], s[1:]...)
@@ -123,6 +124,8 @@ func startProgram(t testing.TB, kind string, mib int) *program {
 		argv = []string{filepath.Join(dir, "counter-pthreads"), strconv.Itoa(mib), period, "3"}
 	case "go":
 		argv = []string{filepath.Join(dir, "gocounter"), strconv.Itoa(mib), period}
+	case "holder-tcp", "holder-uring", "holder-device":
+		argv = []string{filepath.Join(dir, "holder"), strings.TrimPrefix(kind, "holder-")}
 	case "python":
 		argv = []string{"python3", filepath.Join(dir, "counter.py"), strconv.Itoa(mib), period}
 	default:

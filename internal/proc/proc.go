@@ -174,3 +174,23 @@ func FDs(pid int) ([]int, error) {
 
 // FDPath returns /proc/<pid>/fd/<n>.
 func FDPath(pid, fd int) string { return filepath.Join(Path(pid, "fd"), strconv.Itoa(fd)) }
+
+// UnixSocketInodes returns the inodes of the unix sockets in pid's network
+// namespace (/proc/<pid>/net/unix).
+func UnixSocketInodes(pid int) (map[uint64]bool, error) {
+	b, err := Read(pid, "net/unix")
+	if err != nil {
+		return nil, err
+	}
+	inodes := map[uint64]bool{}
+	for i, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) < 7 {
+			continue
+		}
+		if ino, err := strconv.ParseUint(f[6], 10, 64); err == nil {
+			inodes[ino] = true
+		}
+	}
+	return inodes, nil
+}

@@ -1,0 +1,120 @@
+package dumper
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
+)
+
+// ErrUnsupported says the tree holds something ckptfs cannot checkpoint yet.
+type ErrUnsupported struct {
+	PID  int
+	FD   int // -1 for a mapping
+	Kind string
+	What string
+}
+
+func (e *ErrUnsupported) Error() string {
+	if e.FD < 0 {
+		return fmt.Sprintf("process %d maps %s (%s): cannot checkpoint that yet", e.PID, e.What, e.Kind)
+	}
+	return fmt.Sprintf("process %d fd %d is %s (%s): cannot checkpoint that yet", e.PID, e.FD, e.Kind, e.What)
+}
+
+// Character devices that are reopened by path on restore: the memory
+// devices (null, zero, full, random, urandom) and terminals.
+func restorableDevice(rdev uint64) bool {
+	major, minor := unix.Major(rdev), unix.Minor(rdev)
+	switch major {
+	case 1:
+		return minor == 3 || minor == 5 || minor == 7 || minor == 8 || minor == 9
+	case 4, 5, 136: // tty*, tty/console/ptmx, pts
+		return true
+	}
+	return false
+}
+
+// checkFDs refuses kinds of fd that cannot be checkpointed yet: sockets
+// other than unix ones, io_uring and other anonymous inodes, devices.
+func checkFDs(pid int, fds []*image.FD) error {
+	var unixInodes map[uint64]bool
+	for _, f := range fds {
+		switch f.Kind {
+		case image.FDOther:
+			return &ErrUnsupported{PID: pid, FD: f.Num, Kind: strings.TrimPrefix(f.Path, "anon_inode:"), What: f.Path}
+		case image.FDSocket:
+			if unixInodes == nil {
+				var err error
+				if unixInodes, err = proc.UnixSocketInodes(pid); err != nil {
+					return err
+				}
+			}
+			ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(f.Path, "socket:["), "]"), 10, 64)
+			if !unixInodes[ino] {
+				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: socketKind(pid, ino), What: f.Path}
+			}
+		case image.FDChar:
+			var st unix.Stat_t
+			if err := unix.Stat(proc.FDPath(pid, f.Num), &st); err == nil && !restorableDevice(st.Rdev) {
+				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "a device", What: f.Path}
+			}
+		}
+	}
+	return nil
+}
+
+// socketKind names the protocol of a non-unix socket for the error message.
+func socketKind(pid int, ino uint64) string {
+	needle := " " + strconv.FormatUint(ino, 10) + " "
+	for _, p := range []struct{ file, kind string }{
+		{"net/tcp", "a TCP socket"}, {"net/tcp6", "a TCP socket"},
+		{"net/udp", "a UDP socket"}, {"net/udp6", "a UDP socket"},
+		{"net/raw", "a raw socket"}, {"net/raw6", "a raw socket"},
+		{"net/netlink", "a netlink socket"}, {"net/packet", "a packet socket"},
+	} {
+		if b, err := proc.Read(pid, p.file); err == nil && strings.Contains(string(b), needle) {
+			return p.kind
+		}
+	}
+	return "a socket"
+}
+
+// checkVMAs refuses mappings of devices (other than /dev/zero).
+func checkVMAs(pid int, vmas []*image.VMA) error {
+	for _, v := range vmas {
+		if strings.HasPrefix(v.Name, "/dev/") && !strings.HasPrefix(v.Name, "/dev/zero") && v.Kind != image.VMAShmem {
+			return &ErrUnsupported{PID: pid, FD: -1, Kind: "a device mapping", What: v.Name}
+		}
+	}
+	return nil
+}
+
+// precheck looks at the tree before anything is seized, so that a tree that
+// cannot be checkpointed is refused without being touched at all.
+func precheck(root int) error {
+	seen := map[int]bool{}
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		fds, err := collectFDs(pid)
+		if err != nil {
+			continue // exited or a zombie: the frozen check decides
+		}
+		if err := checkFDs(pid, fds); err != nil {
+			return err
+		}
+		kids, _ := proc.Children(pid)
+		queue = append(queue, kids...)
+	}
+	return nil
+}
