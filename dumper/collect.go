@@ -24,13 +24,10 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
-	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, State: st.State}
+	// The state as it was before the seize (now it is "t", traced).
+	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, State: ft.state}
 	if ft.zombie {
-		t.State = "Z"
 		return t, nil
-	}
-	if ft.stopped {
-		t.State = "T"
 	}
 	status, err := proc.Read(pid, "status")
 	if err != nil {

@@ -17,7 +17,8 @@ type frozenTask struct {
 	pid     int
 	tids    []int // leader first
 	zombie  bool
-	stopped bool // was in group-stop (state T) before the dump
+	state   string // /proc state letter before the dump (R, S, D, T, Z)
+	stopped bool   // was in group-stop (state T) before the dump
 }
 
 // frozenTree is the seized process tree, parents before children.
@@ -78,7 +79,7 @@ func (t *frozenTree) seizeProcess(pid int, isRoot bool) (*frozenTask, error) {
 	if err != nil {
 		return nil, err
 	}
-	ft := &frozenTask{pid: pid, stopped: stat.State == "T"}
+	ft := &frozenTask{pid: pid, state: stat.State, stopped: stat.State == "T"}
 	if stat.State == "Z" || stat.State == "X" {
 		if isRoot {
 			return nil, fmt.Errorf("process %d is a zombie", pid)
