@@ -205,6 +205,7 @@ func collectFDs(pid int) ([]*image.FD, error) {
 			return nil, fmt.Errorf("stat fd %d of %d: %w", n, pid, err)
 		}
 		f.Kind = fdKind(path, st.Mode)
+		f.Ino = st.Ino
 		if f.Kind == image.FDFile {
 			f.Size = st.Size
 		}

@@ -69,6 +69,12 @@ func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 		runtime.LockOSThread()
 		// The thread is left locked: it exits with the goroutine, so no
 		// other goroutine inherits a thread that once traced.
+		defer func() {
+			// run's deferred release has freed the tree by now.
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("dump %d: internal error: %v", pid, r)
+			}
+		}()
 		done <- d.run()
 	}()
 	err := <-done
@@ -132,6 +138,9 @@ func (d *dump) run() (err error) {
 			return err
 		}
 		c.Tasks = append(c.Tasks, t)
+	}
+	if err := collectObjects(c); err != nil {
+		return err
 	}
 	d.ckpt = c
 

@@ -114,6 +114,11 @@ func (l *loader) checkpoint() *Checkpoint {
 		}
 	}
 	c.Tasks = sortTasks(c.Tasks, c.RootPID)
+	if _, err := os.Stat(filepath.Join(l.dir, "objects")); err == nil {
+		for _, id := range l.list("objects") {
+			c.Objects = append(c.Objects, l.object(id))
+		}
+	}
 	if c.Task(c.RootPID) == nil {
 		l.fail(fmt.Errorf("checkpoint %s: root task %d missing under tasks/", l.dir, c.RootPID))
 	}
@@ -233,7 +238,8 @@ func (l *loader) thread(rel string, tid int) *Thread {
 }
 
 // fdinfo keys Render writes itself; other lines are kept verbatim in Extra.
-var fdKeys = map[string]bool{"kind": true, "path": true, "flags": true, "pos": true, "size": true, "deleted": true, "cloexec": true}
+var fdKeys = map[string]bool{"kind": true, "path": true, "flags": true, "pos": true, "size": true,
+	"deleted": true, "cloexec": true, "object": true, "ofd": true}
 
 func (l *loader) fd(rel string, n int) *FD {
 	b := l.read(rel)
@@ -245,6 +251,11 @@ func (l *loader) fd(rel string, n int) *FD {
 	}
 	f.Flags = uint32(fl)
 	f.Deleted = k.opt("deleted") == "1"
+	f.Object = k.opt("object")
+	f.OFD = k.opt("ofd")
+	if k.opt("ino") != "" { // the kernel's own fdinfo line, kept in Extra
+		f.Ino = k.u64("ino")
+	}
 	l.done(k)
 	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
 		key, _, _ := strings.Cut(line, ":")
@@ -277,4 +288,19 @@ func (l *loader) vma(rel string) *VMA {
 	}
 	l.done(k)
 	return v
+}
+
+func (l *loader) object(id string) *Object {
+	rel := filepath.Join("objects", id)
+	b := l.read(filepath.Join(rel, "info"))
+	k := parseKV(filepath.Join(l.dir, rel, "info"), b)
+	o := &Object{ID: id, Kind: k.str("kind")}
+	l.done(k)
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if key, _, _ := strings.Cut(line, ":"); line != "" && strings.TrimSpace(key) != "kind" {
+			o.Info = append(o.Info, line)
+		}
+	}
+	o.Data = l.read(filepath.Join(rel, "data"))
+	return o
 }

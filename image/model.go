@@ -6,6 +6,7 @@ package image
 import (
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,8 +39,45 @@ type Checkpoint struct {
 	Host    string
 	Kernel  string
 	RootPID int
-	Tasks   []*Task // parents before children, root first
+	Tasks   []*Task   // parents before children, root first
+	Objects []*Object // kernel objects fds refer to: pipes, sockets, deleted files
 	Stats   Stats
+}
+
+// Object kinds.
+const (
+	ObjPipe        = "pipe"         // Data: the bytes in flight
+	ObjUnixSocket  = "unix"         // Data: the bytes queued for reading; Info: type, peer, name
+	ObjDeletedFile = "deleted-file" // Data: the file's contents
+)
+
+// Object is a kernel object that one or more fds refer to, stored once per
+// checkpoint under objects/<id>/.
+type Object struct {
+	ID   string // "pipe-<ino>", "unix-<ino>", "file-<ino>"
+	Kind string
+	Info []string // "key: value" lines the kind needs
+	Data []byte
+}
+
+// InfoValue returns the value of key in Info, or "".
+func (o *Object) InfoValue(key string) string {
+	for _, l := range o.Info {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// Object returns the object with id, or nil.
+func (c *Checkpoint) Object(id string) *Object {
+	for _, o := range c.Objects {
+		if o.ID == id {
+			return o
+		}
+	}
+	return nil
 }
 
 // Stats are the figures of one checkpoint, filled in by the dumper and store.
@@ -157,6 +195,9 @@ type FD struct {
 	Pos     int64
 	Size    int64    // size of a regular file at dump time
 	Deleted bool     // path ended in " (deleted)"
+	Object  string   // id of the object under objects/ this fd refers to, if any
+	OFD     string   // open file description: fds with equal OFD share offset and flags
+	Ino     uint64   // inode of what the fd refers to
 	Extra   []string // further fdinfo lines, verbatim ("eventfd-count: 0", "tfd: ...")
 }
 

@@ -20,6 +20,19 @@ func Render(c *Checkpoint, src PageSource) *Dir {
 		tasks.Add(strconv.Itoa(t.PID), renderTask(t, src))
 	}
 	root.Add("tasks", tasks)
+	if len(c.Objects) > 0 {
+		objs := &Dir{}
+		for _, o := range c.Objects {
+			var k kv
+			k.add("kind", "%s", o.Kind)
+			for _, l := range o.Info {
+				k.b.WriteString(l)
+				k.b.WriteByte('\n')
+			}
+			objs.Add(o.ID, (&Dir{}).Add("info", k.bytes()).Add("data", Bytes(o.Data)))
+		}
+		root.Add("objects", objs)
+	}
 	return root
 }
 
@@ -175,6 +188,12 @@ func renderFDInfo(f *FD) Bytes {
 	k.add("size", "%d", f.Size)
 	k.add("deleted", "%d", boolInt(f.Deleted))
 	k.add("cloexec", "%d", boolInt(f.Cloexec()))
+	if f.Object != "" {
+		k.add("object", "%s", f.Object)
+	}
+	if f.OFD != "" {
+		k.add("ofd", "%s", f.OFD)
+	}
 	for _, e := range f.Extra {
 		k.b.WriteString(e)
 		k.b.WriteByte('\n')

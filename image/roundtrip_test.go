@@ -57,14 +57,16 @@ func sampleCheckpoint(src memSource) *Checkpoint {
 		SharedPending: []Siginfo{si},
 		Threads:       []*Thread{th, th2},
 		FDs: []*FD{{Num: 0, Kind: FDChar, Path: "/dev/null", Flags: 0o100002},
-			{Num: 7, Kind: FDFile, Path: "/tmp/out", Flags: 0o2102001, Pos: 77, Size: 77, Extra: []string{"mnt_id:\t24", "ino:\t3"}}},
+			{Num: 7, Kind: FDFile, Path: "/tmp/out", Flags: 0o2102001, Pos: 77, Size: 77, OFD: "ofd-1", Ino: 3, Extra: []string{"mnt_id:\t24", "ino:\t3"}},
+			{Num: 8, Kind: FDPipe, Path: "pipe:[99]", Flags: 0, Object: "pipe-99", Ino: 99, Extra: []string{"ino:\t99"}}},
 		VMAs: []*VMA{file, heap},
 	}
 	child := &Task{PID: 105, PPID: 100, PGID: 100, SID: 90, Comm: "kid", State: "Z",
 		Creds: root.Creds}
 	return &Checkpoint{ID: "20261125-000000-abcd", Name: "n", Time: time.Date(2026, 11, 25, 1, 2, 3, 4, time.UTC),
 		Host: "h", Kernel: "6.18", RootPID: 100, Tasks: []*Task{root, child},
-		Stats: Stats{PagesTotal: 3, PagesZero: 1, PagesNew: 3, BytesAdded: 3 * PageSize}}
+		Objects: []*Object{{ID: "pipe-99", Kind: ObjPipe, Info: []string{"ino: 99", "capacity: 65536"}, Data: []byte("in flight")}},
+		Stats:   Stats{PagesTotal: 3, PagesZero: 1, PagesNew: 3, BytesAdded: 3 * PageSize}}
 }
 
 func TestRoundTrip(t *testing.T) {

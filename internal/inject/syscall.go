@@ -1,0 +1,130 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/ptrace"
+)
+
+const (
+	reqGetSyscallInfo = 0x420e // PTRACE_GET_SYSCALL_INFO
+
+	syscallInfoNone  = 0
+	syscallInfoEntry = 1
+	syscallInfoExit  = 2
+
+	// AllSignals is the mask blocked while syscalls are injected.
+	AllSignals = ^uint64(0)
+)
+
+// ErrExited is returned when the tracee died during an injected syscall.
+var ErrExited = errors.New("tracee exited")
+
+// Syscall runs system call nr with args in the stopped thread tid: it points
+// rip at trampoline, the address of a `syscall` instruction (0f 05) in the
+// tracee, sets rax and the argument registers (orig_rax = -1, so no restart
+// fixup applies), resumes with PTRACE_SYSCALL up to the syscall-exit stop and
+// returns rax. A result in [-4095,-1] is returned with its unix.Errno.
+// The thread's registers are left changed: use Save and State.Restore around
+// a series of calls. PTRACE_EVENT stops in between (clone, fork) are
+// resumed; the new tracee's first stop is for the caller to wait for.
+func Syscall(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, error) {
+	if len(args) > 6 {
+		return 0, fmt.Errorf("syscall %d: %d args", nr, len(args))
+	}
+	var r unix.PtraceRegs
+	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	r.Rip, r.Rax, r.Orig_rax = trampoline, uint64(nr), ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := unix.PtraceSetRegs(tid, &r); err != nil {
+		return 0, fmt.Errorf("syscall %d in %d: set regs: %w", nr, tid, err)
+	}
+	entered := false
+	for {
+		if err := unix.PtraceSyscall(tid, 0); err != nil {
+			return 0, fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+		}
+		ws, err := ptrace.Wait(tid)
+		if err != nil {
+			return 0, err
+		}
+		if ws.Exited() || ws.Signaled() {
+			return 0, fmt.Errorf("syscall %d in %d: %w (status %#x)", nr, tid, ErrExited, uint32(ws))
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		sig := unix.Signal(uint32(ws)>>8) & 0x7f
+		event := uint32(ws) >> 16
+		if sig != unix.SIGTRAP || event != 0 {
+			continue // event stop, or a signal that slipped through: suppress
+		}
+		switch op, err := syscallInfoOp(tid); {
+		case err != nil:
+			return 0, fmt.Errorf("syscall %d in %d: %w", nr, tid, err)
+		case op == syscallInfoEntry:
+			entered = true
+		case op == syscallInfoExit && entered:
+			if err := unix.PtraceGetRegs(tid, &r); err != nil {
+				return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+			}
+			if r.Rip != trampoline+2 {
+				return 0, fmt.Errorf("syscall %d in %d: stopped at %#x, want %#x", nr, tid, r.Rip, trampoline+2)
+			}
+			if v := int64(r.Rax); v < 0 && v >= -4095 {
+				return r.Rax, unix.Errno(-v)
+			}
+			return r.Rax, nil
+		}
+	}
+}
+
+func syscallInfoOp(tid int) (uint8, error) {
+	var buf [88]byte
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, reqGetSyscallInfo, uintptr(tid),
+		uintptr(len(buf)), uintptr(unsafe.Pointer(&buf[0])), 0, 0)
+	if e != 0 {
+		return syscallInfoNone, fmt.Errorf("get syscall info: %w", e)
+	}
+	return buf[0], nil
+}
+
+// State is the part of a thread that syscall injection changes.
+type State struct {
+	Regs    unix.PtraceRegs
+	SigMask uint64
+}
+
+// Save records tid's registers and signal mask and blocks every signal, so
+// that nothing is delivered while syscalls are injected.
+func Save(tid int) (*State, error) {
+	s := &State{}
+	if err := unix.PtraceGetRegs(tid, &s.Regs); err != nil {
+		return nil, fmt.Errorf("save regs %d: %w", tid, err)
+	}
+	m, err := ptrace.GetSigMask(tid)
+	if err != nil {
+		return nil, err
+	}
+	s.SigMask = m
+	if err := ptrace.SetSigMask(tid, AllSignals); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Restore puts back the registers and signal mask recorded by Save.
+func (s *State) Restore(tid int) error {
+	if err := unix.PtraceSetRegs(tid, &s.Regs); err != nil {
+		return fmt.Errorf("restore regs %d: %w", tid, err)
+	}
+	return ptrace.SetSigMask(tid, s.SigMask)
+}

@@ -1,0 +1,15 @@
+package ptrace
+
+import "golang.org/x/sys/unix"
+
+const kcmpFile = 0 // KCMP_FILE
+
+// SameFile reports whether fd1 of pid1 and fd2 of pid2 are the same open
+// file description (kcmp KCMP_FILE): shared offset and flags.
+func SameFile(pid1, fd1, pid2, fd2 int) (bool, error) {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
+	if e != 0 {
+		return false, e
+	}
+	return r == 0, nil
+}
