@@ -176,8 +176,8 @@ func PeekSiginfo(tid int, shared bool) ([]image.Siginfo, error) {
 type rseqConfig struct {
 	ptr   uint64
 	size  uint32
-	flags uint32
 	sig   uint32
+	flags uint32
 	_     uint32
 }
 
