@@ -98,9 +98,13 @@ type dump struct {
 // run freezes the tree, collects it, copies memory, releases the tree, then
 // finishes storing pages and commits the checkpoint.
 func (d *dump) run() (err error) {
-	if err := precheck(d.pid); err != nil {
+	pids, err := precheck(d.pid)
+	if err != nil {
 		return err
 	}
+	mem := newMemCopier(d.repo, d.opts, d.progress)
+	defer mem.abort()
+	mem.bufs.prefault(int(min(anonBytes(pids), d.opts.MemoryBudget) / (chunkPages * image.PageSize)))
 	tree, err := seizeTree(d.pid)
 	if err != nil {
 		return err
@@ -144,8 +148,6 @@ func (d *dump) run() (err error) {
 	}
 	d.ckpt = c
 
-	mem := newMemCopier(d.repo, d.opts, d.progress)
-	defer mem.abort()
 	for i, ft := range tree.tasks {
 		if err := mem.copyTask(ft.pid, c.Tasks[i]); err != nil {
 			return err

@@ -49,13 +49,12 @@ type memCopier struct {
 	read    int64
 	total   int64
 	stats   image.Stats
-	bufs    sync.Pool
+	bufs    bufferPool
 }
 
 func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
 	depth := int(opts.MemoryBudget / (chunkPages * image.PageSize))
 	m := &memCopier{repo: repo, opts: opts, progress: progress, queue: make(chan *chunk, max(depth, 2))}
-	m.bufs.New = func() any { return make([]byte, chunkPages*image.PageSize) }
 	return m
 }
 
@@ -89,7 +88,7 @@ func (m *memCopier) worker() {
 		if err := m.store(c); err != nil {
 			m.fail(err)
 		}
-		m.bufs.Put(c.data[:cap(c.data)])
+		m.bufs.put(c.data[:cap(c.data)])
 		c.data = nil
 	}
 }
@@ -207,7 +206,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				return m.err
 			}
 			c := &chunk{vma: p.v, indices: p.idx[i:min(i+chunkPages, len(p.idx))]}
-			c.data = m.bufs.Get().([]byte)[:len(c.indices)*image.PageSize]
+			c.data = m.bufs.get()[:len(c.indices)*image.PageSize]
 			if err := readPages(pid, mem, p.v, c.indices, c.data); err != nil {
 				return fmt.Errorf("read memory of %d at vma %s: %w", pid, p.v.DirName(), err)
 			}
@@ -298,4 +297,65 @@ func (m *memCopier) abort() {
 	m.fail(errors.New("dump aborted"))
 	m.closeReads()
 	m.wg.Wait()
+}
+
+// bufferPool holds chunk buffers. Buffers are allocated and touched before
+// the tree is frozen (prefault), so the copy while frozen does not pay the
+// page faults of fresh memory.
+type bufferPool struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+func newChunkBuffer() []byte {
+	b := make([]byte, chunkPages*image.PageSize)
+	for i := 0; i < len(b); i += image.PageSize {
+		b[i] = 0 // fault the page in now
+	}
+	return b
+}
+
+// prefault makes sure n buffers are ready.
+func (p *bufferPool) prefault(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.free) < n {
+		p.free = append(p.free, newChunkBuffer())
+	}
+}
+
+func (p *bufferPool) get() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b
+	}
+	return newChunkBuffer()
+}
+
+func (p *bufferPool) put(b []byte) {
+	p.mu.Lock()
+	p.free = append(p.free, b)
+	p.mu.Unlock()
+}
+
+// anonBytes estimates the memory a dump of the tree will copy: the
+// anonymous memory of its processes (smaps_rollup), read before the seize.
+func anonBytes(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		b, err := proc.Read(pid, "smaps_rollup")
+		if err != nil {
+			continue
+		}
+		kv := proc.KeyValues(b)
+		for _, k := range []string{"Anonymous", "Shmem", "SwapPss"} {
+			var kib int64
+			fmt.Sscanf(kv[k], "%d", &kib)
+			total += kib << 10
+		}
+	}
+	return total
 }

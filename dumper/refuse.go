@@ -95,8 +95,10 @@ func checkVMAs(pid int, vmas []*image.VMA) error {
 }
 
 // precheck looks at the tree before anything is seized, so that a tree that
-// cannot be checkpointed is refused without being touched at all.
-func precheck(root int) error {
+// cannot be checkpointed is refused without being touched at all. It
+// returns the pids it saw.
+func precheck(root int) ([]int, error) {
+	var pids []int
 	seen := map[int]bool{}
 	queue := []int{root}
 	for len(queue) > 0 {
@@ -106,15 +108,16 @@ func precheck(root int) error {
 			continue
 		}
 		seen[pid] = true
+		pids = append(pids, pid)
 		fds, err := collectFDs(pid)
 		if err != nil {
 			continue // exited or a zombie: the frozen check decides
 		}
 		if err := checkFDs(pid, fds); err != nil {
-			return err
+			return nil, err
 		}
 		kids, _ := proc.Children(pid)
 		queue = append(queue, kids...)
 	}
-	return nil
+	return pids, nil
 }
