@@ -47,6 +47,7 @@ func built(t testing.TB) string {
 			{"go", "build", "-o", filepath.Join(buildDir, "gocounter"), "./progs/gocounter"},
 			{"gcc", "-O2", "-o", filepath.Join(buildDir, "memhog"), "progs/memhog.c"},
 			{"gcc", "-O1", "-o", filepath.Join(buildDir, "holder"), "progs/holder.c"},
+			{"gcc", "-O1", "-o", filepath.Join(buildDir, "ipc"), "progs/ipc.c"},
 		}
 		for _, s := range steps {
 			cmd := exec.Command(s[0], s[1:]...)
@@ -126,6 +127,8 @@ func startProgram(t testing.TB, kind string, mib int) *program {
 		argv = []string{filepath.Join(dir, "gocounter"), strconv.Itoa(mib), period}
 	case "holder-tcp", "holder-uring", "holder-device":
 		argv = []string{filepath.Join(dir, "holder"), strings.TrimPrefix(kind, "holder-")}
+	case "ipc-pair", "ipc-loop", "ipc-shm", "ipc-deleted":
+		argv = []string{filepath.Join(dir, "ipc"), strings.TrimPrefix(kind, "ipc-")}
 	case "python":
 		argv = []string{"python3", filepath.Join(dir, "counter.py"), strconv.Itoa(mib), period}
 	default:
@@ -219,6 +222,8 @@ func waitGone(t testing.TB, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, unix.WNOHANG, nil) // reap it if it is ours (child or orphan we reap)
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
 			return
 		}
