@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,28 +86,41 @@ func (w *workload) page(i int, dst []byte) []byte {
 func (w *workload) bytes() int64 { return int64(len(w.hashes)) * image.PageSize }
 
 // put stores the workload the way the dumper does: batches of 256 pages,
-// Missing, then PutPages of the missing ones.
+// Missing, then PutPages of the missing ones, from 2 workers (the dumper
+// runs one a CPU).
 func (w *workload) put(b *testing.B, r Repo) {
-	batch := make([]byte, 256*image.PageSize)
-	pages := make([][]byte, 0, 256)
-	var hs []image.Hash
-	for start := 0; start < len(w.hashes); start += 256 {
-		end := min(start+256, len(w.hashes))
-		miss, err := r.Missing(w.hashes[start:end])
-		if err != nil {
-			b.Fatal(err)
-		}
-		pages, hs = pages[:0], hs[:0]
-		for i := start; i < end; i++ {
-			if miss[i-start] {
-				k := len(pages)
-				pages = append(pages, w.page(i, batch[k*image.PageSize:(k+1)*image.PageSize]))
-				hs = append(hs, w.hashes[i])
+	const workers = 2
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Go(func() {
+			batch := make([]byte, 256*image.PageSize)
+			pages := make([][]byte, 0, 256)
+			var hs []image.Hash
+			for start := g * 256; start < len(w.hashes); start += workers * 256 {
+				end := min(start+256, len(w.hashes))
+				miss, err := r.Missing(w.hashes[start:end])
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				pages, hs = pages[:0], hs[:0]
+				for i := start; i < end; i++ {
+					if miss[i-start] {
+						k := len(pages)
+						pages = append(pages, w.page(i, batch[k*image.PageSize:(k+1)*image.PageSize]))
+						hs = append(hs, w.hashes[i])
+					}
+				}
+				if _, err := r.PutPages(hs, pages); err != nil {
+					b.Error(err)
+					return
+				}
 			}
-		}
-		if _, err := r.PutPages(hs, pages); err != nil {
-			b.Fatal(err)
-		}
+		})
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
 	}
 }
 
@@ -136,7 +150,9 @@ var benchOptions = []struct {
 	opts func(string) badger.Options
 }{
 	{"vlog", storeOptions}, // the chosen settings: pages in the value log
-	{"vlog-mt8", func(d string) badger.Options { return storeOptions(d).WithMemTableSize(8 << 20) }},
+	{"vlog-cache32m", func(d string) badger.Options { return storeOptions(d).WithBlockCacheSize(32 << 20) }},
+	{"vlog-mt16", func(d string) badger.Options { return storeOptions(d).WithMemTableSize(16 << 20) }},
+	{"vlog-1g", func(d string) badger.Options { return storeOptions(d).WithValueLogFileSize(1<<30 - 1) }},
 	{"lsm", func(d string) badger.Options { // pages in the LSM tree
 		return storeOptions(d).WithValueThreshold(1 << 20).WithCompression(options.Snappy).WithBlockCacheSize(256 << 20)
 	}},
@@ -286,4 +302,149 @@ func BenchmarkReadPage(b *testing.B) {
 
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
+}
+
+// BenchmarkMissing asks Missing about every page of a stored workload, in
+// dumper batches of 256 (what a second dump of an unchanged process does),
+// and copies the same bytes with memcpy in the same run; x-memcpy is the
+// ratio. "unknown" asks about hashes the store does not have (a first dump).
+func BenchmarkMissing(b *testing.B) {
+	w := newWorkload(b)
+	s, err := Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	w.put(b, s)
+	unknown := make([]image.Hash, len(w.hashes))
+	for i, h := range w.hashes {
+		unknown[i] = h
+		unknown[i][31] ^= 0xff
+	}
+	for _, tc := range []struct {
+		name   string
+		hashes []image.Hash
+		want   bool
+	}{{"known", w.hashes, false}, {"unknown", unknown, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			buf := make([]byte, image.PageSize)
+			var look, mem time.Duration
+			for range b.N {
+				t0 := time.Now()
+				for start := 0; start < len(tc.hashes); start += 256 {
+					miss, err := s.Missing(tc.hashes[start:min(start+256, len(tc.hashes))])
+					if err != nil {
+						b.Fatal(err)
+					}
+					if miss[0] != tc.want {
+						b.Fatalf("missing = %v, want %v", miss[0], tc.want)
+					}
+				}
+				look += time.Since(t0)
+				t0 = time.Now()
+				for i := range w.hashes {
+					w.page(i, buf)
+				}
+				mem += time.Since(t0)
+			}
+			n := float64(len(tc.hashes) * b.N)
+			b.ReportMetric(float64(look.Nanoseconds())/n, "ns/lookup")
+			b.ReportMetric(look.Seconds()/mem.Seconds(), "x-memcpy")
+		})
+	}
+}
+
+// BenchmarkOpen reopens a store holding the workload: open-ms is Open,
+// index-ms the page index load done by the first Missing (key-only scan),
+// x-memcpy the sum against a memcpy of the stored bytes in the same run.
+func BenchmarkOpen(b *testing.B) {
+	w := newWorkload(b)
+	dir := b.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.put(b, s)
+	s.Close()
+	buf := make([]byte, image.PageSize)
+	var open, index, mem time.Duration
+	for range b.N {
+		t0 := time.Now()
+		s, err := Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		open += time.Since(t0)
+		t0 = time.Now()
+		if _, err := s.Missing(w.hashes[:1]); err != nil {
+			b.Fatal(err)
+		}
+		index += time.Since(t0)
+		s.Close()
+		t0 = time.Now()
+		for i := range w.hashes {
+			w.page(i, buf)
+		}
+		mem += time.Since(t0)
+	}
+	b.ReportMetric(open.Seconds()*1000/float64(b.N), "open-ms")
+	b.ReportMetric(index.Seconds()*1000/float64(b.N), "index-ms")
+	b.ReportMetric((open+index).Seconds()/mem.Seconds(), "x-memcpy")
+}
+
+// BenchmarkReadPageRandom reads every page of a reopened 256 MiB store in
+// random order, one page per call, from 2 goroutines (FUSE read handlers
+// run concurrently); x-pread compares with pread of the same pages from a
+// plain file (page cache) by 2 goroutines in the same run.
+func BenchmarkReadPageRandom(b *testing.B) {
+	b.Setenv("CKPTFS_BENCH_MB", "256")
+	w := newWorkload(b)
+	withOptions(b, func(b *testing.B) {
+		dir := b.TempDir()
+		s, err := Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.put(b, s)
+		s.Close()
+		if s, err = Open(dir); err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		plain := filepath.Join(dir, "plain")
+		w.writeFile(b, plain)
+		f, err := os.Open(plain)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		order := rand.New(rand.NewPCG(7, 8)).Perm(len(w.hashes))
+		// par runs f on every page, b.N times, from 2 goroutines; it returns the time.
+		par := func(f func(i int, buf []byte) error) time.Duration {
+			t0 := time.Now()
+			var wg sync.WaitGroup
+			for g := range 2 {
+				wg.Go(func() {
+					buf := make([]byte, image.PageSize)
+					for i := g; i < b.N*len(order); i += 2 {
+						if err := f(order[i%len(order)], buf); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			return time.Since(t0)
+		}
+		b.ResetTimer()
+		read := par(func(i int, buf []byte) error { return s.ReadPage(w.hashes[i], buf) })
+		b.StopTimer()
+		pread := par(func(i int, buf []byte) error {
+			_, err := f.ReadAt(buf, int64(i)*image.PageSize)
+			return err
+		})
+		b.ReportMetric(float64(read.Nanoseconds())/float64(b.N*len(order)), "ns/page")
+		b.ReportMetric(read.Seconds()/pread.Seconds(), "x-pread")
+	})
 }

@@ -37,6 +37,9 @@ func hashLess(a, b image.Hash) int { return bytes.Compare(a[:], b[:]) }
 func (s *Store) GC() (GCResult, error) {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
+	// ReadPage calls use transactions of their own while pages go away.
+	s.reader.disable()
+	defer s.reader.enable()
 	var res GCResult
 	if n := s.inflight.Load(); n > 0 {
 		return res, fmt.Errorf("gc: %w (%d uncommitted), try again when it is done", ErrBusy, n)
@@ -78,6 +81,7 @@ func (s *Store) GC() (GCResult, error) {
 	// Sweep: page keys come in hash order, so walk both lists together.
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	var dead []image.Hash // in hash order
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
 		defer it.Close()
@@ -94,6 +98,7 @@ func (s *Store) GC() (GCResult, error) {
 			if err := wb.Delete(item.KeyCopy(nil)); err != nil {
 				return err
 			}
+			dead = append(dead, h)
 			res.Pages++
 			res.Bytes += image.PageSize
 		}
@@ -108,6 +113,12 @@ func (s *Store) GC() (GCResult, error) {
 		}
 	}
 	res.Tables = int64(len(orphans))
+	// The index forgets the pages before they go: it must never claim a
+	// page Badger lacks (a failed flush only makes them look missing, and
+	// PutPages stores them again).
+	if x := s.index.Load(); x != nil {
+		x.remove(dead)
+	}
 	if err := wb.Flush(); err != nil {
 		return res, fmt.Errorf("gc: delete: %w", err)
 	}

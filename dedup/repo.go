@@ -12,6 +12,11 @@
 // manifest in one transaction: the commit point. A crash mid-dump leaves only
 // orphan pages and tables, which GC removes.
 //
+// Speed: Missing and PutPages answer "is this page stored?" from an
+// in-memory index of the stored hashes (index.go, loaded on first use by a
+// key-only scan), concurrent PutPages calls write together, and ReadPage
+// shares one short-lived read transaction between calls (reader.go).
+//
 // Badger locks its directory, so one process owns a store at a time. The
 // owner (a running `ckptfs mount`) calls Serve, and every other command reaches
 // the store through OpenRepo, which returns either the Store itself or a Client
