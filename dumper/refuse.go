@@ -99,25 +99,16 @@ func checkVMAs(pid int, vmas []*image.VMA) error {
 // returns the pids it saw.
 func precheck(root int) ([]int, error) {
 	var pids []int
-	seen := map[int]bool{}
-	queue := []int{root}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
+	err := walkTree(root, func(pid int) (bool, error) {
 		pids = append(pids, pid)
 		fds, err := collectFDs(pid)
 		if err != nil {
-			continue // exited or a zombie: the frozen check decides
+			return false, nil // exited or a zombie: the frozen check decides
 		}
-		if err := checkFDs(pid, fds); err != nil {
-			return nil, err
-		}
-		kids, _ := proc.Children(pid)
-		queue = append(queue, kids...)
+		return true, checkFDs(pid, fds)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return pids, nil
 }

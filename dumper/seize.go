@@ -37,31 +37,16 @@ func seizeTree(root int) (_ *frozenTree, err error) {
 			t.release()
 		}
 	}()
-	seen := map[int]bool{}
-	queue := []int{root}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
+	err = walkTree(root, func(pid int) (bool, error) {
 		ft, err := t.seizeProcess(pid, pid == root)
-		if err != nil {
-			return nil, err
-		}
-		if ft == nil {
-			continue // exited meanwhile
+		if err != nil || ft == nil { // nil: exited meanwhile
+			return false, err
 		}
 		t.tasks = append(t.tasks, ft)
-		if ft.zombie {
-			continue
-		}
-		kids, err := proc.Children(pid)
-		if err != nil {
-			return nil, err
-		}
-		queue = append(queue, kids...)
+		return !ft.zombie, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -182,4 +167,29 @@ func tracerOf(tid int) int {
 	var n int
 	fmt.Sscanf(proc.KeyValues(b)["TracerPid"], "%d", &n)
 	return n
+}
+
+// walkTree visits root and its descendants breadth first, parents before
+// children; visit says whether to descend into a process' children.
+func walkTree(root int, visit func(pid int) (descend bool, err error)) error {
+	seen := map[int]bool{}
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		descend, err := visit(pid)
+		if err != nil {
+			return err
+		}
+		if !descend {
+			continue
+		}
+		kids, _ := proc.Children(pid) // none if it exited meanwhile
+		queue = append(queue, kids...)
+	}
+	return nil
 }

@@ -3,44 +3,17 @@ package tests
 import (
 	"context"
 	"crypto/rand"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
 )
 
-var (
-	dedupBinOnce sync.Once
-	dedupBin     string
-	dedupBinErr  error
-)
-
-// dedupCkptfs builds the ckptfs binary once for the store CLI tests.
-func dedupCkptfs(t *testing.T) string {
-	t.Helper()
-	dedupBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ckptfs-dedup-bin")
-		if err != nil {
-			dedupBinErr = err
-			return
-		}
-		dedupBin = filepath.Join(dir, "ckptfs")
-		out, err := exec.Command("go", "build", "-o", dedupBin, "../cmd/ckptfs").CombinedOutput()
-		if err != nil {
-			dedupBinErr = err
-			dedupBin = string(out)
-		}
-	})
-	if dedupBinErr != nil {
-		t.Fatalf("build ckptfs: %v\n%s", dedupBinErr, dedupBin)
-	}
-	return dedupBin
-}
+// dedupCkptfs is the ckptfs binary the harness built.
+func dedupCkptfs(t *testing.T) string { return filepath.Join(built(t), "ckptfs") }
 
 func dedupRun(t *testing.T, args ...string) (string, error) {
 	t.Helper()

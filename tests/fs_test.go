@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,31 +18,8 @@ import (
 	"github.com/ckptfs/ckptfs/image"
 )
 
-var (
-	fsBinOnce sync.Once
-	fsBin     string
-	fsBinErr  error
-)
-
-// fsCkptfs builds the ckptfs binary once.
-func fsCkptfs(t *testing.T) string {
-	t.Helper()
-	fsBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ckptfs-fs-bin")
-		if err != nil {
-			fsBinErr = err
-			return
-		}
-		fsBin = filepath.Join(dir, "ckptfs")
-		if out, err := exec.Command("go", "build", "-o", fsBin, "../cmd/ckptfs").CombinedOutput(); err != nil {
-			fsBinErr, fsBin = err, string(out)
-		}
-	})
-	if fsBinErr != nil {
-		t.Fatalf("build ckptfs: %v\n%s", fsBinErr, fsBin)
-	}
-	return fsBin
-}
+// fsCkptfs is the ckptfs binary the harness built.
+func fsCkptfs(t *testing.T) string { return filepath.Join(built(t), "ckptfs") }
 
 const fsProg = `
 #include <stdio.h>
