@@ -3,7 +3,6 @@ package inject
 import (
 	"errors"
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -11,11 +10,9 @@ import (
 )
 
 const (
-	reqGetSyscallInfo = 0x420e // PTRACE_GET_SYSCALL_INFO
-
 	syscallInfoNone  = 0
-	syscallInfoEntry = 1
-	syscallInfoExit  = 2
+	syscallInfoEntry = 1 // PTRACE_EVENTMSG_SYSCALL_ENTRY
+	syscallInfoExit  = 2 // PTRACE_EVENTMSG_SYSCALL_EXIT
 
 	// AllSignals is the mask blocked while syscalls are injected.
 	AllSignals = ^uint64(0)
@@ -87,14 +84,19 @@ func Syscall(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, er
 	}
 }
 
+// syscallInfoOp says whether a SIGTRAP stop is a syscall entry or exit
+// stop. The kernel leaves PTRACE_EVENTMSG_SYSCALL_ENTRY (1) or _EXIT (2) in
+// the event message of those stops, 0 for a signal, whatever the tracer's
+// options (PTRACE_GET_SYSCALL_INFO needs PTRACE_O_TRACESYSGOOD).
 func syscallInfoOp(tid int) (uint8, error) {
-	var buf [88]byte
-	_, _, e := unix.Syscall6(unix.SYS_PTRACE, reqGetSyscallInfo, uintptr(tid),
-		uintptr(len(buf)), uintptr(unsafe.Pointer(&buf[0])), 0, 0)
-	if e != 0 {
-		return syscallInfoNone, fmt.Errorf("get syscall info: %w", e)
+	msg, err := unix.PtraceGetEventMsg(tid)
+	if err != nil {
+		return syscallInfoNone, fmt.Errorf("get event msg: %w", err)
 	}
-	return buf[0], nil
+	if msg == syscallInfoEntry || msg == syscallInfoExit {
+		return uint8(msg), nil
+	}
+	return syscallInfoNone, nil
 }
 
 // State is the part of a thread that syscall injection changes.
@@ -125,6 +127,40 @@ func Save(tid int) (*State, error) {
 func (s *State) Restore(tid int) error {
 	if err := unix.PtraceSetRegs(tid, &s.Regs); err != nil {
 		return fmt.Errorf("restore regs %d: %w", tid, err)
+	}
+	return ptrace.SetSigMask(tid, s.SigMask)
+}
+
+// Restop puts back the registers and signal mask recorded by Save and
+// stops the thread again in a PTRACE_EVENT_STOP (PTRACE_INTERRUPT, then
+// resume): the thread is left exactly as an interrupt stop leaves it, so
+// when it is released the kernel's own syscall-restart handling applies
+// (-ERESTART_RESTARTBLOCK included, whose restart block only the kernel
+// has). Setting the saved registers at an injected syscall's exit stop
+// instead would return -ERESTART* to the program. The tracee must have
+// been seized (PTRACE_SEIZE).
+func (s *State) Restop(tid int) error {
+	if err := unix.PtraceSetRegs(tid, &s.Regs); err != nil {
+		return fmt.Errorf("restore regs %d: %w", tid, err)
+	}
+	if err := ptrace.Interrupt(tid); err != nil {
+		return err
+	}
+	for {
+		if err := unix.PtraceCont(tid, 0); err != nil {
+			return fmt.Errorf("restop %d: %w", tid, err)
+		}
+		ws, err := ptrace.Wait(tid)
+		if err != nil {
+			return err
+		}
+		if ws.Exited() || ws.Signaled() {
+			return fmt.Errorf("restop %d: %w", tid, ErrExited)
+		}
+		if ws.Stopped() && uint32(ws)>>16 == ptrace.EventStop {
+			break
+		}
+		// A syscall or signal stop on the way (signals are blocked): go on.
 	}
 	return ptrace.SetSigMask(tid, s.SigMask)
 }

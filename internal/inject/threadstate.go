@@ -41,9 +41,9 @@ func GetAltStack(tid int, trampoline, scratch uint64) (AltStack, error) {
 }
 
 // SetAltStack sets thread tid's sigaltstack: sigaltstack(scratch, NULL).
-// A disabled stack needs no call (a new thread has none).
+// A disabled or zero stack needs no call (a new thread has none).
 func SetAltStack(tid int, trampoline, scratch uint64, a AltStack) error {
-	if a.Disabled() {
+	if a.Disabled() || a.SP == 0 && a.Size == 0 {
 		return nil
 	}
 	b := make([]byte, 24)
@@ -101,4 +101,66 @@ func SetRobustList(tid int, trampoline, head, length uint64) error {
 		return fmt.Errorf("set_robust_list of %d: %w", tid, err)
 	}
 	return nil
+}
+
+// Extras is the per-thread state a restore needs beyond registers and
+// masks: the sigaltstack (Go sets one per thread; without it a signal on a
+// running goroutine hangs the runtime), the clear_child_tid address
+// (pthread_join waits on it) and the robust futex list.
+type Extras struct {
+	AltStack   AltStack
+	ClearTID   uint64
+	RobustHead uint64
+	RobustLen  uint64
+}
+
+// ReadExtras reads the Extras of the stopped thread tid (seized, in an
+// interrupt stop, of a process with a [vdso]): syscalls injected into the
+// thread itself, with a scratch buffer below its stack's red zone whose
+// bytes are put back; then State.Restop leaves the thread as it was, in
+// an interrupt stop with its registers and mask.
+func ReadExtras(tid int) (_ Extras, err error) {
+	var x Extras
+	if x.RobustHead, x.RobustLen, err = GetRobustList(tid); err != nil {
+		return x, err
+	}
+	tramp, err := FindSyscallInsn(tid)
+	if err != nil {
+		return x, err
+	}
+	st, err := Save(tid)
+	if err != nil {
+		return x, err
+	}
+	scratch := (st.Regs.Rsp - 128 - 64) &^ 15
+	keep := make([]byte, 32)
+	if err := ReadMem(tid, scratch, keep); err != nil {
+		st.Restop(tid)
+		return x, fmt.Errorf("stack of %d: %w", tid, err)
+	}
+	x.AltStack, err = GetAltStack(tid, tramp, scratch)
+	if err == nil {
+		x.ClearTID, err = GetTIDAddress(tid, tramp, scratch)
+	}
+	if err2 := WriteMem(tid, scratch, keep); err2 != nil && err == nil {
+		err = err2
+	}
+	if err2 := st.Restop(tid); err2 != nil && err == nil {
+		err = err2
+	}
+	return x, err
+}
+
+// WriteExtras sets the Extras of thread tid, at a `syscall` trampoline
+// with scratch memory (at least 32 bytes) in its process.
+func WriteExtras(tid int, trampoline, scratch uint64, x Extras) error {
+	if err := SetAltStack(tid, trampoline, scratch, x.AltStack); err != nil {
+		return err
+	}
+	if x.ClearTID != 0 {
+		if err := SetTIDAddress(tid, trampoline, x.ClearTID); err != nil {
+			return err
+		}
+	}
+	return SetRobustList(tid, trampoline, x.RobustHead, x.RobustLen)
 }

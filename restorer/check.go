@@ -1,0 +1,192 @@
+package restorer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
+)
+
+// preflight checks everything that can be checked before a process is
+// created: pids and tids free, mapped and reopened files present and of the
+// recorded size, a vdso layout this kernel has.
+func preflight(c *image.Checkpoint, own map[int]string) error {
+	for _, t := range c.Tasks {
+		if t.State == "Z" {
+			return fmt.Errorf("task %d was a zombie when dumped: cannot restore zombies", t.PID)
+		}
+		for _, th := range t.Threads {
+			if err := idFree(th.TID); err != nil {
+				return err
+			}
+		}
+		if err := checkVdso(t); err != nil {
+			return err
+		}
+		for _, v := range t.VMAs {
+			if err := checkMappedFile(t, v); err != nil {
+				return err
+			}
+		}
+		for _, f := range t.FDs {
+			if err := checkFD(c, t, f, own); err != nil {
+				return err
+			}
+		}
+		if _, err := os.Stat(t.Exe); err != nil {
+			return fmt.Errorf("task %d: executable %s: %w", t.PID, t.Exe, err)
+		}
+	}
+	return nil
+}
+
+// idFree says who holds pid n, if anybody does.
+func idFree(n int) error {
+	b, err := os.ReadFile(proc.Path(n, "status"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("pid %d: %w", n, err)
+	}
+	st := proc.KeyValues(b)
+	comm := st["Name"]
+	tgid, _ := strconv.Atoi(st["Tgid"])
+	switch {
+	case strings.HasPrefix(st["State"], "Z"):
+		return fmt.Errorf("pid %d is still in use by %s (zombie not yet reaped)", n, comm)
+	case tgid != n && tgid != 0:
+		return fmt.Errorf("pid %d is still in use by a thread of %s (pid %d)", n, comm, tgid)
+	}
+	return fmt.Errorf("pid %d is still in use by %s", n, comm)
+}
+
+// mapsFile reports whether v is mapped from a file that restore must open.
+func mapsFile(v *image.VMA) bool {
+	return v.Kind == image.VMAFile
+}
+
+func checkMappedFile(t *image.Task, v *image.VMA) error {
+	if !mapsFile(v) {
+		return nil
+	}
+	if strings.HasSuffix(v.Name, " (deleted)") {
+		return fmt.Errorf("task %d: vma %s maps %s, which was already deleted at dump time", t.PID, v.DirName(), v.Name)
+	}
+	st, err := os.Stat(v.Name)
+	if err != nil {
+		return fmt.Errorf("task %d: vma %s maps %s: %w", t.PID, v.DirName(), v.Name, pathErr(err))
+	}
+	if v.FileSize != 0 && st.Size() != v.FileSize {
+		return fmt.Errorf("task %d: vma %s maps %s, whose size changed from %d to %d bytes", t.PID, v.DirName(), v.Name, v.FileSize, st.Size())
+	}
+	return nil
+}
+
+func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string) error {
+	if inheritFD(f, own) {
+		return nil
+	}
+	if f.Object != "" {
+		o := c.Object(f.Object)
+		if o == nil {
+			return fmt.Errorf("task %d: fd %d: object %s is not in the checkpoint", t.PID, f.Num, f.Object)
+		}
+		if o.Kind == image.ObjPipe && !bothEnds(c, o.ID) {
+			return fmt.Errorf("task %d: fd %d: %s has its other end outside the checkpoint (only fds 0-2, or an fd the restorer holds at the same number on the same pipe, can be taken over)", t.PID, f.Num, f.Path)
+		}
+		return nil
+	}
+	switch f.Kind {
+	case image.FDFile, image.FDDir, image.FDChar:
+		if f.Deleted {
+			return fmt.Errorf("task %d: fd %d: %s was deleted at dump time", t.PID, f.Num, f.Path)
+		}
+		st, err := os.Stat(f.Path)
+		if err != nil {
+			return fmt.Errorf("task %d: fd %d: %s: %w", t.PID, f.Num, f.Path, pathErr(err))
+		}
+		if f.Kind == image.FDFile && st.Size() != f.Size && !grownOutput(f, st.Size()) {
+			return fmt.Errorf("task %d: fd %d: %s changed size from %d to %d bytes", t.PID, f.Num, f.Path, f.Size, st.Size())
+		}
+	case image.FDEventfd, image.FDEpoll, image.FDTimerfd, image.FDSignalfd:
+	default:
+		return fmt.Errorf("task %d: fd %d (%s %s): cannot restore this kind of fd", t.PID, f.Num, f.Kind, f.Path)
+	}
+	return nil
+}
+
+// bothEnds reports whether fds of the checkpoint hold both ends of pipe id.
+func bothEnds(c *image.Checkpoint, id string) bool {
+	var r, w bool
+	for _, f := range objectUsers(c, id) {
+		if f.Flags&3 == 0 {
+			r = true
+		} else {
+			w = true
+		}
+	}
+	return r && w
+}
+
+// ownFDs maps the restorer's own fd numbers to what they point at
+// (readlink of /proc/self/fd/N).
+func ownFDs() map[int]string {
+	out := map[int]string{}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			out[n] = l
+		}
+	}
+	return out
+}
+
+// inheritFD reports an fd the restored process takes from the restorer
+// instead of reopening it: a standard fd that cannot be reopened (pipe,
+// socket, terminal: the restorer's own stdin, stdout, stderr), or any fd
+// that the restorer holds at the same number on the very same object (the
+// same pipe:[inode], say, inherited by both from a common ancestor).
+func inheritFD(f *image.FD, own map[int]string) bool {
+	switch f.Kind {
+	case image.FDFile, image.FDDir:
+		return false
+	}
+	if f.Num > 2 || (f.Kind == image.FDChar && !isTTY(f.Path)) {
+		return own[f.Num] == f.Path && f.Kind != image.FDChar
+	}
+	switch f.Kind {
+	case image.FDPipe, image.FDSocket, image.FDChar:
+		return true
+	}
+	return false
+}
+
+func isTTY(path string) bool {
+	return strings.HasPrefix(path, "/dev/pts/") || strings.HasPrefix(path, "/dev/tty") || path == "/dev/console"
+}
+
+// pathErr strips the operation and path from an *os.PathError whose path
+// the caller names itself.
+func pathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// grownOutput reports a file that only grew since the dump, typically an
+// output or log the process (or an earlier restore of the same checkpoint)
+// kept writing: reopening it is safe. A shorter file is an error.
+func grownOutput(f *image.FD, size int64) bool {
+	return size >= f.Size && size >= f.Pos
+}

@@ -1,0 +1,269 @@
+// Package restorer rebuilds processes from a checkpoint tree so that they
+// continue where they were, with the same pids and tids.
+//
+// It needs no code of its own inside the target: a tiny stub process
+// (internal/stub) is started under ptrace and turned, one injected system
+// call at a time (internal/inject), into the checkpointed process: clone3
+// with set_tid gives it its pid, its own mappings are replaced by the
+// recorded ones, memory is written with process_vm_writev from the
+// checkpoint's sparse pages files, then mm fields, files, signal handlers,
+// threads and registers are put back and every thread is released at once.
+// A failure kills every process the restorer created.
+package restorer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/inject"
+	"github.com/ckptfs/ckptfs/internal/ptrace"
+	"github.com/ckptfs/ckptfs/internal/stub"
+)
+
+// Options tune a restore.
+type Options struct {
+	// Log receives one line per phase with its duration (nil: none).
+	Log io.Writer
+}
+
+var le = binary.LittleEndian
+
+const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
+	unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK
+
+// Restore restores the checkpoint tree in dir (a mounted checkpoint or a
+// copy of one) and returns the root pid once every process runs on its own.
+func Restore(dir string, opts Options) (int, error) {
+	start := time.Now()
+	c, err := image.Load(dir)
+	if err != nil {
+		return 0, err
+	}
+	own := ownFDs()
+	if err := preflight(c, own); err != nil {
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	r := &restorer{c: c, dir: dir, opts: opts, start: start, procs: map[int]*target{}, own: own, files: newFiles(own)}
+	defer r.files.close()
+	r.logf("loaded and checked")
+	tr := inject.NewTracer()
+	err = tr.Do(r.run)
+	if err != nil {
+		tr.Do(func() error { r.killAll(); return nil })
+		tr.Close()
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	tr.Close()
+	r.logf("done")
+	return c.RootPID, nil
+}
+
+type restorer struct {
+	c     *image.Checkpoint
+	dir   string
+	opts  Options
+	start time.Time
+	last  time.Time
+
+	own   map[int]string // the restorer's fds (ownFDs)
+	files *files
+	stub  *exec.Cmd
+	procs map[int]*target
+	order []*target
+}
+
+func (r *restorer) logf(format string, args ...any) {
+	if r.opts.Log == nil {
+		return
+	}
+	now := time.Now()
+	if r.last.IsZero() {
+		r.last = r.start
+	}
+	fmt.Fprintf(r.opts.Log, "restore: %-40s %8.2f ms (total %8.2f ms)\n", fmt.Sprintf(format, args...),
+		float64(now.Sub(r.last).Microseconds())/1000, float64(now.Sub(r.start).Microseconds())/1000)
+	r.last = now
+}
+
+// run does the whole restore on the tracer thread.
+func (r *restorer) run() error {
+	if err := r.startStub(); err != nil {
+		return err
+	}
+	r.logf("stub started")
+	for _, t := range r.c.Tasks {
+		parent := r.procs[t.PPID]
+		if t.PID == r.c.RootPID {
+			parent = nil
+		} else if parent == nil {
+			return fmt.Errorf("task %d: parent %d is not in the checkpoint", t.PID, t.PPID)
+		}
+		if err := r.spawn(parent, t); err != nil {
+			return err
+		}
+	}
+	// The stub has done its job: every process now has its pid.
+	r.stub.Process.Kill()
+	r.stub.Wait()
+	r.stub = nil
+	r.logf("processes created")
+	if err := r.failpoint("created"); err != nil {
+		return err
+	}
+	for _, p := range r.order {
+		if err := r.restoreTask(p); err != nil {
+			return fmt.Errorf("task %d: %w", p.pid, err)
+		}
+	}
+	for _, p := range r.order {
+		if err := p.finish(); err != nil {
+			return fmt.Errorf("task %d: %w", p.pid, err)
+		}
+	}
+	r.logf("registers set")
+	if err := r.failpoint("finished"); err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range r.order {
+		for _, tid := range p.tids {
+			if err := ptrace.Detach(tid, 0); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	r.order = nil // released: nothing left to kill
+	return nil
+}
+
+// failAt makes a restore fail at a named point (tests of the cleanup).
+var failAt string
+
+func (r *restorer) failpoint(name string) error {
+	if failAt == name {
+		return fmt.Errorf("failpoint %s", name)
+	}
+	return nil
+}
+
+// startStub starts the stub on the tracer thread and stops it under ptrace.
+func (r *restorer) startStub() error {
+	cmd, cleanup, err := stub.Command(nil)
+	if err != nil {
+		return err
+	}
+	err = cmd.Start()
+	cleanup()
+	if err != nil {
+		return fmt.Errorf("start stub: %w", err)
+	}
+	r.stub = cmd
+	pid := cmd.Process.Pid
+	if err := ptrace.Seize(pid, traceOptions); err != nil {
+		return err
+	}
+	if err := ptrace.Interrupt(pid); err != nil {
+		return err
+	}
+	if _, err := ptrace.Wait(pid); err != nil {
+		return err
+	}
+	// Children and threads inherit the mask: nothing is delivered to them
+	// until their own masks are set at the end.
+	return ptrace.SetSigMask(pid, inject.AllSignals)
+}
+
+// spawn creates the process of task t with clone3(set_tid = t.PID), from
+// parent's process or, for the root, from the stub with CLONE_PARENT so
+// that the root is the restorer's child until the restorer exits.
+func (r *restorer) spawn(parent *target, t *image.Task) error {
+	var from *target
+	flags, exitSignal := uint64(0), uint64(unix.SIGCHLD)
+	if parent == nil {
+		regs, err := ptrace.GetRegs(r.stub.Process.Pid)
+		if err != nil {
+			return err
+		}
+		from = &target{pid: r.stub.Process.Pid, tramp: stub.Trampoline, scratch: (regs.Rsp - 4096) &^ 0xfff}
+		flags, exitSignal = unix.CLONE_PARENT, 0
+	} else {
+		from = parent
+	}
+	pid, err := from.clone3(from.pid, flags, exitSignal, t.PID)
+	if err != nil {
+		return fmt.Errorf("create task %d: %w", t.PID, err)
+	}
+	p := &target{r: r, t: t, pid: pid, tramp: from.tramp, scratch: from.scratch, tids: []int{pid}}
+	r.procs[pid] = p
+	r.order = append(r.order, p)
+	return nil
+}
+
+// clone3 runs clone3 with set_tid = id in thread tid of p and waits for
+// the new task's first stop.
+func (p *target) clone3(tid int, flags, exitSignal uint64, id int) (int, error) {
+	args := make([]byte, 96)
+	le.PutUint64(args[0:], flags)
+	le.PutUint64(args[32:], exitSignal)
+	le.PutUint64(args[64:], p.scratch+88) // set_tid
+	le.PutUint64(args[72:], 1)            // set_tid_size
+	le.PutUint32(args[88:], uint32(id))
+	if err := inject.WriteMem(p.pid, p.scratch, args); err != nil {
+		return 0, err
+	}
+	got, err := p.sys(tid, unix.SYS_CLONE3, p.scratch, 88)
+	if errors.Is(err, unix.EEXIST) {
+		if e := idFree(id); e != nil {
+			return 0, e
+		}
+		return 0, fmt.Errorf("pid %d is still in use", id)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if int(got) != id {
+		return 0, fmt.Errorf("clone3 gave pid %d, want %d", got, id)
+	}
+	ws, err := ptrace.Wait(id)
+	if err != nil {
+		return 0, err
+	}
+	if !ws.Stopped() {
+		return 0, fmt.Errorf("new task %d: unexpected status %#x", id, uint32(ws))
+	}
+	return id, nil
+}
+
+// killAll kills every process the restorer created and reaps what it can.
+func (r *restorer) killAll() {
+	if r.stub != nil {
+		r.stub.Process.Kill()
+		r.stub.Wait()
+	}
+	for _, p := range r.order {
+		unix.Kill(p.pid, unix.SIGKILL)
+	}
+	var ws unix.WaitStatus
+	for _, p := range r.order {
+		for _, tid := range p.tids[1:] {
+			unix.Wait4(tid, &ws, unix.WALL, nil)
+		}
+	}
+	for _, p := range r.order {
+		unix.Wait4(p.pid, &ws, unix.WALL, nil)
+		// The root is our child: once the tracer side is reaped, reap the
+		// parent side too (ECHILD otherwise).
+		unix.Wait4(p.pid, &ws, unix.WALL|unix.WNOHANG, nil)
+	}
+	r.order = nil
+}

@@ -1,0 +1,547 @@
+package restorer
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/inject"
+	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/ptrace"
+)
+
+// Trampoline region: one code page (`syscall; int3`) and scratch pages for
+// the data injected syscalls point at.
+const (
+	regionSize  = 4 * image.PageSize
+	scratchSize = regionSize - image.PageSize
+)
+
+// target is one process being restored.
+type target struct {
+	r       *restorer
+	t       *image.Task
+	pid     int
+	tramp   uint64 // a `syscall` instruction in the process
+	scratch uint64 // writable scratch memory in the process
+	region  uint64 // the trampoline region, once mapped
+	tids    []int  // threads created, main thread first
+}
+
+func (p *target) sys(tid int, nr uintptr, args ...uint64) (uint64, error) {
+	v, err := inject.Syscall(tid, p.tramp, nr, args...)
+	if err != nil {
+		return v, fmt.Errorf("%s: %w", sysName(nr), err)
+	}
+	return v, nil
+}
+
+// put writes b at scratch+off and returns its address in the process.
+func (p *target) put(off uint64, b []byte) (uint64, error) {
+	if p.region != 0 && off+uint64(len(b)) > scratchSize {
+		return 0, fmt.Errorf("%d bytes do not fit the scratch area", len(b))
+	}
+	addr := p.scratch + off
+	return addr, inject.WriteMem(p.pid, addr, b)
+}
+
+// cstr writes s NUL-terminated at scratch+off.
+func (p *target) cstr(off uint64, s string) (uint64, error) {
+	if len(s) >= image.PageSize {
+		return 0, fmt.Errorf("path too long: %q", s)
+	}
+	return p.put(off, append([]byte(s), 0))
+}
+
+func (r *restorer) restoreTask(p *target) error {
+	t := p.t
+	if err := p.takeOverAddressSpace(); err != nil {
+		return err
+	}
+	r.logf("task %d: address space cleared", p.pid)
+	ranges, err := scanPages(r.dir, t)
+	if err != nil {
+		return err
+	}
+	if err := p.mapVMAs(ranges); err != nil {
+		return err
+	}
+	r.logf("task %d: %d vmas mapped", p.pid, len(t.VMAs))
+	ufd, uffd, closeUffd := -1, map[*image.VMA]bool(nil), func() {}
+	if useUffd {
+		if ufd, uffd, closeUffd, err = p.uffdFill(ranges); err != nil {
+			return fmt.Errorf("userfaultfd: %w", err)
+		}
+	}
+	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd)
+	closeUffd()
+	if err != nil {
+		return err
+	}
+	r.logf("task %d: %d MiB of memory written", p.pid, n>>20)
+	if err := p.protectVMAs(ranges); err != nil {
+		return err
+	}
+	if err := p.setMM(); err != nil {
+		return err
+	}
+	if err := p.setLimits(); err != nil {
+		return err
+	}
+	if err := p.restoreFDs(); err != nil {
+		return err
+	}
+	if err := p.setProcessState(); err != nil {
+		return err
+	}
+	if err := p.setSigactions(); err != nil {
+		return err
+	}
+	r.logf("task %d: mm, fds, signals", p.pid)
+	if err := p.createThreads(); err != nil {
+		return err
+	}
+	for i, th := range t.Threads {
+		if err := p.setupThread(p.tids[i], th); err != nil {
+			return fmt.Errorf("thread %d: %w", th.TID, err)
+		}
+	}
+	if err := p.queuePending(); err != nil {
+		return err
+	}
+	for i := range t.Threads {
+		if err := p.setCreds(p.tids[i]); err != nil {
+			return err
+		}
+	}
+	r.logf("task %d: %d threads", p.pid, len(t.Threads))
+	return r.failpoint("threads")
+}
+
+// takeOverAddressSpace maps the trampoline region at an address free in
+// both layouts, unmaps every mapping of the stub and moves the vdso unit
+// to its recorded address.
+func (p *target) takeOverAddressSpace() error {
+	cur, err := proc.Maps(p.pid)
+	if err != nil {
+		return err
+	}
+	avoid := append(mappingAreas(cur), vmaAreas(p.t.VMAs)...)
+	region, err := findFree(regionSize, avoid)
+	if err != nil {
+		return err
+	}
+	got, err := p.sys(p.pid, unix.SYS_MMAP, region, regionSize, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
+	if err != nil {
+		return fmt.Errorf("map trampoline: %w", err)
+	}
+	if got != region {
+		return fmt.Errorf("trampoline mapped at %#x, want %#x", got, region)
+	}
+	if err := inject.WriteMem(p.pid, region, []byte{0x0f, 0x05, 0xcc}); err != nil {
+		return err
+	}
+	p.region, p.tramp, p.scratch = region, region, region+image.PageSize
+	for _, m := range cur {
+		if isVdsoName(m.Name) || m.Name == "[vsyscall]" {
+			continue
+		}
+		if _, err := p.sys(p.pid, unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
+			return fmt.Errorf("unmap stub %#x-%#x %s: %w", m.Start, m.End, m.Name, err)
+		}
+	}
+	return p.moveVdso(vdsoUnit(cur), append(avoid, area{"trampoline", region, region + regionSize}))
+}
+
+// moveVdso moves the vdso and vvar areas onto their recorded addresses, as
+// a unit (through a free place first when old and new overlap).
+func (p *target) moveVdso(cur []area, avoid []area) error {
+	rec := recordedVdso(p.t)
+	if len(rec) == 0 {
+		for _, a := range cur {
+			if _, err := p.sys(p.pid, unix.SYS_MUNMAP, a.start, a.size()); err != nil {
+				return fmt.Errorf("unmap %s: %w", a.name, err)
+			}
+		}
+		return nil
+	}
+	if !sameShape(rec, cur) {
+		return fmt.Errorf("checkpoint needs a vdso layout this kernel lacks: recorded %s, this kernel %s", fmtUnit(rec), fmtUnit(cur))
+	}
+	if rec[0].start == cur[0].start {
+		return nil
+	}
+	span := cur[len(cur)-1].end - cur[0].start
+	move := func(to uint64) error {
+		delta := to - cur[0].start
+		for i, a := range cur {
+			_, err := p.sys(p.pid, unix.SYS_MREMAP, a.start, a.size(), a.size(),
+				unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, a.start+delta)
+			if err != nil {
+				return fmt.Errorf("move %s to %#x: %w", a.name, a.start+delta, err)
+			}
+			cur[i].start += delta
+			cur[i].end += delta
+		}
+		return nil
+	}
+	if rec[0].start < cur[0].start+span && cur[0].start < rec[0].start+span {
+		tmp, err := findFree(span, avoid)
+		if err != nil {
+			return err
+		}
+		if err := move(tmp); err != nil {
+			return err
+		}
+	}
+	return move(rec[0].start)
+}
+
+// mapVMAs maps every recorded vma at its address. VMAs that get contents
+// are mapped writable; protectVMAs sets the recorded protection after.
+func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
+	files := map[string]uint64{} // path+mode -> fd in the process
+	defer func() {
+		for _, fd := range files {
+			p.sys(p.pid, unix.SYS_CLOSE, fd)
+		}
+	}()
+	for _, v := range p.t.VMAs {
+		switch v.Kind {
+		case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
+			continue
+		}
+		prot := uint64(v.Prot())
+		if len(ranges[v]) > 0 {
+			prot |= unix.PROT_WRITE
+		}
+		flags := uint64(unix.MAP_FIXED | unix.MAP_PRIVATE)
+		if v.Shared() {
+			flags = unix.MAP_FIXED | unix.MAP_SHARED
+		}
+		if v.HasFlag("gd") {
+			flags |= unix.MAP_GROWSDOWN
+		}
+		if v.HasFlag("nr") {
+			flags |= unix.MAP_NORESERVE
+		}
+		fd, off := ^uint64(0), uint64(0)
+		if mapsFile(v) {
+			mode := uint64(unix.O_RDONLY)
+			if v.Shared() && v.Perms[1] == 'w' {
+				mode = unix.O_RDWR
+			}
+			key := fmt.Sprintf("%d:%s", mode, v.Name)
+			var ok bool
+			if fd, ok = files[key]; !ok {
+				path, err := p.cstr(0, v.Name)
+				if err != nil {
+					return err
+				}
+				if fd, err = p.sys(p.pid, unix.SYS_OPENAT, atFDCWD, path, mode|unix.O_CLOEXEC, 0); err != nil {
+					return fmt.Errorf("vma %s: open %s: %w", v.DirName(), v.Name, err)
+				}
+				files[key] = fd
+			}
+			off = v.Offset
+		} else {
+			flags |= unix.MAP_ANONYMOUS
+		}
+		got, err := p.sys(p.pid, unix.SYS_MMAP, v.Start, v.Len(), prot, flags, fd, off)
+		if err != nil {
+			return fmt.Errorf("vma %s (%s %s): %w", v.DirName(), v.Perms, v.Name, err)
+		}
+		if got != v.Start {
+			return fmt.Errorf("vma %s mapped at %#x", v.DirName(), got)
+		}
+		if err := p.adviseVMA(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// vmaAdvice maps VmFlags to the madvise that sets them.
+var vmaAdvice = []struct {
+	flag   string
+	advice uint64
+}{
+	{"hg", unix.MADV_HUGEPAGE},
+	{"nh", unix.MADV_NOHUGEPAGE},
+	{"dd", unix.MADV_DONTDUMP},
+	{"dc", unix.MADV_DONTFORK},
+	{"wf", unix.MADV_WIPEONFORK},
+}
+
+func (p *target) adviseVMA(v *image.VMA) error {
+	for _, a := range vmaAdvice {
+		if v.HasFlag(a.flag) {
+			if _, err := p.sys(p.pid, unix.SYS_MADVISE, v.Start, v.Len(), a.advice); err != nil {
+				return fmt.Errorf("vma %s: madvise %s: %w", v.DirName(), a.flag, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (p *target) protectVMAs(ranges map[*image.VMA][][2]int64) error {
+	for _, v := range p.t.VMAs {
+		if len(ranges[v]) == 0 || v.Prot()&unix.PROT_WRITE != 0 {
+			continue
+		}
+		if _, err := p.sys(p.pid, unix.SYS_MPROTECT, v.Start, v.Len(), uint64(v.Prot())); err != nil {
+			return fmt.Errorf("vma %s: %w", v.DirName(), err)
+		}
+	}
+	return nil
+}
+
+// setMM restores the mm fields, auxv and exe link with PR_SET_MM_MAP.
+func (p *target) setMM() error {
+	t := p.t
+	exe, err := p.cstr(0, t.Exe)
+	if err != nil {
+		return err
+	}
+	exeFD, err := p.sys(p.pid, unix.SYS_OPENAT, atFDCWD, exe, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open executable %s: %w", t.Exe, err)
+	}
+	defer p.sys(p.pid, unix.SYS_CLOSE, exeFD)
+	auxv := trimAuxv(t.Auxv)
+	auxvAddr, err := p.put(512, auxv)
+	if err != nil {
+		return err
+	}
+	m := t.MM
+	b := make([]byte, 104)
+	for i, v := range []uint64{m.StartCode, m.EndCode, m.StartData, m.EndData, m.StartBrk, m.Brk,
+		m.StartStack, m.ArgStart, m.ArgEnd, m.EnvStart, m.EnvEnd, auxvAddr} {
+		le.PutUint64(b[i*8:], v)
+	}
+	le.PutUint32(b[96:], uint32(len(auxv)))
+	le.PutUint32(b[100:], uint32(exeFD))
+	addr, err := p.put(0, b)
+	if err != nil {
+		return err
+	}
+	if _, err := p.sys(p.pid, unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, uint64(len(b)), 0); err != nil {
+		return fmt.Errorf("set mm fields: %w", err)
+	}
+	return nil
+}
+
+// nrRestartSyscall is __NR_restart_syscall.
+const nrRestartSyscall = 219
+
+const atFDCWD = uint64(0xffffffffffffff9c) // AT_FDCWD as a register value
+
+// trimAuxv cuts auxv after its AT_NULL entry.
+func trimAuxv(a []byte) []byte {
+	for i := 0; i+16 <= len(a); i += 16 {
+		if le.Uint64(a[i:]) == 0 {
+			return a[:i+16]
+		}
+	}
+	return a
+}
+
+func (p *target) setLimits() error {
+	for _, l := range p.t.Limits {
+		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
+		if err := unix.Prlimit(p.pid, l.Resource, &lim, nil); err != nil {
+			return fmt.Errorf("set rlimit %d: %w", l.Resource, err)
+		}
+	}
+	return nil
+}
+
+// setProcessState restores cwd, root, umask, session and process group.
+func (p *target) setProcessState() error {
+	t := p.t
+	path, err := p.cstr(0, t.Cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := p.sys(p.pid, unix.SYS_CHDIR, path); err != nil {
+		return fmt.Errorf("cwd %s: %w", t.Cwd, err)
+	}
+	if t.Root != "" && t.Root != "/" {
+		if path, err = p.cstr(0, t.Root); err != nil {
+			return err
+		}
+		if _, err := p.sys(p.pid, unix.SYS_CHROOT, path); err != nil {
+			return fmt.Errorf("root %s: %w", t.Root, err)
+		}
+	}
+	if _, err := p.sys(p.pid, unix.SYS_UMASK, uint64(t.Umask)); err != nil {
+		return err
+	}
+	switch {
+	case t.SID == t.PID:
+		if _, err := p.sys(p.pid, unix.SYS_SETSID); err != nil {
+			return err
+		}
+	case t.PGID == t.PID:
+		if _, err := p.sys(p.pid, unix.SYS_SETPGID, 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *target) setSigactions() error {
+	b := make([]byte, 32)
+	for _, sa := range p.t.Sigactions {
+		if sa.Signo == int(unix.SIGKILL) || sa.Signo == int(unix.SIGSTOP) ||
+			sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0 {
+			continue
+		}
+		le.PutUint64(b[0:], sa.Handler)
+		le.PutUint64(b[8:], sa.Flags)
+		le.PutUint64(b[16:], sa.Restorer)
+		le.PutUint64(b[24:], sa.Mask)
+		addr, err := p.put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := p.sys(p.pid, unix.SYS_RT_SIGACTION, uint64(sa.Signo), addr, 0, 8); err != nil {
+			return fmt.Errorf("sigaction %d: %w", sa.Signo, err)
+		}
+	}
+	return nil
+}
+
+const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+	unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+
+func (p *target) createThreads() error {
+	for _, th := range p.t.Threads[1:] {
+		tid, err := p.clone3(p.pid, threadFlags, 0, th.TID)
+		if err != nil {
+			return fmt.Errorf("create thread %d: %w", th.TID, err)
+		}
+		p.tids = append(p.tids, tid)
+	}
+	return nil
+}
+
+// setupThread restores what a thread sets itself: comm, sigaltstack,
+// clear_child_tid, robust list and rseq.
+func (p *target) setupThread(tid int, th *image.Thread) error {
+	name := th.Comm
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	addr, err := p.cstr(0, name)
+	if err != nil {
+		return err
+	}
+	if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_SET_NAME, addr); err != nil {
+		return err
+	}
+	if x, ok, err := readExtras(p.r.dir, p.pid, th.TID); err != nil {
+		return err
+	} else if ok {
+		if err := inject.WriteExtras(tid, p.tramp, p.scratch, x); err != nil {
+			return err
+		}
+	}
+	if rs := th.Rseq; rs != nil {
+		if _, err := p.sys(tid, unix.SYS_RSEQ, rs.Addr, uint64(rs.Len), 0, uint64(rs.Sig)); err != nil {
+			return fmt.Errorf("rseq at %#x: %w", rs.Addr, err)
+		}
+	}
+	return nil
+}
+
+// queuePending queues the recorded pending signals again. The kernel lets
+// a thread queue any siginfo to itself only: process-wide signals are
+// queued from the main thread (tid = pid), thread signals from their thread.
+func (p *target) queuePending() error {
+	for _, si := range p.t.SharedPending {
+		addr, err := p.put(0, si[:])
+		if err != nil {
+			return err
+		}
+		if _, err := p.sys(p.pid, unix.SYS_RT_SIGQUEUEINFO, uint64(p.pid), uint64(si.Signo()), addr); err != nil {
+			return fmt.Errorf("queue signal %d: %w", si.Signo(), err)
+		}
+	}
+	for i, th := range p.t.Threads {
+		for _, si := range th.Pending {
+			addr, err := p.put(0, si[:])
+			if err != nil {
+				return err
+			}
+			if _, err := p.sys(p.tids[i], unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.pid), uint64(th.TID), uint64(si.Signo()), addr); err != nil {
+				return fmt.Errorf("queue signal %d to thread %d: %w", si.Signo(), th.TID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// setCreds sets groups, gids and uids of one thread (credentials are per
+// thread in the kernel). It comes last: it may drop privileges.
+func (p *target) setCreds(tid int) error {
+	c := p.t.Creds
+	g := make([]byte, 4*len(c.Groups))
+	for i, v := range c.Groups {
+		le.PutUint32(g[4*i:], uint32(v))
+	}
+	addr := p.scratch
+	if len(g) > 0 {
+		var err error
+		if addr, err = p.put(0, g); err != nil {
+			return err
+		}
+	}
+	if _, err := p.sys(tid, unix.SYS_SETGROUPS, uint64(len(c.Groups)), addr); err != nil {
+		return err
+	}
+	if _, err := p.sys(tid, unix.SYS_SETRESGID, uint64(c.GID[0]), uint64(c.GID[1]), uint64(c.GID[2])); err != nil {
+		return err
+	}
+	if _, err := p.sys(tid, unix.SYS_SETRESUID, uint64(c.UID[0]), uint64(c.UID[1]), uint64(c.UID[2])); err != nil {
+		return err
+	}
+	return nil
+}
+
+// finish unmaps the trampoline (the main thread stops at that munmap's
+// exit) and loads every thread's recorded registers, XSAVE area and mask.
+func (p *target) finish() error {
+	if _, err := p.sys(p.pid, unix.SYS_MUNMAP, p.region, regionSize); err != nil {
+		return fmt.Errorf("unmap trampoline: %w", err)
+	}
+	for i, th := range p.t.Threads {
+		tid := p.tids[i]
+		regs := th.Regs
+		switch {
+		case th.InSyscall && regs.Orig_rax == nrRestartSyscall:
+			// Dumped inside restart_syscall: the original call and its
+			// restart block are unknown here; the program sees EINTR
+			// (what the kernel's restart_syscall would give it too).
+			regs.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
+		case th.InSyscall:
+			// Re-run the interrupted syscall (also for
+			// -ERESTART_RESTARTBLOCK: its restart block is gone).
+			regs.Rip -= 2
+			regs.Rax = regs.Orig_rax
+		}
+		regs.Orig_rax = ^uint64(0)
+		if err := ptrace.SetXState(tid, th.XState); err != nil {
+			return err
+		}
+		if err := ptrace.SetRegs(tid, regs); err != nil {
+			return err
+		}
+		if err := ptrace.SetSigMask(tid, th.SigMask); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package restorer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/ptrace"
+)
+
+// TestRestoreTree restores a parent and its forked child: both get their
+// pids back, the child stays the parent's child.
+func TestRestoreTree(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "forker")
+	if out, err := exec.Command("gcc", "-O1", "-o", exe, "testdata/forker.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v %s", err, out)
+	}
+	out := filepath.Join(t.TempDir(), "forker.out")
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	p := &program{pid: cmd.Process.Pid, out: out, cmd: cmd}
+	t.Cleanup(func() {
+		if !p.reaped {
+			unix.Kill(-p.pid, unix.SIGKILL)
+			cmd.Wait()
+		}
+	})
+	p.waitTicks(t, 4)
+	child := 0
+	for _, l := range p.ticks() {
+		var pid int
+		fmt.Sscanf(l, "forker %d", &pid)
+		if pid != p.pid {
+			child = pid
+		}
+	}
+	if child == 0 {
+		t.Fatal("child never printed")
+	}
+	dir := dumpKill(t, p)
+	waitGone(t, child)
+	root := restore(t, dir)
+	t.Cleanup(func() {
+		// The restored child is reparented to this test (a subreaper)
+		// once the root dies: reap both.
+		unix.Kill(child, unix.SIGKILL)
+		unix.Kill(root, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(root, &ws, 0, nil)
+		unix.Wait4(child, &ws, 0, nil)
+	})
+	p.waitTicks(t, 6)
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+	s := string(b)
+	if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) < 2 || f[1] != fmt.Sprint(root) {
+		t.Fatalf("child %d stat %q: parent is not %d", child, s, root)
+	}
+	n := map[int]int{}
+	for _, l := range p.ticks() {
+		if !strings.HasSuffix(l, " ok") {
+			t.Fatalf("bad line %q", l)
+		}
+		var pid int
+		fmt.Sscanf(l, "forker %d", &pid)
+		n[pid]++
+	}
+	time.Sleep(300 * time.Millisecond)
+	t.Logf("ticks per pid: %v", n)
+	if len(n) != 2 {
+		t.Fatalf("ticks from %v, want %d and %d", n, root, child)
+	}
+}
+
+// TestRestorePipe restores a parent and child joined by a pipe with bytes
+// in flight: the child must go on reading the sequence without a gap.
+func TestRestorePipe(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "piper")
+	if out, err := exec.Command("gcc", "-O1", "-o", exe, "testdata/piper.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v %s", err, out)
+	}
+	out := filepath.Join(t.TempDir(), "piper.out")
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	p := &program{pid: cmd.Process.Pid, out: out, cmd: cmd}
+	t.Cleanup(func() {
+		if !p.reaped {
+			unix.Kill(-p.pid, unix.SIGKILL)
+			cmd.Wait()
+		}
+	})
+	p.waitTicks(t, 5)
+	var child int
+	fmt.Sscanf(p.ticks()[0], "piper %d", &child)
+	dir := dumpKill(t, p)
+	waitGone(t, child)
+	c, err := image.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range c.Objects {
+		t.Logf("object %s %s: %d bytes in flight", o.ID, o.Kind, len(o.Data))
+	}
+	root := restore(t, dir)
+	t.Cleanup(func() {
+		unix.Kill(child, unix.SIGKILL)
+		unix.Kill(root, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(root, &ws, 0, nil)
+		unix.Wait4(child, &ws, 0, nil)
+	})
+	p.waitTicks(t, 5)
+	for _, l := range p.ticks() {
+		if !strings.HasSuffix(l, " ok") {
+			t.Fatalf("child printed %q after restore:\n%s", l, strings.Join(p.lines(), "\n"))
+		}
+	}
+	// Parent and child share their stdout file description again.
+	same, err := ptrace.SameFile(root, 1, child, 1)
+	if err != nil || !same {
+		t.Errorf("fd 1 of %d and %d: same file description %v %v", root, child, same, err)
+	}
+}
