@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/inject"
 	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
@@ -121,6 +122,13 @@ func collectThread(pid, tid int) (*image.Thread, error) {
 	if th.Rseq, err = ptrace.GetRseq(tid); err != nil {
 		return nil, err
 	}
+	// Last: it injects syscalls into the thread (all else is recorded).
+	x, err := inject.ReadExtras(tid)
+	if err != nil {
+		return nil, fmt.Errorf("thread %d: %w", tid, err)
+	}
+	th.Extras = &image.Extras{AltStackSP: x.AltStack.SP, AltStackFlags: uint64(uint32(x.AltStack.Flags)),
+		AltStackSize: x.AltStack.Size, ClearTID: x.ClearTID, RobustHead: x.RobustHead, RobustLen: x.RobustLen}
 	return th, nil
 }
 

@@ -169,9 +169,7 @@ func (d *dump) run() (err error) {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
 	if d.opts.Kill {
-		for _, ft := range tree.tasks {
-			_ = unix.Kill(ft.pid, unix.SIGKILL)
-		}
+		tree.kill()
 	}
 	release()
 	return nil

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
@@ -150,13 +151,55 @@ func (t *frozenTree) seizeThread(tid int) (ok bool, err error) {
 	}
 }
 
+// kill kills the frozen tree and waits, as its tracer, until every seized
+// thread has exited, so that the real parents can reap the processes (a
+// killed tracee is a zombie its tracer must see first).
+func (t *frozenTree) kill() {
+	for _, ft := range t.tasks {
+		_ = unix.Kill(ft.pid, unix.SIGKILL)
+	}
+	// The kernel reports a leader's exit only once its other threads are
+	// gone, and those wait for us, their tracer: leaders last.
+	for _, ft := range t.tasks {
+		for i := len(ft.tids) - 1; i >= 0; i-- {
+			for {
+				ws, err := ptrace.Wait(ft.tids[i])
+				if err != nil || ws.Exited() || ws.Signaled() {
+					break
+				}
+			}
+		}
+	}
+	t.seized = nil
+}
+
 // release detaches every seized thread; a thread that was in group-stop
 // stays stopped, the others run on.
 func (t *frozenTree) release() {
 	for i := len(t.seized) - 1; i >= 0; i-- {
+		reenterWait(t.seized[i])
 		_ = ptrace.Detach(t.seized[i], 0)
 	}
 	t.seized = nil
+}
+
+// reenterWait makes a thread whose epoll wait the freeze broke with EINTR
+// (the kernel never restarts those) re-enter it, so the program sees no
+// EINTR it would not have seen. A thread with a signal pending keeps its
+// EINTR: that signal would have interrupted the wait anyway.
+func reenterWait(tid int) {
+	r, err := ptrace.GetRegs(tid)
+	if err != nil || !image.EINTRByFreeze(&r) {
+		return
+	}
+	if own, err := ptrace.PeekSiginfo(tid, false); err != nil || len(own) > 0 {
+		return
+	}
+	if shared, err := ptrace.PeekSiginfo(tid, true); err != nil || len(shared) > 0 {
+		return
+	}
+	image.ReenterSyscall(&r)
+	_ = ptrace.SetRegs(tid, r)
 }
 
 func tracerOf(tid int) int {

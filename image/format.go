@@ -168,6 +168,25 @@ func InterruptedSyscall(r *Regs) bool {
 	return false
 }
 
+// Syscalls the kernel never restarts that a freeze (PTRACE_INTERRUPT)
+// breaks with EINTR: epoll_wait, epoll_pwait, epoll_pwait2.
+var eintrSyscalls = map[uint64]bool{232: true, 281: true, 441: true}
+
+// EINTRByFreeze reports a thread stopped right after one of those calls
+// returned -EINTR. Whether a signal explains the EINTR is the caller's
+// question (pending signals).
+func EINTRByFreeze(r *Regs) bool {
+	return eintrSyscalls[r.Orig_rax] && int64(r.Rax) == -4
+}
+
+// ReenterSyscall sets regs so that the thread executes its syscall
+// instruction again with the same arguments.
+func ReenterSyscall(r *Regs) {
+	r.Rax = r.Orig_rax
+	r.Rip -= 2
+	r.Orig_rax = ^uint64(0)
+}
+
 // Resource limit names as /proc/<pid>/limits prints them, by RLIMIT_* number.
 var limitNames = []struct{ name, unit string }{
 	{"Max cpu time", "seconds"},

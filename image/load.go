@@ -234,6 +234,14 @@ func (l *loader) thread(rel string, tid int) *Thread {
 		th.Rseq = &Rseq{Addr: r.u64("addr"), Len: uint32(r.u64("len")), Sig: uint32(r.u64("sig")), Flags: uint32(r.u64("flags"))}
 		l.done(r)
 	}
+	if _, err := os.Lstat(filepath.Join(l.dir, rel, "extras")); err == nil {
+		k := l.kv(filepath.Join(rel, "extras"))
+		th.Extras = &Extras{}
+		for _, f := range extrasFields(th.Extras) {
+			*f.p = k.u64(f.name)
+		}
+		l.done(k)
+	}
 	return th
 }
 

@@ -160,7 +160,20 @@ type Thread struct {
 	SigMask   uint64
 	Pending   []Siginfo // thread-private pending signals
 	Rseq      *Rseq     // nil if the thread registered none
+	Extras    *Extras   // state only the thread itself can read; nil if not recorded
 	InSyscall bool      // stopped inside a restartable syscall (see Regs.Orig_rax)
+}
+
+// Extras is per-thread kernel state read by injecting syscalls into the
+// thread: its signal stack (sigaltstack), clear_child_tid
+// (set_tid_address) and robust futex list.
+type Extras struct {
+	AltStackSP    uint64
+	AltStackFlags uint64 // SS_DISABLE (2) when the thread has none
+	AltStackSize  uint64
+	ClearTID      uint64
+	RobustHead    uint64
+	RobustLen     uint64
 }
 
 // Rseq is a thread's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION).

@@ -157,6 +157,13 @@ func mmFields(m *MM) []mmField {
 	}
 }
 
+func extrasFields(x *Extras) []mmField {
+	return []mmField{
+		{"altstack_sp", &x.AltStackSP}, {"altstack_flags", &x.AltStackFlags}, {"altstack_size", &x.AltStackSize},
+		{"clear_tid", &x.ClearTID}, {"robust_head", &x.RobustHead}, {"robust_len", &x.RobustLen},
+	}
+}
+
 func renderThread(th *Thread) *Dir {
 	d := &Dir{}
 	d.Add("comm", Bytes(th.Comm+"\n"))
@@ -175,6 +182,13 @@ func renderThread(th *Thread) *Dir {
 		r.add("sig", "%#x", th.Rseq.Sig)
 		r.add("flags", "%#x", th.Rseq.Flags)
 		d.Add("rseq", r.bytes())
+	}
+	if x := th.Extras; x != nil {
+		var k kv
+		for _, f := range extrasFields(x) {
+			k.add(f.name, "%#x", *f.p)
+		}
+		d.Add("extras", k.bytes())
 	}
 	return d
 }

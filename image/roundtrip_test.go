@@ -33,7 +33,8 @@ func (m memSource) add(fill byte) Hash {
 
 func sampleCheckpoint(src memSource) *Checkpoint {
 	th := &Thread{TID: 100, Comm: "prog", XState: []byte{1, 2, 3}, SigMask: 0x4000,
-		Rseq: &Rseq{Addr: 0x7f0000001000, Len: 32, Sig: 0x53053053}}
+		Rseq:   &Rseq{Addr: 0x7f0000001000, Len: 32, Sig: 0x53053053},
+		Extras: &Extras{AltStackSP: 0xc000100000, AltStackSize: 32768, ClearTID: 0x7f00000010, RobustHead: 0x7f00000020, RobustLen: 24}}
 	th.Regs.Rip = 0x401000
 	th.Regs.Rax = uint64(0xfffffffffffffdfc) // -516
 	th.Regs.Orig_rax = 35

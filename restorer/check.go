@@ -88,7 +88,7 @@ func checkMappedFile(t *image.Task, v *image.VMA) error {
 }
 
 func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string) error {
-	if inheritFD(f, own) {
+	if inheritFD(c, t.PID, f, own) {
 		return nil
 	}
 	if f.Object != "" {
@@ -150,22 +150,50 @@ func ownFDs() map[int]string {
 	return out
 }
 
-// inheritFD reports an fd the restored process takes from the restorer
-// instead of reopening it: a standard fd that cannot be reopened (pipe,
-// socket, terminal: the restorer's own stdin, stdout, stderr), or any fd
-// that the restorer holds at the same number on the very same object (the
-// same pipe:[inode], say, inherited by both from a common ancestor).
-func inheritFD(f *image.FD, own map[int]string) bool {
+// inheritFD reports an fd of task pid that the restored process takes from
+// the restorer instead of recreating it: a standard fd that cannot be
+// reopened (a terminal, or a pipe or socket whose other end is outside the
+// checkpoint: the restorer's own stdin, stdout, stderr), or any fd that the
+// restorer holds at the same number on the very same object (the same
+// pipe:[inode], say, inherited by both from a common ancestor). A pipe or
+// socket with both ends in the checkpoint (seq | gzip) is always recreated.
+func inheritFD(c *image.Checkpoint, pid int, f *image.FD, own map[int]string) bool {
 	switch f.Kind {
 	case image.FDFile, image.FDDir:
 		return false
 	}
 	if f.Num > 2 || (f.Kind == image.FDChar && !isTTY(f.Path)) {
-		return own[f.Num] == f.Path && f.Kind != image.FDChar
+		return own[f.Num] == f.Path && f.Kind != image.FDChar && !otherEndInside(c, pid, f)
 	}
 	switch f.Kind {
-	case image.FDPipe, image.FDSocket, image.FDChar:
+	case image.FDChar:
 		return true
+	case image.FDPipe, image.FDSocket:
+		return !otherEndInside(c, pid, f)
+	}
+	return false
+}
+
+// otherEndInside reports whether the object fd f of task pid refers to is
+// also reached through another open file description of the checkpoint
+// (the other end of a pipe, or a second open of it), or is a unix socket
+// whose peer is in the checkpoint.
+func otherEndInside(c *image.Checkpoint, pid int, f *image.FD) bool {
+	if c == nil || f.Object == "" {
+		return false
+	}
+	key := fdKey(pid, f)
+	for _, t := range c.Tasks {
+		for _, g := range t.FDs {
+			if g.Object == f.Object && fdKey(t.PID, g) != key {
+				return true
+			}
+		}
+	}
+	if o := c.Object(f.Object); o != nil && o.Kind == image.ObjUnixSocket {
+		if peer := o.InfoValue("peer"); peer != "" && peer != "0" && len(objectUsers(c, "unix-"+peer)) > 0 {
+			return true
+		}
 	}
 	return false
 }

@@ -350,7 +350,7 @@ func checkSame(t *testing.T, dir string, pid int) {
 	}
 	for _, f := range task.FDs {
 		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, f.Num))
-		if err != nil || (!inheritFD(f, ownFDs()) && l != f.Path) {
+		if err != nil || (!inheritFD(c, pid, f, ownFDs()) && l != f.Path) {
 			t.Errorf("fd %d: %q %v, recorded %q", f.Num, l, err, f.Path)
 		}
 	}

@@ -204,6 +204,11 @@ func (p *target) timerfd(f *image.FD, flags uint64) (uint64, error) {
 		}
 		spec[2*i], spec[2*i+1] = s, ns
 	}
+	if ticks, _ := strconv.ParseUint(extra(f, "ticks"), 10, 64); ticks > 0 {
+		// Expirations not read yet: the timer fires again at once, so
+		// a read sees at least one (their count is not restored).
+		spec[2], spec[3] = 0, 1
+	}
 	if spec[2] == 0 && spec[3] == 0 {
 		return fd, nil
 	}

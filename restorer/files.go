@@ -59,7 +59,7 @@ func installedKind(f *image.FD) bool {
 
 // source returns the restorer fd that fd f of task t becomes.
 func (fs *files) source(c *image.Checkpoint, t *image.Task, f *image.FD) (int, error) {
-	if inheritFD(f, fs.own) {
+	if inheritFD(c, t.PID, f, fs.own) {
 		return f.Num, nil
 	}
 	key := fdKey(t.PID, f)

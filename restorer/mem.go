@@ -23,8 +23,8 @@ func scanPages(dir string, t *image.Task) (map[*image.VMA][][2]int64, error) {
 		case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
 			continue
 		}
-		if v.Kind == image.VMAFile && v.Shared() {
-			continue
+		if v.Kind == image.VMAFile && v.Shared() || isShmem(v) {
+			continue // the file or the shared memory object holds it
 		}
 		path := image.PagesPath(dir, t.PID, v)
 		rs, err := dataRanges(path, int64(v.Len()))

@@ -50,7 +50,7 @@ func Restore(dir string, opts Options) (int, error) {
 	if err := preflight(c, own); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	r := &restorer{c: c, dir: dir, opts: opts, start: start, procs: map[int]*target{}, own: own, files: newFiles(own)}
+	r := &restorer{c: c, dir: dir, opts: opts, start: start, procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
 	tr := inject.NewTracer()
@@ -74,6 +74,7 @@ type restorer struct {
 
 	own   map[int]string // the restorer's fds (ownFDs)
 	files *files
+	shm   map[string]int // shmem key -> restorer fd (shmem.go)
 	stub  *exec.Cmd
 	procs map[int]*target
 	order []*target
@@ -132,6 +133,15 @@ func (r *restorer) run() error {
 		return err
 	}
 	var errs []error
+	for _, p := range r.order {
+		if p.t.State == "T" {
+			// Stopped when dumped: SIGSTOP waits, pending, until the
+			// detach and stops the process before it runs anything.
+			if err := unix.Kill(p.pid, unix.SIGSTOP); err != nil {
+				errs = append(errs, fmt.Errorf("stop %d: %w", p.pid, err))
+			}
+		}
+	}
 	for _, p := range r.order {
 		for _, tid := range p.tids {
 			if err := ptrace.Detach(tid, 0); err != nil {

@@ -246,10 +246,22 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 				files[key] = fd
 			}
 			off = v.Offset
+		} else if isShmem(v) {
+			own, err := p.r.shmem(v)
+			if err != nil {
+				return err
+			}
+			if fd, err = p.taskFD(own); err != nil {
+				return fmt.Errorf("vma %s: shared memory: %w", v.DirName(), err)
+			}
+			off = v.Offset
 		} else {
 			flags |= unix.MAP_ANONYMOUS
 		}
 		got, err := p.sys(p.pid, unix.SYS_MMAP, v.Start, v.Len(), prot, flags, fd, off)
+		if isShmem(v) {
+			p.sys(p.pid, unix.SYS_CLOSE, fd)
+		}
 		if err != nil {
 			return fmt.Errorf("vma %s (%s %s): %w", v.DirName(), v.Perms, v.Name, err)
 		}
@@ -331,6 +343,15 @@ func (p *target) setMM() error {
 		return fmt.Errorf("set mm fields: %w", err)
 	}
 	return nil
+}
+
+// eintrByDump reports a thread whose syscall returned -EINTR only because
+// the dump stopped it: epoll_wait and friends are never restarted by the
+// kernel, so PTRACE_INTERRUPT makes them fail with EINTR. With no signal
+// pending (a signal that interrupted the call would still be pending at the
+// stop), nothing but the dump interrupted it, and it is re-run.
+func eintrByDump(t *image.Task, th *image.Thread) bool {
+	return image.EINTRByFreeze(&th.Regs) && len(th.Pending) == 0 && len(t.SharedPending) == 0
 }
 
 // nrRestartSyscall is __NR_restart_syscall.
@@ -526,7 +547,7 @@ func (p *target) finish() error {
 			// restart block are unknown here; the program sees EINTR
 			// (what the kernel's restart_syscall would give it too).
 			regs.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
-		case th.InSyscall:
+		case th.InSyscall, eintrByDump(p.t, th):
 			// Re-run the interrupted syscall (also for
 			// -ERESTART_RESTARTBLOCK: its restart block is gone).
 			regs.Rip -= 2

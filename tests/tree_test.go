@@ -79,7 +79,7 @@ func TestRestoreIPC(t *testing.T) {
 // TestRestorePipeline dumps `seq | gzip` mid-stream, kills and restores it;
 // the output must decompress to exactly what seq prints.
 func TestRestorePipeline(t *testing.T) {
-	const n = 3000000
+	const n = 20000000
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.gz")
 	cmd := exec.Command("sh", "-c", fmt.Sprintf("seq 1 %d | gzip -1 > %s", n, out))
