@@ -200,6 +200,10 @@ func (p *program) checkHealthy(t testing.TB) {
 	t.Helper()
 	b, _ := os.ReadFile(p.Out)
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		// NULs: a test blanked the output before a restore (redump_test.go).
+		if line = strings.Trim(line, "\x00"); line == "" {
+			continue
+		}
 		if !strings.HasSuffix(line, " ok") {
 			t.Fatalf("%s (pid %d) printed %q; output:\n%s", p.Name, p.Pid, line, b)
 		}
