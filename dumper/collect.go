@@ -28,6 +28,7 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	// The state as it was before the seize (now it is "t", traced).
 	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, State: ft.state}
 	if ft.zombie {
+		t.ExitCode = statExitCode(stb)
 		return t, nil
 	}
 	status, err := proc.Read(pid, "status")
@@ -250,4 +251,17 @@ func fdKind(link string, mode uint32) string {
 		return image.FDInotify
 	}
 	return image.FDOther
+}
+
+// statExitCode returns field 52 of /proc/<pid>/stat, the wait status of a
+// task that has exited (0 if the kernel does not show it).
+func statExitCode(stat []byte) int {
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	// f[0] is field 3.
+	if len(f) < 50 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[49])
+	return n
 }

@@ -149,6 +149,9 @@ func (d *dump) run() (err error) {
 	d.ckpt = c
 
 	for i, ft := range tree.tasks {
+		if ft.zombie {
+			continue // no memory left
+		}
 		if err := mem.copyTask(ft.pid, c.Tasks[i]); err != nil {
 			return err
 		}

@@ -9,17 +9,24 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
 
 // ErrUnsupported says the tree holds something ckptfs cannot checkpoint yet.
 type ErrUnsupported struct {
 	PID  int
-	FD   int // -1 for a mapping
+	FD   int // -1 for a mapping, sharedTable for a whole fd table
 	Kind string
 	What string
 }
 
+// sharedTable is ErrUnsupported.FD for an fd table shared with another process.
+const sharedTable = -2
+
 func (e *ErrUnsupported) Error() string {
+	if e.FD == sharedTable {
+		return fmt.Sprintf("process %d %s (%s): cannot checkpoint that yet", e.PID, e.What, e.Kind)
+	}
 	if e.FD < 0 {
 		return fmt.Sprintf("process %d maps %s (%s): cannot checkpoint that yet", e.PID, e.What, e.Kind)
 	}
@@ -98,17 +105,52 @@ func checkVMAs(pid int, vmas []*image.VMA) error {
 // cannot be checkpointed is refused without being touched at all. It
 // returns the pids it saw.
 func precheck(root int) ([]int, error) {
-	var pids []int
+	var pids, live []int
 	err := walkTree(root, func(pid int) (bool, error) {
 		pids = append(pids, pid)
 		fds, err := collectFDs(pid)
 		if err != nil {
 			return false, nil // exited or a zombie: the frozen check decides
 		}
+		if !zombie(pid) {
+			live = append(live, pid)
+		}
 		return true, checkFDs(pid, fds)
 	})
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSharedTables(live); err != nil {
+		return nil, err
+	}
 	return pids, nil
+}
+
+// zombie says whether pid has exited (zombie or dead): it has no fd table.
+func zombie(pid int) bool {
+	b, err := proc.Read(pid, "stat")
+	if err != nil {
+		return true
+	}
+	st, err := proc.ParseStat(b)
+	return err != nil || st.State == "Z" || st.State == "X"
+}
+
+// checkSharedTables refuses two processes that share one fd table
+// (clone(CLONE_FILES) without CLONE_THREAD): restore would give each its
+// own table.
+func checkSharedTables(pids []int) error {
+	for i, a := range pids {
+		for _, b := range pids[i+1:] {
+			same, err := ptrace.SameFiles(a, b)
+			if err != nil {
+				continue // one of them exited meanwhile
+			}
+			if same {
+				return &ErrUnsupported{PID: a, FD: sharedTable, Kind: "clone with CLONE_FILES but not CLONE_THREAD",
+					What: fmt.Sprintf("shares its fd table with process %d", b)}
+			}
+		}
+	}
+	return nil
 }

@@ -137,6 +137,9 @@ func (l *loader) task(pid int) *Task {
 		Comm:  st.str("Name"),
 		State: st.str("State"),
 	}
+	if t.State == "Z" {
+		t.ExitCode = st.int("ExitCode")
+	}
 	if got := st.int("Pid"); got != pid && st.err == nil {
 		st.fail("Pid %d does not match directory %d", got, pid)
 	}

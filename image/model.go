@@ -93,6 +93,7 @@ type Task struct {
 	PID, PPID, PGID, SID int
 	Comm                 string
 	State                string // one letter as in /proc/<pid>/stat: R S D T t Z
+	ExitCode             int    // a zombie's wait status (/proc/<pid>/stat field 52)
 	Creds                Creds
 	Umask                uint32
 	Cmdline              []byte // raw, NUL separated, as /proc/<pid>/cmdline

@@ -121,6 +121,9 @@ func renderStatus(t *Task) Bytes {
 	var k kv
 	k.add("Name", "%s", t.Comm)
 	k.add("State", "%s", t.State)
+	if t.State == "Z" {
+		k.add("ExitCode", "%d", t.ExitCode)
+	}
 	k.add("Pid", "%d", t.PID)
 	k.add("PPid", "%d", t.PPID)
 	k.add("Pgid", "%d", t.PGID)

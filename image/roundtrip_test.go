@@ -62,7 +62,7 @@ func sampleCheckpoint(src memSource) *Checkpoint {
 			{Num: 8, Kind: FDPipe, Path: "pipe:[99]", Flags: 0, Object: "pipe-99", Ino: 99, Extra: []string{"ino:\t99"}}},
 		VMAs: []*VMA{file, heap},
 	}
-	child := &Task{PID: 105, PPID: 100, PGID: 100, SID: 90, Comm: "kid", State: "Z",
+	child := &Task{PID: 105, PPID: 100, PGID: 100, SID: 90, Comm: "kid", State: "Z", ExitCode: 7 << 8,
 		Creds: root.Creds}
 	return &Checkpoint{ID: "20261125-000000-abcd", Name: "n", Time: time.Date(2026, 11, 25, 1, 2, 3, 4, time.UTC),
 		Host: "h", Kernel: "6.18", RootPID: 100, Tasks: []*Task{root, child},

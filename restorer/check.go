@@ -17,7 +17,14 @@ import (
 func preflight(c *image.Checkpoint, own map[int]string) error {
 	for _, t := range c.Tasks {
 		if t.State == "Z" {
-			return fmt.Errorf("task %d was a zombie when dumped: cannot restore zombies", t.PID)
+			// Restored by creating it and making it exit: only its pid matters.
+			if t.PID == c.RootPID {
+				return fmt.Errorf("task %d: the root was a zombie when dumped", t.PID)
+			}
+			if err := idFree(t.PID); err != nil {
+				return err
+			}
+			continue
 		}
 		for _, th := range t.Threads {
 			if err := idFree(th.TID); err != nil {

@@ -215,6 +215,14 @@ func (r *restorer) spawn(parent *target, t *image.Task) error {
 	}
 	p := &target{r: r, t: t, pid: pid, tramp: from.tramp, scratch: from.scratch, tids: []int{pid}}
 	r.procs[pid] = p
+	if t.State == "Z" {
+		// Never run again: it ends now as it ended then and waits, a
+		// zombie, for its parent to reap it.
+		if err := p.becomeZombie(); err != nil {
+			return fmt.Errorf("zombie %d: %w", pid, err)
+		}
+		return nil
+	}
 	r.order = append(r.order, p)
 	return nil
 }

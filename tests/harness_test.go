@@ -48,6 +48,7 @@ func built(t testing.TB) string {
 			{"gcc", "-O2", "-o", filepath.Join(buildDir, "memhog"), "progs/memhog.c"},
 			{"gcc", "-O1", "-o", filepath.Join(buildDir, "holder"), "progs/holder.c"},
 			{"gcc", "-O1", "-o", filepath.Join(buildDir, "ipc"), "progs/ipc.c"},
+			{"gcc", "-O1", "-o", filepath.Join(buildDir, "zombie"), "progs/zombie.c"},
 		}
 		for _, s := range steps {
 			cmd := exec.Command(s[0], s[1:]...)
@@ -129,6 +130,8 @@ func startProgram(t testing.TB, kind string, mib int) *program {
 		argv = []string{filepath.Join(dir, "holder"), strings.TrimPrefix(kind, "holder-")}
 	case "ipc-pair", "ipc-loop", "ipc-shm", "ipc-deleted":
 		argv = []string{filepath.Join(dir, "ipc"), strings.TrimPrefix(kind, "ipc-")}
+	case "zombie", "zombie-files":
+		argv = []string{filepath.Join(dir, "zombie"), strings.TrimPrefix(kind, "zombie-")}
 	case "python":
 		argv = []string{"python3", filepath.Join(dir, "counter.py"), strconv.Itoa(mib), period}
 	default:

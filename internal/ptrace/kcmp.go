@@ -13,3 +13,16 @@ func SameFile(pid1, fd1, pid2, fd2 int) (bool, error) {
 	}
 	return r == 0, nil
 }
+
+const kcmpFiles = 2 // KCMP_FILES
+
+// SameFiles reports whether processes pid1 and pid2 share one fd table
+// (kcmp KCMP_FILES): threads of a process do, and so do processes created
+// with clone(CLONE_FILES) without CLONE_THREAD.
+func SameFiles(pid1, pid2 int) (bool, error) {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFiles, 0, 0, 0)
+	if e != 0 {
+		return false, e
+	}
+	return r == 0, nil
+}

@@ -1,0 +1,114 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// procState returns the state letter of /proc/<pid>/stat ("" if gone).
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])[0]
+}
+
+// waitState waits until pid is in state want.
+func waitState(t *testing.T, pid int, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if procState(pid) == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d is in state %q, want %q", pid, procState(pid), want)
+}
+
+// TestRestoreZombieAndStopped restores a parent with two unreaped zombie
+// children, one that exited with status 7 and one killed by SIGTERM, and a
+// child that stopped itself with SIGSTOP. After the restore the zombies are
+// zombies again, the stopped child is stopped, and the parent reaps the
+// zombies with their wait statuses.
+func TestRestoreZombieAndStopped(t *testing.T) {
+	p := startProgram(t, "zombie", 0)
+	p.waitTicks(t, 2)
+	pids := treePids(p.Pid)
+	if len(pids) != 4 {
+		t.Fatalf("tree %v, want parent and three children", pids)
+	}
+	zombie, stopped, killed := pids[1], pids[2], pids[3]
+	waitState(t, zombie, "Z")
+	waitState(t, stopped, "T")
+	waitState(t, killed, "Z")
+
+	killRestoreFromMount(t, p.Pid)
+	if got := treePids(p.Pid); fmt.Sprint(got) != fmt.Sprint(pids) {
+		t.Fatalf("restored tree %v, want %v", got, pids)
+	}
+	for _, z := range []int{zombie, killed} {
+		if s := procState(z); s != "Z" {
+			t.Fatalf("restored zombie %d is in state %q", z, s)
+		}
+	}
+	waitState(t, stopped, "T")
+	p.waitTicks(t, 2)
+
+	// The parent reaps the zombie and checks its exit status.
+	if err := unix.Kill(p.Pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	p.waitTicks(t, 2)
+	b, _ := os.ReadFile(p.Out)
+	for _, want := range []string{fmt.Sprintf("reaped %d status 0x700 ok", zombie), fmt.Sprintf("reaped %d status 0xf ok", killed)} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("parent did not print %q; output:\n%s", want, b)
+		}
+	}
+	p.checkHealthy(t)
+	waitGone(t, zombie)
+	waitGone(t, killed)
+	if s := procState(stopped); s != "T" {
+		t.Fatalf("stopped child %d is in state %q after the reap", stopped, s)
+	}
+}
+
+// TestDumpRefusesSharedFdTable: two processes sharing one fd table
+// (clone(CLONE_FILES) without CLONE_THREAD) make the dump refuse before
+// anything is seized, naming both pids; the program runs on untraced.
+func TestDumpRefusesSharedFdTable(t *testing.T) {
+	p := startProgram(t, "zombie-files", 0)
+	pids := treePids(p.Pid)
+	if len(pids) != 2 {
+		t.Fatalf("tree %v, want parent and child", pids)
+	}
+	t.Cleanup(func() { unix.Kill(pids[1], unix.SIGKILL) })
+	store := filepath.Join(t.TempDir(), "store")
+	_, stderr, err := ckptfsErr(t, "dump", "-s", store, itoa(p.Pid))
+	if err == nil {
+		t.Fatal("dump of processes sharing an fd table succeeded")
+	}
+	want := fmt.Sprintf("process %d shares its fd table with process %d", pids[0], pids[1])
+	if !strings.Contains(stderr, want) || !strings.Contains(stderr, "CLONE_FILES") {
+		t.Fatalf("dump error %q does not say %q", stderr, want)
+	}
+	for _, pid := range pids {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if !strings.Contains(string(status), "TracerPid:\t0\n") {
+			t.Fatalf("process %d traced after refused dump", pid)
+		}
+	}
+	if out := ckptfs(t, "ls", "-s", store); strings.Count(strings.TrimSpace(out), "\n") > 0 {
+		t.Fatalf("refused dump left a checkpoint:\n%s", out)
+	}
+	p.waitTicks(t, 2)
+	p.checkHealthy(t)
+}
