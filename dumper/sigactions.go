@@ -10,9 +10,6 @@ import (
 	"github.com/ckptfs/ckptfs/internal/inject"
 )
 
-// nrRestartSyscall is __NR_restart_syscall on x86-64.
-const nrRestartSyscall = 219
-
 // readSigactions returns the signal handlers of the frozen process pid.
 // There is no /proc file for them: rt_sigaction(sig, NULL, &old) is
 // injected into the main thread, with a scratch buffer below its stack's
@@ -68,7 +65,7 @@ func resumeSyscall(r *image.Regs) {
 		return
 	}
 	if -int64(r.Rax) == image.ERestartRestartBlock {
-		r.Rax = nrRestartSyscall // the kernel kept the restart block
+		r.Rax = image.NrRestartSyscall // the kernel kept the restart block
 	} else {
 		r.Rax = r.Orig_rax
 	}

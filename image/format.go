@@ -155,6 +155,9 @@ const (
 	ERestartRestartBlock = 516
 )
 
+// NrRestartSyscall is __NR_restart_syscall on x86-64.
+const NrRestartSyscall = 219
+
 // InterruptedSyscall reports whether regs show a thread stopped inside a
 // syscall the kernel would restart (rax = -ERESTART*, orig_rax = the call).
 func InterruptedSyscall(r *Regs) bool {

@@ -354,9 +354,6 @@ func eintrByDump(t *image.Task, th *image.Thread) bool {
 	return image.EINTRByFreeze(&th.Regs) && len(th.Pending) == 0 && len(t.SharedPending) == 0
 }
 
-// nrRestartSyscall is __NR_restart_syscall.
-const nrRestartSyscall = 219
-
 const atFDCWD = uint64(0xffffffffffffff9c) // AT_FDCWD as a register value
 
 // trimAuxv cuts auxv after its AT_NULL entry.
@@ -542,7 +539,7 @@ func (p *target) finish() error {
 		tid := p.tids[i]
 		regs := th.Regs
 		switch {
-		case th.InSyscall && regs.Orig_rax == nrRestartSyscall:
+		case th.InSyscall && regs.Orig_rax == image.NrRestartSyscall:
 			// Dumped inside restart_syscall: the original call and its
 			// restart block are unknown here; the program sees EINTR
 			// (what the kernel's restart_syscall would give it too).

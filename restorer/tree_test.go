@@ -18,29 +18,7 @@ import (
 // TestRestoreTree restores a parent and its forked child: both get their
 // pids back, the child stays the parent's child.
 func TestRestoreTree(t *testing.T) {
-	exe := filepath.Join(t.TempDir(), "forker")
-	if out, err := exec.Command("gcc", "-O1", "-o", exe, "testdata/forker.c").CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v %s", err, out)
-	}
-	out := filepath.Join(t.TempDir(), "forker.out")
-	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	p := &program{pid: cmd.Process.Pid, out: out, cmd: cmd}
-	t.Cleanup(func() {
-		if !p.reaped {
-			unix.Kill(-p.pid, unix.SIGKILL)
-			cmd.Wait()
-		}
-	})
+	p := startC(t, "forker")
 	p.waitTicks(t, 4)
 	child := 0
 	for _, l := range p.ticks() {
@@ -90,29 +68,7 @@ func TestRestoreTree(t *testing.T) {
 // TestRestorePipe restores a parent and child joined by a pipe with bytes
 // in flight: the child must go on reading the sequence without a gap.
 func TestRestorePipe(t *testing.T) {
-	exe := filepath.Join(t.TempDir(), "piper")
-	if out, err := exec.Command("gcc", "-O1", "-o", exe, "testdata/piper.c").CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v %s", err, out)
-	}
-	out := filepath.Join(t.TempDir(), "piper.out")
-	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	p := &program{pid: cmd.Process.Pid, out: out, cmd: cmd}
-	t.Cleanup(func() {
-		if !p.reaped {
-			unix.Kill(-p.pid, unix.SIGKILL)
-			cmd.Wait()
-		}
-	})
+	p := startC(t, "piper")
 	p.waitTicks(t, 5)
 	var child int
 	fmt.Sscanf(p.ticks()[0], "piper %d", &child)
@@ -144,4 +100,34 @@ func TestRestorePipe(t *testing.T) {
 	if err != nil || !same {
 		t.Errorf("fd 1 of %d and %d: same file description %v %v", root, child, same, err)
 	}
+}
+
+// startC builds testdata/<name>.c, starts it in its own process group with
+// its output appended to a file, and kills the group when the test ends.
+func startC(t *testing.T, name string) *program {
+	t.Helper()
+	exe := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("gcc", "-O1", "-o", exe, "testdata/"+name+".c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v %s", err, out)
+	}
+	out := filepath.Join(t.TempDir(), name+".out")
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	p := &program{pid: cmd.Process.Pid, out: out, cmd: cmd}
+	t.Cleanup(func() {
+		if !p.reaped {
+			unix.Kill(-p.pid, unix.SIGKILL)
+			cmd.Wait()
+		}
+	})
+	return p
 }
