@@ -231,6 +231,14 @@ func testResume(t *testing.T, kind string, mib int) {
 	if pid != p.pid {
 		t.Fatalf("restored pid %d, want %d", pid, p.pid)
 	}
+	// Compare with the checkpoint at once, stopped: a running program soon
+	// changes its own layout (Go grows its heap, malloc merges vmas).
+	unix.Kill(pid, unix.SIGSTOP)
+	for i := 0; i < 200 && !stopped(pid); i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	checkSame(t, dir, pid)
+	unix.Kill(pid, unix.SIGCONT)
 	p.waitTicks(t, 2)
 	// A signal to every thread: Go's handlers need each thread's
 	// sigaltstack back, SIGURG is ignored by the C and python programs.
@@ -258,7 +266,6 @@ func testResume(t *testing.T, kind string, mib int) {
 	if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); len(st) == 0 {
 		t.Fatal("restored process is gone")
 	}
-	checkSame(t, dir, pid)
 	t.Logf("%s: %d ticks before dump, resumed at tick %d", kind, len(before), last+1)
 }
 
@@ -461,4 +468,12 @@ func writeExtras(t testing.TB, dir string, pid int, extras map[int]inject.Extras
 			t.Fatal(err)
 		}
 	}
+}
+
+// stopped reports whether pid is in group-stop (state T).
+func stopped(pid int) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] == 'T'
 }
