@@ -19,9 +19,7 @@ import (
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/dumper"
 	"github.com/ckptfs/ckptfs/image"
-	"github.com/ckptfs/ckptfs/internal/inject"
 	"github.com/ckptfs/ckptfs/internal/proc"
-	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
 
 // The end-to-end tests start a real program (tests/progs), dump it with
@@ -168,7 +166,6 @@ func tickNum(t testing.TB, line string) int {
 // checkpoint tree into a directory.
 func dumpKill(t testing.TB, p *program) string {
 	t.Helper()
-	extras := collectExtras(t, p.pid)
 	store, err := dedup.Open(filepath.Join(t.TempDir(), "store"))
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +182,6 @@ func dumpKill(t testing.TB, p *program) string {
 	if err := image.WriteTree(dir, image.Render(res.Checkpoint, store)); err != nil {
 		t.Fatal(err)
 	}
-	writeExtras(t, dir, p.pid, extras)
 	return dir
 }
 
@@ -392,82 +388,6 @@ func threadStates(pid int) string {
 		fmt.Fprintf(&b, "thread %s: %s SigBlk %s SigPnd %s syscall %s", e.Name(), kv["State"], kv["SigBlk"], kv["SigPnd"], sc)
 	}
 	return b.String()
-}
-
-// collectExtras reads the inject.Extras of every thread of pid, standing in
-// for the dumper until it records them (the values are stable for the
-// test programs: glibc's tid address and robust list, Go's per-thread
-// signal stacks).
-func collectExtras(t testing.TB, pid int) map[int]inject.Extras {
-	t.Helper()
-	if os.Getenv("CKPTFS_NO_EXTRAS") != "" {
-		return nil
-	}
-	out := map[int]inject.Extras{}
-	tr := inject.NewTracer()
-	defer tr.Close()
-	err := tr.Do(func() error {
-		var tids []int
-		defer func() {
-			for _, tid := range tids {
-				// A thread in a restart-block syscall (nanosleep) would go
-				// on in restart_syscall, whose restart block the dump
-				// cannot record: have it re-run nanosleep instead, as a
-				// dumper freezing it only once would see it.
-				if r, err := ptrace.GetRegs(tid); err == nil && int64(r.Orig_rax) >= 0 &&
-					-int64(r.Rax) == image.ERestartRestartBlock {
-					r.Rip, r.Rax, r.Orig_rax = r.Rip-2, r.Orig_rax, ^uint64(0)
-					ptrace.SetRegs(tid, r)
-				}
-				ptrace.Detach(tid, 0)
-			}
-		}()
-		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			tid, _ := strconv.Atoi(e.Name())
-			if err := ptrace.Seize(tid, unix.PTRACE_O_TRACESYSGOOD); err != nil {
-				return err
-			}
-			tids = append(tids, tid)
-			if err := ptrace.Interrupt(tid); err != nil {
-				return err
-			}
-			if _, err := ptrace.Wait(tid); err != nil {
-				return err
-			}
-		}
-		for _, tid := range tids {
-			x, err := inject.ReadExtras(tid)
-			if err != nil {
-				return err
-			}
-			out[tid] = x
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// writeExtras writes the extras files the restorer reads (extras.go).
-func writeExtras(t testing.TB, dir string, pid int, extras map[int]inject.Extras) {
-	t.Helper()
-	for tid, x := range extras {
-		path := filepath.Join(dir, "tasks", strconv.Itoa(pid), "threads", strconv.Itoa(tid), extrasFile)
-		if _, err := os.Stat(filepath.Dir(path)); err != nil {
-			continue // a thread that ended before the dump
-		}
-		s := fmt.Sprintf("altstack_sp: %#x\naltstack_flags: %d\naltstack_size: %d\nclear_tid: %#x\nrobust_head: %#x\nrobust_len: %d\n",
-			x.AltStack.SP, x.AltStack.Flags, x.AltStack.Size, x.ClearTID, x.RobustHead, x.RobustLen)
-		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // stopped reports whether pid is in group-stop (state T).

@@ -460,10 +460,14 @@ func (p *target) setupThread(tid int, th *image.Thread) error {
 	if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_SET_NAME, addr); err != nil {
 		return err
 	}
-	if x, ok, err := readExtras(p.r.dir, p.pid, th.TID); err != nil {
-		return err
-	} else if ok {
-		if err := inject.WriteExtras(tid, p.tramp, p.scratch, x); err != nil {
+	if x := th.Extras; x != nil {
+		ex := inject.Extras{
+			AltStack:   inject.AltStack{SP: x.AltStackSP, Flags: int32(x.AltStackFlags), Size: x.AltStackSize},
+			ClearTID:   x.ClearTID,
+			RobustHead: x.RobustHead,
+			RobustLen:  x.RobustLen,
+		}
+		if err := inject.WriteExtras(tid, p.tramp, p.scratch, ex); err != nil {
 			return err
 		}
 	}
