@@ -23,40 +23,6 @@ import (
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
 
-const coreProg = `
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-#include <pthread.h>
-
-int global_counter = 42;
-char *heapbuf;
-
-static volatile int started;
-static void *spin(void *arg) { started = 1; for (;;) pause(); return arg; }
-
-void __attribute__((noinline)) leaf(int depth) {
-	printf("ready %d\n", depth);
-	fflush(stdout);
-	for (;;) pause();
-}
-void __attribute__((noinline)) middle(int x) { leaf(x + 1); }
-void __attribute__((noinline)) outer(void) { middle(7); }
-
-int main(void) {
-	pthread_t th;
-	heapbuf = malloc(1 << 20);
-	memset(heapbuf, 'A', 1 << 20);
-	global_counter++;
-	pthread_create(&th, NULL, spin, NULL);
-	while (!started)
-		usleep(1000);
-	outer();
-	return 0;
-}
-`
-
 // memSource is an in-memory PageSource.
 type memSource struct {
 	mu    sync.Mutex
@@ -82,16 +48,15 @@ func (m *memSource) put(p []byte) image.Hash {
 	return h
 }
 
-// buildProg compiles coreProg with -g and returns the executable.
+// buildProg compiles tests/progs/backtrace.c with -g and returns the executable.
 func buildProg(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("no gcc")
 	}
 	dir := t.TempDir()
-	src := filepath.Join(dir, "prog.c")
+	src := "../tests/progs/backtrace.c"
 	exe := filepath.Join(dir, "prog")
-	os.WriteFile(src, []byte(coreProg), 0o644)
 	if out, err := exec.Command("gcc", "-g", "-O0", "-pthread", "-o", exe, src).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}

@@ -21,39 +21,6 @@ import (
 // fsCkptfs is the ckptfs binary the harness built.
 func fsCkptfs(t *testing.T) string { return filepath.Join(built(t), "ckptfs") }
 
-const fsProg = `
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-#include <pthread.h>
-
-int global_counter = 42;
-char *heapbuf;
-static volatile int started;
-
-static void *spin(void *arg) { started = 1; for (;;) pause(); return arg; }
-void __attribute__((noinline)) leaf(int depth) {
-	printf("ready %d\n", depth);
-	fflush(stdout);
-	for (;;) pause();
-}
-void __attribute__((noinline)) middle(int x) { leaf(x + 1); }
-void __attribute__((noinline)) outer(void) { middle(7); }
-
-int main(void) {
-	pthread_t th;
-	heapbuf = malloc(1 << 20);
-	memset(heapbuf, 'A', 1 << 20);
-	global_counter++;
-	pthread_create(&th, NULL, spin, NULL);
-	while (!started)
-		usleep(1000);
-	outer();
-	return 0;
-}
-`
-
 // TestFSMountDumpGDB: a mounted store receives a dump of a running C
 // program; the checkpoint shows up in the mount within a second, and gdb
 // reads the task's generated core file from the mount.
@@ -69,8 +36,7 @@ func TestFSMountDumpGDB(t *testing.T) {
 	bin := fsCkptfs(t)
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "prog")
-	os.WriteFile(exe+".c", []byte(fsProg), 0o644)
-	if out, err := exec.Command("gcc", "-g", "-O0", "-pthread", "-o", exe, exe+".c").CombinedOutput(); err != nil {
+	if out, err := exec.Command("gcc", "-g", "-O0", "-pthread", "-o", exe, "progs/backtrace.c").CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	prog := exec.Command(exe)
