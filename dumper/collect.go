@@ -87,20 +87,25 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
 		return nil, err
 	}
+	// A syscall instruction to inject with, found once for all threads.
+	tramp, err := inject.FindSyscallInsn(pid)
+	if err != nil {
+		return nil, err
+	}
 	for _, tid := range ft.tids {
-		th, err := collectThread(pid, tid)
+		th, err := collectThread(pid, tid, tramp)
 		if err != nil {
 			return nil, err
 		}
 		t.Threads = append(t.Threads, th)
 	}
-	if t.Sigactions, err = readSigactions(pid); err != nil {
+	if t.Sigactions, err = readSigactions(pid, tramp); err != nil {
 		return nil, fmt.Errorf("signal handlers of %d: %w", pid, err)
 	}
 	return t, nil
 }
 
-func collectThread(pid, tid int) (*image.Thread, error) {
+func collectThread(pid, tid int, tramp uint64) (*image.Thread, error) {
 	th := &image.Thread{TID: tid}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid))
 	if err != nil {
@@ -124,7 +129,7 @@ func collectThread(pid, tid int) (*image.Thread, error) {
 		return nil, err
 	}
 	// Last: it injects syscalls into the thread (all else is recorded).
-	x, err := inject.ReadExtras(tid)
+	x, err := inject.ReadExtras(tid, tramp)
 	if err != nil {
 		return nil, fmt.Errorf("thread %d: %w", tid, err)
 	}

@@ -14,11 +14,7 @@ import (
 // There is no /proc file for them: rt_sigaction(sig, NULL, &old) is
 // injected into the main thread, with a scratch buffer below its stack's
 // red zone whose bytes are put back afterwards, as are the registers.
-func readSigactions(pid int) (_ []image.Sigaction, err error) {
-	tramp, err := inject.FindSyscallInsn(pid)
-	if err != nil {
-		return nil, err
-	}
+func readSigactions(pid int, tramp uint64) (_ []image.Sigaction, err error) {
 	st, err := inject.Save(pid)
 	if err != nil {
 		return nil, err

@@ -65,8 +65,12 @@ func TestReadExtras(t *testing.T) {
 				}
 				tids = append(tids, tid)
 			}
+			tramp, err := inject.FindSyscallInsn(pid)
+			if err != nil {
+				return err
+			}
 			for _, tid := range tids {
-				x, err := inject.ReadExtras(tid)
+				x, err := inject.ReadExtras(tid, tramp)
 				if err != nil {
 					return err
 				}

@@ -60,7 +60,11 @@ func ReadMem(pid int, addr uint64, b []byte) error {
 // FindSyscallInsn returns the address of a `syscall` instruction (0f 05)
 // in pid's [vdso], usable as Syscall's trampoline.
 func FindSyscallInsn(pid int) (uint64, error) {
-	maps, err := proc.Maps(pid)
+	b, err := proc.Read(pid, "maps")
+	if err != nil {
+		return 0, err
+	}
+	maps, err := proc.ParseMaps(b) // no smaps: only the [vdso] line matters
 	if err != nil {
 		return 0, err
 	}

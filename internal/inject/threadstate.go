@@ -115,17 +115,14 @@ type Extras struct {
 }
 
 // ReadExtras reads the Extras of the stopped thread tid (seized, in an
-// interrupt stop, of a process with a [vdso]): syscalls injected into the
+// interrupt stop), tramp being a syscall instruction of its process
+// (FindSyscallInsn, once per process): syscalls injected into the
 // thread itself, with a scratch buffer below its stack's red zone whose
 // bytes are put back; then State.Restop leaves the thread as it was, in
 // an interrupt stop with its registers and mask.
-func ReadExtras(tid int) (_ Extras, err error) {
+func ReadExtras(tid int, tramp uint64) (_ Extras, err error) {
 	var x Extras
 	if x.RobustHead, x.RobustLen, err = GetRobustList(tid); err != nil {
-		return x, err
-	}
-	tramp, err := FindSyscallInsn(tid)
-	if err != nil {
 		return x, err
 	}
 	st, err := Save(tid)
