@@ -1,6 +1,9 @@
 package image
 
-import "io"
+import (
+	"io"
+	"sync"
+)
 
 // Node is one entry of a rendered checkpoint tree: *Dir, *Symlink or a File.
 type Node interface{ isNode() }
@@ -83,3 +86,24 @@ type PageSource interface {
 	// checking the content against h.
 	ReadPage(h Hash, buf []byte) error
 }
+
+// Lazy is a File whose content is generated on first use (a vma's pagemap
+// is tens of MiB for a large vma: not worth building for every lookup).
+type Lazy struct {
+	Gen  func() []byte
+	once sync.Once
+	b    Bytes
+}
+
+func (*Lazy) isNode() {}
+
+func (l *Lazy) bytes() Bytes {
+	l.once.Do(func() { l.b = l.Gen() })
+	return l.b
+}
+
+// Size generates the content if needed and returns its length.
+func (l *Lazy) Size() (int64, error) { return l.bytes().Size() }
+
+// ReadAt generates the content if needed and reads from it.
+func (l *Lazy) ReadAt(p []byte, off int64) (int, error) { return l.bytes().ReadAt(p, off) }

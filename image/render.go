@@ -104,7 +104,7 @@ func renderTask(t *Task, src PageSource) *Dir {
 		vd := &Dir{}
 		vd.Add("info", renderVMAInfo(v))
 		vd.Add("pages", &PagesFile{VMA: v, Src: src})
-		vd.Add("pagemap", renderPagemap(v))
+		vd.Add("pagemap", &Lazy{Gen: func() []byte { return renderPagemap(v) }})
 		vmas.Add(v.DirName(), vd)
 	}
 	d.Add("vmas", vmas)
@@ -252,7 +252,7 @@ func joinStrings(s []string) string {
 	return b.String()
 }
 
-func renderPagemap(v *VMA) Bytes {
+func renderPagemap(v *VMA) []byte {
 	b := make([]byte, 0, len(v.Pages)*(len("0x000000000000 ")+65))
 	for _, p := range v.Pages {
 		b = fmt.Appendf(b, "%#x %s\n", v.Start+uint64(p.Index)*PageSize, p.Hash)
