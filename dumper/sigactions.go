@@ -61,10 +61,7 @@ func resumeSyscall(r *image.Regs) {
 		return
 	}
 	if -int64(r.Rax) == image.ERestartRestartBlock {
-		r.Rax = image.NrRestartSyscall // the kernel kept the restart block
-	} else {
-		r.Rax = r.Orig_rax
+		r.Orig_rax = image.NrRestartSyscall // the kernel kept the restart block
 	}
-	r.Rip -= 2
-	r.Orig_rax = ^uint64(0)
+	image.ReenterSyscall(r)
 }

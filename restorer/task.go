@@ -551,8 +551,7 @@ func (p *target) finish() error {
 		case th.InSyscall, eintrByDump(p.t, th):
 			// Re-run the interrupted syscall (also for
 			// -ERESTART_RESTARTBLOCK: its restart block is gone).
-			regs.Rip -= 2
-			regs.Rax = regs.Orig_rax
+			image.ReenterSyscall(&regs)
 		}
 		regs.Orig_rax = ^uint64(0)
 		if err := ptrace.SetXState(tid, th.XState); err != nil {
