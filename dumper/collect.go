@@ -26,7 +26,7 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	// The state as it was before the seize (now it is "t", traced).
-	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, State: ft.state}
+	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, TTYNr: st.TTYNr, TPGID: st.TPGID, Comm: st.Comm, State: ft.state}
 	if ft.zombie {
 		t.ExitCode = statExitCode(stb)
 		return t, nil

@@ -137,6 +137,12 @@ func (l *loader) task(pid int) *Task {
 		Comm:  st.str("Name"),
 		State: st.str("State"),
 	}
+	t.TTYNr, _ = strconv.ParseUint(st.opt("TtyNr"), 10, 64) // absent: no terminal
+	if v := st.opt("Tpgid"); v != "" {
+		t.TPGID, _ = strconv.Atoi(v)
+	} else {
+		t.TPGID = -1
+	}
 	if t.State == "Z" {
 		t.ExitCode = st.int("ExitCode")
 	}

@@ -91,6 +91,8 @@ type Stats struct {
 // Task is one process (thread group).
 type Task struct {
 	PID, PPID, PGID, SID int
+	TTYNr                uint64 // controlling terminal (dev_t as in stat's tty_nr), 0 if none
+	TPGID                int    // that terminal's foreground process group, -1 if none
 	Comm                 string
 	State                string // one letter as in /proc/<pid>/stat: R S D T t Z
 	ExitCode             int    // a zombie's wait status (/proc/<pid>/stat field 52)

@@ -128,6 +128,8 @@ func renderStatus(t *Task) Bytes {
 	k.add("PPid", "%d", t.PPID)
 	k.add("Pgid", "%d", t.PGID)
 	k.add("Sid", "%d", t.SID)
+	k.add("TtyNr", "%d", t.TTYNr)
+	k.add("Tpgid", "%d", t.TPGID)
 	k.add("Uid", "%s", joinInts(t.Creds.UID[:]))
 	k.add("Gid", "%s", joinInts(t.Creds.GID[:]))
 	k.add("Groups", "%s", joinInts(t.Creds.Groups))

@@ -31,6 +31,9 @@ import (
 type Options struct {
 	// Log receives one line per phase with its duration (nil: none).
 	Log io.Writer
+	// ShellJob puts the restored tasks on the restorer's terminal, in its
+	// session (like CRIU's --shell-job): see session.go.
+	ShellJob bool
 }
 
 var le = binary.LittleEndian

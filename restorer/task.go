@@ -397,17 +397,7 @@ func (p *target) setProcessState() error {
 	if _, err := p.sys(p.pid, unix.SYS_UMASK, uint64(t.Umask)); err != nil {
 		return err
 	}
-	switch {
-	case t.SID == t.PID:
-		if _, err := p.sys(p.pid, unix.SYS_SETSID); err != nil {
-			return err
-		}
-	case t.PGID == t.PID:
-		if _, err := p.sys(p.pid, unix.SYS_SETPGID, 0, 0); err != nil {
-			return err
-		}
-	}
-	return nil
+	return p.setSessionAndGroup()
 }
 
 func (p *target) setSigactions() error {

@@ -240,3 +240,33 @@ func waitGone(t testing.TB, pid int) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+var (
+	progMu    sync.Mutex
+	progBuilt = map[string]error{}
+)
+
+// buildProg compiles tests/progs/<name>.c (once per test binary) into the
+// build directory with the given extra gcc flags and returns its path.
+func buildProg(t testing.TB, name string, flags ...string) string {
+	t.Helper()
+	dir := built(t)
+	out := filepath.Join(dir, name)
+	progMu.Lock()
+	defer progMu.Unlock()
+	err, done := progBuilt[name]
+	if !done {
+		_, file, _, _ := runtime.Caller(0)
+		args := append([]string{"-O1", "-g", "-Wall", "-o", out, "progs/" + name + ".c"}, flags...)
+		cmd := exec.Command("gcc", args...)
+		cmd.Dir = filepath.Dir(file)
+		if b, e := cmd.CombinedOutput(); e != nil {
+			err = fmt.Errorf("gcc %s: %v\n%s", name, e, b)
+		}
+		progBuilt[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

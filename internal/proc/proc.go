@@ -84,6 +84,8 @@ type Stat struct {
 	Comm             string
 	State            string
 	PPID, PGID, SID  int
+	TTYNr            uint64 // field 7: controlling terminal, 0 if none
+	TPGID            int    // field 8: the terminal's foreground process group, -1 if none
 	StartCode        uint64 // field 26
 	EndCode          uint64
 	StartStack       uint64
@@ -119,6 +121,8 @@ func ParseStat(b []byte) (Stat, error) {
 	s.PPID = int(field(4))
 	s.PGID = int(field(5))
 	s.SID = int(field(6))
+	s.TTYNr = field(7)
+	s.TPGID, _ = strconv.Atoi(f[8-3])
 	s.StartCode = field(26)
 	s.EndCode = field(27)
 	s.StartStack = field(28)
