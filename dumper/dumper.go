@@ -143,6 +143,9 @@ func (d *dump) run() (err error) {
 		}
 		c.Tasks = append(c.Tasks, t)
 	}
+	if err := markSharedTables(c); err != nil {
+		return err
+	}
 	if err := collectObjects(c); err != nil {
 		return err
 	}

@@ -120,7 +120,7 @@ func precheck(root int) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSharedTables(live); err != nil {
+	if _, err := sharedTables(live, parentOf); err != nil {
 		return nil, err
 	}
 	return pids, nil
@@ -136,20 +136,66 @@ func zombie(pid int) bool {
 	return err != nil || st.State == "Z" || st.State == "X"
 }
 
-// checkSharedTables refuses two processes that share one fd table
-// (clone(CLONE_FILES) without CLONE_THREAD): restore would give each its
-// own table.
-func checkSharedTables(pids []int) error {
-	for i, a := range pids {
-		for _, b := range pids[i+1:] {
+// sharedTables finds processes that share one fd table (clone(CLONE_FILES)
+// without CLONE_THREAD) among pids, live processes in tree order (parents
+// first), and returns, for each process that shares the table of an
+// earlier one, that earlier owner. Restore creates such a process from its
+// parent with CLONE_FILES, so the parent must hold the same table; any
+// other sharing is refused.
+func sharedTables(pids []int, parent func(pid int) int) (map[int]int, error) {
+	owner := map[int]int{}
+	for i, b := range pids {
+		for _, a := range pids[:i] {
+			if _, shared := owner[a]; shared {
+				continue // compare with table owners only
+			}
 			same, err := ptrace.SameFiles(a, b)
-			if err != nil {
-				continue // one of them exited meanwhile
+			if err != nil || !same {
+				continue // different tables, or one of them exited meanwhile
 			}
-			if same {
-				return &ErrUnsupported{PID: a, FD: sharedTable, Kind: "clone with CLONE_FILES but not CLONE_THREAD",
-					What: fmt.Sprintf("shares its fd table with process %d", b)}
+			pp := parent(b)
+			if pp != a && owner[pp] != a {
+				return nil, &ErrUnsupported{PID: a, FD: sharedTable, Kind: "clone with CLONE_FILES but not CLONE_THREAD",
+					What: fmt.Sprintf("shares its fd table with process %d, whose parent %d does not", b, pp)}
 			}
+			owner[b] = a
+			break
+		}
+	}
+	return owner, nil
+}
+
+// parentOf returns the parent pid of a live process (0 if it is gone).
+func parentOf(pid int) int {
+	b, err := proc.Read(pid, "stat")
+	if err != nil {
+		return 0
+	}
+	st, err := proc.ParseStat(b)
+	if err != nil {
+		return 0
+	}
+	return st.PPID
+}
+
+// markSharedTables records, frozen, which tasks share the fd table of an
+// earlier one (Task.FilesOf).
+func markSharedTables(c *image.Checkpoint) error {
+	var live []int
+	ppid := map[int]int{}
+	for _, t := range c.Tasks {
+		ppid[t.PID] = t.PPID
+		if t.State != "Z" {
+			live = append(live, t.PID)
+		}
+	}
+	owner, err := sharedTables(live, func(pid int) int { return ppid[pid] })
+	if err != nil {
+		return err
+	}
+	for _, t := range c.Tasks {
+		if t.FilesOf = owner[t.PID]; t.FilesOf != 0 {
+			t.FDs = nil // the owner's, recorded once
 		}
 	}
 	return nil

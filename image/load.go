@@ -138,6 +138,9 @@ func (l *loader) task(pid int) *Task {
 		State: st.str("State"),
 	}
 	t.TTYNr, _ = strconv.ParseUint(st.opt("TtyNr"), 10, 64) // absent: no terminal
+	if v := st.opt("FilesOf"); v != "" {
+		t.FilesOf = st.int("FilesOf")
+	}
 	if v := st.opt("Tpgid"); v != "" {
 		t.TPGID, _ = strconv.Atoi(v)
 	} else {
@@ -190,6 +193,9 @@ func (l *loader) task(pid int) *Task {
 	}
 	sort.SliceStable(t.Threads, func(i, j int) bool { return t.Threads[i].TID == pid && t.Threads[j].TID != pid })
 	for _, n := range l.numbers(p("fdinfo")) {
+		if t.FilesOf != 0 {
+			break // fdinfo links to the owner's table
+		}
 		t.FDs = append(t.FDs, l.fd(filepath.Join(base, "fdinfo", strconv.Itoa(n)), n))
 	}
 	for _, name := range l.list(p("vmas")) {

@@ -93,6 +93,7 @@ type Task struct {
 	PID, PPID, PGID, SID int
 	TTYNr                uint64 // controlling terminal (dev_t as in stat's tty_nr), 0 if none
 	TPGID                int    // that terminal's foreground process group, -1 if none
+	FilesOf              int    // the task whose fd table this one shares (CLONE_FILES), 0: its own
 	Comm                 string
 	State                string // one letter as in /proc/<pid>/stat: R S D T t Z
 	ExitCode             int    // a zombie's wait status (/proc/<pid>/stat field 52)

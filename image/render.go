@@ -91,14 +91,21 @@ func renderTask(t *Task, src PageSource) *Dir {
 		threads.Add(strconv.Itoa(th.TID), renderThread(th))
 	}
 	d.Add("threads", threads)
-	fds, fdinfo := &Dir{}, &Dir{}
-	for _, f := range t.FDs {
-		n := strconv.Itoa(f.Num)
-		fds.Add(n, &Symlink{Target: f.Path})
-		fdinfo.Add(n, renderFDInfo(f))
+	if t.FilesOf != 0 {
+		// One fd table shared with another process: shown once, there.
+		owner := "../" + strconv.Itoa(t.FilesOf) + "/"
+		d.Add("fds", &Symlink{Target: owner + "fds"})
+		d.Add("fdinfo", &Symlink{Target: owner + "fdinfo"})
+	} else {
+		fds, fdinfo := &Dir{}, &Dir{}
+		for _, f := range t.FDs {
+			n := strconv.Itoa(f.Num)
+			fds.Add(n, &Symlink{Target: f.Path})
+			fdinfo.Add(n, renderFDInfo(f))
+		}
+		d.Add("fds", fds)
+		d.Add("fdinfo", fdinfo)
 	}
-	d.Add("fds", fds)
-	d.Add("fdinfo", fdinfo)
 	vmas := &Dir{}
 	for _, v := range t.VMAs {
 		vd := &Dir{}
@@ -130,6 +137,9 @@ func renderStatus(t *Task) Bytes {
 	k.add("Sid", "%d", t.SID)
 	k.add("TtyNr", "%d", t.TTYNr)
 	k.add("Tpgid", "%d", t.TPGID)
+	if t.FilesOf != 0 {
+		k.add("FilesOf", "%d", t.FilesOf)
+	}
 	k.add("Uid", "%s", joinInts(t.Creds.UID[:]))
 	k.add("Gid", "%s", joinInts(t.Creds.GID[:]))
 	k.add("Groups", "%s", joinInts(t.Creds.Groups))

@@ -48,7 +48,7 @@ func sampleCheckpoint(src memSource) *Checkpoint {
 		Pages: []PageRef{{Index: 0, Hash: src.add('a')}, {Index: 1, Hash: src.add('b')}, {Index: 4, Hash: src.add('c')}}}
 	file := &VMA{Start: 0x400000, End: 0x401000, Perms: "r-xp", Offset: 0x1000, Dev: "fd:01", Inode: 42,
 		Name: "/usr/bin/my prog", Kind: VMAFile, FileSize: 8192}
-	root := &Task{PID: 100, PPID: 1, PGID: 100, SID: 90, Comm: "prog", State: "S",
+	root := &Task{PID: 100, PPID: 1, PGID: 100, SID: 90, TTYNr: 34816, TPGID: 100, Comm: "prog", State: "S",
 		Creds: Creds{UID: [4]int{1000, 1000, 1000, 1000}, GID: [4]int{100, 100, 100, 100}, Groups: []int{4, 24}},
 		Umask: 0o22, Cmdline: []byte("prog\x00-x\x00"), Environ: []byte("A=1\x00"), Auxv: []byte{6, 0, 0, 0, 0, 0, 0, 0},
 		Exe: "/usr/bin/my prog", Cwd: "/tmp", Root: "/",
@@ -62,7 +62,7 @@ func sampleCheckpoint(src memSource) *Checkpoint {
 			{Num: 8, Kind: FDPipe, Path: "pipe:[99]", Flags: 0, Object: "pipe-99", Ino: 99, Extra: []string{"ino:\t99"}}},
 		VMAs: []*VMA{file, heap},
 	}
-	child := &Task{PID: 105, PPID: 100, PGID: 100, SID: 90, Comm: "kid", State: "Z", ExitCode: 7 << 8,
+	child := &Task{PID: 105, PPID: 100, PGID: 100, SID: 90, TPGID: -1, FilesOf: 100, Comm: "kid", State: "Z", ExitCode: 7 << 8,
 		Creds: root.Creds}
 	return &Checkpoint{ID: "20261125-000000-abcd", Name: "n", Time: time.Date(2026, 11, 25, 1, 2, 3, 4, time.UTC),
 		Host: "h", Kernel: "6.18", RootPID: 100, Tasks: []*Task{root, child},

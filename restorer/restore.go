@@ -212,6 +212,14 @@ func (r *restorer) spawn(parent *target, t *image.Task) error {
 	} else {
 		from = parent
 	}
+	if t.FilesOf != 0 {
+		// Shares its parent's fd table (clone(CLONE_FILES)): the table's
+		// owner restores it, once, for both.
+		if parent == nil || (parent.pid != t.FilesOf && parent.t.FilesOf != t.FilesOf) {
+			return fmt.Errorf("task %d shares the fd table of %d, not its parent's", t.PID, t.FilesOf)
+		}
+		flags |= unix.CLONE_FILES
+	}
 	pid, err := from.clone3(from.pid, flags, exitSignal, t.PID)
 	if err != nil {
 		return fmt.Errorf("create task %d: %w", t.PID, err)

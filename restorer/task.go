@@ -1,6 +1,7 @@
 package restorer
 
 import (
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -89,8 +90,10 @@ func (r *restorer) restoreTask(p *target) error {
 	if err := p.setLimits(); err != nil {
 		return err
 	}
-	if err := p.restoreFDs(); err != nil {
-		return err
+	if t.FilesOf == 0 { // else the table's owner restored it
+		if err := p.restoreFDs(); err != nil {
+			return err
+		}
 	}
 	if err := p.setProcessState(); err != nil {
 		return err
@@ -473,6 +476,9 @@ func (p *target) setupThread(tid int, th *image.Thread) error {
 // a thread queue any siginfo to itself only: process-wide signals are
 // queued from the main thread (tid = pid), thread signals from their thread.
 func (p *target) queuePending() error {
+	if err := p.flushPending(); err != nil {
+		return err
+	}
 	for _, si := range p.t.SharedPending {
 		addr, err := p.put(0, si[:])
 		if err != nil {
@@ -555,4 +561,27 @@ func (p *target) finish() error {
 		}
 	}
 	return nil
+}
+
+// flushPending discards the signals the restore itself made pending in the
+// process (a recreated zombie child's SIGCHLD): every signal is blocked
+// until the end, so rt_sigtimedwait with a zero timeout takes them one by
+// one, until none is left (EAGAIN).
+func (p *target) flushPending() error {
+	b := make([]byte, 24) // sigset_t (8 bytes), then struct timespec {0, 0}
+	le.PutUint64(b, inject.AllSignals)
+	set, err := p.put(0, b)
+	if err != nil {
+		return err
+	}
+	for range 64 {
+		_, err := p.sys(p.pid, unix.SYS_RT_SIGTIMEDWAIT, set, 0, set+8, 8)
+		if errors.Is(err, unix.EAGAIN) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("discard pending signals: %w", err)
+		}
+	}
+	return fmt.Errorf("discard pending signals: still some after 64")
 }

@@ -130,7 +130,7 @@ func startProgram(t testing.TB, kind string, mib int) *program {
 		argv = []string{filepath.Join(dir, "holder"), strings.TrimPrefix(kind, "holder-")}
 	case "ipc-pair", "ipc-loop", "ipc-shm", "ipc-deleted":
 		argv = []string{filepath.Join(dir, "ipc"), strings.TrimPrefix(kind, "ipc-")}
-	case "zombie", "zombie-files":
+	case "zombie", "zombie-files", "zombie-files-siblings":
 		argv = []string{filepath.Join(dir, "zombie"), strings.TrimPrefix(kind, "zombie-")}
 	case "python":
 		argv = []string{"python3", filepath.Join(dir, "counter.py"), strconv.Itoa(mib), period}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
 
 // procState returns the state letter of /proc/<pid>/stat ("" if gone).
@@ -49,6 +51,8 @@ func TestRestoreZombieAndStopped(t *testing.T) {
 	waitState(t, zombie, "Z")
 	waitState(t, stopped, "T")
 	waitState(t, killed, "Z")
+	ticks := p.waitTicks(t, 1)
+	before := tickField(ticks[len(ticks)-1], "sigchld")
 
 	killRestoreFromMount(t, p.Pid)
 	if got := treePids(p.Pid); fmt.Sprint(got) != fmt.Sprint(pids) {
@@ -60,7 +64,11 @@ func TestRestoreZombieAndStopped(t *testing.T) {
 		}
 	}
 	waitState(t, stopped, "T")
-	p.waitTicks(t, 2)
+	ticks = p.waitTicks(t, 2)
+	// Recreating the zombies must not hand the parent SIGCHLDs it already had.
+	if after := tickField(ticks[len(ticks)-1], "sigchld"); after != before {
+		t.Fatalf("parent counted %s SIGCHLDs before the dump, %s after the restore", before, after)
+	}
 
 	// The parent reaps the zombie and checks its exit status.
 	if err := unix.Kill(p.Pid, unix.SIGUSR1); err != nil {
@@ -81,22 +89,46 @@ func TestRestoreZombieAndStopped(t *testing.T) {
 	}
 }
 
-// TestDumpRefusesSharedFdTable: two processes sharing one fd table
-// (clone(CLONE_FILES) without CLONE_THREAD) make the dump refuse before
-// anything is seized, naming both pids; the program runs on untraced.
-func TestDumpRefusesSharedFdTable(t *testing.T) {
+// TestRestoreSharedFdTable: a parent and a child sharing one fd table
+// (clone(CLONE_FILES) without CLONE_THREAD) are dumped with the table once
+// and restored sharing it again: every tick the parent dup()s an fd, the
+// child sees it open and closes it, and the parent sees it closed.
+func TestRestoreSharedFdTable(t *testing.T) {
 	p := startProgram(t, "zombie-files", 0)
 	pids := treePids(p.Pid)
 	if len(pids) != 2 {
 		t.Fatalf("tree %v, want parent and child", pids)
 	}
 	t.Cleanup(func() { unix.Kill(pids[1], unix.SIGKILL) })
+	p.waitTicks(t, 2)
+	killRestoreFromMount(t, p.Pid)
+	if got := treePids(p.Pid); fmt.Sprint(got) != fmt.Sprint(pids) {
+		t.Fatalf("restored tree %v, want %v", got, pids)
+	}
+	if same, err := ptrace.SameFiles(pids[0], pids[1]); err != nil || !same {
+		t.Fatalf("restored processes %v share their fd table: %v (%v)", pids, same, err)
+	}
+	p.waitTicks(t, 3)
+	p.checkHealthy(t)
+}
+
+// TestDumpRefusesUnrestorableSharedFdTable: two siblings sharing an fd
+// table their parent no longer shares cannot be recreated by cloning from
+// the parent: the dump refuses before anything is seized, naming both
+// pids; the program runs on untraced.
+func TestDumpRefusesUnrestorableSharedFdTable(t *testing.T) {
+	p := startProgram(t, "zombie-files-siblings", 0)
+	pids := treePids(p.Pid)
+	if len(pids) != 3 {
+		t.Fatalf("tree %v, want parent and two children", pids)
+	}
+	t.Cleanup(func() { unix.Kill(pids[1], unix.SIGKILL); unix.Kill(pids[2], unix.SIGKILL) })
 	store := filepath.Join(t.TempDir(), "store")
 	_, stderr, err := ckptfsErr(t, "dump", "-s", store, itoa(p.Pid))
 	if err == nil {
-		t.Fatal("dump of processes sharing an fd table succeeded")
+		t.Fatal("dump of siblings sharing an fd table succeeded")
 	}
-	want := fmt.Sprintf("process %d shares its fd table with process %d", pids[0], pids[1])
+	want := fmt.Sprintf("process %d shares its fd table with process %d, whose parent %d does not", pids[1], pids[2], pids[0])
 	if !strings.Contains(stderr, want) || !strings.Contains(stderr, "CLONE_FILES") {
 		t.Fatalf("dump error %q does not say %q", stderr, want)
 	}
@@ -111,4 +143,15 @@ func TestDumpRefusesSharedFdTable(t *testing.T) {
 	}
 	p.waitTicks(t, 2)
 	p.checkHealthy(t)
+}
+
+// tickField returns the word after name in a tick line ("" if none).
+func tickField(line, name string) string {
+	f := strings.Fields(line)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == name {
+			return f[i+1]
+		}
+	}
+	return ""
 }
