@@ -128,6 +128,13 @@ func TestDumpBadInput(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "no such process") {
 		t.Errorf("unknown pid: err=%v stderr=%q", err, stderr)
 	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Errorf("a failed first dump left the store %s behind (%v)", store, err)
+	}
+	_, stderr, err = ckptfsErr(t, "ls", "-s", store)
+	if err == nil || !strings.Contains(stderr, "does not exist") {
+		t.Errorf("ls of a missing store: err=%v stderr=%q", err, stderr)
+	}
 	_, stderr, err = ckptfsErr(t, "dump", "1")
 	if err == nil || !strings.Contains(stderr, "no store") {
 		t.Errorf("no store: err=%v stderr=%q", err, stderr)

@@ -270,3 +270,15 @@ func buildProg(t testing.TB, name string, flags ...string) string {
 	}
 	return out
 }
+
+// noCheckpoint fails if store holds a checkpoint. A store that a failed
+// first dump would have created must not exist at all.
+func noCheckpoint(t testing.TB, store string) {
+	t.Helper()
+	if _, err := os.Stat(store); os.IsNotExist(err) {
+		return
+	}
+	if out := ckptfs(t, "ls", "-s", store); strings.Count(strings.TrimSpace(out), "\n") > 0 {
+		t.Fatalf("failed dump left a checkpoint:\n%s", out)
+	}
+}

@@ -24,7 +24,7 @@ every new 4 KiB page once by content hash and releases the tree running.
 If the dump fails at any point the tree is released unchanged.
 The last line printed is the checkpoint id.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (retErr error) {
 			if err := requireStore(store); err != nil {
 				return err
 			}
@@ -32,11 +32,19 @@ The last line printed is the checkpoint id.`,
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("bad pid %q", args[0])
 			}
+			_, statErr := os.Stat(store)
+			created := os.IsNotExist(statErr)
 			repo, err := dedup.OpenRepo(store)
 			if err != nil {
 				return err
 			}
-			defer repo.Close()
+			defer func() {
+				repo.Close()
+				if created && retErr != nil {
+					// A failed first dump leaves no empty store behind.
+					os.RemoveAll(store)
+				}
+			}()
 			opts := dumper.Options{Name: name, Kill: kill}
 			if term.IsTerminal(int(os.Stderr.Fd())) {
 				opts.Progress = os.Stderr

@@ -19,6 +19,9 @@ func withRepo(dir string, f func(dedup.Repo) error) error {
 	if err := requireStore(dir); err != nil {
 		return err
 	}
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		return fmt.Errorf("store %s does not exist", dir)
+	}
 	r, err := dedup.OpenRepo(dir)
 	if err != nil {
 		return err
