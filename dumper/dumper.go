@@ -103,7 +103,7 @@ func (d *dump) run() (err error) {
 		return err
 	}
 	mem := newMemCopier(d.repo, d.opts, d.progress)
-	defer mem.abort()
+	defer mem.stop()
 	mem.bufs.prefault(int(min(anonBytes(pids), d.opts.MemoryBudget) / (chunkPages * image.PageSize)))
 	tree, err := seizeTree(d.pid)
 	if err != nil {

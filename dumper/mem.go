@@ -292,8 +292,10 @@ func (m *memCopier) wait() error {
 	return nil
 }
 
-// abort stops the workers after a failure.
-func (m *memCopier) abort() {
+// stop ends the copier's workers. After wait returned (success) they are
+// gone already and it does nothing; after a failure it makes them give up
+// what they were doing.
+func (m *memCopier) stop() {
 	m.fail(errors.New("dump aborted"))
 	m.closeReads()
 	m.wg.Wait()
