@@ -223,6 +223,9 @@ func collectFDs(pid int) ([]*image.FD, error) {
 		if f.Kind == image.FDFile {
 			f.Size = st.Size
 		}
+		if err := fdKindState(pid, f); err != nil {
+			return nil, fmt.Errorf("fd %d of %d: %w", n, pid, err)
+		}
 		out = append(out, f)
 	}
 	return out, nil

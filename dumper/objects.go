@@ -20,7 +20,7 @@ const maxDeletedFile = 64 << 20
 // sockets with their queued bytes and peers, deleted files with their
 // contents), and marks fds that share one open file description.
 func collectObjects(c *image.Checkpoint) error {
-	var socks map[uint64]*proc.UnixSocket
+	var socks *unixTree
 	for _, t := range c.Tasks {
 		for _, f := range t.FDs {
 			var err error
@@ -29,18 +29,26 @@ func collectObjects(c *image.Checkpoint) error {
 				err = addPipe(c, t.PID, f)
 			case f.Kind == image.FDSocket:
 				if socks == nil {
-					if socks, err = proc.UnixSockets(); err != nil {
+					if socks, err = newUnixTree(c); err != nil {
 						return err
 					}
 				}
-				err = addUnixSocket(c, t.PID, f, socks)
+				err = socks.add(c, t, f) // unixsock.go
+			case isMemfd(f):
+				err = addMemfd(c, t.PID, f) // shm.go
 			case f.Kind == image.FDFile && f.Deleted:
 				err = addDeletedFile(c, t.PID, f)
+			}
+			if _, ok := err.(*ErrUnsupported); ok {
+				return err // names pid and fd itself
 			}
 			if err != nil {
 				return fmt.Errorf("process %d fd %d: %w", t.PID, f.Num, err)
 			}
 		}
+	}
+	if err := collectShm(c); err != nil {
+		return err
 	}
 	return markSharedFiles(c)
 }
@@ -90,61 +98,6 @@ func addPipe(c *image.Checkpoint, pid int, f *image.FD) error {
 	c.Objects = append(c.Objects, &image.Object{ID: id, Kind: image.ObjPipe, Data: data,
 		Info: []string{"ino: " + strconv.FormatUint(f.Ino, 10), "capacity: " + strconv.Itoa(size)}})
 	return nil
-}
-
-// addUnixSocket records a unix socket, its peer and its queued bytes,
-// peeked (MSG_PEEK) through a duplicate taken with pidfd_getfd.
-func addUnixSocket(c *image.Checkpoint, pid int, f *image.FD, socks map[uint64]*proc.UnixSocket) error {
-	id := "unix-" + strconv.FormatUint(f.Ino, 10)
-	f.Object = id
-	if c.Object(id) != nil {
-		return nil
-	}
-	s := socks[f.Ino]
-	if s == nil {
-		return fmt.Errorf("unix socket %d not found by sock_diag", f.Ino)
-	}
-	if s.State == 10 {
-		return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "a listening unix socket", What: s.Name}
-	}
-	o := &image.Object{ID: id, Kind: image.ObjUnixSocket, Info: []string{
-		"ino: " + strconv.FormatUint(s.Ino, 10),
-		"type: " + strconv.Itoa(s.Type),
-		"state: " + strconv.Itoa(s.State),
-		"peer: " + strconv.FormatUint(s.Peer, 10),
-		"name: " + s.Name,
-	}}
-	if s.RQueue > 0 {
-		if s.Type != unix.SOCK_STREAM {
-			return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "a unix datagram socket with queued messages", What: f.Path}
-		}
-		data, err := peekSocket(pid, f.Num, int(s.RQueue))
-		if err != nil {
-			return err
-		}
-		o.Data = data
-	}
-	c.Objects = append(c.Objects, o)
-	return nil
-}
-
-func peekSocket(pid, fd, n int) ([]byte, error) {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, fmt.Errorf("pidfd_open: %w", err)
-	}
-	defer unix.Close(pidfd)
-	dup, err := unix.PidfdGetfd(pidfd, fd, 0)
-	if err != nil {
-		return nil, fmt.Errorf("pidfd_getfd: %w", err)
-	}
-	defer unix.Close(dup)
-	buf := make([]byte, n)
-	got, _, err := unix.Recvfrom(dup, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	if err != nil {
-		return nil, fmt.Errorf("peek queued bytes: %w", err)
-	}
-	return buf[:got], nil
 }
 
 // addDeletedFile saves the contents of an unlinked file that is still open.

@@ -40,7 +40,9 @@ func restorableDevice(rdev uint64) bool {
 	switch major {
 	case 1:
 		return minor == 3 || minor == 5 || minor == 7 || minor == 8 || minor == 9
-	case 4, 5, 136: // tty*, tty/console/ptmx, pts
+	case 5: // /dev/tty, /dev/console; not /dev/ptmx (5:2): a pty master
+		return minor != 2
+	case 4, 136: // tty*, pts
 		return true
 	}
 	return false
@@ -54,6 +56,10 @@ func checkFDs(pid int, fds []*image.FD) error {
 		switch f.Kind {
 		case image.FDOther:
 			return &ErrUnsupported{PID: pid, FD: f.Num, Kind: strings.TrimPrefix(f.Path, "anon_inode:"), What: f.Path}
+		case image.FDInotify:
+			if w := unresolvedInotify(f); w != "" {
+				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "an inotify watch without a path", What: w}
+			}
 		case image.FDSocket:
 			if unixInodes == nil {
 				var err error
@@ -68,7 +74,11 @@ func checkFDs(pid int, fds []*image.FD) error {
 		case image.FDChar:
 			var st unix.Stat_t
 			if err := unix.Stat(proc.FDPath(pid, f.Num), &st); err == nil && !restorableDevice(st.Rdev) {
-				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "a device", What: f.Path}
+				kind := "a device"
+				if unix.Major(st.Rdev) == 5 && unix.Minor(st.Rdev) == 2 {
+					kind = "a pty master (ptys are not recreated; a program on a terminal can be restored with --shell-job)"
+				}
+				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: kind, What: f.Path}
 			}
 		}
 	}
@@ -106,12 +116,14 @@ func checkVMAs(pid int, vmas []*image.VMA) error {
 // returns the pids it saw.
 func precheck(root int) ([]int, error) {
 	var pids, live []int
+	byPid := map[int][]*image.FD{}
 	err := walkTree(root, func(pid int) (bool, error) {
 		pids = append(pids, pid)
 		fds, err := collectFDs(pid)
 		if err != nil {
 			return false, nil // exited or a zombie: the frozen check decides
 		}
+		byPid[pid] = fds
 		if !zombie(pid) {
 			live = append(live, pid)
 		}
@@ -121,6 +133,9 @@ func precheck(root int) ([]int, error) {
 		return nil, err
 	}
 	if _, err := sharedTables(live, parentOf); err != nil {
+		return nil, err
+	}
+	if err := precheckUnix(byPid); err != nil { // unixsock.go
 		return nil, err
 	}
 	return pids, nil

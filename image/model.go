@@ -47,8 +47,10 @@ type Checkpoint struct {
 // Object kinds.
 const (
 	ObjPipe        = "pipe"         // Data: the bytes in flight
-	ObjUnixSocket  = "unix"         // Data: the bytes queued for reading; Info: type, peer, name
+	ObjUnixSocket  = "unix"         // Data: the bytes (or messages, "msg:" lines) queued for reading; Info: type, state, peer, name, ... (docs/tree-format.md)
 	ObjDeletedFile = "deleted-file" // Data: the file's contents
+	ObjMemfd       = "memfd"        // Info: name, size, mode, seals, dev, ino, data_ranges; Data: pages no vma has
+	ObjSysVShm     = "sysv-shm"     // Info: key, shmid, size, mode, dest, uid, gid, cuid, cgid, dev, data_ranges; Data: as memfd
 )
 
 // Object is a kernel object that one or more fds refer to, stored once per

@@ -14,7 +14,19 @@ import (
 // preflight checks everything that can be checked before a process is
 // created: pids and tids free, mapped and reopened files present and of the
 // recorded size, a vdso layout this kernel has.
-func preflight(c *image.Checkpoint, own map[int]string) error {
+func preflight(c *image.Checkpoint, own map[int]string, shellJob bool) error {
+	if err := checkSessions(c, shellJob); err != nil {
+		return err
+	}
+	if err := checkTerminals(c, shellJob); err != nil {
+		return err
+	}
+	if err := checkUnixPaths(c); err != nil { // unixsock.go
+		return err
+	}
+	if err := checkShm(c); err != nil { // sysvshm.go
+		return err
+	}
 	for _, t := range c.Tasks {
 		if t.State == "Z" {
 			// Restored by creating it and making it exit: only its pid matters.
@@ -78,8 +90,8 @@ func mapsFile(v *image.VMA) bool {
 }
 
 func checkMappedFile(t *image.Task, v *image.VMA) error {
-	if !mapsFile(v) {
-		return nil
+	if !mapsFile(v) || strings.HasPrefix(v.Name, "/memfd:") && v.Inode != 0 {
+		return nil // a memfd is recreated from its object (shmem.go)
 	}
 	if strings.HasSuffix(v.Name, " (deleted)") {
 		return fmt.Errorf("task %d: vma %s maps %s, which was already deleted at dump time", t.PID, v.DirName(), v.Name)
@@ -95,15 +107,15 @@ func checkMappedFile(t *image.Task, v *image.VMA) error {
 }
 
 func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string) error {
-	if inheritFD(c, t.PID, f, own) {
-		return nil
+	if inheritFD(c, t.PID, f, own) || (f.Kind == image.FDChar && isTTY(f.Path)) {
+		return nil // terminals: checkTerminals
 	}
 	if f.Object != "" {
 		o := c.Object(f.Object)
 		if o == nil {
 			return fmt.Errorf("task %d: fd %d: object %s is not in the checkpoint", t.PID, f.Num, f.Object)
 		}
-		if o.Kind == image.ObjPipe && !bothEnds(c, o.ID) {
+		if o.Kind == image.ObjPipe && !bothEnds(c, o.ID) && fifoPath(c, o) == "" {
 			return fmt.Errorf("task %d: fd %d: %s has its other end outside the checkpoint (only fds 0-2, or an fd the restorer holds at the same number on the same pipe, can be taken over)", t.PID, f.Num, f.Path)
 		}
 		return nil
@@ -121,6 +133,10 @@ func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string
 			return fmt.Errorf("task %d: fd %d: %s changed size from %d to %d bytes", t.PID, f.Num, f.Path, f.Size, st.Size())
 		}
 	case image.FDEventfd, image.FDEpoll, image.FDTimerfd, image.FDSignalfd:
+	case image.FDInotify:
+		if err := checkInotify(f); err != nil {
+			return fmt.Errorf("task %d: fd %d: %w", t.PID, f.Num, err)
+		}
 	default:
 		return fmt.Errorf("task %d: fd %d (%s %s): cannot restore this kind of fd", t.PID, f.Num, f.Kind, f.Path)
 	}
@@ -159,11 +175,13 @@ func ownFDs() map[int]string {
 
 // inheritFD reports an fd of task pid that the restored process takes from
 // the restorer instead of recreating it: a standard fd that cannot be
-// reopened (a terminal, or a pipe or socket whose other end is outside the
-// checkpoint: the restorer's own stdin, stdout, stderr), or any fd that the
+// reopened (a pipe or socket whose other end is outside the checkpoint: the
+// restorer's own stdin, stdout, stderr), or any fd that the
 // restorer holds at the same number on the very same object (the same
 // pipe:[inode], say, inherited by both from a common ancestor). A pipe or
 // socket with both ends in the checkpoint (seq | gzip) is always recreated.
+// A terminal never is: it is refused, or with --shell-job reopened on the
+// restorer's terminal (session.go).
 func inheritFD(c *image.Checkpoint, pid int, f *image.FD, own map[int]string) bool {
 	switch f.Kind {
 	case image.FDFile, image.FDDir:
@@ -174,7 +192,7 @@ func inheritFD(c *image.Checkpoint, pid int, f *image.FD, own map[int]string) bo
 	}
 	switch f.Kind {
 	case image.FDChar:
-		return true
+		return false // a terminal: refused, or restore's own with --shell-job (session.go)
 	case image.FDPipe, image.FDSocket:
 		return !otherEndInside(c, pid, f)
 	}
@@ -198,9 +216,7 @@ func otherEndInside(c *image.Checkpoint, pid int, f *image.FD) bool {
 		}
 	}
 	if o := c.Object(f.Object); o != nil && o.Kind == image.ObjUnixSocket {
-		if peer := o.InfoValue("peer"); peer != "" && peer != "0" && len(objectUsers(c, "unix-"+peer)) > 0 {
-			return true
-		}
+		return !unixPeerOutside(c, o) // unixsock.go: a listener, named or unconnected socket is recreated
 	}
 	return false
 }

@@ -1,6 +1,7 @@
 package restorer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -13,10 +14,11 @@ import (
 )
 
 // restoreFDs closes every fd of the stub, then puts every recorded fd at
-// its number: files, pipes, sockets and inherited fds are the restorer's
-// own open files (files.go), pulled in with an injected pidfd_getfd;
-// eventfd, timerfd and signalfd are created in the task, epoll instances
-// last, once the fds they watch exist.
+// its number: files, pipes, sockets, inotify and inherited fds are the
+// restorer's own open files (files.go), pulled in with an injected
+// pidfd_getfd; eventfd, timerfd and signalfd are created in the task, epoll
+// instances last, once the fds they watch exist (each once per open file
+// description: shareCreated).
 func (p *target) restoreFDs() error {
 	have, err := proc.FDs(p.pid)
 	if err != nil {
@@ -57,10 +59,10 @@ func (p *target) restoreFDs() error {
 				continue
 			}
 			var err error
-			if installedKind(f) {
+			if _, made := p.r.files.byKey[fdKey(p.t.PID, f)]; installedKind(f) || made {
 				err = p.installFD(src, f)
-			} else {
-				err = p.restoreFD(f)
+			} else if err = p.restoreFD(f); err == nil {
+				err = p.shareCreated(f)
 			}
 			if err != nil {
 				return fmt.Errorf("fd %d (%s %s): %w", f.Num, f.Kind, f.Path, err)
@@ -93,6 +95,27 @@ func (p *target) installFD(src uint64, f *image.FD) error {
 	}
 	_, err = p.sys(p.pid, unix.SYS_CLOSE, fd)
 	return err
+}
+
+// shareCreated keeps a restorer copy of fd f just created in the task when
+// other fds (of this or another task) are the same open file description:
+// they are installed from the copy (installFD) instead of being created
+// again, so a forked eventfd, timerfd, signalfd or epoll is one again.
+func (p *target) shareCreated(f *image.FD) error {
+	if f.OFD == "" {
+		return nil
+	}
+	pidfd, err := unix.PidfdOpen(p.pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", p.pid, err)
+	}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, f.Num, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_getfd: %w", err)
+	}
+	p.r.files.byKey[f.OFD] = p.r.files.keep(fd)
+	return nil
 }
 
 // restoreFD creates an eventfd, epoll, signalfd or timerfd in the task.
@@ -204,27 +227,57 @@ func (p *target) timerfd(f *image.FD, flags uint64) (uint64, error) {
 		}
 		spec[2*i], spec[2*i+1] = s, ns
 	}
+	if spec[2] == 0 && spec[3] == 0 && (spec[0] != 0 || spec[1] != 0) {
+		// A periodic timer that expired just as fdinfo was read: it
+		// is due again one period later.
+		spec[2], spec[3] = spec[0], spec[1]
+	}
+	if spec[2] != 0 || spec[3] != 0 {
+		if err := p.timerfdSettime(fd, spec); err != nil {
+			return 0, err
+		}
+	}
+	// The expirations not read yet (settime clears them): the dumper
+	// made fdinfo count them all (dumper/fdstate.go).
 	if ticks, _ := strconv.ParseUint(extra(f, "ticks"), 10, 64); ticks > 0 {
-		// Expirations not read yet: the timer fires again at once, so
-		// a read sees at least one (their count is not restored).
-		spec[2], spec[3] = 0, 1
+		b := make([]byte, 8)
+		le.PutUint64(b, ticks)
+		addr, err := p.put(0, b)
+		if err != nil {
+			return 0, err
+		}
+		_, err = p.sys(p.pid, unix.SYS_IOCTL, fd, tfdIocSetTicks, addr)
+		if errors.Is(err, unix.ENOTTY) {
+			// No CONFIG_CHECKPOINT_RESTORE: the timer fires at once
+			// instead, so a read sees at least one expiration.
+			spec[2], spec[3] = 0, 1
+			err = p.timerfdSettime(fd, spec)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("timerfd: set %d ticks: %w", ticks, err)
+		}
 	}
-	if spec[2] == 0 && spec[3] == 0 {
-		return fd, nil
-	}
+	return fd, nil
+}
+
+// timerfdSettime arms timerfd fd with spec (it_interval, it_value as
+// seconds and nanoseconds), relative to now.
+func (p *target) timerfdSettime(fd uint64, spec [4]uint64) error {
 	b := make([]byte, 32)
 	for i, v := range spec {
 		le.PutUint64(b[8*i:], v)
 	}
 	addr, err := p.put(0, b)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if _, err := p.sys(p.pid, unix.SYS_TIMERFD_SETTIME, fd, 0, addr, 0); err != nil {
-		return 0, err
-	}
-	return fd, nil
+	_, err = p.sys(p.pid, unix.SYS_TIMERFD_SETTIME, fd, 0, addr, 0)
+	return err
 }
+
+// tfdIocSetTicks is TFD_IOC_SET_TICKS, _IOW('T', 0, __u64): sets a
+// timerfd's count of unread expirations (CONFIG_CHECKPOINT_RESTORE).
+const tfdIocSetTicks = 1<<30 | 8<<16 | 'T'<<8
 
 // extra returns the value of an fdinfo line "key: value" kept in Extra.
 func extra(f *image.FD, key string) string {

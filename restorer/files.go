@@ -85,6 +85,8 @@ func (fs *files) openFD(c *image.Checkpoint, f *image.FD) (int, error) {
 			return -1, fmt.Errorf("object %s is not in the checkpoint", f.Object)
 		}
 		return fs.openObject(c, o, f)
+	case f.Kind == image.FDInotify:
+		return fs.inotify(f)
 	case f.Kind == image.FDFile || f.Kind == image.FDDir || f.Kind == image.FDChar:
 		if f.Kind == image.FDChar {
 			flags |= unix.O_NOCTTY
@@ -130,6 +132,12 @@ func (fs *files) openObject(c *image.Checkpoint, o *image.Object, f *image.FD) (
 			return -1, err
 		}
 		base = fd
+	case image.ObjMemfd:
+		fd, err := fs.memfd(c, o) // shmem.go
+		if err != nil {
+			return -1, err
+		}
+		base = fd
 	default:
 		return -1, fmt.Errorf("object %s of unknown kind %q", o.ID, o.Kind)
 	}
@@ -146,7 +154,7 @@ func (fs *files) openObject(c *image.Checkpoint, o *image.Object, f *image.FD) (
 		return -1, fmt.Errorf("reopen %s: %w", o.ID, err)
 	}
 	fs.keep(fd)
-	if o.Kind == image.ObjDeletedFile && f.Pos != 0 {
+	if (o.Kind == image.ObjDeletedFile || o.Kind == image.ObjMemfd) && f.Pos != 0 {
 		if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
 			return -1, err
 		}
@@ -177,6 +185,9 @@ func (fs *files) pipe(c *image.Checkpoint, o *image.Object) ([2]int, error) {
 	if r, ok := fs.objs[o.ID+"/r"]; ok {
 		return [2]int{r, fs.objs[o.ID+"/w"]}, nil
 	}
+	if path := fifoPath(c, o); path != "" {
+		return fs.fifo(o, path)
+	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return p, fmt.Errorf("pipe %s: %w", o.ID, err)
@@ -199,46 +210,7 @@ func (fs *files) pipe(c *image.Checkpoint, o *image.Object) ([2]int, error) {
 	return p, nil
 }
 
-// socket creates the connected unix socket pair of o and its peer (both
-// must be in the checkpoint) and queues each end's unread bytes again.
-func (fs *files) socket(c *image.Checkpoint, o *image.Object) (int, error) {
-	if fd, ok := fs.objs[o.ID]; ok {
-		return fd, nil
-	}
-	peerID := "unix-" + o.InfoValue("peer")
-	peer := c.Object(peerID)
-	if peer == nil || o.InfoValue("peer") == "0" {
-		return -1, fmt.Errorf("unix socket %s: its peer is not in the checkpoint", o.ID)
-	}
-	if o.InfoValue("name") != "" || peer.InfoValue("name") != "" {
-		return -1, fmt.Errorf("unix socket %s: named sockets are not supported", o.ID)
-	}
-	typ, err := strconv.Atoi(o.InfoValue("type"))
-	if err != nil {
-		return -1, fmt.Errorf("unix socket %s: bad type: %w", o.ID, err)
-	}
-	sp, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("socketpair for %s: %w", o.ID, err)
-	}
-	fs.keep(sp[0])
-	fs.keep(sp[1])
-	fs.objs[o.ID], fs.objs[peerID] = sp[0], sp[1]
-	// Bytes queued for reading at one end are written into the other.
-	for _, q := range []struct {
-		data []byte
-		into int
-	}{{o.Data, sp[1]}, {peer.Data, sp[0]}} {
-		for data := q.data; len(data) > 0; {
-			n, err := unix.Write(q.into, data)
-			if err != nil {
-				return -1, fmt.Errorf("unix socket %s: requeue: %w", o.ID, err)
-			}
-			data = data[n:]
-		}
-	}
-	return sp[0], nil
-}
+// socket: unixsock.go.
 
 // deletedFile recreates a deleted file: at its old path, unlinked at once
 // (so its fds read "<path> (deleted)" again), or as an O_TMPFILE in the

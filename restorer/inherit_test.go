@@ -10,7 +10,7 @@ import (
 
 // TestInheritFD checks which standard fds are taken from the restorer: a
 // pipe with both ends in the checkpoint (seq | gzip) never is; a pipe or
-// socket whose other end is outside always is; so is a terminal.
+// socket whose other end is outside always is; a terminal never is.
 func TestInheritFD(t *testing.T) {
 	pipeW := &image.FD{Num: 1, Kind: image.FDPipe, Path: "pipe:[7]", Flags: unix.O_WRONLY, Object: "pipe-7"}
 	pipeR := &image.FD{Num: 0, Kind: image.FDPipe, Path: "pipe:[7]", Flags: unix.O_RDONLY, Object: "pipe-7"}
@@ -45,7 +45,7 @@ func TestInheritFD(t *testing.T) {
 		{"stderr same pipe, same ofd", 10, outW2, true},
 		{"socket with peer inside", 10, sockA, false},
 		{"socket with peer outside", 11, sockC, true},
-		{"terminal", 10, tty, true},
+		{"terminal", 10, tty, false},
 	} {
 		if got := inheritFD(c, tc.pid, tc.f, map[int]string{}); got != tc.want {
 			t.Errorf("%s: inheritFD = %v, want %v", tc.name, got, tc.want)

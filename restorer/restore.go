@@ -50,7 +50,7 @@ func Restore(dir string, opts Options) (int, error) {
 		return 0, err
 	}
 	own := ownFDs()
-	if err := preflight(c, own); err != nil {
+	if err := preflight(c, own, opts.ShellJob); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	r := &restorer{c: c, dir: dir, opts: opts, start: start, procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
@@ -133,6 +133,9 @@ func (r *restorer) run() error {
 	}
 	r.logf("registers set")
 	if err := r.failpoint("finished"); err != nil {
+		return err
+	}
+	if err := r.setForeground(); err != nil { // session.go
 		return err
 	}
 	var errs []error
@@ -228,14 +231,18 @@ func (r *restorer) spawn(parent *target, t *image.Task) error {
 	r.procs[pid] = p
 	if t.State == "Z" {
 		// Never run again: it ends now as it ended then and waits, a
-		// zombie, for its parent to reap it.
+		// zombie, for its parent to reap it. Its session and group come
+		// first: a parent may wait for it by group (waitpid(-pgid)).
+		if err := p.zombieSession(); err != nil {
+			return fmt.Errorf("zombie %d: %w", pid, err)
+		}
 		if err := p.becomeZombie(); err != nil {
 			return fmt.Errorf("zombie %d: %w", pid, err)
 		}
 		return nil
 	}
 	r.order = append(r.order, p)
-	return nil
+	return p.enterSession() // session.go: before its children are created
 }
 
 // clone3 runs clone3 with set_tid = id in thread tid of p and waits for

@@ -3,6 +3,7 @@ package restorer
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -15,7 +16,10 @@ import (
 // object for every task that maps the same (dev, inode): the restorer
 // creates it once, fills it from the saved pages, and every task maps it
 // MAP_SHARED, so parent and child share it again instead of each getting
-// a private copy.
+// a private copy. A memfd recorded as an object (objects/memfd-<ino>) is
+// also what fds on it are opened on (files.memfd), so writes through a
+// mapping are seen through the fd; it gets its name, size, mode and seals
+// back. SysV segments are restored as segments (sysvshm.go).
 
 // shmemKey names the shared memory object of v.
 func shmemKey(v *image.VMA) string {
@@ -30,6 +34,20 @@ func isShmem(v *image.VMA) bool {
 	return v.Kind == image.VMAShmem && v.Shared()
 }
 
+// memfdOf returns the memfd object that vma v maps, nil if there is none
+// (shared anonymous memory, or a checkpoint without memfd objects).
+func memfdOf(c *image.Checkpoint, v *image.VMA) *image.Object {
+	if v.Inode == 0 || !strings.HasPrefix(v.Name, "/memfd:") {
+		return nil
+	}
+	for _, o := range c.Objects {
+		if o.Kind == image.ObjMemfd && o.InfoValue("dev") == v.Dev && o.InfoValue("ino") == strconv.FormatUint(v.Inode, 10) {
+			return o
+		}
+	}
+	return nil
+}
+
 // shmem returns the restorer's fd on the shared memory object of v,
 // creating and filling it on first use.
 func (r *restorer) shmem(v *image.VMA) (int, error) {
@@ -37,43 +55,223 @@ func (r *restorer) shmem(v *image.VMA) (int, error) {
 	if fd, ok := r.shm[key]; ok {
 		return fd, nil
 	}
-	var size uint64
-	for _, t := range r.c.Tasks {
-		for _, w := range t.VMAs {
-			if isShmem(w) && shmemKey(w) == key {
-				size = max(size, w.Offset+w.Len())
+	var fd int
+	var err error
+	o := memfdOf(r.c, v)
+	if o != nil {
+		// Created with its unmapped data (here or by an fd on it, earlier).
+		if fd, err = r.files.memfd(r.c, o); err != nil {
+			return -1, err
+		}
+	} else {
+		var size uint64
+		for _, t := range r.c.Tasks {
+			for _, w := range t.VMAs {
+				if isShmem(w) && shmemKey(w) == key {
+					size = max(size, w.Offset+w.Len())
+				}
 			}
 		}
+		if fd, err = newShmem(v.Name, size); err != nil {
+			return -1, fmt.Errorf("shared memory %s (%s): %w", key, v.Name, err)
+		}
+		r.files.keep(fd)
 	}
-	fd, err := newShmem(v.Name, size)
-	if err != nil {
-		return -1, fmt.Errorf("shared memory %s (%s): %w", key, v.Name, err)
-	}
-	r.files.keep(fd)
 	r.shm[key] = fd
-	// Fill from the saved pages; a range of the object that an earlier
-	// vma (of this or another task) covered is not written again.
-	var done [][2]uint64
-	covered := func(a, b uint64) bool {
-		for _, d := range done {
-			if d[0] <= a && b <= d[1] {
-				return true
-			}
-		}
-		return false
+	if err := r.fillShmem(fd, key); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// fillShmem writes the saved pages of every vma (of any task) of shared
+// memory object key into fd. Tasks may have saved different pages of the
+// same range (each has the pages it touched): every saved page is written
+// once.
+func (r *restorer) fillShmem(fd int, key string) error {
+	done := pagesWritten{}
+	pwrite := func(b []byte, off int64) error {
+		_, err := unix.Pwrite(fd, b, off)
+		return err
 	}
 	for _, t := range r.c.Tasks {
 		for _, w := range t.VMAs {
-			if !isShmem(w) || shmemKey(w) != key || covered(w.Offset, w.Offset+w.Len()) {
+			if !isShmem(w) || shmemKey(w) != key {
 				continue
 			}
-			if err := fillShmem(fd, image.PagesPath(r.dir, t.PID, w), w); err != nil {
-				return -1, fmt.Errorf("task %d: vma %s: %w", t.PID, w.DirName(), err)
+			if err := readPages(image.PagesPath(r.dir, t.PID, w), w, done.filter(int64(w.Offset), pwrite)); err != nil {
+				return fmt.Errorf("task %d: vma %s: fill shared memory: %w", t.PID, w.DirName(), err)
 			}
-			done = append(done, [2]uint64{w.Offset, w.Offset + w.Len()})
+		}
+	}
+	return nil
+}
+
+// pagesWritten is the set of pages (by index in the object) written.
+type pagesWritten map[int64]bool
+
+// filter returns a write for the pages of a vma at offset base of the
+// object that hands on to write the pages not written before.
+func (done pagesWritten) filter(base int64, write func(b []byte, off int64) error) func(b []byte, off int64) error {
+	return func(b []byte, off int64) error {
+		off += base
+		start := -1
+		flush := func(end int) error {
+			if start < 0 {
+				return nil
+			}
+			err := write(b[start:end], off+int64(start))
+			start = -1
+			return err
+		}
+		for i := 0; i < len(b); i += image.PageSize {
+			p := (off + int64(i)) / image.PageSize
+			if done[p] {
+				if err := flush(i); err != nil {
+					return err
+				}
+				continue
+			}
+			done[p] = true
+			if start < 0 {
+				start = i
+			}
+		}
+		return flush(len(b))
+	}
+}
+
+// shmemMapped is called when vma i of p is mapped: after the last
+// mapping of a memfd in the restore, its seals are added (a write seal
+// forbids new writable shared mappings, F_SEAL_FUTURE_WRITE even while
+// writable mappings made before it exist).
+func (p *target) shmemMapped(i int) error {
+	v := p.t.VMAs[i]
+	o := memfdOf(p.r.c, v)
+	if o == nil {
+		return nil
+	}
+	key := shmemKey(v)
+	if !p.lastInRestore(i, func(t *image.Task, j int) bool { return isShmem(t.VMAs[j]) && shmemKey(t.VMAs[j]) == key }) {
+		return nil
+	}
+	return addSeals(p.r.shm[key], o)
+}
+
+// privateMemfd installs the memfd that private file vma v maps in the
+// task and returns its fd there (pages the task had not written are the
+// file's).
+func (p *target) privateMemfd(v *image.VMA) (uint64, error) {
+	own, err := p.r.files.memfd(p.r.c, memfdOf(p.r.c, v))
+	if err != nil {
+		return 0, err
+	}
+	fd, err := p.taskFD(own)
+	if err != nil {
+		return 0, fmt.Errorf("vma %s: memfd: %w", v.DirName(), err)
+	}
+	return fd, nil
+}
+
+// memfd returns the restorer's fd on memfd object o, creating it on first
+// use with its name, size, mode and the pages no vma holds (its data).
+// Its seals are added after the last vma that maps it is mapped
+// (shmemMapped), or here when no vma maps it.
+func (fs *files) memfd(c *image.Checkpoint, o *image.Object) (int, error) {
+	if fd, ok := fs.objs[o.ID]; ok {
+		return fd, nil
+	}
+	size, err := strconv.ParseInt(o.InfoValue("size"), 10, 64)
+	if err != nil {
+		return -1, fmt.Errorf("memfd %s: bad size: %w", o.ID, err)
+	}
+	seals, err := objSeals(o)
+	if err != nil {
+		return -1, err
+	}
+	flags := unix.MFD_CLOEXEC
+	if seals != unix.F_SEAL_SEAL {
+		flags |= unix.MFD_ALLOW_SEALING
+	}
+	name := o.InfoValue("name")
+	if name == "" {
+		name = "ckptfs-memfd"
+	}
+	fd, err := unix.MemfdCreate(name, flags)
+	if err != nil {
+		return -1, fmt.Errorf("memfd %s: memfd_create: %w", o.ID, err)
+	}
+	fs.keep(fd)
+	if err := unix.Ftruncate(fd, size); err != nil {
+		return -1, fmt.Errorf("memfd %s: ftruncate %d: %w", o.ID, size, err)
+	}
+	if mode, err := strconv.ParseUint(o.InfoValue("mode"), 8, 32); err == nil {
+		if err := unix.Fchmod(fd, uint32(mode)); err != nil {
+			return -1, fmt.Errorf("memfd %s: chmod %o: %w", o.ID, mode, err)
+		}
+	}
+	if err := writeObjectData(o, func(b []byte, off int64) error {
+		_, err := unix.Pwrite(fd, b, off)
+		return err
+	}); err != nil {
+		return -1, err
+	}
+	fs.objs[o.ID] = fd
+	mapped := false
+	for _, t := range c.Tasks {
+		for _, v := range t.VMAs {
+			mapped = mapped || isShmem(v) && memfdOf(c, v) == o
+		}
+	}
+	if !mapped {
+		if err := addSeals(fd, o); err != nil {
+			return -1, err
 		}
 	}
 	return fd, nil
+}
+
+func objSeals(o *image.Object) (int, error) {
+	s := o.InfoValue("seals")
+	if s == "" {
+		return unix.F_SEAL_SEAL, nil
+	}
+	n, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return 0, fmt.Errorf("memfd %s: bad seals %q", o.ID, s)
+	}
+	return int(n), nil
+}
+
+// addSeals adds the recorded seals of memfd o to fd.
+func addSeals(fd int, o *image.Object) error {
+	seals, err := objSeals(o)
+	if err != nil || seals == unix.F_SEAL_SEAL {
+		return err // F_SEAL_SEAL alone: created without MFD_ALLOW_SEALING
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		return fmt.Errorf("memfd %s: add seals %#x: %w", o.ID, seals, err)
+	}
+	return nil
+}
+
+// writeObjectData hands each range of o's data_ranges line, with its bytes
+// from o.Data, to write.
+func writeObjectData(o *image.Object, write func(b []byte, off int64) error) error {
+	data := o.Data
+	for _, r := range strings.Fields(o.InfoValue("data_ranges")) {
+		a, b, ok := strings.Cut(r, "-")
+		start, err1 := strconv.ParseInt(a, 10, 64)
+		end, err2 := strconv.ParseInt(b, 10, 64)
+		if !ok || err1 != nil || err2 != nil || end < start || int64(len(data)) < end-start {
+			return fmt.Errorf("%s: bad data range %q (or data shorter than its ranges)", o.ID, r)
+		}
+		if err := write(data[:end-start], start); err != nil {
+			return fmt.Errorf("%s: write %d bytes at %d: %w", o.ID, end-start, start, err)
+		}
+		data = data[end-start:]
+	}
+	return nil
 }
 
 // newShmem creates a shared memory file of size bytes. For shared
@@ -107,35 +305,6 @@ func newShmem(name string, size uint64) (int, error) {
 		return -1, fmt.Errorf("ftruncate %d: %w", size, err)
 	}
 	return fd, nil
-}
-
-// fillShmem writes the data ranges of pages file path (of vma v) into
-// the shared memory file fd at v's offset.
-func fillShmem(fd int, path string, v *image.VMA) error {
-	rs, err := dataRanges(path, int64(v.Len()))
-	if err != nil || len(rs) == 0 {
-		return err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("checkpoint file %s: %w", path, pathErr(err))
-	}
-	defer f.Close()
-	buf := make([]byte, chunkSize)
-	for _, r := range rs {
-		for off := r[0]; off < r[1]; {
-			n := min(r[1]-off, chunkSize)
-			b := buf[:n]
-			if _, err := f.ReadAt(b, off); err != nil {
-				return fmt.Errorf("checkpoint file %s: %w", path, err)
-			}
-			if _, err := unix.Pwrite(fd, b, int64(v.Offset)+off); err != nil {
-				return fmt.Errorf("fill shared memory: %w", err)
-			}
-			off += n
-		}
-	}
-	return nil
 }
 
 // taskFD installs the restorer's fd own in the task with an injected

@@ -211,9 +211,15 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 			p.sys(p.pid, unix.SYS_CLOSE, fd)
 		}
 	}()
-	for _, v := range p.t.VMAs {
+	for i, v := range p.t.VMAs {
 		switch v.Kind {
 		case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
+			continue
+		}
+		if isSysV(v) {
+			if err := p.attachSysV(i); err != nil { // sysvshm.go
+				return err
+			}
 			continue
 		}
 		prot := uint64(v.Prot())
@@ -238,7 +244,14 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 			}
 			key := fmt.Sprintf("%d:%s", mode, v.Name)
 			var ok bool
-			if fd, ok = files[key]; !ok {
+			if fd, ok = files[key]; !ok && memfdOf(p.r.c, v) != nil {
+				// A memfd mapped private: its object (shmem.go).
+				var err error
+				if fd, err = p.privateMemfd(v); err != nil {
+					return err
+				}
+				files[key] = fd
+			} else if !ok {
 				path, err := p.cstr(0, v.Name)
 				if err != nil {
 					return err
@@ -273,6 +286,11 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 		}
 		if err := p.adviseVMA(v); err != nil {
 			return err
+		}
+		if isShmem(v) {
+			if err := p.shmemMapped(i); err != nil { // shmem.go: seals after the last mapping
+				return err
+			}
 		}
 	}
 	return nil

@@ -126,7 +126,7 @@ func startProgram(t testing.TB, kind string, mib int) *program {
 		argv = []string{filepath.Join(dir, "counter-pthreads"), strconv.Itoa(mib), period, "3"}
 	case "go":
 		argv = []string{filepath.Join(dir, "gocounter"), strconv.Itoa(mib), period}
-	case "holder-tcp", "holder-uring", "holder-device":
+	case "holder-tcp", "holder-uring", "holder-device", "holder-pty":
 		argv = []string{filepath.Join(dir, "holder"), strings.TrimPrefix(kind, "holder-")}
 	case "ipc-pair", "ipc-loop", "ipc-shm", "ipc-deleted":
 		argv = []string{filepath.Join(dir, "ipc"), strings.TrimPrefix(kind, "ipc-")}

@@ -53,10 +53,14 @@ func TestRestoreZombieAndStopped(t *testing.T) {
 	waitState(t, killed, "Z")
 	ticks := p.waitTicks(t, 1)
 	before := tickField(ticks[len(ticks)-1], "sigchld")
+	groups := pgids(t, pids)
 
 	killRestoreFromMount(t, p.Pid)
 	if got := treePids(p.Pid); fmt.Sprint(got) != fmt.Sprint(pids) {
 		t.Fatalf("restored tree %v, want %v", got, pids)
+	}
+	if got := pgids(t, pids); got != groups {
+		t.Fatalf("restored process groups %s, want %s", got, groups)
 	}
 	for _, z := range []int{zombie, killed} {
 		if s := procState(z); s != "Z" {
@@ -152,4 +156,13 @@ func tickField(line, name string) string {
 		}
 	}
 	return ""
+}
+
+// pgids lists "pid:pgid" of each pid.
+func pgids(t *testing.T, pids []int) string {
+	var out []string
+	for _, pid := range pids {
+		out = append(out, fmt.Sprintf("%d:%d", pid, readSessionStat(t, pid).PGID))
+	}
+	return strings.Join(out, " ")
 }

@@ -10,20 +10,26 @@ import (
 )
 
 func init() {
-	var verbose bool
+	var verbose, shellJob bool
 	cmd := &cobra.Command{
-		Use:   "restore [-v] DIR",
+		Use:   "restore [-v] [--shell-job] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
 the same pids and thread ids, memory, open files, signal handlers and
-registers. Standard fds that were pipes, sockets or terminals are taken from
-restore's own stdin, stdout and stderr. Nothing is left behind on failure.
+registers. Standard fds that were pipes or sockets to the outside are taken
+from restore's own stdin, stdout and stderr. Nothing is left behind on failure.
+
+A program that holds a terminal or has a controlling terminal (one started
+from a shell on a terminal) is refused unless --shell-job is given: then its
+terminal fds become restore's own terminal, its session restore's session
+(so the terminal is its controlling terminal) and, if its process group was
+in the foreground, it is in the foreground again, like CRIU's --shell-job.
 The restored processes run on their own once restore returns; the last line
 printed is the root pid.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var opts restorer.Options
+			opts := restorer.Options{ShellJob: shellJob}
 			if verbose {
 				opts.Log = os.Stderr
 			}
@@ -36,5 +42,6 @@ printed is the root pid.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the duration of every phase on stderr")
+	cmd.Flags().BoolVar(&shellJob, "shell-job", false, "put terminals and the root's session on restore's own terminal and session")
 	rootCmd.AddCommand(cmd)
 }

@@ -3,6 +3,7 @@ package proc
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,18 +16,37 @@ type UnixSocket struct {
 	State  int    // TCP_ESTABLISHED (1), TCP_LISTEN (10), TCP_CLOSE (7)
 	Peer   uint64 // inode of the peer, 0 if none
 	Name   string // bound address ("@..." for abstract), "" if unnamed
-	RQueue uint32 // bytes (stream) or datagrams queued for reading
+	RQueue uint32 // listening: connections not yet accepted; stream, seqpacket: bytes queued; dgram: length of the first datagram
+	WQueue uint32 // listening: the backlog (listen's argument); else bytes sent not yet received
+	// Icons are, for a listening socket, the inodes of the connections
+	// waiting to be accepted, in the order accept returns them.
+	Icons    []uint64
+	VFSIno   uint64 // inode of the socket file a path-bound socket made, 0 if none
+	VFSDev   uint32 // its device (kernel encoding)
+	Shutdown uint8  // SHUTDOWN_MASK bits: 1 receive, 2 send
 }
+
+// Socket states as sock_diag reports them.
+const (
+	UnixEstablished = 1
+	UnixClose       = 7
+	UnixListen      = 10
+)
 
 // sock_diag constants (linux/sock_diag.h, linux/unix_diag.h).
 const (
 	sockDiagByFamily = 20
 	udiagShowName    = 0x01
+	udiagShowVFS     = 0x02
 	udiagShowPeer    = 0x04
+	udiagShowIcons   = 0x08
 	udiagShowRQLen   = 0x10
 	unixDiagName     = 0
+	unixDiagVFS      = 1
 	unixDiagPeer     = 2
+	unixDiagIcons    = 3
 	unixDiagRQLen    = 4
+	unixDiagShutdown = 6
 )
 
 // UnixSockets lists the unix sockets of the network namespace we run in,
@@ -46,7 +66,7 @@ func UnixSockets() (map[uint64]*UnixSocket, error) {
 	le.PutUint32(req[8:], 1)
 	req[16] = unix.AF_UNIX
 	le.PutUint32(req[20:], ^uint32(0)) // all states
-	le.PutUint32(req[28:], udiagShowName|udiagShowPeer|udiagShowRQLen)
+	le.PutUint32(req[28:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag request: %w", err)
 	}
@@ -92,15 +112,27 @@ func parseUnixDiag(b []byte) *UnixSocket {
 			if len(v) > 0 && v[0] == 0 {
 				s.Name = "@" + string(v[1:])
 			} else {
-				s.Name = string(v)
+				s.Name = strings.TrimRight(string(v), "\x00") // the kernel keeps a path's NUL
 			}
 		case unixDiagPeer:
 			if len(v) >= 4 {
 				s.Peer = uint64(le.Uint32(v))
 			}
 		case unixDiagRQLen:
-			if len(v) >= 4 {
-				s.RQueue = le.Uint32(v)
+			if len(v) >= 8 {
+				s.RQueue, s.WQueue = le.Uint32(v), le.Uint32(v[4:])
+			}
+		case unixDiagVFS:
+			if len(v) >= 8 {
+				s.VFSIno, s.VFSDev = uint64(le.Uint32(v)), le.Uint32(v[4:])
+			}
+		case unixDiagIcons:
+			for ; len(v) >= 4; v = v[4:] {
+				s.Icons = append(s.Icons, uint64(le.Uint32(v)))
+			}
+		case unixDiagShutdown:
+			if len(v) >= 1 {
+				s.Shutdown = v[0]
 			}
 		}
 		step := (l + 3) &^ 3

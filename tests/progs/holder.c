@@ -1,5 +1,6 @@
 /* holder KIND: holds an fd ckptfs cannot checkpoint yet (tcp: a connected
- * TCP socket pair on loopback, uring: an io_uring instance, device: /dev/fuse),
+ * TCP socket pair on loopback, uring: an io_uring instance, device: /dev/fuse,
+ * pty: a pty master from /dev/ptmx),
  * then prints "holder <pid> tick N ok" every 100 ms. */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -25,6 +26,8 @@ int main(int argc, char **argv) {
 		if (syscall(__NR_io_uring_setup, 4, params) < 0) { perror("io_uring_setup"); return 1; }
 	} else if (!strcmp(argv[1], "device")) {
 		if (open("/dev/fuse", O_RDWR) < 0) { perror("/dev/fuse"); return 1; }
+	} else if (!strcmp(argv[1], "pty")) {
+		if (open("/dev/ptmx", O_RDWR | O_NOCTTY) < 0) { perror("/dev/ptmx"); return 1; }
 	}
 	for (long tick = 0;; tick++) {
 		printf("holder %d tick %ld ok\n", getpid(), tick);

@@ -2,7 +2,8 @@
  * "<mode> <pid> tick N ok|BAD" lines.
  *   zombie: forks a child that exits with status 7 (left unreaped: a zombie),
  *           one that stops itself with raise(SIGSTOP) and one killed by
- *           SIGTERM (another zombie). On SIGUSR1 the parent reaps both
+ *           SIGTERM (another zombie, leading a process group of its own).
+ *           On SIGUSR1 the parent reaps both
  *           zombies and prints "reaped <pid> status <s> ok" for each (BAD
  *           unless they ended with exit 7 and SIGTERM); ticks say BAD from
  *           then on if a reap failed.
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
 		}
 		k = fork();
 		if (k == 0) {
+			setpgid(0, 0); /* a group of its own: restore must give it back */
 			kill(getpid(), SIGTERM);
 			for (;;) pause();
 		}

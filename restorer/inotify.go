@@ -1,0 +1,167 @@
+package restorer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+)
+
+// inotifyWatch is one "inotify-watch: wd=N mask=0x... path=..." line of an
+// inotify fd's fdinfo (written by the dumper).
+type inotifyWatch struct {
+	wd   int
+	mask uint32
+	path string
+}
+
+// Mask bits a watch is added again with; IN_DONT_FOLLOW because the
+// recorded path names the watched inode itself.
+const inotifyMaskBits = unix.IN_ALL_EVENTS | unix.IN_ONESHOT | unix.IN_EXCL_UNLINK
+
+// maxInotifyGap bounds the wd numbers skipped to give a watch its number.
+const maxInotifyGap = 1 << 20
+
+func parseInotifyWatches(f *image.FD) ([]inotifyWatch, error) {
+	var ws []inotifyWatch
+	for _, line := range f.Extra {
+		rest, ok := strings.CutPrefix(line, "inotify-watch:")
+		if !ok {
+			continue
+		}
+		head, path, ok := strings.Cut(strings.TrimSpace(rest), " path=")
+		var w inotifyWatch
+		var err1, err2 error
+		if fs := strings.Fields(head); ok && len(fs) == 2 && strings.HasPrefix(fs[0], "wd=") && strings.HasPrefix(fs[1], "mask=") {
+			w.wd, err1 = strconv.Atoi(strings.TrimPrefix(fs[0], "wd="))
+			var m uint64
+			m, err2 = strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(fs[1], "mask="), "0x"), 16, 32)
+			w.mask = uint32(m)
+		} else {
+			ok = false
+		}
+		if !ok || err1 != nil || err2 != nil || w.wd <= 0 || path == "" {
+			return nil, fmt.Errorf("bad inotify watch line %q", line)
+		}
+		w.path = path
+		ws = append(ws, w)
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].wd < ws[j].wd })
+	for i := 1; i < len(ws); i++ {
+		if ws[i].wd == ws[i-1].wd {
+			return nil, fmt.Errorf("inotify watch %d is listed twice", ws[i].wd)
+		}
+	}
+	return ws, nil
+}
+
+// checkInotify checks, before anything is restored, that the watch lines
+// of inotify fd f parse and every watched path exists.
+func checkInotify(f *image.FD) error {
+	ws, err := parseInotifyWatches(f)
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if _, err := os.Lstat(w.path); err != nil {
+			return fmt.Errorf("inotify watch %d: watched path %s: %w", w.wd, w.path, pathErr(err))
+		}
+	}
+	return nil
+}
+
+// inotify creates the inotify instance of f in the restorer, with every
+// recorded watch at its recorded wd. The kernel hands out wds cyclically
+// upward (idr_alloc_cyclic) and does not reuse a removed one until it
+// wraps, so a gap before a wd is skipped by adding and removing a
+// throw-away watch on a scratch directory once per missing number; the
+// IN_IGNORED events those removals queue are read off before the fd is
+// installed. Events that were pending at dump time are not restored.
+func (fs *files) inotify(f *image.FD) (int, error) {
+	if err := checkInotify(f); err != nil {
+		return -1, err
+	}
+	ws, err := parseInotifyWatches(f)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return -1, fmt.Errorf("inotify_init1: %w", err)
+	}
+	fs.keep(fd)
+	scratch := ""
+	defer func() {
+		if scratch != "" {
+			os.Remove(scratch)
+		}
+	}()
+	next := 1 // the wd the kernel hands out next in a new instance
+	for _, w := range ws {
+		if w.wd-next > maxInotifyGap {
+			return -1, fmt.Errorf("inotify watch %d: gap of %d wds is too large to skip", w.wd, w.wd-next)
+		}
+		for next < w.wd {
+			if scratch == "" {
+				if scratch, err = os.MkdirTemp("", "ckptfs-inotify-"); err != nil {
+					return -1, err
+				}
+			}
+			tmp, err := unix.InotifyAddWatch(fd, scratch, unix.IN_ATTRIB)
+			if err != nil {
+				return -1, fmt.Errorf("inotify: skip wd %d: %w", next, err)
+			}
+			if _, err := unix.InotifyRmWatch(fd, uint32(tmp)); err != nil {
+				return -1, fmt.Errorf("inotify: skip wd %d: %w", next, err)
+			}
+			if tmp != next {
+				return -1, fmt.Errorf("inotify: skipping wd %d gave wd %d", next, tmp)
+			}
+			next++
+			if (next-1)%1024 == 0 {
+				if err := drainInotify(fd); err != nil {
+					return -1, err
+				}
+			}
+		}
+		got, err := unix.InotifyAddWatch(fd, w.path, w.mask&inotifyMaskBits|unix.IN_DONT_FOLLOW)
+		if err != nil {
+			return -1, fmt.Errorf("inotify watch %d on %s: %w", w.wd, w.path, err)
+		}
+		if got != w.wd {
+			return -1, fmt.Errorf("inotify watch on %s got wd %d, want %d", w.path, got, w.wd)
+		}
+		next = got + 1
+	}
+	if scratch != "" {
+		os.Remove(scratch)
+		scratch = ""
+	}
+	if err := drainInotify(fd); err != nil {
+		return -1, err
+	}
+	if err := setStatusFlags(fd, f.Flags); err != nil {
+		return -1, fmt.Errorf("inotify flags: %w", err)
+	}
+	return fd, nil
+}
+
+// drainInotify reads the queued events of a non-blocking inotify fd.
+func drainInotify(fd int) error {
+	buf := make([]byte, 64<<10)
+	for {
+		_, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EAGAIN) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("inotify: read skipped watches' events: %w", err)
+		}
+	}
+}

@@ -1,0 +1,667 @@
+package restorer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+)
+
+// Unix sockets are all recreated at once, the first time a restored fd
+// needs one, in the restorer, and then installed in the tasks like any
+// other restorer file:
+//
+//  1. listeners are bound to their name and listen again with their
+//     backlog; unconnected sockets with a name (datagram servers) are bound;
+//  2. connected stream and seqpacket pairs without a name become socket
+//     pairs; a pair with a name is made by connecting its client end to the
+//     restored listener of that name (or to a temporary one bound to it)
+//     and accepting, so that getsockname/getpeername read as before;
+//  3. connections that were waiting to be accepted are connected to their
+//     restored listener again, in the order accept returned them;
+//  4. queued bytes, records and datagrams are sent into each socket again;
+//  5. datagram sockets connect to their peers.
+//
+// A path a socket binds to may still hold the socket file of the killed
+// process: it is removed if no socket listens on it (connect says
+// ECONNREFUSED), else the restore fails before any process is created.
+
+// usock is one unix socket object and its part in the rebuild.
+type usock struct {
+	o          *image.Object
+	typ, state int
+	name       string // bound name, "@..." for abstract; "" if none
+	dir        string // for a relative name, the directory it was bound from
+	peer       string // object id of the peer, if in the checkpoint
+	listener   string // object id of the listener this connection waits on
+	peerClosed bool
+	bind       bool // the rebuild binds name (else the name comes from accept or is lost)
+	accepted   bool // the server end of a named pair
+	msgs       []umsg
+	fd         int // the restorer's socket, -1 until made
+	partner    int // where to write this socket's queued bytes (stream, seqpacket pairs)
+}
+
+type umsg struct {
+	data   []byte
+	sender string
+}
+
+// addr is the address connecting to u reaches it by.
+func (u *usock) addr() *unix.SockaddrUnix {
+	if u.dir != "" {
+		return &unix.SockaddrUnix{Name: filepath.Join(u.dir, u.name)}
+	}
+	return &unix.SockaddrUnix{Name: u.name}
+}
+
+// path is the file system path u binds to, "" for abstract or no name.
+func (u *usock) path() string {
+	if u.name == "" || strings.HasPrefix(u.name, "@") {
+		return ""
+	}
+	return u.addr().Name
+}
+
+// unixPlan reads the unix socket objects of c and decides who binds, who
+// connects and who accepts.
+func unixPlan(c *image.Checkpoint) (map[string]*usock, []*usock, error) {
+	byID := map[string]*usock{}
+	var list []*usock
+	for _, o := range c.Objects {
+		if o.Kind != image.ObjUnixSocket {
+			continue
+		}
+		u := &usock{o: o, fd: -1, partner: -1, dir: o.InfoValue("dir"), listener: o.InfoValue("listener"),
+			peerClosed: o.InfoValue("peer-closed") == "yes"}
+		var err1, err2 error
+		u.typ, err1 = strconv.Atoi(o.InfoValue("type"))
+		u.state, err2 = strconv.Atoi(o.InfoValue("state"))
+		if err1 != nil || err2 != nil {
+			return nil, nil, fmt.Errorf("unix socket %s: bad type or state", o.ID)
+		}
+		u.name = unquoteName(o.InfoValue("name"))
+		if p := o.InfoValue("peer"); p != "" && p != "0" && c.Object("unix-"+p) != nil {
+			u.peer = "unix-" + p
+		}
+		off := 0
+		for _, l := range o.Info {
+			k, v, _ := strings.Cut(l, ":")
+			if strings.TrimSpace(k) != "msg" {
+				continue
+			}
+			ls, sender, _ := strings.Cut(strings.TrimSpace(v), " ")
+			n, err := strconv.Atoi(ls)
+			if err != nil || n < 0 || off+n > len(o.Data) {
+				return nil, nil, fmt.Errorf("unix socket %s: bad message line %q", o.ID, l)
+			}
+			if sender == "-" {
+				sender = ""
+			}
+			u.msgs = append(u.msgs, umsg{o.Data[off : off+n], unquoteName(sender)})
+			off += n
+		}
+		byID[o.ID] = u
+		list = append(list, u)
+	}
+	listeners := listenersByName(list)
+	listenerNamed := func(name string, typ int) *usock { return listeners[listenerKey{name, typ}] }
+	for _, u := range list {
+		switch {
+		case u.state == unixListen || u.typ == unix.SOCK_DGRAM || u.listener != "" || u.state != unixEstablished:
+			u.bind = u.name != ""
+		case u.peer != "" && !u.accepted && !byID[u.peer].accepted:
+			// A connected pair: the accepted end has its listener's name.
+			p := byID[u.peer]
+			if u.name == "" && p.name == "" {
+				break
+			}
+			server, client := u, p
+			if u.name == "" || (listenerNamed(u.name, u.typ) == nil && listenerNamed(p.name, p.typ) != nil) {
+				server, client = p, u
+			}
+			server.accepted = true
+			client.bind = client.name != ""
+		}
+	}
+	return byID, list, nil
+}
+
+type listenerKey struct {
+	name string
+	typ  int
+}
+
+func listenersByName(list []*usock) map[listenerKey]*usock {
+	m := map[listenerKey]*usock{}
+	for _, u := range list {
+		if u.state == unixListen && u.name != "" {
+			m[listenerKey{u.name, u.typ}] = u
+		}
+	}
+	return m
+}
+
+const (
+	unixEstablished = 1
+	unixListen      = 10
+)
+
+func unquoteName(s string) string {
+	if strings.HasPrefix(s, `"`) {
+		if u, err := strconv.Unquote(s); err == nil {
+			return u
+		}
+	}
+	return s
+}
+
+// unixPeerOutside reports a unix socket whose other end is not in the
+// checkpoint (restore takes such a socket over on fds 0-2 only).
+func unixPeerOutside(c *image.Checkpoint, o *image.Object) bool {
+	p := o.InfoValue("peer")
+	return p != "" && p != "0" && o.InfoValue("peer-closed") != "yes" && len(objectUsers(c, "unix-"+p)) == 0
+}
+
+// checkUnixPaths checks, before any process is created, that every path a
+// unix socket binds to is free, or holds a stale socket file.
+func checkUnixPaths(c *image.Checkpoint) error {
+	_, list, err := unixPlan(c)
+	if err != nil {
+		return err
+	}
+	for _, u := range list {
+		if u.bind && u.path() != "" {
+			if err := freePath(u.path(), false); err != nil {
+				return fmt.Errorf("unix socket %s: %w", u.o.ID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// freePath checks that nothing listens on path: absent, or a socket file
+// nobody is bound to (connect gives ECONNREFUSED), which it removes if
+// remove is set.
+func freePath(path string, remove bool) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Dir(path)); err != nil {
+			return fmt.Errorf("unix socket path %s: directory: %w", path, pathErr(err))
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unix socket path %s: %w", path, pathErr(err))
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("unix socket path %s exists and is not a socket", path)
+	}
+	for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
+		fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		unix.Close(fd)
+		switch {
+		case err == nil || err == unix.EAGAIN:
+			return fmt.Errorf("unix socket path %s is in use: a socket is bound to it and accepts connections (stop it, or remove the file)", path)
+		case err == unix.EPROTOTYPE:
+			continue // a live socket of another type: try that type
+		case err == unix.ECONNREFUSED:
+			if !remove {
+				return nil
+			}
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("remove stale unix socket file %s: %w", path, pathErr(err))
+			}
+			return nil
+		default:
+			return fmt.Errorf("unix socket path %s: connect: %w", path, err)
+		}
+	}
+	return fmt.Errorf("unix socket path %s is in use", path)
+}
+
+// socket returns the restorer's fd for unix socket object o, rebuilding all
+// of the checkpoint's unix sockets the first time.
+func (fs *files) socket(c *image.Checkpoint, o *image.Object) (int, error) {
+	if fd, ok := fs.objs[o.ID]; ok {
+		return fd, nil
+	}
+	if _, built := fs.objs[unixBuilt]; !built {
+		fs.objs[unixBuilt] = -1
+		if err := fs.buildUnix(c); err != nil {
+			return -1, err
+		}
+		if fd, ok := fs.objs[o.ID]; ok {
+			return fd, nil
+		}
+	}
+	if unixPeerOutside(c, o) {
+		return -1, fmt.Errorf("unix socket %s: its peer is not in the checkpoint", o.ID)
+	}
+	return -1, fmt.Errorf("unix socket %s was not recreated", o.ID)
+}
+
+// unixBuilt marks in files.objs that the unix sockets were rebuilt.
+const unixBuilt = "unix/built"
+
+func (fs *files) buildUnix(c *image.Checkpoint) error {
+	byID, list, err := unixPlan(c)
+	if err != nil {
+		return err
+	}
+	b := &unixBuild{fs: fs, byID: byID, listeners: listenersByName(list), senders: map[string]*usock{}}
+	for _, u := range list {
+		if u.typ == unix.SOCK_DGRAM && u.bind {
+			b.senders[u.name] = u
+		}
+	}
+	defer b.cleanup()
+	for _, step := range []func(*usock) error{b.bound, b.pair, b.pending, b.requeue, b.connectDgram, setSockOpts} {
+		for _, u := range list {
+			if err := step(u); err != nil {
+				return fmt.Errorf("unix socket %s (%s): %w", u.o.ID, nameOr(u.name), err)
+			}
+		}
+	}
+	for _, u := range list {
+		if u.fd >= 0 {
+			fs.objs[u.o.ID] = u.fd
+		}
+	}
+	return nil
+}
+
+func nameOr(name string) string {
+	if name == "" {
+		return "unnamed"
+	}
+	return name
+}
+
+type unixBuild struct {
+	fs        *files
+	byID      map[string]*usock
+	listeners map[listenerKey]*usock
+	senders   map[string]*usock // bound datagram sockets by name
+	temps     []int             // temporary sockets to close
+	paths     []string          // files of temporary listeners to remove
+}
+
+func (b *unixBuild) cleanup() {
+	for _, fd := range b.temps {
+		unix.Close(fd)
+	}
+	for _, p := range b.paths {
+		os.Remove(p)
+	}
+}
+
+func (b *unixBuild) newSocket(typ int) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	return fd, nil
+}
+
+// bindName binds fd to u's name, removing a stale socket file first, and
+// gives the new file the recorded mode and owner (or removes it if it was
+// gone at dump time).
+func (b *unixBuild) bindName(fd int, u *usock) error {
+	path := u.path()
+	if path != "" {
+		if err := freePath(path, true); err != nil {
+			return err
+		}
+	}
+	bind := unix.Bind
+	if u.dir != "" {
+		bind = func(fd int, _ unix.Sockaddr) error { return bindFrom(fd, u.dir, u.name) }
+	}
+	if err := bind(fd, u.addr()); err != nil {
+		return fmt.Errorf("bind %s: %w", u.addr().Name, err)
+	}
+	if path == "" {
+		return nil
+	}
+	if u.o.InfoValue("file") == "no" {
+		return os.Remove(path)
+	}
+	if m, err := strconv.ParseUint(u.o.InfoValue("mode"), 8, 32); err == nil {
+		if err := os.Chmod(path, os.FileMode(m&0o777)); err != nil {
+			return err
+		}
+	}
+	uid, err1 := strconv.Atoi(u.o.InfoValue("uid"))
+	gid, err2 := strconv.Atoi(u.o.InfoValue("gid"))
+	if err1 == nil && err2 == nil {
+		if err := os.Lchown(path, uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bindFrom binds fd to the relative name from directory dir, so that
+// getsockname says name as it did: on an OS thread of its own whose cwd
+// is dir (unshare(CLONE_FS)); the thread is never unlocked, so it ends with
+// the goroutine and no other goroutine runs with that cwd.
+func bindFrom(fd int, dir, name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("unshare CLONE_FS: %w", err)
+			return
+		}
+		if err := unix.Chdir(dir); err != nil {
+			errc <- fmt.Errorf("chdir %s: %w", dir, err)
+			return
+		}
+		errc <- unix.Bind(fd, &unix.SockaddrUnix{Name: name})
+	}()
+	return <-errc
+}
+
+// bound makes listeners and the other sockets that are not half of a pair
+// made in pair: unconnected ones, datagram sockets (bound if named).
+func (b *unixBuild) bound(u *usock) error {
+	if u.state == unixEstablished && u.typ != unix.SOCK_DGRAM {
+		return nil // pair or waiting connection
+	}
+	if u.typ == unix.SOCK_DGRAM && u.peer != "" && u.name == "" && b.byID[u.peer].name == "" && b.byID[u.peer].o.InfoValue("peer") == u.o.InfoValue("ino") {
+		return nil // an unnamed datagram socket pair
+	}
+	fd, err := b.newSocket(u.typ)
+	if err != nil {
+		return err
+	}
+	u.fd = b.fs.keep(fd)
+	if u.bind {
+		if err := b.bindName(fd, u); err != nil {
+			return err
+		}
+	}
+	if u.state == unixListen {
+		backlog, _ := strconv.Atoi(u.o.InfoValue("backlog"))
+		if err := unix.Listen(fd, backlog); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	return nil
+}
+
+// pending connects the connections waiting on listener u again, in
+// order, after the accepted ones (pair) went through it.
+func (b *unixBuild) pending(u *usock) error {
+	if u.state != unixListen {
+		return nil
+	}
+	for _, ino := range strings.Fields(u.o.InfoValue("pending")) {
+		cl := b.byID["unix-"+ino]
+		if cl == nil {
+			return fmt.Errorf("waiting connection unix-%s is not in the checkpoint", ino)
+		}
+		if err := b.connect(cl, u.addr(), true); err != nil {
+			return fmt.Errorf("reconnect waiting connection %s: %w", cl.o.ID, err)
+		}
+	}
+	return nil
+}
+
+// pair makes connected pairs: a socketpair, or for a named pair a client
+// connected to the listener of that name and the end accepted from it.
+func (b *unixBuild) pair(u *usock) error {
+	if u.fd >= 0 || u.listener != "" || u.state == unixListen {
+		return nil
+	}
+	if u.peerClosed {
+		// A stand-in for the closed end, closed once the bytes are queued.
+		if u.name != "" {
+			return b.accept(u, &usock{o: u.o, typ: u.typ, fd: -1, partner: -1}, false)
+		}
+		sp, err := unix.Socketpair(unix.AF_UNIX, u.typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("socketpair: %w", err)
+		}
+		u.fd, u.partner = b.fs.keep(sp[0]), sp[1]
+		b.temps = append(b.temps, sp[1])
+		return nil
+	}
+	p := b.byID[u.peer]
+	if p == nil {
+		return nil // peer outside: taken over from the restorer (fds 0-2)
+	}
+	if p.fd >= 0 {
+		return nil // made with its peer
+	}
+	if !u.accepted && !p.accepted {
+		sp, err := unix.Socketpair(unix.AF_UNIX, u.typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("socketpair: %w", err)
+		}
+		u.fd, p.fd = b.fs.keep(sp[0]), b.fs.keep(sp[1])
+		u.partner, p.partner = p.fd, u.fd
+		return nil
+	}
+	server, client := u, p
+	if p.accepted {
+		server, client = p, u
+	}
+	return b.accept(server, client, true)
+}
+
+// accept makes server, the accepted end of a named pair, by connecting
+// client to the restored listener of server's name, or to a temporary one
+// bound to it. keep says whether client is kept (else it is closed at the
+// end of the rebuild).
+func (b *unixBuild) accept(server, client *usock, keep bool) error {
+	var lfd int
+	if l := b.listener(server); l != nil {
+		lfd = l.fd
+	} else {
+		// A temporary listener gives the accepted end its name.
+		fd, err := b.newSocket(server.typ)
+		if err != nil {
+			return err
+		}
+		b.temps = append(b.temps, fd)
+		if path := server.path(); path != "" {
+			if err := freePath(path, true); err != nil {
+				return err
+			}
+			b.paths = append(b.paths, path)
+		}
+		bind := unix.Bind
+		if server.dir != "" {
+			bind = func(fd int, _ unix.Sockaddr) error { return bindFrom(fd, server.dir, server.name) }
+		}
+		if err := bind(fd, server.addr()); err != nil {
+			return fmt.Errorf("bind temporary listener %s: %w", server.addr().Name, err)
+		}
+		if err := unix.Listen(fd, 1); err != nil {
+			return err
+		}
+		lfd = fd
+	}
+	if err := b.connect(client, server.addr(), keep); err != nil {
+		return err
+	}
+	fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+	server.fd = b.fs.keep(fd)
+	server.partner, client.partner = client.fd, server.fd
+	return nil
+}
+
+// listener returns the restored listener whose name server has.
+func (b *unixBuild) listener(server *usock) *usock {
+	if l := b.listeners[listenerKey{server.name, server.typ}]; l != nil && l.fd >= 0 {
+		return l
+	}
+	return nil
+}
+
+// connect makes u's socket (bound to its own name if it had one) and
+// connects it to addr; keep as for accept.
+func (b *unixBuild) connect(u *usock, addr *unix.SockaddrUnix, keep bool) error {
+	fd, err := b.newSocket(u.typ)
+	if err != nil {
+		return err
+	}
+	u.fd = fd
+	if keep {
+		b.fs.keep(fd)
+	} else {
+		b.temps = append(b.temps, fd)
+	}
+	if u.bind {
+		if err := b.bindName(fd, u); err != nil {
+			return err
+		}
+	}
+	if err := unix.Connect(fd, addr); err != nil {
+		if err == unix.EAGAIN {
+			return fmt.Errorf("connect %s: backlog full", addr.Name)
+		}
+		return fmt.Errorf("connect %s: %w", addr.Name, err)
+	}
+	return nil
+}
+
+// requeue sends u's queued bytes or messages into it again: stream bytes
+// and seqpacket records through its partner; datagrams from their sender
+// when it is a socket of the checkpoint, else from an unnamed socket (the
+// sender address of a datagram from outside the checkpoint is lost).
+func (b *unixBuild) requeue(u *usock) error {
+	if u.fd < 0 || (len(u.o.Data) == 0 && len(u.msgs) == 0) {
+		return nil
+	}
+	if u.typ != unix.SOCK_DGRAM || u.partner >= 0 {
+		if u.partner < 0 {
+			return fmt.Errorf("%d queued bytes and no peer to send them", len(u.o.Data))
+		}
+		if err := growSndbuf(u.partner, len(u.o.Data)); err != nil {
+			return err
+		}
+		if u.typ == unix.SOCK_STREAM {
+			return writeAll(u.partner, u.o.Data)
+		}
+		for _, m := range u.msgs {
+			// send(2), not write(2): an empty record is a record too.
+			if _, err := unix.SendmsgN(u.partner, m.data, nil, nil, 0); err != nil {
+				return fmt.Errorf("requeue a %d-byte record: %w", len(m.data), err)
+			}
+		}
+		return nil
+	}
+	if u.name == "" {
+		return fmt.Errorf("%d queued datagrams on an unnamed socket without a peer", len(u.msgs))
+	}
+	anon := -1
+	for _, m := range u.msgs {
+		from := -1
+		if s := b.senders[m.sender]; m.sender != "" && s != nil && s.fd >= 0 {
+			from = s.fd
+			if err := growSndbuf(from, len(u.o.Data)); err != nil { // set back by setSockOpts
+				return err
+			}
+		}
+		if from < 0 {
+			if anon < 0 {
+				fd, err := b.newSocket(unix.SOCK_DGRAM)
+				if err != nil {
+					return err
+				}
+				b.temps = append(b.temps, fd)
+				if err := growSndbuf(fd, len(u.o.Data)); err != nil {
+					return err
+				}
+				anon = fd
+			}
+			from = anon
+		}
+		if err := unix.Sendto(from, m.data, 0, u.addr()); err != nil {
+			return fmt.Errorf("requeue a %d-byte datagram: %w", len(m.data), err)
+		}
+	}
+	return nil
+}
+
+// connectDgram connects a datagram socket to its peer again (socket pairs
+// are connected already).
+func (b *unixBuild) connectDgram(u *usock) error {
+	if u.typ != unix.SOCK_DGRAM || u.peer == "" || u.partner >= 0 || u.fd < 0 {
+		return nil
+	}
+	p := b.byID[u.peer]
+	if p.name == "" {
+		return fmt.Errorf("connected to unnamed %s", p.o.ID)
+	}
+	if err := unix.Connect(u.fd, p.addr()); err != nil {
+		return fmt.Errorf("connect %s: %w", p.addr().Name, err)
+	}
+	return nil
+}
+
+// setSockOpts sets the recorded socket options (after the queues were
+// refilled, so a send buffer grown for that is set back).
+func setSockOpts(u *usock) error {
+	if u.fd < 0 {
+		return nil
+	}
+	for _, o := range []struct {
+		key      string
+		opt, set int
+	}{{"sndbuf", unix.SO_SNDBUF, unix.SO_SNDBUFFORCE}, {"rcvbuf", unix.SO_RCVBUF, unix.SO_RCVBUFFORCE},
+		{"passcred", unix.SO_PASSCRED, unix.SO_PASSCRED}, {"passsec", unix.SO_PASSSEC, unix.SO_PASSSEC}} {
+		v, err := strconv.Atoi(u.o.InfoValue(o.key))
+		if err != nil {
+			continue // not recorded
+		}
+		if cur, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, o.opt); err == nil && cur == v {
+			continue
+		}
+		if o.opt != o.set {
+			v /= 2 // getsockopt reports the doubled size the kernel keeps
+		}
+		if err := unix.SetsockoptInt(u.fd, unix.SOL_SOCKET, o.set, v); err != nil {
+			return fmt.Errorf("set %s %d: %w", o.key, v, err)
+		}
+	}
+	return nil
+}
+
+// growSndbuf makes fd's send buffer hold n queued bytes (and their
+// overhead).
+func growSndbuf(fd, n int) error {
+	cur, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err != nil || cur >= 2*n+(64<<10) {
+		return err
+	}
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*n+(64<<10))
+}
+
+func writeAll(fd int, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err != nil {
+			return fmt.Errorf("requeue %d bytes: %w", len(data), err)
+		}
+		data = data[n:]
+	}
+	return nil
+}
