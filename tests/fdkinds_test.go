@@ -18,23 +18,8 @@ import (
 // fd numbers it printed (inotify, timerfd, fifo_r, fifo_w, signalfd).
 func startFDKinds(t *testing.T, dir string, args ...string) (*program, map[string]int) {
 	t.Helper()
-	bin := buildProg(t, "fdkinds")
-	out := filepath.Join(t.TempDir(), "fdkinds.out")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(bin, append([]string{dir}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &program{Name: "fdkinds", Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
-	t.Cleanup(p.kill)
-	p.waitTicks(t, 1)
-	b, _ := os.ReadFile(out)
+	p := startArgv(t, "fdkinds", append([]string{buildProg(t, "fdkinds"), dir}, args...))
+	b, _ := os.ReadFile(p.Out)
 	m := regexp.MustCompile(`fds (.*) wds=\S+ ok`).FindStringSubmatch(string(b))
 	if m == nil {
 		t.Fatalf("fdkinds did not set up; output:\n%s", b)
@@ -258,14 +243,5 @@ func TestFDKindsRefuseProcWatch(t *testing.T) {
 		t.Fatalf("dump error %q does not say %q ... /proc", stderr, want)
 	}
 	t.Logf("dump said: %s", strings.TrimSpace(stderr))
-	if ok, state := running(p.Pid); !ok {
-		t.Fatalf("program state %s after refused dump", state)
-	}
-	status, _ := os.ReadFile("/proc/" + itoa(p.Pid) + "/status")
-	if !strings.Contains(string(status), "TracerPid:\t0\n") {
-		t.Fatal("program traced after refused dump")
-	}
-	noCheckpoint(t, store)
-	p.waitTicks(t, 2)
-	p.checkHealthy(t)
+	p.checkUnharmed(t, store)
 }

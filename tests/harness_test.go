@@ -137,7 +137,15 @@ func startProgram(t testing.TB, kind string, mib int) *program {
 	default:
 		t.Fatalf("unknown program kind %q", kind)
 	}
-	out := filepath.Join(t.TempDir(), kind+".out")
+	return startArgv(t, kind, argv)
+}
+
+// startArgv starts argv in a process group of its own, stdin /dev/null and
+// output to a file, waits until it printed its first tick, and kills it
+// when the test ends.
+func startArgv(t testing.TB, name string, argv []string) *program {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), strings.ReplaceAll(name, " ", "-")+".out")
 	f, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
@@ -153,10 +161,26 @@ func startProgram(t testing.TB, kind string, mib int) *program {
 	}
 	// Not reaped in the background: a waiting goroutine would also take
 	// the ptrace stops of in-process dumps. kill reaps it.
-	p := &program{Name: kind, Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
+	p := &program{Name: name, Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
 	t.Cleanup(p.kill)
 	p.waitTicks(t, 1)
 	return p
+}
+
+// checkUnharmed checks what a failed or refused dump must leave: the
+// program running, untraced, printing good ticks, and no checkpoint.
+func (p *program) checkUnharmed(t testing.TB, store string) {
+	t.Helper()
+	if ok, state := running(p.Pid); !ok {
+		t.Fatalf("%s (pid %d) in state %s after the failed dump", p.Name, p.Pid, state)
+	}
+	status, _ := os.ReadFile("/proc/" + itoa(p.Pid) + "/status")
+	if !strings.Contains(string(status), "TracerPid:\t0\n") {
+		t.Fatalf("%s (pid %d) still traced after the failed dump", p.Name, p.Pid)
+	}
+	noCheckpoint(t, store)
+	p.waitTicks(t, 2)
+	p.checkHealthy(t)
 }
 
 // kill kills and reaps the program (once).

@@ -14,60 +14,23 @@ import (
 )
 
 // startShm starts tests/progs/shm.c in the given mode, waits for its first
-// tick and kills it (and its child) when the test ends.
+// tick and kills it when the test ends.
 func startShm(t *testing.T, args ...string) *program {
 	t.Helper()
-	bin := buildProg(t, "shm")
-	out := filepath.Join(t.TempDir(), "shm.out")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	devnull, _ := os.Open(os.DevNull)
-	defer devnull.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &program{Name: "shm-" + args[0], Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
-	t.Cleanup(p.kill)
-	p.waitTicks(t, 1)
-	return p
+	return startArgv(t, "shm-"+args[0], append([]string{buildProg(t, "shm")}, args...))
 }
 
 // dumpKillRestore dumps the tree of root with --kill into a mounted store,
-// restores it from the mount and returns the checkpoint directory (valid
+// runs beforeRestore (if any) on the checkpoint directory, restores it from
+// the mount, checks the restored tree and returns the directory (valid
 // until the test ends).
 func dumpKillRestore(t *testing.T, root int, beforeRestore func(dir string)) string {
 	t.Helper()
-	pids := treePids(root)
-	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
-	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(root)))
-	for _, pid := range pids {
-		waitGone(t, pid)
-	}
-	dir := filepath.Join(m.mnt, id)
-	// Restored processes that lose their parent come to us, to be reaped.
-	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	dir, pids := dumpKill(t, root)
 	if beforeRestore != nil {
 		beforeRestore(dir)
 	}
-	out, errOut, err := ckptfsErr(t, "restore", dir)
-	if err != nil {
-		t.Fatalf("restore: %v\n%s%s", err, out, errOut)
-	}
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-		for _, pid := range pids {
-			waitGone(t, pid)
-		}
-	})
+	restoreFrom(t, dir, pids)
 	if got := treePids(root); fmt.Sprint(got) != fmt.Sprint(pids) {
 		t.Fatalf("restored tree %v, want %v", got, pids)
 	}

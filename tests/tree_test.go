@@ -28,11 +28,10 @@ func treePids(pid int) []int {
 	return pids
 }
 
-// killRestoreFromMount dumps the tree of root with --kill into a mounted
-// store, waits until every pid is free, restores it from the mount and
-// returns the restored tree's pids. The test process becomes a child
-// subreaper so it can reap the restored processes when it kills them.
-func killRestoreFromMount(t *testing.T, root int) []int {
+// dumpKill dumps the tree of root with --kill into a mounted store, waits
+// until every pid of it is free and returns the checkpoint's directory in
+// the mount and the tree's pids.
+func dumpKill(t *testing.T, root int) (string, []int) {
 	t.Helper()
 	pids := treePids(root)
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
@@ -40,14 +39,22 @@ func killRestoreFromMount(t *testing.T, root int) []int {
 	for _, pid := range pids {
 		waitGone(t, pid)
 	}
+	return filepath.Join(m.mnt, id), pids
+}
+
+// restoreFrom restores the checkpoint directory dir, whose tree has pids
+// (root first), and kills the restored tree when the test ends. The test
+// process becomes a child subreaper so it can reap the restored processes.
+func restoreFrom(t *testing.T, dir string, pids []int) {
+	t.Helper()
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
-	out, errOut, err := ckptfsErr(t, "restore", filepath.Join(m.mnt, id))
+	out, errOut, err := ckptfsErr(t, "restore", dir)
 	if err != nil {
 		t.Fatalf("restore: %v\n%s%s", err, out, errOut)
 	}
-	if got := lastLine(out); got != itoa(root) {
-		t.Fatalf("restore printed %q, want %d", got, root)
+	if got := lastLine(out); got != itoa(pids[0]) {
+		t.Fatalf("restore printed %q, want %d", got, pids[0])
 	}
 	t.Cleanup(func() {
 		for _, pid := range pids {
@@ -57,6 +64,14 @@ func killRestoreFromMount(t *testing.T, root int) []int {
 			waitGone(t, pid)
 		}
 	})
+}
+
+// killRestoreFromMount dumps the tree of root with --kill, restores it from
+// the mount and returns the restored tree's pids.
+func killRestoreFromMount(t *testing.T, root int) []int {
+	t.Helper()
+	dir, pids := dumpKill(t, root)
+	restoreFrom(t, dir, pids)
 	return pids
 }
 

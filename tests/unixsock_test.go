@@ -5,36 +5,17 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // startUnixsock starts tests/progs/unixsock with args, its output in a
-// file, and kills its process group when the test ends.
+// file, and kills it when the test ends.
 func startUnixsock(t *testing.T, args ...string) *program {
 	t.Helper()
-	bin := buildProg(t, "unixsock")
-	out := filepath.Join(t.TempDir(), "unixsock.out")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &program{Name: "unixsock " + args[0], Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
-	t.Cleanup(p.kill)
-	p.waitTicks(t, 1)
-	return p
+	return startArgv(t, "unixsock "+args[0], append([]string{buildProg(t, "unixsock")}, args...))
 }
 
 // whoTicks counts the tick lines printed by who ("A", "B", ...).
@@ -78,7 +59,7 @@ func TestRestoreUnixServer(t *testing.T) {
 	if len(pids) != 4 {
 		t.Fatalf("tree %v, want server and 3 clients", pids)
 	}
-	ckpt := dumpKill(t, p)
+	ckpt, _ := dumpKill(t, p.Pid)
 
 	// The tree names the sockets' paths.
 	infos := objectInfos(t, ckpt)
@@ -222,16 +203,7 @@ func TestDumpRefusesUnixOutside(t *testing.T) {
 				}
 			}
 			t.Logf("refused: %s", strings.TrimSpace(stderr))
-			if ok, state := running(p.Pid); !ok {
-				t.Fatalf("program state %s after refused dump", state)
-			}
-			status, _ := os.ReadFile("/proc/" + itoa(p.Pid) + "/status")
-			if !strings.Contains(string(status), "TracerPid:\t0\n") {
-				t.Fatal("program traced after refused dump")
-			}
-			noCheckpoint(t, store)
-			p.waitTicks(t, 2)
-			p.checkHealthy(t)
+			p.checkUnharmed(t, store)
 		})
 	}
 }
@@ -251,7 +223,7 @@ func TestRestoreUnixVariety(t *testing.T) {
 	if len(pids) != 2 {
 		t.Fatalf("tree %v", pids)
 	}
-	ckpt := dumpKill(t, p)
+	ckpt, _ := dumpKill(t, p.Pid)
 	all := ""
 	for _, info := range objectInfos(t, ckpt) {
 		all += info + "\n"
@@ -276,41 +248,6 @@ func TestRestoreUnixVariety(t *testing.T) {
 		t.Fatalf("the socket whose peer was closed did not read as before:\n%s", b)
 	}
 	p.checkHealthy(t)
-}
-
-// dumpKill dumps p's tree with --kill into a mounted store, waits until
-// its pids are free and returns the checkpoint's directory in the mount.
-func dumpKill(t *testing.T, p *program) string {
-	t.Helper()
-	pids := treePids(p.Pid)
-	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
-	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(p.Pid)))
-	p.Cmd.Wait() // reap the killed root (our child)
-	p.Cmd = nil
-	for _, pid := range pids {
-		waitGone(t, pid)
-	}
-	return filepath.Join(m.mnt, id)
-}
-
-// restoreFrom restores ckpt (whose tree has pids) and kills it when the
-// test ends; the test process is a child subreaper to reap it.
-func restoreFrom(t *testing.T, ckpt string, pids []int) {
-	t.Helper()
-	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
-	out, errOut, err := ckptfsErr(t, "restore", ckpt)
-	if err != nil {
-		t.Fatalf("restore: %v\n%s%s", err, out, errOut)
-	}
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-		for _, pid := range pids {
-			waitGone(t, pid)
-		}
-	})
 }
 
 // objectInfos reads objects/<id>/info of a checkpoint directory.
@@ -419,7 +356,8 @@ func TestRestoreUnixPrefork(t *testing.T) {
 	if len(pids) != 3 {
 		t.Fatalf("tree %v", pids)
 	}
-	restoreFrom(t, dumpKill(t, p), pids)
+	ckpt, _ := dumpKill(t, p.Pid)
+	restoreFrom(t, ckpt, pids)
 	p.waitTicks(t, 2)
 	var links []string
 	for _, pid := range pids {
