@@ -39,8 +39,6 @@ type inotifyWatch struct {
 	problem string // why it could not be resolved
 }
 
-const inotifyWatchKey = "inotify-watch:"
-
 // parseInotifyLine parses one "inotify wd:..." fdinfo line.
 func parseInotifyLine(line string) (*inotifyWatch, error) {
 	rest, ok := strings.CutPrefix(line, "inotify ")
@@ -105,7 +103,7 @@ func addInotifyWatches(f *image.FD) error {
 	for i := len(ws) - 1; i >= 0; i-- {
 		w := ws[i]
 		w.resolve(mounts)
-		f.Extra = append(f.Extra, fmt.Sprintf("%s wd=%d mask=%#x path=%s", inotifyWatchKey, w.wd, w.mask, w.path))
+		f.Extra = append(f.Extra, image.InotifyWatch{WD: w.wd, Mask: w.mask, Path: w.path}.Line())
 		if w.path == "" {
 			f.Extra = append(f.Extra, fmt.Sprintf("inotify-unresolved: wd=%d ino=%d %s", w.wd, w.ino, w.problem))
 		}

@@ -104,7 +104,7 @@ func TestInotifyWatchPaths(t *testing.T) {
 	}
 	var got []string
 	for _, l := range f.Extra {
-		if strings.HasPrefix(l, inotifyWatchKey) {
+		if strings.HasPrefix(l, "inotify-watch:") {
 			got = append(got, l)
 		}
 	}

@@ -4,22 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
 )
-
-// inotifyWatch is one "inotify-watch: wd=N mask=0x... path=..." line of an
-// inotify fd's fdinfo (written by the dumper).
-type inotifyWatch struct {
-	wd   int
-	mask uint32
-	path string
-}
 
 // Mask bits a watch is added again with; IN_DONT_FOLLOW because the
 // recorded path names the watched inode itself.
@@ -28,49 +17,16 @@ const inotifyMaskBits = unix.IN_ALL_EVENTS | unix.IN_ONESHOT | unix.IN_EXCL_UNLI
 // maxInotifyGap bounds the wd numbers skipped to give a watch its number.
 const maxInotifyGap = 1 << 20
 
-func parseInotifyWatches(f *image.FD) ([]inotifyWatch, error) {
-	var ws []inotifyWatch
-	for _, line := range f.Extra {
-		rest, ok := strings.CutPrefix(line, "inotify-watch:")
-		if !ok {
-			continue
-		}
-		head, path, ok := strings.Cut(strings.TrimSpace(rest), " path=")
-		var w inotifyWatch
-		var err1, err2 error
-		if fs := strings.Fields(head); ok && len(fs) == 2 && strings.HasPrefix(fs[0], "wd=") && strings.HasPrefix(fs[1], "mask=") {
-			w.wd, err1 = strconv.Atoi(strings.TrimPrefix(fs[0], "wd="))
-			var m uint64
-			m, err2 = strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(fs[1], "mask="), "0x"), 16, 32)
-			w.mask = uint32(m)
-		} else {
-			ok = false
-		}
-		if !ok || err1 != nil || err2 != nil || w.wd <= 0 || path == "" {
-			return nil, fmt.Errorf("bad inotify watch line %q", line)
-		}
-		w.path = path
-		ws = append(ws, w)
-	}
-	sort.Slice(ws, func(i, j int) bool { return ws[i].wd < ws[j].wd })
-	for i := 1; i < len(ws); i++ {
-		if ws[i].wd == ws[i-1].wd {
-			return nil, fmt.Errorf("inotify watch %d is listed twice", ws[i].wd)
-		}
-	}
-	return ws, nil
-}
-
 // checkInotify checks, before anything is restored, that the watch lines
 // of inotify fd f parse and every watched path exists.
 func checkInotify(f *image.FD) error {
-	ws, err := parseInotifyWatches(f)
+	ws, err := image.InotifyWatches(f)
 	if err != nil {
 		return err
 	}
 	for _, w := range ws {
-		if _, err := os.Lstat(w.path); err != nil {
-			return fmt.Errorf("inotify watch %d: watched path %s: %w", w.wd, w.path, pathErr(err))
+		if _, err := os.Lstat(w.Path); err != nil {
+			return fmt.Errorf("inotify watch %d: watched path %s: %w", w.WD, w.Path, pathErr(err))
 		}
 	}
 	return nil
@@ -87,7 +43,7 @@ func (fs *files) inotify(f *image.FD) (int, error) {
 	if err := checkInotify(f); err != nil {
 		return -1, err
 	}
-	ws, err := parseInotifyWatches(f)
+	ws, err := image.InotifyWatches(f)
 	if err != nil {
 		return -1, err
 	}
@@ -104,10 +60,10 @@ func (fs *files) inotify(f *image.FD) (int, error) {
 	}()
 	next := 1 // the wd the kernel hands out next in a new instance
 	for _, w := range ws {
-		if w.wd-next > maxInotifyGap {
-			return -1, fmt.Errorf("inotify watch %d: gap of %d wds is too large to skip", w.wd, w.wd-next)
+		if w.WD-next > maxInotifyGap {
+			return -1, fmt.Errorf("inotify watch %d: gap of %d wds is too large to skip", w.WD, w.WD-next)
 		}
-		for next < w.wd {
+		for next < w.WD {
 			if scratch == "" {
 				if scratch, err = os.MkdirTemp("", "ckptfs-inotify-"); err != nil {
 					return -1, err
@@ -130,12 +86,12 @@ func (fs *files) inotify(f *image.FD) (int, error) {
 				}
 			}
 		}
-		got, err := unix.InotifyAddWatch(fd, w.path, w.mask&inotifyMaskBits|unix.IN_DONT_FOLLOW)
+		got, err := unix.InotifyAddWatch(fd, w.Path, w.Mask&inotifyMaskBits|unix.IN_DONT_FOLLOW)
 		if err != nil {
-			return -1, fmt.Errorf("inotify watch %d on %s: %w", w.wd, w.path, err)
+			return -1, fmt.Errorf("inotify watch %d on %s: %w", w.WD, w.Path, err)
 		}
-		if got != w.wd {
-			return -1, fmt.Errorf("inotify watch on %s got wd %d, want %d", w.path, got, w.wd)
+		if got != w.WD {
+			return -1, fmt.Errorf("inotify watch on %s got wd %d, want %d", w.Path, got, w.WD)
 		}
 		next = got + 1
 	}
