@@ -13,9 +13,14 @@ gcc -O1 -g -o bin/counter tests/progs/counter.c -lpthread
 ckptfs=$PWD/bin/ckptfs
 
 cleanup() {
-	[ -n "${mpid:-}" ] && kill "$mpid" 2>/dev/null || true
-	mountpoint -q "$work/mnt" && umount "$work/mnt" 2>/dev/null || true
+	# The mount goes last, once the program is gone, and is waited for.
+	[ -n "${restored:-}" ] && kill -9 "$restored" 2>/dev/null || true
 	[ -n "${pid:-}" ] && kill -9 "$pid" 2>/dev/null || true
+	for p in ${restored:-} ${pid:-}; do
+		while [ -e "/proc/$p" ] && ! grep -q '^State:.Z' "/proc/$p/status" 2>/dev/null; do sleep 0.05; done
+	done
+	[ -n "${mpid:-}" ] && { kill "$mpid" 2>/dev/null; wait "$mpid" 2>/dev/null; } || true
+	mountpoint -q "$work/mnt" && umount "$work/mnt" 2>/dev/null || true
 }
 trap cleanup EXIT
 rm -rf "$work"; mkdir -p "$work/mnt"
