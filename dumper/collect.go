@@ -99,7 +99,11 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		}
 		t.Threads = append(t.Threads, th)
 	}
-	if t.Sigactions, err = readSigactions(pid, tramp); err != nil {
+	ask, err := sigactionsToAsk(kv)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	if t.Sigactions, err = readSigactions(pid, tramp, ask); err != nil {
 		return nil, fmt.Errorf("signal handlers of %d: %w", pid, err)
 	}
 	return t, nil

@@ -23,6 +23,7 @@ type Options struct {
 	Name     string    // checkpoint name (optional)
 	Kill     bool      // kill the tree after a successful dump
 	Progress io.Writer // progress lines (nil: none)
+	Log      io.Writer // one line per phase with its duration (nil: none)
 
 	// MemoryBudget bounds the page bytes copied out while the tree is frozen
 	// before hashing must keep up (default 2 GiB). Larger means shorter freeze.
@@ -93,6 +94,21 @@ type dump struct {
 	tree   *frozenTree
 	ckpt   *image.Checkpoint
 	freeze time.Duration
+	last   time.Time // end of the last logged phase
+}
+
+// logf writes a phase line with the time since the previous one.
+func (d *dump) logf(format string, args ...any) {
+	if d.opts.Log == nil {
+		return
+	}
+	now := time.Now()
+	if d.last.IsZero() {
+		d.last = d.start
+	}
+	fmt.Fprintf(d.opts.Log, "dump: %-40s %8.2f ms (total %8.2f ms)\n", fmt.Sprintf(format, args...),
+		float64(now.Sub(d.last).Microseconds())/1000, float64(now.Sub(d.start).Microseconds())/1000)
+	d.last = now
 }
 
 // run freezes the tree, collects it, copies memory, releases the tree, then
@@ -102,13 +118,16 @@ func (d *dump) run() (err error) {
 	if err != nil {
 		return err
 	}
+	d.logf("precheck of %d processes", len(pids))
 	mem := newMemCopier(d.repo, d.opts, d.progress)
 	defer mem.stop()
 	mem.bufs.prefault(int(min(anonBytes(pids), d.opts.MemoryBudget) / (chunkPages * image.PageSize)))
+	d.logf("buffers prefaulted")
 	tree, err := seizeTree(d.pid)
 	if err != nil {
 		return err
 	}
+	d.logf("tree frozen")
 	d.tree = tree
 	released := false
 	release := func() {
@@ -143,12 +162,14 @@ func (d *dump) run() (err error) {
 		}
 		c.Tasks = append(c.Tasks, t)
 	}
+	d.logf("%d tasks collected", len(c.Tasks))
 	if err := markSharedTables(c); err != nil {
 		return err
 	}
 	if err := collectObjects(c); err != nil {
 		return err
 	}
+	d.logf("shared tables and objects")
 	d.ckpt = c
 
 	for i, ft := range tree.tasks {
@@ -162,10 +183,12 @@ func (d *dump) run() (err error) {
 	if err := mem.closeReads(); err != nil {
 		return err
 	}
+	d.logf("memory copied")
 	if !d.opts.Kill {
 		// The pages are copied out: the tree runs on while they are hashed
 		// and stored. With --kill it stays frozen until the commit.
 		release()
+		d.logf("tree released")
 	}
 	if err := mem.wait(); err != nil {
 		return err
@@ -174,6 +197,7 @@ func (d *dump) run() (err error) {
 	if err := d.repo.Commit(c); err != nil {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
+	d.logf("pages stored, committed")
 	if d.opts.Kill {
 		tree.kill()
 	}

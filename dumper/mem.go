@@ -18,13 +18,20 @@ import (
 // chunkPages is how many pages one read and one store batch carry.
 const chunkPages = 256
 
-// chunk is a batch of pages of one vma read out of the frozen process.
+// chunk is a batch of up to chunkPages pages read out of the frozen tree.
+// Pages of several vmas and processes share a chunk, so a tree of many
+// small processes fills few buffers.
 type chunk struct {
-	vma     *image.VMA
-	indices []uint32 // page index within the vma, ascending
-	data    []byte   // len(indices) pages
-	hashes  []image.Hash
-	zero    []bool
+	pages  []pageSlot // where each page of data belongs, in read order
+	data   []byte     // len(pages) pages
+	hashes []image.Hash
+	zero   []bool
+}
+
+// pageSlot names one saved page: its vma and its index within the vma.
+type pageSlot struct {
+	vma *image.VMA
+	idx uint32
 }
 
 // memCopier copies pages out of frozen processes (the reader, on the ptrace
@@ -35,6 +42,7 @@ type memCopier struct {
 	progress func(done, total int64)
 
 	queue   chan *chunk
+	cur     *chunk   // the chunk being filled
 	chunks  []*chunk // every chunk in read order, to build page tables
 	wg      sync.WaitGroup
 	closed  bool
@@ -95,7 +103,7 @@ func (m *memCopier) worker() {
 
 // store hashes a chunk and puts the pages the store lacks.
 func (m *memCopier) store(c *chunk) error {
-	n := len(c.indices)
+	n := len(c.pages)
 	c.hashes = make([]image.Hash, n)
 	c.zero = make([]bool, n)
 	var hashes []image.Hash
@@ -129,8 +137,10 @@ func (m *memCopier) store(c *chunk) error {
 		if err != nil {
 			return fmt.Errorf("store pages: %w", err)
 		}
+		// Another worker may have stored some of them meanwhile: count
+		// what this call really added.
 		m.added.Add(added)
-		m.newPg.Add(int64(k))
+		m.newPg.Add(added / image.PageSize)
 	}
 	if s := m.stored.Add(int64(len(hashes))); m.opts.FailAfterPages > 0 && s >= m.opts.FailAfterPages {
 		return errors.New("injected failure after storing pages")
@@ -201,25 +211,46 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 		}
 	}
 	for _, p := range plans {
-		for i := 0; i < len(p.idx); i += chunkPages {
+		for idx := p.idx; len(idx) > 0; {
 			if m.failed.Load() {
 				return m.err
 			}
-			c := &chunk{vma: p.v, indices: p.idx[i:min(i+chunkPages, len(p.idx))]}
-			c.data = m.bufs.get()[:len(c.indices)*image.PageSize]
-			if err := readPages(pid, mem, p.v, c.indices, c.data); err != nil {
+			if m.cur == nil {
+				m.cur = &chunk{data: m.bufs.get()[:0]}
+			}
+			c := m.cur
+			n := min(len(idx), chunkPages-len(c.pages))
+			at := len(c.data)
+			c.data = c.data[:at+n*image.PageSize]
+			if err := readPages(pid, mem, p.v, idx[:n], c.data[at:]); err != nil {
 				return fmt.Errorf("read memory of %d at vma %s: %w", pid, p.v.DirName(), err)
 			}
-			m.chunks = append(m.chunks, c)
-			if len(m.queue) == cap(m.queue) {
-				m.startWorkers() // over budget: drain while frozen
+			for _, i := range idx[:n] {
+				c.pages = append(c.pages, pageSlot{p.v, i})
 			}
-			m.queue <- c
-			m.read += int64(len(c.data))
-			m.progress(m.read, m.total)
+			idx = idx[n:]
+			m.read += int64(n) * image.PageSize
+			if len(c.pages) == chunkPages {
+				m.flush()
+			}
 		}
+		m.progress(m.read, m.total)
 	}
 	return nil
+}
+
+// flush queues the chunk being filled.
+func (m *memCopier) flush() {
+	c := m.cur
+	if c == nil || len(c.pages) == 0 {
+		return
+	}
+	m.cur = nil
+	m.chunks = append(m.chunks, c)
+	if len(m.queue) == cap(m.queue) {
+		m.startWorkers() // over budget: drain while frozen
+	}
+	m.queue <- c
 }
 
 // readPages reads the given pages of v into buf: one process_vm_readv with
@@ -260,6 +291,9 @@ func readPages(pid int, mem *os.File, v *image.VMA, indices []uint32, buf []byte
 func (m *memCopier) closeReads() error {
 	if !m.closed {
 		m.closed = true
+		if !m.failed.Load() {
+			m.flush()
+		}
 		close(m.queue)
 	}
 	m.startWorkers()
@@ -277,13 +311,13 @@ func (m *memCopier) wait() error {
 		return m.err
 	}
 	for _, c := range m.chunks {
-		for i, idx := range c.indices {
+		for i, s := range c.pages {
 			m.stats.PagesTotal++
 			if c.zero[i] {
 				m.stats.PagesZero++
 				continue
 			}
-			c.vma.Pages = append(c.vma.Pages, image.PageRef{Index: idx, Hash: c.hashes[i]})
+			s.vma.Pages = append(s.vma.Pages, image.PageRef{Index: s.idx, Hash: c.hashes[i]})
 		}
 	}
 	m.stats.PagesTotal -= m.stats.PagesZero

@@ -2,6 +2,7 @@ package dumper
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -158,24 +159,35 @@ func zombie(pid int) bool {
 // parent with CLONE_FILES, so the parent must hold the same table; any
 // other sharing is refused.
 func sharedTables(pids []int, parent func(pid int) int) (map[int]int, error) {
-	owner := map[int]int{}
-	for i, b := range pids {
-		for _, a := range pids[:i] {
-			if _, shared := owner[a]; shared {
-				continue // compare with table owners only
-			}
-			same, err := ptrace.SameFiles(a, b)
-			if err != nil || !same {
-				continue // different tables, or one of them exited meanwhile
-			}
-			pp := parent(b)
-			if pp != a && owner[pp] != a {
-				return nil, &ErrUnsupported{PID: a, FD: sharedTable, Kind: "clone with CLONE_FILES but not CLONE_THREAD",
-					What: fmt.Sprintf("shares its fd table with process %d, whose parent %d does not", b, pp)}
-			}
-			owner[b] = a
-			break
+	// Sort by fd table (kcmp orders them), tree order within one table.
+	order := map[int]int{}
+	for i, pid := range pids {
+		order[pid] = i
+	}
+	sorted := slices.Clone(pids)
+	slices.SortStableFunc(sorted, func(a, b int) int {
+		c, err := ptrace.CompareFiles(a, b)
+		if err != nil {
+			return order[a] - order[b] // one of them exited meanwhile
 		}
+		return c
+	})
+	owner := map[int]int{}
+	for i := 1; i < len(sorted); i++ {
+		a, b := sorted[i-1], sorted[i]
+		if same, err := ptrace.SameFiles(a, b); err != nil || !same {
+			continue
+		}
+		first := a
+		if o, ok := owner[a]; ok {
+			first = o
+		}
+		pp := parent(b)
+		if pp != first && owner[pp] != first {
+			return nil, &ErrUnsupported{PID: first, FD: sharedTable, Kind: "clone with CLONE_FILES but not CLONE_THREAD",
+				What: fmt.Sprintf("shares its fd table with process %d, whose parent %d does not", b, pp)}
+		}
+		owner[b] = first
 	}
 	return owner, nil
 }

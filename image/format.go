@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"sort"
@@ -31,10 +30,9 @@ type kvFile struct {
 
 func parseKV(path string, b []byte) *kvFile {
 	f := &kvFile{path: path, m: map[string]string{}}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	// No bufio.Scanner: its buffer cost more than parsing the small files.
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSuffix(line, "\n")
 		if strings.TrimSpace(line) == "" {
 			continue
 		}

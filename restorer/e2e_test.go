@@ -202,8 +202,14 @@ func waitGone(t testing.TB, pid int) {
 // restored is a process restored by a test: killed and reaped at the end.
 func restore(t testing.TB, dir string) int {
 	t.Helper()
+	return restoreOpts(t, dir, Options{})
+}
+
+func restoreOpts(t testing.TB, dir string, opts Options) int {
+	t.Helper()
 	var log bytes.Buffer
-	pid, err := Restore(dir, Options{Log: &log})
+	opts.Log = &log
+	pid, err := Restore(dir, opts)
 	if testing.Verbose() {
 		t.Logf("restore log:\n%s", log.String())
 	}
@@ -223,13 +229,12 @@ func testResume(t *testing.T, kind string, mib int) {
 	dir := dumpKill(t, p)
 	before := p.ticks()
 	last := tickNum(t, before[len(before)-1])
-	pid := restore(t, dir)
+	pid := restoreOpts(t, dir, Options{LeaveStopped: true})
 	if pid != p.pid {
 		t.Fatalf("restored pid %d, want %d", pid, p.pid)
 	}
-	// Compare with the checkpoint at once, stopped: a running program soon
+	// Compare with the checkpoint before it runs: a running program soon
 	// changes its own layout (Go grows its heap, malloc merges vmas).
-	unix.Kill(pid, unix.SIGSTOP)
 	for i := 0; i < 200 && !stopped(pid); i++ {
 		time.Sleep(5 * time.Millisecond)
 	}

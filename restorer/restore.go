@@ -34,6 +34,9 @@ type Options struct {
 	// ShellJob puts the restored tasks on the restorer's terminal, in its
 	// session (like CRIU's --shell-job): see session.go.
 	ShellJob bool
+	// LeaveStopped releases every process stopped (SIGSTOP), to be resumed
+	// with SIGCONT (like CRIU's --leave-stopped): it runs nothing before.
+	LeaveStopped bool
 }
 
 var le = binary.LittleEndian
@@ -140,7 +143,7 @@ func (r *restorer) run() error {
 	}
 	var errs []error
 	for _, p := range r.order {
-		if p.t.State == "T" {
+		if p.t.State == "T" || r.opts.LeaveStopped {
 			// Stopped when dumped: SIGSTOP waits, pending, until the
 			// detach and stops the process before it runs anything.
 			if err := unix.Kill(p.pid, unix.SIGSTOP); err != nil {

@@ -3,6 +3,7 @@ package restorer
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -422,10 +423,22 @@ func (p *target) setProcessState() error {
 }
 
 func (p *target) setSigactions() error {
+	// The task is a copy of the stub: every signal is SIG_DFL but those
+	// the restorer itself had ignored when it started the stub (SIGHUP
+	// under nohup, say), which exec kept ignored.
+	status, err := proc.Read(p.pid, "status")
+	if err != nil {
+		return err
+	}
+	ignored, err := strconv.ParseUint(proc.KeyValues(status)["SigIgn"], 16, 64)
+	if err != nil {
+		return fmt.Errorf("status SigIgn: %w", err)
+	}
 	b := make([]byte, 32)
 	for _, sa := range p.t.Sigactions {
+		isDefault := sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0
 		if sa.Signo == int(unix.SIGKILL) || sa.Signo == int(unix.SIGSTOP) ||
-			sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0 {
+			isDefault && ignored&(1<<(sa.Signo-1)) == 0 {
 			continue
 		}
 		le.PutUint64(b[0:], sa.Handler)

@@ -3,6 +3,7 @@ package tests
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -163,4 +164,57 @@ func pgids(t *testing.T, pids []int) string {
 		out = append(out, fmt.Sprintf("%d:%d", pid, readSessionStat(t, pid).PGID))
 	}
 	return strings.Join(out, " ")
+}
+
+// TestRestoreSignalDispositions: signals the restorer itself ignores (run
+// under nohup, or a shell's trap "") must not leak into the restored
+// program: SigIgn and SigCgt are the dump's.
+func TestRestoreSignalDispositions(t *testing.T) {
+	p := startProgram(t, "pthreads", 4)
+	sig := func(pid int) string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "SigIgn:") || strings.HasPrefix(l, "SigCgt:") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	before := sig(p.Pid)
+	dir, pids := dumpKill(t, p.Pid)
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	cmd := exec.Command("sh", "-c", `trap "" HUP INT USR2; exec "$0" restore "$1"`, filepath.Join(built(t), "ckptfs"), dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { unix.Kill(p.Pid, unix.SIGKILL); waitGone(t, p.Pid) })
+	if after := sig(pids[0]); after != before {
+		t.Fatalf("signal dispositions after restore %q, at dump %q", after, before)
+	}
+	p.waitTicks(t, 2)
+	p.checkHealthy(t)
+}
+
+// TestRestoreLeaveStopped: with --leave-stopped every restored process is
+// stopped and prints nothing until SIGCONT.
+func TestRestoreLeaveStopped(t *testing.T) {
+	p := startProgram(t, "ipc-pair", 0)
+	p.waitTicks(t, 2)
+	dir, pids := dumpKill(t, p.Pid)
+	restoreFrom(t, dir, pids, "--leave-stopped")
+	for _, pid := range pids {
+		waitState(t, pid, "T")
+	}
+	n := len(p.ticks())
+	time.Sleep(300 * time.Millisecond)
+	if got := len(p.ticks()); got != n {
+		t.Fatalf("stopped program printed %d ticks", got-n)
+	}
+	for _, pid := range pids {
+		unix.Kill(pid, unix.SIGCONT)
+	}
+	p.waitTicks(t, 2)
+	p.checkHealthy(t)
 }

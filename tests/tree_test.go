@@ -43,13 +43,14 @@ func dumpKill(t *testing.T, root int) (string, []int) {
 }
 
 // restoreFrom restores the checkpoint directory dir, whose tree has pids
-// (root first), and kills the restored tree when the test ends. The test
-// process becomes a child subreaper so it can reap the restored processes.
-func restoreFrom(t *testing.T, dir string, pids []int) {
+// (root first), with extra restore flags, and kills the restored tree when
+// the test ends. The test process becomes a child subreaper so it can reap
+// the restored processes.
+func restoreFrom(t *testing.T, dir string, pids []int, flags ...string) {
 	t.Helper()
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
-	out, errOut, err := ckptfsErr(t, "restore", dir)
+	out, errOut, err := ckptfsErr(t, append(append([]string{"restore"}, flags...), dir)...)
 	if err != nil {
 		t.Fatalf("restore: %v\n%s%s", err, out, errOut)
 	}

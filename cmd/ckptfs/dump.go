@@ -14,7 +14,7 @@ import (
 
 func init() {
 	var store, name string
-	var kill bool
+	var kill, verbose bool
 	cmd := &cobra.Command{
 		Use:   "dump [-s STORE] [--name NAME] [--kill] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
@@ -46,6 +46,9 @@ The last line printed is the checkpoint id.`,
 				}
 			}()
 			opts := dumper.Options{Name: name, Kill: kill}
+			if verbose {
+				opts.Log = os.Stderr
+			}
 			if term.IsTerminal(int(os.Stderr.Fd())) {
 				opts.Progress = os.Stderr
 			}
@@ -67,5 +70,6 @@ The last line printed is the checkpoint id.`,
 	addStoreFlag(cmd, &store)
 	cmd.Flags().StringVar(&name, "name", "", "name the checkpoint (shown under by-name/ in the mount)")
 	cmd.Flags().BoolVar(&kill, "kill", false, "kill the tree after a successful dump (migration)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the duration of every phase on stderr")
 	rootCmd.AddCommand(cmd)
 }

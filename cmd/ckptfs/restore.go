@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	var verbose, shellJob bool
+	var verbose, shellJob, leaveStopped bool
 	cmd := &cobra.Command{
 		Use:   "restore [-v] [--shell-job] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
@@ -29,7 +29,7 @@ The restored processes run on their own once restore returns; the last line
 printed is the root pid.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := restorer.Options{ShellJob: shellJob}
+			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped}
 			if verbose {
 				opts.Log = os.Stderr
 			}
@@ -43,5 +43,6 @@ printed is the root pid.`,
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the duration of every phase on stderr")
 	cmd.Flags().BoolVar(&shellJob, "shell-job", false, "put terminals and the root's session on restore's own terminal and session")
+	cmd.Flags().BoolVar(&leaveStopped, "leave-stopped", false, "leave every restored process stopped (SIGSTOP); resume them with SIGCONT")
 	rootCmd.AddCommand(cmd)
 }

@@ -1,6 +1,10 @@
 package ptrace
 
-import "golang.org/x/sys/unix"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 const kcmpFile = 0 // KCMP_FILE
 
@@ -20,9 +24,26 @@ const kcmpFiles = 2 // KCMP_FILES
 // (kcmp KCMP_FILES): threads of a process do, and so do processes created
 // with clone(CLONE_FILES) without CLONE_THREAD.
 func SameFiles(pid1, pid2 int) (bool, error) {
+	c, err := CompareFiles(pid1, pid2)
+	return c == 0, err
+}
+
+// CompareFiles orders the fd tables of pid1 and pid2 (kcmp KCMP_FILES): 0
+// if they are one table, else -1 or 1, a total order the kernel keeps
+// while both exist, so sorting processes by it groups those that share a
+// table in O(n log n) comparisons.
+func CompareFiles(pid1, pid2 int) (int, error) {
 	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFiles, 0, 0, 0)
 	if e != 0 {
-		return false, e
+		return 0, e
 	}
-	return r == 0, nil
+	switch r {
+	case 0:
+		return 0, nil
+	case 1:
+		return -1, nil
+	case 2:
+		return 1, nil
+	}
+	return 0, fmt.Errorf("kcmp %d %d: unordered (%d)", pid1, pid2, r)
 }

@@ -20,3 +20,24 @@ func TestSameFiles(t *testing.T) {
 		t.Fatalf("SameFiles(self, child) = %v, %v", same, err)
 	}
 }
+
+func TestCompareFiles(t *testing.T) {
+	self := os.Getpid()
+	var pids []int
+	for i := 0; i < 2; i++ {
+		cmd := exec.Command("sleep", "10")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		pids = append(pids, cmd.Process.Pid)
+	}
+	if c, err := CompareFiles(self, self); err != nil || c != 0 {
+		t.Fatalf("CompareFiles(self, self) = %d, %v", c, err)
+	}
+	a, err1 := CompareFiles(pids[0], pids[1])
+	b, err2 := CompareFiles(pids[1], pids[0])
+	if err1 != nil || err2 != nil || a == 0 || a != -b {
+		t.Fatalf("CompareFiles of two children: %d (%v), reversed %d (%v)", a, err1, b, err2)
+	}
+}
