@@ -15,7 +15,9 @@
 // directory listings get long kernel timeouts and stable inode numbers
 // (seq<<32 + depth-first index, seq numbering the checkpoints of this
 // mount), and file pages stay in the kernel's page cache across opens
-// (FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR). The top level changes: its entries
+// (files: zero-message opens, FUSE_NO_OPEN_SUPPORT, which keep the cache
+// and spare OPEN, FLUSH and RELEASE round trips; directories:
+// FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR). The top level changes: its entries
 // live for a second, and Server.Notify (called by the store's server after
 // every commit, rm and gc of another process) refreshes the list and
 // invalidates the kernel's entries at once, so a new dump is visible when

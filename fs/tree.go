@@ -150,6 +150,7 @@ var (
 	_ gofs.NodeReaddirer      = (*node)(nil)
 	_ gofs.NodeOpendirHandler = (*node)(nil)
 	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeFlusher        = (*node)(nil)
 	_ gofs.NodeReader         = (*node)(nil)
 	_ gofs.NodeLseeker        = (*node)(nil)
 	_ gofs.NodeReadlinker     = (*node)(nil)
@@ -205,16 +206,21 @@ func dirStream(t *tnode) gofs.DirStream {
 	return gofs.NewListDirStream(list)
 }
 
-// Open keeps the kernel page cache across opens: the content of an inode
-// never changes.
+// Open answers ENOSYS: the kernel then opens every file of the mount
+// without asking (FUSE_NO_OPEN_SUPPORT), keeps its page cache across opens
+// (the content of an inode never changes) and sends no RELEASE, so reading
+// a small file costs one round trip instead of three or four. Writes are
+// refused by the kernel: the mount is read-only.
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if _, ok := n.t.node.(image.File); !ok {
-		return nil, 0, syscall.EISDIR
-	}
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, 0, syscall.ENOSYS
+}
+
+// Flush answers ENOSYS too: the kernel stops sending FLUSH on close.
+func (n *node) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
 }
 
 // Read fills the kernel's buffer in place: no allocation per read.

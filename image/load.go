@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -103,15 +104,8 @@ func (l *loader) checkpoint() *Checkpoint {
 	if l.err != nil {
 		return nil
 	}
-	for _, name := range l.list("tasks") {
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		c.Tasks = append(c.Tasks, l.task(pid))
-		if l.err != nil {
-			return nil
-		}
+	if c.Tasks = l.tasks(); l.err != nil {
+		return nil
 	}
 	c.Tasks = sortTasks(c.Tasks, c.RootPID)
 	if _, err := os.Stat(filepath.Join(l.dir, "objects")); err == nil {
@@ -123,6 +117,42 @@ func (l *loader) checkpoint() *Checkpoint {
 		l.fail(fmt.Errorf("checkpoint %s: root task %d missing under tasks/", l.dir, c.RootPID))
 	}
 	return c
+}
+
+// loadParallel is how many tasks are read at once: through a FUSE mount
+// each small file costs a few round trips, which overlap.
+const loadParallel = 16
+
+// tasks reads every task under tasks/, several at once; the first error
+// in directory order is the one reported.
+func (l *loader) tasks() []*Task {
+	var pids []int
+	for _, name := range l.list("tasks") {
+		if pid, err := strconv.Atoi(name); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	tasks := make([]*Task, len(pids))
+	errs := make([]error, len(pids))
+	sem := make(chan struct{}, loadParallel)
+	var wg sync.WaitGroup
+	for i, pid := range pids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			tl := loader{dir: l.dir}
+			tasks[i], errs[i] = tl.task(pid), tl.err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			l.fail(err)
+			return nil
+		}
+	}
+	return tasks
 }
 
 func (l *loader) task(pid int) *Task {
