@@ -16,6 +16,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/phaselog"
 )
 
 // Options tune a dump.
@@ -62,7 +63,7 @@ func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("dump %d: cannot dump ckptfs itself", pid)
 	}
 	start := time.Now()
-	d := &dump{repo: repo, opts: opts, pid: pid, start: start}
+	d := &dump{repo: repo, opts: opts, pid: pid, start: start, log: phaselog.New(opts.Log, "dump", start)}
 	// Every ptrace request for a tracee must come from the thread that
 	// seized it: run the frozen phase on one locked OS thread.
 	done := make(chan error, 1)
@@ -94,22 +95,11 @@ type dump struct {
 	tree   *frozenTree
 	ckpt   *image.Checkpoint
 	freeze time.Duration
-	last   time.Time // end of the last logged phase
+	log    *phaselog.Log
 }
 
-// logf writes a phase line with the time since the previous one.
-func (d *dump) logf(format string, args ...any) {
-	if d.opts.Log == nil {
-		return
-	}
-	now := time.Now()
-	if d.last.IsZero() {
-		d.last = d.start
-	}
-	fmt.Fprintf(d.opts.Log, "dump: %-40s %8.2f ms (total %8.2f ms)\n", fmt.Sprintf(format, args...),
-		float64(now.Sub(d.last).Microseconds())/1000, float64(now.Sub(d.start).Microseconds())/1000)
-	d.last = now
-}
+// logf ends a phase of the -v log.
+func (d *dump) logf(format string, args ...any) { d.log.Printf(format, args...) }
 
 // run freezes the tree, collects it, copies memory, releases the tree, then
 // finishes storing pages and commits the checkpoint.

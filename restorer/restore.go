@@ -23,6 +23,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/inject"
+	"github.com/ckptfs/ckptfs/internal/phaselog"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 	"github.com/ckptfs/ckptfs/internal/stub"
 )
@@ -56,7 +57,7 @@ func Restore(dir string, opts Options) (int, error) {
 	if err := preflight(c, own, opts.ShellJob); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	r := &restorer{c: c, dir: dir, opts: opts, start: start, procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
+	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
 	tr := inject.NewTracer()
@@ -72,11 +73,10 @@ func Restore(dir string, opts Options) (int, error) {
 }
 
 type restorer struct {
-	c     *image.Checkpoint
-	dir   string
-	opts  Options
-	start time.Time
-	last  time.Time
+	c    *image.Checkpoint
+	dir  string
+	opts Options
+	log  *phaselog.Log
 
 	own   map[int]string // the restorer's fds (ownFDs)
 	files *files
@@ -86,18 +86,7 @@ type restorer struct {
 	order []*target
 }
 
-func (r *restorer) logf(format string, args ...any) {
-	if r.opts.Log == nil {
-		return
-	}
-	now := time.Now()
-	if r.last.IsZero() {
-		r.last = r.start
-	}
-	fmt.Fprintf(r.opts.Log, "restore: %-40s %8.2f ms (total %8.2f ms)\n", fmt.Sprintf(format, args...),
-		float64(now.Sub(r.last).Microseconds())/1000, float64(now.Sub(r.start).Microseconds())/1000)
-	r.last = now
-}
+func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }
 
 // run does the whole restore on the tracer thread.
 func (r *restorer) run() error {
