@@ -31,8 +31,10 @@ type target struct {
 	tids    []int  // threads created, main thread first
 }
 
+// sys injects a system call into thread tid of p at its `syscall; int3`
+// trampoline.
 func (p *target) sys(tid int, nr uintptr, args ...uint64) (uint64, error) {
-	v, err := inject.Syscall(tid, p.tramp, nr, args...)
+	v, err := inject.SyscallTrap(tid, p.tramp, nr, args...)
 	if err != nil {
 		return v, fmt.Errorf("%s: %w", sysName(nr), err)
 	}
@@ -563,7 +565,9 @@ func (p *target) setCreds(tid int) error {
 // finish unmaps the trampoline (the main thread stops at that munmap's
 // exit) and loads every thread's recorded registers, XSAVE area and mask.
 func (p *target) finish() error {
-	if _, err := p.sys(p.pid, unix.SYS_MUNMAP, p.region, regionSize); err != nil {
+	// Not sys: the int3 goes with the trampoline; the thread stops at
+	// the munmap's syscall-exit stop instead.
+	if _, err := inject.Syscall(p.pid, p.tramp, unix.SYS_MUNMAP, p.region, regionSize); err != nil {
 		return fmt.Errorf("unmap trampoline: %w", err)
 	}
 	for i, th := range p.t.Threads {

@@ -13,7 +13,7 @@ import (
 )
 
 // startStub starts the stub on tr's thread, seizes and stops it.
-func startStub(t *testing.T, tr *inject.Tracer) int {
+func startStub(t testing.TB, tr *inject.Tracer) int {
 	t.Helper()
 	var cmd *exec.Cmd
 	err := tr.Do(func() error {
@@ -100,6 +100,14 @@ func TestSyscallAndMemory(t *testing.T) {
 		}
 		if err := inject.ReadMem(pid, addr, back[:5]); err != nil || string(back[:5]) != "poked" {
 			t.Errorf("poke: %q %v", back[:5], err)
+		}
+		// At the stub's `syscall; int3`: one stop per call, the same results.
+		got, err = inject.SyscallTrap(pid, stub.Trampoline, unix.SYS_GETPID)
+		if err != nil || int(got) != pid {
+			t.Errorf("getpid at syscall; int3 = %d, %v", got, err)
+		}
+		if _, err := inject.SyscallTrap(pid, stub.Trampoline, unix.SYS_CLOSE, 999); err != unix.EBADF {
+			t.Errorf("close(999) at syscall; int3: err = %v, want EBADF", err)
 		}
 		// The vdso's syscall instruction works as a trampoline too.
 		vs, err := inject.FindSyscallInsn(pid)

@@ -164,3 +164,52 @@ func (s *State) Restop(tid int) error {
 	}
 	return ptrace.SetSigMask(tid, s.SigMask)
 }
+
+// SyscallTrap is Syscall for a trampoline that is `syscall; int3` (the
+// restore stub's and the restorer's own): the thread is resumed with
+// PTRACE_CONT and runs the call and the int3, so one SIGTRAP stop replaces
+// the syscall-entry and -exit stops of Syscall. The SIGTRAP is not
+// delivered: the next resume or the detach suppresses it. It cannot be
+// used for a call after which the int3 is gone (unmapping the trampoline)
+// or that does not return (exit_group): use Syscall for those.
+func SyscallTrap(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, error) {
+	if len(args) > 6 {
+		return 0, fmt.Errorf("syscall %d: %d args", nr, len(args))
+	}
+	var r unix.PtraceRegs
+	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	r.Rip, r.Rax, r.Orig_rax = trampoline, uint64(nr), ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := unix.PtraceSetRegs(tid, &r); err != nil {
+		return 0, fmt.Errorf("syscall %d in %d: set regs: %w", nr, tid, err)
+	}
+	for {
+		if err := unix.PtraceCont(tid, 0); err != nil {
+			return 0, fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+		}
+		ws, err := ptrace.Wait(tid)
+		if err != nil {
+			return 0, err
+		}
+		if ws.Exited() || ws.Signaled() {
+			return 0, fmt.Errorf("syscall %d in %d: %w (status %#x)", nr, tid, ErrExited, uint32(ws))
+		}
+		if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP || uint32(ws)>>16 != 0 {
+			continue // an event stop (clone), or a signal that slipped through: suppress
+		}
+		if err := unix.PtraceGetRegs(tid, &r); err != nil {
+			return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+		}
+		if r.Rip != trampoline+3 {
+			return 0, fmt.Errorf("syscall %d in %d: trapped at %#x, want %#x", nr, tid, r.Rip, trampoline+3)
+		}
+		if v := int64(r.Rax); v < 0 && v >= -4095 {
+			return r.Rax, unix.Errno(-v)
+		}
+		return r.Rax, nil
+	}
+}
