@@ -38,6 +38,47 @@ func scanPages(dir string, t *image.Task) (map[*image.VMA][][2]int64, error) {
 	return out, nil
 }
 
+// pageScans runs scanPages for every task of a checkpoint ahead of the
+// tracer, several at once: through a mount each SEEK_DATA/SEEK_HOLE is a
+// FUSE round trip, and none of it needs ptrace.
+type pageScans map[int]*pageScan
+
+type pageScan struct {
+	done   chan struct{}
+	ranges map[*image.VMA][][2]int64
+	err    error
+}
+
+const scanParallel = 8
+
+func startPageScans(dir string, c *image.Checkpoint) pageScans {
+	scans := pageScans{}
+	sem := make(chan struct{}, scanParallel)
+	for _, t := range c.Tasks {
+		if t.State == "Z" {
+			continue
+		}
+		s := &pageScan{done: make(chan struct{})}
+		scans[t.PID] = s
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem; close(s.done) }()
+			s.ranges, s.err = scanPages(dir, t)
+		}()
+	}
+	return scans
+}
+
+// get waits for the scan of task pid.
+func (s pageScans) get(pid int) (map[*image.VMA][][2]int64, error) {
+	sc := s[pid]
+	if sc == nil {
+		return nil, fmt.Errorf("task %d: no page scan", pid)
+	}
+	<-sc.done
+	return sc.ranges, sc.err
+}
+
 func dataRanges(path string, size int64) ([][2]int64, error) {
 	f, err := os.Open(path)
 	if err != nil {

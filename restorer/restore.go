@@ -60,6 +60,7 @@ func Restore(dir string, opts Options) (int, error) {
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
+	r.scans = startPageScans(dir, c)
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)
 	if err != nil {
@@ -81,6 +82,7 @@ type restorer struct {
 	own   map[int]string // the restorer's fds (ownFDs)
 	files *files
 	shm   map[string]int // shmem key -> restorer fd (shmem.go)
+	scans pageScans      // every task's data ranges, scanned ahead (mem.go)
 	stub  *exec.Cmd
 	procs map[int]*target
 	order []*target

@@ -64,7 +64,7 @@ func (r *restorer) restoreTask(p *target) error {
 		return err
 	}
 	r.logf("task %d: address space cleared", p.pid)
-	ranges, err := scanPages(r.dir, t)
+	ranges, err := r.scans.get(t.PID)
 	if err != nil {
 		return err
 	}
