@@ -30,19 +30,9 @@ var ErrExited = errors.New("tracee exited")
 // a series of calls. PTRACE_EVENT stops in between (clone, fork) are
 // resumed; the new tracee's first stop is for the caller to wait for.
 func Syscall(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, error) {
-	if len(args) > 6 {
-		return 0, fmt.Errorf("syscall %d: %d args", nr, len(args))
-	}
-	var r unix.PtraceRegs
-	if err := unix.PtraceGetRegs(tid, &r); err != nil {
-		return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
-	}
-	var a [6]uint64
-	copy(a[:], args)
-	r.Rip, r.Rax, r.Orig_rax = trampoline, uint64(nr), ^uint64(0)
-	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	if err := unix.PtraceSetRegs(tid, &r); err != nil {
-		return 0, fmt.Errorf("syscall %d in %d: set regs: %w", nr, tid, err)
+	r, err := prepare(tid, trampoline, nr, args)
+	if err != nil {
+		return 0, err
 	}
 	entered := false
 	for {
@@ -73,13 +63,7 @@ func Syscall(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, er
 			if err := unix.PtraceGetRegs(tid, &r); err != nil {
 				return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
 			}
-			if r.Rip != trampoline+2 {
-				return 0, fmt.Errorf("syscall %d in %d: stopped at %#x, want %#x", nr, tid, r.Rip, trampoline+2)
-			}
-			if v := int64(r.Rax); v < 0 && v >= -4095 {
-				return r.Rax, unix.Errno(-v)
-			}
-			return r.Rax, nil
+			return result(tid, nr, &r, trampoline+2)
 		}
 	}
 }
@@ -173,19 +157,9 @@ func (s *State) Restop(tid int) error {
 // used for a call after which the int3 is gone (unmapping the trampoline)
 // or that does not return (exit_group): use Syscall for those.
 func SyscallTrap(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, error) {
-	if len(args) > 6 {
-		return 0, fmt.Errorf("syscall %d: %d args", nr, len(args))
-	}
-	var r unix.PtraceRegs
-	if err := unix.PtraceGetRegs(tid, &r); err != nil {
-		return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
-	}
-	var a [6]uint64
-	copy(a[:], args)
-	r.Rip, r.Rax, r.Orig_rax = trampoline, uint64(nr), ^uint64(0)
-	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	if err := unix.PtraceSetRegs(tid, &r); err != nil {
-		return 0, fmt.Errorf("syscall %d in %d: set regs: %w", nr, tid, err)
+	r, err := prepare(tid, trampoline, nr, args)
+	if err != nil {
+		return 0, err
 	}
 	for {
 		if err := unix.PtraceCont(tid, 0); err != nil {
@@ -204,12 +178,38 @@ func SyscallTrap(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64
 		if err := unix.PtraceGetRegs(tid, &r); err != nil {
 			return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
 		}
-		if r.Rip != trampoline+3 {
-			return 0, fmt.Errorf("syscall %d in %d: trapped at %#x, want %#x", nr, tid, r.Rip, trampoline+3)
-		}
-		if v := int64(r.Rax); v < 0 && v >= -4095 {
-			return r.Rax, unix.Errno(-v)
-		}
-		return r.Rax, nil
+		return result(tid, nr, &r, trampoline+3)
 	}
+}
+
+// prepare points tid's registers at the trampoline with system call nr and
+// its arguments (orig_rax = -1: no restart fix-up applies).
+func prepare(tid int, trampoline uint64, nr uintptr, args []uint64) (unix.PtraceRegs, error) {
+	var r unix.PtraceRegs
+	if len(args) > 6 {
+		return r, fmt.Errorf("syscall %d: %d args", nr, len(args))
+	}
+	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		return r, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	r.Rip, r.Rax, r.Orig_rax = trampoline, uint64(nr), ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := unix.PtraceSetRegs(tid, &r); err != nil {
+		return r, fmt.Errorf("syscall %d in %d: set regs: %w", nr, tid, err)
+	}
+	return r, nil
+}
+
+// result returns rax of a finished injected call, as an errno for
+// -4095..-1, after checking the thread stopped where it should (rip).
+func result(tid int, nr uintptr, r *unix.PtraceRegs, rip uint64) (uint64, error) {
+	if r.Rip != rip {
+		return 0, fmt.Errorf("syscall %d in %d: stopped at %#x, want %#x", nr, tid, r.Rip, rip)
+	}
+	if v := int64(r.Rax); v < 0 && v >= -4095 {
+		return r.Rax, unix.Errno(-v)
+	}
+	return r.Rax, nil
 }
