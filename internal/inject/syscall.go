@@ -36,23 +36,8 @@ func Syscall(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, er
 	}
 	entered := false
 	for {
-		if err := unix.PtraceSyscall(tid, 0); err != nil {
-			return 0, fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
-		}
-		ws, err := ptrace.Wait(tid)
-		if err != nil {
+		if err := nextTrap(tid, nr, unix.PtraceSyscall); err != nil {
 			return 0, err
-		}
-		if ws.Exited() || ws.Signaled() {
-			return 0, fmt.Errorf("syscall %d in %d: %w (status %#x)", nr, tid, ErrExited, uint32(ws))
-		}
-		if !ws.Stopped() {
-			continue
-		}
-		sig := unix.Signal(uint32(ws)>>8) & 0x7f
-		event := uint32(ws) >> 16
-		if sig != unix.SIGTRAP || event != 0 {
-			continue // event stop, or a signal that slipped through: suppress
 		}
 		switch op, err := syscallInfoOp(tid); {
 		case err != nil:
@@ -161,24 +146,35 @@ func SyscallTrap(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64
 	if err != nil {
 		return 0, err
 	}
+	if err := nextTrap(tid, nr, unix.PtraceCont); err != nil {
+		return 0, err
+	}
+	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+	}
+	return result(tid, nr, &r, trampoline+3)
+}
+
+// nextTrap resumes tid with resume (PTRACE_SYSCALL or PTRACE_CONT) until
+// it stops with a plain SIGTRAP: a syscall stop, or the trampoline's int3.
+// Event stops (clone, fork) and any other signal on the way are resumed
+// without delivering them.
+func nextTrap(tid int, nr uintptr, resume func(pid, sig int) error) error {
 	for {
-		if err := unix.PtraceCont(tid, 0); err != nil {
-			return 0, fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+		if err := resume(tid, 0); err != nil {
+			return fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
 		}
 		ws, err := ptrace.Wait(tid)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if ws.Exited() || ws.Signaled() {
-			return 0, fmt.Errorf("syscall %d in %d: %w (status %#x)", nr, tid, ErrExited, uint32(ws))
+			return fmt.Errorf("syscall %d in %d: %w (status %#x)", nr, tid, ErrExited, uint32(ws))
 		}
-		if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP || uint32(ws)>>16 != 0 {
-			continue // an event stop (clone), or a signal that slipped through: suppress
+		// A syscall stop is SIGTRAP|0x80 with PTRACE_O_TRACESYSGOOD.
+		if ws.Stopped() && ws.StopSignal()&0x7f == unix.SIGTRAP && uint32(ws)>>16 == 0 {
+			return nil
 		}
-		if err := unix.PtraceGetRegs(tid, &r); err != nil {
-			return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
-		}
-		return result(tid, nr, &r, trampoline+3)
 	}
 }
 
