@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -187,27 +188,44 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 	}
 	defer mem.Close()
 	type plan struct {
-		v   *image.VMA
-		idx []uint32
+		v      *image.VMA
+		idx    []uint32
+		object *os.File // shared anonymous memory: read from the object
 	}
 	var plans []plan
+	defer func() {
+		for _, p := range plans {
+			if p.object != nil {
+				p.object.Close()
+			}
+		}
+	}()
 	var entries []uint64
 	for _, v := range t.VMAs {
 		if !saveContents(v) {
 			continue
 		}
-		if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
-			return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
-		}
 		var idx []uint32
-		for i, e := range entries {
-			if wantPage(v, e) {
-				idx = append(idx, uint32(i))
+		var object *os.File
+		if sharedAnon(v) {
+			if object, idx, err = objectPages(pid, v); err != nil {
+				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+			}
+		} else {
+			if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
+				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+			}
+			for i, e := range entries {
+				if wantPage(v, e) {
+					idx = append(idx, uint32(i))
+				}
 			}
 		}
 		if len(idx) > 0 {
-			plans = append(plans, plan{v, idx})
+			plans = append(plans, plan{v, idx, object})
 			m.total += int64(len(idx)) * image.PageSize
+		} else if object != nil {
+			object.Close()
 		}
 	}
 	for _, p := range plans {
@@ -222,7 +240,13 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			n := min(len(idx), chunkPages-len(c.pages))
 			at := len(c.data)
 			c.data = c.data[:at+n*image.PageSize]
-			if err := readPages(pid, mem, p.v, idx[:n], c.data[at:]); err != nil {
+			read := readPages
+			if p.object != nil {
+				read = func(_ int, _ *os.File, v *image.VMA, idx []uint32, buf []byte) error {
+					return readObjectPages(p.object, v, idx, buf)
+				}
+			}
+			if err := read(pid, mem, p.v, idx[:n], c.data[at:]); err != nil {
 				return fmt.Errorf("read memory of %d at vma %s: %w", pid, p.v.DirName(), err)
 			}
 			for _, i := range idx[:n] {
@@ -394,4 +418,59 @@ func anonBytes(pids []int) int64 {
 		}
 	}
 	return total
+}
+
+// sharedAnon says whether v is MAP_SHARED|MAP_ANONYMOUS memory (a shmem
+// object of its own, "/dev/zero (deleted)"; memfds and SysV segments are
+// objects of the checkpoint, shm.go).
+func sharedAnon(v *image.VMA) bool {
+	return v.Kind == image.VMAShmem && v.Shared() && !strings.HasPrefix(v.Name, "/memfd:") && !strings.HasPrefix(v.Name, "/SYSV")
+}
+
+// objectPages opens the shared memory object v maps (map_files) and lists
+// the pages of v that the object holds (SEEK_DATA/SEEK_HOLE): also those no
+// page table maps, such as pages a process dropped with MADV_DONTNEED, or
+// swapped out. Reading them from the object leaves the process's page
+// tables as they are.
+func objectPages(pid int, v *image.VMA) (*os.File, []uint32, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End))
+	if err != nil {
+		return nil, nil, fmt.Errorf("shared memory object: %w", err)
+	}
+	var idx []uint32
+	start, end := int64(v.Offset), int64(v.Offset)+int64(v.Len())
+	fd := int(f.Fd())
+	for off := start; off < end; {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) || err == nil && d >= end {
+			break
+		}
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("SEEK_DATA: %w", err)
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("SEEK_HOLE: %w", err)
+		}
+		h = min(h, end)
+		for p := d &^ (image.PageSize - 1); p < h; p += image.PageSize {
+			idx = append(idx, uint32((p-start)/image.PageSize))
+		}
+		off = h
+	}
+	return f, idx, nil
+}
+
+// readObjectPages reads the given pages of v from the shared memory object
+// it maps.
+func readObjectPages(object *os.File, v *image.VMA, indices []uint32, buf []byte) error {
+	for i, idx := range indices {
+		off := int64(v.Offset) + int64(idx)*image.PageSize
+		if _, err := object.ReadAt(buf[i*image.PageSize:(i+1)*image.PageSize], off); err != nil {
+			return fmt.Errorf("read shared memory at %#x: %w", off, err)
+		}
+	}
+	return nil
 }

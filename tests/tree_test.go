@@ -158,3 +158,18 @@ func TestRestoreBashLoop(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreSharedAnonUnmappedPages: pages of MAP_SHARED|MAP_ANONYMOUS
+// memory that only live in the shared memory object (the child wrote them,
+// then dropped its page table entries with MADV_DONTNEED; the parent never
+// touched them) come back: after the restore the parent checks them.
+func TestRestoreSharedAnonUnmappedPages(t *testing.T) {
+	p := startProgram(t, "ipc-shm", 0)
+	p.waitTicks(t, 3)
+	killRestoreFromMount(t, p.Pid)
+	if err := unix.Kill(p.Pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	p.waitTicks(t, 3)
+	p.checkHealthy(t)
+}

@@ -8,6 +8,10 @@
  *           counts timer expirations and eventfd values it wrote itself.
  *   shm:    parent and child share MAP_SHARED|MAP_ANONYMOUS memory; the child
  *           increments a counter, the parent checks it moves and a pattern holds.
+ *           A second shared region is written only by the child, which then
+ *           drops its own page table entries (MADV_DONTNEED): the pages live
+ *           on in the shared memory object, mapped by no process. After
+ *           SIGUSR1 the parent checks that region too, every tick.
  *   deleted: opens a file, writes a pattern, unlinks it, then re-reads it. */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +31,8 @@
 #include <unistd.h>
 
 static const char *mode;
+static volatile sig_atomic_t usr1, woken;
+static void onusr1(int s) { (void)s; usr1 = woken = 1; }
 static void say(long tick, int ok) {
 	printf("%s %d tick %ld %s\n", mode, getpid(), tick, ok ? "ok" : "BAD");
 	fflush(stdout);
@@ -34,6 +40,10 @@ static void say(long tick, int ok) {
 static void msleep(long ms) {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
 	while (nanosleep(&ts, &ts) != 0) {
+		if (woken) { /* our own SIGUSR1: expected */
+			woken = 0;
+			continue;
+		}
 		printf("%s %d EINTR\n", mode, getpid());
 		fflush(stdout);
 	}
@@ -110,8 +120,13 @@ static void shm(void) {
 	size_t len = 8 << 20;
 	uint64_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	for (size_t i = 1; i < len / 8; i++) m[i] = i * 0x9e3779b97f4a7c15ULL;
+	size_t hlen = 1 << 20;
+	uint64_t *h = mmap(NULL, hlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	signal(SIGUSR1, onusr1);
 	if (fork() == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (size_t i = 0; i < hlen / 8; i++) h[i] = ~i;
+		madvise(h, hlen, MADV_DONTNEED); /* shared: the pages stay in the object */
 		for (;;) { m[0]++; msleep(20); }
 	}
 	uint64_t last = 0;
@@ -120,6 +135,8 @@ static void shm(void) {
 		int ok = m[0] > last;
 		last = m[0];
 		for (size_t i = 1; i < len / 8; i += 509) ok &= m[i] == i * 0x9e3779b97f4a7c15ULL;
+		if (usr1)
+			for (size_t i = 0; i < hlen / 8; i += 61) ok &= h[i] == ~i;
 		say(tick, ok);
 	}
 }
