@@ -59,6 +59,11 @@ type memCopier struct {
 	total   int64
 	stats   image.Stats
 	bufs    bufferPool
+
+	// objectRead holds, per shared memory object ("dev:inode"), the page
+	// offsets already read from it: a page mapped by several processes is
+	// copied once.
+	objectRead map[string]map[int64]bool
 }
 
 func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
@@ -211,6 +216,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			if object, idx, err = objectPages(pid, v); err != nil {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 			}
+			idx = m.firstReads(v, idx)
 		} else {
 			if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
@@ -411,7 +417,9 @@ func anonBytes(pids []int) int64 {
 			continue
 		}
 		kv := proc.KeyValues(b)
-		for _, k := range []string{"Anonymous", "Shmem", "SwapPss"} {
+		// Pss_Shmem: shared memory counts once over the processes that
+		// map it, as it is copied once (objectPages).
+		for _, k := range []string{"Anonymous", "Pss_Shmem", "SwapPss"} {
 			var kib int64
 			fmt.Sscanf(kv[k], "%d", &kib)
 			total += kib << 10
@@ -463,14 +471,42 @@ func objectPages(pid int, v *image.VMA) (*os.File, []uint32, error) {
 	return f, idx, nil
 }
 
+// firstReads drops from idx (pages of shared vma v) those another vma of
+// the same object had already read, and records the rest.
+func (m *memCopier) firstReads(v *image.VMA, idx []uint32) []uint32 {
+	if m.objectRead == nil {
+		m.objectRead = map[string]map[int64]bool{}
+	}
+	key := fmt.Sprintf("%s:%d", v.Dev, v.Inode)
+	seen := m.objectRead[key]
+	if seen == nil {
+		seen = map[int64]bool{}
+		m.objectRead[key] = seen
+	}
+	out := idx[:0]
+	for _, i := range idx {
+		off := int64(v.Offset) + int64(i)*image.PageSize
+		if !seen[off] {
+			seen[off] = true
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // readObjectPages reads the given pages of v from the shared memory object
-// it maps.
+// it maps, one read per run of adjacent pages.
 func readObjectPages(object *os.File, v *image.VMA, indices []uint32, buf []byte) error {
-	for i, idx := range indices {
-		off := int64(v.Offset) + int64(idx)*image.PageSize
-		if _, err := object.ReadAt(buf[i*image.PageSize:(i+1)*image.PageSize], off); err != nil {
+	for i := 0; i < len(indices); {
+		n := 1
+		for i+n < len(indices) && indices[i+n] == indices[i]+uint32(n) {
+			n++
+		}
+		off := int64(v.Offset) + int64(indices[i])*image.PageSize
+		if _, err := object.ReadAt(buf[i*image.PageSize:(i+n)*image.PageSize], off); err != nil {
 			return fmt.Errorf("read shared memory at %#x: %w", off, err)
 		}
+		i += n
 	}
 	return nil
 }
