@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -212,7 +211,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 		}
 		var idx []uint32
 		var object *os.File
-		if sharedAnon(v) {
+		if v.SharedAnon() {
 			if object, idx, err = objectPages(pid, v); err != nil {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 			}
@@ -426,13 +425,6 @@ func anonBytes(pids []int) int64 {
 		}
 	}
 	return total
-}
-
-// sharedAnon says whether v is MAP_SHARED|MAP_ANONYMOUS memory (a shmem
-// object of its own, "/dev/zero (deleted)"; memfds and SysV segments are
-// objects of the checkpoint, shm.go).
-func sharedAnon(v *image.VMA) bool {
-	return v.Kind == image.VMAShmem && v.Shared() && !strings.HasPrefix(v.Name, "/memfd:") && !strings.HasPrefix(v.Name, "/SYSV")
 }
 
 // objectPages opens the shared memory object v maps (map_files) and lists

@@ -261,6 +261,15 @@ func (v *VMA) Len() uint64 { return v.End - v.Start }
 // Shared reports a MAP_SHARED mapping.
 func (v *VMA) Shared() bool { return len(v.Perms) == 4 && v.Perms[3] == 's' }
 
+// SharedAnon says whether v maps MAP_SHARED|MAP_ANONYMOUS memory: a shmem
+// object of its own ("/dev/zero (deleted)"), not a memfd or SysV segment
+// (those are objects of the checkpoint). The dumper saves each page of
+// such an object once, in the first vma that maps it; Render shows every
+// vma of the object with all of its pages.
+func (v *VMA) SharedAnon() bool {
+	return v.Kind == VMAShmem && v.Shared() && !strings.HasPrefix(v.Name, "/memfd:") && !strings.HasPrefix(v.Name, "/SYSV")
+}
+
 // Prot returns the PROT_* bits of Perms.
 func (v *VMA) Prot() int {
 	p := 0

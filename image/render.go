@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -16,8 +17,9 @@ func Render(c *Checkpoint, src PageSource) *Dir {
 	root.Add("info", renderInfo(c))
 	root.Add("tree", renderPstree(c))
 	tasks := &Dir{}
+	shared := sharedAnonPages(c)
 	for _, t := range c.Tasks {
-		tasks.Add(strconv.Itoa(t.PID), renderTask(t, src))
+		tasks.Add(strconv.Itoa(t.PID), renderTask(withSharedPages(t, shared), src))
 	}
 	root.Add("tasks", tasks)
 	if len(c.Objects) > 0 {
@@ -372,4 +374,61 @@ func (p *PagesFile) DataRanges() [][2]int64 {
 		out = append(out, [2]int64{s, s + PageSize})
 	}
 	return out
+}
+
+// sharedAnonPages collects, per shared anonymous memory object ("dev:inode"),
+// the pages saved by any vma that maps it, by offset in the object.
+func sharedAnonPages(c *Checkpoint) map[string]map[uint64]Hash {
+	var out map[string]map[uint64]Hash
+	for _, t := range c.Tasks {
+		for _, v := range t.VMAs {
+			if !v.SharedAnon() || len(v.Pages) == 0 {
+				continue
+			}
+			if out == nil {
+				out = map[string]map[uint64]Hash{}
+			}
+			key := v.Dev + ":" + strconv.FormatUint(v.Inode, 10)
+			if out[key] == nil {
+				out[key] = map[uint64]Hash{}
+			}
+			for _, p := range v.Pages {
+				out[key][v.Offset+uint64(p.Index)*PageSize] = p.Hash
+			}
+		}
+	}
+	return out
+}
+
+// withSharedPages returns t, or a copy of it whose shared anonymous vmas
+// carry every page their object holds in their range, so that pages, pagemap
+// and core show what the process saw.
+func withSharedPages(t *Task, shared map[string]map[uint64]Hash) *Task {
+	if len(shared) == 0 {
+		return t
+	}
+	var vmas []*VMA
+	for i, v := range t.VMAs {
+		pages := shared[v.Dev+":"+strconv.FormatUint(v.Inode, 10)]
+		if !v.SharedAnon() || pages == nil {
+			continue
+		}
+		if vmas == nil {
+			vmas = slices.Clone(t.VMAs)
+		}
+		w := *v
+		w.Pages = nil
+		for idx := uint64(0); idx < v.Len()/PageSize; idx++ {
+			if h, ok := pages[v.Offset+idx*PageSize]; ok {
+				w.Pages = append(w.Pages, PageRef{Index: uint32(idx), Hash: h})
+			}
+		}
+		vmas[i] = &w
+	}
+	if vmas == nil {
+		return t
+	}
+	u := *t
+	u.VMAs = vmas
+	return &u
 }
