@@ -33,16 +33,7 @@ func TestRestoreTree(t *testing.T) {
 	}
 	dir := dumpKill(t, p)
 	waitGone(t, child)
-	root := restore(t, dir)
-	t.Cleanup(func() {
-		// The restored child is reparented to this test (a subreaper)
-		// once the root dies: reap both.
-		unix.Kill(child, unix.SIGKILL)
-		unix.Kill(root, unix.SIGKILL)
-		var ws unix.WaitStatus
-		unix.Wait4(root, &ws, 0, nil)
-		unix.Wait4(child, &ws, 0, nil)
-	})
+	root := restoreWithChild(t, dir, child)
 	p.waitTicks(t, 6)
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
 	s := string(b)
@@ -81,14 +72,7 @@ func TestRestorePipe(t *testing.T) {
 	for _, o := range c.Objects {
 		t.Logf("object %s %s: %d bytes in flight", o.ID, o.Kind, len(o.Data))
 	}
-	root := restore(t, dir)
-	t.Cleanup(func() {
-		unix.Kill(child, unix.SIGKILL)
-		unix.Kill(root, unix.SIGKILL)
-		var ws unix.WaitStatus
-		unix.Wait4(root, &ws, 0, nil)
-		unix.Wait4(child, &ws, 0, nil)
-	})
+	root := restoreWithChild(t, dir, child)
 	p.waitTicks(t, 5)
 	for _, l := range p.ticks() {
 		if !strings.HasSuffix(l, " ok") {
@@ -130,4 +114,20 @@ func startC(t *testing.T, name string) *program {
 		}
 	})
 	return p
+}
+
+// restoreWithChild restores dir, a parent and its child, and kills and
+// reaps both when the test ends: the restored child is reparented to this
+// test (a subreaper) once the root dies.
+func restoreWithChild(t *testing.T, dir string, child int) int {
+	t.Helper()
+	root := restore(t, dir)
+	t.Cleanup(func() {
+		unix.Kill(child, unix.SIGKILL)
+		unix.Kill(root, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(root, &ws, 0, nil)
+		unix.Wait4(child, &ws, 0, nil)
+	})
+	return root
 }
