@@ -99,7 +99,7 @@ func (r *restorer) fillShmem(fd int, key string) error {
 			if !isShmem(w) || shmemKey(w) != key {
 				continue
 			}
-			if err := readPages(image.PagesPath(r.dir, t.PID, w), w, done.filter(int64(w.Offset), pwrite)); err != nil {
+			if err := readPages(image.PagesPath(r.dir, t.PID, w), w, done, pwrite); err != nil {
 				return fmt.Errorf("task %d: vma %s: fill shared memory: %w", t.PID, w.DirName(), err)
 			}
 		}
@@ -110,35 +110,26 @@ func (r *restorer) fillShmem(fd int, key string) error {
 // pagesWritten is the set of pages (by index in the object) written.
 type pagesWritten map[int64]bool
 
-// filter returns a write for the pages of a vma at offset base of the
-// object that hands on to write the pages not written before.
-func (done pagesWritten) filter(base int64, write func(b []byte, off int64) error) func(b []byte, off int64) error {
-	return func(b []byte, off int64) error {
-		off += base
-		start := -1
-		flush := func(end int) error {
-			if start < 0 {
-				return nil
-			}
-			err := write(b[start:end], off+int64(start))
-			start = -1
-			return err
-		}
-		for i := 0; i < len(b); i += image.PageSize {
-			p := (off + int64(i)) / image.PageSize
+// pending returns the parts of ranges (byte ranges of a vma at offset base
+// of the object, page aligned) whose pages are not done, and marks them
+// done.
+func (done pagesWritten) pending(base int64, ranges [][2]int64) [][2]int64 {
+	var out [][2]int64
+	for _, r := range ranges {
+		for off := r[0]; off < r[1]; off += image.PageSize {
+			p := (base + off) / image.PageSize
 			if done[p] {
-				if err := flush(i); err != nil {
-					return err
-				}
 				continue
 			}
 			done[p] = true
-			if start < 0 {
-				start = i
+			if n := len(out); n > 0 && out[n-1][1] == off {
+				out[n-1][1] = min(off+image.PageSize, r[1])
+			} else {
+				out = append(out, [2]int64{off, min(off+image.PageSize, r[1])})
 			}
 		}
-		return flush(len(b))
 	}
+	return out
 }
 
 // shmemMapped is called when vma i of p is mapped: after the last

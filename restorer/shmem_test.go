@@ -109,3 +109,20 @@ func TestSysVSegment(t *testing.T) {
 		t.Fatalf("key of another segment: %v", err)
 	}
 }
+
+func TestPagesWrittenPending(t *testing.T) {
+	const P = image.PageSize
+	done := pagesWritten{}
+	// A vma at object offset 2 pages saved pages 0-2 (object pages 2-4).
+	if got := done.pending(2*P, [][2]int64{{0, 3 * P}}); fmt.Sprint(got) != fmt.Sprint([][2]int64{{0, 3 * P}}) {
+		t.Fatalf("first vma: %v", got)
+	}
+	// A vma at object offset 0 saved pages 1-5: only object pages 1, 5 remain.
+	got := done.pending(0, [][2]int64{{1 * P, 6 * P}})
+	if want := [][2]int64{{1 * P, 2 * P}, {5 * P, 6 * P}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("second vma: %v, want %v", got, want)
+	}
+	if got := done.pending(0, [][2]int64{{0, 6 * P}}); fmt.Sprint(got) != fmt.Sprint([][2]int64{{0, P}}) {
+		t.Fatalf("third vma: %v", got)
+	}
+}

@@ -215,7 +215,7 @@ func (r *restorer) fillSysV(s *sysvSeg, takeOver bool) error {
 			if !isSysV(v) || v.Inode != uint64(s.id) {
 				continue
 			}
-			if err := readPages(image.PagesPath(r.dir, t.PID, v), v, done.filter(int64(v.Offset), clip)); err != nil {
+			if err := readPages(image.PagesPath(r.dir, t.PID, v), v, done, clip); err != nil {
 				return fmt.Errorf("task %d: vma %s: %w", t.PID, v.DirName(), err)
 			}
 		}
@@ -223,9 +223,11 @@ func (r *restorer) fillSysV(s *sysvSeg, takeOver bool) error {
 	return nil
 }
 
-// readPages hands the data ranges of pages file path (of vma v) to write,
-// in chunks, with their offsets in the vma.
-func readPages(path string, v *image.VMA, write func(b []byte, off int64) error) error {
+// readPages hands write the saved pages of vma v (its pages file in the
+// checkpoint) that are not in done, by offset in the object v maps (v's
+// offset plus the offset in the vma), and adds them to done. Pages done
+// already, saved by another vma of the same object, are not read again.
+func readPages(path string, v *image.VMA, done pagesWritten, write func(b []byte, off int64) error) error {
 	rs, err := dataRanges(path, int64(v.Len()))
 	if err != nil || len(rs) == 0 {
 		return err
@@ -235,14 +237,15 @@ func readPages(path string, v *image.VMA, write func(b []byte, off int64) error)
 		return fmt.Errorf("checkpoint file %s: %w", path, pathErr(err))
 	}
 	defer f.Close()
+	base := int64(v.Offset)
 	buf := make([]byte, chunkSize)
-	for _, r := range rs {
+	for _, r := range done.pending(base, rs) {
 		for off := r[0]; off < r[1]; {
 			b := buf[:min(r[1]-off, chunkSize)]
 			if _, err := f.ReadAt(b, off); err != nil {
 				return fmt.Errorf("checkpoint file %s: %w", path, err)
 			}
-			if err := write(b, off); err != nil {
+			if err := write(b, base+off); err != nil {
 				return err
 			}
 			off += int64(len(b))
