@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
 // The end-to-end tests run the real ckptfs binary against real programs
@@ -239,13 +241,20 @@ func (p *program) checkHealthy(t testing.TB) {
 
 // running reports whether pid exists and is not a zombie or stopped.
 func running(pid int) (bool, string) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := stat(pid)
 	if err != nil {
 		return false, "gone"
 	}
-	s := string(b)
-	state := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])[0]
-	return state == "R" || state == "S" || state == "D", state
+	return st.State == "R" || st.State == "S" || st.State == "D", st.State
+}
+
+// stat reads /proc/<pid>/stat with the dumper's own parser.
+func stat(pid int) (proc.Stat, error) {
+	b, err := proc.Read(pid, "stat")
+	if err != nil {
+		return proc.Stat{}, err
+	}
+	return proc.ParseStat(b)
 }
 
 // waitGone waits until /proc/<pid> disappears (init here reaps late).

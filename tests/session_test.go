@@ -25,19 +25,11 @@ type sessionStat struct {
 
 func readSessionStat(t *testing.T, pid int) sessionStat {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := stat(pid)
 	if err != nil {
 		t.Fatalf("stat of %d: %v", pid, err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// f[0] is field 3 (state): pgrp is field 5, session 6, tty_nr 7, tpgid 8.
-	var st sessionStat
-	st.PGID, _ = strconv.Atoi(f[2])
-	st.SID, _ = strconv.Atoi(f[3])
-	st.TTYNr, _ = strconv.ParseUint(f[4], 10, 64)
-	st.TPGID, _ = strconv.Atoi(f[5])
-	return st
+	return sessionStat{PGID: st.PGID, SID: st.SID, TTYNr: st.TTYNr, TPGID: st.TPGID}
 }
 
 // TestRestoreProcessGroups restores a tree whose root leads its own session

@@ -16,12 +16,11 @@ import (
 
 // procState returns the state letter of /proc/<pid>/stat ("" if gone).
 func procState(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := stat(pid)
 	if err != nil {
 		return ""
 	}
-	s := string(b)
-	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])[0]
+	return st.State
 }
 
 // waitState waits until pid is in state want.
