@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/gob"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -33,17 +32,18 @@ func tableKey(id string, task, vma, chunk int) []byte {
 	return binary.BigEndian.AppendUint32(k, uint32(chunk))
 }
 
-// parseTableKey splits a page-table key into id, task, vma.
-func parseTableKey(k []byte) (id string, task, vma int, ok bool) {
+// parseTableKey splits a page-table key into id, task, vma, chunk.
+func parseTableKey(k []byte) (id string, task, vma, chunk int, ok bool) {
 	if !bytes.HasPrefix(k, []byte("t/")) || len(k) < 2+1+12 {
-		return "", 0, 0, false
+		return "", 0, 0, 0, false
 	}
 	rest := k[2:]
 	n := len(rest) - 12
 	if rest[n-1] != '/' {
-		return "", 0, 0, false
+		return "", 0, 0, 0, false
 	}
-	return string(rest[:n-1]), int(binary.BigEndian.Uint32(rest[n:])), int(binary.BigEndian.Uint32(rest[n+4:])), true
+	return string(rest[:n-1]), int(binary.BigEndian.Uint32(rest[n:])), int(binary.BigEndian.Uint32(rest[n+4:])),
+		int(binary.BigEndian.Uint32(rest[n+8:])), true
 }
 
 func encodeRefs(refs []image.PageRef) []byte {
@@ -74,31 +74,6 @@ func NewID(t time.Time) string {
 	var r [2]byte
 	rand.Read(r[:])
 	return t.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(r[:])
-}
-
-// stripPages returns a copy of c whose VMAs have no page tables.
-func stripPages(c *image.Checkpoint) *image.Checkpoint {
-	m := *c
-	m.Tasks = make([]*image.Task, len(c.Tasks))
-	for i, t := range c.Tasks {
-		tc := *t
-		tc.VMAs = make([]*image.VMA, len(t.VMAs))
-		for j, v := range t.VMAs {
-			vc := *v
-			vc.Pages = nil
-			tc.VMAs[j] = &vc
-		}
-		m.Tasks[i] = &tc
-	}
-	return &m
-}
-
-func gobBytes(v any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := gob.NewEncoder(&b).Encode(v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
 }
 
 // Commit writes checkpoint c: its page tables, then summary and manifest
@@ -136,13 +111,16 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 		c.ID = NewID(c.Time) // same second: another random suffix
 	}
 
+	mb, chunks, err := encodeManifest(c)
+	if err != nil {
+		return fmt.Errorf("commit %s: encode manifest: %w", c.ID, err)
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for ti, t := range c.Tasks {
-		for vi, v := range t.VMAs {
-			for ci := 0; ci*tableChunk < len(v.Pages); ci++ {
-				refs := v.Pages[ci*tableChunk : min(len(v.Pages), (ci+1)*tableChunk)]
-				if err := wb.Set(tableKey(c.ID, ti, vi, ci), encodeRefs(refs)); err != nil {
+	for ti, vmas := range chunks {
+		for vi, vchunks := range vmas {
+			for ci, ch := range vchunks {
+				if err := wb.Set(tableKey(c.ID, ti, vi, ci), ch); err != nil {
 					return fmt.Errorf("commit %s: page table: %w", c.ID, err)
 				}
 			}
@@ -154,27 +132,29 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 
 	sum := Summary{ID: c.ID, Name: c.Name, Time: c.Time, RootPID: c.RootPID, Tasks: len(c.Tasks),
 		MemoryBytes: c.MemoryBytes(), BytesAdded: c.Stats.BytesAdded}
-	sb, err := gobBytes(sum)
+	sb, err := encodeSummary(sum)
 	if err != nil {
 		return fmt.Errorf("commit %s: encode summary: %w", c.ID, err)
 	}
-	mb, err := gobBytes(stripPages(c))
-	if err != nil {
-		return fmt.Errorf("commit %s: encode manifest: %w", c.ID, err)
-	}
 	err = s.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Set(summaryKey(c.ID), sb); err != nil {
+		if err := s.markFormat(txn); err != nil {
 			return err
 		}
-		return txn.Set(manifestKey(c.ID), mb)
+		if err := txn.Set(summaryKey(c.ID), seal(kindSummary, summaryKey(c.ID), sb)); err != nil {
+			return err
+		}
+		return txn.Set(manifestKey(c.ID), seal(kindManifest, manifestKey(c.ID), mb))
 	})
 	if err != nil {
 		return fmt.Errorf("commit %s: manifest: %w", c.ID, err)
 	}
+	s.format.Store(StoreFormat)
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("commit %s: sync: %w", c.ID, err)
 	}
-	return nil
+	// Files Badger made meanwhile (value logs, tables) lose group and
+	// other bits even without the commands' umask of 077.
+	return privateFiles(s.dir)
 }
 
 // List returns the summaries of all checkpoints, oldest first.
@@ -185,11 +165,13 @@ func (s *Store) List() ([]Summary, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var sum Summary
-			err := it.Item().Value(func(v []byte) error {
-				return gob.NewDecoder(bytes.NewReader(v)).Decode(&sum)
+			key := it.Item().Key()
+			err := it.Item().Value(func(v []byte) (err error) {
+				sum, err = readSummary(key, v)
+				return err
 			})
 			if err != nil {
-				return fmt.Errorf("summary %s: %w", it.Item().Key()[2:], err)
+				return fmt.Errorf("summary %s: %w", key[2:], err)
 			}
 			list = append(list, sum)
 		}
@@ -252,26 +234,10 @@ func (s *Store) Load(ref string) (*image.Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := new(image.Checkpoint)
+	var c *image.Checkpoint
 	err = s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(manifestKey(id))
-		if err != nil {
-			return fmt.Errorf("manifest: %w", err)
-		}
-		err = it.Value(func(v []byte) error {
-			return gob.NewDecoder(bytes.NewReader(v)).Decode(c)
-		})
-		if err != nil {
-			return fmt.Errorf("decode manifest: %w", err)
-		}
-		return eachTable(txn, id, func(task, vma int, refs []byte) error {
-			if task >= len(c.Tasks) || vma >= len(c.Tasks[task].VMAs) {
-				return fmt.Errorf("page table for task %d vma %d: no such vma", task, vma)
-			}
-			v := c.Tasks[task].VMAs[vma]
-			v.Pages, err = decodeRefs(refs, v.Pages)
-			return err
-		})
+		c, err = loadCheckpoint(txn, id)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", id, err)
@@ -279,16 +245,17 @@ func (s *Store) Load(ref string) (*image.Checkpoint, error) {
 	return c, nil
 }
 
-// eachTable calls f for every page-table chunk of checkpoint id, in order.
-func eachTable(txn *badger.Txn, id string, f func(task, vma int, refs []byte) error) error {
+// eachTable calls f for every page-table chunk of checkpoint id, in key
+// (task, vma, chunk) order.
+func eachTable(txn *badger.Txn, id string, f func(task, vma, chunk int, refs []byte) error) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: tablePrefix(id), PrefetchValues: true, PrefetchSize: 16})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
-		_, task, vma, ok := parseTableKey(it.Item().Key())
+		_, task, vma, chunk, ok := parseTableKey(it.Item().Key())
 		if !ok {
 			return fmt.Errorf("bad page table key %q", it.Item().Key())
 		}
-		err := it.Item().Value(func(v []byte) error { return f(task, vma, v) })
+		err := it.Item().Value(func(v []byte) error { return f(task, vma, chunk, v) })
 		if err != nil {
 			return err
 		}

@@ -55,7 +55,7 @@ func (s *Store) GC() (GCResult, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			id, _, _, ok := parseTableKey(item.Key())
+			id, _, _, _, ok := parseTableKey(item.Key())
 			if !ok || !ids[id] {
 				orphans = append(orphans, item.KeyCopy(nil))
 				continue
@@ -128,7 +128,8 @@ func (s *Store) GC() (GCResult, error) {
 		}
 	}
 	res.DiskAfter = diskUsage(s.dir)
-	return res, nil
+	return res, privateFiles(s.dir) // the value logs GC rewrote
+
 }
 
 // reclaim makes Badger give the space of deleted keys back: flush the
@@ -218,6 +219,9 @@ func (s *Store) Verify() ([]string, error) {
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("checkpoint %s: %v", sum.ID, err))
 			continue
+		}
+		if c.Name != sum.Name || c.RootPID != sum.RootPID || len(c.Tasks) != sum.Tasks || c.MemoryBytes() != sum.MemoryBytes {
+			problems = append(problems, fmt.Sprintf("checkpoint %s: its summary (ls) does not match its manifest", sum.ID))
 		}
 		for _, t := range c.Tasks {
 			for _, v := range t.VMAs {

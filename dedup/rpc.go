@@ -78,7 +78,11 @@ func (v *service) PutPages(a PutArgs, added *int64) (err error) {
 	return err
 }
 
-func (v *service) Commit(c *image.Checkpoint, r *CommitReply) error {
+func (v *service) Commit(w *WireCheckpoint, r *CommitReply) error {
+	c, err := fromWire(w)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
 	if err := v.s.Commit(c); err != nil {
 		return err
 	}
@@ -93,12 +97,16 @@ func (v *service) List(_ int, list *[]Summary) (err error) {
 	return err
 }
 
-func (v *service) Load(id string, c *image.Checkpoint) error {
-	x, err := v.s.Load(id)
+func (v *service) Load(id string, w *WireCheckpoint) error {
+	c, err := v.s.Load(id)
 	if err != nil {
 		return err
 	}
-	*c = *x
+	x, err := toWire(c)
+	if err != nil {
+		return fmt.Errorf("load %s: %w", id, err)
+	}
+	*w = *x
 	return nil
 }
 
@@ -128,7 +136,10 @@ func (v *service) Stats(_ int, st *StoreStats) (err error) {
 
 // Serve serves the store to other processes on <dir>/ckptfs.sock (mode
 // 0600) until ctx is done. notify (may be nil) is called after every
-// successful Commit, Remove and GC of a client.
+// successful Commit, Remove and GC of a client. Only processes of the
+// store's owner and root are served, and only if they speak this
+// ProtocolVersion (see handshake.go); a refused connection is logged with
+// the function set by SetLogf (default: standard error).
 func (s *Store) Serve(ctx context.Context, notify func()) error {
 	if notify == nil {
 		notify = func() {}
@@ -182,6 +193,21 @@ func (s *Store) Serve(ctx context.Context, notify func()) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				mu.Lock()
+				delete(conns, conn)
+				mu.Unlock()
+			}()
+			uc, ok := conn.(*net.UnixConn)
+			if !ok {
+				conn.Close()
+				return
+			}
+			if err := serverHandshake(uc); err != nil {
+				s.logf("store %s: refused a connection: %v", s.dir, err)
+				conn.Close()
+				return
+			}
 			v := &service{s: s, notify: notify}
 			srv := rpc.NewServer()
 			if err := srv.RegisterName("Store", v); err != nil {
@@ -190,13 +216,22 @@ func (s *Store) Serve(ctx context.Context, notify func()) error {
 			}
 			srv.ServeConn(conn) // returns when the client hangs up
 			v.end()
-			mu.Lock()
-			delete(conns, conn)
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	return nil
+}
+
+// SetLogf sets where Serve reports refused connections (nil: standard
+// error).
+func (s *Store) SetLogf(f func(format string, args ...any)) { s.logfn.Store(&f) }
+
+func (s *Store) logf(format string, args ...any) {
+	if f := s.logfn.Load(); f != nil && *f != nil {
+		(*f)(format, args...)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "ckptfs: "+format+"\n", args...)
 }
 
 // withSocketAddr calls f with an address for dir/ckptfs.sock that fits in
@@ -222,14 +257,23 @@ type Client struct {
 	c   *rpc.Client
 }
 
-// Dial connects to the process serving the store in dir.
+// Dial connects to the process serving the store in dir. It refuses a
+// store directory of another user and a server that runs as another user
+// (other than root) or speaks another ProtocolVersion.
 func Dial(dir string) (*Client, error) {
-	var conn net.Conn
+	if err := checkOwner(dir); err != nil {
+		return nil, err
+	}
+	var conn *net.UnixConn
 	err := withSocketAddr(dir, func(addr string) (err error) {
-		conn, err = net.Dial("unix", addr)
+		conn, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: addr, Net: "unix"})
 		return err
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := clientHandshake(conn, dir); err != nil {
+		conn.Close()
 		return nil, err
 	}
 	return &Client{dir: dir, c: rpc.NewClient(conn)}, nil
@@ -251,6 +295,9 @@ func OpenRepo(dir string) (Repo, error) {
 		c, derr := Dial(dir)
 		if derr == nil {
 			return c, nil
+		}
+		if errors.Is(derr, ErrPeer) || errors.Is(derr, ErrProtocol) || errors.Is(derr, ErrNotOwner) {
+			return nil, derr
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("store %s is locked by %s and nobody serves it: %w", dir, describeOwner(dir), ErrLocked)
@@ -297,8 +344,12 @@ func (c *Client) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 }
 
 func (c *Client) Commit(cp *image.Checkpoint) error {
+	w, err := toWire(cp)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
 	var r CommitReply
-	if err := c.call("Commit", cp, &r); err != nil {
+	if err := c.call("Commit", w, &r); err != nil {
 		return err
 	}
 	cp.ID, cp.Time = r.ID, r.Time
@@ -312,9 +363,13 @@ func (c *Client) List() ([]Summary, error) {
 }
 
 func (c *Client) Load(id string) (*image.Checkpoint, error) {
-	cp := new(image.Checkpoint)
-	if err := c.call("Load", id, cp); err != nil {
+	var w WireCheckpoint
+	if err := c.call("Load", id, &w); err != nil {
 		return nil, err
+	}
+	cp, err := fromWire(&w)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", id, err)
 	}
 	return cp, nil
 }

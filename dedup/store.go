@@ -43,6 +43,11 @@ type Store struct {
 	// not run.
 	inflight atomic.Int64
 
+	// format is the store's format (see StoreFormat).
+	format atomic.Int32
+	// logfn receives Serve's reports (see SetLogf).
+	logfn atomic.Pointer[func(format string, args ...any)]
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -81,11 +86,9 @@ func Open(dir string) (*Store, error) {
 	if err := checkStoreDir(dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0700); err != nil {
-		return nil, fmt.Errorf("create store: %w", err)
-	}
-	if err := os.Chmod(dir, 0700); err != nil {
-		return nil, fmt.Errorf("chmod store: %w", err)
+	fresh, err := prepareStoreDir(dir)
+	if err != nil {
+		return nil, err
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -96,8 +99,19 @@ func Open(dir string) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	return &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch)}, nil
+	format, err := checkFormat(db, dir, fresh)
+	if err == nil {
+		err = privateFiles(dir) // and those Badger just made
+	}
+	if err != nil {
+		db.Close()
+		lock.Close()
+		return nil, err
+	}
+	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
+		pending: make(map[image.Hash]*putBatch)}
+	s.format.Store(int32(format))
+	return s, nil
 }
 
 // pages returns the page index, loading it on first use.

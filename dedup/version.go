@@ -1,0 +1,86 @@
+package dedup
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// StoreFormat is the newest store format this version reads and writes:
+//
+//	1  no version key; gob summaries and manifests (ckptfs before the key)
+//	2  key v/format; sealed JSON summaries and manifests whose hashes, and
+//	   the page-table hashes the manifests record, are checked on read
+//
+// docs/store-format.md describes both.
+const StoreFormat = 2
+
+// formatKey holds the store's format as ASCII decimal. A store without it
+// is of format 1.
+var formatKey = []byte("v/format")
+
+// ErrNewerStore says a store was written by a newer ckptfs.
+var ErrNewerStore = errors.New("store format is newer than this ckptfs")
+
+// readFormat returns the format of the open database db.
+func readFormat(db *badger.DB) (int, error) {
+	f := 1
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(formatKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n < 1 {
+				return fmt.Errorf("bad store format %q", v)
+			}
+			f = n
+			return nil
+		})
+	})
+	return f, err
+}
+
+// checkFormat reads the format of a store being opened. A new (empty)
+// store gets the current format at once; an older one keeps its format
+// until the first commit (so an older ckptfs can still read a store that
+// this one only read); a newer one is refused.
+func checkFormat(db *badger.DB, dir string, fresh bool) (int, error) {
+	if fresh {
+		err := db.Update(func(txn *badger.Txn) error {
+			return txn.Set(formatKey, []byte(strconv.Itoa(StoreFormat)))
+		})
+		if err != nil {
+			return 0, fmt.Errorf("store %s: write format: %w", dir, err)
+		}
+		return StoreFormat, nil
+	}
+	f, err := readFormat(db)
+	if err != nil {
+		return 0, fmt.Errorf("store %s: read format: %w", dir, err)
+	}
+	if f > StoreFormat {
+		return 0, fmt.Errorf("store %s has format %d; this ckptfs reads formats 1 to %d (use a newer ckptfs): %w",
+			dir, f, StoreFormat, ErrNewerStore)
+	}
+	return f, nil
+}
+
+// markFormat records, in the transaction of a commit, that the store now
+// holds a checkpoint of the current format; the commit calls
+// s.format.Store(StoreFormat) once the transaction is in.
+func (s *Store) markFormat(txn *badger.Txn) error {
+	if s.format.Load() >= StoreFormat {
+		return nil
+	}
+	return txn.Set(formatKey, []byte(strconv.Itoa(StoreFormat)))
+}
+
+// Format returns the store's format (see StoreFormat).
+func (s *Store) Format() int { return int(s.format.Load()) }
