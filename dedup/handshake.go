@@ -128,10 +128,13 @@ func clientHandshake(conn *net.UnixConn, dir string) error {
 		return fmt.Errorf("store %s: %w: its server runs as uid %d, not as uid %d or root: refusing to send it anything",
 			dir, ErrPeer, uid, os.Geteuid())
 	}
-	if _, err := fmt.Fprintf(conn, "%s%d\n", helloPrefix, ProtocolVersion); err != nil {
-		return fmt.Errorf("store %s: handshake: %w", dir, err)
-	}
+	// A server that refuses us may answer and hang up before our hello
+	// is written: its answer is still there to read.
+	_, werr := fmt.Fprintf(conn, "%s%d\n", helloPrefix, ProtocolVersion)
 	line, err := readLine(conn)
+	if err != nil && werr != nil {
+		return fmt.Errorf("store %s: handshake: %w", dir, werr)
+	}
 	if err != nil {
 		return fmt.Errorf("store %s: %w: the server did not answer the handshake (an older ckptfs serves it? run the same version): %v",
 			dir, ErrProtocol, err)
