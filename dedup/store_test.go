@@ -566,3 +566,28 @@ func TestServeLongPath(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestOpenExistingRepoCreatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := OpenExistingRepo(dir); !errors.Is(err, ErrNotStore) {
+		t.Fatalf("OpenExistingRepo of an empty directory: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("OpenExistingRepo left %d files in an empty directory", len(ents))
+	}
+	missing := filepath.Join(dir, "nope")
+	if _, err := OpenExistingRepo(missing); !errors.Is(err, ErrNotStore) {
+		t.Fatalf("OpenExistingRepo of a missing directory: %v", err)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Fatal("OpenExistingRepo created the missing directory")
+	}
+	s := openT(t)
+	dump(t, s, "a", []fakeVMA{{1, 0, 1}})
+	s.Close()
+	r, err := OpenExistingRepo(s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+}

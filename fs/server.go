@@ -67,6 +67,10 @@ func MountRepo(repo Repo, mountpoint string, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("mount: list checkpoints: %w", r.err)
 	}
 	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
+	// Private to the mounting user: never allow_other (nor allow_root),
+	// so the kernel refuses every process of another uid or gid before a
+	// request reaches us; the mount shows memory and environments of the
+	// dumped programs (docs/security.md, tests/storetrust_test.go).
 	fo := &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName:               "ckptfs",

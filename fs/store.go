@@ -34,6 +34,9 @@ func Mount(storeDir, mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Logf != nil {
+		s.SetLogf(opts.Logf) // refused socket clients
+	}
 	srv, err := MountRepo(s, mnt, opts)
 	if err != nil {
 		s.Close()

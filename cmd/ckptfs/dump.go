@@ -34,6 +34,10 @@ The last line printed is the checkpoint id.`,
 			}
 			_, statErr := os.Stat(store)
 			created := os.IsNotExist(statErr)
+			if err := announceNewStore(store); err != nil {
+				return err
+			}
+			privateUmask()
 			repo, err := dedup.OpenRepo(store)
 			if err != nil {
 				return err

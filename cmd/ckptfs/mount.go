@@ -51,7 +51,11 @@ The store is STORE, or -s/--store, or $CKPTFS_STORE.`,
 			if err := requireStore(store); err != nil {
 				return err
 			}
-			if daemon {
+			privateUmask()
+			// The daemon child is started with the same arguments (every
+			// spelling of --daemon included) and knows itself by the
+			// ready-pipe variable, not by its flags.
+			if daemon && !isDaemonChild() {
 				return mountDaemon()
 			}
 			return runMount(store, mnt, debug)
@@ -119,19 +123,21 @@ func readyPipe() *os.File {
 	return os.NewFile(uintptr(n), "ready")
 }
 
-// mountDaemon starts this command again without --daemon in a new session
-// and returns once it reports the mount up (or its error).
+// isDaemonChild reports whether this process is the background mount that
+// mountDaemon started (whatever its flags say).
+func isDaemonChild() bool { return os.Getenv(readyFDEnv) != "" }
+
+// mountDaemon starts this command again, with the same arguments, in a new
+// session, marked as the daemon child by readyFDEnv, and returns once it
+// reports the mount up (or its error). (Until this was so, the arguments
+// were filtered for "-d", "--daemon" and "--daemon=true", and any other
+// spelling — "-ds", "--daemon=1" — made every child start another.)
 func mountDaemon() error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	var args []string
-	for _, a := range os.Args[1:] {
-		if a != "--daemon" && a != "-d" && a != "--daemon=true" {
-			args = append(args, a)
-		}
-	}
+	args := os.Args[1:] // unchanged: the child knows it is one by readyFDEnv
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)

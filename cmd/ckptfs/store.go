@@ -14,15 +14,14 @@ func init() {
 }
 
 // withRepo opens the store (locally, or through the mount that owns it)
-// and runs f.
+// and runs f. A directory that is not a store is refused: these commands
+// never create one.
 func withRepo(dir string, f func(dedup.Repo) error) error {
 	if err := requireStore(dir); err != nil {
 		return err
 	}
-	if _, err := os.Stat(dir); os.IsNotExist(err) {
-		return fmt.Errorf("store %s does not exist", dir)
-	}
-	r, err := dedup.OpenRepo(dir)
+	privateUmask()
+	r, err := dedup.OpenExistingRepo(dir)
 	if err != nil {
 		return err
 	}
@@ -192,4 +191,17 @@ and vma that use it; the exit status is non-zero if there is any.`,
 	}
 	addStoreFlag(cmd, &dir)
 	return cmd
+}
+
+// announceNewStore says on stderr that dump is about to create a store in
+// dir (missing, or an empty directory), so that a mistyped -s shows.
+func announceNewStore(dir string) error {
+	ok, err := dedup.IsStore(dir)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		fmt.Fprintf(os.Stderr, "ckptfs: creating new store at %s\n", dir)
+	}
+	return nil
 }
