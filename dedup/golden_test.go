@@ -25,7 +25,7 @@ var writeGolden = flag.Bool("write-golden", false, "rewrite testdata/stores/*.js
 const goldenDir = "../testdata/stores"
 
 func TestGoldenStores(t *testing.T) {
-	for _, v := range []string{"v1"} {
+	for _, v := range []string{"v1", "v2"} {
 		t.Run(v, func(t *testing.T) {
 			src := filepath.Join(goldenDir, v)
 			if _, err := os.Stat(src); err != nil {
