@@ -3,10 +3,15 @@
 //
 // Layout (keys → values):
 //
+//	v/format                                store format (version.go; none: format 1)
 //	p/<hash 32 bytes>                       page content (PageSize bytes)
 //	t/<id>/<task u32><vma u32><chunk u32>   page table chunk: (index u32, hash) records
-//	s/<id>                                  Summary (gob)
-//	m/<id>                                  checkpoint model without page tables (gob)
+//	s/<id>                                  Summary (sealed JSON; format 1: gob)
+//	m/<id>                                  manifest: the checkpoint without page tables,
+//	                                        with the hash of each chunk (sealed JSON; format 1: gob)
+//
+// docs/store-format.md is the full description (manifest.go, envelope.go,
+// readmanifest.go implement it).
 //
 // A checkpoint is written pages first, then its page tables, then summary and
 // manifest in one transaction: the commit point. A crash mid-dump leaves only
