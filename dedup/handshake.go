@@ -148,7 +148,11 @@ func clientHandshake(conn *net.UnixConn, dir string) error {
 		return nil
 	}
 	if why, ok := strings.CutPrefix(answer, "refused: "); ok {
-		return fmt.Errorf("store %s: the server (protocol %s) refused us (protocol %d): %s: %w", dir, v, ProtocolVersion, why, ErrProtocol)
+		kind := ErrProtocol
+		if strings.HasPrefix(why, "uid ") {
+			kind = ErrPeer
+		}
+		return fmt.Errorf("store %s: the server (protocol %s) refused us (protocol %d): %s: %w", dir, v, ProtocolVersion, why, kind)
 	}
 	return fmt.Errorf("store %s: %w: the server speaks protocol %s, this ckptfs %d (run the same version)", dir, ErrProtocol, v, ProtocolVersion)
 }

@@ -167,8 +167,9 @@ func verifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify -s STORE",
 		Short: "Re-hash every page and check every checkpoint's references",
-		Long: `Read every stored page and check it against its hash, then check that every
-page every checkpoint references is present and sound. Each problem is
+		Long: `Read every stored page and check it against its hash, then check every
+checkpoint's manifest and page tables against their hashes and that every
+page it references is present and sound. Each problem is
 printed on a line of its own, naming the page hash and the checkpoint, task
 and vma that use it; the exit status is non-zero if there is any.`,
 		Args: cobra.NoArgs,
@@ -184,7 +185,7 @@ and vma that use it; the exit status is non-zero if there is any.`,
 				if len(problems) > 0 {
 					return fmt.Errorf("verify: %d problem(s) in store %s", len(problems), dir)
 				}
-				fmt.Println("ok: every page and every reference checked")
+				fmt.Println("ok: every page, manifest, page table and reference checked")
 				return nil
 			})
 		},
