@@ -157,8 +157,13 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	return privateFiles(s.dir)
 }
 
-// List returns the summaries of all checkpoints, oldest first.
-func (s *Store) List() ([]Summary, error) {
+// List returns the summaries of all checkpoints, oldest first. A damaged
+// summary fails it.
+func (s *Store) List() ([]Summary, error) { return s.list(nil) }
+
+// list returns the sound summaries, oldest first. A damaged one is passed
+// to onBad (by id) if that is not nil, and fails the list otherwise.
+func (s *Store) list(onBad func(id string, err error)) ([]Summary, error) {
 	var list []Summary
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("s/"), PrefetchValues: true, PrefetchSize: 64})
@@ -168,8 +173,15 @@ func (s *Store) List() ([]Summary, error) {
 			key := it.Item().Key()
 			err := it.Item().Value(func(v []byte) (err error) {
 				sum, err = readSummary(key, v)
+				if err == nil && sum.ID != string(key[2:]) {
+					err = fmt.Errorf("%w: it names checkpoint %q", ErrCorrupt, sum.ID)
+				}
 				return err
 			})
+			if err != nil && onBad != nil {
+				onBad(string(key[2:]), err)
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("summary %s: %w", key[2:], err)
 			}
@@ -234,8 +246,13 @@ func (s *Store) Load(ref string) (*image.Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.loadID(id)
+}
+
+// loadID is Load of an exact id.
+func (s *Store) loadID(id string) (*image.Checkpoint, error) {
 	var c *image.Checkpoint
-	err = s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn *badger.Txn) (err error) {
 		c, err = loadCheckpoint(txn, id)
 		return err
 	})

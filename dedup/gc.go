@@ -210,18 +210,49 @@ func (s *Store) Verify() ([]string, error) {
 	}
 	referenced := make(map[image.Hash]bool)
 
-	list, err := s.List()
+	badSummary := make(map[string]bool)
+	list, err := s.list(func(id string, err error) {
+		badSummary[id] = true
+		problems = append(problems, fmt.Sprintf("checkpoint %s: summary: %v", id, err))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	for _, sum := range list {
-		c, err := s.Load(sum.ID)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("checkpoint %s: %v", sum.ID, err))
+	var live map[string]bool
+	if err := s.db.View(func(txn *badger.Txn) error { live = liveIDs(txn); return nil }); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	sums := make(map[string]*Summary)
+	var ids []string
+	for i := range list {
+		sums[list[i].ID] = &list[i]
+		ids = append(ids, list[i].ID)
+	}
+	var unlisted []string // live checkpoints without a sound summary
+	for id := range live {
+		if sums[id] == nil {
+			unlisted = append(unlisted, id)
+		}
+	}
+	sort.Strings(unlisted)
+	for _, id := range unlisted {
+		if !badSummary[id] {
+			problems = append(problems, fmt.Sprintf("checkpoint %s: it has a manifest but no summary (ls does not show it)", id))
+		}
+	}
+	for _, id := range append(ids, unlisted...) {
+		if !live[id] {
+			problems = append(problems, fmt.Sprintf("checkpoint %s: listed, but it has no manifest", id))
 			continue
 		}
-		if c.Name != sum.Name || c.RootPID != sum.RootPID || len(c.Tasks) != sum.Tasks || c.MemoryBytes() != sum.MemoryBytes {
-			problems = append(problems, fmt.Sprintf("checkpoint %s: its summary (ls) does not match its manifest", sum.ID))
+		c, err := s.loadID(id)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("checkpoint %s: %v", id, err))
+			continue
+		}
+		if sum := sums[id]; sum != nil && (c.Name != sum.Name || c.RootPID != sum.RootPID ||
+			len(c.Tasks) != sum.Tasks || c.MemoryBytes() != sum.MemoryBytes) {
+			problems = append(problems, fmt.Sprintf("checkpoint %s: its summary (ls) does not match its manifest", id))
 		}
 		for _, t := range c.Tasks {
 			for _, v := range t.VMAs {

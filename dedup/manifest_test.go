@@ -256,3 +256,30 @@ func TestFormat1StoreUpgradesOnCommit(t *testing.T) {
 		t.Fatalf("verify: %v %q", err, p)
 	}
 }
+
+func TestSummaryDamageCaught(t *testing.T) {
+	s := openT(t)
+	a := dump(t, s, "a", []fakeVMA{{1, 0, 3}})
+	b := dump(t, s, "b", []fakeVMA{{2, 0, 3}})
+	v := rawValue(t, s, summaryKey(a.ID))
+	v = bytes.Replace(v, []byte(`"name":"a"`), []byte(`"name":"z"`), 1)
+	setRaw(t, s, summaryKey(a.ID), v)
+	if _, err := s.List(); err == nil || !strings.Contains(err.Error(), "hash mismatch") {
+		t.Fatalf("List with a damaged summary: %v", err)
+	}
+	problems, err := s.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(problems, "\n")
+	if len(problems) != 1 || !strings.Contains(all, a.ID) || !strings.Contains(all, "summary") {
+		t.Fatalf("verify of a damaged summary: %q", problems)
+	}
+	// The other checkpoint is still checked: a damaged page of b shows.
+	if err := s.deleteKeys([][]byte{pageKey(b.Tasks[0].VMAs[0].Pages[0].Hash)}); err != nil {
+		t.Fatal(err)
+	}
+	if problems, _ = s.Verify(); len(problems) != 2 || !strings.Contains(strings.Join(problems, "\n"), b.ID) {
+		t.Fatalf("verify after a page of b went: %q", problems)
+	}
+}
