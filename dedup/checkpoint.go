@@ -153,8 +153,12 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 		return fmt.Errorf("commit %s: sync: %w", c.ID, err)
 	}
 	// Files Badger made meanwhile (value logs, tables) lose group and
-	// other bits even without the commands' umask of 077.
-	return privateFiles(s.dir)
+	// other bits even without the commands' umask of 077. The checkpoint
+	// is in: a failure here is reported, not the commit's.
+	if err := privateFiles(s.dir); err != nil {
+		s.logf("%v", err)
+	}
+	return nil
 }
 
 // List returns the summaries of all checkpoints, oldest first. A damaged

@@ -128,7 +128,10 @@ func (s *Store) GC() (GCResult, error) {
 		}
 	}
 	res.DiskAfter = diskUsage(s.dir)
-	return res, privateFiles(s.dir) // the value logs GC rewrote
+	if err := privateFiles(s.dir); err != nil { // the value logs GC rewrote
+		s.logf("%v", err)
+	}
+	return res, nil
 
 }
 
