@@ -255,12 +255,13 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 				}
 				files[key] = fd
 			} else if !ok {
-				path, err := p.cstr(0, v.Name)
+				// Opened by the restorer as the task (preopen.go).
+				own, err := p.r.files.mappedFile(p.t, v)
 				if err != nil {
 					return err
 				}
-				if fd, err = p.sys(p.pid, unix.SYS_OPENAT, atFDCWD, path, mode|unix.O_CLOEXEC, 0); err != nil {
-					return fmt.Errorf("vma %s: open %s: %w", v.DirName(), v.Name, err)
+				if fd, err = p.taskFD(own); err != nil {
+					return fmt.Errorf("vma %s: install %s: %w", v.DirName(), v.Name, err)
 				}
 				files[key] = fd
 			}
@@ -337,13 +338,13 @@ func (p *target) protectVMAs(ranges map[*image.VMA][][2]int64) error {
 // setMM restores the mm fields, auxv and exe link with PR_SET_MM_MAP.
 func (p *target) setMM() error {
 	t := p.t
-	exe, err := p.cstr(0, t.Exe)
+	own, err := p.r.files.exe(t) // opened as the task (preopen.go)
 	if err != nil {
 		return err
 	}
-	exeFD, err := p.sys(p.pid, unix.SYS_OPENAT, atFDCWD, exe, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	exeFD, err := p.taskFD(own)
 	if err != nil {
-		return fmt.Errorf("open executable %s: %w", t.Exe, err)
+		return fmt.Errorf("install executable %s: %w", t.Exe, err)
 	}
 	defer p.sys(p.pid, unix.SYS_CLOSE, exeFD)
 	auxv := trimAuxv(t.Auxv)
