@@ -52,7 +52,7 @@ type usock struct {
 	msgs       []umsg
 	owner      *image.Task // binds, connects, sends as this task (taskcreds.go)
 	fd         int         // the restorer's socket, -1 until made
-	partner    int // where to write this socket's queued bytes (stream, seqpacket pairs)
+	partner    int         // where to write this socket's queued bytes (stream, seqpacket pairs)
 }
 
 type umsg struct {
