@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
@@ -60,8 +63,45 @@ func preflight(c *image.Checkpoint, own map[int]string, shellJob bool) error {
 		if err := canonical(t.Exe); err != nil {
 			return fmt.Errorf("task %d: executable: %w", t.PID, err)
 		}
+		if err := canonical(t.Cwd); err != nil {
+			return fmt.Errorf("task %d: cwd: %w", t.PID, err)
+		}
+		if err := checkRoot(t); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// checkRoot refuses to chroot a task that is not root into a directory
+// another user could write to: every component of its recorded root must be
+// a root-owned directory (not a symlink) that only root may write to, the
+// rule of OpenSSH's ChrootDirectory. Elsewhere the task could run a
+// set-user-ID program (hard-linked there) with files of that user's choosing
+// as its /etc; a task of uid 0 could chroot itself anywhere anyway.
+func checkRoot(t *image.Task) error {
+	if t.Root == "" || t.Root == "/" {
+		return nil
+	}
+	if err := canonical(t.Root); err != nil {
+		return fmt.Errorf("task %d: root: %w", t.PID, err)
+	}
+	if t.Creds.UID == [4]int{} {
+		return nil
+	}
+	for p := t.Root; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return fmt.Errorf("task %d: root %s: %s: %w", t.PID, t.Root, p, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 || st.Mode&0o022 != 0 {
+			return fmt.Errorf("task %d: root %s: %s is not a directory owned by root and writable only by root (mode %o, owner %d): a task of uid %d is not chrooted where another user could put files",
+				t.PID, t.Root, p, st.Mode, st.Uid, t.Creds.UID[1])
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 // idFree says who holds pid n, if anybody does.

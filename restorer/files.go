@@ -21,6 +21,7 @@ type files struct {
 	objs   map[string]int // object id (or "id/end") -> restorer fd
 	mapped map[string]int // mapped file (mapKey) -> restorer fd
 	exes   map[int]int    // task pid -> restorer fd on its executable
+	cwds   map[int]int    // task pid -> restorer O_PATH fd on its cwd
 	own    map[int]string // the restorer's fds at start (ownFDs)
 	open   []int          // fds to close when done
 	creds  credThreads    // threads with the tasks' credentials (taskcreds.go)
@@ -28,7 +29,7 @@ type files struct {
 
 func newFiles(own map[int]string) *files {
 	return &files{byKey: map[string]int{}, objs: map[string]int{}, mapped: map[string]int{},
-		exes: map[int]int{}, own: own, creds: credThreads{}}
+		exes: map[int]int{}, cwds: map[int]int{}, own: own, creds: credThreads{}}
 }
 
 func (fs *files) close() {

@@ -17,7 +17,8 @@ import (
 // file and every executable. A file the task's uid could not open now (a
 // file swapped for a symlink to a root-only file, an edited path) is
 // refused here, and the sizes are checked on what was opened, not on a
-// path that could change in between.
+// path that could change in between. The cwd is resolved as the task too
+// (O_PATH), and the task is moved there with fchdir.
 func (fs *files) preopen(c *image.Checkpoint) error {
 	for _, holders := range fdOpenOrder(c, fs.own) {
 		if err := fs.preopenFD(c, holders); err != nil {
@@ -47,8 +48,24 @@ func (fs *files) preopen(c *image.Checkpoint) error {
 		if _, err := fs.exe(t); err != nil {
 			return err
 		}
+		if _, err := fs.cwd(t); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// cwd returns the restorer's O_PATH fd on task t's cwd, resolved as t.
+func (fs *files) cwd(t *image.Task) (int, error) {
+	if fd, ok := fs.cwds[t.PID]; ok {
+		return fd, nil
+	}
+	fd, err := fs.openAs(t, t.Cwd, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return -1, fmt.Errorf("task %d: cwd: %w", t.PID, err)
+	}
+	fs.cwds[t.PID] = fs.keep(fd)
+	return fd, nil
 }
 
 type taskFD struct {

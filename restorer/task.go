@@ -401,18 +401,26 @@ func (p *target) setLimits() error {
 	return nil
 }
 
-// setProcessState restores cwd, root, umask, session and process group.
+// setProcessState restores cwd (the directory the restorer resolved as
+// the task, preopen.go), root, umask, session and process group.
 func (p *target) setProcessState() error {
 	t := p.t
-	path, err := p.cstr(0, t.Cwd)
+	own, err := p.r.files.cwd(t)
 	if err != nil {
 		return err
 	}
-	if _, err := p.sys(p.pid, unix.SYS_CHDIR, path); err != nil {
+	cwd, err := p.taskFD(own)
+	if err != nil {
+		return fmt.Errorf("cwd %s: %w", t.Cwd, err)
+	}
+	_, err = p.sys(p.pid, unix.SYS_FCHDIR, cwd)
+	p.sys(p.pid, unix.SYS_CLOSE, cwd)
+	if err != nil {
 		return fmt.Errorf("cwd %s: %w", t.Cwd, err)
 	}
 	if t.Root != "" && t.Root != "/" {
-		if path, err = p.cstr(0, t.Root); err != nil {
+		path, err := p.cstr(0, t.Root)
+		if err != nil {
 			return err
 		}
 		if _, err := p.sys(p.pid, unix.SYS_CHROOT, path); err != nil {

@@ -60,9 +60,11 @@ func (ct credThreads) close() {
 // openAs opens path (absolute, as /proc showed it to the dumper) as task t:
 // with its credentials, with openat2 and RESOLVE_NO_MAGICLINKS (a
 // /proc/<pid>/fd link or the like in the path would be the restorer's),
-// and for a task whose root is not "/", resolved in that root
-// (RESOLVE_IN_ROOT: "..", absolute symlinks stay inside it). The error
-// says who opened what: "open /tmp/x as uid 65534: permission denied".
+// and for a path inside the root of a task whose root is not "/", resolved
+// in that root (RESOLVE_IN_ROOT: "..", absolute symlinks the chrooted task
+// may have planted stay inside it). A path outside its root (a file it
+// opened before chroot, its exe) is resolved from "/". The error says who
+// opened what: "open /tmp/x as uid 65534: permission denied".
 func (fs *files) openAs(t *image.Task, path string, flags int, mode uint32) (int, error) {
 	fd := -1
 	err := fs.creds.as(t, func() error {
@@ -76,17 +78,17 @@ func (fs *files) openAs(t *image.Task, path string, flags int, mode uint32) (int
 	return fd, nil
 }
 
-// openInRoot opens path with openat2 beneath root (none if "" or "/").
+// openInRoot opens path with openat2, in root if path is beneath it.
 func openInRoot(root, path string, flags int, mode uint32) (int, error) {
 	if err := canonical(path); err != nil {
 		return -1, err
 	}
 	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: unix.RESOLVE_NO_MAGICLINKS}
 	dirfd := unix.AT_FDCWD
-	if root != "" && root != "/" {
-		rel, ok := strings.CutPrefix(path, root+"/")
-		if !ok {
-			return -1, fmt.Errorf("%s is outside the task's root %s", path, root)
+	if root != "" && root != "/" && (path == root || strings.HasPrefix(path, root+"/")) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(path, root), "/")
+		if rel == "" {
+			rel = "."
 		}
 		rfd, err := openat2(unix.AT_FDCWD, root, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
 		if err != nil {

@@ -1,0 +1,105 @@
+package restorer
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+)
+
+// TestOpenInRoot: paths inside a recorded root resolve inside it (an
+// absolute symlink there does not lead out), magic links are refused,
+// paths that /proc would not show are refused.
+func TestOpenInRoot(t *testing.T) {
+	jail := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(jail, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(jail, "etc", "passwd"), []byte("jail's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(jail, "link")); err != nil {
+		t.Fatal(err)
+	}
+	read := func(root, path string) (string, error) {
+		fd, err := openInRoot(root, path, unix.O_RDONLY, 0)
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		b := make([]byte, 64)
+		n, _ := unix.Read(fd, b)
+		return string(b[:n]), nil
+	}
+	if got, err := read(jail, filepath.Join(jail, "link")); err != nil || got != "jail's" {
+		t.Errorf("symlink to /etc/passwd inside the root: %q %v, want the root's own /etc/passwd", got, err)
+	}
+	if got, err := read("/", filepath.Join(jail, "link")); err != nil || got == "jail's" {
+		t.Errorf("the same symlink with root /: %q %v", got, err)
+	}
+	// Outside its root (opened before chroot): resolved from /.
+	if _, err := read(jail, "/etc/hostname"); err != nil && !errors.Is(err, unix.ENOENT) {
+		t.Errorf("a path outside the root: %v", err)
+	}
+	fd, err := unix.Open(jail, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := read("/", "/proc/self/fd/"+strconv.Itoa(fd)+"/etc/passwd"); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("through /proc/self/fd: %v, want ELOOP", err)
+	}
+	for _, bad := range []string{"/tmp/../etc/passwd", "etc/passwd", "/etc//passwd", "/etc/./passwd", ""} {
+		if _, err := read("/", bad); err == nil || !strings.Contains(err.Error(), "is not absolute and clean") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+// TestOpenAsNobody: the open error names the uid and the path; a task of
+// uid 0 opens a root-only file.
+func TestOpenAsNobody(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: takes uid 65534's file system credentials")
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := newFiles(nil)
+	defer fs.close()
+	nobody := &image.Task{PID: 1234, Root: "/", Creds: image.Creds{UID: [4]int{65534, 65534, 65534, 65534}, GID: [4]int{65534, 65534, 65534, 65534}}}
+	_, err := fs.openAs(nobody, secret, unix.O_RDONLY, 0)
+	if want := "open " + secret + " as uid 65534: permission denied"; err == nil || err.Error() != want {
+		t.Errorf("open as 65534: %v, want %q", err, want)
+	}
+	root := &image.Task{PID: 1, Root: "/"}
+	fd, err := fs.openAs(root, secret, unix.O_RDONLY, 0)
+	if err != nil {
+		t.Errorf("open as 0: %v", err)
+	} else {
+		unix.Close(fd)
+	}
+}
+
+// TestCheckRoot: a non-root task is chrooted only into directories that
+// only root can write to.
+func TestCheckRoot(t *testing.T) {
+	dir := t.TempDir() // under /tmp: writable by everyone
+	user := image.Creds{UID: [4]int{1000, 1000, 1000, 1000}}
+	if err := checkRoot(&image.Task{PID: 5, Root: dir, Creds: user}); err == nil || !strings.Contains(err.Error(), "is not a directory owned by root and writable only by root") {
+		t.Errorf("root under /tmp for uid 1000: %v", err)
+	}
+	if err := checkRoot(&image.Task{PID: 5, Root: dir}); err != nil {
+		t.Errorf("uid 0: %v", err)
+	}
+	if err := checkRoot(&image.Task{PID: 5, Root: "/usr", Creds: user}); err != nil {
+		t.Errorf("/usr for uid 1000: %v", err)
+	}
+}
