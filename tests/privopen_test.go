@@ -58,6 +58,11 @@ func must(t *testing.T, err error) {
 // supplementary groups, its output in a file of its own.
 func startNobody(t *testing.T, d privDirs) *program {
 	t.Helper()
+	return startNobodyExe(t, d, buildProg(t, "privopen"))
+}
+
+func startNobodyExe(t *testing.T, d privDirs, exe string) *program {
+	t.Helper()
 	out := filepath.Join(d.own, "out")
 	f, err := os.Create(out)
 	if err != nil {
@@ -67,7 +72,7 @@ func startNobody(t *testing.T, d privDirs) *program {
 	must(t, f.Chown(nobody, nobody))
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	cmd := exec.Command(buildProg(t, "privopen"), d.file, d.sock)
+	cmd := exec.Command(exe, d.file, d.sock)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true,
 		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
@@ -261,4 +266,48 @@ func TestRestoreAsRootKeepsUID(t *testing.T) {
 	}
 	p.waitTicks(t, 1)
 	p.checkHealthy(t)
+}
+
+// TestRestoreSetuidExeGivesNothing: a uid-65534 program whose executable
+// is made set-user-ID and set-group-ID root, with file capabilities, between
+// dump and restore comes back with exactly its recorded credentials: the
+// restorer never execs the tree's executable (the stub is its own memfd
+// program) and the exe link grants nothing.
+func TestRestoreSetuidExeGivesNothing(t *testing.T) {
+	d := newPrivDirs(t)
+	exe := filepath.Join(d.base, "privopen-exe")
+	b, err := os.ReadFile(buildProg(t, "privopen"))
+	must(t, err)
+	must(t, os.WriteFile(exe, b, 0o755))
+	p := startNobodyExe(t, d, exe)
+	dir, pids := dumpKill(t, p.Pid)
+	p.kill()
+	must(t, os.Chmod(exe, 0o755|os.ModeSetuid|os.ModeSetgid))
+	if out, err := exec.Command("setcap", "cap_sys_admin,cap_dac_override+eip", exe).CombinedOutput(); err != nil {
+		t.Logf("setcap (file capabilities not tested): %v %s", err, out)
+	}
+	must(t, os.Chmod(exe, 0o755|os.ModeSetuid|os.ModeSetgid)) // setcap clears set-user-ID
+	restoreFrom(t, dir, pids)
+	p.Pid = pids[0]
+	p.waitTicks(t, 2)
+	p.checkHealthy(t)
+	if l, _ := os.Readlink("/proc/" + itoa(p.Pid) + "/exe"); l != exe {
+		t.Errorf("exe -> %s, want %s", l, exe)
+	}
+	status, err := os.ReadFile("/proc/" + itoa(p.Pid) + "/status")
+	must(t, err)
+	for _, l := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		v = strings.Join(strings.Fields(v), " ")
+		switch k {
+		case "Uid", "Gid":
+			if v != "65534 65534 65534 65534" {
+				t.Errorf("restored %s: %s", k, v)
+			}
+		case "CapInh", "CapPrm", "CapEff", "CapAmb":
+			if v != "0000000000000000" {
+				t.Errorf("restored %s: %s", k, v)
+			}
+		}
+	}
 }
