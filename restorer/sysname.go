@@ -19,7 +19,7 @@ var sysNames = map[uintptr]string{
 	unix.SYS_SIGNALFD4: "signalfd4", unix.SYS_TIMERFD_CREATE: "timerfd_create",
 	unix.SYS_TIMERFD_SETTIME: "timerfd_settime", unix.SYS_PIDFD_OPEN: "pidfd_open",
 	unix.SYS_PIDFD_GETFD: "pidfd_getfd", unix.SYS_FCNTL: "fcntl", unix.SYS_USERFAULTFD: "userfaultfd",
-	unix.SYS_IOCTL: "ioctl",
+	unix.SYS_IOCTL: "ioctl", unix.SYS_LISTEN: "listen",
 }
 
 func sysName(nr uintptr) string {

@@ -121,6 +121,9 @@ func (r *restorer) restoreTask(p *target) error {
 			return err
 		}
 	}
+	if err := p.relisten(); err != nil { // unixsock.go: SO_PEERCRED
+		return err
+	}
 	r.logf("task %d: %d threads", p.pid, len(t.Threads))
 	return r.failpoint("threads")
 }

@@ -727,3 +727,29 @@ func writeAll(fd int, data []byte) error {
 	}
 	return nil
 }
+
+// relisten calls listen again, from the task and once its credentials are
+// set, on each listening unix socket it is the first holder of: listen
+// records the caller's pid and credentials, which SO_PEERCRED gives every
+// client that connects later, and the restorer's own listen recorded root
+// and the restorer's pid. (Sockets connected during the rebuild keep the
+// restorer's pid and credentials as their peer's.)
+func (p *target) relisten() error {
+	if p.t.FilesOf != 0 {
+		return nil // the table's owner holds them
+	}
+	for _, f := range p.t.FDs {
+		o := p.r.c.Object(f.Object)
+		if f.Object == "" || o == nil || o.Kind != image.ObjUnixSocket || o.InfoValue("state") != strconv.Itoa(unixListen) {
+			continue
+		}
+		if h := objectHolder(p.r.c, o.ID); h != p.t {
+			continue
+		}
+		backlog, _ := strconv.Atoi(o.InfoValue("backlog"))
+		if _, err := p.sys(p.pid, unix.SYS_LISTEN, uint64(f.Num), uint64(backlog)); err != nil {
+			return fmt.Errorf("fd %d: listen again as the task: %w", f.Num, err)
+		}
+	}
+	return nil
+}

@@ -263,6 +263,11 @@ func TestRestoreAsRootKeepsUID(t *testing.T) {
 	defer unix.Close(fd)
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: d.sock}); err != nil {
 		t.Errorf("connect to the restored listener %s: %v", d.sock, err)
+	} else if cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err != nil {
+		t.Error(err)
+	} else if cred.Uid != nobody || cred.Gid != nobody || int(cred.Pid) != p.Pid {
+		// The listener's credentials are the task's, not the restorer's.
+		t.Errorf("SO_PEERCRED of the restored listener: pid %d uid %d gid %d, want %d 65534 65534", cred.Pid, cred.Uid, cred.Gid, p.Pid)
 	}
 	p.waitTicks(t, 1)
 	p.checkHealthy(t)
