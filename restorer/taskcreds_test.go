@@ -103,3 +103,27 @@ func TestCheckRoot(t *testing.T) {
 		t.Errorf("/usr for uid 1000: %v", err)
 	}
 }
+
+// TestSysVTakeOverOwner: an existing segment is taken over only for tasks
+// that own or created it, or are root.
+func TestSysVTakeOverOwner(t *testing.T) {
+	ds := &unix.SysvShmDesc{Segsz: 4096}
+	ds.Perm.Key, ds.Perm.Uid, ds.Perm.Cuid = 7, 1000, 1000
+	task := func(uid int) *image.Task {
+		return &image.Task{PID: 9, Creds: image.Creds{UID: [4]int{uid, uid, uid, uid}}}
+	}
+	s := &sysvSeg{id: 3, key: 7, size: 4096}
+	for _, tc := range []struct {
+		uid int
+		ok  bool
+	}{{1000, true}, {0, true}, {65534, false}} {
+		s.users = []*image.Task{task(tc.uid)}
+		err := s.takeOver(ds)
+		if tc.ok != (err == nil) {
+			t.Errorf("uid %d: %v", tc.uid, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "shmid 3 exists, owned by uid 1000: task 9 (uid 65534) may not take it over") {
+			t.Errorf("message: %v", err)
+		}
+	}
+}
