@@ -127,3 +127,46 @@ func TestSysVTakeOverOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestFIFOAsTask: a named FIFO is opened only if every fd on it could be
+// opened, with its access mode, by its own task: a root-owned 0644 FIFO
+// is fine for a uid-65534 reader, refused for a uid-65534 writer.
+func TestFIFOAsTask(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: takes uid 65534's file system credentials")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil { // t.TempDir's parent is 0700
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nobody := image.Creds{UID: [4]int{65534, 65534, 65534, 65534}, GID: [4]int{65534, 65534, 65534, 65534}}
+	for _, tc := range []struct {
+		flags uint32
+		want  string
+	}{
+		{unix.O_RDONLY, ""},
+		{unix.O_WRONLY, "task 8 fd 5: named FIFO " + path + " as uid 65534: permission denied"},
+	} {
+		o := &image.Object{ID: "pipe-1", Kind: image.ObjPipe}
+		c := &image.Checkpoint{Objects: []*image.Object{o}, Tasks: []*image.Task{
+			{PID: 7, FDs: []*image.FD{{Num: 4, Kind: image.FDPipe, Path: path, Object: o.ID, Flags: unix.O_RDWR}}},
+			{PID: 8, Creds: nobody, FDs: []*image.FD{{Num: 5, Kind: image.FDPipe, Path: path, Object: o.ID, Flags: tc.flags}}},
+		}}
+		fs := newFiles(nil)
+		_, err := fs.pipe(c, o)
+		fs.close()
+		if tc.want == "" && err != nil {
+			t.Errorf("flags %o: %v", tc.flags, err)
+		}
+		if tc.want != "" && (err == nil || err.Error() != tc.want) {
+			t.Errorf("flags %o: %v, want %q", tc.flags, err, tc.want)
+		}
+	}
+}
