@@ -1,7 +1,6 @@
 package dumper
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -67,7 +66,7 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		ArgStart:   st.ArgStart, ArgEnd: st.ArgEnd,
 		EnvStart: st.EnvStart, EnvEnd: st.EnvEnd,
 	}
-	if t.Limits, err = collectLimits(pid); err != nil {
+	if t.Limits, err = readLimits(pid); err != nil {
 		return nil, err
 	}
 	if t.VMAs, err = collectVMAs(pid); err != nil {
@@ -273,34 +272,4 @@ func statExitCode(stat []byte) int {
 	}
 	n, _ := strconv.Atoi(f[49])
 	return n
-}
-
-// collectLimits reads the 16 resource limits of pid with prlimit, or from
-// /proc/<pid>/limits when prlimit is refused: reading another uid's limits
-// with prlimit needs CAP_SYS_RESOURCE, which root may lack.
-func collectLimits(pid int) ([]image.Rlimit, error) {
-	var out []image.Rlimit
-	for r := 0; r < 16; r++ {
-		var lim unix.Rlimit
-		err := unix.Prlimit(pid, r, nil, &lim)
-		if errors.Is(err, unix.EPERM) {
-			b, err := proc.Read(pid, "limits")
-			if err != nil {
-				return nil, err
-			}
-			out, err := image.ParseLimits(b)
-			if err != nil {
-				return nil, fmt.Errorf("/proc/%d/limits: %w", pid, err)
-			}
-			if len(out) != 16 {
-				return nil, fmt.Errorf("/proc/%d/limits: %d limits, want 16", pid, len(out))
-			}
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("prlimit %d resource %d: %w", pid, r, err)
-		}
-		out = append(out, image.Rlimit{Resource: r, Cur: lim.Cur, Max: lim.Max})
-	}
-	return out, nil
 }
