@@ -66,10 +66,11 @@ func Restore(dir string, opts Options) (int, error) {
 	}
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
+	r.logf("loaded and checked")
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	r.logf("loaded and checked, files opened")
+	r.logf("files opened as their tasks")
 	r.scans = startPageScans(dir, c)
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)

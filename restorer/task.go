@@ -121,9 +121,6 @@ func (r *restorer) restoreTask(p *target) error {
 			return err
 		}
 	}
-	if err := p.relisten(); err != nil { // unixsock.go: SO_PEERCRED
-		return err
-	}
 	r.logf("task %d: %d threads", p.pid, len(t.Threads))
 	return r.failpoint("threads")
 }
@@ -577,6 +574,10 @@ func (p *target) setCreds(tid int) error {
 // finish unmaps the trampoline (the main thread stops at that munmap's
 // exit) and loads every thread's recorded registers, XSAVE area and mask.
 func (p *target) finish() error {
+	// Its credentials are set (restoreTask): listeners record them.
+	if err := p.relisten(); err != nil { // unixsock.go: SO_PEERCRED
+		return err
+	}
 	// Not sys: the int3 goes with the trampoline; the thread stops at
 	// the munmap's syscall-exit stop instead.
 	if _, err := inject.Syscall(p.pid, p.tramp, unix.SYS_MUNMAP, p.region, regionSize); err != nil {
