@@ -26,15 +26,24 @@ import (
 // description often serves several tasks (installed with pidfd_getfd), and
 // unix sockets are rebuilt together, in the restorer.
 
-// taskCreds are the file system credentials task t will have.
+// taskCreds are the file system credentials task t will have: its fsuid,
+// fsgid, groups and, where the tree records it, its effective capability
+// set (a root task that dropped CAP_DAC_OVERRIDE opens without it).
 func taskCreds(t *image.Task) fscreds.Creds {
-	return fscreds.Creds{UID: t.Creds.UID[3], GID: t.Creds.GID[3], Groups: t.Creds.Groups}
+	c := fscreds.Creds{UID: t.Creds.UID[3], GID: t.Creds.GID[3], Groups: t.Creds.Groups}
+	for _, cs := range taskCapSets(t) { // restorercreds.go
+		if cs.Name == "CapEff" {
+			eff := cs.Bits
+			c.Effective = &eff
+		}
+	}
+	return c
 }
 
 // credThreads keeps one fscreds.Thread per set of credentials.
 type credThreads map[string]*fscreds.Thread
 
-func credKey(c fscreds.Creds) string { return fmt.Sprint(c.UID, c.GID, c.Groups) }
+func credKey(c fscreds.Creds) string { return c.String() }
 
 // as runs fn with the file system credentials of task t.
 func (ct credThreads) as(t *image.Task, fn func() error) error {

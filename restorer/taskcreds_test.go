@@ -170,3 +170,25 @@ func TestFIFOAsTask(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAsRootWithoutDACOverride: a task of uid 0 whose recorded CapEff
+// lacks CAP_DAC_OVERRIDE opens as it would, without it.
+func TestOpenAsRootWithoutDACOverride(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, nil, 0o000); err != nil {
+		t.Fatal(err)
+	}
+	defer func(f func(*image.Task) []capSet) { taskCapSets = f }(taskCapSets)
+	taskCapSets = func(*image.Task) []capSet {
+		return []capSet{{"CapEff", ^uint64(0) &^ (1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH)}}
+	}
+	fs := newFiles(nil)
+	defer fs.close()
+	_, err := fs.openAs(&image.Task{PID: 3, Root: "/"}, secret, unix.O_RDONLY, 0)
+	if !errors.Is(err, unix.EACCES) {
+		t.Errorf("open a mode 000 file as root without CAP_DAC_OVERRIDE: %v, want EACCES", err)
+	}
+}

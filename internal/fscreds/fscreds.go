@@ -29,9 +29,20 @@ import (
 type Creds struct {
 	UID, GID int
 	Groups   []int
+	// Effective, when set, limits the thread's effective capabilities to
+	// these (bit n = capability n): a task of uid 0 that dropped
+	// CAP_DAC_OVERRIDE opens files without it. With a non-zero UID the
+	// file system capabilities are gone anyway.
+	Effective *uint64
 }
 
-func (c Creds) String() string { return fmt.Sprintf("uid %d gid %d groups %v", c.UID, c.GID, c.Groups) }
+func (c Creds) String() string {
+	s := fmt.Sprintf("uid %d gid %d groups %v", c.UID, c.GID, c.Groups)
+	if c.Effective != nil {
+		s += fmt.Sprintf(" caps %#x", *c.Effective)
+	}
+	return s
+}
 
 // Thread is an OS thread whose file system credentials are Creds.
 type Thread struct {
@@ -45,7 +56,7 @@ type Thread struct {
 // setfsuid to an id other than the real, effective or saved one needs
 // CAP_SETUID).
 func Start(c Creds) (*Thread, error) {
-	th := &Thread{Creds: Creds{UID: c.UID, GID: c.GID, Groups: slices.Clone(c.Groups)},
+	th := &Thread{Creds: Creds{UID: c.UID, GID: c.GID, Groups: slices.Clone(c.Groups), Effective: c.Effective},
 		work: make(chan func()), done: make(chan struct{})}
 	errc := make(chan error, 1)
 	go func() {
@@ -88,6 +99,25 @@ func (th *Thread) become() error {
 	}
 	if got := setfsuid(c.UID); got != c.UID {
 		return fmt.Errorf("setfsuid %d: fsuid is %d (not permitted)", c.UID, got)
+	}
+	if c.Effective != nil {
+		return limitEffective(*c.Effective)
+	}
+	return nil
+}
+
+// limitEffective keeps in the calling thread's effective capability set
+// only those in eff (capset acts on the calling thread).
+func limitEffective(eff uint64) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	data[0].Effective &= uint32(eff)
+	data[1].Effective &= uint32(eff >> 32)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capset: %w", err)
 	}
 	return nil
 }

@@ -121,6 +121,38 @@ func TestThreadRoot(t *testing.T) {
 	}
 }
 
+// TestThreadRootWithoutDACOverride: uid 0 with CAP_DAC_OVERRIDE and
+// CAP_DAC_READ_SEARCH out of its effective set cannot open a mode 000
+// file; the rest of the process still can.
+func TestThreadRootWithoutDACOverride(t *testing.T) {
+	needRoot(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, nil, 0o000); err != nil {
+		t.Fatal(err)
+	}
+	eff := ^uint64(0) &^ (1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH)
+	th, err := Start(Creds{UID: 0, GID: 0, Effective: &eff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.Close()
+	err = th.Do(func() error {
+		fd, err := unix.Open(secret, unix.O_RDONLY, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	})
+	if !errors.Is(err, unix.EACCES) {
+		t.Errorf("open a mode 000 file without CAP_DAC_OVERRIDE: %v, want EACCES", err)
+	}
+	if fd, err := unix.Open(secret, unix.O_RDONLY, 0); err != nil {
+		t.Errorf("the process lost CAP_DAC_OVERRIDE: %v", err)
+	} else {
+		unix.Close(fd)
+	}
+}
+
 func TestSameSet(t *testing.T) {
 	if !sameSet([]int{3, 1, 1}, []int{1, 3}) || sameSet([]int{1}, []int{1, 2}) || !sameSet(nil, []int{}) {
 		t.Error("sameSet")
