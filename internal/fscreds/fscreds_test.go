@@ -158,3 +158,42 @@ func TestSameSet(t *testing.T) {
 		t.Error("sameSet")
 	}
 }
+
+// BenchmarkOpenOnThread opens and closes /etc/hostname on a Thread (two
+// channel hops more than BenchmarkOpenHere).
+func BenchmarkOpenOnThread(b *testing.B) {
+	th, err := Start(Creds{UID: os.Getuid(), GID: os.Getgid(), Groups: mustGroups(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer th.Close()
+	for b.Loop() {
+		if err := th.Do(openClose); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOpenHere(b *testing.B) {
+	for b.Loop() {
+		if err := openClose(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func openClose() error {
+	fd, err := unix.Open("/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err
+}
+
+func mustGroups(b *testing.B) []int {
+	g, err := unix.Getgroups()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return g
+}
