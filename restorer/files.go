@@ -248,8 +248,8 @@ func (fs *files) deletedFile(c *image.Checkpoint, o *image.Object) (int, error) 
 		return -1, fmt.Errorf("deleted file %s: no fd holds it", o.ID)
 	}
 	mode &= 0o7777
-	fd, err := -1, error(nil)
-	err = fs.creds.as(t, func() error {
+	fd := -1
+	err := fs.creds.as(t, func() error {
 		var err error
 		fd, err = openInRoot(t.Root, path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, uint32(mode))
 		if err == nil {

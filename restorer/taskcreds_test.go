@@ -192,3 +192,51 @@ func TestOpenAsRootWithoutDACOverride(t *testing.T) {
 		t.Errorf("open a mode 000 file as root without CAP_DAC_OVERRIDE: %v, want EACCES", err)
 	}
 }
+
+// TestBindAsNobody: a uid-65534 task's listener is bound as 65534: in its
+// own directory the socket file is 65534's with the recorded mode; in a
+// directory only root may write to, the bind is refused.
+func TestBindAsNobody(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: takes uid 65534's file system credentials")
+	}
+	base := t.TempDir()
+	if err := os.Chmod(filepath.Dir(base), 0o711); err != nil { // t.TempDir's parent is 0700
+		t.Fatal(err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	own := filepath.Join(base, "own")
+	if err := os.Mkdir(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(own, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	nobody := image.Creds{UID: [4]int{65534, 65534, 65534, 65534}, GID: [4]int{65534, 65534, 65534, 65534}}
+	build := func(name string) error {
+		o := unixObj("unix-1", "type: 1", "state: 10", "peer: 0", "name: "+name, "backlog: 5", "file: yes", "mode: 600", "uid: 65534", "gid: 65534")
+		c := &image.Checkpoint{Objects: []*image.Object{o},
+			Tasks: []*image.Task{{PID: 6, Root: "/", Creds: nobody, FDs: []*image.FD{{Kind: image.FDSocket, Object: o.ID}}}}}
+		fs := newFiles(nil)
+		defer fs.close()
+		_, err := fs.socket(c, o)
+		return err
+	}
+	sock := filepath.Join(own, "sock")
+	if err := build(sock); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(sock, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 65534 || st.Gid != 65534 || st.Mode&0o777 != 0o600 {
+		t.Errorf("socket file %d:%d mode %o, want 65534:65534 0600", st.Uid, st.Gid, st.Mode&0o777)
+	}
+	err := build(filepath.Join(base, "sock"))
+	if err == nil || !strings.Contains(err.Error(), "as uid 65534: bind "+filepath.Join(base, "sock")+": permission denied") {
+		t.Errorf("bind in a root-only directory: %v", err)
+	}
+}
