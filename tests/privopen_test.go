@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,8 +86,10 @@ func startNobodyExe(t *testing.T, d privDirs, exe string) *program {
 // under base and returns it.
 func copyCheckpoint(t *testing.T, dir, base string) string {
 	t.Helper()
-	to := filepath.Join(base, "copy-"+strconv.Itoa(len(t.Name())))
-	os.RemoveAll(to)
+	parent, err := os.MkdirTemp(base, "copy-")
+	must(t, err)
+	must(t, os.Chmod(parent, 0o755))
+	to := filepath.Join(parent, "checkpoint")
 	if out, err := exec.Command("cp", "-a", dir, to).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a: %v\n%s", err, out)
 	}
@@ -213,6 +214,23 @@ func TestRestoreNonRootRefusesUID0(t *testing.T) {
 	must(t, unix.Lstat(d.sock, &st))
 	if st.Ino != sock0.Ino || st.Ctim != sock0.Ctim {
 		t.Fatalf("the refused restore replaced the socket file %s", d.sock)
+	}
+	// Unedited, the copy passes the credential check; without
+	// CAP_CHECKPOINT_RESTORE it then fails cleanly, leaving no process.
+	cp2 := copyCheckpoint(t, dir, d.base)
+	if out, err := exec.Command("chown", "-R", "65534:65534", cp2).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	out, err = exec.Command("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+		filepath.Join(built(t), "ckptfs"), "restore", cp2).CombinedOutput()
+	t.Logf("non-root restore of its own tree: %v: %s", err, out)
+	if err == nil {
+		t.Cleanup(func() { unix.Kill(p.Pid, unix.SIGKILL); waitGone(t, p.Pid) })
+	} else {
+		if strings.Contains(string(out), "Uid (") {
+			t.Fatalf("its own tree refused for its credentials: %s", out)
+		}
+		waitGone(t, p.Pid)
 	}
 }
 
