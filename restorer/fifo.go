@@ -43,6 +43,9 @@ func (fs *files) fifo(c *image.Checkpoint, t *image.Task, o *image.Object, path 
 		return [2]int{}, fmt.Errorf("named FIFO: %w", err)
 	}
 	defer unix.Close(opath)
+	if err := isType(opath, unix.S_IFIFO); err != nil {
+		return [2]int{}, fmt.Errorf("named FIFO %s: %w", path, err)
+	}
 	for _, u := range c.Tasks {
 		for _, f := range u.FDs {
 			if f.Object != o.ID {
@@ -82,6 +85,19 @@ func (fs *files) fifo(c *image.Checkpoint, t *image.Task, o *image.Object, path 
 	}
 	fs.objs[o.ID+"/r"], fs.objs[o.ID+"/w"] = fd, fd
 	return [2]int{fd, fd}, nil
+}
+
+// isType checks that O_PATH fd opath is a file of type typ (S_IFIFO,
+// S_IFREG): nothing else is opened through it.
+func isType(opath int, typ uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(opath, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != typ {
+		return fmt.Errorf("not a %s but file type %#o", map[uint32]string{unix.S_IFIFO: "FIFO", unix.S_IFREG: "regular file"}[typ], st.Mode&unix.S_IFMT)
+	}
+	return nil
 }
 
 // mayOpen checks, with the calling thread's credentials, that the file of

@@ -207,6 +207,9 @@ func (fs *files) exeNotReadable(t *image.Task) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(opath)
+	if err := isType(opath, unix.S_IFREG); err != nil {
+		return -1, fmt.Errorf("%s: %w", t.Exe, err)
+	}
 	if err := fs.creds.as(t, func() error {
 		return unix.Faccessat2(opath, "", unix.X_OK, unix.AT_EACCESS|unix.AT_EMPTY_PATH)
 	}); err != nil {

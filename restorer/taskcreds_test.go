@@ -240,3 +240,20 @@ func TestBindAsNobody(t *testing.T) {
 		t.Errorf("bind in a root-only directory: %v", err)
 	}
 }
+
+// TestFIFONotAFIFO: a named FIFO path that now names another kind of file
+// is refused before that file is opened.
+func TestFIFONotAFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "regular")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := &image.Object{ID: "pipe-1", Kind: image.ObjPipe}
+	c := &image.Checkpoint{Objects: []*image.Object{o}, Tasks: []*image.Task{
+		{PID: 7, FDs: []*image.FD{{Num: 4, Kind: image.FDPipe, Path: path, Object: o.ID, Flags: unix.O_RDWR}}}}}
+	fs := newFiles(nil)
+	defer fs.close()
+	if _, err := fs.pipe(c, o); err == nil || !strings.Contains(err.Error(), "not a FIFO but file type 0100000") {
+		t.Errorf("FIFO path naming a regular file: %v", err)
+	}
+}
