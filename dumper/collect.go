@@ -66,12 +66,8 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		ArgStart:   st.ArgStart, ArgEnd: st.ArgEnd,
 		EnvStart: st.EnvStart, EnvEnd: st.EnvEnd,
 	}
-	for r := 0; r < 16; r++ {
-		var lim unix.Rlimit
-		if err := unix.Prlimit(pid, r, nil, &lim); err != nil {
-			return nil, fmt.Errorf("prlimit %d resource %d: %w", pid, r, err)
-		}
-		t.Limits = append(t.Limits, image.Rlimit{Resource: r, Cur: lim.Cur, Max: lim.Max})
+	if t.Limits, err = readLimits(pid); err != nil {
+		return nil, err
 	}
 	if t.VMAs, err = collectVMAs(pid); err != nil {
 		return nil, err

@@ -4,16 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
 // preflight checks everything that can be checked before a process is
-// created: pids and tids free, mapped and reopened files present and of the
-// recorded size, a vdso layout this kernel has.
+// created: pids and tids free, paths canonical, a vdso layout this kernel
+// has. The files themselves are opened and their sizes checked next, before
+// any process too (preopen.go).
 func preflight(c *image.Checkpoint, own map[int]string, shellJob bool) error {
 	if err := checkSessions(c, shellJob); err != nil {
 		return err
@@ -56,11 +60,48 @@ func preflight(c *image.Checkpoint, own map[int]string, shellJob bool) error {
 				return err
 			}
 		}
-		if _, err := os.Stat(t.Exe); err != nil {
-			return fmt.Errorf("task %d: executable %s: %w", t.PID, t.Exe, err)
+		if err := canonical(t.Exe); err != nil {
+			return fmt.Errorf("task %d: executable: %w", t.PID, err)
+		}
+		if err := canonical(t.Cwd); err != nil {
+			return fmt.Errorf("task %d: cwd: %w", t.PID, err)
+		}
+		if err := checkRoot(t); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// checkRoot refuses to chroot a task that is not root into a directory
+// another user could write to: every component of its recorded root must be
+// a root-owned directory (not a symlink) that only root may write to, the
+// rule of OpenSSH's ChrootDirectory. Elsewhere the task could run a
+// set-user-ID program (hard-linked there) with files of that user's choosing
+// as its /etc; a task of uid 0 could chroot itself anywhere anyway.
+func checkRoot(t *image.Task) error {
+	if t.Root == "" || t.Root == "/" {
+		return nil
+	}
+	if err := canonical(t.Root); err != nil {
+		return fmt.Errorf("task %d: root: %w", t.PID, err)
+	}
+	if t.Creds.UID == [4]int{} {
+		return nil
+	}
+	for p := t.Root; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return fmt.Errorf("task %d: root %s: %s: %w", t.PID, t.Root, p, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 || st.Mode&0o022 != 0 {
+			return fmt.Errorf("task %d: root %s: %s is not a directory owned by root and writable only by root (mode %o, owner %d): a task of uid %d is not chrooted where another user could put files",
+				t.PID, t.Root, p, st.Mode, st.Uid, t.Creds.UID[1])
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 // idFree says who holds pid n, if anybody does.
@@ -96,14 +137,10 @@ func checkMappedFile(t *image.Task, v *image.VMA) error {
 	if strings.HasSuffix(v.Name, " (deleted)") {
 		return fmt.Errorf("task %d: vma %s maps %s, which was already deleted at dump time", t.PID, v.DirName(), v.Name)
 	}
-	st, err := os.Stat(v.Name)
-	if err != nil {
-		return fmt.Errorf("task %d: vma %s maps %s: %w", t.PID, v.DirName(), v.Name, pathErr(err))
+	if err := canonical(v.Name); err != nil {
+		return fmt.Errorf("task %d: vma %s: %w", t.PID, v.DirName(), err)
 	}
-	if v.FileSize != 0 && st.Size() != v.FileSize {
-		return fmt.Errorf("task %d: vma %s maps %s, whose size changed from %d to %d bytes", t.PID, v.DirName(), v.Name, v.FileSize, st.Size())
-	}
-	return nil
+	return nil // opened and its size checked by preopen
 }
 
 func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string) error {
@@ -115,7 +152,7 @@ func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string
 		if o == nil {
 			return fmt.Errorf("task %d: fd %d: object %s is not in the checkpoint", t.PID, f.Num, f.Object)
 		}
-		if o.Kind == image.ObjPipe && !bothEnds(c, o.ID) && fifoPath(c, o) == "" {
+		if o.Kind == image.ObjPipe && !bothEnds(c, o.ID) && !isFIFO(c, o) {
 			return fmt.Errorf("task %d: fd %d: %s has its other end outside the checkpoint (only fds 0-2, or an fd the restorer holds at the same number on the same pipe, can be taken over)", t.PID, f.Num, f.Path)
 		}
 		return nil
@@ -125,13 +162,10 @@ func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string
 		if f.Deleted {
 			return fmt.Errorf("task %d: fd %d: %s was deleted at dump time", t.PID, f.Num, f.Path)
 		}
-		st, err := os.Stat(f.Path)
-		if err != nil {
-			return fmt.Errorf("task %d: fd %d: %s: %w", t.PID, f.Num, f.Path, pathErr(err))
+		if err := canonical(f.Path); err != nil {
+			return fmt.Errorf("task %d fd %d: %w", t.PID, f.Num, err)
 		}
-		if f.Kind == image.FDFile && st.Size() != f.Size && !grownOutput(f, st.Size()) {
-			return fmt.Errorf("task %d: fd %d: %s changed size from %d to %d bytes", t.PID, f.Num, f.Path, f.Size, st.Size())
-		}
+		// Opened, and its size checked, by preopen.
 	case image.FDEventfd, image.FDEpoll, image.FDTimerfd, image.FDSignalfd:
 	case image.FDInotify:
 		if err := checkInotify(f); err != nil {

@@ -11,23 +11,52 @@ import (
 )
 
 // fifoPath returns the path of the named FIFO that pipe object o is (its
-// fds' path is a file name, not "pipe:[ino]"), or "" for an anonymous
-// pipe. A FIFO unlinked since it was opened is restored as a pipe.
-func fifoPath(c *image.Checkpoint, o *image.Object) string {
-	for _, f := range objectUsers(c, o.ID) {
-		if strings.HasPrefix(f.Path, "/") && !f.Deleted {
-			return f.Path
+// fds' path is a file name, not "pipe:[ino]") and the task of the first fd
+// that has it, or "" for an anonymous pipe. A FIFO unlinked since it was
+// opened is restored as a pipe.
+func fifoPath(c *image.Checkpoint, o *image.Object) (string, *image.Task) {
+	for _, t := range c.Tasks {
+		for _, f := range t.FDs {
+			if f.Object == o.ID && strings.HasPrefix(f.Path, "/") && !f.Deleted {
+				return f.Path, t
+			}
 		}
 	}
-	return ""
+	return "", nil
+}
+
+func isFIFO(c *image.Checkpoint, o *image.Object) bool {
+	path, _ := fifoPath(c, o)
+	return path != ""
 }
 
 // fifo opens the named FIFO at path for reading and writing (which does
-// not wait for a peer) and puts the bytes in flight back in it. The fd
-// serves as both ends: fds of the FIFO are reopened from it with their own
-// flags, and it holds the FIFO's buffer until they are installed.
-func (fs *files) fifo(o *image.Object, path string) ([2]int, error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+// not wait for a peer) and puts the bytes in flight back in it. The path is
+// resolved as task t (O_PATH) and every fd of the FIFO is checked against
+// its own task's credentials (read, write or both, as it was open) before
+// that resolved inode is opened. The fd serves as both ends: fds of the
+// FIFO are reopened from it with their own flags, and it holds the FIFO's
+// buffer until they are installed.
+func (fs *files) fifo(c *image.Checkpoint, t *image.Task, o *image.Object, path string) ([2]int, error) {
+	opath, err := fs.openAs(t, path, unix.O_PATH, 0)
+	if err != nil {
+		return [2]int{}, fmt.Errorf("named FIFO: %w", err)
+	}
+	defer unix.Close(opath)
+	if err := isType(opath, unix.S_IFIFO); err != nil {
+		return [2]int{}, fmt.Errorf("named FIFO %s: %w", path, err)
+	}
+	for _, u := range c.Tasks {
+		for _, f := range u.FDs {
+			if f.Object != o.ID {
+				continue
+			}
+			if err := fs.creds.as(u, func() error { return mayOpen(opath, f.Flags) }); err != nil {
+				return [2]int{}, fmt.Errorf("task %d fd %d: named FIFO %s as uid %d: %w", u.PID, f.Num, path, u.Creds.UID[3], err)
+			}
+		}
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(opath), unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return [2]int{}, fmt.Errorf("named FIFO %s: %w", path, err)
 	}
@@ -56,4 +85,30 @@ func (fs *files) fifo(o *image.Object, path string) ([2]int, error) {
 	}
 	fs.objs[o.ID+"/r"], fs.objs[o.ID+"/w"] = fd, fd
 	return [2]int{fd, fd}, nil
+}
+
+// isType checks that O_PATH fd opath is a file of type typ (S_IFIFO,
+// S_IFREG): nothing else is opened through it.
+func isType(opath int, typ uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(opath, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != typ {
+		return fmt.Errorf("not a %s but file type %#o", map[uint32]string{unix.S_IFIFO: "FIFO", unix.S_IFREG: "regular file"}[typ], st.Mode&unix.S_IFMT)
+	}
+	return nil
+}
+
+// mayOpen checks, with the calling thread's credentials, that the file of
+// O_PATH fd opath may be opened with the access mode of flags.
+func mayOpen(opath int, flags uint32) error {
+	mode := uint32(unix.R_OK)
+	switch flags & unix.O_ACCMODE {
+	case unix.O_WRONLY:
+		mode = unix.W_OK
+	case unix.O_RDWR:
+		mode = unix.R_OK | unix.W_OK
+	}
+	return unix.Faccessat2(opath, "", mode, unix.AT_EACCESS|unix.AT_EMPTY_PATH)
 }

@@ -17,14 +17,19 @@ import (
 // had it with an injected pidfd_getfd, so fds that shared an offset or a
 // pipe share it again.
 type files struct {
-	byKey map[string]int // fd key -> restorer fd
-	objs  map[string]int // object id (or "id/end") -> restorer fd
-	own   map[int]string // the restorer's fds at start (ownFDs)
-	open  []int          // fds to close when done
+	byKey  map[string]int // fd key -> restorer fd
+	objs   map[string]int // object id (or "id/end") -> restorer fd
+	mapped map[string]int // mapped file (mapKey) -> restorer fd
+	exes   map[int]int    // task pid -> restorer fd on its executable
+	cwds   map[int]int    // task pid -> restorer O_PATH fd on its cwd
+	own    map[int]string // the restorer's fds at start (ownFDs)
+	open   []int          // fds to close when done
+	creds  credThreads    // threads with the tasks' credentials (taskcreds.go)
 }
 
 func newFiles(own map[int]string) *files {
-	return &files{byKey: map[string]int{}, objs: map[string]int{}, own: own}
+	return &files{byKey: map[string]int{}, objs: map[string]int{}, mapped: map[string]int{},
+		exes: map[int]int{}, cwds: map[int]int{}, own: own, creds: credThreads{}}
 }
 
 func (fs *files) close() {
@@ -32,6 +37,7 @@ func (fs *files) close() {
 		unix.Close(fd)
 	}
 	fs.open = nil
+	fs.creds.close()
 }
 
 func (fs *files) keep(fd int) int {
@@ -66,7 +72,7 @@ func (fs *files) source(c *image.Checkpoint, t *image.Task, f *image.FD) (int, e
 	if fd, ok := fs.byKey[key]; ok {
 		return fd, nil
 	}
-	fd, err := fs.openFD(c, f)
+	fd, err := fs.openFD(c, t, f)
 	if err != nil {
 		return -1, err
 	}
@@ -76,7 +82,9 @@ func (fs *files) source(c *image.Checkpoint, t *image.Task, f *image.FD) (int, e
 
 const reopenMask = ^uint32(unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_CLOEXEC)
 
-func (fs *files) openFD(c *image.Checkpoint, f *image.FD) (int, error) {
+// openFD opens (or creates) the file of fd f of task t, with t's
+// credentials where it goes by a path.
+func (fs *files) openFD(c *image.Checkpoint, t *image.Task, f *image.FD) (int, error) {
 	flags := int(f.Flags&reopenMask) | unix.O_CLOEXEC
 	switch {
 	case f.Object != "":
@@ -86,14 +94,14 @@ func (fs *files) openFD(c *image.Checkpoint, f *image.FD) (int, error) {
 		}
 		return fs.openObject(c, o, f)
 	case f.Kind == image.FDInotify:
-		return fs.inotify(f)
+		return fs.inotify(t, f)
 	case f.Kind == image.FDFile || f.Kind == image.FDDir || f.Kind == image.FDChar:
 		if f.Kind == image.FDChar {
 			flags |= unix.O_NOCTTY
 		}
-		fd, err := unix.Open(f.Path, flags, 0)
+		fd, err := fs.openAs(t, f.Path, flags, 0)
 		if err != nil {
-			return -1, fmt.Errorf("open %s: %w", f.Path, err)
+			return -1, err
 		}
 		fs.keep(fd)
 		if f.Kind == image.FDFile && f.Pos != 0 && f.Flags&unix.O_PATH == 0 {
@@ -127,7 +135,7 @@ func (fs *files) openObject(c *image.Checkpoint, o *image.Object, f *image.FD) (
 		}
 		base = fd
 	case image.ObjDeletedFile:
-		fd, err := fs.deletedFile(o)
+		fd, err := fs.deletedFile(c, o)
 		if err != nil {
 			return -1, err
 		}
@@ -167,6 +175,19 @@ func setStatusFlags(fd int, flags uint32) error {
 	return err
 }
 
+// objectHolder returns the first task (in checkpoint order) with an fd on
+// object id: the object is created with its credentials.
+func objectHolder(c *image.Checkpoint, id string) *image.Task {
+	for _, t := range c.Tasks {
+		for _, f := range t.FDs {
+			if f.Object == id {
+				return t
+			}
+		}
+	}
+	return nil
+}
+
 // objectUsers returns the fds (any task) that refer to object id.
 func objectUsers(c *image.Checkpoint, id string) []*image.FD {
 	var out []*image.FD
@@ -185,8 +206,8 @@ func (fs *files) pipe(c *image.Checkpoint, o *image.Object) ([2]int, error) {
 	if r, ok := fs.objs[o.ID+"/r"]; ok {
 		return [2]int{r, fs.objs[o.ID+"/w"]}, nil
 	}
-	if path := fifoPath(c, o); path != "" {
-		return fs.fifo(o, path)
+	if path, t := fifoPath(c, o); path != "" {
+		return fs.fifo(c, t, o, path)
 	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
@@ -214,21 +235,33 @@ func (fs *files) pipe(c *image.Checkpoint, o *image.Object) ([2]int, error) {
 
 // deletedFile recreates a deleted file: at its old path, unlinked at once
 // (so its fds read "<path> (deleted)" again), or as an O_TMPFILE in the
-// same directory when the path is taken.
-func (fs *files) deletedFile(o *image.Object) (int, error) {
+// same directory when the path is taken; either as the first task holding
+// it, so only where that task could create a file, owned by it.
+func (fs *files) deletedFile(c *image.Checkpoint, o *image.Object) (int, error) {
 	if fd, ok := fs.objs[o.ID]; ok {
 		return fd, nil
 	}
 	path := o.InfoValue("path")
 	mode, _ := strconv.ParseUint(o.InfoValue("mode"), 8, 32)
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(mode))
-	if err == nil {
-		unix.Unlink(path)
-	} else if errors.Is(err, unix.EEXIST) {
-		fd, err = unix.Open(filepath.Dir(path), unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, uint32(mode))
+	t := objectHolder(c, o.ID)
+	if t == nil {
+		return -1, fmt.Errorf("deleted file %s: no fd holds it", o.ID)
 	}
+	mode &= 0o7777
+	fd := -1
+	err := fs.creds.as(t, func() error {
+		var err error
+		fd, err = openInRoot(t.Root, path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, uint32(mode))
+		if err == nil {
+			// The name it was created at: the thread's root is "/".
+			unix.Unlink(path)
+		} else if errors.Is(err, unix.EEXIST) {
+			fd, err = openInRoot(t.Root, filepath.Dir(path), unix.O_RDWR|unix.O_TMPFILE, uint32(mode))
+		}
+		return err
+	})
 	if err != nil {
-		return -1, fmt.Errorf("recreate deleted file %s: %w", path, err)
+		return -1, fmt.Errorf("recreate deleted file %s as uid %d: %w", path, t.Creds.UID[3], err)
 	}
 	fs.keep(fd)
 	for off := 0; off < len(o.Data); {

@@ -39,7 +39,7 @@ func checkInotify(f *image.FD) error {
 // throw-away watch on a scratch directory once per missing number; the
 // IN_IGNORED events those removals queue are read off before the fd is
 // installed. Events that were pending at dump time are not restored.
-func (fs *files) inotify(f *image.FD) (int, error) {
+func (fs *files) inotify(t *image.Task, f *image.FD) (int, error) {
 	if err := checkInotify(f); err != nil {
 		return -1, err
 	}
@@ -86,9 +86,15 @@ func (fs *files) inotify(f *image.FD) (int, error) {
 				}
 			}
 		}
-		got, err := unix.InotifyAddWatch(fd, w.Path, w.Mask&inotifyMaskBits|unix.IN_DONT_FOLLOW)
+		// As the task: a watch needs read permission on what it watches.
+		var got int
+		err := fs.creds.as(t, func() error {
+			var err error
+			got, err = unix.InotifyAddWatch(fd, w.Path, w.Mask&inotifyMaskBits|unix.IN_DONT_FOLLOW)
+			return err
+		})
 		if err != nil {
-			return -1, fmt.Errorf("inotify watch %d on %s: %w", w.WD, w.Path, err)
+			return -1, fmt.Errorf("inotify watch %d on %s as uid %d: %w", w.WD, w.Path, t.Creds.UID[3], err)
 		}
 		if got != w.WD {
 			return -1, fmt.Errorf("inotify watch on %s got wd %d, want %d", w.Path, got, w.WD)

@@ -31,7 +31,7 @@ func TestInotifyWds(t *testing.T) {
 	}}
 	fs := newFiles(nil)
 	defer fs.close()
-	fd, err := fs.inotify(f)
+	fd, err := fs.inotify(&image.Task{}, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestInotifyErrors(t *testing.T) {
 	} {
 		f := &image.FD{Num: 3, Kind: image.FDInotify, Extra: []string{c.line}}
 		fs := newFiles(nil)
-		_, err := fs.inotify(f)
+		_, err := fs.inotify(&image.Task{}, f)
 		fs.close()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %v, want %q", c.line, err, c.want)
@@ -84,7 +84,7 @@ func TestInotifyErrors(t *testing.T) {
 		"inotify-watch: wd=1 mask=0x2 path=" + dir, "inotify-watch: wd=2 mask=0x2 path=" + dir}}
 	fs := newFiles(nil)
 	defer fs.close()
-	if _, err := fs.inotify(f); err == nil || !strings.Contains(err.Error(), "got wd 1, want 2") {
+	if _, err := fs.inotify(&image.Task{}, f); err == nil || !strings.Contains(err.Error(), "got wd 1, want 2") {
 		t.Errorf("same inode twice: %v", err)
 	}
 }

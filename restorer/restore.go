@@ -53,6 +53,13 @@ func Restore(dir string, opts Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	me, err := ownCreds()
+	if err != nil {
+		return 0, err
+	}
+	if err := checkRestorer(c, me); err != nil { // restorercreds.go
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
 	own := ownFDs()
 	if err := preflight(c, own, opts.ShellJob); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
@@ -60,6 +67,10 @@ func Restore(dir string, opts Options) (int, error) {
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
+	if err := r.files.preopen(c); err != nil { // preopen.go
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	r.logf("files opened as their tasks")
 	r.scans = startPageScans(dir, c)
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)

@@ -62,6 +62,21 @@ type sysvSeg struct {
 	dest       bool
 	nameKey    int // the key in the vmas' name /SYSV<key> (a dest segment's key is 0)
 	hasNameKey bool
+	users      []*image.Task // the tasks that attach it
+}
+
+// sysvUsers returns the tasks with a vma attaching segment object o.
+func sysvUsers(c *image.Checkpoint, o *image.Object) []*image.Task {
+	var out []*image.Task
+	for _, t := range c.Tasks {
+		for _, v := range t.VMAs {
+			if isSysV(v) && "sysv-"+strconv.FormatUint(v.Inode, 10) == o.ID {
+				out = append(out, t)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func parseSysV(o *image.Object) (*sysvSeg, error) {
@@ -97,6 +112,7 @@ func (r *restorer) sysvSegment(o *image.Object, nameKey string) (*sysvSeg, error
 	if err != nil {
 		return nil, err
 	}
+	s.users = sysvUsers(r.c, o)
 	if k, err := strconv.ParseUint(nameKey, 16, 32); err == nil {
 		s.nameKey, s.hasNameKey = int(int32(uint32(k))), true
 	}
@@ -385,6 +401,7 @@ func checkShm(c *image.Checkpoint) error {
 			if err != nil {
 				return err
 			}
+			s.users = sysvUsers(c, o)
 			if err := s.check(); err != nil {
 				return fmt.Errorf("SysV segment %d (key %#x): %w", s.id, uint32(s.key), err)
 			}
@@ -414,6 +431,14 @@ func (s *sysvSeg) takeOver(ds *unix.SysvShmDesc) error {
 		return fmt.Errorf("shmid %d is taken by another segment (key %#x, %d bytes)", s.id, uint32(ds.Perm.Key), ds.Segsz)
 	case ds.Nattch > 0:
 		return fmt.Errorf("the segment still exists and %d processes are attached to it (is the checkpointed program still running?)", ds.Nattch)
+	}
+	// Taking over clears it and sets its mode and owner (IPC_SET): only
+	// for tasks that could do that themselves, as its owner or creator
+	// (or root), never because a tree says so.
+	for _, t := range s.users {
+		if euid := uint32(t.Creds.UID[1]); euid != 0 && euid != ds.Perm.Uid && euid != ds.Perm.Cuid {
+			return fmt.Errorf("shmid %d exists, owned by uid %d: task %d (uid %d) may not take it over", s.id, ds.Perm.Uid, t.PID, euid)
+		}
 	}
 	return nil
 }

@@ -255,12 +255,13 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 				}
 				files[key] = fd
 			} else if !ok {
-				path, err := p.cstr(0, v.Name)
+				// Opened by the restorer as the task (preopen.go).
+				own, err := p.r.files.mappedFile(p.t, v)
 				if err != nil {
 					return err
 				}
-				if fd, err = p.sys(p.pid, unix.SYS_OPENAT, atFDCWD, path, mode|unix.O_CLOEXEC, 0); err != nil {
-					return fmt.Errorf("vma %s: open %s: %w", v.DirName(), v.Name, err)
+				if fd, err = p.taskFD(own); err != nil {
+					return fmt.Errorf("vma %s: install %s: %w", v.DirName(), v.Name, err)
 				}
 				files[key] = fd
 			}
@@ -337,13 +338,13 @@ func (p *target) protectVMAs(ranges map[*image.VMA][][2]int64) error {
 // setMM restores the mm fields, auxv and exe link with PR_SET_MM_MAP.
 func (p *target) setMM() error {
 	t := p.t
-	exe, err := p.cstr(0, t.Exe)
+	own, err := p.r.files.exe(t) // opened as the task (preopen.go)
 	if err != nil {
 		return err
 	}
-	exeFD, err := p.sys(p.pid, unix.SYS_OPENAT, atFDCWD, exe, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	exeFD, err := p.taskFD(own)
 	if err != nil {
-		return fmt.Errorf("open executable %s: %w", t.Exe, err)
+		return fmt.Errorf("install executable %s: %w", t.Exe, err)
 	}
 	defer p.sys(p.pid, unix.SYS_CLOSE, exeFD)
 	auxv := trimAuxv(t.Auxv)
@@ -400,18 +401,26 @@ func (p *target) setLimits() error {
 	return nil
 }
 
-// setProcessState restores cwd, root, umask, session and process group.
+// setProcessState restores cwd (the directory the restorer resolved as
+// the task, preopen.go), root, umask, session and process group.
 func (p *target) setProcessState() error {
 	t := p.t
-	path, err := p.cstr(0, t.Cwd)
+	own, err := p.r.files.cwd(t)
 	if err != nil {
 		return err
 	}
-	if _, err := p.sys(p.pid, unix.SYS_CHDIR, path); err != nil {
+	cwd, err := p.taskFD(own)
+	if err != nil {
+		return fmt.Errorf("cwd %s: %w", t.Cwd, err)
+	}
+	_, err = p.sys(p.pid, unix.SYS_FCHDIR, cwd)
+	p.sys(p.pid, unix.SYS_CLOSE, cwd)
+	if err != nil {
 		return fmt.Errorf("cwd %s: %w", t.Cwd, err)
 	}
 	if t.Root != "" && t.Root != "/" {
-		if path, err = p.cstr(0, t.Root); err != nil {
+		path, err := p.cstr(0, t.Root)
+		if err != nil {
 			return err
 		}
 		if _, err := p.sys(p.pid, unix.SYS_CHROOT, path); err != nil {
@@ -565,6 +574,10 @@ func (p *target) setCreds(tid int) error {
 // finish unmaps the trampoline (the main thread stops at that munmap's
 // exit) and loads every thread's recorded registers, XSAVE area and mask.
 func (p *target) finish() error {
+	// Its credentials are set (restoreTask): listeners record them.
+	if err := p.relisten(); err != nil { // unixsock.go: SO_PEERCRED
+		return err
+	}
 	// Not sys: the int3 goes with the trampoline; the thread stops at
 	// the munmap's syscall-exit stop instead.
 	if _, err := inject.Syscall(p.pid, p.tramp, unix.SYS_MUNMAP, p.region, regionSize); err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 
@@ -32,6 +31,12 @@ import (
 // A path a socket binds to may still hold the socket file of the killed
 // process: it is removed if no socket listens on it (connect says
 // ECONNREFUSED), else the restore fails before any process is created.
+//
+// Every bind, connect, send to a name and unlink of a socket file is done
+// with the credentials of the task holding the socket (its owner: the first
+// task with an fd on it, else on its peer or listener), so a socket file is
+// created only where that uid may create one, owned by it, and a name
+// reaches only a socket its uid may connect to.
 
 // usock is one unix socket object and its part in the rebuild.
 type usock struct {
@@ -45,8 +50,9 @@ type usock struct {
 	bind       bool // the rebuild binds name (else the name comes from accept or is lost)
 	accepted   bool // the server end of a named pair
 	msgs       []umsg
-	fd         int // the restorer's socket, -1 until made
-	partner    int // where to write this socket's queued bytes (stream, seqpacket pairs)
+	owner      *image.Task // binds, connects, sends as this task (taskcreds.go)
+	fd         int         // the restorer's socket, -1 until made
+	partner    int         // where to write this socket's queued bytes (stream, seqpacket pairs)
 }
 
 type umsg struct {
@@ -110,6 +116,18 @@ func unixPlan(c *image.Checkpoint) (map[string]*usock, []*usock, error) {
 		}
 		byID[o.ID] = u
 		list = append(list, u)
+	}
+	for _, u := range list {
+		u.owner = objectHolder(c, u.o.ID)
+		if u.owner == nil && u.peer != "" {
+			u.owner = objectHolder(c, u.peer)
+		}
+		if u.owner == nil && u.listener != "" {
+			u.owner = objectHolder(c, u.listener)
+		}
+		if u.owner == nil {
+			return nil, nil, fmt.Errorf("unix socket %s: no task holds it, its peer or its listener", u.o.ID)
+		}
 	}
 	listeners := listenersByName(list)
 	listenerNamed := func(name string, typ int) *usock { return listeners[listenerKey{name, typ}] }
@@ -295,16 +313,21 @@ type unixBuild struct {
 	listeners map[listenerKey]*usock
 	senders   map[string]*usock // bound datagram sockets by name
 	temps     []int             // temporary sockets to close
-	paths     []string          // files of temporary listeners to remove
+	paths     []*usock          // temporary listeners whose file to remove
 }
 
 func (b *unixBuild) cleanup() {
 	for _, fd := range b.temps {
 		unix.Close(fd)
 	}
-	for _, p := range b.paths {
-		os.Remove(p)
+	for _, u := range b.paths {
+		b.as(u, func() error { return os.Remove(u.path()) })
 	}
+}
+
+// as runs fn with the credentials of u's owner.
+func (b *unixBuild) as(u *usock, fn func() error) error {
+	return b.fs.creds.as(u.owner, fn)
 }
 
 func (b *unixBuild) newSocket(typ int) (int, error) {
@@ -315,63 +338,103 @@ func (b *unixBuild) newSocket(typ int) (int, error) {
 	return fd, nil
 }
 
-// bindName binds fd to u's name, removing a stale socket file first, and
-// gives the new file the recorded mode and owner (or removes it if it was
-// gone at dump time).
+// bindName binds fd to u's name as u's owner, removing a stale socket file
+// first, and gives the new file the recorded mode and owner (or removes it
+// if it was gone at dump time).
 func (b *unixBuild) bindName(fd int, u *usock) error {
-	path := u.path()
-	if path != "" {
-		if err := freePath(path, true); err != nil {
-			return err
+	err := b.as(u, func() error {
+		path := u.path()
+		if path != "" {
+			if err := freePath(path, true); err != nil {
+				return err
+			}
 		}
-	}
-	bind := unix.Bind
-	if u.dir != "" {
-		bind = func(fd int, _ unix.Sockaddr) error { return bindFrom(fd, u.dir, u.name) }
-	}
-	if err := bind(fd, u.addr()); err != nil {
-		return fmt.Errorf("bind %s: %w", u.addr().Name, err)
-	}
-	if path == "" {
-		return nil
-	}
-	if u.o.InfoValue("file") == "no" {
-		return os.Remove(path)
-	}
-	if m, err := strconv.ParseUint(u.o.InfoValue("mode"), 8, 32); err == nil {
-		if err := os.Chmod(path, os.FileMode(m&0o777)); err != nil {
-			return err
+		if err := bindAs(fd, u); err != nil {
+			return fmt.Errorf("bind %s: %w", u.addr().Name, err)
 		}
-	}
-	uid, err1 := strconv.Atoi(u.o.InfoValue("uid"))
-	gid, err2 := strconv.Atoi(u.o.InfoValue("gid"))
-	if err1 == nil && err2 == nil {
-		if err := os.Lchown(path, uid, gid); err != nil {
-			return err
+		if path == "" {
+			return nil
 		}
+		if u.o.InfoValue("file") == "no" {
+			return os.Remove(path)
+		}
+		return setSocketFileOwner(u)
+	})
+	if err != nil {
+		return fmt.Errorf("as uid %d: %w", u.owner.Creds.UID[3], err)
 	}
 	return nil
 }
 
-// bindFrom binds fd to the relative name from directory dir, so that
-// getsockname says name as it did: on an OS thread of its own whose cwd
-// is dir (unshare(CLONE_FS)); the thread is never unlocked, so it ends with
-// the goroutine and no other goroutine runs with that cwd.
-func bindFrom(fd int, dir, name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare CLONE_FS: %w", err)
-			return
+// bindAs binds fd to u's name, on a thread that has u's owner's
+// credentials (and a file system context of its own). The directory of a
+// path is first resolved with openat2 and RESOLVE_NO_MAGICLINKS, so a
+// name that goes through /proc/self/... (which would be the restorer's)
+// is refused; a relative name is bound from its directory (fchdir there
+// and back), so that getsockname says name as it did.
+func bindAs(fd int, u *usock) error {
+	if strings.HasPrefix(u.name, "@") {
+		return unix.Bind(fd, u.addr())
+	}
+	if u.dir == "" {
+		if err := canonical(u.name); err != nil {
+			return err
 		}
-		if err := unix.Chdir(dir); err != nil {
-			errc <- fmt.Errorf("chdir %s: %w", dir, err)
-			return
+		dfd, err := openInRoot(u.owner.Root, filepath.Dir(u.name), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return fmt.Errorf("directory %s: %w", filepath.Dir(u.name), err)
 		}
-		errc <- unix.Bind(fd, &unix.SockaddrUnix{Name: name})
-	}()
-	return <-errc
+		unix.Close(dfd)
+		return unix.Bind(fd, u.addr())
+	}
+	dfd, err := openInRoot(u.owner.Root, u.dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("directory %s: %w", u.dir, err)
+	}
+	defer unix.Close(dfd)
+	back, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(back)
+	if err := unix.Fchdir(dfd); err != nil {
+		return fmt.Errorf("chdir %s: %w", u.dir, err)
+	}
+	defer unix.Fchdir(back)
+	return unix.Bind(fd, &unix.SockaddrUnix{Name: u.name})
+}
+
+// setSocketFileOwner gives the socket file u bound its recorded mode and
+// owner, on the file it opens without following a symlink (never a file
+// put in its place by path), with the calling thread's credentials.
+func setSocketFileOwner(u *usock) error {
+	path := u.path()
+	opath, err := openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return fmt.Errorf("socket file %s: %w", path, err)
+	}
+	defer unix.Close(opath)
+	var st unix.Stat_t
+	if err := unix.Fstat(opath, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("socket file %s was replaced by another file", path)
+	}
+	if m, err := strconv.ParseUint(u.o.InfoValue("mode"), 8, 32); err == nil && uint32(m&0o777) != st.Mode&0o777 {
+		// chmod has no AT_EMPTY_PATH: through the fd's own /proc link.
+		if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(opath), uint32(m&0o777), 0); err != nil {
+			return fmt.Errorf("chmod socket file %s: %w", path, err)
+		}
+	}
+	uid, err1 := strconv.Atoi(u.o.InfoValue("uid"))
+	gid, err2 := strconv.Atoi(u.o.InfoValue("gid"))
+	if err1 == nil && err2 == nil && (uint32(uid) != st.Uid || uint32(gid) != st.Gid) {
+		if err := unix.Fchownat(opath, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("chown socket file %s to %d:%d: %w", path, uid, gid, err)
+		}
+	}
+	return nil
 }
 
 // bound makes listeners and the other sockets that are not half of a pair
@@ -429,7 +492,7 @@ func (b *unixBuild) pair(u *usock) error {
 	if u.peerClosed {
 		// A stand-in for the closed end, closed once the bytes are queued.
 		if u.name != "" {
-			return b.accept(u, &usock{o: u.o, typ: u.typ, fd: -1, partner: -1}, false)
+			return b.accept(u, &usock{o: u.o, typ: u.typ, fd: -1, partner: -1, owner: u.owner}, false)
 		}
 		sp, err := unix.Socketpair(unix.AF_UNIX, u.typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 		if err != nil {
@@ -477,18 +540,17 @@ func (b *unixBuild) accept(server, client *usock, keep bool) error {
 			return err
 		}
 		b.temps = append(b.temps, fd)
-		if path := server.path(); path != "" {
-			if err := freePath(path, true); err != nil {
-				return err
+		err = b.as(server, func() error {
+			if path := server.path(); path != "" {
+				if err := freePath(path, true); err != nil {
+					return err
+				}
+				b.paths = append(b.paths, server)
 			}
-			b.paths = append(b.paths, path)
-		}
-		bind := unix.Bind
-		if server.dir != "" {
-			bind = func(fd int, _ unix.Sockaddr) error { return bindFrom(fd, server.dir, server.name) }
-		}
-		if err := bind(fd, server.addr()); err != nil {
-			return fmt.Errorf("bind temporary listener %s: %w", server.addr().Name, err)
+			return bindAs(fd, server)
+		})
+		if err != nil {
+			return fmt.Errorf("bind temporary listener %s as uid %d: %w", server.addr().Name, server.owner.Creds.UID[3], err)
 		}
 		if err := unix.Listen(fd, 1); err != nil {
 			return err
@@ -533,7 +595,7 @@ func (b *unixBuild) connect(u *usock, addr *unix.SockaddrUnix, keep bool) error 
 			return err
 		}
 	}
-	if err := unix.Connect(fd, addr); err != nil {
+	if err := b.as(u, func() error { return unix.Connect(fd, addr) }); err != nil {
 		if err == unix.EAGAIN {
 			return fmt.Errorf("connect %s: backlog full", addr.Name)
 		}
@@ -594,7 +656,7 @@ func (b *unixBuild) requeue(u *usock) error {
 			}
 			from = anon
 		}
-		if err := unix.Sendto(from, m.data, 0, u.addr()); err != nil {
+		if err := b.as(u, func() error { return unix.Sendto(from, m.data, 0, u.addr()) }); err != nil {
 			return fmt.Errorf("requeue a %d-byte datagram: %w", len(m.data), err)
 		}
 	}
@@ -611,7 +673,7 @@ func (b *unixBuild) connectDgram(u *usock) error {
 	if p.name == "" {
 		return fmt.Errorf("connected to unnamed %s", p.o.ID)
 	}
-	if err := unix.Connect(u.fd, p.addr()); err != nil {
+	if err := b.as(u, func() error { return unix.Connect(u.fd, p.addr()) }); err != nil {
 		return fmt.Errorf("connect %s: %w", p.addr().Name, err)
 	}
 	return nil
@@ -662,6 +724,32 @@ func writeAll(fd int, data []byte) error {
 			return fmt.Errorf("requeue %d bytes: %w", len(data), err)
 		}
 		data = data[n:]
+	}
+	return nil
+}
+
+// relisten calls listen again, from the task and once its credentials are
+// set, on each listening unix socket it is the first holder of: listen
+// records the caller's pid and credentials, which SO_PEERCRED gives every
+// client that connects later, and the restorer's own listen recorded root
+// and the restorer's pid. (Sockets connected during the rebuild keep the
+// restorer's pid and credentials as their peer's.)
+func (p *target) relisten() error {
+	if p.t.FilesOf != 0 {
+		return nil // the table's owner holds them
+	}
+	for _, f := range p.t.FDs {
+		o := p.r.c.Object(f.Object)
+		if f.Object == "" || o == nil || o.Kind != image.ObjUnixSocket || o.InfoValue("state") != strconv.Itoa(unixListen) {
+			continue
+		}
+		if h := objectHolder(p.r.c, o.ID); h != p.t {
+			continue
+		}
+		backlog, _ := strconv.Atoi(o.InfoValue("backlog"))
+		if _, err := p.sys(p.pid, unix.SYS_LISTEN, uint64(f.Num), uint64(backlog)); err != nil {
+			return fmt.Errorf("fd %d: listen again as the task: %w", f.Num, err)
+		}
 	}
 	return nil
 }
