@@ -1,6 +1,7 @@
 package dumper
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -66,12 +67,8 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		ArgStart:   st.ArgStart, ArgEnd: st.ArgEnd,
 		EnvStart: st.EnvStart, EnvEnd: st.EnvEnd,
 	}
-	for r := 0; r < 16; r++ {
-		var lim unix.Rlimit
-		if err := unix.Prlimit(pid, r, nil, &lim); err != nil {
-			return nil, fmt.Errorf("prlimit %d resource %d: %w", pid, r, err)
-		}
-		t.Limits = append(t.Limits, image.Rlimit{Resource: r, Cur: lim.Cur, Max: lim.Max})
+	if t.Limits, err = readLimits(pid); err != nil {
+		return nil, err
 	}
 	if t.VMAs, err = collectVMAs(pid); err != nil {
 		return nil, err
@@ -87,6 +84,9 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
 		return nil, err
 	}
+	if err := suspendSeccomp(ft); err != nil { // security.go: before any injection
+		return nil, err
+	}
 	// A syscall instruction to inject with, found once for all threads.
 	tramp, err := inject.FindSyscallInsn(pid)
 	if err != nil {
@@ -99,6 +99,7 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		}
 		t.Threads = append(t.Threads, th)
 	}
+	shareSecurity(t) // security.go
 	ask, err := sigactionsToAsk(kv)
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
@@ -107,6 +108,32 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		return nil, fmt.Errorf("signal handlers of %d: %w", pid, err)
 	}
 	return t, nil
+}
+
+// readLimits reads the 16 resource limits of pid with prlimit, or from
+// /proc/<pid>/limits where prlimit may not read them (a process of another
+// uid, for a root without CAP_SYS_RESOURCE).
+func readLimits(pid int) ([]image.Rlimit, error) {
+	var out []image.Rlimit
+	for r := 0; r < 16; r++ {
+		var lim unix.Rlimit
+		err := unix.Prlimit(pid, r, nil, &lim)
+		if errors.Is(err, unix.EPERM) {
+			b, err := proc.Read(pid, "limits")
+			if err != nil {
+				return nil, err
+			}
+			if out, err = image.ParseLimits(b); err != nil {
+				return nil, fmt.Errorf("limits of %d: %w", pid, err)
+			}
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("prlimit %d resource %d: %w", pid, r, err)
+		}
+		out = append(out, image.Rlimit{Resource: r, Cur: lim.Cur, Max: lim.Max})
+	}
+	return out, nil
 }
 
 func collectThread(pid, tid int, tramp uint64) (*image.Thread, error) {
@@ -139,6 +166,9 @@ func collectThread(pid, tid int, tramp uint64) (*image.Thread, error) {
 	}
 	th.Extras = &image.Extras{AltStackSP: x.AltStack.SP, AltStackFlags: uint64(uint32(x.AltStack.Flags)),
 		AltStackSize: x.AltStack.Size, ClearTID: x.ClearTID, RobustHead: x.RobustHead, RobustLen: x.RobustLen}
+	if th.Security, err = collectSecurity(pid, tid, x.Prctls); err != nil { // security.go
+		return nil, err
+	}
 	return th, nil
 }
 

@@ -43,7 +43,7 @@ const (
 	SeccompFlagLog    = 0x2  // SECCOMP_FILTER_FLAG_LOG
 	SockFilterSize    = 8    // sizeof(struct sock_filter)
 	BPFMaxInsns       = 4096 // BPF_MAXINSNS
-	secureBitsKnown   = 0xf3f
+	secureBitsKnown   = 0xfff
 	personalityQuery  = 0xffffffff
 	dumpableMax       = 2
 	maxSignal         = 64

@@ -112,6 +112,7 @@ type Extras struct {
 	ClearTID   uint64
 	RobustHead uint64
 	RobustLen  uint64
+	Prctls     Prctls // security.go: read with the others, not written by WriteExtras
 }
 
 // ReadExtras reads the Extras of the stopped thread tid (seized, in an
@@ -138,6 +139,9 @@ func ReadExtras(tid int, tramp uint64) (_ Extras, err error) {
 	x.AltStack, err = GetAltStack(tid, tramp, scratch)
 	if err == nil {
 		x.ClearTID, err = GetTIDAddress(tid, tramp, scratch)
+	}
+	if err == nil {
+		x.Prctls, err = GetPrctls(tid, tramp, scratch)
 	}
 	if err2 := WriteMem(tid, scratch, keep); err2 != nil && err == nil {
 		err = err2
