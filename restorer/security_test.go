@@ -1,6 +1,7 @@
 package restorer
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/dumper"
+	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
@@ -122,6 +124,55 @@ func testSecurityRoundTrip(t *testing.T, mode string, want ...string) {
 	pid := restore(t, dir)
 	samePrivs(t, before, privLines(t, pid))
 	checkTicks(t, p, 3)
+	sameSecurityFiles(t, dir, redump(t, pid))
+	checkTicks(t, p, 2)
+}
+
+// redump dumps a restored tree again, leaving it running, and writes the
+// checkpoint as plain files.
+func redump(t *testing.T, pid int) string {
+	t.Helper()
+	store, err := dedup.Open(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	res, err := dumper.Dump(store, pid, dumper.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "redump")
+	if err := image.WriteTree(dir, image.Render(res.Checkpoint, store)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// sameSecurityFiles compares the security files and seccomp filters of
+// two checkpoints of the same tree: what the restore gave back is what
+// the first dump saw, securebits, dumpable and pdeathsig included.
+func sameSecurityFiles(t *testing.T, a, b string) {
+	t.Helper()
+	var files []string
+	for _, pat := range []string{"tasks/*/security", "tasks/*/seccomp/*", "tasks/*/threads/*/security", "tasks/*/threads/*/seccomp/*"} {
+		fa, _ := filepath.Glob(filepath.Join(a, pat))
+		fb, _ := filepath.Glob(filepath.Join(b, pat))
+		if len(fa) != len(fb) {
+			t.Errorf("%s: %d files in the first dump, %d in the dump of the restored tree", pat, len(fa), len(fb))
+		}
+		files = append(files, fa...)
+	}
+	if len(files) == 0 {
+		t.Fatal("no security file in the checkpoint")
+	}
+	for _, fa := range files {
+		rel, _ := filepath.Rel(a, fa)
+		x, _ := os.ReadFile(fa)
+		y, err := os.ReadFile(filepath.Join(b, rel))
+		if err != nil || !bytes.Equal(x, y) {
+			t.Errorf("%s differs after the restore (%v):\n%s\nnow:\n%s", rel, err, x, y)
+		}
+	}
 }
 
 // TestRestoreCapsDropped: a root process that emptied every capability set
@@ -146,6 +197,15 @@ func TestRestoreSeccomp(t *testing.T) {
 // prctl, calls the dump and the restore inject (the restore's last one is a
 // munmap): both suspend the filter (PTRACE_O_SUSPEND_SECCOMP) meanwhile.
 func TestRestoreSandbox(t *testing.T) {
+	// A dump that lets the program run on leaves its filter in force
+	// (the detach ends the suspension): it checks prctl still fails.
+	p := startSecurity(t, "sandbox")
+	redump(t, p.pid)
+	checkTicks(t, p, 2)
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p.reaped = true
+
 	testSecurityRoundTrip(t, "sandbox", "NoNewPrivs:\t1", "Seccomp:\t2", "Seccomp_filters:\t1")
 }
 
@@ -191,6 +251,7 @@ func TestRestoreSeccompThreads(t *testing.T) {
 	pid := restore(t, dir)
 	samePrivs(t, before, privLines(t, pid))
 	checkTicks(t, p, 3)
+	sameSecurityFiles(t, dir, redump(t, pid)) // the stacks in their order
 }
 
 // TestRestoreProcessFlags: personality (ADDR_NO_RANDOMIZE), dumpable 0 and
@@ -215,6 +276,7 @@ func TestRestoreProcessFlags(t *testing.T) {
 	samePrivs(t, before, privLines(t, root))
 	samePrivs(t, beforeChild, privLines(t, child))
 	checkTicks(t, p, 3)
+	sameSecurityFiles(t, dir, redump(t, root))
 	unix.Kill(root, unix.SIGKILL)
 	var ws unix.WaitStatus
 	unix.Wait4(root, &ws, 0, nil)

@@ -10,7 +10,8 @@ import (
 )
 
 // SeccompFilters returns the seccomp filters of the stopped thread tid,
-// oldest first (PTRACE_SECCOMP_GET_FILTER counts from the newest, 0), n
+// oldest first (PTRACE_SECCOMP_GET_FILTER's index 0 is the oldest: the
+// kernel's get_nth_filter counts back from the newest by count-index), n
 // being how many it has (/proc status Seccomp_filters), each with the
 // flags PTRACE_GET_SECCOMP_METADATA reports (SECCOMP_FILTER_FLAG_LOG).
 // Both requests need CAP_SYS_ADMIN and a tracer not under seccomp.
@@ -25,12 +26,12 @@ func SeccompFilters(tid, n int) ([]image.SeccompFilter, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[n-1-idx] = image.SeccompFilter{Flags: flags, Prog: prog}
+		out[idx] = image.SeccompFilter{Flags: flags, Prog: prog}
 	}
 	return out, nil
 }
 
-// seccompFilter returns filter idx (0: the newest) as raw sock_filter bytes.
+// seccompFilter returns filter idx (0: the oldest) as raw sock_filter bytes.
 func seccompFilter(tid, idx int) ([]byte, error) {
 	cnt, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(tid), uintptr(idx), 0, 0, 0)
 	if e != 0 {

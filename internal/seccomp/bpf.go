@@ -177,13 +177,15 @@ func alu(op uint16, a, v uint32) (uint32, bool) {
 	return a, true
 }
 
-// Action runs a thread's whole filter stack on d, as the kernel does:
-// every filter runs, and the action with the highest precedence (the
-// lowest as a signed 32-bit action: KILL_PROCESS first, ALLOW last) wins.
+// Action runs a thread's whole filter stack (oldest first) on d, as the
+// kernel does: every filter runs, newest first, and the action with the
+// highest precedence (the lowest as a signed 32-bit action: KILL_PROCESS
+// first, ALLOW last) wins; of equal actions, the newest filter's (its
+// errno, say).
 func Action(filters [][]byte, d Data) (uint32, error) {
 	ret := uint32(unix.SECCOMP_RET_ALLOW)
-	for _, f := range filters {
-		r, err := Run(f, d)
+	for i := len(filters) - 1; i >= 0; i-- {
+		r, err := Run(filters[i], d)
 		if err != nil {
 			return 0, err
 		}

@@ -85,6 +85,11 @@ func TestActionPrecedence(t *testing.T) {
 			t.Errorf("read: %#x, want LOG (allowed)", got)
 		}
 	}
+	// Two errnos for one call: the newest filter's wins.
+	older, newer := deny(unix.SYS_MUNMAP, unix.EPERM), deny(unix.SYS_MUNMAP, unix.EACCES)
+	if got, _ := Action([][]byte{older, newer}, call(unix.SYS_MUNMAP)); got != unix.SECCOMP_RET_ERRNO|uint32(unix.EACCES) {
+		t.Errorf("two errnos: %#x, want the newest filter's EACCES", got)
+	}
 	if Allows(unix.SECCOMP_RET_ERRNO|1) || Allows(unix.SECCOMP_RET_TRACE) || Allows(unix.SECCOMP_RET_KILL_THREAD) {
 		t.Error("Allows lets a denying action through")
 	}
