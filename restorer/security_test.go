@@ -193,6 +193,13 @@ func TestRestoreSeccomp(t *testing.T) {
 	testSecurityRoundTrip(t, "seccomp", "NoNewPrivs:\t1", "Seccomp:\t2", "Seccomp_filters:\t1")
 }
 
+// TestRestoreFilterWithoutNoNewPrivs: a filter installed with
+// CAP_SYS_ADMIN instead of no_new_privs, by a process that then dropped
+// every capability: the restore installs it before the capabilities go.
+func TestRestoreFilterWithoutNoNewPrivs(t *testing.T) {
+	testSecurityRoundTrip(t, "admin", "NoNewPrivs:\t0", "Seccomp:\t2", "CapEff:\t0000000000000000")
+}
+
 // TestRestoreSandbox: a filter that kills the process on munmap and denies
 // prctl, calls the dump and the restore inject (the restore's last one is a
 // munmap): both suspend the filter (PTRACE_O_SUSPEND_SECCOMP) meanwhile.

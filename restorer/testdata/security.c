@@ -13,6 +13,8 @@
  *   security sandbox   no_new_privs and a filter that kills on munmap and makes
  *                      prctl fail with EPERM: the dump and the restore inject
  *                      both, the restore's last call is a munmap
+ *   security admin     a filter installed with CAP_SYS_ADMIN, no no_new_privs,
+ *                      then every capability dropped
  *   security strict    a thread in seccomp strict mode (dump must refuse)
  *   security notify    a user-notification filter whose listener is closed
  */
@@ -142,7 +144,7 @@ static void check(void) {
 			snprintf(bad, sizeof bad, "CAP_NET_BIND_SERVICE not ambient");
 		if (getuid() != 65534)
 			snprintf(bad, sizeof bad, "uid %d", getuid());
-	} else if (!strcmp(mode, "seccomp") || !strcmp(mode, "threads")) {
+	} else if (!strcmp(mode, "seccomp") || !strcmp(mode, "threads") || !strcmp(mode, "admin")) {
 		check_fails("getppid", syscall(SYS_getppid), EPERM);
 		if (!strcmp(mode, "threads") && syscall(SYS_getpgrp) < 0)
 			snprintf(bad, sizeof bad, "main thread: getpgrp failed: %d", errno);
@@ -204,6 +206,12 @@ int main(int argc, char **argv) {
 		prctl(PR_SET_DUMPABLE, 0); /* fork keeps it; to be sure */
 	} else if (!strcmp(mode, "sandbox")) {
 		sandbox();
+	} else if (!strcmp(mode, "admin")) {
+		deny(SYS_getppid, EPERM, 0);
+		for (int c = 0; c <= last_cap; c++)
+			prctl(PR_CAPBSET_DROP, c);
+		if (capset3(0, 0, 0) < 0)
+			fail("capset");
 	} else if (!strcmp(mode, "strict")) {
 		static int fds[2];
 		pthread_t t;
