@@ -84,7 +84,8 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
 		return nil, err
 	}
-	if err := suspendSeccomp(ft); err != nil { // security.go: before any injection
+	statuses, err := suspendSeccomp(ft) // security.go: before any injection
+	if err != nil {
 		return nil, err
 	}
 	// A syscall instruction to inject with, found once for all threads.
@@ -93,7 +94,7 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		return nil, err
 	}
 	for _, tid := range ft.tids {
-		th, err := collectThread(pid, tid, tramp)
+		th, err := collectThread(pid, tid, tramp, statuses[tid])
 		if err != nil {
 			return nil, err
 		}
@@ -136,7 +137,7 @@ func readLimits(pid int) ([]image.Rlimit, error) {
 	return out, nil
 }
 
-func collectThread(pid, tid int, tramp uint64) (*image.Thread, error) {
+func collectThread(pid, tid int, tramp uint64, status threadStatus) (*image.Thread, error) {
 	th := &image.Thread{TID: tid}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid))
 	if err != nil {
@@ -160,13 +161,13 @@ func collectThread(pid, tid int, tramp uint64) (*image.Thread, error) {
 		return nil, err
 	}
 	// Last: it injects syscalls into the thread (all else is recorded).
-	x, err := inject.ReadExtras(tid, tramp)
+	x, err := inject.ReadExtras(tid, tramp, tid == pid)
 	if err != nil {
 		return nil, fmt.Errorf("thread %d: %w", tid, err)
 	}
 	th.Extras = &image.Extras{AltStackSP: x.AltStack.SP, AltStackFlags: uint64(uint32(x.AltStack.Flags)),
 		AltStackSize: x.AltStack.Size, ClearTID: x.ClearTID, RobustHead: x.RobustHead, RobustLen: x.RobustLen}
-	if th.Security, err = collectSecurity(pid, tid, x.Prctls); err != nil { // security.go
+	if th.Security, err = collectSecurity(pid, tid, status, x.Prctls); err != nil { // security.go
 		return nil, err
 	}
 	return th, nil

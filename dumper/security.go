@@ -114,37 +114,35 @@ func canReadFilters() error {
 	return nil
 }
 
-// suspendSeccomp sets PTRACE_O_SUSPEND_SECCOMP on every thread of a task
-// any of whose threads has seccomp filters, before calls are injected.
-func suspendSeccomp(ft *frozenTask) error {
+// suspendSeccomp reads the status of every thread of a frozen task and,
+// if any has seccomp filters, sets PTRACE_O_SUSPEND_SECCOMP on all of them,
+// before calls are injected. The statuses serve collectSecurity.
+func suspendSeccomp(ft *frozenTask) (map[int]threadStatus, error) {
+	statuses := map[int]threadStatus{}
 	filtered := false
 	for _, tid := range ft.tids {
 		st, err := readThreadStatus(ft.pid, tid)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if st.seccomp != 0 {
-			filtered = true
-		}
+		statuses[tid] = st
+		filtered = filtered || st.seccomp != 0
 	}
 	if !filtered {
-		return nil
+		return statuses, nil
 	}
 	for _, tid := range ft.tids {
 		if err := ptrace.SetOptions(tid, unix.PTRACE_O_TRACESYSGOOD|unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
-			return fmt.Errorf("process %d: suspend its seccomp filters while it is dumped: %w", ft.pid, err)
+			return nil, fmt.Errorf("process %d: suspend its seccomp filters while it is dumped: %w", ft.pid, err)
 		}
 	}
-	return nil
+	return statuses, nil
 }
 
-// collectSecurity reads the security state of thread tid of pid; pr is
-// what prctl said in the thread (ReadExtras).
-func collectSecurity(pid, tid int, pr inject.Prctls) (*image.Security, error) {
-	st, err := readThreadStatus(pid, tid)
-	if err != nil {
-		return nil, err
-	}
+// collectSecurity reads the security state of thread tid of pid; st is
+// its status (suspendSeccomp), pr what prctl said in it (ReadExtras; the
+// process' dumpable flag comes from the main thread).
+func collectSecurity(pid, tid int, st threadStatus, pr inject.Prctls) (*image.Security, error) {
 	pers, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/personality", pid, tid))
 	if err != nil {
 		return nil, fmt.Errorf("thread %d: %w", tid, err)
@@ -203,12 +201,16 @@ func unrestorableFilter(prog []byte) string {
 }
 
 // shareSecurity keeps the main thread's state as the task's and, per
-// thread, only a state that differs from it.
+// thread, only a state that differs from it. Dumpable, per process, was
+// read in the main thread only.
 func shareSecurity(t *image.Task) {
 	if len(t.Threads) == 0 {
 		return
 	}
 	t.Security = t.Threads[0].Security
+	for _, th := range t.Threads {
+		th.Security.Dumpable = t.Security.Dumpable
+	}
 	for _, th := range t.Threads {
 		if th.Security.Equal(t.Security) {
 			th.Security = nil

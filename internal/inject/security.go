@@ -8,7 +8,8 @@ import (
 )
 
 // Prctls is the per-thread state only prctl inside the thread reads:
-// securebits, the parent-death signal and the process' dumpable flag.
+// securebits, the parent-death signal, and the process' dumpable flag
+// (read in the main thread only).
 type Prctls struct {
 	SecureBits uint64
 	PDeathSig  int
@@ -16,9 +17,9 @@ type Prctls struct {
 }
 
 // GetPrctls reads them with prctl(PR_GET_SECUREBITS), (PR_GET_PDEATHSIG,
-// scratch) and (PR_GET_DUMPABLE) injected into tid, in the batch of the
-// caller (ReadExtras), whose Save/Restop puts the thread back.
-func GetPrctls(tid int, trampoline, scratch uint64) (Prctls, error) {
+// scratch) and, if dumpable, (PR_GET_DUMPABLE) injected into tid, in the
+// batch of the caller (ReadExtras), whose Save/Restop puts the thread back.
+func GetPrctls(tid int, trampoline, scratch uint64, dumpable bool) (Prctls, error) {
 	var p Prctls
 	v, err := Syscall(tid, trampoline, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
 	if err != nil {
@@ -33,6 +34,9 @@ func GetPrctls(tid int, trampoline, scratch uint64) (Prctls, error) {
 		return p, err
 	}
 	p.PDeathSig = int(int32(binary.LittleEndian.Uint32(b)))
+	if !dumpable {
+		return p, nil
+	}
 	if v, err = Syscall(tid, trampoline, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE); err != nil {
 		return p, fmt.Errorf("dumpable of %d: %w", tid, err)
 	}

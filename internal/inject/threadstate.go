@@ -120,8 +120,9 @@ type Extras struct {
 // (FindSyscallInsn, once per process): syscalls injected into the
 // thread itself, with a scratch buffer below its stack's red zone whose
 // bytes are put back; then State.Restop leaves the thread as it was, in
-// an interrupt stop with its registers and mask.
-func ReadExtras(tid int, tramp uint64) (_ Extras, err error) {
+// an interrupt stop with its registers and mask. leader: tid is the main
+// thread, which also reads the process' dumpable flag (Prctls).
+func ReadExtras(tid int, tramp uint64, leader bool) (_ Extras, err error) {
 	var x Extras
 	if x.RobustHead, x.RobustLen, err = GetRobustList(tid); err != nil {
 		return x, err
@@ -141,7 +142,7 @@ func ReadExtras(tid int, tramp uint64) (_ Extras, err error) {
 		x.ClearTID, err = GetTIDAddress(tid, tramp, scratch)
 	}
 	if err == nil {
-		x.Prctls, err = GetPrctls(tid, tramp, scratch)
+		x.Prctls, err = GetPrctls(tid, tramp, scratch, leader)
 	}
 	if err2 := WriteMem(tid, scratch, keep); err2 != nil && err == nil {
 		err = err2
