@@ -19,7 +19,7 @@ import (
 	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
-// The security tests run testdata/security.c, which limits its own
+// The security tests run tests/progs/security.c, which limits its own
 // privileges and checks each tick that the limits still hold, dump it,
 // restore it and compare what /proc says before and after.
 
@@ -37,7 +37,7 @@ func securityProg(t *testing.T) string {
 	dir := built(t)
 	securityOnce.Do(func() {
 		securityExe = filepath.Join(dir, "security")
-		if out, err := exec.Command("gcc", "-O1", "-Wall", "-pthread", "-o", securityExe, "testdata/security.c").CombinedOutput(); err != nil {
+		if out, err := exec.Command("gcc", "-O1", "-Wall", "-pthread", "-o", securityExe, "../tests/progs/security.c").CombinedOutput(); err != nil {
 			securityErr = fmt.Errorf("gcc: %v\n%s", err, out)
 		}
 	})
