@@ -57,12 +57,19 @@ func readThreadStatus(pid, tid int) (threadStatus, error) {
 			return s, fmt.Errorf("thread %d status %s %q: %w", tid, k, kv[k], err)
 		}
 	}
+	// Absent: a kernel without seccomp (Seccomp), or older than 5.9
+	// (Seccomp_filters: counted by ptrace.SeccompFilters).
+	s.seccompFilters = -1
 	for _, f := range []struct {
 		key string
 		dst *int
 	}{{"Seccomp", &s.seccomp}, {"Seccomp_filters", &s.seccompFilters}} {
-		if *f.dst, err = strconv.Atoi(kv[f.key]); err != nil {
-			return s, fmt.Errorf("thread %d status %s %q: %w", tid, f.key, kv[f.key], err)
+		v, ok := kv[f.key]
+		if !ok {
+			continue
+		}
+		if *f.dst, err = strconv.Atoi(v); err != nil {
+			return s, fmt.Errorf("thread %d status %s %q: %w", tid, f.key, v, err)
 		}
 	}
 	s.noNewPrivs = kv["NoNewPrivs"] == "1"

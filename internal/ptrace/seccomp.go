@@ -14,8 +14,15 @@ import (
 // kernel's get_nth_filter counts back from the newest by count-index), n
 // being how many it has (/proc status Seccomp_filters), each with the
 // flags PTRACE_GET_SECCOMP_METADATA reports (SECCOMP_FILTER_FLAG_LOG).
-// Both requests need CAP_SYS_ADMIN and a tracer not under seccomp.
+// Both requests need CAP_SYS_ADMIN and a tracer not under seccomp. n < 0:
+// unknown (a kernel before 5.9 has no Seccomp_filters), they are counted.
 func SeccompFilters(tid, n int) ([]image.SeccompFilter, error) {
+	if n < 0 {
+		var err error
+		if n, err = countSeccompFilters(tid); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]image.SeccompFilter, n)
 	for idx := 0; idx < n; idx++ {
 		prog, err := seccompFilter(tid, idx)
@@ -29,6 +36,20 @@ func SeccompFilters(tid, n int) ([]image.SeccompFilter, error) {
 		out[idx] = image.SeccompFilter{Flags: flags, Prog: prog}
 	}
 	return out, nil
+}
+
+// countSeccompFilters asks for filters 0, 1, ... until the kernel says
+// there is none (ENOENT).
+func countSeccompFilters(tid int) (int, error) {
+	for n := 0; ; n++ {
+		_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(tid), uintptr(n), 0, 0, 0)
+		if e == unix.ENOENT {
+			return n, nil
+		}
+		if e != 0 {
+			return 0, fmt.Errorf("seccomp filter %d of %d: %w", n, tid, e)
+		}
+	}
 }
 
 // seccompFilter returns filter idx (0: the oldest) as raw sock_filter bytes.

@@ -82,6 +82,9 @@ func TestSeccompFilters(t *testing.T) {
 			t.Errorf("filter %d: got %+v, want %+v", i, got[i], f)
 		}
 	}
+	if n, err := countSeccompFilters(pid); err != nil || n != len(testFilters) {
+		t.Errorf("counted %d filters (%v), want %d", n, err, len(testFilters))
+	}
 	if _, err := SeccompFilters(pid, len(testFilters)+1); err == nil {
 		t.Error("a third filter was read")
 	}
