@@ -40,13 +40,18 @@ type SeccompFilter struct {
 // Kernel limits and values the validation checks against.
 const (
 	SeccompModeFilter = 2
-	SeccompFlagLog    = 0x2  // SECCOMP_FILTER_FLAG_LOG
-	SockFilterSize    = 8    // sizeof(struct sock_filter)
-	BPFMaxInsns       = 4096 // BPF_MAXINSNS
-	secureBitsKnown   = 0xfff
+	SeccompFlagLog    = 0x2   // SECCOMP_FILTER_FLAG_LOG
+	SockFilterSize    = 8     // sizeof(struct sock_filter)
+	BPFMaxInsns       = 4096  // BPF_MAXINSNS
+	maxInsnsPerPath   = 32768 // MAX_INSNS_PER_PATH: a stack's instructions, 4 more a filter
+	secureBitsKnown   = 0xfff // SECBIT_NOROOT .. SECBIT_EXEC_DENY_INTERACTIVE_LOCKED
 	personalityQuery  = 0xffffffff
-	dumpableMax       = 2
+	dumpableMax       = 2 // SUID_DUMP_ROOT
 	maxSignal         = 64
+)
+
+// Names in the tree.
+const (
 	securityFile      = "security"
 	seccompDir        = "seccomp"
 	seccompFlagsKey   = "seccomp_filter_flags"
@@ -90,8 +95,12 @@ func (s *Security) Validate() error {
 	case s.SeccompMode == SeccompModeFilter && len(s.Filters) == 0:
 		return fmt.Errorf("seccomp mode 2 without filters")
 	}
+	total := 0
 	for i, f := range s.Filters {
 		n := len(f.Prog) / SockFilterSize
+		if total += n + 4; total > maxInsnsPerPath {
+			return fmt.Errorf("seccomp filters 0..%d: more than the kernel's %d instructions a stack", i, maxInsnsPerPath)
+		}
 		if len(f.Prog)%SockFilterSize != 0 || n == 0 || n > BPFMaxInsns {
 			return fmt.Errorf("seccomp filter %d: %d bytes is not 1..%d instructions", i, len(f.Prog), BPFMaxInsns)
 		}
