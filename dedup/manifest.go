@@ -70,6 +70,7 @@ type mfTask struct {
 	Limits        []mfRlimit    `json:"limits"`
 	Sigactions    []mfSigaction `json:"sigactions"`
 	SharedPending [][]byte      `json:"shared_pending,omitempty"` // raw 128-byte siginfo_t each
+	Security      *mfSecurity   `json:"security,omitempty"`
 	Threads       []*mfThread   `json:"threads"`
 	FDs           []*mfFD       `json:"fds"`
 	VMAs          []*mfVMA      `json:"vmas"`
@@ -110,15 +111,16 @@ type mfSigaction struct {
 }
 
 type mfThread struct {
-	TID       int       `json:"tid"`
-	Comm      string    `json:"comm"`
-	Regs      mfRegs    `json:"regs"`
-	XState    []byte    `json:"xstate"`
-	SigMask   uint64    `json:"sigmask"`
-	Pending   [][]byte  `json:"pending,omitempty"`
-	Rseq      *mfRseq   `json:"rseq,omitempty"`
-	Extras    *mfExtras `json:"extras,omitempty"`
-	InSyscall bool      `json:"in_syscall"`
+	TID       int         `json:"tid"`
+	Comm      string      `json:"comm"`
+	Regs      mfRegs      `json:"regs"`
+	XState    []byte      `json:"xstate"`
+	SigMask   uint64      `json:"sigmask"`
+	Pending   [][]byte    `json:"pending,omitempty"`
+	Rseq      *mfRseq     `json:"rseq,omitempty"`
+	Extras    *mfExtras   `json:"extras,omitempty"`
+	Security  *mfSecurity `json:"security,omitempty"`
+	InSyscall bool        `json:"in_syscall"`
 }
 
 // mfRegs is struct user_regs_struct of x86-64, in the kernel's order and
@@ -151,6 +153,54 @@ type mfRegs struct {
 	Es       uint64 `json:"es"`
 	Fs       uint64 `json:"fs"`
 	Gs       uint64 `json:"gs"`
+}
+
+// mfSecurity is image.Security: privileges, seccomp filters (Prog is the raw
+// struct sock_filter array, base64 in JSON).
+type mfSecurity struct {
+	Personality uint64            `json:"personality"`
+	CapInh      uint64            `json:"cap_inheritable"`
+	CapPrm      uint64            `json:"cap_permitted"`
+	CapEff      uint64            `json:"cap_effective"`
+	CapBnd      uint64            `json:"cap_bounding"`
+	CapAmb      uint64            `json:"cap_ambient"`
+	SecureBits  uint64            `json:"securebits"`
+	NoNewPrivs  bool              `json:"no_new_privs"`
+	PDeathSig   int               `json:"pdeathsig"`
+	Dumpable    int               `json:"dumpable"`
+	SeccompMode int               `json:"seccomp"`
+	Filters     []mfSeccompFilter `json:"seccomp_filters,omitempty"`
+}
+
+type mfSeccompFilter struct {
+	Flags uint64 `json:"flags"`
+	Prog  []byte `json:"prog"`
+}
+
+func toMfSecurity(s *image.Security) *mfSecurity {
+	if s == nil {
+		return nil
+	}
+	m := &mfSecurity{Personality: s.Personality, CapInh: s.CapInh, CapPrm: s.CapPrm, CapEff: s.CapEff,
+		CapBnd: s.CapBnd, CapAmb: s.CapAmb, SecureBits: s.SecureBits, NoNewPrivs: s.NoNewPrivs,
+		PDeathSig: s.PDeathSig, Dumpable: s.Dumpable, SeccompMode: s.SeccompMode}
+	for _, f := range s.Filters {
+		m.Filters = append(m.Filters, mfSeccompFilter(f))
+	}
+	return m
+}
+
+func fromMfSecurity(m *mfSecurity) *image.Security {
+	if m == nil {
+		return nil
+	}
+	s := &image.Security{Personality: m.Personality, CapInh: m.CapInh, CapPrm: m.CapPrm, CapEff: m.CapEff,
+		CapBnd: m.CapBnd, CapAmb: m.CapAmb, SecureBits: m.SecureBits, NoNewPrivs: m.NoNewPrivs,
+		PDeathSig: m.PDeathSig, Dumpable: m.Dumpable, SeccompMode: m.SeccompMode}
+	for _, f := range m.Filters {
+		s.Filters = append(s.Filters, image.SeccompFilter(f))
+	}
+	return s
 }
 
 type mfRseq struct {
@@ -252,7 +302,8 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 		mt := &mfTask{PID: t.PID, PPID: t.PPID, PGID: t.PGID, SID: t.SID, TTYNr: t.TTYNr, TPGID: t.TPGID,
 			FilesOf: t.FilesOf, Comm: t.Comm, State: t.State, ExitCode: t.ExitCode, Creds: mfCreds(t.Creds),
 			Umask: t.Umask, Cmdline: t.Cmdline, Environ: t.Environ, Auxv: t.Auxv, Exe: t.Exe, Cwd: t.Cwd,
-			Root: t.Root, MM: mfMM(t.MM), SharedPending: packSiginfos(t.SharedPending)}
+			Root: t.Root, MM: mfMM(t.MM), SharedPending: packSiginfos(t.SharedPending),
+			Security: toMfSecurity(t.Security)}
 		for _, l := range t.Limits {
 			mt.Limits = append(mt.Limits, mfRlimit(l))
 		}
@@ -261,7 +312,8 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 		}
 		for _, th := range t.Threads {
 			mth := &mfThread{TID: th.TID, Comm: th.Comm, Regs: mfRegs(th.Regs), XState: th.XState,
-				SigMask: th.SigMask, Pending: packSiginfos(th.Pending), InSyscall: th.InSyscall}
+				SigMask: th.SigMask, Pending: packSiginfos(th.Pending), InSyscall: th.InSyscall,
+				Security: toMfSecurity(th.Security)}
 			if th.Rseq != nil {
 				r := mfRseq(*th.Rseq)
 				mth.Rseq = &r
@@ -319,7 +371,7 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
 		t := &image.Task{PID: mt.PID, PPID: mt.PPID, PGID: mt.PGID, SID: mt.SID, TTYNr: mt.TTYNr, TPGID: mt.TPGID,
 			FilesOf: mt.FilesOf, Comm: mt.Comm, State: mt.State, ExitCode: mt.ExitCode, Creds: image.Creds(mt.Creds),
 			Umask: mt.Umask, Cmdline: mt.Cmdline, Environ: mt.Environ, Auxv: mt.Auxv, Exe: mt.Exe, Cwd: mt.Cwd,
-			Root: mt.Root, MM: image.MM(mt.MM)}
+			Root: mt.Root, MM: image.MM(mt.MM), Security: fromMfSecurity(mt.Security)}
 		var err error
 		if t.SharedPending, err = unpackSiginfos(mt.SharedPending); err != nil {
 			return nil, nil, fmt.Errorf("manifest: task %d: shared pending: %w", mt.PID, err)
@@ -335,7 +387,7 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
 				return nil, nil, fmt.Errorf("manifest: task %d: null thread", mt.PID)
 			}
 			th := &image.Thread{TID: mth.TID, Comm: mth.Comm, Regs: image.Regs(mth.Regs), XState: mth.XState,
-				SigMask: mth.SigMask, InSyscall: mth.InSyscall}
+				SigMask: mth.SigMask, InSyscall: mth.InSyscall, Security: fromMfSecurity(mth.Security)}
 			if th.Pending, err = unpackSiginfos(mth.Pending); err != nil {
 				return nil, nil, fmt.Errorf("manifest: thread %d: pending: %w", mth.TID, err)
 			}

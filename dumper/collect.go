@@ -83,18 +83,23 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
 		return nil, err
 	}
+	statuses, err := suspendSeccomp(ft) // security.go: before any injection
+	if err != nil {
+		return nil, err
+	}
 	// A syscall instruction to inject with, found once for all threads.
 	tramp, err := inject.FindSyscallInsn(pid)
 	if err != nil {
 		return nil, err
 	}
 	for _, tid := range ft.tids {
-		th, err := collectThread(pid, tid, tramp)
+		th, err := collectThread(pid, tid, tramp, statuses[tid])
 		if err != nil {
 			return nil, err
 		}
 		t.Threads = append(t.Threads, th)
 	}
+	shareSecurity(t) // security.go
 	ask, err := sigactionsToAsk(kv)
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
@@ -105,7 +110,7 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	return t, nil
 }
 
-func collectThread(pid, tid int, tramp uint64) (*image.Thread, error) {
+func collectThread(pid, tid int, tramp uint64, status threadStatus) (*image.Thread, error) {
 	th := &image.Thread{TID: tid}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid))
 	if err != nil {
@@ -129,12 +134,15 @@ func collectThread(pid, tid int, tramp uint64) (*image.Thread, error) {
 		return nil, err
 	}
 	// Last: it injects syscalls into the thread (all else is recorded).
-	x, err := inject.ReadExtras(tid, tramp)
+	x, err := inject.ReadExtras(tid, tramp, tid == pid)
 	if err != nil {
 		return nil, fmt.Errorf("thread %d: %w", tid, err)
 	}
 	th.Extras = &image.Extras{AltStackSP: x.AltStack.SP, AltStackFlags: uint64(uint32(x.AltStack.Flags)),
 		AltStackSize: x.AltStack.Size, ClearTID: x.ClearTID, RobustHead: x.RobustHead, RobustLen: x.RobustLen}
+	if th.Security, err = collectSecurity(pid, tid, status, x.Prctls); err != nil { // security.go
+		return nil, err
+	}
 	return th, nil
 }
 

@@ -127,6 +127,9 @@ func precheck(root int) ([]int, error) {
 		byPid[pid] = fds
 		if !zombie(pid) {
 			live = append(live, pid)
+			if err := precheckSecurity(pid); err != nil { // security.go
+				return false, err
+			}
 		}
 		return true, checkFDs(pid, fds)
 	})

@@ -218,8 +218,10 @@ func (l *loader) task(pid int) *Task {
 	sp, err := unpackSiginfo(filepath.Join(l.dir, p("sigpending")), l.read(p("sigpending")))
 	l.fail(err)
 	t.SharedPending = sp
+	t.Security = l.loadSecurity(base)
 	for _, tid := range l.numbers(p("threads")) {
 		t.Threads = append(t.Threads, l.thread(filepath.Join(base, "threads", strconv.Itoa(tid)), tid))
+		l.loadThreadSecurity(t, t.Threads[len(t.Threads)-1], filepath.Join(base, "threads", strconv.Itoa(tid)))
 	}
 	sort.SliceStable(t.Threads, func(i, j int) bool { return t.Threads[i].TID == pid && t.Threads[j].TID != pid })
 	for _, n := range l.numbers(p("fdinfo")) {

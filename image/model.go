@@ -112,6 +112,7 @@ type Task struct {
 	Threads              []*Thread   // main thread first
 	FDs                  []*FD       // ascending fd number
 	VMAs                 []*VMA      // ascending address
+	Security             *Security   // the main thread's (security.go); nil: not recorded
 }
 
 // Creds are the ids of a task, each as real, effective, saved, fs.
@@ -168,6 +169,7 @@ type Thread struct {
 	Rseq      *Rseq     // nil if the thread registered none
 	Extras    *Extras   // state only the thread itself can read; nil if not recorded
 	InSyscall bool      // stopped inside a restartable syscall (see Regs.Orig_rax)
+	Security  *Security // only where it differs from the task's (security.go)
 }
 
 // Extras is per-thread kernel state read by injecting syscalls into the

@@ -90,9 +90,10 @@ func renderTask(t *Task, src PageSource) *Dir {
 	d.Add("sigpending", packSiginfo(t.SharedPending))
 	threads := &Dir{}
 	for _, th := range t.Threads {
-		threads.Add(strconv.Itoa(th.TID), renderThread(th))
+		threads.Add(strconv.Itoa(th.TID), withThreadSecurity(renderThread(th), t, th))
 	}
 	d.Add("threads", threads)
+	renderSecurity(d, t.Security)
 	if t.FilesOf != 0 {
 		// One fd table shared with another process: shown once, there.
 		owner := "../" + strconv.Itoa(t.FilesOf) + "/"

@@ -64,6 +64,9 @@ func Restore(dir string, opts Options) (int, error) {
 	if err := preflight(c, own, opts.ShellJob); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
+	if err := checkSecurity(c); err != nil { // security.go
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")

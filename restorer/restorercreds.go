@@ -33,12 +33,27 @@ type capSet struct {
 	Bits uint64
 }
 
-// taskCapSets returns the capability sets recorded for t. The tree has
-// none yet: the capabilities model (restorer/security.go) replaces this in
-// an init function, and the check below compares each set it returns with
-// the restorer's permitted set. The bounding set limits, it grants nothing,
-// so it is not returned.
-var taskCapSets = func(t *image.Task) []capSet { return nil }
+// taskCapSets returns the capability sets recorded for t (restorer/security.go
+// restores them): the main thread's first, then those of threads whose
+// privileges differ. The check below compares each with the restorer's
+// permitted set. The bounding set limits, it grants nothing, so it is not
+// returned. A variable so that tests can stand in for a tree.
+var taskCapSets = recordedCapSets
+
+func recordedCapSets(t *image.Task) []capSet {
+	var out []capSet
+	add := func(s *image.Security) {
+		if s != nil {
+			out = append(out, capSet{"CapEff", s.CapEff}, capSet{"CapPrm", s.CapPrm},
+				capSet{"CapInh", s.CapInh}, capSet{"CapAmb", s.CapAmb})
+		}
+	}
+	add(t.Security)
+	for _, th := range t.Threads {
+		add(th.Security)
+	}
+	return out
+}
 
 // ownCreds reads the restorer's credentials from /proc/self/status.
 func ownCreds() (restorerCreds, error) {

@@ -16,7 +16,7 @@ import (
 // Trampoline region: one code page (`syscall; int3`) and scratch pages for
 // the data injected syscalls point at.
 const (
-	regionSize  = 4 * image.PageSize
+	regionSize  = 12 * image.PageSize // scratch fits the largest seccomp filter (security.go)
 	scratchSize = regionSize - image.PageSize
 )
 
@@ -29,6 +29,8 @@ type target struct {
 	scratch uint64 // writable scratch memory in the process
 	region  uint64 // the trampoline region, once mapped
 	tids    []int  // threads created, main thread first
+	// suspended: PTRACE_O_SUSPEND_SECCOMP is set on its threads (security.go)
+	suspended bool
 }
 
 // sys injects a system call into thread tid of p at its `syscall; int3`
@@ -116,10 +118,8 @@ func (r *restorer) restoreTask(p *target) error {
 	if err := p.queuePending(); err != nil {
 		return err
 	}
-	for i := range t.Threads {
-		if err := p.setCreds(p.tids[i]); err != nil {
-			return err
-		}
+	if err := p.setCredsAndSecurity(); err != nil { // security.go; seccomp last
+		return err
 	}
 	r.logf("task %d: %d threads", p.pid, len(t.Threads))
 	return r.failpoint("threads")

@@ -31,10 +31,11 @@ import (
 // set (a root task that dropped CAP_DAC_OVERRIDE opens without it).
 func taskCreds(t *image.Task) fscreds.Creds {
 	c := fscreds.Creds{UID: t.Creds.UID[3], GID: t.Creds.GID[3], Groups: t.Creds.Groups}
-	for _, cs := range taskCapSets(t) { // restorercreds.go
+	for _, cs := range taskCapSets(t) { // restorercreds.go; the main thread's come first
 		if cs.Name == "CapEff" {
 			eff := cs.Bits
 			c.Effective = &eff
+			break
 		}
 	}
 	return c

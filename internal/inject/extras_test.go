@@ -70,7 +70,7 @@ func TestReadExtras(t *testing.T) {
 				return err
 			}
 			for _, tid := range tids {
-				x, err := inject.ReadExtras(tid, tramp)
+				x, err := inject.ReadExtras(tid, tramp, tid == pid)
 				if err != nil {
 					return err
 				}

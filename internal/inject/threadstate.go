@@ -112,6 +112,7 @@ type Extras struct {
 	ClearTID   uint64
 	RobustHead uint64
 	RobustLen  uint64
+	Prctls     Prctls // security.go: read with the others, not written by WriteExtras
 }
 
 // ReadExtras reads the Extras of the stopped thread tid (seized, in an
@@ -119,8 +120,9 @@ type Extras struct {
 // (FindSyscallInsn, once per process): syscalls injected into the
 // thread itself, with a scratch buffer below its stack's red zone whose
 // bytes are put back; then State.Restop leaves the thread as it was, in
-// an interrupt stop with its registers and mask.
-func ReadExtras(tid int, tramp uint64) (_ Extras, err error) {
+// an interrupt stop with its registers and mask. leader: tid is the main
+// thread, which also reads the process' dumpable flag (Prctls).
+func ReadExtras(tid int, tramp uint64, leader bool) (_ Extras, err error) {
 	var x Extras
 	if x.RobustHead, x.RobustLen, err = GetRobustList(tid); err != nil {
 		return x, err
@@ -138,6 +140,9 @@ func ReadExtras(tid int, tramp uint64) (_ Extras, err error) {
 	x.AltStack, err = GetAltStack(tid, tramp, scratch)
 	if err == nil {
 		x.ClearTID, err = GetTIDAddress(tid, tramp, scratch)
+	}
+	if err == nil {
+		x.Prctls, err = GetPrctls(tid, tramp, scratch, leader)
 	}
 	if err2 := WriteMem(tid, scratch, keep); err2 != nil && err == nil {
 		err = err2
