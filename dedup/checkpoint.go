@@ -120,7 +120,7 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	s.commitMu.Lock() // ids are checked and taken one commit at a time
 	defer s.commitMu.Unlock()
 	for try := 0; ; try++ {
-		err := s.db.View(func(txn *badger.Txn) error {
+		err := view(s.db, func(txn *badger.Txn) error {
 			_, err := txn.Get(manifestKey(c.ID))
 			return err
 		})
@@ -180,7 +180,7 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 // List returns the summaries of all checkpoints, oldest first.
 func (s *Store) List() ([]Summary, error) {
 	var list []Summary
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("s/"), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -253,7 +253,7 @@ func (s *Store) Load(ref string) (*image.Checkpoint, error) {
 		return nil, err
 	}
 	c := new(image.Checkpoint)
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		it, err := txn.Get(manifestKey(id))
 		if err != nil {
 			return fmt.Errorf("manifest: %w", err)
@@ -336,7 +336,7 @@ func (s *Store) Remove(refs ...string) error {
 // deletePrefix deletes every key starting with prefix.
 func (s *Store) deletePrefix(prefix []byte) error {
 	var keys [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -49,7 +49,7 @@ func (s *Store) GC() (GCResult, error) {
 	// Mark.
 	var live []image.Hash
 	var orphans [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *badger.Txn) error {
 		ids := liveIDs(txn)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("t/"), PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
@@ -82,7 +82,7 @@ func (s *Store) GC() (GCResult, error) {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	var dead []image.Hash // in hash order
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
 		defer it.Close()
 		i := 0
@@ -172,7 +172,7 @@ func (s *Store) Verify() ([]string, error) {
 	var problems []string
 	var pages []pageInfo // sorted by hash (key order)
 	buf := make([]byte, image.PageSize)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -273,7 +273,7 @@ func (s *Store) Stats() (StoreStats, error) {
 	for _, sum := range list {
 		st.LogicalBytes += sum.MemoryBytes
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
