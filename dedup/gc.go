@@ -219,6 +219,9 @@ func (s *Store) Verify() ([]string, error) {
 			problems = append(problems, fmt.Sprintf("checkpoint %s: %v", sum.ID, err))
 			continue
 		}
+		if why := shortTables(c); why != "" {
+			problems = append(problems, fmt.Sprintf("checkpoint %s: %s", c.ID, why))
+		}
 		for _, t := range c.Tasks {
 			for _, v := range t.VMAs {
 				// One line per (page, vma): a bad page may be used many times.

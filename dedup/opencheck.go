@@ -134,6 +134,11 @@ func checkBadgerFiles(dir string) error {
 	if err := checkManifest(dir, f); err != nil {
 		return damaged("%v", err)
 	}
+	if len(f.tables) > 0 && len(f.vlogs) == 0 {
+		// Badger would start a new value log 1 and write over what the
+		// tables' value pointers point to.
+		return damaged("its tables exist but every value log is missing")
+	}
 	// Badger replays every memtable log and the last value log.
 	logs := f.mems
 	if n := len(f.vlogs); n > 0 {
