@@ -131,7 +131,34 @@ func scanLog(data []byte, each func(e logEntry)) logScan {
 			s.damagedAt = firstBad
 		}
 	}
+	if firstBad >= 0 && s.damagedAt < 0 && completeEntry(data, firstBad) {
+		s.damagedAt = firstBad // the last entry, whole but not checking
+	}
 	return s
+}
+
+// completeEntry tells a damaged entry from one torn by a crash: Badger
+// copies an entry into its mapped log in one piece, so a crash leaves a
+// prefix followed by zeros; an entry whose declared length fits in the
+// file and whose checksum bytes are not zero was written whole.
+func completeEntry(data []byte, off int) bool {
+	p := off + 2
+	if p > len(data) {
+		return false
+	}
+	var l [3]uint64
+	for i := range l {
+		v, n := binary.Uvarint(data[p:])
+		if n <= 0 {
+			return false
+		}
+		l[i], p = v, p+n
+	}
+	if l[0] == 0 || l[0] > maxKeySize || l[1] > uint64(len(data)) {
+		return false
+	}
+	end := p + int(l[0]) + int(l[1])
+	return end+4 <= len(data) && binary.BigEndian.Uint32(data[end:]) != 0
 }
 
 var zeroBlock [4096]byte

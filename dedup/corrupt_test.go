@@ -421,3 +421,42 @@ func diffCheckpoint(a, b *image.Checkpoint) string {
 	}
 	return s
 }
+
+// TestScanLogTail tells a crash's torn last entry (left to Badger to cut)
+// from a damaged one (refused), and finds entries after damage.
+func TestScanLogTail(t *testing.T) {
+	f := newCorruptFixture(t)
+	vlogs, _ := filepath.Glob(filepath.Join(f.dir, "*.vlog"))
+	var data []byte
+	for _, v := range vlogs {
+		if b, _ := os.ReadFile(v); len(b) > len(data) {
+			data = b
+		}
+	}
+	var entries []logEntry
+	clean := scanLog(data, func(e logEntry) { entries = append(entries, e) })
+	if clean.damagedAt >= 0 || clean.validEnd != len(data) || len(entries) < 10 {
+		t.Fatalf("clean log: %+v, %d entries, %d bytes", clean, len(entries), len(data))
+	}
+	last := entries[len(entries)-1]
+	// Torn: a prefix of the last entry, then zeros (the mapped file's rest).
+	torn := append([]byte{}, data[:last.offset+last.size/2]...)
+	torn = append(torn, make([]byte, 1<<20)...)
+	if s := scanLog(torn, nil); s.damagedAt >= 0 || s.validEnd != last.offset {
+		t.Errorf("torn tail: %+v, want valid to %d and no damage", s, last.offset)
+	}
+	// Damaged: one byte of the last entry's value flipped.
+	flipped := append([]byte{}, data...)
+	flipped[last.offset+last.size-10] ^= 1
+	if s := scanLog(flipped, nil); s.damagedAt != last.offset {
+		t.Errorf("flipped last entry: %+v, want damage at %d", s, last.offset)
+	}
+	// Damaged in the middle: the entries after it are found.
+	mid := entries[len(entries)/2]
+	flipped = append([]byte{}, data...)
+	flipped[mid.offset+mid.size-10] ^= 1
+	s := scanLog(flipped, nil)
+	if s.damagedAt != mid.offset || s.lost != len(entries)-len(entries)/2-1 {
+		t.Errorf("flipped middle entry: %+v, want damage at %d and %d entries after it", s, mid.offset, len(entries)-len(entries)/2-1)
+	}
+}

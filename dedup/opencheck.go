@@ -155,7 +155,7 @@ func checkBadgerFiles(dir string) error {
 		s := scanLog(data, nil)
 		unix.Munmap(data)
 		if s.damagedAt >= 0 {
-			return damaged("%s is damaged at offset %d, with %d good entries after it that opening would cut off", name, s.damagedAt, s.lost)
+			return damaged("%s is damaged at offset %d (opening would cut it there, losing that entry and %d good ones after it)", name, s.damagedAt, s.lost)
 		}
 	}
 	return nil
