@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,10 @@ func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The pages files are mapped: a read error (EIO from a
+			// mount whose store lost the page) is a SIGBUS, made a
+			// panic that check recovers.
+			debug.SetPanicOnFault(true)
 			for pc := range v.work {
 				if !v.failed.Load() {
 					v.check(pc)
@@ -222,7 +227,13 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 // check hashes the pages of pc against their pagemap entries.
 func (v *pageVerifier) check(pc pageCheck) {
 	refs := pc.refs
-	for p := int64(0); p < int64(len(pc.buf)); p += image.PageSize {
+	var p int64
+	defer func() {
+		if recover() != nil {
+			v.fail(fmt.Errorf("%s: page %#x: %w: reading it from pages failed (an I/O error: through a mount, the store may have lost the page; ckptfs verify tells)", vmaName(pc.pid, pc.v), pc.v.Start+uint64(pc.off+p), ErrPageMismatch))
+		}
+	}()
+	for p = 0; p < int64(len(pc.buf)); p += image.PageSize {
 		page := pc.buf[p:min(p+image.PageSize, int64(len(pc.buf)))]
 		idx := uint32((pc.off + p) / image.PageSize)
 		addr := pc.v.Start + uint64(idx)*image.PageSize
