@@ -335,7 +335,8 @@ func swapStores(dir, staging, old string) error {
 // its manifest counts (Stats.PagesTotal: every non-zero page saved), as
 // when a page-table chunk was lost.
 func shortTables(c *image.Checkpoint) string {
-	if n := c.MemoryBytes() / image.PageSize; n != c.Stats.PagesTotal {
+	// 0: not counted (a checkpoint written without the count).
+	if n := c.MemoryBytes() / image.PageSize; c.Stats.PagesTotal != 0 && n != c.Stats.PagesTotal {
 		return fmt.Sprintf("its page tables hold %d pages, its manifest counts %d", n, c.Stats.PagesTotal)
 	}
 	return ""
