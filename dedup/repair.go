@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/badger/v4/y"
 	"github.com/dgraph-io/ristretto/v2/z"
 	"golang.org/x/sys/unix"
 
@@ -139,8 +141,9 @@ func Repair(dir string) (*RepairReport, error) {
 	return rep, nil
 }
 
-// readTable adds every entry of a Badger table that reads; a table that
-// fails part way gives what it gave until then.
+// readTable adds every entry of a Badger table whose block checks: the
+// blocks are read one by one from their base keys (the table's index), so
+// a damaged block loses its own entries only.
 func (s *salvage) readTable(path string) (err error) {
 	defer recoverBadger(&err, "read table")
 	fd, err := os.Open(path)
@@ -159,16 +162,47 @@ func (s *salvage) readTable(path string) (err error) {
 	}
 	// Not t.DecrRef: at zero references it deletes the file.
 	defer mf.Close(-1)
+	bases := t.KeySplits(math.MaxInt32, nil) // every block's first key
+	var bad []string
+	for i, base := range bases {
+		var next []byte
+		if i+1 < len(bases) {
+			next = []byte(bases[i+1])
+		}
+		if err := s.readBlock(t, []byte(base), next); err != nil {
+			bad = append(bad, fmt.Sprintf("block %d: %v", i, err))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%d of %d blocks unreadable (%s)", len(bad), len(bases), bad[0])
+	}
+	return nil
+}
+
+// readBlock adds the entries of t from key base up to key next (nil: the
+// end). A damaged block reads nothing: the seek to its base key fails. (A
+// damaged block also ends the iteration of the block before it, after
+// that block's last entry.)
+func (s *salvage) readBlock(t *table.Table, base, next []byte) (err error) {
+	defer recoverBadger(&err, "read block")
 	it := t.NewIterator(0)
 	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
+	n := 0
+	for it.Seek(base); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) <= 8 {
 			continue
 		}
+		if next != nil && y.CompareKeys(k, next) >= 0 {
+			break
+		}
 		vs := it.ValueCopy()
 		ver := binary.BigEndian.Uint64(k[len(k)-8:])
 		s.add(bytes.Clone(k[:len(k)-8]), ^ver, vs.Meta, vs.Value)
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("no entry reads")
 	}
 	return nil
 }
