@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -214,6 +215,9 @@ func repairStore(dir string) error {
 		return err
 	}
 	rep, err := dedup.Repair(dir)
+	if errors.Is(err, dedup.ErrLocked) {
+		return fmt.Errorf("verify --repair needs the store to itself (unmount it first): %w", err)
+	}
 	if err != nil {
 		return err
 	}
