@@ -34,7 +34,8 @@ func hashLess(a, b image.Hash) int { return bytes.Compare(a[:], b[:]) }
 // GC deletes the pages that no checkpoint references, and the page tables
 // of checkpoints that were never committed, then gives the space back to
 // the file system (memtable flush, LSM flatten, value-log rewrite).
-func (s *Store) GC() (GCResult, error) {
+func (s *Store) GC() (_ GCResult, err error) {
+	defer recoverBadger(&err, "gc")
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	// ReadPage calls use transactions of their own while pages go away.
@@ -49,7 +50,7 @@ func (s *Store) GC() (GCResult, error) {
 	// Mark.
 	var live []image.Hash
 	var orphans [][]byte
-	err := view(s.db, func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		ids := liveIDs(txn)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("t/"), PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
@@ -166,13 +167,14 @@ type pageInfo struct {
 
 // Verify re-hashes every stored page and checks every page reference of
 // every checkpoint. It returns one line per problem.
-func (s *Store) Verify() ([]string, error) {
+func (s *Store) Verify() (_ []string, err error) {
+	defer recoverBadger(&err, "verify")
 	s.gcMu.RLock() // no pages vanish under us
 	defer s.gcMu.RUnlock()
 	var problems []string
 	var pages []pageInfo // sorted by hash (key order)
 	buf := make([]byte, image.PageSize)
-	err := view(s.db, func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
