@@ -95,7 +95,7 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	s.commitMu.Lock() // ids are checked and taken one commit at a time
 	defer s.commitMu.Unlock()
 	for try := 0; ; try++ {
-		err := s.db.View(func(txn *badger.Txn) error {
+		err := view(s.db, func(txn *badger.Txn) error {
 			_, err := txn.Get(manifestKey(c.ID))
 			return err
 		})
@@ -132,7 +132,7 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 
 	sum := Summary{ID: c.ID, Name: c.Name, Time: c.Time, RootPID: c.RootPID, Tasks: len(c.Tasks),
 		MemoryBytes: c.MemoryBytes(), BytesAdded: c.Stats.BytesAdded}
-	sb, err := encodeSummary(sum)
+	sb, err := sealedSummary(sum)
 	if err != nil {
 		return fmt.Errorf("commit %s: encode summary: %w", c.ID, err)
 	}
@@ -140,7 +140,7 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 		if err := s.markFormat(txn); err != nil {
 			return err
 		}
-		if err := txn.Set(summaryKey(c.ID), seal(kindSummary, summaryKey(c.ID), sb)); err != nil {
+		if err := txn.Set(summaryKey(c.ID), sb); err != nil {
 			return err
 		}
 		return txn.Set(manifestKey(c.ID), seal(kindManifest, manifestKey(c.ID), mb))
@@ -161,6 +161,15 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	return nil
 }
 
+// sealedSummary is the stored value of sum: sealed JSON.
+func sealedSummary(sum Summary) ([]byte, error) {
+	b, err := encodeSummary(sum)
+	if err != nil {
+		return nil, err
+	}
+	return seal(kindSummary, summaryKey(sum.ID), b), nil
+}
+
 // List returns the summaries of all checkpoints, oldest first. A damaged
 // summary fails it.
 func (s *Store) List() ([]Summary, error) { return s.list(nil) }
@@ -169,7 +178,7 @@ func (s *Store) List() ([]Summary, error) { return s.list(nil) }
 // to onBad (by id) if that is not nil, and fails the list otherwise.
 func (s *Store) list(onBad func(id string, err error)) ([]Summary, error) {
 	var list []Summary
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("s/"), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -256,7 +265,7 @@ func (s *Store) Load(ref string) (*image.Checkpoint, error) {
 // loadID is Load of an exact id.
 func (s *Store) loadID(id string) (*image.Checkpoint, error) {
 	var c *image.Checkpoint
-	err := s.db.View(func(txn *badger.Txn) (err error) {
+	err := view(s.db, func(txn *badger.Txn) (err error) {
 		c, err = loadCheckpoint(txn, id)
 		return err
 	})
@@ -324,7 +333,7 @@ func (s *Store) Remove(refs ...string) error {
 // deletePrefix deletes every key starting with prefix.
 func (s *Store) deletePrefix(prefix []byte) error {
 	var keys [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -34,7 +34,8 @@ func hashLess(a, b image.Hash) int { return bytes.Compare(a[:], b[:]) }
 // GC deletes the pages that no checkpoint references, and the page tables
 // of checkpoints that were never committed, then gives the space back to
 // the file system (memtable flush, LSM flatten, value-log rewrite).
-func (s *Store) GC() (GCResult, error) {
+func (s *Store) GC() (_ GCResult, err error) {
+	defer recoverBadger(&err, "gc")
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	// ReadPage calls use transactions of their own while pages go away.
@@ -49,7 +50,7 @@ func (s *Store) GC() (GCResult, error) {
 	// Mark.
 	var live []image.Hash
 	var orphans [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		ids := liveIDs(txn)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("t/"), PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
@@ -82,7 +83,7 @@ func (s *Store) GC() (GCResult, error) {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	var dead []image.Hash // in hash order
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
 		defer it.Close()
 		i := 0
@@ -170,13 +171,14 @@ type pageInfo struct {
 
 // Verify re-hashes every stored page and checks every page reference of
 // every checkpoint. It returns one line per problem.
-func (s *Store) Verify() ([]string, error) {
+func (s *Store) Verify() (_ []string, err error) {
+	defer recoverBadger(&err, "verify")
 	s.gcMu.RLock() // no pages vanish under us
 	defer s.gcMu.RUnlock()
 	var problems []string
 	var pages []pageInfo // sorted by hash (key order)
 	buf := make([]byte, image.PageSize)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -257,6 +259,9 @@ func (s *Store) Verify() ([]string, error) {
 			len(c.Tasks) != sum.Tasks || c.MemoryBytes() != sum.MemoryBytes) {
 			problems = append(problems, fmt.Sprintf("checkpoint %s: its summary (ls) does not match its manifest", id))
 		}
+		if why := shortTables(c); why != "" {
+			problems = append(problems, fmt.Sprintf("checkpoint %s: %s", id, why))
+		}
 		for _, t := range c.Tasks {
 			for _, v := range t.VMAs {
 				// One line per (page, vma): a bad page may be used many times.
@@ -311,7 +316,7 @@ func (s *Store) Stats() (StoreStats, error) {
 	for _, sum := range list {
 		st.LogicalBytes += sum.MemoryBytes
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = view(s.db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

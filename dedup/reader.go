@@ -42,22 +42,35 @@ type sharedReader struct {
 // starts another).
 func (r *sharedReader) view(f func(txn *badger.Txn) error) error {
 	for range 2 {
-		r.mu.RLock()
-		txn := r.txn
-		if txn != nil && time.Since(r.born) < readerMaxAge {
-			err := f(txn)
-			r.mu.RUnlock()
+		txn, err, ok := r.tryView(f)
+		if ok {
 			if err != nil {
 				r.drop(txn)
 			}
 			return err
 		}
-		r.mu.RUnlock()
 		if !r.renew(txn) {
 			return errNoReader
 		}
 	}
 	return errNoReader
+}
+
+// tryView runs f in the shared transaction if it is fresh (ok), under
+// the read lock, released however f ends: a panic of Badger on a damaged
+// table becomes an error instead of leaving the lock held (every later
+// read would block).
+func (r *sharedReader) tryView(f func(txn *badger.Txn) error) (txn *badger.Txn, err error, ok bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	txn = r.txn
+	if txn == nil || time.Since(r.born) >= readerMaxAge {
+		return txn, nil, false
+	}
+	ok = true
+	defer recoverBadger(&err, "read")
+	err = f(txn)
+	return txn, err, ok
 }
 
 // renew replaces the shared transaction old (nil: none) by a new one,

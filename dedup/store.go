@@ -65,7 +65,13 @@ type Store struct {
 //     mmap, and the cache's look-up and insert per block cost more than
 //     they save (BenchmarkReadPageRandom: x-pread ~6 against ~7 with a
 //     32 MiB cache);
+//   - every table's block checksums are checked when it is opened, so a
+//     damaged table makes Open fail (and verify say so) instead of
+//     panicking on a later read; tables hold keys and small values only;
 //   - quiet logger.
+//
+// Before Badger opens the directory, checkBadgerFiles (opencheck.go)
+// refuses a store that Badger would cut or start afresh.
 func storeOptions(dir string) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(quietLogger{}).
@@ -74,7 +80,8 @@ func storeOptions(dir string) badger.Options {
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithNumCompactors(2).
-		WithMetricsEnabled(false)
+		WithMetricsEnabled(false).
+		WithChecksumVerificationMode(options.OnTableRead)
 }
 
 // badgerOptions is storeOptions; benchmarks swap it to compare settings.
@@ -94,7 +101,11 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := badger.Open(badgerOptions(dir))
+	if err := checkBadgerFiles(dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	db, err := openBadger(badgerOptions(dir))
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
@@ -136,7 +147,7 @@ func (s *Store) pages() (*pageIndex, error) {
 // the "p/" prefix, in key (so hash) order.
 func loadPageIndex(db *badger.DB) (*pageIndex, error) {
 	var hashes []image.Hash
-	err := db.View(func(txn *badger.Txn) error {
+	err := view(db, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -219,7 +230,7 @@ func (s *Store) ReadPage(h image.Hash, buf []byte) error {
 	}
 	err := s.reader.view(read)
 	if err != nil {
-		err = s.db.View(read)
+		err = view(s.db, read)
 	}
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("page %s: %w", h, ErrPageMissing)

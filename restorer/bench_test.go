@@ -13,7 +13,8 @@ import (
 
 // BenchmarkRestore1GiB restores a static program with 1 GiB of touched
 // memory and reports the restore time as a ratio to `cat` of the same
-// pages files to /dev/null, measured in the same run.
+// pages files to /dev/null, measured in the same run, and to a restore
+// without page verification (Options.NoVerifyPages), alternating.
 func BenchmarkRestore1GiB(b *testing.B) {
 	p := start(b, "static", 1024)
 	dir := dumpKill(b, p)
@@ -31,25 +32,34 @@ func BenchmarkRestore1GiB(b *testing.B) {
 	}
 	cat() // page cache warm for both
 	debug.FreeOSMemory()
-	var catTotal, restoreTotal time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		catTotal += cat()
-		b.StartTimer()
+	var catTotal, restoreTotal, noVerifyTotal time.Duration
+	run := func(opts Options) time.Duration {
 		t0 := time.Now()
-		pid, err := Restore(dir, Options{})
+		pid, err := Restore(dir, opts)
 		if err != nil {
 			b.Fatal(err)
 		}
-		restoreTotal += time.Since(t0)
+		d := time.Since(t0)
 		b.StopTimer()
 		unix.Kill(pid, unix.SIGKILL)
 		var ws unix.WaitStatus
 		unix.Wait4(pid, &ws, 0, nil)
 		b.StartTimer()
+		return d
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		catTotal += cat()
+		b.StartTimer()
+		restoreTotal += run(Options{})
+		b.StopTimer()
+		noVerifyTotal += run(Options{NoVerifyPages: true})
+		b.StartTimer()
 	}
 	b.ReportMetric(float64(restoreTotal.Milliseconds())/float64(b.N), "restore-ms")
 	b.ReportMetric(float64(catTotal.Milliseconds())/float64(b.N), "cat-ms")
 	b.ReportMetric(float64(restoreTotal)/float64(catTotal), "x-cat")
+	b.ReportMetric(float64(noVerifyTotal.Milliseconds())/float64(b.N), "noverify-ms")
+	b.ReportMetric(float64(restoreTotal)/float64(noVerifyTotal), "x-noverify")
 }

@@ -80,9 +80,9 @@ func (s pageScans) get(pid int) (map[*image.VMA][][2]int64, error) {
 }
 
 func dataRanges(path string, size int64) ([][2]int64, error) {
-	f, err := os.Open(path)
+	f, err := openTreeFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint file %s: %w", path, pathErr(err))
+		return nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -193,9 +193,9 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 				continue
 			}
 			path := image.PagesPath(dir, t.PID, v)
-			f, err := os.Open(path)
+			f, err := openTreeFile(path)
 			if err != nil {
-				return fmt.Errorf("checkpoint file %s: %w", path, pathErr(err))
+				return err
 			}
 			m, merr := unix.Mmap(int(f.Fd()), 0, int(v.Len()), unix.PROT_READ, unix.MAP_SHARED)
 			if merr == nil {

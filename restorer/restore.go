@@ -38,6 +38,10 @@ type Options struct {
 	// LeaveStopped releases every process stopped (SIGSTOP), to be resumed
 	// with SIGCONT (like CRIU's --leave-stopped): it runs nothing before.
 	LeaveStopped bool
+	// NoVerifyPages skips checking every page against its hash in the
+	// vma's pagemap before processes are created (verify.go): for a copy
+	// of a checkpoint edited on purpose.
+	NoVerifyPages bool
 }
 
 var le = binary.LittleEndian
@@ -75,6 +79,12 @@ func Restore(dir string, opts Options) (int, error) {
 	}
 	r.logf("files opened as their tasks")
 	r.scans = startPageScans(dir, c)
+	if !opts.NoVerifyPages {
+		if err := verifyPages(dir, c, r.scans); err != nil {
+			return 0, fmt.Errorf("restore %s: %w", dir, err)
+		}
+		r.logf("pages verified")
+	}
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	var verbose, shellJob, leaveStopped bool
+	var verbose, shellJob, leaveStopped, noVerifyPages bool
 	cmd := &cobra.Command{
 		Use:   "restore [-v] [--shell-job] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
@@ -26,10 +26,14 @@ terminal fds become restore's own terminal, its session restore's session
 (so the terminal is its controlling terminal) and, if its process group was
 in the foreground, it is in the foreground again, like CRIU's --shell-job.
 The restored processes run on their own once restore returns; the last line
-printed is the root pid.`,
+printed is the root pid.
+
+Before any process is created every page to be written is checked against
+its hash in its vma's pagemap: a damaged copy is refused, naming the task,
+the vma and the page. --no-verify-pages restores a copy edited on purpose.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped}
+			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages}
 			if verbose {
 				opts.Log = os.Stderr
 			}
@@ -44,5 +48,6 @@ printed is the root pid.`,
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the duration of every phase on stderr")
 	cmd.Flags().BoolVar(&shellJob, "shell-job", false, "put terminals and the root's session on restore's own terminal and session")
 	cmd.Flags().BoolVar(&leaveStopped, "leave-stopped", false, "leave every restored process stopped (SIGSTOP); resume them with SIGCONT")
+	cmd.Flags().BoolVar(&noVerifyPages, "no-verify-pages", false, "do not check every page against its hash in pagemap (for a copy edited on purpose)")
 	rootCmd.AddCommand(cmd)
 }

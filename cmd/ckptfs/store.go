@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -164,16 +165,29 @@ the file system. gc refuses to run while a dump is writing to the store.`,
 
 func verifyCmd() *cobra.Command {
 	var dir string
+	var repair bool
 	cmd := &cobra.Command{
-		Use:   "verify -s STORE",
+		Use:   "verify [--repair] -s STORE",
 		Short: "Re-hash every page and check every checkpoint's references",
 		Long: `Read every stored page and check it against its hash, then check every
 checkpoint's manifest and page tables against their hashes and that every
 page it references is present and sound. Each problem is
 printed on a line of its own, naming the page hash and the checkpoint, task
-and vma that use it; the exit status is non-zero if there is any.`,
+and vma that use it; the exit status is non-zero if there is any.
+
+A store whose files are damaged so that opening it would lose data (a
+value log with good entries after a damaged one, a missing Badger MANIFEST)
+is not opened: verify says so. --repair salvages such a store (it must not
+be mounted): every checkpoint whose manifest, page tables and pages are all
+sound is kept, the others are listed as lost; the old files are kept in
+STORE/damaged-<time>/. The repaired store is then verified.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if repair {
+				if err := repairStore(dir); err != nil {
+					return err
+				}
+			}
 			return withRepo(dir, func(r dedup.Repo) error {
 				problems, err := r.Verify()
 				if err != nil {
@@ -191,6 +205,7 @@ and vma that use it; the exit status is non-zero if there is any.`,
 		},
 	}
 	addStoreFlag(cmd, &dir)
+	cmd.Flags().BoolVar(&repair, "repair", false, "salvage every checkpoint that is still whole into a new store, then verify it")
 	return cmd
 }
 
@@ -204,5 +219,31 @@ func announceNewStore(dir string) error {
 	if !ok {
 		fmt.Fprintf(os.Stderr, "ckptfs: creating new store at %s\n", dir)
 	}
+	return nil
+}
+
+// repairStore runs dedup.Repair on an unmounted store and prints its report.
+func repairStore(dir string) error {
+	if err := requireStore(dir); err != nil {
+		return err
+	}
+	rep, err := dedup.Repair(dir)
+	if errors.Is(err, dedup.ErrLocked) {
+		return fmt.Errorf("verify --repair needs the store to itself (unmount it first): %w", err)
+	}
+	if err != nil {
+		return err
+	}
+	for _, p := range rep.Problems {
+		fmt.Println("damage:", p)
+	}
+	for _, k := range rep.Kept {
+		fmt.Println("kept:", k)
+	}
+	for _, l := range rep.Lost {
+		fmt.Println("lost:", l)
+	}
+	fmt.Printf("repair: %d checkpoint(s) kept, %d lost; %d pages salvaged, %d damaged pages dropped; old files in %s\n",
+		len(rep.Kept), len(rep.Lost), rep.Pages, rep.PagesDamaged, rep.OldFiles)
 	return nil
 }

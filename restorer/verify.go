@@ -1,0 +1,306 @@
+package restorer
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+)
+
+// Page verification: before any process is created, every page restore
+// will write is checked against its hash in the vma's pagemap
+// (`<address> <hash>` per saved page, docs/tree-format.md). A copy of a
+// checkpoint with a flipped byte, a page missing (a hole where pagemap has
+// a page) or data where pagemap has none is refused, naming the task, the
+// vma and the page. Options.NoVerifyPages skips this for a copy edited on
+// purpose.
+
+// ErrPageMismatch says a page of a checkpoint tree is not what its
+// pagemap says (wrapped, with task, vma and address in the message).
+var ErrPageMismatch = errors.New("page does not match its pagemap")
+
+// pageSum is the page hash of the store (dedup.Sum): BLAKE3-256.
+func pageSum(page []byte) image.Hash { return image.Hash(blake3.Sum256(page)) }
+
+// verifiedVMA says whether restore writes vma v from its pages file: not
+// the vdso unit and not shared file mappings (the file holds their
+// contents).
+func verifiedVMA(v *image.VMA) bool {
+	switch v.Kind {
+	case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
+		return false
+	}
+	return !(v.Kind == image.VMAFile && v.Shared())
+}
+
+// zeroFillOK says whether a zero page of v that pagemap does not list may
+// be written as zeros: true for anonymous memory (where it was zero
+// anyway); false where a hole means "keep what is there" (a private file
+// mapping keeps the file's page, a memfd or SysV segment its data).
+func zeroFillOK(v *image.VMA) bool {
+	switch v.Kind {
+	case image.VMAAnon, image.VMAHeap, image.VMAStack:
+		return true
+	}
+	return v.SharedAnon()
+}
+
+// pageCheck is a piece of one vma's pages file to check.
+type pageCheck struct {
+	pid  int
+	v    *image.VMA
+	off  int64  // offset of buf in the vma
+	buf  []byte // the pages
+	refs []image.PageRef
+}
+
+// verifyPages checks every page restore writes for checkpoint c in dir,
+// hashing on every CPU. scans gives the data ranges of the vmas fillMemory
+// writes; those of shared memory vmas are found here.
+func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
+	v := &pageVerifier{work: make(chan pageCheck, 2*writers)}
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The pages files are mapped: a read error (EIO from a
+			// mount whose store lost the page) is a SIGBUS, made a
+			// panic that check recovers.
+			debug.SetPanicOnFault(true)
+			for pc := range v.work {
+				if !v.failed.Load() {
+					v.check(pc)
+				}
+			}
+		}()
+	}
+	err := v.feed(dir, c, scans)
+	close(v.work)
+	wg.Wait()
+	for _, m := range v.maps {
+		unix.Munmap(m)
+	}
+	if err != nil {
+		return fmt.Errorf("%w\n(restore --no-verify-pages skips the page check)", err)
+	}
+	return v.err()
+}
+
+type pageVerifier struct {
+	work   chan pageCheck
+	failed atomic.Bool
+	maps   [][]byte
+
+	mu   sync.Mutex
+	errs []error
+	more int // mismatches found after the first few
+}
+
+func (v *pageVerifier) fail(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.failed.Store(true)
+	if len(v.errs) < 3 {
+		v.errs = append(v.errs, err)
+	} else {
+		v.more++
+	}
+}
+
+func (v *pageVerifier) err() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.errs) == 0 {
+		return nil
+	}
+	err := errors.Join(v.errs...)
+	if v.more > 0 {
+		err = fmt.Errorf("%w\n(and %d more)", err, v.more)
+	}
+	return fmt.Errorf("%w\nthe checkpoint's pages are damaged; if the copy was changed on purpose, restore it with --no-verify-pages", err)
+}
+
+func vmaName(pid int, v *image.VMA) string {
+	s := fmt.Sprintf("task %d: vma %s", pid, v.DirName())
+	if v.Name != "" {
+		s += " (" + v.Name + ")"
+	}
+	return s
+}
+
+// feed queues every page of the checkpoint to check, vma by vma.
+func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans) error {
+	for _, t := range c.Tasks {
+		if t.State == "Z" {
+			continue
+		}
+		scanned, err := scans.get(t.PID)
+		if err != nil {
+			return err
+		}
+		for _, vma := range t.VMAs {
+			if !verifiedVMA(vma) {
+				continue
+			}
+			if v.failed.Load() {
+				return nil
+			}
+			rs, ok := scanned[vma]
+			if !ok && isShmem(vma) {
+				if rs, err = dataRanges(image.PagesPath(dir, t.PID, vma), int64(vma.Len())); err != nil {
+					return err
+				}
+			}
+			if err := v.feedVMA(dir, t.PID, vma, rs); err != nil {
+				return fmt.Errorf("%s: %w", vmaName(t.PID, vma), err)
+			}
+		}
+	}
+	return nil
+}
+
+// feedVMA queues the data ranges rs of one vma's pages file with the
+// pagemap entries they hold; a pagemap entry in a hole is a missing page.
+func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int64) error {
+	pagesPath := image.PagesPath(dir, pid, vma)
+	refs, err := readPagemap(filepath.Join(filepath.Dir(pagesPath), "pagemap"), vma)
+	if err != nil {
+		return err
+	}
+	if len(rs) == 0 && len(refs) == 0 {
+		return nil
+	}
+	f, err := openTreeFile(pagesPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m, merr := unix.Mmap(int(f.Fd()), 0, int(vma.Len()), unix.PROT_READ, unix.MAP_SHARED)
+	if merr == nil {
+		v.maps = append(v.maps, m)
+	}
+	missing := func(r image.PageRef) error {
+		return fmt.Errorf("page %#x: %w: pagemap lists it (hash %s) but pages has a hole there", vma.Start+uint64(r.Index)*image.PageSize, ErrPageMismatch, r.Hash)
+	}
+	j := 0
+	for _, r := range rs {
+		for off := r[0]; off < r[1]; {
+			n := min(r[1]-off, chunkSize)
+			if j < len(refs) && int64(refs[j].Index)*image.PageSize < off {
+				return missing(refs[j])
+			}
+			k := j
+			for j < len(refs) && int64(refs[j].Index)*image.PageSize < off+n {
+				j++
+			}
+			pc := pageCheck{pid: pid, v: vma, off: off, refs: refs[k:j]}
+			if merr == nil {
+				pc.buf = m[off : off+n]
+			} else {
+				pc.buf = make([]byte, n)
+				if _, err := f.ReadAt(pc.buf, off); err != nil && err != io.EOF {
+					return fmt.Errorf("checkpoint file %s: %w", pagesPath, err)
+				}
+			}
+			v.work <- pc
+			off += n
+		}
+	}
+	if j < len(refs) {
+		return missing(refs[j])
+	}
+	return nil
+}
+
+// check hashes the pages of pc against their pagemap entries.
+func (v *pageVerifier) check(pc pageCheck) {
+	refs := pc.refs
+	var p int64
+	defer func() {
+		if recover() != nil {
+			v.fail(fmt.Errorf("%s: page %#x: %w: reading it from pages failed (an I/O error: through a mount, the store may have lost the page; ckptfs verify tells)", vmaName(pc.pid, pc.v), pc.v.Start+uint64(pc.off+p), ErrPageMismatch))
+		}
+	}()
+	for p = 0; p < int64(len(pc.buf)); p += image.PageSize {
+		page := pc.buf[p:min(p+image.PageSize, int64(len(pc.buf)))]
+		idx := uint32((pc.off + p) / image.PageSize)
+		addr := pc.v.Start + uint64(idx)*image.PageSize
+		if len(refs) > 0 && refs[0].Index == idx {
+			want := refs[0].Hash
+			refs = refs[1:]
+			if len(page) != image.PageSize {
+				v.fail(fmt.Errorf("%s: page %#x: %w: pages ends inside it", vmaName(pc.pid, pc.v), addr, ErrPageMismatch))
+				return
+			}
+			if got := pageSum(page); got != want {
+				v.fail(fmt.Errorf("%s: page %#x: %w: its content hashes to %s, pagemap says %s", vmaName(pc.pid, pc.v), addr, ErrPageMismatch, got, want))
+			}
+			continue
+		}
+		if !isZero(page) {
+			v.fail(fmt.Errorf("%s: page %#x: %w: pages holds data there but pagemap lists no page", vmaName(pc.pid, pc.v), addr, ErrPageMismatch))
+		} else if !zeroFillOK(pc.v) {
+			v.fail(fmt.Errorf("%s: page %#x: %w: pages holds zeros there (not a hole) but pagemap lists no page; restore would overwrite what the mapping holds", vmaName(pc.pid, pc.v), addr, ErrPageMismatch))
+		}
+	}
+}
+
+var zeroPage [image.PageSize]byte
+
+func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
+
+// readPagemap parses a vma's pagemap: one `<address> <hash>` line per
+// saved page, addresses in the vma, page aligned, ascending.
+func readPagemap(path string, vma *image.VMA) ([]image.PageRef, error) {
+	f, err := openTreeFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var refs []image.PageRef
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	line := 0
+	for sc.Scan() {
+		line++
+		bad := func(why string) error {
+			return fmt.Errorf("%s line %d: %s: %q", path, line, why, sc.Text())
+		}
+		a, h, ok := bytes.Cut(sc.Bytes(), []byte(" "))
+		if !ok {
+			return nil, bad("want `<address> <hash>`")
+		}
+		addr, err := strconv.ParseUint(string(a), 0, 64)
+		if err != nil {
+			return nil, bad("bad address")
+		}
+		hash, err := image.ParseHash(string(h))
+		if err != nil {
+			return nil, bad("bad hash")
+		}
+		if addr < vma.Start || addr >= vma.End || addr%image.PageSize != 0 {
+			return nil, bad("address outside the vma or not page aligned")
+		}
+		idx := uint32((addr - vma.Start) / image.PageSize)
+		if n := len(refs); n > 0 && refs[n-1].Index >= idx {
+			return nil, bad("addresses not ascending")
+		}
+		refs = append(refs, image.PageRef{Index: idx, Hash: hash})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return refs, nil
+}
