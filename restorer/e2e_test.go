@@ -39,6 +39,11 @@ func built(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
+		// Programs that leave root map their exe from here: the restore
+		// opens it as their uid.
+		if buildErr = os.Chmod(buildDir, 0o755); buildErr != nil {
+			return
+		}
 		steps := [][]string{
 			{"gcc", "-O1", "-g", "-static", "-o", filepath.Join(buildDir, "counter-static"), "../tests/progs/counter.c", "-lpthread"},
 			{"gcc", "-O1", "-g", "-o", filepath.Join(buildDir, "counter-pthreads"), "../tests/progs/counter.c", "-lpthread"},
