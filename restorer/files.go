@@ -219,7 +219,10 @@ func (fs *files) deletedFile(o *image.Object) (int, error) {
 	if fd, ok := fs.objs[o.ID]; ok {
 		return fd, nil
 	}
-	path := o.InfoValue("path")
+	path, err := o.InfoText("path")
+	if err != nil {
+		return -1, err
+	}
 	mode, _ := strconv.ParseUint(o.InfoValue("mode"), 8, 32)
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(mode))
 	if err == nil {

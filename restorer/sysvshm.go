@@ -232,9 +232,9 @@ func readPages(path string, v *image.VMA, done pagesWritten, write func(b []byte
 	if err != nil || len(rs) == 0 {
 		return err
 	}
-	f, err := os.Open(path)
+	f, err := image.OpenTreeFile(path)
 	if err != nil {
-		return fmt.Errorf("checkpoint file %s: %w", path, pathErr(err))
+		return err
 	}
 	defer f.Close()
 	base := int64(v.Offset)
