@@ -201,7 +201,6 @@ func precheckUnix(fds map[int][]*image.FD) error {
 	return nil
 }
 
-
 func nameOr(name, none string) string {
 	if name == "" {
 		return none

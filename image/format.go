@@ -254,7 +254,9 @@ func (f *kvFile) i64Range(key string, lo, hi int64) int64 {
 func (f *kvFile) int(key string) int { return int(f.i64(key)) }
 
 // intRange is int for a value in [lo, hi].
-func (f *kvFile) intRange(key string, lo, hi int) int { return int(f.i64Range(key, int64(lo), int64(hi))) }
+func (f *kvFile) intRange(key string, lo, hi int) int {
+	return int(f.i64Range(key, int64(lo), int64(hi)))
+}
 
 func (f *kvFile) ints(key string) []int {
 	var out []int

@@ -93,8 +93,8 @@ type PageSource interface {
 type Lazy struct {
 	Gen    func() []byte
 	Secret bool // the content is private (see Private)
-	once sync.Once
-	b    Bytes
+	once   sync.Once
+	b      Bytes
 }
 
 func (*Lazy) isNode() {}
