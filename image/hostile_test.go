@@ -148,3 +148,40 @@ func TestPrivateModes(t *testing.T) {
 		t.Errorf("Mode: environ %v status %v dir %v", Mode(tasks.Lookup("environ")), Mode(tasks.Lookup("status")), Mode(tasks))
 	}
 }
+
+// TestRenderOldModel: a model made before format 2 (raw paths and names in
+// object and inotify lines, as a store's older manifests hold) renders as a
+// valid format-2 tree with the same values.
+func TestRenderOldModel(t *testing.T) {
+	src := memSource{}
+	c := sampleCheckpoint(src)
+	c.Objects = append(c.Objects,
+		&Object{ID: "file-7", Kind: ObjDeletedFile, Info: []string{"path: /tmp/old file", "mode: 644"}},
+		&Object{ID: "unix-9", Kind: ObjUnixSocket, Info: []string{"ino: 9", "name: /tmp/sock", "dir: /home/u",
+			"msg: 1 /tmp/peer", "msg: 2 -", `msg: 3 "@\x00abstract"`}})
+	c.Tasks[0].FDs = append(c.Tasks[0].FDs, &FD{Num: 9, Kind: FDInotify, Path: "anon_inode:inotify", Flags: 0o2000000,
+		Extra: []string{"inotify-watch: wd=1 mask=0x2 path=/tmp/watched dir"}})
+	dir := t.TempDir()
+	if err := WriteTree(dir, Render(c, src)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := got.Object("file-7").InfoText("path"); p != "/tmp/old file" || err != nil {
+		t.Errorf("path %q %v", p, err)
+	}
+	u := got.Object("unix-9")
+	if n, err := u.InfoText("name"); n != "/tmp/sock" || err != nil {
+		t.Errorf("name %q %v", n, err)
+	}
+	want := []string{"ino: 9", `name: "/tmp/sock"`, `dir: "/home/u"`, `msg: 1 "/tmp/peer"`, "msg: 2 -", `msg: 3 "@\x00abstract"`}
+	if !reflect.DeepEqual(u.Info, want) {
+		t.Errorf("unix info %q, want %q", u.Info, want)
+	}
+	ws, err := InotifyWatches(got.Tasks[0].FDs[3])
+	if err != nil || len(ws) != 1 || ws[0].Path != "/tmp/watched dir" {
+		t.Errorf("watches %+v %v", ws, err)
+	}
+}

@@ -92,3 +92,41 @@ func legacyInotifyLines(extra []string) []string {
 	}
 	return extra
 }
+
+// renderInfoLine is an Info line as Render writes it: a line of a model
+// made before format 2 (a store's older manifests hold raw paths and
+// names) gets its free text quoted, so every tree Render makes is format 2.
+func renderInfoLine(kind, line string) string {
+	key, v, ok := strings.Cut(line, ":")
+	if !ok {
+		return line
+	}
+	key, v = strings.TrimSpace(key), strings.TrimSpace(v)
+	switch {
+	case objectTextKey(kind, key):
+		if _, err := UnquoteText(v); err != nil {
+			return TextLine(key, v)
+		}
+	case kind == ObjUnixSocket && key == "msg":
+		n, sender, _ := strings.Cut(v, " ")
+		if _, err := UnquoteText(sender); err != nil && sender != "-" {
+			return "msg: " + n + " " + QuoteText(sender)
+		}
+	}
+	return line
+}
+
+// renderExtraLine is renderInfoLine for an fd's extra lines: a raw
+// inotify-watch path (a model made before format 2) is quoted.
+func renderExtraLine(line string) string {
+	rest, ok := strings.CutPrefix(line, inotifyWatchKey)
+	if !ok {
+		return line
+	}
+	if _, path, ok := strings.Cut(rest, " path="); ok {
+		if _, err := UnquoteText(path); err != nil {
+			return legacyInotifyLines([]string{line})[0]
+		}
+	}
+	return line
+}

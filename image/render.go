@@ -28,7 +28,7 @@ func Render(c *Checkpoint, src PageSource) *Dir {
 			var k kv
 			k.add("kind", "%s", o.Kind)
 			for _, l := range o.Info {
-				k.line(l)
+				k.line(renderInfoLine(o.Kind, l))
 			}
 			objs.Add(o.ID, (&Dir{}).Add("info", k.bytes()).Add("data", Secret(o.Data)))
 		}
@@ -232,7 +232,7 @@ func renderFDInfo(f *FD) Bytes {
 		k.add("ofd", "%s", f.OFD)
 	}
 	for _, e := range f.Extra {
-		k.line(e)
+		k.line(renderExtraLine(e))
 	}
 	return k.bytes()
 }
