@@ -177,3 +177,40 @@ func installGolden(t *testing.T, trees string) {
 		}
 	})
 }
+
+// TestRestoreRefusesFIFOInTree: a copy whose cmdline or pages is a FIFO is
+// refused by restore with an error naming it, not a hang, and creates no
+// process.
+func TestRestoreRefusesFIFOInTree(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (restore)")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	golden := filepath.Join(filepath.Dir(file), "..", "testdata", "trees", "format2")
+	pages, _ := filepath.Glob(filepath.Join(golden, "tasks", itoa(goldenPID), "vmas", "7ff*", "pages"))
+	if len(pages) == 0 {
+		t.Fatal("golden tree has no stack pages")
+	}
+	stackPages, _ := filepath.Rel(golden, pages[0])
+	for _, rel := range []string{filepath.Join("tasks", itoa(goldenPID), "cmdline"), stackPages} {
+		t.Run(filepath.Base(rel), func(t *testing.T) {
+			cp := filepath.Join(t.TempDir(), "copy")
+			if out, err := exec.Command("cp", "-a", golden, cp).CombinedOutput(); err != nil {
+				t.Fatalf("cp -a: %v\n%s", err, out)
+			}
+			fifo := filepath.Join(cp, rel)
+			os.Remove(fifo)
+			if err := unix.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			free := errors.Is(unix.Kill(goldenPID, 0), unix.ESRCH)
+			_, errOut, err := ckptfsErr(t, "restore", cp)
+			if err == nil || !strings.Contains(errOut, fifo) || !strings.Contains(errOut, "FIFO") {
+				t.Fatalf("restore of a tree with a FIFO %s: %v\n%s", rel, err, errOut)
+			}
+			if free && unix.Kill(goldenPID, 0) == nil {
+				t.Fatalf("pid %d exists after the refused restore", goldenPID)
+			}
+		})
+	}
+}
