@@ -98,8 +98,8 @@ func TestFDKinds(t *testing.T) {
 	fdinfo := func(name string) string { return fdinfoOf(pid, name) }
 	in := fdinfo("inotify")
 	if fdinfoValue(in, "kind") != "inotify" ||
-		!strings.Contains(in, "inotify-watch: wd=1 mask=0x100 path="+filepath.Join(dir, "wdir")+"\n") ||
-		!strings.Contains(in, "inotify-watch: wd=3 mask=0x2 path="+filepath.Join(dir, "watched")+"\n") ||
+		!strings.Contains(in, "inotify-watch: wd=1 mask=0x100 path="+strconv.Quote(filepath.Join(dir, "wdir"))+"\n") ||
+		!strings.Contains(in, "inotify-watch: wd=3 mask=0x2 path="+strconv.Quote(filepath.Join(dir, "watched"))+"\n") ||
 		strings.Contains(in, "wd=2 ") {
 		t.Errorf("inotify fdinfo:\n%s", in)
 	}

@@ -77,7 +77,7 @@ func TestRestoreUnixServer(t *testing.T) {
 			client = data("unix-"+peer) > 0 // the replies A has not read yet
 			t.Logf("objects/%s/info (%d bytes queued):\n%s", id, data(id), info)
 		case strings.Contains(info, "name: "+strconv.Quote(dir+"/dgram-client")+"\n"):
-			replies = strings.Count(info, "msg: ") >= 3 && strings.Contains(info, " "+dir+"/dgram\n") // with their sender
+			replies = strings.Count(info, "msg: ") >= 3 && strings.Contains(info, " "+strconv.Quote(dir+"/dgram")+"\n") // with their sender
 			t.Logf("objects/%s/info:\n%s", id, info)
 		case strings.Contains(info, "name: "+strconv.Quote(dir+"/sock")+"\n") && strings.Contains(info, "state: 10\n"):
 			listener = strings.Contains(info, "backlog: 8\n") && strings.Contains(info, "pending: ")
