@@ -452,6 +452,9 @@ func ParseLimits(b []byte) ([]Rlimit, error) {
 			}
 			*p = v
 		}
+		if l.Cur > l.Max {
+			return nil, fmt.Errorf("line %d: %s: soft limit above hard limit", i+1, limitNames[res].name)
+		}
 		out = append(out, l)
 	}
 	return out, nil

@@ -165,6 +165,10 @@ func (l *loader) checkpoint() *Checkpoint {
 	return c
 }
 
+// maxAuxv bounds auxv: the kernel keeps fewer than 64 (type, value) pairs
+// (mm->saved_auxv); a page is ample.
+const maxAuxv = 4096
+
 // maxPID is the kernel's PID_MAX_LIMIT (4 Mi).
 const maxPID = 1 << 22
 
@@ -275,8 +279,9 @@ func (l *loader) task(pid int) *Task {
 		st.failKey("Umask", "bad umask %.20q", st.opt("Umask"))
 	}
 	t.Umask = uint32(um)
+	nthreads := -1
 	if st.has("Threads") || !st.legacy() {
-		st.intRange("Threads", 0, maxPID) // derived: Render counts them again
+		nthreads = st.intRange("Threads", 0, maxPID) // derived: checked against threads/
 	}
 	// Free-text paths: from format 2 the quoted status fields are what
 	// Load reads; the exe, cwd, root symlinks are for people and tools and
@@ -297,6 +302,9 @@ func (l *loader) task(pid int) *Task {
 	t.Cmdline = l.read(p("cmdline"))
 	t.Environ = l.read(p("environ"))
 	t.Auxv = l.read(p("auxv"))
+	if len(t.Auxv)%16 != 0 || len(t.Auxv) > maxAuxv {
+		l.fail(fmt.Errorf("checkpoint file %s: %d bytes, not whole (type, value) pairs of at most %d bytes", filepath.Join(l.dir, p("auxv")), len(t.Auxv), maxAuxv))
+	}
 	for _, f := range paths {
 		if !l.exists(p(f.name)) {
 			if t.State != "Z" && l.err == nil {
@@ -357,6 +365,8 @@ func (l *loader) task(pid int) *Task {
 			l.fail(fmt.Errorf("checkpoint dir %s: no threads", filepath.Join(l.dir, p("threads"))))
 		} else if t.Threads[0].TID != pid {
 			l.fail(fmt.Errorf("checkpoint dir %s: no main thread %d", filepath.Join(l.dir, p("threads")), pid))
+		} else if nthreads >= 0 && nthreads != len(t.Threads) {
+			l.fail(fmt.Errorf("checkpoint file %s: Threads: %d, but threads/ holds %d", filepath.Join(l.dir, p("status")), nthreads, len(t.Threads)))
 		}
 	}
 	return t

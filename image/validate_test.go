@@ -257,3 +257,25 @@ func copyTree(from, to string) error {
 		}
 	})
 }
+
+func TestLoadRefusesBadCounts(t *testing.T) {
+	for _, c := range []struct {
+		name, rel, old, new string
+		want                []string
+	}{
+		{"thread count", "tasks/100/status", "Threads: 2", "Threads: 3", []string{"Threads: 3, but threads/ holds 2"}},
+		{"soft above hard", "tasks/100/limits", "1024                 4096", "8192                 4096", []string{"limits", "soft limit above hard"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := sampleTree(t)
+			edit(t, dir, c.rel, c.old, c.new)
+			loadErr(t, dir, c.want...)
+		})
+	}
+	dir := sampleTree(t)
+	p := filepath.Join(dir, "tasks/100/auxv")
+	if err := os.WriteFile(p, make([]byte, 17), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loadErr(t, dir, p, "17 bytes")
+}
