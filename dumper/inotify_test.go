@@ -109,8 +109,8 @@ func TestInotifyWatchPaths(t *testing.T) {
 		}
 	}
 	want := []string{
-		"inotify-watch: wd=1 mask=0x100 path=" + sub,
-		"inotify-watch: wd=3 mask=0x80000002 path=" + file,
+		"inotify-watch: wd=1 mask=0x100 path=" + strconv.Quote(sub),
+		"inotify-watch: wd=3 mask=0x80000002 path=" + strconv.Quote(file),
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("watch lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

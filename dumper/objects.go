@@ -119,7 +119,7 @@ func addDeletedFile(c *image.Checkpoint, pid int, f *image.FD) error {
 		return err
 	}
 	c.Objects = append(c.Objects, &image.Object{ID: id, Kind: image.ObjDeletedFile, Data: data,
-		Info: []string{"path: " + f.Path, "mode: " + strconv.FormatUint(uint64(st.Mode&0o7777), 8)}})
+		Info: []string{image.TextLine("path", f.Path), "mode: " + strconv.FormatUint(uint64(st.Mode&0o7777), 8)}})
 	return nil
 }
 

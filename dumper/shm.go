@@ -78,7 +78,7 @@ func memfdObject(c *image.Checkpoint, path, name string) (*image.Object, error) 
 		return nil, err
 	}
 	return &image.Object{ID: memfdID(st.Ino), Kind: image.ObjMemfd, Data: data, Info: []string{
-		"name: " + name,
+		image.TextLine("name", name),
 		"size: " + strconv.FormatInt(st.Size, 10),
 		"mode: " + strconv.FormatUint(uint64(st.Mode&0o7777), 8),
 		"seals: " + fmt.Sprintf("%#x", seals),

@@ -73,7 +73,7 @@ func (u *unixTree) add(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 		"type: " + strconv.Itoa(s.Type),
 		"state: " + strconv.Itoa(s.State),
 		"peer: " + strconv.FormatUint(s.Peer, 10),
-		"name: " + quoteName(s.Name),
+		image.TextLine("name", s.Name),
 	}}
 	if err := u.check(pid, f); err != nil {
 		return err
@@ -201,15 +201,6 @@ func precheckUnix(fds map[int][]*image.FD) error {
 	return nil
 }
 
-// quoteName writes a socket name as is when it is printable on one line,
-// else Go-quoted (abstract names may hold any byte).
-func quoteName(name string) string {
-	if strconv.CanBackquote(name) && !strings.HasPrefix(name, `"`) && strings.TrimSpace(name) == name {
-		return name
-	}
-	return strconv.Quote(name)
-}
-
 func nameOr(name, none string) string {
 	if name == "" {
 		return none
@@ -263,7 +254,7 @@ func socketFile(pid int, cwd string, s *proc.UnixSocket) ([]string, error) {
 	var info []string
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(cwd, s.Name)
-		info = append(info, "dir: "+cwd)
+		info = append(info, image.TextLine("dir", cwd))
 	}
 	var st unix.Stat_t
 	err := unix.Stat(filepath.Join(proc.Path(pid, "root"), path), &st)
@@ -366,11 +357,11 @@ func peekQueue(pid, fd, typ int, o *image.Object) error {
 			}
 			continue
 		}
-		sender := "-"
-		if sa, ok := from.(*unix.SockaddrUnix); ok && sa.Name != "" {
-			sender = quoteName(sa.Name)
+		sender := ""
+		if sa, ok := from.(*unix.SockaddrUnix); ok {
+			sender = sa.Name
 		}
-		o.Info = append(o.Info, fmt.Sprintf("msg: %d %s", n, sender))
+		o.Info = append(o.Info, image.MsgLine(n, sender))
 	}
 }
 

@@ -7,7 +7,8 @@
 //
 // Nodes of a rendered tree are served generically: *image.Dir is a
 // directory (0555), *image.Symlink a symlink, an image.File a regular file
-// (0444) read through its ReadAt, and an image.SparseFile also answers
+// (0444; 0400 when image.Private: memory and secrets) read through its
+// ReadAt, and an image.SparseFile also answers
 // lseek SEEK_DATA/SEEK_HOLE. A checkpoint is loaded and rendered on the
 // first lookup of its id and kept.
 //

@@ -94,6 +94,9 @@ func (t *tnode) mode() uint32 {
 	case *image.Symlink:
 		return modeLink
 	default:
+		if image.Private(t.node) {
+			return syscall.S_IFREG | 0o400 // memory or secrets: see image.Private
+		}
 		return modeFile
 	}
 }

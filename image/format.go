@@ -10,38 +10,101 @@ import (
 
 // This file holds the text encodings shared by Render and Load. Every text
 // file of the tree is "key: value" lines unless said otherwise; numbers that
-// are addresses or masks are hex with 0x, counts are decimal.
+// are addresses or masks are hex with 0x, counts are decimal, and free text
+// (paths, names) is a Go-quoted string (strconv.Quote) from tree format 2 on,
+// so that no byte a program chose can start a line of its own.
+
+// Tree format versions: FormatVersion is what Render writes as "format:" in
+// info; a tree without that key is format 1 (free text written raw).
+const (
+	FormatVersion = 2
+	formatLegacy  = 1
+)
 
 // kv builds a "key: value" file.
 type kv struct{ b bytes.Buffer }
 
+// add writes a value that format makes safe by itself (numbers, tokens).
 func (k *kv) add(key string, format string, args ...any) {
 	fmt.Fprintf(&k.b, "%s: "+format+"\n", append([]any{key}, args...)...)
 }
 
+// text writes free text, quoted: read back exactly by kvFile.text.
+func (k *kv) text(key, value string) {
+	k.b.WriteString(key)
+	k.b.WriteString(": ")
+	k.b.WriteString(strconv.Quote(value))
+	k.b.WriteByte('\n')
+}
+
+// line writes a line that is already a whole "key: value" line (kernel
+// fdinfo lines, object Info lines). A newline in it would start a line of
+// its own: written as the two characters \n instead.
+func (k *kv) line(l string) {
+	k.b.WriteString(strings.ReplaceAll(l, "\n", `\n`))
+	k.b.WriteByte('\n')
+}
+
 func (k *kv) bytes() Bytes { return Bytes(k.b.Bytes()) }
 
-// kvFile is a parsed "key: value" file; it remembers its path for errors.
+// QuoteText is how free text is written inside a tree line (format 2).
+func QuoteText(s string) string { return strconv.Quote(s) }
+
+// UnquoteText reads back what QuoteText wrote; anything else is an error.
+func UnquoteText(s string) (string, error) {
+	if len(s) < 2 || s[0] != '"' {
+		return "", fmt.Errorf("%.40q is not a quoted string", s)
+	}
+	u, err := strconv.Unquote(s)
+	if err != nil {
+		return "", fmt.Errorf("%.40q is not a quoted string", s)
+	}
+	return u, nil
+}
+
+// kvFile is a parsed "key: value" file; it remembers its path, the line of
+// every key, which keys were read and the tree format for errors and for
+// reading free text.
 type kvFile struct {
-	path string
-	m    map[string]string
-	err  error
+	path    string
+	version int // tree format; 0 means FormatVersion
+	m       map[string]kvVal
+	dup     map[string]int // line of a key's second occurrence
+	used    map[string]bool
+	err     error
+}
+
+type kvVal struct {
+	v    string
+	line int
 }
 
 func parseKV(path string, b []byte) *kvFile {
-	f := &kvFile{path: path, m: map[string]string{}}
+	f := &kvFile{path: path, m: map[string]kvVal{}, used: map[string]bool{}}
 	// No bufio.Scanner: its buffer cost more than parsing the small files.
+	n := 0
 	for line := range strings.Lines(string(b)) {
+		n++
 		line = strings.TrimSuffix(line, "\n")
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
-			f.fail("line %q is not key: value", line)
+			f.failLine(n, "%.60q is not key: value", line)
 			continue
 		}
-		f.m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		k = strings.TrimSpace(k)
+		if _, seen := f.m[k]; seen {
+			if f.dup == nil {
+				f.dup = map[string]int{}
+			}
+			if _, again := f.dup[k]; !again {
+				f.dup[k] = n
+			}
+			continue
+		}
+		f.m[k] = kvVal{strings.TrimSpace(v), n}
 	}
 	return f
 }
@@ -52,15 +115,99 @@ func (f *kvFile) fail(format string, args ...any) {
 	}
 }
 
-func (f *kvFile) str(key string) string {
+func (f *kvFile) failLine(line int, format string, args ...any) {
+	if f.err == nil {
+		f.err = fmt.Errorf("%s:%d: %s", f.path, line, fmt.Sprintf(format, args...))
+	}
+}
+
+// failKey reports a bad value of key at its line.
+func (f *kvFile) failKey(key string, format string, args ...any) {
+	f.failLine(f.m[key].line, "%s: %s", key, fmt.Sprintf(format, args...))
+}
+
+// get returns the value of key, marking it read; a key given twice is an
+// error.
+func (f *kvFile) get(key string) (string, bool) {
+	f.used[key] = true
+	if n, ok := f.dup[key]; ok {
+		f.failLine(n, "duplicate key %q (first on line %d)", key, f.m[key].line)
+	}
 	v, ok := f.m[key]
+	return v.v, ok
+}
+
+func (f *kvFile) str(key string) string {
+	v, ok := f.get(key)
 	if !ok {
 		f.fail("missing %q", key)
 	}
 	return v
 }
 
-func (f *kvFile) opt(key string) string { return f.m[key] }
+func (f *kvFile) opt(key string) string {
+	v, _ := f.get(key)
+	return v
+}
+
+func (f *kvFile) has(key string) bool {
+	_, ok := f.m[key]
+	return ok
+}
+
+// legacy reports a format-1 file: free text raw, unknown keys ignored.
+func (f *kvFile) legacy() bool { return f.version == formatLegacy }
+
+// text reads free text: quoted (format 2), or the raw value (format 1).
+func (f *kvFile) text(key string) string {
+	v, ok := f.get(key)
+	if !ok {
+		f.fail("missing %q", key)
+		return ""
+	}
+	return f.unquote(key, v)
+}
+
+// textOpt is text for a key that may be absent ("").
+func (f *kvFile) textOpt(key string) string {
+	v, ok := f.get(key)
+	if !ok {
+		return ""
+	}
+	return f.unquote(key, v)
+}
+
+func (f *kvFile) unquote(key, v string) string {
+	if f.legacy() {
+		return v
+	}
+	u, err := UnquoteText(v)
+	if err != nil {
+		f.failKey(key, "%v", err)
+	}
+	return u
+}
+
+// checkKeys reports a key given twice and, from format 2 on, a key that no
+// getter read (an unknown key of a typed file).
+func (f *kvFile) checkKeys() {
+	for k, n := range f.dup {
+		f.failLine(n, "duplicate key %q (first on line %d)", k, f.m[k].line)
+	}
+	if f.legacy() {
+		return
+	}
+	var unknown []kvVal
+	for k, v := range f.m {
+		if !f.used[k] {
+			unknown = append(unknown, kvVal{k, v.line})
+		}
+	}
+	sort.Slice(unknown, func(i, j int) bool { return unknown[i].line < unknown[j].line })
+	if len(unknown) > 0 {
+		f.failLine(unknown[0].line, "unknown key %q", unknown[0].v)
+	}
+}
 
 func (f *kvFile) u64(key string) uint64 {
 	s := f.str(key)
@@ -69,7 +216,16 @@ func (f *kvFile) u64(key string) uint64 {
 	}
 	v, err := strconv.ParseUint(s, 0, 64)
 	if err != nil {
-		f.fail("%s: bad number %q", key, s)
+		f.failKey(key, "bad number %q", s)
+	}
+	return v
+}
+
+// u64Max is u64 for a value that must be <= max.
+func (f *kvFile) u64Max(key string, max uint64) uint64 {
+	v := f.u64(key)
+	if v > max {
+		f.failKey(key, "%#x is out of range (max %#x)", v, max)
 	}
 	return v
 }
@@ -81,24 +237,52 @@ func (f *kvFile) i64(key string) int64 {
 	}
 	v, err := strconv.ParseInt(s, 0, 64)
 	if err != nil {
-		f.fail("%s: bad number %q", key, s)
+		f.failKey(key, "bad number %q", s)
+	}
+	return v
+}
+
+// i64Range is i64 for a value in [lo, hi].
+func (f *kvFile) i64Range(key string, lo, hi int64) int64 {
+	v := f.i64(key)
+	if v < lo || v > hi {
+		f.failKey(key, "%d is out of range [%d, %d]", v, lo, hi)
 	}
 	return v
 }
 
 func (f *kvFile) int(key string) int { return int(f.i64(key)) }
 
+// intRange is int for a value in [lo, hi].
+func (f *kvFile) intRange(key string, lo, hi int) int {
+	return int(f.i64Range(key, int64(lo), int64(hi)))
+}
+
 func (f *kvFile) ints(key string) []int {
 	var out []int
 	for _, s := range strings.Fields(f.str(key)) {
 		v, err := strconv.Atoi(s)
 		if err != nil {
-			f.fail("%s: bad number %q", key, s)
+			f.failKey(key, "bad number %q", s)
 		}
 		out = append(out, v)
 	}
 	return out
 }
+
+// idsRange is ints for ids in [0, maxID].
+func (f *kvFile) idsRange(key string) []int {
+	out := f.ints(key)
+	for _, v := range out {
+		if v < 0 || v > maxID {
+			f.failKey(key, "id %d is out of range", v)
+		}
+	}
+	return out
+}
+
+// maxID is the largest uid/gid (uid_t, less the (uid_t)-1 "no id").
+const maxID = 1<<32 - 2
 
 func joinInts(v []int) string {
 	s := make([]string, len(v))
@@ -234,6 +418,7 @@ func renderLimits(ls []Rlimit) Bytes {
 // ParseLimits parses the /proc/<pid>/limits format.
 func ParseLimits(b []byte) ([]Rlimit, error) {
 	var out []Rlimit
+	seen := map[int]bool{}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	for i, line := range lines {
 		if i == 0 && strings.HasPrefix(line, "Limit") {
@@ -249,8 +434,12 @@ func ParseLimits(b []byte) ([]Rlimit, error) {
 		}
 		f := strings.Fields(line)
 		if res < 0 || len(f) < 2 {
-			return nil, fmt.Errorf("bad limits line %q", lines[i])
+			return nil, fmt.Errorf("line %d: bad limits line %.80q", i+1, lines[i])
 		}
+		if seen[res] {
+			return nil, fmt.Errorf("line %d: %s listed twice", i+1, limitNames[res].name)
+		}
+		seen[res] = true
 		l := Rlimit{Resource: res}
 		for j, p := range []*uint64{&l.Cur, &l.Max} {
 			if f[j] == "unlimited" {
@@ -259,9 +448,12 @@ func ParseLimits(b []byte) ([]Rlimit, error) {
 			}
 			v, err := strconv.ParseUint(f[j], 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("bad limits line %q", lines[i])
+				return nil, fmt.Errorf("line %d: bad limits line %.80q", i+1, lines[i])
 			}
 			*p = v
+		}
+		if l.Cur > l.Max {
+			return nil, fmt.Errorf("line %d: %s: soft limit above hard limit", i+1, limitNames[res].name)
 		}
 		out = append(out, l)
 	}
@@ -334,12 +526,15 @@ func parseSigactions(path string, b []byte) ([]Sigaction, error) {
 		}
 		f := strings.Fields(line)
 		if len(f) != 6 {
-			return nil, fmt.Errorf("%s: line %d: want 6 fields, got %q", path, i+1, line)
+			return nil, fmt.Errorf("%s:%d: want 6 fields, got %.80q", path, i+1, line)
 		}
 		var s Sigaction
 		var err error
 		if s.Signo, err = strconv.Atoi(f[0]); err != nil {
-			return nil, fmt.Errorf("%s: line %d: %w", path, i+1, err)
+			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		if s.Signo < 1 || s.Signo > maxSignal || len(out) > 0 && s.Signo <= out[len(out)-1].Signo {
+			return nil, fmt.Errorf("%s:%d: signal %d out of range or order (1..%d, ascending, once each)", path, i+1, s.Signo, maxSignal)
 		}
 		switch f[2] {
 		case "SIG_DFL":
@@ -348,18 +543,21 @@ func parseSigactions(path string, b []byte) ([]Sigaction, error) {
 			s.Handler = 1
 		default:
 			if s.Handler, err = strconv.ParseUint(f[2], 0, 64); err != nil {
-				return nil, fmt.Errorf("%s: line %d: %w", path, i+1, err)
+				return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
 			}
 		}
 		for j, p := range []*uint64{&s.Flags, &s.Restorer, &s.Mask} {
 			if *p, err = strconv.ParseUint(f[3+j], 0, 64); err != nil {
-				return nil, fmt.Errorf("%s: line %d: %w", path, i+1, err)
+				return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
 			}
 		}
 		out = append(out, s)
 	}
 	return out, nil
 }
+
+// maxSignal is _NSIG on x86-64.
+const maxSignal = 64
 
 func packSiginfo(s []Siginfo) Bytes {
 	b := make([]byte, 0, len(s)*128)
@@ -376,6 +574,9 @@ func unpackSiginfo(path string, b []byte) ([]Siginfo, error) {
 	out := make([]Siginfo, len(b)/128)
 	for i := range out {
 		copy(out[i][:], b[i*128:])
+		if n := out[i].Signo(); n < 1 || n > maxSignal {
+			return nil, fmt.Errorf("%s: record %d: signal %d out of range 1..%d", path, i, n, maxSignal)
+		}
 	}
 	return out, nil
 }
@@ -411,9 +612,10 @@ func sortTasks(tasks []*Task, root int) []*Task {
 // InotifyWatch is one watch of an inotify fd as the dumper records it in
 // the fd's fdinfo, one line per watch:
 //
-//	inotify-watch: wd=3 mask=0x2 path=/some/file
+//	inotify-watch: wd=3 mask=0x2 path="/some/file"
 //
-// wd is decimal, mask the kernel's mask in hex, path the rest of the line.
+// wd is decimal, mask the kernel's mask in hex, path quoted (QuoteText), the
+// rest of the line. (Format 1 had path raw; Load rewrites such lines.)
 type InotifyWatch struct {
 	WD   int
 	Mask uint32
@@ -424,7 +626,7 @@ const inotifyWatchKey = "inotify-watch:"
 
 // Line formats w as its fdinfo line.
 func (w InotifyWatch) Line() string {
-	return fmt.Sprintf("%s wd=%d mask=%#x path=%s", inotifyWatchKey, w.WD, w.Mask, w.Path)
+	return fmt.Sprintf("%s wd=%d mask=%#x path=%s", inotifyWatchKey, w.WD, w.Mask, QuoteText(w.Path))
 }
 
 // InotifyWatches parses the inotify-watch lines of f, in ascending wd order.
@@ -446,8 +648,11 @@ func InotifyWatches(f *FD) ([]InotifyWatch, error) {
 		} else {
 			ok = false
 		}
+		if ok {
+			path, err2 = UnquoteText(path)
+		}
 		if !ok || err1 != nil || err2 != nil || w.WD <= 0 || path == "" {
-			return nil, fmt.Errorf("bad inotify watch line %q", line)
+			return nil, fmt.Errorf("bad inotify watch line %.80q", line)
 		}
 		w.Path = path
 		ws = append(ws, w)

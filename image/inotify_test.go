@@ -12,7 +12,7 @@ func TestInotifyWatchLines(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("InotifyWatches = %+v, %v; want %+v", got, err, want)
 	}
-	for _, bad := range []string{"inotify-watch: wd=0 mask=0x2 path=/a", "inotify-watch: wd=1 path=/a", "inotify-watch: wd=1 mask=0x2 path="} {
+	for _, bad := range []string{"inotify-watch: wd=0 mask=0x2 path=\"/a\"", "inotify-watch: wd=1 path=\"/a\"", "inotify-watch: wd=1 mask=0x2 path=", "inotify-watch: wd=1 mask=0x2 path=/raw", "inotify-watch: wd=1 mask=0x2 path=\"\""} {
 		if _, err := InotifyWatches(&FD{Extra: []string{bad}}); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

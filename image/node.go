@@ -2,6 +2,7 @@ package image
 
 import (
 	"io"
+	"os"
 	"sync"
 )
 
@@ -90,9 +91,10 @@ type PageSource interface {
 // Lazy is a File whose content is generated on first use (a vma's pagemap
 // is tens of MiB for a large vma: not worth building for every lookup).
 type Lazy struct {
-	Gen  func() []byte
-	once sync.Once
-	b    Bytes
+	Gen    func() []byte
+	Secret bool // the content is private (see Private)
+	once   sync.Once
+	b      Bytes
 }
 
 func (*Lazy) isNode() {}
@@ -107,3 +109,52 @@ func (l *Lazy) Size() (int64, error) { return l.bytes().Size() }
 
 // ReadAt generates the content if needed and reads from it.
 func (l *Lazy) ReadAt(p []byte, off int64) (int, error) { return l.bytes().ReadAt(p, off) }
+
+// Secret is Bytes that hold memory or secrets (environ, auxv, registers,
+// pending signals, object data): mode 0400 in the tree, so that a `cp -a`
+// of a mount keeps them private to their owner.
+type Secret []byte
+
+func (Secret) isNode() {}
+
+// Size returns the length of s.
+func (s Secret) Size() (int64, error) { return int64(len(s)), nil }
+
+// ReadAt reads from s.
+func (s Secret) ReadAt(p []byte, off int64) (int, error) { return Bytes(s).ReadAt(p, off) }
+
+func (Secret) private() {}
+
+// privateNode is implemented by files that hold memory or secrets.
+type privateNode interface{ private() }
+
+func (*PagesFile) private() {}
+func (*CoreFile) private()  {}
+
+// Private reports a file that holds memory or secrets: pages, pagemap (the
+// hashes confirm guesses of page contents), core, environ, auxv, regs,
+// xstate, sigpending, objects/*/data.
+func Private(n Node) bool {
+	switch n := n.(type) {
+	case privateNode:
+		return true
+	case *Lazy:
+		return n.Secret
+	}
+	return false
+}
+
+// Mode is the permission bits of a node in the tree: directories 0555,
+// symlinks 0777, private files 0400, other files 0444.
+func Mode(n Node) os.FileMode {
+	switch n.(type) {
+	case *Dir:
+		return os.ModeDir | 0o555
+	case *Symlink:
+		return os.ModeSymlink | 0o777
+	}
+	if Private(n) {
+		return 0o400
+	}
+	return 0o444
+}

@@ -28,10 +28,9 @@ func Render(c *Checkpoint, src PageSource) *Dir {
 			var k kv
 			k.add("kind", "%s", o.Kind)
 			for _, l := range o.Info {
-				k.b.WriteString(l)
-				k.b.WriteByte('\n')
+				k.line(renderInfoLine(o.Kind, l))
 			}
-			objs.Add(o.ID, (&Dir{}).Add("info", k.bytes()).Add("data", Bytes(o.Data)))
+			objs.Add(o.ID, (&Dir{}).Add("info", k.bytes()).Add("data", Secret(o.Data)))
 		}
 		root.Add("objects", objs)
 	}
@@ -40,11 +39,12 @@ func Render(c *Checkpoint, src PageSource) *Dir {
 
 func renderInfo(c *Checkpoint) Bytes {
 	var k kv
-	k.add("id", "%s", c.ID)
-	k.add("name", "%s", c.Name)
+	k.add("format", "%d", FormatVersion)
+	k.text("id", c.ID)
+	k.text("name", c.Name)
 	k.add("time", "%s", c.Time.UTC().Format(time.RFC3339Nano))
-	k.add("host", "%s", c.Host)
-	k.add("kernel", "%s", c.Kernel)
+	k.text("host", c.Host)
+	k.text("kernel", c.Kernel)
 	k.add("root_pid", "%d", c.RootPID)
 	k.add("tasks", "%d", len(c.Tasks))
 	k.add("memory_bytes", "%d", c.MemoryBytes())
@@ -67,7 +67,7 @@ func renderPstree(c *Checkpoint) Bytes {
 		for i := 0; i < d; i++ {
 			b.WriteString("  ")
 		}
-		fmt.Fprintf(&b, "%s(%d) state=%s threads=%d\n", t.Comm, t.PID, t.State, len(t.Threads))
+		fmt.Fprintf(&b, "%s(%d) state=%s threads=%d\n", QuoteText(t.Comm), t.PID, t.State, len(t.Threads))
 	}
 	return b.Bytes()
 }
@@ -76,8 +76,8 @@ func renderTask(t *Task, src PageSource) *Dir {
 	d := &Dir{}
 	d.Add("status", renderStatus(t))
 	d.Add("cmdline", Bytes(t.Cmdline))
-	d.Add("environ", Bytes(t.Environ))
-	d.Add("auxv", Bytes(t.Auxv))
+	d.Add("environ", Secret(t.Environ))
+	d.Add("auxv", Secret(t.Auxv))
 	for _, l := range []struct{ name, target string }{{"exe", t.Exe}, {"cwd", t.Cwd}, {"root", t.Root}} {
 		if l.target != "" { // a zombie has none
 			d.Add(l.name, &Symlink{Target: l.target})
@@ -87,7 +87,7 @@ func renderTask(t *Task, src PageSource) *Dir {
 	d.Add("limits", renderLimits(t.Limits))
 	d.Add("maps", Bytes(RenderMaps(t.VMAs)))
 	d.Add("sigactions", renderSigactions(t.Sigactions))
-	d.Add("sigpending", packSiginfo(t.SharedPending))
+	d.Add("sigpending", Secret(packSiginfo(t.SharedPending)))
 	threads := &Dir{}
 	for _, th := range t.Threads {
 		threads.Add(strconv.Itoa(th.TID), withThreadSecurity(renderThread(th), t, th))
@@ -114,7 +114,7 @@ func renderTask(t *Task, src PageSource) *Dir {
 		vd := &Dir{}
 		vd.Add("info", renderVMAInfo(v))
 		vd.Add("pages", &PagesFile{VMA: v, Src: src})
-		vd.Add("pagemap", &Lazy{Gen: func() []byte { return renderPagemap(v) }})
+		vd.Add("pagemap", &Lazy{Gen: func() []byte { return renderPagemap(v) }, Secret: true})
 		vmas.Add(v.DirName(), vd)
 	}
 	d.Add("vmas", vmas)
@@ -129,7 +129,7 @@ var coreFile func(t *Task, src PageSource) File
 
 func renderStatus(t *Task) Bytes {
 	var k kv
-	k.add("Name", "%s", t.Comm)
+	k.text("Name", t.Comm)
 	k.add("State", "%s", t.State)
 	if t.State == "Z" {
 		k.add("ExitCode", "%d", t.ExitCode)
@@ -148,6 +148,12 @@ func renderStatus(t *Task) Bytes {
 	k.add("Groups", "%s", joinInts(t.Creds.Groups))
 	k.add("Umask", "%04o", t.Umask)
 	k.add("Threads", "%d", len(t.Threads))
+	// The authoritative paths (the exe, cwd, root symlinks hold the same).
+	for _, p := range []struct{ key, v string }{{"Exe", t.Exe}, {"Cwd", t.Cwd}, {"Root", t.Root}} {
+		if p.v != "" { // a zombie has none
+			k.text(p.key, p.v)
+		}
+	}
 	return k.bytes()
 }
 
@@ -189,10 +195,10 @@ func renderThread(th *Thread) *Dir {
 	for _, f := range regFields {
 		k.add(f.name, "%#016x", *f.ptr(&th.Regs))
 	}
-	d.Add("regs", k.bytes())
-	d.Add("xstate", Bytes(th.XState))
+	d.Add("regs", Secret(k.bytes()))
+	d.Add("xstate", Secret(th.XState))
 	d.Add("sigmask", Bytes(fmt.Sprintf("%#016x\n", th.SigMask)))
-	d.Add("sigpending", packSiginfo(th.Pending))
+	d.Add("sigpending", Secret(packSiginfo(th.Pending)))
 	if th.Rseq != nil {
 		var r kv
 		r.add("addr", "%#x", th.Rseq.Addr)
@@ -214,7 +220,7 @@ func renderThread(th *Thread) *Dir {
 func renderFDInfo(f *FD) Bytes {
 	var k kv
 	k.add("kind", "%s", f.Kind)
-	k.add("path", "%s", f.Path)
+	k.text("path", f.Path)
 	k.add("flags", "%07o", f.Flags)
 	k.add("pos", "%d", f.Pos)
 	k.add("size", "%d", f.Size)
@@ -227,8 +233,7 @@ func renderFDInfo(f *FD) Bytes {
 		k.add("ofd", "%s", f.OFD)
 	}
 	for _, e := range f.Extra {
-		k.b.WriteString(e)
-		k.b.WriteByte('\n')
+		k.line(renderExtraLine(e))
 	}
 	return k.bytes()
 }
@@ -248,7 +253,7 @@ func renderVMAInfo(v *VMA) Bytes {
 	k.add("offset", "%#x", v.Offset)
 	k.add("dev", "%s", v.Dev)
 	k.add("inode", "%d", v.Inode)
-	k.add("name", "%s", v.Name)
+	k.text("name", v.Name)
 	k.add("kind", "%s", v.Kind)
 	k.add("file_size", "%d", v.FileSize)
 	k.add("vmflags", "%s", joinStrings(v.Flags))

@@ -50,7 +50,7 @@ func sampleCheckpoint(src memSource) *Checkpoint {
 		Name: "/usr/bin/my prog", Kind: VMAFile, FileSize: 8192}
 	root := &Task{PID: 100, PPID: 1, PGID: 100, SID: 90, TTYNr: 34816, TPGID: 100, Comm: "prog", State: "S",
 		Creds: Creds{UID: [4]int{1000, 1000, 1000, 1000}, GID: [4]int{100, 100, 100, 100}, Groups: []int{4, 24}},
-		Umask: 0o22, Cmdline: []byte("prog\x00-x\x00"), Environ: []byte("A=1\x00"), Auxv: []byte{6, 0, 0, 0, 0, 0, 0, 0},
+		Umask: 0o22, Cmdline: []byte("prog\x00-x\x00"), Environ: []byte("A=1\x00"), Auxv: []byte{6, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0},
 		Exe: "/usr/bin/my prog", Cwd: "/tmp", Root: "/",
 		MM:            MM{StartCode: 0x400000, EndCode: 0x401000, Brk: 0x605000, ArgStart: 0x7ffc0000},
 		Limits:        []Rlimit{{Resource: unix.RLIMIT_NOFILE, Cur: 1024, Max: 4096}, {Resource: unix.RLIMIT_STACK, Cur: 8 << 20, Max: rlimInfinity}},

@@ -47,7 +47,6 @@ const (
 	secureBitsKnown   = 0xfff // SECBIT_NOROOT .. SECBIT_EXEC_DENY_INTERACTIVE_LOCKED
 	personalityQuery  = 0xffffffff
 	dumpableMax       = 2 // SUID_DUMP_ROOT
-	maxSignal         = 64
 )
 
 // Names in the tree.

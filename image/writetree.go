@@ -8,7 +8,9 @@ import (
 )
 
 // WriteTree writes a rendered tree into dir (created if missing) as plain
-// files, keeping sparse files sparse. It is what `cp -a` of a mount gives.
+// files, keeping sparse files sparse. It is what `cp -a` of a mount gives:
+// files that Private reports get mode 0400 (created 0600, never readable by
+// others), others 0644.
 func WriteTree(dir string, root *Dir) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write tree: %w", err)
@@ -26,6 +28,9 @@ func WriteTree(dir string, root *Dir) error {
 		case File:
 			err = writeFile(p, n)
 		}
+		if err == nil && Private(e.Node) {
+			err = os.Chmod(p, 0o400)
+		}
 		if err != nil {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
@@ -38,7 +43,7 @@ func writeFile(path string, f File) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fileMode(f))
 	if err != nil {
 		return err
 	}
@@ -54,7 +59,7 @@ func writeSparse(path string, f SparseFile) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fileMode(f))
 	if err != nil {
 		return err
 	}
@@ -84,4 +89,13 @@ func writeSparse(path string, f SparseFile) error {
 		return err
 	}
 	return out.Close()
+}
+
+// fileMode is the mode a file is created with: private ones 0600 until
+// WriteTree makes them 0400.
+func fileMode(f File) os.FileMode {
+	if Private(f) {
+		return 0o600
+	}
+	return 0o644
 }

@@ -241,7 +241,10 @@ func (fs *files) deletedFile(c *image.Checkpoint, o *image.Object) (int, error) 
 	if fd, ok := fs.objs[o.ID]; ok {
 		return fd, nil
 	}
-	path := o.InfoValue("path")
+	path, err := o.InfoText("path")
+	if err != nil {
+		return -1, err
+	}
 	mode, _ := strconv.ParseUint(o.InfoValue("mode"), 8, 32)
 	t := objectHolder(c, o.ID)
 	if t == nil {
@@ -249,7 +252,7 @@ func (fs *files) deletedFile(c *image.Checkpoint, o *image.Object) (int, error) 
 	}
 	mode &= 0o7777
 	fd := -1
-	err := fs.creds.as(t, func() error {
+	err = fs.creds.as(t, func() error {
 		var err error
 		fd, err = openInRoot(t.Root, path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, uint32(mode))
 		if err == nil {

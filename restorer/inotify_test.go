@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -25,9 +26,9 @@ func TestInotifyWds(t *testing.T) {
 	os.WriteFile(c, nil, 0o644)
 	f := &image.FD{Num: 3, Kind: image.FDInotify, Path: "anon_inode:inotify", Extra: []string{
 		"inotify wd:9 ino:1 sdev:0 mask:2 ignored_mask:0", // the kernel's own line: ignored
-		"inotify-watch: wd=9 mask=0x80000002 path=" + c,
-		"inotify-watch: wd=1 mask=0x100 path=" + a,
-		"inotify-watch: wd=4 mask=0x2 path=" + b,
+		"inotify-watch: wd=9 mask=0x80000002 path=" + strconv.Quote(c),
+		"inotify-watch: wd=1 mask=0x100 path=" + strconv.Quote(a),
+		"inotify-watch: wd=4 mask=0x2 path=" + strconv.Quote(b),
 	}}
 	fs := newFiles(nil)
 	defer fs.close()
@@ -66,10 +67,10 @@ func TestInotifyErrors(t *testing.T) {
 	for _, c := range []struct {
 		line, want string
 	}{
-		{"inotify-watch: wd=1 mask=0x2 path=" + filepath.Join(dir, "missing"), "watched path " + filepath.Join(dir, "missing") + ": no such file"},
+		{"inotify-watch: wd=1 mask=0x2 path=" + strconv.Quote(filepath.Join(dir, "missing")), "watched path " + filepath.Join(dir, "missing") + ": no such file"},
 		{"inotify-watch: wd=1 mask=0x2", "bad inotify watch line"},
-		{"inotify-watch: wd=x mask=0x2 path=/", "bad inotify watch line"},
-		{"inotify-watch: wd=0 mask=0x2 path=/", "bad inotify watch line"},
+		{"inotify-watch: wd=x mask=0x2 path=\"/\"", "bad inotify watch line"},
+		{"inotify-watch: wd=0 mask=0x2 path=\"/\"", "bad inotify watch line"},
 	} {
 		f := &image.FD{Num: 3, Kind: image.FDInotify, Extra: []string{c.line}}
 		fs := newFiles(nil)
@@ -81,7 +82,7 @@ func TestInotifyErrors(t *testing.T) {
 	}
 	// Two watches on one inode cannot both get their wds back.
 	f := &image.FD{Num: 3, Kind: image.FDInotify, Extra: []string{
-		"inotify-watch: wd=1 mask=0x2 path=" + dir, "inotify-watch: wd=2 mask=0x2 path=" + dir}}
+		"inotify-watch: wd=1 mask=0x2 path=" + strconv.Quote(dir), "inotify-watch: wd=2 mask=0x2 path=" + strconv.Quote(dir)}}
 	fs := newFiles(nil)
 	defer fs.close()
 	if _, err := fs.inotify(&image.Task{}, f); err == nil || !strings.Contains(err.Error(), "got wd 1, want 2") {

@@ -80,7 +80,7 @@ func (s pageScans) get(pid int) (map[*image.VMA][][2]int64, error) {
 }
 
 func dataRanges(path string, size int64) ([][2]int64, error) {
-	f, err := openTreeFile(path)
+	f, err := image.OpenTreeFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 				continue
 			}
 			path := image.PagesPath(dir, t.PID, v)
-			f, err := openTreeFile(path)
+			f, err := image.OpenTreeFile(path)
 			if err != nil {
 				return err
 			}

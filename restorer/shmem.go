@@ -184,7 +184,10 @@ func (fs *files) memfd(c *image.Checkpoint, o *image.Object) (int, error) {
 	if seals != unix.F_SEAL_SEAL {
 		flags |= unix.MFD_ALLOW_SEALING
 	}
-	name := o.InfoValue("name")
+	name, err := o.InfoText("name")
+	if err != nil {
+		return -1, err
+	}
 	if name == "" {
 		name = "ckptfs-memfd"
 	}

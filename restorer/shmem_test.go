@@ -20,7 +20,7 @@ func TestMemfdObject(t *testing.T) {
 	data := append(bytes.Repeat([]byte{7}, 100), bytes.Repeat([]byte{9}, 4096)...)
 	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
 	o := &image.Object{ID: "memfd-42", Kind: image.ObjMemfd, Data: data, Info: []string{
-		"name: my buffer", "size: 20000", "mode: 600", fmt.Sprintf("seals: %#x", seals),
+		image.TextLine("name", "my buffer"), "size: 20000", "mode: 600", fmt.Sprintf("seals: %#x", seals),
 		"dev: 00:01", "ino: 42", "data_ranges: 10-110 8192-12288"}}
 	c := &image.Checkpoint{Objects: []*image.Object{o}}
 	fs := newFiles(nil)

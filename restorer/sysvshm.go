@@ -248,7 +248,7 @@ func readPages(path string, v *image.VMA, done pagesWritten, write func(b []byte
 	if err != nil || len(rs) == 0 {
 		return err
 	}
-	f, err := openTreeFile(path)
+	f, err := image.OpenTreeFile(path)
 	if err != nil {
 		return err
 	}

@@ -85,15 +85,19 @@ func unixPlan(c *image.Checkpoint) (map[string]*usock, []*usock, error) {
 		if o.Kind != image.ObjUnixSocket {
 			continue
 		}
-		u := &usock{o: o, fd: -1, partner: -1, dir: o.InfoValue("dir"), listener: o.InfoValue("listener"),
+		u := &usock{o: o, fd: -1, partner: -1, listener: o.InfoValue("listener"),
 			peerClosed: o.InfoValue("peer-closed") == "yes"}
-		var err1, err2 error
+		var err1, err2, err3, err4 error
 		u.typ, err1 = strconv.Atoi(o.InfoValue("type"))
 		u.state, err2 = strconv.Atoi(o.InfoValue("state"))
 		if err1 != nil || err2 != nil {
 			return nil, nil, fmt.Errorf("unix socket %s: bad type or state", o.ID)
 		}
-		u.name = unquoteName(o.InfoValue("name"))
+		u.dir, err3 = o.InfoText("dir")
+		u.name, err4 = o.InfoText("name")
+		if err := errors.Join(err3, err4); err != nil {
+			return nil, nil, err
+		}
 		if p := o.InfoValue("peer"); p != "" && p != "0" && c.Object("unix-"+p) != nil {
 			u.peer = "unix-" + p
 		}

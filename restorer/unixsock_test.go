@@ -72,10 +72,10 @@ func TestBuildUnix(t *testing.T) {
 				sock = "@ckptfs-test-" + filepath.Base(dir)
 			}
 			c := &image.Checkpoint{Objects: []*image.Object{
-				unixObj("unix-1", "type: "+typ, "state: 10", "peer: 0", "name: "+sock, "backlog: 5", "pending: 4"),
-				unixObj("unix-2", "type: "+typ, "state: 1", "peer: 3", "name: "+sock),
-				unixObj("unix-3", "type: "+typ, "state: 1", "peer: 2", "name: "+cli, "file: yes", "mode: 600", "uid: 0", "gid: 0"),
-				unixObj("unix-4", "type: "+typ, "state: 1", "peer: 0", "name: ", "listener: unix-1"),
+				unixObj("unix-1", "type: "+typ, "state: 10", "peer: 0", image.TextLine("name", sock), "backlog: 5", "pending: 4"),
+				unixObj("unix-2", "type: "+typ, "state: 1", "peer: 3", image.TextLine("name", sock)),
+				unixObj("unix-3", "type: "+typ, "state: 1", "peer: 2", image.TextLine("name", cli), "file: yes", "mode: 600", "uid: 0", "gid: 0"),
+				unixObj("unix-4", "type: "+typ, "state: 1", "peer: 0", image.TextLine("name", ""), "listener: unix-1"),
 			}}
 			c.Objects[1].Data = []byte("to server")
 			c.Objects[2].Data = []byte("to client")
@@ -152,7 +152,7 @@ func buildUnixCase(t *testing.T, c *image.Checkpoint, sock, cli string, records 
 func TestBuildUnixPeerClosed(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "sock")
 	c := &image.Checkpoint{Objects: []*image.Object{
-		unixObj("unix-1", "type: 1", "state: 1", "peer: 99", "name: "+sock, "peer-closed: yes"),
+		unixObj("unix-1", "type: 1", "state: 1", "peer: 99", image.TextLine("name", sock), "peer-closed: yes"),
 	}}
 	c.Objects[0].Data = []byte("bye")
 	c.Tasks = []*image.Task{{FDs: []*image.FD{{Kind: image.FDSocket, Object: "unix-1"}}}}
@@ -186,8 +186,8 @@ func TestBuildUnixDatagrams(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	c := &image.Checkpoint{Objects: []*image.Object{
-		unixObj("unix-1", "type: 2", "state: 7", "peer: 0", "name: "+a, "msg: 2 "+b, "msg: 0 -", "msg: 3 "+filepath.Join(dir, "gone")),
-		unixObj("unix-2", "type: 2", "state: 1", "peer: 1", "name: "+b),
+		unixObj("unix-1", "type: 2", "state: 7", "peer: 0", image.TextLine("name", a), image.MsgLine(2, b), "msg: 0 -", image.MsgLine(3, filepath.Join(dir, "gone"))),
+		unixObj("unix-2", "type: 2", "state: 1", "peer: 1", image.TextLine("name", b)),
 	}}
 	c.Objects[0].Data = []byte("hiyou")
 	for _, o := range c.Objects {

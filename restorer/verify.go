@@ -182,7 +182,7 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 	if len(rs) == 0 && len(refs) == 0 {
 		return nil
 	}
-	f, err := openTreeFile(pagesPath)
+	f, err := image.OpenTreeFile(pagesPath)
 	if err != nil {
 		return err
 	}
@@ -264,7 +264,7 @@ func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
 // readPagemap parses a vma's pagemap: one `<address> <hash>` line per
 // saved page, addresses in the vma, page aligned, ascending.
 func readPagemap(path string, vma *image.VMA) ([]image.PageRef, error) {
-	f, err := openTreeFile(path)
+	f, err := image.OpenTreeFile(path)
 	if err != nil {
 		return nil, err
 	}

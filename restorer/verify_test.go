@@ -221,21 +221,21 @@ func TestOpenTreeFile(t *testing.T) {
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := openTreeFile(fifo); err == nil || !strings.Contains(err.Error(), "a FIFO") {
+	if _, err := image.OpenTreeFile(fifo); err == nil || !strings.Contains(err.Error(), "a FIFO") {
 		t.Fatalf("FIFO: %v", err)
 	}
-	if _, err := openTreeFile("/dev/null"); err == nil || !strings.Contains(err.Error(), "a character device") {
+	if _, err := image.OpenTreeFile("/dev/null"); err == nil || !strings.Contains(err.Error(), "a character device") {
 		t.Fatalf("/dev/null: %v", err)
 	}
-	if _, err := openTreeFile(dir); err == nil || !strings.Contains(err.Error(), "a directory") {
+	if _, err := image.OpenTreeFile(dir); err == nil || !strings.Contains(err.Error(), "a directory") {
 		t.Fatalf("directory: %v", err)
 	}
-	if _, err := openTreeFile(filepath.Join(dir, "none")); !errors.Is(err, syscall.ENOENT) {
+	if _, err := image.OpenTreeFile(filepath.Join(dir, "none")); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("missing: %v", err)
 	}
 	reg := filepath.Join(dir, "reg")
 	os.WriteFile(reg, []byte("x"), 0o600)
-	f, err := openTreeFile(reg)
+	f, err := image.OpenTreeFile(reg)
 	if err != nil {
 		t.Fatal(err)
 	}

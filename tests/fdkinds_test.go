@@ -60,7 +60,11 @@ func (p *program) waitLine(t *testing.T, s string) string {
 func fdinfoValue(info, key string) string {
 	for _, l := range strings.Split(info, "\n") {
 		if k, v, ok := strings.Cut(l, ":"); ok && k == key {
-			return strings.TrimSpace(v)
+			v = strings.TrimSpace(v)
+			if u, err := strconv.Unquote(v); err == nil && strings.HasPrefix(v, `"`) {
+				return u // free text (a path) is quoted
+			}
+			return v
 		}
 	}
 	return ""
@@ -94,8 +98,8 @@ func TestFDKinds(t *testing.T) {
 	fdinfo := func(name string) string { return fdinfoOf(pid, name) }
 	in := fdinfo("inotify")
 	if fdinfoValue(in, "kind") != "inotify" ||
-		!strings.Contains(in, "inotify-watch: wd=1 mask=0x100 path="+filepath.Join(dir, "wdir")+"\n") ||
-		!strings.Contains(in, "inotify-watch: wd=3 mask=0x2 path="+filepath.Join(dir, "watched")+"\n") ||
+		!strings.Contains(in, "inotify-watch: wd=1 mask=0x100 path="+strconv.Quote(filepath.Join(dir, "wdir"))+"\n") ||
+		!strings.Contains(in, "inotify-watch: wd=3 mask=0x2 path="+strconv.Quote(filepath.Join(dir, "watched"))+"\n") ||
 		strings.Contains(in, "wd=2 ") {
 		t.Errorf("inotify fdinfo:\n%s", in)
 	}
@@ -201,7 +205,7 @@ func TestFDKindsInotifyPathGone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		edited := strings.Replace(string(b), "path="+filepath.Join(dir, "watched")+"\n", "path="+other+"\n", 1)
+		edited := strings.Replace(string(b), "path="+strconv.Quote(filepath.Join(dir, "watched"))+"\n", "path="+strconv.Quote(other)+"\n", 1)
 		if edited == string(b) {
 			t.Fatalf("no watch on %s in %s:\n%s", filepath.Join(dir, "watched"), info, b)
 		}

@@ -240,7 +240,7 @@ func TestMountLsR(t *testing.T) {
 	}
 	for _, via := range []string{"latest", "by-name/lsr"} {
 		info, err := os.ReadFile(filepath.Join(m.mnt, via, "info"))
-		if err != nil || !strings.Contains(string(info), "id: "+id+"\n") {
+		if err != nil || !strings.Contains(string(info), "id: \""+id+"\"\n") {
 			t.Errorf("%s/info: %v\n%s", via, err, info)
 		}
 		st, err := os.Stat(filepath.Join(m.mnt, via, "tasks", itoa(p.Pid), "status"))

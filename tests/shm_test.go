@@ -94,7 +94,7 @@ func TestRestoreMemfd(t *testing.T) {
 			if mode == "memfd-nofd" {
 				seals = "0x16" // and F_SEAL_FUTURE_WRITE
 			}
-			if info["name"] != "ckptfs-shm-test" || info["size"] != "12288" || info["seals"] != seals || info["data_ranges"] != "8192-12288" {
+			if info["name"] != `"ckptfs-shm-test"` || info["size"] != "12288" || info["seals"] != seals || info["data_ranges"] != "8192-12288" {
 				t.Fatalf("objects/%s/info: %v", id, info)
 			}
 

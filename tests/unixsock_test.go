@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,18 +71,18 @@ func TestRestoreUnixServer(t *testing.T) {
 	}
 	for id, info := range infos {
 		switch {
-		case strings.Contains(info, "name: "+dir+"/sock\n") && strings.Contains(info, "state: 1\n"):
+		case strings.Contains(info, "name: "+strconv.Quote(dir+"/sock")+"\n") && strings.Contains(info, "state: 1\n"):
 			accepted = data(id) > 0 // A's numbers, not read yet
 			peer := strings.Fields(info[strings.Index(info, "peer: "):])[1]
 			client = data("unix-"+peer) > 0 // the replies A has not read yet
 			t.Logf("objects/%s/info (%d bytes queued):\n%s", id, data(id), info)
-		case strings.Contains(info, "name: "+dir+"/dgram-client\n"):
-			replies = strings.Count(info, "msg: ") >= 3 && strings.Contains(info, " "+dir+"/dgram\n") // with their sender
+		case strings.Contains(info, "name: "+strconv.Quote(dir+"/dgram-client")+"\n"):
+			replies = strings.Count(info, "msg: ") >= 3 && strings.Contains(info, " "+strconv.Quote(dir+"/dgram")+"\n") // with their sender
 			t.Logf("objects/%s/info:\n%s", id, info)
-		case strings.Contains(info, "name: "+dir+"/sock\n") && strings.Contains(info, "state: 10\n"):
+		case strings.Contains(info, "name: "+strconv.Quote(dir+"/sock")+"\n") && strings.Contains(info, "state: 10\n"):
 			listener = strings.Contains(info, "backlog: 8\n") && strings.Contains(info, "pending: ")
 			t.Logf("objects/%s/info:\n%s", id, info)
-		case strings.Contains(info, "name: "+dir+"/dgram\n"):
+		case strings.Contains(info, "name: "+strconv.Quote(dir+"/dgram")+"\n"):
 			dgram = true
 			t.Logf("objects/%s/info:\n%s", id, info)
 		case strings.Contains(info, "listener: unix-"):
@@ -228,8 +229,8 @@ func TestRestoreUnixVariety(t *testing.T) {
 	for _, info := range objectInfos(t, ckpt) {
 		all += info + "\n"
 	}
-	for _, want := range []string{"peer-closed: yes", "name: @ckptfs-test-" + itoa(p.Pid), "name: " + dir + "/cli\n",
-		"type: 5\n", "type: 2\n", "-\nmsg: ", "name: rel\ndir: " + dir + "\n"} {
+	for _, want := range []string{"peer-closed: yes", "name: \"@ckptfs-test-" + itoa(p.Pid), "name: " + strconv.Quote(dir+"/cli") + "\n",
+		"type: 5\n", "type: 2\n", "-\nmsg: ", "name: \"rel\"\ndir: " + strconv.Quote(dir) + "\n"} {
 		if !strings.Contains(all, want) {
 			t.Fatalf("objects do not say %q:\n%s", want, all)
 		}

@@ -77,22 +77,35 @@ func UnixSockets() (map[uint64]*UnixSocket, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag reply: %w", err)
 		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		done, err := parseUnixDiagReply(buf[:n], out)
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
+			return nil, err
 		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				return nil, fmt.Errorf("sock_diag: error reply")
-			}
-			if s := parseUnixDiag(m.Data); s != nil {
-				out[s.Ino] = s
-			}
+		if done {
+			return out, nil
 		}
 	}
+}
+
+// parseUnixDiagReply adds the sockets of one sock_diag reply datagram to
+// out; done says the dump ended (NLMSG_DONE).
+func parseUnixDiagReply(b []byte, out map[uint64]*UnixSocket) (done bool, err error) {
+	msgs, err := syscall.ParseNetlinkMessage(b)
+	if err != nil {
+		return false, fmt.Errorf("sock_diag reply: %w", err)
+	}
+	for _, m := range msgs {
+		switch m.Header.Type {
+		case unix.NLMSG_DONE:
+			return true, nil
+		case unix.NLMSG_ERROR:
+			return false, fmt.Errorf("sock_diag: error reply")
+		}
+		if s := parseUnixDiag(m.Data); s != nil {
+			out[s.Ino] = s
+		}
+	}
+	return false, nil
 }
 
 func parseUnixDiag(b []byte) *UnixSocket {
