@@ -1,9 +1,9 @@
 package ptrace
 
 import (
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
-	"golang.org/x/sys/unix"
 	"testing"
 )
 
