@@ -111,7 +111,9 @@ func (d *dump) run() (err error) {
 	d.logf("precheck of %d processes", len(pids))
 	mem := newMemCopier(d.repo, d.opts, d.progress)
 	defer mem.stop()
-	mem.bufs.prefault(int(min(anonBytes(pids), d.opts.MemoryBudget) / (chunkPages * image.PageSize)))
+	if err := mem.prefault(anonBytes(pids)); err != nil {
+		return err
+	}
 	d.logf("buffers prefaulted")
 	tree, err := seizeTree(d.pid)
 	if err != nil {
