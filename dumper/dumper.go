@@ -48,7 +48,7 @@ var ErrNoProcess = errors.New("no such process")
 // Dump checkpoints the tree rooted at pid into repo.
 func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 	if opts.MemoryBudget == 0 {
-		opts.MemoryBudget = 2 << 30
+		opts.MemoryBudget = DefaultMemoryBudget
 	}
 	if err := unix.Kill(pid, 0); err != nil {
 		if err == unix.ESRCH {

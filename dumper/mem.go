@@ -15,6 +15,9 @@ import (
 	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
+// DefaultMemoryBudget is Options.MemoryBudget when it is 0.
+const DefaultMemoryBudget = 2 << 30
+
 // chunkPages is how many pages one read and one store batch carry.
 const chunkPages = 256
 

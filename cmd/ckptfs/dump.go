@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -50,6 +52,10 @@ The last line printed is the checkpoint id.`,
 				return fmt.Errorf("--mem-budget %d: must be at least 0", memBudget)
 			}
 			opts := dumper.Options{Name: name, Kill: kill, MemoryBudget: memBudget << 20}
+			// The Go heap (pages in flight, the store's tables) is kept
+			// near the page budget plus 256 MiB: the GC works harder
+			// rather than let garbage double the heap.
+			debug.SetMemoryLimit(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)
 			if verbose {
 				opts.Log = os.Stderr
 			}
