@@ -26,8 +26,8 @@ type Options struct {
 	Progress io.Writer // progress lines (nil: none)
 	Log      io.Writer // one line per phase with its duration (nil: none)
 
-	// MemoryBudget bounds the page bytes copied out while the tree is frozen
-	// before hashing must keep up (default 2 GiB). Larger means shorter freeze.
+	// MemoryBudget bounds the page bytes held in memory while the tree is
+	// frozen; the rest go to a spill file (default DefaultMemoryBudget).
 	MemoryBudget int64
 
 	// FailAfterPages makes the dump fail after storing that many pages: a

@@ -15,8 +15,11 @@ import (
 	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
-// DefaultMemoryBudget is Options.MemoryBudget when it is 0.
-const DefaultMemoryBudget = 2 << 30
+// DefaultMemoryBudget is Options.MemoryBudget when it is 0. Pages beyond
+// it go to the spill file, whose prefaulted page cache took them as fast
+// as chunk buffers did (1 GiB: frozen 482-611 ms at 2 GiB, 563-615 ms at
+// 256 MiB, raw copy 368-488 ms), so a small budget costs no freeze.
+const DefaultMemoryBudget = 256 << 20
 
 // chunkPages is how many pages one read and one store batch carry.
 const chunkPages = 256

@@ -81,6 +81,6 @@ The last line printed is the checkpoint id.`,
 	cmd.Flags().StringVar(&name, "name", "", "name the checkpoint (shown under by-name/ in the mount)")
 	cmd.Flags().BoolVar(&kill, "kill", false, "kill the tree after a successful dump (migration)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the duration of every phase on stderr")
-	cmd.Flags().Int64Var(&memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 2048)")
+	cmd.Flags().Int64Var(&memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
 	rootCmd.AddCommand(cmd)
 }
