@@ -79,9 +79,15 @@ func TestDumpSpilledSameAsInMemory(t *testing.T) {
 	}
 	spilled := tables(1) // rounds up to one chunk
 	inMemory := tables(1 << 30)
-	n := 0
+	// Only the 16 MiB of random bytes (a mapping of their own) stay as
+	// they are: the dump's interrupt makes python redo its sleep, which
+	// writes its stack and heap.
+	found := false
 	for start, pages := range inMemory {
-		n += len(pages)
+		if len(pages) < 4096 {
+			continue
+		}
+		found = true
 		if len(spilled[start]) != len(pages) {
 			t.Fatalf("vma %#x: %d pages spilled, %d in memory", start, len(spilled[start]), len(pages))
 		}
@@ -91,7 +97,7 @@ func TestDumpSpilledSameAsInMemory(t *testing.T) {
 			}
 		}
 	}
-	if n < 4096 {
-		t.Fatalf("only %d pages dumped, want the 16 MiB", n)
+	if !found {
+		t.Fatal("no vma holds the 16 MiB of random bytes")
 	}
 }
