@@ -194,18 +194,24 @@ func collectFDs(pid int) ([]*image.FD, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*image.FD
+	dirs, err := openFDDirs(pid) // fdread.go
+	if err != nil {
+		return nil, err
+	}
+	defer dirs.close()
+	out := make([]*image.FD, 0, len(nums))
 	for _, n := range nums {
-		path, err := os.Readlink(proc.FDPath(pid, n))
+		path, err := dirs.link(n)
 		if err != nil {
-			return nil, fmt.Errorf("fd %d of %d: %w", n, pid, err)
+			return nil, err
 		}
-		info, err := proc.Read(pid, "fdinfo/"+strconv.Itoa(n))
+		info, err := dirs.info(n)
 		if err != nil {
 			return nil, err
 		}
 		f := &image.FD{Num: n, Path: path}
-		for _, line := range strings.Split(strings.TrimRight(string(info), "\n"), "\n") {
+		for line := range strings.Lines(string(info)) {
+			line = strings.TrimSuffix(line, "\n")
 			k, v, _ := strings.Cut(line, ":")
 			v = strings.TrimSpace(v)
 			switch k {
@@ -223,8 +229,8 @@ func collectFDs(pid int) ([]*image.FD, error) {
 			f.Path = p
 		}
 		var st unix.Stat_t
-		if err := unix.Stat(proc.FDPath(pid, n), &st); err != nil {
-			return nil, fmt.Errorf("stat fd %d of %d: %w", n, pid, err)
+		if err := dirs.stat(n, &st); err != nil {
+			return nil, err
 		}
 		f.Kind = fdKind(path, st.Mode)
 		f.Ino = st.Ino

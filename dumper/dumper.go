@@ -26,8 +26,8 @@ type Options struct {
 	Progress io.Writer // progress lines (nil: none)
 	Log      io.Writer // one line per phase with its duration (nil: none)
 
-	// MemoryBudget bounds the page bytes copied out while the tree is frozen
-	// before hashing must keep up (default 2 GiB). Larger means shorter freeze.
+	// MemoryBudget bounds the page bytes held in memory while the tree is
+	// frozen; the rest go to a spill file (default DefaultMemoryBudget).
 	MemoryBudget int64
 
 	// FailAfterPages makes the dump fail after storing that many pages: a
@@ -48,7 +48,7 @@ var ErrNoProcess = errors.New("no such process")
 // Dump checkpoints the tree rooted at pid into repo.
 func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 	if opts.MemoryBudget == 0 {
-		opts.MemoryBudget = 2 << 30
+		opts.MemoryBudget = DefaultMemoryBudget
 	}
 	if err := unix.Kill(pid, 0); err != nil {
 		if err == unix.ESRCH {
@@ -111,7 +111,9 @@ func (d *dump) run() (err error) {
 	d.logf("precheck of %d processes", len(pids))
 	mem := newMemCopier(d.repo, d.opts, d.progress)
 	defer mem.stop()
-	mem.bufs.prefault(int(min(anonBytes(pids), d.opts.MemoryBudget) / (chunkPages * image.PageSize)))
+	if err := mem.prefault(anonBytes(pids)); err != nil {
+		return err
+	}
 	d.logf("buffers prefaulted")
 	tree, err := seizeTree(d.pid)
 	if err != nil {

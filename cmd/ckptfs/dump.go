@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -15,6 +17,7 @@ import (
 func init() {
 	var store, name string
 	var kill, verbose bool
+	var memBudget int64
 	cmd := &cobra.Command{
 		Use:   "dump [-s STORE] [--name NAME] [--kill] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
@@ -49,7 +52,14 @@ The last line printed is the checkpoint id.`,
 					os.RemoveAll(store)
 				}
 			}()
-			opts := dumper.Options{Name: name, Kill: kill}
+			if memBudget < 0 {
+				return fmt.Errorf("--mem-budget %d: must be at least 0", memBudget)
+			}
+			opts := dumper.Options{Name: name, Kill: kill, MemoryBudget: memBudget << 20}
+			// The Go heap (pages in flight, the store's tables) is kept
+			// near the page budget plus 256 MiB: the GC works harder
+			// rather than let garbage double the heap.
+			debug.SetMemoryLimit(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)
 			if verbose {
 				opts.Log = os.Stderr
 			}
@@ -75,5 +85,6 @@ The last line printed is the checkpoint id.`,
 	cmd.Flags().StringVar(&name, "name", "", "name the checkpoint (shown under by-name/ in the mount)")
 	cmd.Flags().BoolVar(&kill, "kill", false, "kill the tree after a successful dump (migration)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the duration of every phase on stderr")
+	cmd.Flags().Int64Var(&memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
 	rootCmd.AddCommand(cmd)
 }

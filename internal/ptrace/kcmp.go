@@ -11,11 +11,33 @@ const kcmpFile = 0 // KCMP_FILE
 // SameFile reports whether fd1 of pid1 and fd2 of pid2 are the same open
 // file description (kcmp KCMP_FILE): shared offset and flags.
 func SameFile(pid1, fd1, pid2, fd2 int) (bool, error) {
+	c, err := CompareFile(pid1, fd1, pid2, fd2)
+	return c == 0, err
+}
+
+// CompareFile orders the open file descriptions of fd1 of pid1 and fd2 of
+// pid2 (kcmp KCMP_FILE): 0 if they are one, else -1 or 1, a total order
+// the kernel keeps while both exist, so sorting fds by it groups those that
+// share a description in O(n log n) comparisons.
+func CompareFile(pid1, fd1, pid2, fd2 int) (int, error) {
 	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
 	if e != 0 {
-		return false, e
+		return 0, e
 	}
-	return r == 0, nil
+	return kcmpOrder(pid1, pid2, r)
+}
+
+// kcmpOrder turns kcmp's answer (0 equal, 1 less, 2 greater) into -1/0/1.
+func kcmpOrder(pid1, pid2 int, r uintptr) (int, error) {
+	switch r {
+	case 0:
+		return 0, nil
+	case 1:
+		return -1, nil
+	case 2:
+		return 1, nil
+	}
+	return 0, fmt.Errorf("kcmp %d %d: unordered (%d)", pid1, pid2, r)
 }
 
 const kcmpFiles = 2 // KCMP_FILES
@@ -37,13 +59,5 @@ func CompareFiles(pid1, pid2 int) (int, error) {
 	if e != 0 {
 		return 0, e
 	}
-	switch r {
-	case 0:
-		return 0, nil
-	case 1:
-		return -1, nil
-	case 2:
-		return 1, nil
-	}
-	return 0, fmt.Errorf("kcmp %d %d: unordered (%d)", pid1, pid2, r)
+	return kcmpOrder(pid1, pid2, r)
 }
