@@ -216,7 +216,7 @@ func TestBindAsNobody(t *testing.T) {
 	}
 	nobody := image.Creds{UID: [4]int{65534, 65534, 65534, 65534}, GID: [4]int{65534, 65534, 65534, 65534}}
 	build := func(name string) error {
-		o := unixObj("unix-1", "type: 1", "state: 10", "peer: 0", "name: "+name, "backlog: 5", "file: yes", "mode: 600", "uid: 65534", "gid: 65534")
+		o := unixObj("unix-1", "type: 1", "state: 10", "peer: 0", image.TextLine("name", name), "backlog: 5", "file: yes", "mode: 600", "uid: 65534", "gid: 65534")
 		c := &image.Checkpoint{Objects: []*image.Object{o},
 			Tasks: []*image.Task{{PID: 6, Root: "/", Creds: nobody, FDs: []*image.FD{{Kind: image.FDSocket, Object: o.ID}}}}}
 		fs := newFiles(nil)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -63,13 +64,18 @@ type pageCheck struct {
 	off  int64  // offset of buf in the vma
 	buf  []byte // the pages
 	refs []image.PageRef
+	// droppable: zeros pagemap does not list may be left out of what
+	// fillMemory writes (a copy that lost its holes: git, tar, cp
+	// without sparse detection) rather than refused.
+	droppable bool
 }
 
 // verifyPages checks every page restore writes for checkpoint c in dir,
 // hashing on every CPU. scans gives the data ranges of the vmas fillMemory
 // writes; those of shared memory vmas are found here.
 func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
-	v := &pageVerifier{work: make(chan pageCheck, 2*writers)}
+	v := &pageVerifier{work: make(chan pageCheck, 2*writers),
+		owner: map[*image.VMA]map[*image.VMA][][2]int64{}, unlisted: map[*image.VMA][]int64{}}
 	var wg sync.WaitGroup
 	for range writers {
 		wg.Add(1)
@@ -95,13 +101,49 @@ func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
 	if err != nil {
 		return fmt.Errorf("%w\n(restore --no-verify-pages skips the page check)", err)
 	}
-	return v.err()
+	if err := v.err(); err != nil {
+		return err
+	}
+	v.dropUnlisted()
+	return nil
+}
+
+// dropUnlisted takes the zero pages pagemap does not list out of the data
+// ranges fillMemory writes, where writing them would overwrite what the
+// mapping holds (a private file mapping's page of the file).
+func (v *pageVerifier) dropUnlisted() {
+	for vma, offs := range v.unlisted {
+		slices.Sort(offs)
+		ranges := v.owner[vma]
+		var out [][2]int64
+		for _, r := range ranges[vma] {
+			start := r[0]
+			for _, o := range offs {
+				if o < start || o >= r[1] {
+					continue
+				}
+				if o > start {
+					out = append(out, [2]int64{start, o})
+				}
+				start = min(o+image.PageSize, r[1])
+			}
+			if start < r[1] {
+				out = append(out, [2]int64{start, r[1]})
+			}
+		}
+		ranges[vma] = out
+	}
 }
 
 type pageVerifier struct {
 	work   chan pageCheck
 	failed atomic.Bool
 	maps   [][]byte
+	// owner maps a written vma to the ranges map fillMemory takes it from.
+	owner map[*image.VMA]map[*image.VMA][][2]int64
+	// unlisted are offsets of zero pages pagemap does not list, per vma
+	// (under mu), for dropUnlisted.
+	unlisted map[*image.VMA][]int64
 
 	mu   sync.Mutex
 	errs []error
@@ -158,6 +200,9 @@ func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans) er
 				return nil
 			}
 			rs, ok := scanned[vma]
+			if ok {
+				v.owner[vma] = scanned
+			}
 			if !ok && isShmem(vma) {
 				if rs, err = dataRanges(image.PagesPath(dir, t.PID, vma), int64(vma.Len())); err != nil {
 					return err
@@ -205,7 +250,7 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 			for j < len(refs) && int64(refs[j].Index)*image.PageSize < off+n {
 				j++
 			}
-			pc := pageCheck{pid: pid, v: vma, off: off, refs: refs[k:j]}
+			pc := pageCheck{pid: pid, v: vma, off: off, refs: refs[k:j], droppable: v.owner[vma] != nil}
 			if merr == nil {
 				pc.buf = m[off : off+n]
 			} else {
@@ -251,6 +296,10 @@ func (v *pageVerifier) check(pc pageCheck) {
 		}
 		if !isZero(page) {
 			v.fail(fmt.Errorf("%s: page %#x: %w: pages holds data there but pagemap lists no page", vmaName(pc.pid, pc.v), addr, ErrPageMismatch))
+		} else if !zeroFillOK(pc.v) && pc.droppable {
+			v.mu.Lock()
+			v.unlisted[pc.v] = append(v.unlisted[pc.v], pc.off+p)
+			v.mu.Unlock()
 		} else if !zeroFillOK(pc.v) {
 			v.fail(fmt.Errorf("%s: page %#x: %w: pages holds zeros there (not a hole) but pagemap lists no page; restore would overwrite what the mapping holds", vmaName(pc.pid, pc.v), addr, ErrPageMismatch))
 		}

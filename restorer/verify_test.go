@@ -155,7 +155,7 @@ func TestRestoreVerifiesPages(t *testing.T) {
 		if err := unix.Mkfifo(path, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		restoreRefused(t, c, before, path, "not a regular file (a FIFO)")
+		restoreRefused(t, c, before, path, "is a FIFO, not a regular file")
 	})
 	t.Run("RestoresAfterAll", func(t *testing.T) {
 		rp := restore(t, dir)

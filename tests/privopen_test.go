@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"github.com/ckptfs/ckptfs/image"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,8 +109,12 @@ func setTreeValue(t *testing.T, file, key, value string) {
 	lines := strings.Split(string(b), "\n")
 	found := false
 	for i, l := range lines {
-		if k, _, ok := strings.Cut(l, ":"); ok && k == key {
-			lines[i], found = key+": "+value, true
+		if k, old, ok := strings.Cut(l, ":"); ok && k == key {
+			v := value
+			if strings.HasPrefix(strings.TrimSpace(old), `"`) { // free text is quoted (format 2)
+				v = image.QuoteText(value)
+			}
+			lines[i], found = key+": "+v, true
 		}
 	}
 	if !found {
