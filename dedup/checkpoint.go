@@ -87,8 +87,13 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	if auto {
 		c.ID = NewID(c.Time)
 	}
-	if strings.ContainsAny(c.ID, "/\x00") {
-		return fmt.Errorf("commit: bad checkpoint id %q", c.ID)
+	if err := CheckEntryName(c.ID); err != nil {
+		return fmt.Errorf("commit: checkpoint id: %w", err)
+	}
+	if c.Name != "" {
+		if err := CheckEntryName(c.Name); err != nil {
+			return fmt.Errorf("commit: checkpoint name: %w", err)
+		}
 	}
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
@@ -157,6 +162,23 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	// is in: a failure here is reported, not the commit's.
 	if err := privateFiles(s.dir); err != nil {
 		s.logf("%v", err)
+	}
+	return nil
+}
+
+// CheckEntryName says whether s can be a checkpoint id or name: each is a
+// directory entry of the mount (MNT/<id>, MNT/by-name/<name>), so it is one
+// path component: not empty, not "." or "..", no "/" or NUL, at most 255
+// bytes. Other bytes (newlines included) are allowed: every file that shows
+// them quotes them.
+func CheckEntryName(s string) error {
+	switch {
+	case s == "" || s == "." || s == "..":
+		return fmt.Errorf("%q is not a usable name", s)
+	case strings.ContainsAny(s, "/\x00"):
+		return fmt.Errorf("%q holds a '/' or a NUL byte", s)
+	case len(s) > 255:
+		return fmt.Errorf("%d bytes long, at most 255", len(s))
 	}
 	return nil
 }

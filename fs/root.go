@@ -131,7 +131,7 @@ func (r *root) refresh(force bool) change {
 	for i := range list {
 		s := &list[i]
 		newByID[s.ID] = s
-		if s.Name != "" {
+		if s.Name != "" && dedup.CheckEntryName(s.Name) == nil { // an old store's odd name is not listed
 			newNames[s.Name] = s.ID
 		}
 		if _, ok := r.byID[s.ID]; !ok {

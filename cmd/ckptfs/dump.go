@@ -35,6 +35,11 @@ The last line printed is the checkpoint id.`,
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("bad pid %q", args[0])
 			}
+			if name != "" {
+				if err := dedup.CheckEntryName(name); err != nil {
+					return fmt.Errorf("--name: %w", err)
+				}
+			}
 			_, statErr := os.Stat(store)
 			created := os.IsNotExist(statErr)
 			if err := announceNewStore(store); err != nil {
