@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // Per-thread kernel state that only the thread itself can read, by
@@ -137,6 +139,7 @@ func ReadExtras(tid int, tramp uint64) (_ Extras, err error) {
 	}
 	x.AltStack, err = GetAltStack(tid, tramp, scratch)
 	if err == nil {
+		testhold.At("inject")
 		x.ClearTID, err = GetTIDAddress(tid, tramp, scratch)
 	}
 	if err2 := WriteMem(tid, scratch, keep); err2 != nil && err == nil {
