@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -179,7 +180,7 @@ func runDumpTracer(argv []string) int {
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
-		if ws, ok := ee.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			fmt.Fprintf(os.Stderr, "ckptfs: dump: tracer killed by %v\n", ws.Signal())
 			return 128 + int(ws.Signal())
 		}
