@@ -25,7 +25,8 @@ import (
 // every point where the program is changed to be collected (hold points,
 // internal/testhold: CKPTFS_TEST_HOLD=point[:n] makes the dump print
 // "CKPTFS_HOLD point" and pause there), with SIGKILL, SIGINT or SIGTERM, and
-// check the program is unharmed: running, untraced, every thread's signal
+// check the program is unharmed: running (or still stopped, for one in
+// group-stop), untraced, every thread's signal
 // mask as before, its own checks (memory, counters, children, mask) all ok,
 // and the store verifies clean. Trials per kind: 16 (4 with -short), or
 // CKPTFS_FAULT_TRIALS.
@@ -37,6 +38,9 @@ type faultKind struct {
 	// holds are the hold points worth aiming at, with how many times
 	// (at most) the dump passes each.
 	holds map[string]int
+	// stopped: the program is in group-stop (SIGSTOP) during the trials
+	// and must still be after each; it is continued at the end.
+	stopped bool
 }
 
 func faultKinds(t *testing.T) []faultKind {
@@ -49,10 +53,11 @@ func faultKinds(t *testing.T) []faultKind {
 	// inject: one per thread (between its two extras calls) plus one per
 	// signal handler read; restop: one per thread; collect: one per process.
 	return []faultKind{
-		{"single", prog("threads", 0), map[string]int{"seized": 1, "inject": 3, "restop": 1, "collect": 1, "copy": 1, "release": 1, "commit": 1}},
-		{"threads200", prog("threads", 200), map[string]int{"seized": 1, "inject": 203, "restop": 201, "collect": 1, "copy": 1, "release": 1, "commit": 1}},
-		{"go", func(t *testing.T) *program { return startProgram(t, "go", 1) }, map[string]int{"seized": 1, "inject": 60, "restop": 5, "collect": 1, "copy": 1, "release": 1, "commit": 1}},
-		{"forktree", prog("forks", 4), map[string]int{"seized": 1, "inject": 15, "restop": 5, "collect": 5, "copy": 3, "release": 1, "commit": 1}},
+		{"single", prog("threads", 0), map[string]int{"seized": 1, "inject": 3, "restop": 1, "collect": 1, "copy": 1, "release": 1, "commit": 1}, false},
+		{"threads200", prog("threads", 200), map[string]int{"seized": 1, "inject": 203, "restop": 201, "collect": 1, "copy": 1, "release": 1, "commit": 1}, false},
+		{"go", func(t *testing.T) *program { return startProgram(t, "go", 1) }, map[string]int{"seized": 1, "inject": 60, "restop": 5, "collect": 1, "copy": 1, "release": 1, "commit": 1}, false},
+		{"forktree", prog("forks", 4), map[string]int{"seized": 1, "inject": 15, "restop": 5, "collect": 5, "copy": 3, "release": 1, "commit": 1}, false},
+		{"stopped", prog("threads", 3), map[string]int{"seized": 1, "inject": 6, "restop": 4, "copy": 1, "release": 1}, true},
 	}
 }
 
@@ -84,7 +89,9 @@ func (tr faultTrial) String() string {
 	return fmt.Sprintf("%v after %v", tr.sig, tr.delay)
 }
 
-// TestDumpFaults stops dumps of four kinds of program: half SIGKILL at a
+// TestDumpFaults stops dumps of five kinds of program (a single-threaded
+// and a 200-thread C program, a Go program, a fork tree, a stopped C
+// program): half SIGKILL at a
 // hold point, a quarter SIGKILL at a random moment, a quarter SIGINT or
 // SIGTERM (at a hold point or a random moment).
 func TestDumpFaults(t *testing.T) {
@@ -92,6 +99,12 @@ func TestDumpFaults(t *testing.T) {
 	for _, k := range faultKinds(t) {
 		t.Run(k.name, func(t *testing.T) {
 			p := k.start(t)
+			if k.stopped {
+				if err := unix.Kill(p.Pid, unix.SIGSTOP); err != nil {
+					t.Fatal(err)
+				}
+				waitStopped(t, p.Pid)
+			}
 			store := filepath.Join(t.TempDir(), "store")
 			// A dump that completes: the store exists and how long a dump
 			// takes is known, to aim the random moments.
@@ -121,13 +134,18 @@ func TestDumpFaults(t *testing.T) {
 				}
 				outcome := runFaultTrial(t, store, p.Pid, tr)
 				counts[outcome]++
-				if err := checkAfterFault(t, p, store, masks); err != nil {
+				if err := checkAfterFault(t, p, store, masks, k.stopped); err != nil {
 					harmed++
 					t.Errorf("trial %d (%v, %s): %v", i, tr, outcome, err)
 					if harmed >= 3 {
 						t.FailNow()
 					}
 				}
+			}
+			if k.stopped {
+				unix.Kill(p.Pid, unix.SIGCONT)
+				p.waitTicks(t, 2)
+				p.checkHealthy(t)
 			}
 			t.Logf("%s: %d trials, %d harmed; outcomes %v", k.name, trials, harmed, counts)
 		})
@@ -233,6 +251,25 @@ func runFaultTrial(t *testing.T, store string, pid int, tr faultTrial) string {
 	return outcome
 }
 
+// waitStopped waits until every thread of pid is in group-stop.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		tids, _ := proc.Tasks(pid)
+		all := len(tids) > 0
+		for _, tid := range tids {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+			all = all && strings.HasPrefix(proc.KeyValues(b)["State"], "T")
+		}
+		if all {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%d did not stop", pid)
+}
+
 // checkpointCount counts the checkpoints of store (0 if it does not exist).
 func checkpointCount(t *testing.T, store string) int {
 	t.Helper()
@@ -270,9 +307,10 @@ func treeMasks(t *testing.T, pid int) map[int]string {
 }
 
 // checkAfterFault checks the program after a stopped dump: every thread
-// recorded at the start still there, untraced, not stopped, with its mask;
-// two more good ticks; the store verifies clean.
-func checkAfterFault(t *testing.T, p *program, store string, masks map[int]string) error {
+// recorded at the start still there, untraced, not stopped (or, stopped,
+// in group-stop still), with its mask; two more good ticks; the store
+// verifies clean.
+func checkAfterFault(t *testing.T, p *program, store string, masks map[int]string, stopped bool) error {
 	t.Helper()
 	for tid, mask := range masks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
@@ -283,15 +321,21 @@ func checkAfterFault(t *testing.T, p *program, store string, masks map[int]strin
 		if kv["TracerPid"] != "0" {
 			return fmt.Errorf("thread %d still traced by %s", tid, kv["TracerPid"])
 		}
-		if st := kv["State"]; strings.HasPrefix(st, "t") || strings.HasPrefix(st, "T") || strings.HasPrefix(st, "Z") {
+		st := kv["State"]
+		if stopped && !strings.HasPrefix(st, "T") {
+			return fmt.Errorf("thread %d in state %s, was stopped (T)", tid, st)
+		}
+		if !stopped && (strings.HasPrefix(st, "t") || strings.HasPrefix(st, "T") || strings.HasPrefix(st, "Z")) {
 			return fmt.Errorf("thread %d in state %s", tid, st)
 		}
 		if kv["SigBlk"] != mask {
 			return fmt.Errorf("thread %d SigBlk %s, was %s", tid, kv["SigBlk"], mask)
 		}
 	}
-	p.waitTicks(t, 2)
-	p.checkHealthy(t)
+	if !stopped {
+		p.waitTicks(t, 2)
+		p.checkHealthy(t)
+	}
 	if _, err := os.Stat(store); err == nil {
 		out, errOut, err := ckptfsErr(t, "verify", "-s", store)
 		if err != nil {
