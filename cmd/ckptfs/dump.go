@@ -117,8 +117,12 @@ the checkpoint id.`,
 			}
 			ab := watchAbort(controlFD)
 			err = dumpAndStore(tf, pid, ab.ch)
-			if errors.Is(err, dumper.ErrAborted) || errors.Is(err, context.Canceled) {
+			switch {
+			case errors.Is(err, dumper.ErrAborted):
 				fmt.Fprintf(os.Stderr, "ckptfs: dump %d %s: the tree was released as it was, no checkpoint was made\n", pid, ab.why())
+				os.Exit(ab.status())
+			case errors.Is(err, context.Canceled):
+				fmt.Fprintf(os.Stderr, "ckptfs: dump %d %s while waiting for the store: nothing was done\n", pid, ab.why())
 				os.Exit(ab.status())
 			}
 			return err
