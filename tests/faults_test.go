@@ -72,7 +72,7 @@ func faultTrials(t *testing.T) int {
 	if testing.Short() {
 		return 4
 	}
-	return 16
+	return 12
 }
 
 // faultTrial is one stopped dump.
