@@ -28,7 +28,7 @@ import (
 // check the program is unharmed: running (or still stopped, for one in
 // group-stop), untraced, every thread's signal
 // mask as before, its own checks (memory, counters, children, mask) all ok,
-// and the store verifies clean. Trials per kind: 16 (4 with -short), or
+// and the store verifies clean. Trials per kind: 12 (4 with -short), or
 // CKPTFS_FAULT_TRIALS.
 
 // faultKind is a program the fault test dumps.
