@@ -17,6 +17,7 @@ import (
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/phaselog"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // Options tune a dump.
@@ -29,6 +30,13 @@ type Options struct {
 	// MemoryBudget bounds the page bytes held in memory while the tree is
 	// frozen; the rest go to a spill file (default DefaultMemoryBudget).
 	MemoryBudget int64
+
+	// Abort stops the dump when closed (SIGINT, SIGTERM, the command that
+	// asked for the dump went away): the injection in flight is finished,
+	// every tracee is put back as it was and released, nothing is
+	// committed, and Dump returns an error wrapping ErrAborted. It is looked
+	// at between steps, never in the middle of one. Nil: never.
+	Abort <-chan struct{}
 
 	// FailAfterPages makes the dump fail after storing that many pages: a
 	// fault injected by tests to show a failed dump harms nothing.
@@ -44,6 +52,9 @@ type Result struct {
 
 // ErrNoProcess says the pid does not exist.
 var ErrNoProcess = errors.New("no such process")
+
+// ErrAborted says the dump was stopped through Options.Abort.
+var ErrAborted = errors.New("dump aborted")
 
 // Dump checkpoints the tree rooted at pid into repo.
 func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
@@ -62,7 +73,11 @@ func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 	if pid == os.Getpid() {
 		return nil, fmt.Errorf("dump %d: cannot dump ckptfs itself", pid)
 	}
+	if pid == os.Getppid() {
+		return nil, fmt.Errorf("dump %d: cannot dump the process that runs the dump", pid)
+	}
 	start := time.Now()
+	testhold.SetAbort(opts.Abort)
 	d := &dump{repo: repo, opts: opts, pid: pid, start: start, log: phaselog.New(opts.Log, "dump", start)}
 	// Every ptrace request for a tracee must come from the thread that
 	// seized it: run the frozen phase on one locked OS thread.
@@ -98,6 +113,16 @@ type dump struct {
 	log    *phaselog.Log
 }
 
+// aborted returns ErrAborted once Options.Abort is closed.
+func (d *dump) aborted() error {
+	select {
+	case <-d.opts.Abort:
+		return fmt.Errorf("dump %d: %w", d.pid, ErrAborted)
+	default:
+		return nil
+	}
+}
+
 // logf ends a phase of the -v log.
 func (d *dump) logf(format string, args ...any) { d.log.Printf(format, args...) }
 
@@ -111,15 +136,29 @@ func (d *dump) run() (err error) {
 	d.logf("precheck of %d processes", len(pids))
 	mem := newMemCopier(d.repo, d.opts, d.progress)
 	defer mem.stop()
+	// An abort stops the page copy and the workers at their next chunk.
+	copying := make(chan struct{})
+	defer close(copying)
+	go func() {
+		select {
+		case <-d.opts.Abort:
+			mem.fail(d.aborted())
+		case <-copying:
+		}
+	}()
 	if err := mem.prefault(anonBytes(pids)); err != nil {
 		return err
 	}
 	d.logf("buffers prefaulted")
-	tree, err := seizeTree(d.pid)
+	if err := d.aborted(); err != nil {
+		return err
+	}
+	tree, err := seizeTree(d.pid, d.aborted)
 	if err != nil {
 		return err
 	}
 	d.logf("tree frozen")
+	testhold.At("seized")
 	d.tree = tree
 	released := false
 	release := func() {
@@ -142,6 +181,9 @@ func (d *dump) run() (err error) {
 		RootPID: d.pid,
 	}
 	for _, ft := range tree.tasks {
+		if err := d.aborted(); err != nil {
+			return err
+		}
 		t, err := collectTask(ft)
 		if err != nil {
 			return err
@@ -153,6 +195,7 @@ func (d *dump) run() (err error) {
 			return err
 		}
 		c.Tasks = append(c.Tasks, t)
+		testhold.At("collect")
 	}
 	d.logf("%d tasks collected", len(c.Tasks))
 	if err := markSharedTables(c); err != nil {
@@ -163,6 +206,9 @@ func (d *dump) run() (err error) {
 	}
 	d.logf("shared tables and objects")
 	d.ckpt = c
+	if err := d.aborted(); err != nil {
+		return err
+	}
 
 	for i, ft := range tree.tasks {
 		if ft.zombie {
@@ -176,6 +222,10 @@ func (d *dump) run() (err error) {
 		return err
 	}
 	d.logf("memory copied")
+	testhold.At("release")
+	if err := d.aborted(); err != nil {
+		return err
+	}
 	if !d.opts.Kill {
 		// The pages are copied out: the tree runs on while they are hashed
 		// and stored. With --kill it stays frozen until the commit.
@@ -186,6 +236,10 @@ func (d *dump) run() (err error) {
 		return err
 	}
 	c.Stats = mem.stats
+	testhold.At("commit")
+	if err := d.aborted(); err != nil {
+		return err // the pages stored are orphans that gc removes
+	}
 	if err := d.repo.Commit(c); err != nil {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}

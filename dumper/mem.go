@@ -13,6 +13,7 @@ import (
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // DefaultMemoryBudget is Options.MemoryBudget when it is 0. Pages beyond
@@ -299,6 +300,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			}
 			idx = idx[n:]
 			m.read += int64(n) * image.PageSize
+			testhold.At("copy")
 			if len(c.pages) == chunkPages {
 				m.flush()
 			}

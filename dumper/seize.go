@@ -30,8 +30,9 @@ type frozenTree struct {
 }
 
 // seizeTree stops every thread of every process in the tree rooted at root.
-// On error, everything seized so far is released.
-func seizeTree(root int) (_ *frozenTree, err error) {
+// On error, everything seized so far is released. stop is asked before
+// each process; an error from it ends the seize.
+func seizeTree(root int, stop func() error) (_ *frozenTree, err error) {
 	t := &frozenTree{}
 	defer func() {
 		if err != nil {
@@ -39,6 +40,9 @@ func seizeTree(root int) (_ *frozenTree, err error) {
 		}
 	}()
 	err = walkTree(root, func(pid int) (bool, error) {
+		if err := stop(); err != nil {
+			return false, err
+		}
 		ft, err := t.seizeProcess(pid, pid == root)
 		if err != nil || ft == nil { // nil: exited meanwhile
 			return false, err

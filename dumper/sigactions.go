@@ -9,6 +9,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/inject"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // readSigactions returns the signal handlers of the frozen process pid,
@@ -50,6 +51,7 @@ func readSigactions(pid int, tramp uint64, query uint64) (_ []image.Sigaction, e
 		if _, err := inject.Syscall(pid, tramp, unix.SYS_RT_SIGACTION, uint64(sig), 0, scratch, 8); err != nil {
 			return nil, fmt.Errorf("rt_sigaction(%d): %w", sig, err)
 		}
+		testhold.At("inject")
 		if err := inject.ReadMem(pid, scratch, buf); err != nil {
 			return nil, err
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/ckptfs/ckptfs/internal/phaselog"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 	"github.com/ckptfs/ckptfs/internal/stub"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // Options tune a restore.
@@ -196,6 +197,11 @@ func (r *restorer) startStub() error {
 	if err != nil {
 		return err
 	}
+	// Killed if the restorer dies before the seize, from which on
+	// PTRACE_O_EXITKILL does it. The stub is never a restored process
+	// (they are its clones, and a clone starts with no pdeathsig), and it
+	// is killed when the restore ends.
+	cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
 	err = cmd.Start()
 	cleanup()
 	if err != nil {
@@ -203,6 +209,7 @@ func (r *restorer) startStub() error {
 	}
 	r.stub = cmd
 	pid := cmd.Process.Pid
+	testhold.At("stub")
 	if err := ptrace.Seize(pid, traceOptions); err != nil {
 		return err
 	}

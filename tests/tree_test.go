@@ -39,7 +39,19 @@ func dumpKill(t *testing.T, root int) (string, []int) {
 	for _, pid := range pids {
 		waitGone(t, pid)
 	}
-	return filepath.Join(m.mnt, id), pids
+	// The tree may have changed before it was seized (a shell loop forks
+	// a command per line): every task of the checkpoint must be gone too.
+	dir := filepath.Join(m.mnt, id)
+	ents, err := os.ReadDir(filepath.Join(dir, "tasks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			waitGone(t, pid)
+		}
+	}
+	return dir, pids
 }
 
 // restoreFrom restores the checkpoint directory dir, whose tree has pids

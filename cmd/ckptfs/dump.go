@@ -2,94 +2,345 @@ package main
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"sync"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/dumper"
 )
 
+// `ckptfs dump` is two processes. The one the user starts (the front)
+// re-executes ckptfs as `dump-tracer` in a session of its own and waits for
+// it; the tracer seizes the tree, collects, copies, releases, stores and
+// commits. The tracer owns every ptrace relationship, so nothing that
+// happens to the front harms the program: Ctrl-C to the terminal's process
+// group does not reach the tracer, SIGINT and SIGTERM to the front are
+// passed on as a request to stop, and if the front dies (even by SIGKILL)
+// the tracer sees its control pipe close. Either way the tracer finishes
+// the injection in flight, puts every tracee back as it was, releases the
+// tree and commits nothing.
+
+// dumpFlags are the flags of dump, given again to dump-tracer.
+type dumpFlags struct {
+	store, name   string
+	kill, verbose bool
+	memBudget     int64 // MiB
+}
+
+func (f *dumpFlags) add(cmd *cobra.Command) {
+	addStoreFlag(cmd, &f.store)
+	cmd.Flags().StringVar(&f.name, "name", "", "name the checkpoint (shown under by-name/ in the mount)")
+	cmd.Flags().BoolVar(&f.kill, "kill", false, "kill the tree after a successful dump (migration)")
+	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "print the duration of every phase on stderr")
+	cmd.Flags().Int64Var(&f.memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
+}
+
+func (f *dumpFlags) args() []string {
+	a := []string{"--store", f.store, "--name", f.name, "--mem-budget", strconv.FormatInt(f.memBudget, 10)}
+	if f.kill {
+		a = append(a, "--kill")
+	}
+	if f.verbose {
+		a = append(a, "--verbose")
+	}
+	return a
+}
+
+// check refuses flags the dump cannot use, before anything is started.
+func (f *dumpFlags) check() error {
+	if f.name != "" {
+		if err := dedup.CheckEntryName(f.name); err != nil {
+			return fmt.Errorf("--name: %w", err)
+		}
+	}
+	if f.memBudget < 0 {
+		return fmt.Errorf("--mem-budget %d: must be at least 0", f.memBudget)
+	}
+	return nil
+}
+
+func parsePid(s string) (int, error) {
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("bad pid %q", s)
+	}
+	return pid, nil
+}
+
+// Control bytes the front writes to the tracer. EOF: the front is gone.
+const (
+	ctlInterrupt = 'I' // SIGINT
+	ctlTerminate = 'T' // SIGTERM
+)
+
+// Exit statuses of a dump stopped by a signal, as a shell reports them.
+const (
+	exitInterrupted = 128 + int(unix.SIGINT)
+	exitTerminated  = 128 + int(unix.SIGTERM)
+)
+
 func init() {
-	var store, name string
-	var kill, verbose bool
-	var memBudget int64
+	var f dumpFlags
 	cmd := &cobra.Command{
 		Use:   "dump [-s STORE] [--name NAME] [--kill] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
 		Long: `dump seizes every thread of the process tree rooted at PID with ptrace (the
 program sees no signal), records registers, memory, files and the rest, stores
 every new 4 KiB page once by content hash and releases the tree running.
-If the dump fails at any point the tree is released unchanged.
-The last line printed is the checkpoint id.`,
+If the dump fails at any point the tree is released unchanged; so it is if
+dump is interrupted (SIGINT, SIGTERM: exit status 130, 143, no checkpoint) or
+killed, as a tracer process of its own, outside the caller's process group,
+owns the tree and puts it back when dump goes away. A dump into a store that
+another dump (or gc, verify) holds waits its turn. The last line printed is
+the checkpoint id.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) (retErr error) {
-			if err := requireStore(store); err != nil {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireStore(f.store); err != nil {
 				return err
 			}
-			pid, err := strconv.Atoi(args[0])
-			if err != nil || pid <= 0 {
-				return fmt.Errorf("bad pid %q", args[0])
-			}
-			if name != "" {
-				if err := dedup.CheckEntryName(name); err != nil {
-					return fmt.Errorf("--name: %w", err)
-				}
-			}
-			_, statErr := os.Stat(store)
-			created := os.IsNotExist(statErr)
-			if err := announceNewStore(store); err != nil {
+			if _, err := parsePid(args[0]); err != nil {
 				return err
 			}
-			privateUmask()
-			repo, err := dedup.OpenRepo(store)
-			if err != nil {
+			if err := f.check(); err != nil {
 				return err
 			}
-			defer func() {
-				repo.Close()
-				if created && retErr != nil {
-					// A failed first dump leaves no empty store behind.
-					os.RemoveAll(store)
-				}
-			}()
-			if memBudget < 0 {
-				return fmt.Errorf("--mem-budget %d: must be at least 0", memBudget)
-			}
-			opts := dumper.Options{Name: name, Kill: kill, MemoryBudget: memBudget << 20}
-			// The Go heap (pages in flight, the store's tables) is kept
-			// near the page budget plus 256 MiB: the GC works harder
-			// rather than let garbage double the heap.
-			debug.SetMemoryLimit(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)
-			if verbose {
-				opts.Log = os.Stderr
-			}
-			if term.IsTerminal(int(os.Stderr.Fd())) {
-				opts.Progress = os.Stderr
-			}
-			res, err := dumper.Dump(repo, pid, opts)
-			if err != nil {
-				return err
-			}
-			c := res.Checkpoint
-			if opts.Progress != nil {
-				fmt.Fprint(os.Stderr, "\r\033[K")
-			}
-			fmt.Fprintf(os.Stderr, "dumped %d task(s), %d MiB in %d pages (%d zero), %d new pages added %d KiB; frozen %v, total %v\n",
-				len(c.Tasks), c.MemoryBytes()>>20, c.Stats.PagesTotal, c.Stats.PagesZero, c.Stats.PagesNew,
-				c.Stats.BytesAdded>>10, res.Freeze.Round(100_000), res.Elapsed.Round(100_000))
-			fmt.Println(c.ID)
+			os.Exit(runDumpTracer(append(append([]string{"dump-tracer", "--control-fd", "3"}, f.args()...), "--", args[0])))
 			return nil
 		},
 	}
-	addStoreFlag(cmd, &store)
-	cmd.Flags().StringVar(&name, "name", "", "name the checkpoint (shown under by-name/ in the mount)")
-	cmd.Flags().BoolVar(&kill, "kill", false, "kill the tree after a successful dump (migration)")
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the duration of every phase on stderr")
-	cmd.Flags().Int64Var(&memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
+	f.add(cmd)
 	rootCmd.AddCommand(cmd)
+
+	var tf dumpFlags
+	var controlFD int
+	tracer := &cobra.Command{
+		Use:    "dump-tracer [flags] PID",
+		Short:  "The process of dump that owns the tree (started by dump)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePid(args[0])
+			if err != nil {
+				return err
+			}
+			ab := watchAbort(controlFD)
+			err = dumpAndStore(tf, pid, ab.ch)
+			switch {
+			case errors.Is(err, dumper.ErrAborted):
+				fmt.Fprintf(os.Stderr, "ckptfs: dump %d %s: the tree was released as it was, no checkpoint was made\n", pid, ab.why())
+				os.Exit(ab.status())
+			case errors.Is(err, context.Canceled):
+				fmt.Fprintf(os.Stderr, "ckptfs: dump %d %s while waiting for the store: nothing was done\n", pid, ab.why())
+				os.Exit(ab.status())
+			}
+			return err
+		},
+	}
+	tf.add(tracer)
+	tracer.Flags().IntVar(&controlFD, "control-fd", -1, "read stop requests from this fd; its EOF means the front process is gone")
+	rootCmd.AddCommand(tracer)
+}
+
+// runDumpTracer starts the tracer in a session of its own with the given
+// arguments, passes SIGINT and SIGTERM on to it, and returns the exit
+// status the front should have: the tracer's.
+func runDumpTracer(argv []string) int {
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ckptfs: dump:", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ckptfs: dump:", err)
+		return 1
+	}
+	t := exec.Command("/proc/self/exe", argv...)
+	t.Args[0] = "ckptfs"
+	t.Stdin, t.Stdout, t.Stderr = devnull, os.Stdout, os.Stderr
+	t.ExtraFiles = []*os.File{ctlR} // fd 3
+	t.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	err = t.Start()
+	ctlR.Close()
+	devnull.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ckptfs: dump: start tracer:", err)
+		return 1
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				b := byte(ctlTerminate)
+				if s == unix.SIGINT {
+					b = ctlInterrupt
+				}
+				ctlW.Write([]byte{b})
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = t.Wait()
+	close(done)
+	ctlW.Close()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			fmt.Fprintf(os.Stderr, "ckptfs: dump: tracer killed by %v\n", ws.Signal())
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	default:
+		fmt.Fprintln(os.Stderr, "ckptfs: dump:", err)
+		return 1
+	}
+}
+
+// abort is the tracer's stop request: closed ch, and why.
+type abort struct {
+	ch     chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	reason string
+	code   int
+}
+
+func (a *abort) stop(reason string, code int) {
+	a.once.Do(func() {
+		a.mu.Lock()
+		a.reason, a.code = reason, code
+		a.mu.Unlock()
+		close(a.ch)
+	})
+}
+
+func (a *abort) why() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reason
+}
+
+func (a *abort) status() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.code
+}
+
+// watchAbort turns the tracer's stop requests into an abort: a byte on the
+// control fd (the front got SIGINT or SIGTERM), its EOF (the front died),
+// or SIGINT, SIGTERM, SIGHUP sent to the tracer itself. SIGPIPE is
+// ignored: output to a reader that went away must not kill the tracer
+// while it holds the tree.
+func watchAbort(controlFD int) *abort {
+	a := &abort{ch: make(chan struct{})}
+	signal.Ignore(unix.SIGPIPE)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	go func() {
+		s := <-sigs
+		code := 128 + int(s.(unix.Signal))
+		a.stop("stopped by "+unix.SignalName(s.(unix.Signal)), code)
+	}()
+	if controlFD >= 0 {
+		ctl := os.NewFile(uintptr(controlFD), "control")
+		unix.CloseOnExec(controlFD)
+		go func() {
+			b := make([]byte, 1)
+			n, _ := ctl.Read(b)
+			switch {
+			case n == 1 && b[0] == ctlInterrupt:
+				a.stop("interrupted (SIGINT)", exitInterrupted)
+			case n == 1 && b[0] == ctlTerminate:
+				a.stop("terminated (SIGTERM)", exitTerminated)
+			default:
+				a.stop("abandoned (the dump command went away)", 1)
+			}
+		}()
+	}
+	return a
+}
+
+// dumpAndStore opens the store (waiting its turn), dumps pid into it and
+// prints the result. A failed first dump leaves no store behind.
+func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
+	if err := requireStore(f.store); err != nil {
+		return err
+	}
+	if err := f.check(); err != nil {
+		return err
+	}
+	if err := unix.Kill(pid, 0); err == unix.ESRCH {
+		return fmt.Errorf("dump %d: %w", pid, dumper.ErrNoProcess)
+	}
+	_, statErr := os.Stat(f.store)
+	created := os.IsNotExist(statErr)
+	if err := announceNewStore(f.store); err != nil {
+		return err
+	}
+	privateUmask()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	repo, err := dedup.WaitRepo(ctx, f.store, func(owner string) {
+		fmt.Fprintf(os.Stderr, "ckptfs: dump %d: store %s is busy (%s); waiting for its turn\n", pid, f.store, owner)
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if created && retErr != nil {
+			dedup.CloseAndRemove(repo, f.store)
+			return
+		}
+		repo.Close()
+	}()
+	opts := dumper.Options{Name: f.name, Kill: f.kill, Abort: stop, MemoryBudget: f.memBudget << 20}
+	// The Go heap (pages in flight, the store's tables) is kept near the
+	// page budget plus 256 MiB: the GC works harder rather than let
+	// garbage double the heap.
+	debug.SetMemoryLimit(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)
+	if f.verbose {
+		opts.Log = os.Stderr
+	}
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		opts.Progress = os.Stderr
+	}
+	res, err := dumper.Dump(repo, pid, opts)
+	if err != nil {
+		return err
+	}
+	c := res.Checkpoint
+	if opts.Progress != nil {
+		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+	fmt.Fprintf(os.Stderr, "dumped %d task(s), %d MiB in %d pages (%d zero), %d new pages added %d KiB; frozen %v, total %v\n",
+		len(c.Tasks), c.MemoryBytes()>>20, c.Stats.PagesTotal, c.Stats.PagesZero, c.Stats.PagesNew,
+		c.Stats.BytesAdded>>10, res.Freeze.Round(100_000), res.Elapsed.Round(100_000))
+	fmt.Println(c.ID)
+	return nil
 }

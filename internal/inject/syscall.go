@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/internal/ptrace"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 const (
@@ -108,15 +109,26 @@ func (s *State) Restore(tid int) error {
 // has). Setting the saved registers at an injected syscall's exit stop
 // instead would return -ERESTART* to the program. The tracee must have
 // been seized (PTRACE_SEIZE).
+//
+// The interrupt is asked first, so the thread has a trap pending (and the
+// kernel's restart handling ahead of it) from the moment its registers
+// are the saved ones; the mask is put back before the resume, as the
+// interrupt's trap comes before any signal is dequeued. Both keep the
+// window in which the thread is not as it was as short as possible.
 func (s *State) Restop(tid int) error {
-	if err := unix.PtraceSetRegs(tid, &s.Regs); err != nil {
-		return fmt.Errorf("restore regs %d: %w", tid, err)
-	}
 	if err := ptrace.Interrupt(tid); err != nil {
 		return err
 	}
+	if err := unix.PtraceSetRegs(tid, &s.Regs); err != nil {
+		return fmt.Errorf("restore regs %d: %w", tid, err)
+	}
+	if err := ptrace.SetSigMask(tid, s.SigMask); err != nil {
+		return err
+	}
+	testhold.At("restop")
+	sig := 0
 	for {
-		if err := unix.PtraceCont(tid, 0); err != nil {
+		if err := unix.PtraceCont(tid, sig); err != nil {
 			return fmt.Errorf("restop %d: %w", tid, err)
 		}
 		ws, err := ptrace.Wait(tid)
@@ -127,11 +139,17 @@ func (s *State) Restop(tid int) error {
 			return fmt.Errorf("restop %d: %w", tid, ErrExited)
 		}
 		if ws.Stopped() && uint32(ws)>>16 == ptrace.EventStop {
-			break
+			return nil
 		}
-		// A syscall or signal stop on the way (signals are blocked): go on.
+		// A syscall stop on the way: go on. The interrupt's trap comes
+		// before any signal is dequeued; should one come first all the
+		// same, it is the program's (its registers and mask are back):
+		// it is delivered, not dropped.
+		sig = 0
+		if ws.Stopped() && ws.StopSignal()&0x7f != unix.SIGTRAP && uint32(ws)>>16 == 0 {
+			sig = int(ws.StopSignal())
+		}
 	}
-	return ptrace.SetSigMask(tid, s.SigMask)
 }
 
 // SyscallTrap is Syscall for a trampoline that is `syscall; int3` (the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // Per-thread kernel state that only the thread itself can read, by
@@ -139,6 +141,7 @@ func ReadExtras(tid int, tramp uint64, leader bool) (_ Extras, err error) {
 	}
 	x.AltStack, err = GetAltStack(tid, tramp, scratch)
 	if err == nil {
+		testhold.At("inject")
 		x.ClearTID, err = GetTIDAddress(tid, tramp, scratch)
 	}
 	if err == nil {
