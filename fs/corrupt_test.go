@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"fmt"
+	"github.com/dgraph-io/badger/v4/options"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,9 @@ import (
 // starting with prefix: edit gets the value and returns the new one.
 func rewriteRaw(t *testing.T, dir, prefix string, edit func([]byte) []byte) {
 	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	// The store's tables are uncompressed (dedup's options): a table
+	// written with Badger's default compression would not read back.
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithCompression(options.None))
 	if err != nil {
 		t.Fatal(err)
 	}
