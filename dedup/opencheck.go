@@ -208,17 +208,37 @@ func checkManifest(dir string, f badgerFiles) error {
 // recover, where this one recovers into an error.
 func checkTable(path string) (err error) {
 	defer recoverBadger(&err, "check table")
+	_, mf, err := openTable(path, options.OnTableRead)
+	if err != nil {
+		return err
+	}
+	mf.Close(-1)
+	return nil
+}
+
+// openTable opens a Badger table read-only, checking checksums as mode
+// says. Close it with mf.Close(-1), not t.DecrRef: at zero references that
+// deletes the file. It can panic on a damaged table (recoverBadger).
+func openTable(path string, mode options.ChecksumVerificationMode) (t *table.Table, mf *z.MmapFile, err error) {
 	fd, err := os.Open(path)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	mf, err := z.OpenMmapFileUsing(fd, 0, false)
+	mf, err = z.OpenMmapFileUsing(fd, 0, false)
 	if err != nil {
 		fd.Close()
-		return err
+		return nil, nil, err
 	}
-	// Not t.DecrRef: at zero references it deletes the file.
-	defer mf.Close(-1)
-	_, err = table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead})
-	return err
+	opened := false
+	defer func() { // also on a panic, which goes on to the caller
+		if !opened {
+			mf.Close(-1)
+		}
+	}()
+	t, err = table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: mode})
+	if err != nil {
+		return nil, nil, err
+	}
+	opened = true
+	return t, mf, nil
 }

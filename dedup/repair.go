@@ -15,7 +15,6 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
-	"github.com/dgraph-io/ristretto/v2/z"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -146,21 +145,10 @@ func Repair(dir string) (*RepairReport, error) {
 // a damaged block loses its own entries only.
 func (s *salvage) readTable(path string) (err error) {
 	defer recoverBadger(&err, "read table")
-	fd, err := os.Open(path)
+	t, mf, err := openTable(path, options.OnBlockRead)
 	if err != nil {
 		return err
 	}
-	mf, err := z.OpenMmapFileUsing(fd, 0, false)
-	if err != nil {
-		fd.Close()
-		return err
-	}
-	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnBlockRead})
-	if err != nil {
-		mf.Close(-1)
-		return err
-	}
-	// Not t.DecrRef: at zero references it deletes the file.
 	defer mf.Close(-1)
 	bases := t.KeySplits(math.MaxInt32, nil) // every block's first key
 	var bad []string
