@@ -49,6 +49,7 @@ type jobRun struct {
 	next    int
 	err     error
 	exited  bool // the thread is gone: nothing to put back
+	entered bool // the call in flight passed its entry stop
 }
 
 // Batch runs jobs, each in its own thread, the threads' n-th calls at the
@@ -104,20 +105,33 @@ func Batch(jobs []*Job) error {
 		if len(started) == 0 && first == nil {
 			break // every job is done
 		}
+		// Every thread's call goes on one stop at a time (entry, exit),
+		// all of them before any is waited for again.
 		for _, r := range started {
-			c := r.calls[r.next]
-			r.next++
-			ret, err := finishSyscall(r.job.TID, r.job.Tramp, c.Nr)
-			if err == nil && c.Done != nil {
-				err = c.Done(ret)
+			r.entered = false
+		}
+		for len(started) > 0 {
+			var going []*jobRun
+			for _, r := range started {
+				c := r.calls[r.next]
+				done, ret, err := stepSyscall(r.job.TID, r.job.Tramp, c.Nr, &r.entered)
+				if !done {
+					going = append(going, r)
+					continue
+				}
+				r.next++
+				if err == nil && c.Done != nil {
+					err = c.Done(ret)
+				}
+				if err != nil {
+					fail(r, fmt.Errorf("%s of %d: %w", c.Name, r.job.TID, err))
+					continue
+				}
+				if c.Hold {
+					testhold.At("inject")
+				}
 			}
-			if err != nil {
-				fail(r, fmt.Errorf("%s of %d: %w", c.Name, r.job.TID, err))
-				continue
-			}
-			if c.Hold {
-				testhold.At("inject")
-			}
+			started = going
 		}
 	}
 	// Put every thread back: scratch bytes, then registers and mask with

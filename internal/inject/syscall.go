@@ -55,25 +55,39 @@ func startSyscall(tid int, trampoline uint64, nr uintptr, args []uint64) error {
 func finishSyscall(tid int, trampoline uint64, nr uintptr) (uint64, error) {
 	entered := false
 	for {
-		if err := awaitTrap(tid, nr, unix.PtraceSyscall); err != nil {
-			return 0, err
-		}
-		switch op, err := syscallInfoOp(tid); {
-		case err != nil:
-			return 0, fmt.Errorf("syscall %d in %d: %w", nr, tid, err)
-		case op == syscallInfoEntry:
-			entered = true
-		case op == syscallInfoExit && entered:
-			var r unix.PtraceRegs
-			if err := unix.PtraceGetRegs(tid, &r); err != nil {
-				return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
-			}
-			return result(tid, nr, &r, trampoline+2)
-		}
-		if err := unix.PtraceSyscall(tid, 0); err != nil {
-			return 0, fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+		done, ret, err := stepSyscall(tid, trampoline, nr, &entered)
+		if done {
+			return ret, err
 		}
 	}
+}
+
+// stepSyscall waits for the next stop of a call startSyscall started: at
+// its exit it returns done and the result; at its entry (entered is then
+// set) or an event stop on the way it resumes the thread and returns
+// not done, so that a Batch can let every thread's call go on before it
+// waits for any one's exit.
+func stepSyscall(tid int, trampoline uint64, nr uintptr, entered *bool) (done bool, ret uint64, err error) {
+	if err := awaitTrap(tid, nr, unix.PtraceSyscall); err != nil {
+		return true, 0, err
+	}
+	switch op, err := syscallInfoOp(tid); {
+	case err != nil:
+		return true, 0, fmt.Errorf("syscall %d in %d: %w", nr, tid, err)
+	case op == syscallInfoEntry:
+		*entered = true
+	case op == syscallInfoExit && *entered:
+		var r unix.PtraceRegs
+		if err := unix.PtraceGetRegs(tid, &r); err != nil {
+			return true, 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+		}
+		ret, err := result(tid, nr, &r, trampoline+2)
+		return true, ret, err
+	}
+	if err := unix.PtraceSyscall(tid, 0); err != nil {
+		return true, 0, fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+	}
+	return false, 0, nil
 }
 
 // syscallInfoOp says whether a SIGTRAP stop is a syscall entry or exit
