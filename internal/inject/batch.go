@@ -75,9 +75,8 @@ func Batch(jobs []*Job) error {
 			if first == nil {
 				first = err
 			}
-			// Save blocks signals last: a failed one changed nothing
-			// or left only the mask, which Restop below cannot put back
-			// without the saved state; stop here.
+			// A failed Save changed nothing (it blocks signals last):
+			// the threads saved so far are put back below.
 			break
 		}
 		r := &jobRun{job: j, st: st, scratch: (st.Regs.Rsp - 128 - 64) &^ 15, keep: make([]byte, ScratchSize)}
