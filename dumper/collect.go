@@ -14,8 +14,20 @@ import (
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
 
-// collectTask records everything but memory contents of a frozen process.
-func collectTask(ft *frozenTask) (*image.Task, error) {
+// procPart is what collection reads of a frozen process from /proc alone,
+// with no ptrace request: it is read for all processes in parallel, ahead
+// of the ptrace thread (prefetch.go).
+type procPart struct {
+	task    *image.Task
+	status  map[string]string    // /proc/<pid>/status
+	threads map[int]threadStatus // /proc/<pid>/task/<tid>/status
+	comms   map[int]string       // /proc/<pid>/task/<tid>/comm
+	vdso    *image.VMA           // nil: none
+}
+
+// collectProc reads the /proc part of a frozen process, checks its fds
+// and mappings (refuse.go) and its threads' seccomp mode.
+func collectProc(ft *frozenTask) (*procPart, error) {
 	pid := ft.pid
 	stb, err := proc.Read(pid, "stat")
 	if err != nil {
@@ -27,15 +39,17 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 	}
 	// The state as it was before the seize (now it is "t", traced).
 	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, TTYNr: st.TTYNr, TPGID: st.TPGID, Comm: st.Comm, State: ft.state}
+	part := &procPart{task: t}
 	if ft.zombie {
 		t.ExitCode = statExitCode(stb)
-		return t, nil
+		return part, nil
 	}
 	status, err := proc.Read(pid, "status")
 	if err != nil {
 		return nil, err
 	}
 	kv := proc.KeyValues(status)
+	part.status = kv
 	copy(t.Creds.UID[:], proc.IDs(kv["Uid"]))
 	copy(t.Creds.GID[:], proc.IDs(kv["Gid"]))
 	t.Creds.Groups = proc.IDs(kv["Groups"])
@@ -73,50 +87,173 @@ func collectTask(ft *frozenTask) (*image.Task, error) {
 		return nil, err
 	}
 	for _, v := range t.VMAs {
-		if v.Kind == image.VMAHeap {
+		switch v.Kind {
+		case image.VMAHeap:
 			t.MM.Brk = v.End
+		case image.VMAVdso:
+			part.vdso = v
 		}
 	}
 	if t.FDs, err = collectFDs(pid); err != nil {
 		return nil, err
 	}
+	if err := checkFDs(pid, t.FDs); err != nil {
+		return nil, err
+	}
+	if err := checkVMAs(pid, t.VMAs); err != nil {
+		return nil, err
+	}
+	if part.threads, err = readThreadStatuses(ft); err != nil { // security.go
+		return nil, err
+	}
+	part.comms = map[int]string{}
+	for _, tid := range ft.tids {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid))
+		if err != nil {
+			return nil, fmt.Errorf("thread %d: %w", tid, err)
+		}
+		part.comms[tid] = strings.TrimSuffix(string(comm), "\n")
+	}
+	return part, nil
+}
+
+// batchThreads is how many threads' injected calls run at once
+// (inject.Batch): enough that a step costs one scheduling round trip for
+// a whole tree of small processes.
+const batchThreads = 256
+
+// collectTasks collects every frozen task, in order, the /proc part read
+// ahead (prefetch.go), the injected calls of many threads batched. stop
+// is asked before each task; each task is passed to done once collected.
+func collectTasks(tasks []*frozenTask, stop func() error, done func(*image.Task) error) error {
+	pre := prefetchProc(tasks)
+	defer pre.stop()
+	tramps := &inject.VdsoTrampolines{}
+	var pending []*taskCollect
+	var jobs []*inject.Job
+	flush := func() error {
+		if err := inject.Batch(jobs); err != nil {
+			return err
+		}
+		for _, tc := range pending {
+			t, err := tc.finish()
+			if err != nil {
+				return err
+			}
+			if err := done(t); err != nil {
+				return err
+			}
+		}
+		pending, jobs = nil, nil
+		return nil
+	}
+	for i, ft := range tasks {
+		if err := stop(); err != nil {
+			return err
+		}
+		part, err := pre.get(i)
+		if err != nil {
+			return err
+		}
+		tc, err := prepareTask(ft, part, tramps)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, tc)
+		jobs = append(jobs, tc.jobs...)
+		if len(jobs) >= batchThreads {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// taskCollect is a task being collected: its /proc part, what ptrace read
+// of its threads, and the jobs that read the rest inside them.
+type taskCollect struct {
+	task   *image.Task
+	part   *procPart
+	extras []*inject.Extras // per thread, filled by the jobs
+	jobs   []*inject.Job
+}
+
+// prepareTask completes the /proc part of a frozen process with what its
+// tracer reads without running it (registers, signal state) and returns
+// the jobs to inject into each thread: the extras and, in the main
+// thread, the signal handlers. tramps finds the syscall instruction to
+// inject with.
+func prepareTask(ft *frozenTask, part *procPart, tramps *inject.VdsoTrampolines) (*taskCollect, error) {
+	t, pid := part.task, ft.pid
+	tc := &taskCollect{task: t, part: part}
+	if ft.zombie {
+		return tc, nil
+	}
+	var err error
 	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
 		return nil, err
 	}
-	statuses, err := suspendSeccomp(ft) // security.go: before any injection
-	if err != nil {
+	if err := suspendSeccomp(ft, part.threads); err != nil { // security.go: before any injection
 		return nil, err
 	}
 	// A syscall instruction to inject with, found once for all threads.
-	tramp, err := inject.FindSyscallInsn(pid)
+	var tramp uint64
+	if part.vdso != nil && strings.Contains(part.vdso.Perms, "x") {
+		tramp, err = tramps.Find(pid, part.vdso.Start, part.vdso.End)
+	} else {
+		tramp, err = inject.FindSyscallInsn(pid)
+	}
 	if err != nil {
 		return nil, err
 	}
+	ask, err := sigactionsToAsk(part.status)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
 	for _, tid := range ft.tids {
-		th, err := collectThread(pid, tid, tramp, statuses[tid])
+		th, err := readThread(tid, part.comms[tid])
 		if err != nil {
 			return nil, err
 		}
 		t.Threads = append(t.Threads, th)
+		var more func(scratch uint64) []inject.Call
+		if tid == pid {
+			more = func(scratch uint64) []inject.Call { return sigactionCalls(t, tramp, scratch, ask) } // sigactions.go
+		}
+		x := &inject.Extras{}
+		j, err := inject.ExtrasJob(tid, tramp, tid == pid, x, more)
+		if err != nil {
+			return nil, fmt.Errorf("thread %d: %w", tid, err)
+		}
+		tc.extras = append(tc.extras, x)
+		tc.jobs = append(tc.jobs, j)
 	}
-	shareSecurity(t) // security.go
-	ask, err := sigactionsToAsk(kv)
-	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+	return tc, nil
+}
+
+// finish records what the jobs read, once they ran.
+func (tc *taskCollect) finish() (*image.Task, error) {
+	t := tc.task
+	for i, th := range t.Threads {
+		x := tc.extras[i]
+		th.Extras = &image.Extras{AltStackSP: x.AltStack.SP, AltStackFlags: uint64(uint32(x.AltStack.Flags)),
+			AltStackSize: x.AltStack.Size, ClearTID: x.ClearTID, RobustHead: x.RobustHead, RobustLen: x.RobustLen}
+		var err error
+		if th.Security, err = collectSecurity(t.PID, th.TID, tc.part.threads[th.TID], x.Prctls); err != nil { // security.go
+			return nil, err
+		}
 	}
-	if t.Sigactions, err = readSigactions(pid, tramp, ask); err != nil {
-		return nil, fmt.Errorf("signal handlers of %d: %w", pid, err)
+	if len(t.Threads) > 0 {
+		shareSecurity(t) // security.go
 	}
 	return t, nil
 }
 
-func collectThread(pid, tid int, tramp uint64, status threadStatus) (*image.Thread, error) {
-	th := &image.Thread{TID: tid}
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid))
-	if err != nil {
-		return nil, fmt.Errorf("thread %d: %w", tid, err)
-	}
-	th.Comm = strings.TrimSuffix(string(comm), "\n")
+// readThread reads what ptrace gives of a stopped thread without running it.
+func readThread(tid int, comm string) (*image.Thread, error) {
+	th := &image.Thread{TID: tid, Comm: comm}
+	var err error
 	if th.Regs, err = ptrace.GetRegs(tid); err != nil {
 		return nil, err
 	}
@@ -131,16 +268,6 @@ func collectThread(pid, tid int, tramp uint64, status threadStatus) (*image.Thre
 		return nil, err
 	}
 	if th.Rseq, err = ptrace.GetRseq(tid); err != nil {
-		return nil, err
-	}
-	// Last: it injects syscalls into the thread (all else is recorded).
-	x, err := inject.ReadExtras(tid, tramp, tid == pid)
-	if err != nil {
-		return nil, fmt.Errorf("thread %d: %w", tid, err)
-	}
-	th.Extras = &image.Extras{AltStackSP: x.AltStack.SP, AltStackFlags: uint64(uint32(x.AltStack.Flags)),
-		AltStackSize: x.AltStack.Size, ClearTID: x.ClearTID, RobustHead: x.RobustHead, RobustLen: x.RobustLen}
-	if th.Security, err = collectSecurity(pid, tid, status, x.Prctls); err != nil { // security.go
 		return nil, err
 	}
 	return th, nil

@@ -180,22 +180,13 @@ func (d *dump) run() (err error) {
 		Kernel:  unix.ByteSliceToString(uts.Release[:]),
 		RootPID: d.pid,
 	}
-	for _, ft := range tree.tasks {
-		if err := d.aborted(); err != nil {
-			return err
-		}
-		t, err := collectTask(ft)
-		if err != nil {
-			return err
-		}
-		if err := checkFDs(t.PID, t.FDs); err != nil {
-			return err
-		}
-		if err := checkVMAs(t.PID, t.VMAs); err != nil {
-			return err
-		}
+	err = collectTasks(tree.tasks, d.aborted, func(t *image.Task) error { // collect.go
 		c.Tasks = append(c.Tasks, t)
 		testhold.At("collect")
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	d.logf("%d tasks collected", len(c.Tasks))
 	if err := markSharedTables(c); err != nil {

@@ -121,29 +121,38 @@ func canReadFilters() error {
 	return nil
 }
 
-// suspendSeccomp reads the status of every thread of a frozen task and,
-// if any has seccomp filters, sets PTRACE_O_SUSPEND_SECCOMP on all of them,
-// before calls are injected. The statuses serve collectSecurity.
-func suspendSeccomp(ft *frozenTask) (map[int]threadStatus, error) {
+// readThreadStatuses reads the status of every thread of a frozen task
+// (no ptrace: the /proc part of collection, read ahead); they serve
+// suspendSeccomp and collectSecurity.
+func readThreadStatuses(ft *frozenTask) (map[int]threadStatus, error) {
 	statuses := map[int]threadStatus{}
-	filtered := false
 	for _, tid := range ft.tids {
 		st, err := readThreadStatus(ft.pid, tid)
 		if err != nil {
 			return nil, err
 		}
 		statuses[tid] = st
-		filtered = filtered || st.seccomp != 0
+	}
+	return statuses, nil
+}
+
+// suspendSeccomp sets PTRACE_O_SUSPEND_SECCOMP on every thread of a frozen
+// task if any has seccomp filters (statuses: readThreadStatuses), before
+// calls are injected.
+func suspendSeccomp(ft *frozenTask, statuses map[int]threadStatus) error {
+	filtered := false
+	for _, tid := range ft.tids {
+		filtered = filtered || statuses[tid].seccomp != 0
 	}
 	if !filtered {
-		return statuses, nil
+		return nil
 	}
 	for _, tid := range ft.tids {
 		if err := ptrace.SetOptions(tid, unix.PTRACE_O_TRACESYSGOOD|unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
-			return nil, fmt.Errorf("process %d: suspend its seccomp filters while it is dumped: %w", ft.pid, err)
+			return fmt.Errorf("process %d: suspend its seccomp filters while it is dumped: %w", ft.pid, err)
 		}
 	}
-	return statuses, nil
+	return nil
 }
 
 // collectSecurity reads the security state of thread tid of pid; st is

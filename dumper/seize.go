@@ -29,9 +29,12 @@ type frozenTree struct {
 	frozenAt time.Time
 }
 
-// seizeTree stops every thread of every process in the tree rooted at root.
-// On error, everything seized so far is released. stop is asked before
-// each process; an error from it ends the seize.
+// seizeTree stops every thread of every process in the tree rooted at root,
+// breadth first, a level of the tree at a time: every thread of the level
+// is seized and interrupted before any stop is waited for, so the threads
+// stop at the same time rather than one scheduling round trip after the
+// other. On error, everything seized so far is released. stop is asked
+// before each process; an error from it ends the seize.
 func seizeTree(root int, stop func() error) (_ *frozenTree, err error) {
 	t := &frozenTree{}
 	defer func() {
@@ -39,25 +42,44 @@ func seizeTree(root int, stop func() error) (_ *frozenTree, err error) {
 			t.release()
 		}
 	}()
-	err = walkTree(root, func(pid int) (bool, error) {
-		if err := stop(); err != nil {
-			return false, err
+	seen := map[int]bool{}
+	level := []int{root}
+	for len(level) > 0 {
+		var procs []*frozenTask
+		for _, pid := range level {
+			if seen[pid] {
+				continue
+			}
+			seen[pid] = true
+			if err := stop(); err != nil {
+				return nil, err
+			}
+			ft, err := newFrozenTask(pid, pid == root)
+			if err != nil {
+				return nil, err
+			}
+			if ft != nil { // nil: exited meanwhile
+				procs = append(procs, ft)
+			}
 		}
-		ft, err := t.seizeProcess(pid, pid == root)
-		if err != nil || ft == nil { // nil: exited meanwhile
-			return false, err
+		procs, err := t.seizeLevel(procs, root)
+		if err != nil {
+			return nil, err
 		}
-		t.tasks = append(t.tasks, ft)
-		return !ft.zombie, nil
-	})
-	if err != nil {
-		return nil, err
+		level = nil
+		for _, ft := range procs {
+			t.tasks = append(t.tasks, ft)
+			if !ft.zombie {
+				kids, _ := proc.Children(ft.pid) // none if it exited meanwhile
+				level = append(level, kids...)
+			}
+		}
 	}
 	return t, nil
 }
 
-// seizeProcess stops all threads of pid, re-listing until no new thread shows up.
-func (t *frozenTree) seizeProcess(pid int, isRoot bool) (*frozenTask, error) {
+// newFrozenTask reads pid's state before it is seized: nil if it exited.
+func newFrozenTask(pid int, isRoot bool) (*frozenTask, error) {
 	st, err := proc.Read(pid, "stat")
 	if err != nil {
 		if isRoot {
@@ -75,29 +97,56 @@ func (t *frozenTree) seizeProcess(pid int, isRoot bool) (*frozenTask, error) {
 			return nil, fmt.Errorf("process %d is a zombie", pid)
 		}
 		ft.zombie = true
-		return ft, nil
 	}
+	return ft, nil
+}
+
+// seizeLevel stops all threads of procs, re-listing each process' threads
+// until no new thread shows up in any (once all are stopped none can be
+// created). It returns the processes still there, zombies included.
+func (t *frozenTree) seizeLevel(procs []*frozenTask, root int) ([]*frozenTask, error) {
+	gone := map[*frozenTask]bool{}
 	done := map[int]bool{}
+	type started struct {
+		ft  *frozenTask
+		tid int
+	}
 	for {
-		tids, err := proc.Tasks(pid)
-		if err != nil {
-			if isRoot {
-				return nil, fmt.Errorf("process %d: %w", pid, err)
-			}
-			return nil, nil
-		}
-		fresh := 0
-		for _, tid := range tids {
-			if done[tid] {
+		var round []started
+		for _, ft := range procs {
+			if ft.zombie || gone[ft] {
 				continue
 			}
-			done[tid] = true
-			ok, err := t.seizeThread(tid)
+			tids, err := proc.Tasks(ft.pid)
+			if err != nil {
+				if ft.pid == root {
+					return nil, fmt.Errorf("process %d: %w", ft.pid, err)
+				}
+				gone[ft] = true
+				continue
+			}
+			for _, tid := range tids {
+				if done[tid] {
+					continue
+				}
+				done[tid] = true
+				ok, err := t.seizeStart(tid)
+				if err != nil {
+					return nil, err
+				}
+				if ok {
+					round = append(round, started{ft, tid})
+				}
+			}
+		}
+		fresh := 0
+		for _, s := range round {
+			ok, err := t.seizeWait(s.tid)
 			if err != nil {
 				return nil, err
 			}
 			if ok {
-				ft.tids = append(ft.tids, tid)
+				s.ft.tids = append(s.ft.tids, s.tid)
 				fresh++
 			}
 		}
@@ -105,14 +154,22 @@ func (t *frozenTree) seizeProcess(pid int, isRoot bool) (*frozenTask, error) {
 			break
 		}
 	}
-	if len(ft.tids) == 0 || ft.tids[0] != pid {
-		return nil, fmt.Errorf("process %d: could not stop its main thread", pid)
+	var out []*frozenTask
+	for _, ft := range procs {
+		if gone[ft] {
+			continue
+		}
+		if !ft.zombie && (len(ft.tids) == 0 || ft.tids[0] != ft.pid) {
+			return nil, fmt.Errorf("process %d: could not stop its main thread", ft.pid)
+		}
+		out = append(out, ft)
 	}
-	return ft, nil
+	return out, nil
 }
 
-// seizeThread seizes and stops one thread; ok=false if it exited meanwhile.
-func (t *frozenTree) seizeThread(tid int) (ok bool, err error) {
+// seizeStart seizes one thread and asks it to stop; ok=false if it exited
+// meanwhile. seizeWait waits for the stop.
+func (t *frozenTree) seizeStart(tid int) (ok bool, err error) {
 	if err := ptrace.Seize(tid, unix.PTRACE_O_TRACESYSGOOD); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return false, nil
@@ -132,13 +189,24 @@ func (t *frozenTree) seizeThread(tid int) (ok bool, err error) {
 	if err := ptrace.Interrupt(tid); err != nil {
 		return false, err
 	}
+	return true, nil
+}
+
+// seizeWait waits for the interrupt stop of a thread seizeStart seized;
+// ok=false if it exited meanwhile.
+func (t *frozenTree) seizeWait(tid int) (ok bool, err error) {
 	for {
 		ws, err := ptrace.Wait(tid)
 		if err != nil {
 			return false, err
 		}
 		if ws.Exited() || ws.Signaled() {
-			t.seized = t.seized[:len(t.seized)-1]
+			for i := len(t.seized) - 1; i >= 0; i-- {
+				if t.seized[i] == tid {
+					t.seized = append(t.seized[:i], t.seized[i+1:]...)
+					break
+				}
+			}
 			return false, nil
 		}
 		if !ws.Stopped() {

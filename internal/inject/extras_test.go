@@ -1,9 +1,11 @@
 package inject_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,6 +82,60 @@ func TestReadExtras(t *testing.T) {
 				}
 				if !c.altWant && (x.ClearTID == 0 || x.RobustHead == 0) {
 					t.Errorf("glibc thread %d: %+v", tid, x)
+				}
+			}
+			// All threads at once (the dumper's way): the same values,
+			// and a caller's call in the main thread's job.
+			var jobs []*inject.Job
+			xs := map[int]*inject.Extras{}
+			var pid2 uint64
+			for _, tid := range tids {
+				x := &inject.Extras{}
+				var more func(uint64) []inject.Call
+				if tid == pid {
+					more = func(uint64) []inject.Call {
+						return []inject.Call{{Name: "getpid", Nr: unix.SYS_GETPID, Done: func(v uint64) error { pid2 = v; return nil }}}
+					}
+				}
+				j, err := inject.ExtrasJob(tid, tramp, tid == pid, x, more)
+				if err != nil {
+					return err
+				}
+				jobs, xs[tid] = append(jobs, j), x
+			}
+			if err := inject.Batch(jobs); err != nil {
+				return err
+			}
+			if int(pid2) != pid {
+				t.Errorf("getpid in the main thread's job: %d, want %d", pid2, pid)
+			}
+			for _, tid := range tids {
+				one, err := inject.ReadExtras(tid, tramp, tid == pid)
+				if err != nil {
+					return err
+				}
+				if *xs[tid] != one {
+					t.Errorf("thread %d: batch read %+v, alone %+v", tid, *xs[tid], one)
+				}
+			}
+			// The vdso offset found once serves the next search.
+			var vt inject.VdsoTrampolines
+			b, _ := os.ReadFile("/proc/" + itoa(pid) + "/maps")
+			for _, l := range strings.Split(string(b), "\n") {
+				if !strings.HasSuffix(l, "[vdso]") {
+					continue
+				}
+				var start, end uint64
+				fmt.Sscanf(l, "%x-%x", &start, &end)
+				for range 2 {
+					a, err := vt.Find(pid, start, end)
+					if err != nil {
+						return err
+					}
+					insn := make([]byte, 2)
+					if err := inject.ReadMem(pid, a, insn); err != nil || insn[0] != 0x0f || insn[1] != 0x05 {
+						t.Errorf("vdso trampoline %#x: % x %v", a, insn, err)
+					}
 				}
 			}
 			for _, tid := range tids {

@@ -2,7 +2,6 @@ package inject
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,30 +15,29 @@ type Prctls struct {
 	Dumpable   int
 }
 
-// GetPrctls reads them with prctl(PR_GET_SECUREBITS), (PR_GET_PDEATHSIG,
-// scratch) and, if dumpable, (PR_GET_DUMPABLE) injected into tid, in the
-// batch of the caller (ReadExtras), whose Save/Restop puts the thread back.
-func GetPrctls(tid int, trampoline, scratch uint64, dumpable bool) (Prctls, error) {
-	var p Prctls
-	v, err := Syscall(tid, trampoline, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
-	if err != nil {
-		return p, fmt.Errorf("securebits of %d: %w", tid, err)
+// prctlCalls reads them with prctl(PR_GET_SECUREBITS), (PR_GET_PDEATHSIG,
+// scratch) and, if dumpable, (PR_GET_DUMPABLE) injected into tid, in its
+// ExtrasJob, whose Batch puts the thread back.
+func prctlCalls(tid int, scratch uint64, dumpable bool, p *Prctls) []Call {
+	calls := []Call{
+		{Name: "securebits", Nr: unix.SYS_PRCTL, Args: []uint64{unix.PR_GET_SECUREBITS}, Done: func(v uint64) error {
+			p.SecureBits = v
+			return nil
+		}},
+		{Name: "pdeathsig", Nr: unix.SYS_PRCTL, Args: []uint64{unix.PR_GET_PDEATHSIG, scratch}, Done: func(uint64) error {
+			b := make([]byte, 4)
+			if err := ReadMem(tid, scratch, b); err != nil {
+				return err
+			}
+			p.PDeathSig = int(int32(binary.LittleEndian.Uint32(b)))
+			return nil
+		}},
 	}
-	p.SecureBits = v
-	if _, err := Syscall(tid, trampoline, unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, scratch); err != nil {
-		return p, fmt.Errorf("pdeathsig of %d: %w", tid, err)
+	if dumpable {
+		calls = append(calls, Call{Name: "dumpable", Nr: unix.SYS_PRCTL, Args: []uint64{unix.PR_GET_DUMPABLE}, Done: func(v uint64) error {
+			p.Dumpable = int(v)
+			return nil
+		}})
 	}
-	b := make([]byte, 4)
-	if err := ReadMem(tid, scratch, b); err != nil {
-		return p, err
-	}
-	p.PDeathSig = int(int32(binary.LittleEndian.Uint32(b)))
-	if !dumpable {
-		return p, nil
-	}
-	if v, err = Syscall(tid, trampoline, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE); err != nil {
-		return p, fmt.Errorf("dumpable of %d: %w", tid, err)
-	}
-	p.Dumpable = int(v)
-	return p, nil
+	return calls
 }

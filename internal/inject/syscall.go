@@ -31,27 +31,63 @@ var ErrExited = errors.New("tracee exited")
 // a series of calls. PTRACE_EVENT stops in between (clone, fork) are
 // resumed; the new tracee's first stop is for the caller to wait for.
 func Syscall(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64, error) {
-	r, err := prepare(tid, trampoline, nr, args)
-	if err != nil {
+	if err := startSyscall(tid, trampoline, nr, args); err != nil {
 		return 0, err
 	}
+	return finishSyscall(tid, trampoline, nr)
+}
+
+// startSyscall sets up system call nr in tid and resumes it towards the
+// call; finishSyscall waits for its exit stop. In between, other threads
+// can be started: they run their calls at the same time (Batch).
+func startSyscall(tid int, trampoline uint64, nr uintptr, args []uint64) error {
+	if _, err := prepare(tid, trampoline, nr, args); err != nil {
+		return err
+	}
+	if err := unix.PtraceSyscall(tid, 0); err != nil {
+		return fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+	}
+	return nil
+}
+
+// finishSyscall waits for the exit stop of the call startSyscall started
+// and returns its result.
+func finishSyscall(tid int, trampoline uint64, nr uintptr) (uint64, error) {
 	entered := false
 	for {
-		if err := nextTrap(tid, nr, unix.PtraceSyscall); err != nil {
-			return 0, err
-		}
-		switch op, err := syscallInfoOp(tid); {
-		case err != nil:
-			return 0, fmt.Errorf("syscall %d in %d: %w", nr, tid, err)
-		case op == syscallInfoEntry:
-			entered = true
-		case op == syscallInfoExit && entered:
-			if err := unix.PtraceGetRegs(tid, &r); err != nil {
-				return 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
-			}
-			return result(tid, nr, &r, trampoline+2)
+		done, ret, err := stepSyscall(tid, trampoline, nr, &entered)
+		if done {
+			return ret, err
 		}
 	}
+}
+
+// stepSyscall waits for the next stop of a call startSyscall started: at
+// its exit it returns done and the result; at its entry (entered is then
+// set) or an event stop on the way it resumes the thread and returns
+// not done, so that a Batch can let every thread's call go on before it
+// waits for any one's exit.
+func stepSyscall(tid int, trampoline uint64, nr uintptr, entered *bool) (done bool, ret uint64, err error) {
+	if err := awaitTrap(tid, nr, unix.PtraceSyscall); err != nil {
+		return true, 0, err
+	}
+	switch op, err := syscallInfoOp(tid); {
+	case err != nil:
+		return true, 0, fmt.Errorf("syscall %d in %d: %w", nr, tid, err)
+	case op == syscallInfoEntry:
+		*entered = true
+	case op == syscallInfoExit && *entered:
+		var r unix.PtraceRegs
+		if err := unix.PtraceGetRegs(tid, &r); err != nil {
+			return true, 0, fmt.Errorf("syscall %d in %d: get regs: %w", nr, tid, err)
+		}
+		ret, err := result(tid, nr, &r, trampoline+2)
+		return true, ret, err
+	}
+	if err := unix.PtraceSyscall(tid, 0); err != nil {
+		return true, 0, fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+	}
+	return false, 0, nil
 }
 
 // syscallInfoOp says whether a SIGTRAP stop is a syscall entry or exit
@@ -116,6 +152,15 @@ func (s *State) Restore(tid int) error {
 // interrupt's trap comes before any signal is dequeued. Both keep the
 // window in which the thread is not as it was as short as possible.
 func (s *State) Restop(tid int) error {
+	if err := s.startRestop(tid); err != nil {
+		return err
+	}
+	return finishRestop(tid)
+}
+
+// startRestop is Restop up to the resume; finishRestop waits for the
+// interrupt stop. In between, other threads can be put back (Batch).
+func (s *State) startRestop(tid int) error {
 	if err := ptrace.Interrupt(tid); err != nil {
 		return err
 	}
@@ -126,11 +171,14 @@ func (s *State) Restop(tid int) error {
 		return err
 	}
 	testhold.At("restop")
-	sig := 0
+	if err := unix.PtraceCont(tid, 0); err != nil {
+		return fmt.Errorf("restop %d: %w", tid, err)
+	}
+	return nil
+}
+
+func finishRestop(tid int) error {
 	for {
-		if err := unix.PtraceCont(tid, sig); err != nil {
-			return fmt.Errorf("restop %d: %w", tid, err)
-		}
 		ws, err := ptrace.Wait(tid)
 		if err != nil {
 			return err
@@ -145,9 +193,12 @@ func (s *State) Restop(tid int) error {
 		// before any signal is dequeued; should one come first all the
 		// same, it is the program's (its registers and mask are back):
 		// it is delivered, not dropped.
-		sig = 0
+		sig := 0
 		if ws.Stopped() && ws.StopSignal()&0x7f != unix.SIGTRAP && uint32(ws)>>16 == 0 {
 			sig = int(ws.StopSignal())
+		}
+		if err := unix.PtraceCont(tid, sig); err != nil {
+			return fmt.Errorf("restop %d: %w", tid, err)
 		}
 	}
 }
@@ -178,10 +229,15 @@ func SyscallTrap(tid int, trampoline uint64, nr uintptr, args ...uint64) (uint64
 // Event stops (clone, fork) and any other signal on the way are resumed
 // without delivering them.
 func nextTrap(tid int, nr uintptr, resume func(pid, sig int) error) error {
+	if err := resume(tid, 0); err != nil {
+		return fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
+	}
+	return awaitTrap(tid, nr, resume)
+}
+
+// awaitTrap is nextTrap after the first resume.
+func awaitTrap(tid int, nr uintptr, resume func(pid, sig int) error) error {
 	for {
-		if err := resume(tid, 0); err != nil {
-			return fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
-		}
 		ws, err := ptrace.Wait(tid)
 		if err != nil {
 			return err
@@ -192,6 +248,9 @@ func nextTrap(tid int, nr uintptr, resume func(pid, sig int) error) error {
 		// A syscall stop is SIGTRAP|0x80 with PTRACE_O_TRACESYSGOOD.
 		if ws.Stopped() && ws.StopSignal()&0x7f == unix.SIGTRAP && uint32(ws)>>16 == 0 {
 			return nil
+		}
+		if err := resume(tid, 0); err != nil {
+			return fmt.Errorf("syscall %d in %d: resume: %w", nr, tid, err)
 		}
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // Per-thread kernel state that only the thread itself can read, by
@@ -119,41 +117,52 @@ type Extras struct {
 
 // ReadExtras reads the Extras of the stopped thread tid (seized, in an
 // interrupt stop), tramp being a syscall instruction of its process
-// (FindSyscallInsn, once per process): syscalls injected into the
-// thread itself, with a scratch buffer below its stack's red zone whose
-// bytes are put back; then State.Restop leaves the thread as it was, in
-// an interrupt stop with its registers and mask. leader: tid is the main
+// (FindSyscallInsn): a Batch of one ExtrasJob. leader: tid is the main
 // thread, which also reads the process' dumpable flag (Prctls).
-func ReadExtras(tid int, tramp uint64, leader bool) (_ Extras, err error) {
+func ReadExtras(tid int, tramp uint64, leader bool) (Extras, error) {
 	var x Extras
-	if x.RobustHead, x.RobustLen, err = GetRobustList(tid); err != nil {
-		return x, err
-	}
-	st, err := Save(tid)
+	j, err := ExtrasJob(tid, tramp, leader, &x, nil)
 	if err != nil {
 		return x, err
 	}
-	scratch := (st.Regs.Rsp - 128 - 64) &^ 15
-	keep := make([]byte, 32)
-	if err := ReadMem(tid, scratch, keep); err != nil {
-		st.Restop(tid)
-		return x, fmt.Errorf("stack of %d: %w", tid, err)
+	return x, Batch([]*Job{j})
+}
+
+// ExtrasJob returns the Job that reads the Extras of thread tid into x,
+// with syscalls injected into the thread itself (the robust list needs
+// none: it is read now); more, if not nil, adds calls of the caller's
+// to the same job (one save and one restop for all of a thread's calls).
+func ExtrasJob(tid int, tramp uint64, leader bool, x *Extras, more func(scratch uint64) []Call) (*Job, error) {
+	var err error
+	if x.RobustHead, x.RobustLen, err = GetRobustList(tid); err != nil {
+		return nil, err
 	}
-	x.AltStack, err = GetAltStack(tid, tramp, scratch)
-	if err == nil {
-		testhold.At("inject")
-		x.ClearTID, err = GetTIDAddress(tid, tramp, scratch)
-	}
-	if err == nil {
-		x.Prctls, err = GetPrctls(tid, tramp, scratch, leader)
-	}
-	if err2 := WriteMem(tid, scratch, keep); err2 != nil && err == nil {
-		err = err2
-	}
-	if err2 := st.Restop(tid); err2 != nil && err == nil {
-		err = err2
-	}
-	return x, err
+	return &Job{TID: tid, Tramp: tramp, Calls: func(scratch uint64) []Call {
+		le := binary.LittleEndian
+		calls := []Call{
+			{Name: "sigaltstack", Nr: unix.SYS_SIGALTSTACK, Args: []uint64{0, scratch}, Hold: true, Done: func(uint64) error {
+				b := make([]byte, 24)
+				if err := ReadMem(tid, scratch, b); err != nil {
+					return err
+				}
+				x.AltStack = AltStack{SP: le.Uint64(b), Flags: int32(le.Uint32(b[8:])), Size: le.Uint64(b[16:])}
+				return nil
+			}},
+			{Name: "tid address", Nr: unix.SYS_PRCTL, Args: []uint64{unix.PR_GET_TID_ADDRESS, scratch}, Done: func(uint64) error {
+				b := make([]byte, 8)
+				if err := ReadMem(tid, scratch, b); err != nil {
+					return err
+				}
+				x.ClearTID = le.Uint64(b)
+				return nil
+			}},
+		}
+		calls = append(calls, prctlCalls(tid, scratch, leader, &x.Prctls)...) // security.go
+		if more != nil {
+			calls = append(calls, more(scratch)...)
+		}
+		return calls
+	}}, nil
 }
 
 // WriteExtras sets the Extras of thread tid, at a `syscall` trampoline
