@@ -65,15 +65,9 @@ func WaitRepo(ctx context.Context, dir string, notice func(owner string)) (Repo,
 	start := time.Now()
 	told := false
 	for {
-		s, err := Open(dir)
-		if err == nil {
-			return s, nil
-		}
-		if !errors.Is(err, ErrLocked) {
-			return nil, err
-		}
-		if c, derr := Dial(dir); derr == nil {
-			return c, nil
+		r, err := tryRepo(dir)
+		if !errors.Is(err, errBusy) {
+			return r, err
 		}
 		if !told && notice != nil && time.Since(start) >= WaitNotice {
 			told = true

@@ -285,25 +285,40 @@ func Dial(dir string) (*Client, error) {
 func OpenRepo(dir string) (Repo, error) {
 	deadline := time.Now().Add(openRepoWait)
 	for {
-		s, err := Open(dir)
-		if err == nil {
-			return s, nil
-		}
-		if !errors.Is(err, ErrLocked) {
-			return nil, err
-		}
-		c, derr := Dial(dir)
-		if derr == nil {
-			return c, nil
-		}
-		if errors.Is(derr, ErrPeer) || errors.Is(derr, ErrProtocol) || errors.Is(derr, ErrNotOwner) {
-			return nil, derr
+		r, err := tryRepo(dir)
+		if !errors.Is(err, errBusy) {
+			return r, err
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("store %s is locked by %s and nobody serves it: %w", dir, describeOwner(dir), ErrLocked)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// errBusy is tryRepo's "locked by a process that does not serve it: try
+// again".
+var errBusy = errors.New("store busy")
+
+// tryRepo opens the store in dir locally or connects to the process that
+// serves it, once. A server that is refused (another uid, another protocol,
+// not the store's owner) is an error, not a reason to wait.
+func tryRepo(dir string) (Repo, error) {
+	s, err := Open(dir)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, ErrLocked) {
+		return nil, err
+	}
+	c, derr := Dial(dir)
+	if derr == nil {
+		return c, nil
+	}
+	if errors.Is(derr, ErrPeer) || errors.Is(derr, ErrProtocol) || errors.Is(derr, ErrNotOwner) {
+		return nil, derr
+	}
+	return nil, errBusy
 }
 
 func (c *Client) call(method string, args, reply any) error {
