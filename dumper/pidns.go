@@ -79,17 +79,22 @@ func checkPidNamespaces(pids []int) error {
 	if err != nil {
 		return nil // gone: seizing it fails with the reason
 	}
+	ns := map[int]pidNS{}
 	for _, pid := range pids {
 		n, err := readPidNS(pid)
 		if err != nil {
 			continue
 		}
+		ns[pid] = n
 		switch {
 		case n.levels > 2:
 			return fmt.Errorf("dump %d: task %d is %d pid namespaces below this one: nested pid namespaces are not restored (only one level)", pids[0], pid, n.levels-1)
 		case n.ns != root.ns:
 			return fmt.Errorf("dump %d: task %d is in pid namespace %s, the root task in %s: a tree that spans pid namespaces cannot be restored (dump the namespace's init instead)", pids[0], pid, n.ns, root.ns)
-		case n.forKids != n.ns:
+		}
+	}
+	for _, pid := range pids {
+		if n, ok := ns[pid]; ok && n.forKids != n.ns {
 			return fmt.Errorf("dump %d: task %d called unshare(CLONE_NEWPID): its next child would start pid namespace %s, which restore does not recreate", pids[0], pid, n.forKids)
 		}
 	}
