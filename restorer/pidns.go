@@ -197,6 +197,9 @@ func (p *target) setupNamespace() error {
 	if _, err := p.sys(p.pid, unix.SYS_MOUNT, procName, procDir, procName, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, 0); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
+	if err := p.detachCheckpointMounts(); err != nil {
+		return err
+	}
 	res := p.r.ns.reserved
 	var lim unix.Rlimit
 	if err := unix.Prlimit(p.pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
@@ -217,6 +220,65 @@ func (p *target) setupNamespace() error {
 		return fmt.Errorf("restorer's pidfd at fd %d, want %d", got, res)
 	}
 	return nil
+}
+
+// detachCheckpointMounts detaches the namespace's copies of ckptfs mounts
+// (fuse.ckptfs): the tree has no use for them (its files are opened by the
+// restorer, outside), and a copy would keep a mount's daemon running after
+// `umount` outside, as long as the restored tree lives.
+func (p *target) detachCheckpointMounts() error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.pid))
+	if err != nil {
+		return err
+	}
+	for _, dir := range ckptfsMounts(b) {
+		path, err := p.cstr(1024, dir)
+		if err != nil {
+			return err
+		}
+		// A mount under one detached before is gone with it.
+		if _, err := p.sys(p.pid, unix.SYS_UMOUNT2, path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("detach the copy of ckptfs mount %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// ckptfsMounts lists the mount points of fuse.ckptfs mounts in a
+// mountinfo file (octal escapes undone).
+func ckptfsMounts(mountinfo []byte) []string {
+	var dirs []string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		f := strings.Fields(line)
+		sep := -1
+		for i, v := range f {
+			if v == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 5 || sep+1 >= len(f) || f[sep+1] != "fuse.ckptfs" {
+			continue
+		}
+		dirs = append(dirs, unescapeMount(f[4]))
+	}
+	return dirs
+}
+
+// unescapeMount undoes mountinfo's \ooo escapes (space, tab, newline, \).
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // restorerPidfd returns a new fd in the task for a pidfd of the restorer,
