@@ -4,14 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/inject"
-	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 	"github.com/ckptfs/ckptfs/internal/stub"
 )
@@ -222,65 +219,6 @@ func (p *target) setupNamespace() error {
 	return nil
 }
 
-// detachCheckpointMounts detaches the namespace's copies of ckptfs mounts
-// (fuse.ckptfs): the tree has no use for them (its files are opened by the
-// restorer, outside), and a copy would keep a mount's daemon running after
-// `umount` outside, as long as the restored tree lives.
-func (p *target) detachCheckpointMounts() error {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.pid))
-	if err != nil {
-		return err
-	}
-	for _, dir := range ckptfsMounts(b) {
-		path, err := p.cstr(1024, dir)
-		if err != nil {
-			return err
-		}
-		// A mount under one detached before is gone with it.
-		if _, err := p.sys(p.pid, unix.SYS_UMOUNT2, path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("detach the copy of ckptfs mount %s: %w", dir, err)
-		}
-	}
-	return nil
-}
-
-// ckptfsMounts lists the mount points of fuse.ckptfs mounts in a
-// mountinfo file (octal escapes undone).
-func ckptfsMounts(mountinfo []byte) []string {
-	var dirs []string
-	for _, line := range strings.Split(string(mountinfo), "\n") {
-		f := strings.Fields(line)
-		sep := -1
-		for i, v := range f {
-			if v == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+1 >= len(f) || f[sep+1] != "fuse.ckptfs" {
-			continue
-		}
-		dirs = append(dirs, unescapeMount(f[4]))
-	}
-	return dirs
-}
-
-// unescapeMount undoes mountinfo's \ooo escapes (space, tab, newline, \).
-func unescapeMount(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // restorerPidfd returns a new fd in the task for a pidfd of the restorer,
 // for pidfd_getfd; the caller closes it.
 func (p *target) restorerPidfd() (uint64, error) {
@@ -301,113 +239,6 @@ func (p *target) dropReserved() {
 	if p.inNS {
 		p.sys(p.pid, unix.SYS_CLOSE, uint64(p.r.ns.reserved))
 	}
-}
-
-// outerID returns the id, in the restorer's namespace, of the task a
-// clone3 in thread tid of p just created with id inner in p's namespace:
-// a thread of p, or a child of tid, whose NSpid ends with inner.
-func (p *target) outerID(tid int, thread bool, inner int) (int, error) {
-	if !p.inNS {
-		return inner, nil
-	}
-	var cands []string
-	if thread {
-		tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.pid))
-		if err != nil {
-			return 0, err
-		}
-		for _, e := range tids {
-			cands = append(cands, e.Name())
-		}
-	} else {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.pid, tid))
-		if err != nil {
-			return 0, err
-		}
-		cands = strings.Fields(string(b))
-	}
-	for _, c := range cands {
-		path := "/proc/" + c + "/status"
-		if thread {
-			path = fmt.Sprintf("/proc/%d/task/%s/status", p.pid, c)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		ids := strings.Fields(proc.KeyValues(b)["NSpid"])
-		if len(ids) > 1 && ids[len(ids)-1] == strconv.Itoa(inner) {
-			return strconv.Atoi(c)
-		}
-	}
-	return 0, fmt.Errorf("new task %d of %d not found from outside its pid namespace", inner, p.pid)
-}
-
-// releaseInit turns the namespace's pid 1, when it is our init, into the
-// init (stub.InitEntry) and lets it run: it holds no fd, sits in /, is
-// named ckptfs-init, and gets SIGHUP, SIGINT, SIGTERM and SIGCHLD with
-// their default actions (the restorer may have been started ignoring one).
-func (r *restorer) releaseInit() error {
-	if r.ns == nil || !r.ns.isInit {
-		return nil
-	}
-	p := r.ns.first
-	if _, err := p.sys(p.pid, unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0); err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	slash, err := p.cstr(0, "/")
-	if err != nil {
-		return err
-	}
-	if _, err := p.sys(p.pid, unix.SYS_CHDIR, slash); err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	name, err := p.cstr(0, "ckptfs-init")
-	if err != nil {
-		return err
-	}
-	if _, err := p.sys(p.pid, unix.SYS_PRCTL, unix.PR_SET_NAME, name); err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	dfl, err := p.put(0, make([]byte, 32))
-	if err != nil {
-		return err
-	}
-	for _, sig := range []unix.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGCHLD} {
-		if _, err := p.sys(p.pid, unix.SYS_RT_SIGACTION, uint64(sig), dfl, 0, 8); err != nil {
-			return fmt.Errorf("init: sigaction %d: %w", sig, err)
-		}
-	}
-	regs, err := ptrace.GetRegs(p.pid)
-	if err != nil {
-		return err
-	}
-	regs.Rip, regs.R12, regs.Orig_rax = stub.InitEntry, uint64(r.c.Task(r.c.RootPID).InnerPID()), ^uint64(0)
-	if err := ptrace.SetRegs(p.pid, regs); err != nil {
-		return err
-	}
-	if err := ptrace.SetSigMask(p.pid, inject.AllSignals); err != nil {
-		return err
-	}
-	if err := ptrace.Detach(p.pid, 0); err != nil {
-		return err
-	}
-	r.ns.first = nil // running: killNamespace has no more to do
-	return nil
-}
-
-// killNamespace kills the namespace's init (and so every task in it) and
-// reaps it, after a failed restore.
-func (r *restorer) killNamespace() {
-	if r.ns == nil || !r.ns.isInit || r.ns.first == nil {
-		return
-	}
-	pid := r.ns.first.pid
-	unix.Kill(pid, unix.SIGKILL)
-	var ws unix.WaitStatus
-	unix.Wait4(pid, &ws, unix.WALL, nil)
-	unix.Wait4(pid, &ws, unix.WALL|unix.WNOHANG, nil)
-	r.ns.first = nil
 }
 
 // errPidTaken is added to a "pid in use" error of a plain restore.
