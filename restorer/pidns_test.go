@@ -1,11 +1,17 @@
 package restorer
 
 import (
+	"fmt"
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
 func TestCkptfsMounts(t *testing.T) {
@@ -60,4 +66,51 @@ func TestCheckPidNS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRestorePidNSFailure: a restore into a pid namespace that fails at
+// any point leaves no process behind (the namespace's init is killed and
+// reaped, and every task with it); one that succeeds gives the root its
+// recorded pid inside, a new one outside, and the init as its parent.
+func TestRestorePidNSFailure(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: pid namespaces")
+	}
+	p := start(t, "pthreads", 1)
+	p.waitTicks(t, 1)
+	dir := dumpKill(t, p)
+	before := children()
+	for _, point := range []string{"created", "threads", "finished"} {
+		t.Run(point, func(t *testing.T) {
+			failAt = point
+			defer func() { failAt = "" }()
+			_, err := Restore(dir, Options{PidNS: true})
+			wantErr(t, err, "failpoint "+point)
+			if got := children(); len(got) != len(before) {
+				t.Fatalf("children after a failed restore: %v, before %v", got, before)
+			}
+		})
+	}
+	pid, err := Restore(dir, Options{PidNS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := proc.KeyValues(st)
+	initPid, _ := strconv.Atoi(kv["PPid"])
+	defer func() {
+		unix.Kill(initPid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(initPid, &ws, 0, nil) // our child (CLONE_PARENT)
+	}()
+	if want := fmt.Sprintf("%d\t%d", pid, p.pid); kv["NSpid"] != want {
+		t.Fatalf("NSpid %q, want %q", kv["NSpid"], want)
+	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", initPid)); string(comm) != "ckptfs-init\n" {
+		t.Fatalf("parent %d is %q", initPid, comm)
+	}
+	p.waitTicks(t, 2)
 }
