@@ -386,3 +386,65 @@ func TestRestorePidNSUnshared(t *testing.T) {
 		n.checkHealthy(t)
 	})
 }
+
+// TestRestorePidNSProcessGroups restores the session/group tree of
+// TestRestoreProcessGroups with --pidns while the original runs: inside
+// its namespace every task of the copy has the original's pgid and sid.
+func TestRestorePidNSProcessGroups(t *testing.T) {
+	needRoot(t)
+	bin := buildProg(t, "session")
+	out := filepath.Join(t.TempDir(), "groups.out")
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, "groups")
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &program{Name: "session-groups", Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
+	t.Cleanup(p.kill)
+	p.waitTicks(t, 14)
+	pids := treePids(p.Pid)
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	c := restoreNS(t, dumpLive(t, m, p.Pid), "--pidns")
+	copies := treePids(c.root)
+	if len(copies) != len(pids) {
+		t.Fatalf("copy %v, original %v", copies, pids)
+	}
+	for i, pid := range copies {
+		want := readSessionStat(t, pids[i])
+		pgid, sid := nsLast(t, pid, "NSpgid"), nsLast(t, pid, "NSsid")
+		if pgid != want.PGID || sid != want.SID {
+			t.Errorf("copy of task %d: pgid %d sid %d inside, want %d %d", pids[i], pgid, sid, want.PGID, want.SID)
+		}
+	}
+	p.waitTicks(t, 14)
+	p.checkHealthy(t)
+}
+
+// nsLast returns the innermost id of a status line such as NSpgid.
+func nsLast(t *testing.T, pid int, key string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			f := strings.Fields(v)
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	t.Fatalf("pid %d: no %s", pid, key)
+	return 0
+}
