@@ -76,6 +76,18 @@ func (p *program) copyTicks(t *testing.T, n int) {
 	t.Fatalf("%s: no %d ticks from the restored copy in 20s; output:\n%s", p.Name, n, b)
 }
 
+// checkTicks fails unless every tick line is a good one (checkHealthy
+// for output that has other lines too).
+func (p *program) checkTicks(t *testing.T) {
+	t.Helper()
+	for _, l := range p.ticks() {
+		if !strings.HasSuffix(l, " ok") {
+			b, _ := os.ReadFile(p.Out)
+			t.Fatalf("%s printed %q; output:\n%s", p.Name, l, b)
+		}
+	}
+}
+
 // nsCopy is a tree restored into a pid namespace.
 type nsCopy struct {
 	root int // the root's pid outside
@@ -278,12 +290,29 @@ func TestRestorePidNS(t *testing.T) {
 			t.Fatalf("no %q in the output:\n%s", want, b)
 		}
 		p.waitTicks(t, 2) // the original's child lives on
-		b, _ = os.ReadFile(p.Out)
-		for _, l := range p.ticks() {
-			if !strings.HasSuffix(l, " ok") {
-				t.Fatalf("pidtree printed %q; output:\n%s", l, b)
-			}
+		p.checkTicks(t)
+	})
+
+	t.Run("orphans", func(t *testing.T) {
+		// sh waits for pidtree, whose child is orphaned when pidtree is
+		// killed in the copy: the copy's init must reap it when it ends.
+		p := startAppending(t, "pidtree", []string{"sh", "-c", `"$0" 100; exec sleep 1000`, buildProg(t, "pidtree")})
+		orig := treePids(p.Pid)
+		c := restoreNS(t, dumpLive(t, m, p.Pid), "--pidns")
+		checkInnerPids(t, c.root, orig, true)
+		tree := treePids(c.root)
+		if len(tree) != 3 {
+			t.Fatalf("copy %v, want sh, pidtree and its child", tree)
 		}
+		if err := unix.Kill(tree[1], unix.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, tree[2]) // reaped by the copy's init, not left a zombie
+		if ok, state := running(c.init); !ok {
+			t.Fatalf("init in state %s", state)
+		}
+		p.waitTicks(t, 2) // the original goes on
+		p.checkTicks(t)  // (the copy's sh reported its child Killed)
 	})
 
 	t.Run("forktree", func(t *testing.T) {
