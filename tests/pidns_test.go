@@ -312,7 +312,7 @@ func TestRestorePidNS(t *testing.T) {
 			t.Fatalf("init in state %s", state)
 		}
 		p.waitTicks(t, 2) // the original goes on
-		p.checkTicks(t)  // (the copy's sh reported its child Killed)
+		p.checkTicks(t)   // (the copy's sh reported its child Killed)
 	})
 
 	t.Run("forktree", func(t *testing.T) {
