@@ -151,8 +151,6 @@ func (r *restorer) run() error {
 			return err
 		}
 	}
-	// The namespace's pid 1 is the root, or stays a stub copy until the
-	// init is released.
 	// The stub has done its job: every process now has its pid.
 	r.stub.Process.Kill()
 	r.stub.Wait()
