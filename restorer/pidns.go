@@ -19,18 +19,19 @@ import (
 // tree is restored into a new pid namespace where every task gets the pid
 // it has in its own namespace (image.Task.InnerPID): the stub clones a
 // copy of itself with CLONE_NEWPID|CLONE_NEWNS and set_tid = {1}; that copy
-// makes the mount tree a slave of the restorer's and mounts a /proc of the
-// new namespace, then clones the root with set_tid = {its inner pid}, and
+// makes the mount tree a slave of the restorer's, mounts a /proc of the
+// new namespace and detaches its copies of ckptfs mounts (pidns_proc.go),
+// then clones the root with set_tid = {its inner pid}, and
 // every task clones its children as before. Pid 1 is the tree's root when
 // its inner pid is 1; else the copy stays pid 1 and, once the tree runs,
 // is pointed at the stub's init code (stub.InitEntry): it reaps orphans,
 // forwards SIGHUP, SIGINT and SIGTERM to the root and exits with the root's
-// exit code (128+n for a death by signal n).
+// exit code (128+n for a death by signal n) (pidns_init.go).
 //
 // The restorer is not visible inside the namespace, so a task cannot
 // pidfd_open it: the stub is started with a pidfd of the restorer at fd 3,
 // the namespace's first task moves it to a number above every recorded fd
-// (reservedFD) before any other task is cloned, so every task inherits it,
+// (pidNamespace.reserved) before any other task is cloned, so every task inherits it,
 // and injected calls that need the restorer's pidfd duplicate that one
 // (restorerPidfd). It is closed when the task is released.
 
