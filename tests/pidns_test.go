@@ -27,7 +27,8 @@ func needRoot(t *testing.T) {
 
 // startAppending starts argv with stdout and stderr appended to a file (a
 // restored copy appends its own lines to it too), stdin /dev/null, in a
-// process group of its own, and waits for its first tick.
+// process group of its own, and waits for its first tick. The group is
+// killed when the test ends.
 func startAppending(t *testing.T, name string, argv []string) *program {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), name+".out")
@@ -46,6 +47,9 @@ func startAppending(t *testing.T, name string, argv []string) *program {
 	}
 	p := &program{Name: name, Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
 	t.Cleanup(p.kill)
+	// Its descendants too (sh's children outlive sh): the whole group,
+	// before p.kill reaps p.
+	t.Cleanup(func() { unix.Kill(-p.Pid, unix.SIGKILL) })
 	p.waitTicks(t, 1)
 	return p
 }
