@@ -74,6 +74,7 @@ type mfTask struct {
 	Threads       []*mfThread   `json:"threads"`
 	FDs           []*mfFD       `json:"fds"`
 	VMAs          []*mfVMA      `json:"vmas"`
+	NSpid         []int         `json:"nspid,omitempty"` // pid at every pid namespace level (image.Task.NSpid)
 }
 
 type mfCreds struct {
@@ -121,6 +122,7 @@ type mfThread struct {
 	Extras    *mfExtras   `json:"extras,omitempty"`
 	Security  *mfSecurity `json:"security,omitempty"`
 	InSyscall bool        `json:"in_syscall"`
+	NSpid     []int       `json:"nspid,omitempty"` // image.Thread.NSpid
 }
 
 // mfRegs is struct user_regs_struct of x86-64, in the kernel's order and
@@ -303,7 +305,7 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 			FilesOf: t.FilesOf, Comm: t.Comm, State: t.State, ExitCode: t.ExitCode, Creds: mfCreds(t.Creds),
 			Umask: t.Umask, Cmdline: t.Cmdline, Environ: t.Environ, Auxv: t.Auxv, Exe: t.Exe, Cwd: t.Cwd,
 			Root: t.Root, MM: mfMM(t.MM), SharedPending: packSiginfos(t.SharedPending),
-			Security: toMfSecurity(t.Security)}
+			Security: toMfSecurity(t.Security), NSpid: t.NSpid}
 		for _, l := range t.Limits {
 			mt.Limits = append(mt.Limits, mfRlimit(l))
 		}
@@ -313,7 +315,7 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 		for _, th := range t.Threads {
 			mth := &mfThread{TID: th.TID, Comm: th.Comm, Regs: mfRegs(th.Regs), XState: th.XState,
 				SigMask: th.SigMask, Pending: packSiginfos(th.Pending), InSyscall: th.InSyscall,
-				Security: toMfSecurity(th.Security)}
+				Security: toMfSecurity(th.Security), NSpid: th.NSpid}
 			if th.Rseq != nil {
 				r := mfRseq(*th.Rseq)
 				mth.Rseq = &r
@@ -371,7 +373,7 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
 		t := &image.Task{PID: mt.PID, PPID: mt.PPID, PGID: mt.PGID, SID: mt.SID, TTYNr: mt.TTYNr, TPGID: mt.TPGID,
 			FilesOf: mt.FilesOf, Comm: mt.Comm, State: mt.State, ExitCode: mt.ExitCode, Creds: image.Creds(mt.Creds),
 			Umask: mt.Umask, Cmdline: mt.Cmdline, Environ: mt.Environ, Auxv: mt.Auxv, Exe: mt.Exe, Cwd: mt.Cwd,
-			Root: mt.Root, MM: image.MM(mt.MM), Security: fromMfSecurity(mt.Security)}
+			Root: mt.Root, MM: image.MM(mt.MM), Security: fromMfSecurity(mt.Security), NSpid: mt.NSpid}
 		var err error
 		if t.SharedPending, err = unpackSiginfos(mt.SharedPending); err != nil {
 			return nil, nil, fmt.Errorf("manifest: task %d: shared pending: %w", mt.PID, err)
@@ -387,7 +389,7 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
 				return nil, nil, fmt.Errorf("manifest: task %d: null thread", mt.PID)
 			}
 			th := &image.Thread{TID: mth.TID, Comm: mth.Comm, Regs: image.Regs(mth.Regs), XState: mth.XState,
-				SigMask: mth.SigMask, InSyscall: mth.InSyscall, Security: fromMfSecurity(mth.Security)}
+				SigMask: mth.SigMask, InSyscall: mth.InSyscall, Security: fromMfSecurity(mth.Security), NSpid: mth.NSpid}
 			if th.Pending, err = unpackSiginfos(mth.Pending); err != nil {
 				return nil, nil, fmt.Errorf("manifest: thread %d: pending: %w", mth.TID, err)
 			}

@@ -40,15 +40,22 @@ func collectProc(ft *frozenTask) (*procPart, error) {
 	// The state as it was before the seize (now it is "t", traced).
 	t := &image.Task{PID: pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, TTYNr: st.TTYNr, TPGID: st.TPGID, Comm: st.Comm, State: ft.state}
 	part := &procPart{task: t}
+	status, err := proc.Read(pid, "status")
 	if ft.zombie {
 		t.ExitCode = statExitCode(stb)
-		return part, nil
+		if err != nil {
+			return part, nil // its status is read only for its pids at every level
+		}
+		t.NSpid, err = nsPIDs(proc.KeyValues(status)["NSpid"]) // pidns.go
+		return part, err
 	}
-	status, err := proc.Read(pid, "status")
 	if err != nil {
 		return nil, err
 	}
 	kv := proc.KeyValues(status)
+	if t.NSpid, err = nsPIDs(kv["NSpid"]); err != nil { // pidns.go
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
 	part.status = kv
 	copy(t.Creds.UID[:], proc.IDs(kv["Uid"]))
 	copy(t.Creds.GID[:], proc.IDs(kv["Gid"]))
@@ -216,6 +223,7 @@ func prepareTask(ft *frozenTask, part *procPart, tramps *inject.VdsoTrampolines)
 		if err != nil {
 			return nil, err
 		}
+		th.NSpid = part.threads[tid].nspid
 		t.Threads = append(t.Threads, th)
 		var more func(scratch uint64) []inject.Call
 		if tid == pid {

@@ -133,6 +133,9 @@ func (d *dump) run() (err error) {
 	if err != nil {
 		return err
 	}
+	if err := checkPidNamespaces(pids); err != nil { // pidns.go
+		return err
+	}
 	d.logf("precheck of %d processes", len(pids))
 	mem := newMemCopier(d.repo, d.opts, d.progress)
 	defer mem.stop()
@@ -189,6 +192,9 @@ func (d *dump) run() (err error) {
 		return err
 	}
 	d.logf("%d tasks collected", len(c.Tasks))
+	if err := checkCollectedLevels(c); err != nil { // pidns.go
+		return err
+	}
 	if err := markSharedTables(c); err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ type threadStatus struct {
 	noNewPrivs     bool
 	seccomp        int
 	seccompFilters int
+	nspid          []int // the thread's ids at every pid namespace level (pidns.go); nil: one
 }
 
 var capKeys = [5]string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
@@ -52,6 +53,9 @@ func readThreadStatus(pid, tid int) (threadStatus, error) {
 		return s, fmt.Errorf("thread %d: %w", tid, err)
 	}
 	kv := proc.KeyValues(b)
+	if s.nspid, err = nsPIDs(kv["NSpid"]); err != nil { // pidns.go
+		return s, fmt.Errorf("thread %d: %w", tid, err)
+	}
 	for i, k := range capKeys {
 		if s.caps[i], err = strconv.ParseUint(kv[k], 16, 64); err != nil {
 			return s, fmt.Errorf("thread %d status %s %q: %w", tid, k, kv[k], err)

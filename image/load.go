@@ -263,6 +263,13 @@ func (l *loader) task(pid int) *Task {
 	if got := st.int("Pid"); got != pid && st.err == nil {
 		st.failKey("Pid", "%d does not match directory %d", got, pid)
 	}
+	if st.has("NSpid") { // pidns.go
+		ids, err := parseNSpid(st.str("NSpid"), pid)
+		if err != nil && st.err == nil {
+			st.failKey("NSpid", "%v", err)
+		}
+		t.NSpid = ids
+	}
 	for _, ids := range []struct {
 		key string
 		dst []int
@@ -345,6 +352,9 @@ func (l *loader) task(pid int) *Task {
 		l.loadThreadSecurity(t, t.Threads[len(t.Threads)-1], filepath.Join(base, "threads", strconv.Itoa(tid)))
 	}
 	sort.SliceStable(t.Threads, func(i, j int) bool { return t.Threads[i].TID == pid && t.Threads[j].TID != pid })
+	if err := checkNSpid(t); err != nil && l.err == nil { // pidns.go
+		l.fail(fmt.Errorf("checkpoint dir %s: %w", filepath.Join(l.dir, base), err))
+	}
 	if t.FilesOf == 0 { // else fds and fdinfo link to the owner's table
 		for _, n := range l.numbers(p("fdinfo"), 0, math.MaxInt32) {
 			t.FDs = append(t.FDs, l.fd(filepath.Join(base, "fdinfo", strconv.Itoa(n)), n))
@@ -408,6 +418,13 @@ func (l *loader) thread(rel string, tid int) *Thread {
 	sp, err := unpackSiginfo(filepath.Join(l.dir, rel, "sigpending"), l.read(filepath.Join(rel, "sigpending")))
 	l.fail(err)
 	th.Pending = sp
+	if l.exists(filepath.Join(rel, "nspid")) { // pidns.go
+		ids, err := parseNSpid(string(l.read(filepath.Join(rel, "nspid"))), tid)
+		if err != nil {
+			l.fail(fmt.Errorf("checkpoint file %s: %w", filepath.Join(l.dir, rel, "nspid"), err))
+		}
+		th.NSpid = ids
+	}
 	if l.exists(filepath.Join(rel, "rseq")) {
 		r := l.kv(filepath.Join(rel, "rseq"))
 		th.Rseq = &Rseq{Addr: r.u64Max("addr", userEnd), Len: uint32(r.u64Max("len", math.MaxUint32)),

@@ -113,6 +113,10 @@ type Task struct {
 	FDs                  []*FD       // ascending fd number
 	VMAs                 []*VMA      // ascending address
 	Security             *Security   // the main thread's (security.go); nil: not recorded
+	// NSpid is the task's pid in every pid namespace from the dumper's
+	// (NSpid[0] == PID) inward, as /proc/<pid>/status NSpid; nil when the
+	// task lives in the dumper's namespace (pidns.go).
+	NSpid []int
 }
 
 // Creds are the ids of a task, each as real, effective, saved, fs.
@@ -170,6 +174,7 @@ type Thread struct {
 	Extras    *Extras   // state only the thread itself can read; nil if not recorded
 	InSyscall bool      // stopped inside a restartable syscall (see Regs.Orig_rax)
 	Security  *Security // only where it differs from the task's (security.go)
+	NSpid     []int     // the thread's id at every level, as Task.NSpid; nil: one level
 }
 
 // Extras is per-thread kernel state read by injecting syscalls into the

@@ -67,7 +67,7 @@ func renderPstree(c *Checkpoint) Bytes {
 		for i := 0; i < d; i++ {
 			b.WriteString("  ")
 		}
-		fmt.Fprintf(&b, "%s(%d) state=%s threads=%d\n", QuoteText(t.Comm), t.PID, t.State, len(t.Threads))
+		fmt.Fprintf(&b, "%s(%d)%s state=%s threads=%d\n", QuoteText(t.Comm), t.PID, pstreeNSpid(t), t.State, len(t.Threads))
 	}
 	return b.Bytes()
 }
@@ -135,6 +135,9 @@ func renderStatus(t *Task) Bytes {
 		k.add("ExitCode", "%d", t.ExitCode)
 	}
 	k.add("Pid", "%d", t.PID)
+	if len(t.NSpid) > 1 {
+		k.add("NSpid", "%s", formatNSpid(t.NSpid)) // pidns.go
+	}
 	k.add("PPid", "%d", t.PPID)
 	k.add("Pgid", "%d", t.PGID)
 	k.add("Sid", "%d", t.SID)
@@ -199,6 +202,9 @@ func renderThread(th *Thread) *Dir {
 	d.Add("xstate", Secret(th.XState))
 	d.Add("sigmask", Bytes(fmt.Sprintf("%#016x\n", th.SigMask)))
 	d.Add("sigpending", Secret(packSiginfo(th.Pending)))
+	if len(th.NSpid) > 1 {
+		d.Add("nspid", Bytes(formatNSpid(th.NSpid)+"\n")) // pidns.go
+	}
 	if th.Rseq != nil {
 		var r kv
 		r.add("addr", "%#x", th.Rseq.Addr)

@@ -17,8 +17,9 @@ import (
 // preflight checks everything that can be checked before a process is
 // created: pids and tids free, paths canonical, a vdso layout this kernel
 // has. The files themselves are opened and their sizes checked next, before
-// any process too (preopen.go).
-func preflight(c *image.Checkpoint, own map[int]string, shellJob bool) error {
+// any process too (preopen.go). In a new pid namespace (checkPids false)
+// every pid is free.
+func preflight(c *image.Checkpoint, own map[int]string, shellJob, checkPids bool) error {
 	if err := checkSessions(c, shellJob); err != nil {
 		return err
 	}
@@ -37,12 +38,18 @@ func preflight(c *image.Checkpoint, own map[int]string, shellJob bool) error {
 			if t.PID == c.RootPID {
 				return fmt.Errorf("task %d: the root was a zombie when dumped", t.PID)
 			}
+			if !checkPids {
+				continue
+			}
 			if err := idFree(t.PID); err != nil {
 				return err
 			}
 			continue
 		}
 		for _, th := range t.Threads {
+			if !checkPids {
+				break
+			}
 			if err := idFree(th.TID); err != nil {
 				return err
 			}
@@ -104,8 +111,8 @@ func checkRoot(t *image.Task) error {
 	}
 }
 
-// idFree says who holds pid n, if anybody does.
-func idFree(n int) error {
+// pidHolder says who holds pid n, if anybody does (idFree adds a hint).
+func pidHolder(n int) error {
 	b, err := os.ReadFile(proc.Path(n, "status"))
 	if err != nil {
 		if os.IsNotExist(err) {

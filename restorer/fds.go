@@ -3,7 +3,6 @@ package restorer
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
@@ -25,6 +24,9 @@ func (p *target) restoreFDs() error {
 		return err
 	}
 	for _, n := range have {
+		if p.keepsFD(n) { // pidns.go
+			continue
+		}
 		if _, err := p.sys(p.pid, unix.SYS_CLOSE, uint64(n)); err != nil {
 			return fmt.Errorf("close stub fd %d: %w", n, err)
 		}
@@ -43,7 +45,7 @@ func (p *target) restoreFDs() error {
 		return err
 	}
 	top := p.t.FDs[len(p.t.FDs)-1].Num
-	pidfd, err := p.sys(p.pid, unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	pidfd, err := p.restorerPidfd() // pidns.go
 	if err != nil {
 		return err
 	}

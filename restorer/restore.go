@@ -43,6 +43,10 @@ type Options struct {
 	// vma's pagemap before processes are created (verify.go): for a copy
 	// of a checkpoint edited on purpose.
 	NoVerifyPages bool
+	// PidNS restores the tree into a new pid namespace (and a mount
+	// namespace with its own /proc), where every pid is free: pidns.go.
+	// A tree dumped inside a pid namespace gets one whatever PidNS says.
+	PidNS bool
 }
 
 var le = binary.LittleEndian
@@ -66,7 +70,13 @@ func Restore(dir string, opts Options) (int, error) {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	own := ownFDs()
-	if err := preflight(c, own, opts.ShellJob); err != nil {
+	inNS := wantPidNS(c, opts) // pidns.go
+	if inNS {
+		if err := checkPidNS(c); err != nil {
+			return 0, fmt.Errorf("restore %s: %w", dir, err)
+		}
+	}
+	if err := preflight(c, own, opts.ShellJob, !inNS); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	if err := checkSecurity(c); err != nil { // security.go
@@ -74,6 +84,12 @@ func Restore(dir string, opts Options) (int, error) {
 	}
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
+	if inNS {
+		if r.ns, err = newPidNamespace(c); err != nil {
+			return 0, fmt.Errorf("restore %s: %w", dir, err)
+		}
+		defer r.ns.close()
+	}
 	r.logf("loaded and checked")
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
@@ -95,7 +111,7 @@ func Restore(dir string, opts Options) (int, error) {
 	}
 	tr.Close()
 	r.logf("done")
-	return c.RootPID, nil
+	return r.rootPID, nil
 }
 
 type restorer struct {
@@ -109,8 +125,11 @@ type restorer struct {
 	shm   map[string]int // shmem key -> restorer fd (shmem.go)
 	scans pageScans      // every task's data ranges, scanned ahead (mem.go)
 	stub  *exec.Cmd
-	procs map[int]*target
+	procs map[int]*target // by recorded pid
 	order []*target
+
+	ns      *pidNamespace // the new pid namespace (pidns.go); nil: none
+	rootPID int           // the root's pid, in the restorer's namespace
 }
 
 func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }
@@ -177,6 +196,9 @@ func (r *restorer) run() error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	if err := r.releaseInit(); err != nil { // pidns.go
+		return err
+	}
 	r.order = nil // released: nothing left to kill
 	return nil
 }
@@ -193,7 +215,7 @@ func (r *restorer) failpoint(name string) error {
 
 // startStub starts the stub on the tracer thread and stops it under ptrace.
 func (r *restorer) startStub() error {
-	cmd, cleanup, err := stub.Command(nil)
+	cmd, cleanup, err := stub.Command(r.stubFiles()) // pidns.go
 	if err != nil {
 		return err
 	}
@@ -243,17 +265,26 @@ func (r *restorer) spawn(parent *target, t *image.Task) error {
 	if t.FilesOf != 0 {
 		// Shares its parent's fd table (clone(CLONE_FILES)): the table's
 		// owner restores it, once, for both.
-		if parent == nil || (parent.pid != t.FilesOf && parent.t.FilesOf != t.FilesOf) {
+		if parent == nil || (parent.t.PID != t.FilesOf && parent.t.FilesOf != t.FilesOf) {
 			return fmt.Errorf("task %d shares the fd table of %d, not its parent's", t.PID, t.FilesOf)
 		}
 		flags |= unix.CLONE_FILES
 	}
-	pid, err := from.clone3(from.pid, flags, exitSignal, t.PID)
+	var pid int
+	var err error
+	if parent == nil && r.ns != nil {
+		pid, from, err = r.spawnRootInNS(t) // pidns.go
+	} else {
+		pid, err = from.clone3(from.pid, flags, exitSignal, t.InnerPID())
+	}
 	if err != nil {
 		return fmt.Errorf("create task %d: %w", t.PID, err)
 	}
-	p := &target{r: r, t: t, pid: pid, tramp: from.tramp, scratch: from.scratch, tids: []int{pid}}
-	r.procs[pid] = p
+	p := &target{r: r, t: t, pid: pid, tramp: from.tramp, scratch: from.scratch, tids: []int{pid}, inNS: r.ns != nil}
+	if parent == nil {
+		r.rootPID = pid
+	}
+	r.procs[t.PID] = p
 	if t.State == "Z" {
 		// Never run again: it ends now as it ended then and waits, a
 		// zombie, for its parent to reap it. Its session and group come
@@ -270,8 +301,9 @@ func (r *restorer) spawn(parent *target, t *image.Task) error {
 	return p.enterSession() // session.go: before its children are created
 }
 
-// clone3 runs clone3 with set_tid = id in thread tid of p and waits for
-// the new task's first stop.
+// clone3 runs clone3 with set_tid = id (in p's pid namespace) in thread
+// tid of p, waits for the new task's first stop and returns its id in the
+// restorer's namespace.
 func (p *target) clone3(tid int, flags, exitSignal uint64, id int) (int, error) {
 	args := make([]byte, 96)
 	le.PutUint64(args[0:], flags)
@@ -295,14 +327,18 @@ func (p *target) clone3(tid int, flags, exitSignal uint64, id int) (int, error) 
 	if int(got) != id {
 		return 0, fmt.Errorf("clone3 gave pid %d, want %d", got, id)
 	}
-	ws, err := ptrace.Wait(id)
+	outer, err := p.outerID(tid, flags&unix.CLONE_THREAD != 0, id) // pidns.go
+	if err != nil {
+		return 0, err
+	}
+	ws, err := ptrace.Wait(outer)
 	if err != nil {
 		return 0, err
 	}
 	if !ws.Stopped() {
-		return 0, fmt.Errorf("new task %d: unexpected status %#x", id, uint32(ws))
+		return 0, fmt.Errorf("new task %d: unexpected status %#x", outer, uint32(ws))
 	}
-	return id, nil
+	return outer, nil
 }
 
 // killAll kills every process the restorer created and reaps what it can.
@@ -326,5 +362,6 @@ func (r *restorer) killAll() {
 		// parent side too (ECHILD otherwise).
 		unix.Wait4(p.pid, &ws, unix.WALL|unix.WNOHANG, nil)
 	}
+	r.killNamespace() // pidns.go
 	r.order = nil
 }

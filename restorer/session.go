@@ -292,14 +292,17 @@ func (p *target) enterSession() error {
 // checkpoint joins the restorer's.
 func (p *target) setSessionAndGroup() error {
 	want := groupTarget(p.r.c, p.t)
+	live := unix.Getpgrp() // the group's id in the restorer's pid namespace
 	if want == 0 {
-		want = unix.Getpgrp()
+		want = live
+	} else if l := p.r.procs[want]; l != nil {
+		live, want = l.pid, l.t.InnerPID() // want: as the task sees it
 	}
 	cur, err := unix.Getpgid(p.pid)
 	if err != nil {
 		return fmt.Errorf("getpgid: %w", err)
 	}
-	if cur == want {
+	if cur == live {
 		return nil
 	}
 	if _, err := p.sys(p.pid, unix.SYS_SETPGID, 0, uint64(want)); err != nil {
@@ -319,11 +322,11 @@ func (r *restorer) setForeground() error {
 	var g int
 	switch l := r.c.Task(root.TPGID); {
 	case l != nil && l.State != "Z" && l.PGID == l.PID:
-		g = root.TPGID
+		g = r.procs[root.TPGID].pid // its id in the restorer's namespace
 	case root.TPGID == root.PGID:
 		// Led from outside: the root's group is the restorer's.
 		var err error
-		if g, err = unix.Getpgid(root.PID); err != nil {
+		if g, err = unix.Getpgid(r.rootPID); err != nil {
 			return err
 		}
 	default:

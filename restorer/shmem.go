@@ -2,7 +2,6 @@ package restorer
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -304,7 +303,7 @@ func newShmem(name string, size uint64) (int, error) {
 // taskFD installs the restorer's fd own in the task with an injected
 // pidfd_open + pidfd_getfd and returns its number there (close-on-exec).
 func (p *target) taskFD(own int) (uint64, error) {
-	pidfd, err := p.sys(p.pid, unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	pidfd, err := p.restorerPidfd() // pidns.go
 	if err != nil {
 		return 0, err
 	}

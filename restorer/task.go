@@ -31,6 +31,9 @@ type target struct {
 	tids    []int  // threads created, main thread first
 	// suspended: PTRACE_O_SUSPEND_SECCOMP is set on its threads (security.go)
 	suspended bool
+	// inNS: in a pid namespace the restore created, where the recorded
+	// inner ids are used and the restorer is not visible (pidns.go)
+	inNS bool
 }
 
 // sys injects a system call into thread tid of p at its `syscall; int3`
@@ -472,7 +475,7 @@ const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLON
 
 func (p *target) createThreads() error {
 	for _, th := range p.t.Threads[1:] {
-		tid, err := p.clone3(p.pid, threadFlags, 0, th.TID)
+		tid, err := p.clone3(p.pid, threadFlags, 0, th.InnerTID())
 		if err != nil {
 			return fmt.Errorf("create thread %d: %w", th.TID, err)
 		}
@@ -526,7 +529,7 @@ func (p *target) queuePending() error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.sys(p.pid, unix.SYS_RT_SIGQUEUEINFO, uint64(p.pid), uint64(si.Signo()), addr); err != nil {
+		if _, err := p.sys(p.pid, unix.SYS_RT_SIGQUEUEINFO, uint64(p.t.InnerPID()), uint64(si.Signo()), addr); err != nil {
 			return fmt.Errorf("queue signal %d: %w", si.Signo(), err)
 		}
 	}
@@ -536,7 +539,7 @@ func (p *target) queuePending() error {
 			if err != nil {
 				return err
 			}
-			if _, err := p.sys(p.tids[i], unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.pid), uint64(th.TID), uint64(si.Signo()), addr); err != nil {
+			if _, err := p.sys(p.tids[i], unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.t.InnerPID()), uint64(th.InnerTID()), uint64(si.Signo()), addr); err != nil {
 				return fmt.Errorf("queue signal %d to thread %d: %w", si.Signo(), th.TID, err)
 			}
 		}
@@ -578,6 +581,7 @@ func (p *target) finish() error {
 	if err := p.relisten(); err != nil { // unixsock.go: SO_PEERCRED
 		return err
 	}
+	p.dropReserved() // pidns.go
 	// Not sys: the int3 goes with the trampoline; the thread stops at
 	// the munmap's syscall-exit stop instead.
 	if _, err := inject.Syscall(p.pid, p.tramp, unix.SYS_MUNMAP, p.region, regionSize); err != nil {

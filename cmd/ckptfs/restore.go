@@ -10,9 +10,10 @@ import (
 )
 
 func init() {
-	var verbose, shellJob, leaveStopped, noVerifyPages bool
+	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS bool
+	var pidFile string
 	cmd := &cobra.Command{
-		Use:   "restore [-v] [--shell-job] DIR",
+		Use:   "restore [-v] [--shell-job] [--pidns] [--pidfile FILE] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
@@ -30,16 +31,31 @@ printed is the root pid.
 
 Before any process is created every page to be written is checked against
 its hash in its vma's pagemap: a damaged copy is refused, naming the task,
-the vma and the page. --no-verify-pages restores a copy edited on purpose.`,
+the vma and the page. --no-verify-pages restores a copy edited on purpose.
+
+--pidns restores into a new pid namespace (with a mount namespace whose /proc
+is its own), where every task gets its recorded pid even if that pid is taken
+outside: the original can keep running, and any number of copies can run side
+by side. Pid 1 of the namespace is a minimal init (unless the root's pid is 1)
+that reaps orphans, passes SIGHUP, SIGINT and SIGTERM on to the root and exits
+with the root's exit code (128+n if signal n killed it). A tree dumped inside
+a pid namespace (unshare -pf --mount-proc) always gets one, with the pids it
+had there. The pid printed is the root's as seen from outside; --pidfile
+writes it to FILE too.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages}
+			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS}
 			if verbose {
 				opts.Log = os.Stderr
 			}
 			pid, err := restorer.Restore(args[0], opts)
 			if err != nil {
 				return err
+			}
+			if pidFile != "" {
+				if err := os.WriteFile(pidFile, []byte(fmt.Sprintf("%d\n", pid)), 0o644); err != nil {
+					return fmt.Errorf("restored as pid %d, but: %w", pid, err)
+				}
 			}
 			fmt.Println(pid)
 			return nil
@@ -49,5 +65,7 @@ the vma and the page. --no-verify-pages restores a copy edited on purpose.`,
 	cmd.Flags().BoolVar(&shellJob, "shell-job", false, "put terminals and the root's session on restore's own terminal and session")
 	cmd.Flags().BoolVar(&leaveStopped, "leave-stopped", false, "leave every restored process stopped (SIGSTOP); resume them with SIGCONT")
 	cmd.Flags().BoolVar(&noVerifyPages, "no-verify-pages", false, "do not check every page against its hash in pagemap (for a copy edited on purpose)")
+	cmd.Flags().BoolVar(&pidNS, "pidns", false, "restore into a new pid namespace, where every recorded pid is free")
+	cmd.Flags().StringVar(&pidFile, "pidfile", "", "write the root's pid (as seen from outside) to `FILE`")
 	rootCmd.AddCommand(cmd)
 }

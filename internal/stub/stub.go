@@ -1,6 +1,6 @@
 // Package stub generates the restorer's stub: a minimal static x86-64 ELF
 // that loops on pause(2) and carries a `syscall; int3` sequence at a known
-// address, and starts it from a memfd (no compiler or file needed at runtime).
+// address and a minimal pid namespace init (InitEntry), and starts it from a memfd (no compiler or file needed at runtime).
 package stub
 
 import (
@@ -33,16 +33,75 @@ var code = []byte{
 	0xcc, //                         b: int3
 }
 
+// initCode is the init of a pid namespace the restorer creates (InitEntry):
+// with r12 = the pid of the namespace's root task, it blocks SIGHUP,
+// SIGINT, SIGTERM and SIGCHLD, then waits for them with rt_sigtimedwait:
+// SIGCHLD reaps every child that ended (orphans included), the others are
+// sent on to the root (kill). When the root is reaped it exits with the
+// root's exit code, or 128+n if a signal n killed it (an init cannot die
+// of a signal it sends itself). Assembled with GNU as (intel syntax).
+var initCode = []byte{
+	0x48, 0x81, 0xec, 0x00, 0x02, 0x00, 0x00, //                 sub rsp, 512
+	0x48, 0x83, 0xe4, 0xf0, //                                   and rsp, -16
+	0x48, 0xc7, 0x04, 0x24, 0x03, 0x40, 0x01, 0x00, //           mov qword [rsp], 0x14003   ; HUP INT TERM CHLD
+	0xb8, 0x0e, 0x00, 0x00, 0x00, //                             mov eax, 14 (rt_sigprocmask)
+	0x31, 0xff, //                                               xor edi, edi (SIG_BLOCK)
+	0x48, 0x89, 0xe6, //                                         mov rsi, rsp
+	0x31, 0xd2, //                                               xor edx, edx
+	0x41, 0xba, 0x08, 0x00, 0x00, 0x00, //                       mov r10d, 8
+	0x0f, 0x05, //                                               syscall
+	0xb8, 0x80, 0x00, 0x00, 0x00, //                       wait: mov eax, 128 (rt_sigtimedwait)
+	0x48, 0x89, 0xe7, //                                         mov rdi, rsp
+	0x48, 0x8d, 0x74, 0x24, 0x10, //                             lea rsi, [rsp+16] (siginfo)
+	0x31, 0xd2, //                                               xor edx, edx
+	0x41, 0xba, 0x08, 0x00, 0x00, 0x00, //                       mov r10d, 8
+	0x0f, 0x05, //                                               syscall
+	0x83, 0xf8, 0x11, //                                         cmp eax, 17 (SIGCHLD)
+	0x74, 0x12, //                                               je reap
+	0x85, 0xc0, //                                               test eax, eax
+	0x7e, 0xe0, //                                               jle wait (EINTR)
+	0x89, 0xc6, //                                               mov esi, eax
+	0x44, 0x89, 0xe7, //                                         mov edi, r12d
+	0xb8, 0x3e, 0x00, 0x00, 0x00, //                             mov eax, 62 (kill)
+	0x0f, 0x05, //                                               syscall
+	0xeb, 0xd2, //                                               jmp wait
+	0xb8, 0x3d, 0x00, 0x00, 0x00, //                       reap: mov eax, 61 (wait4)
+	0xbf, 0xff, 0xff, 0xff, 0xff, //                             mov edi, -1
+	0x48, 0x8d, 0x74, 0x24, 0x08, //                             lea rsi, [rsp+8] (status)
+	0xba, 0x01, 0x00, 0x00, 0x40, //                             mov edx, WNOHANG|__WALL
+	0x45, 0x31, 0xd2, //                                         xor r10d, r10d
+	0x0f, 0x05, //                                               syscall
+	0x85, 0xc0, //                                               test eax, eax
+	0x7e, 0xb5, //                                               jle wait (none left)
+	0x44, 0x39, 0xe0, //                                         cmp eax, r12d
+	0x75, 0xde, //                                               jne reap
+	0x8b, 0x7c, 0x24, 0x08, //                                   mov edi, [rsp+8]
+	0x89, 0xf9, //                                               mov ecx, edi
+	0x83, 0xe1, 0x7f, //                                         and ecx, 0x7f
+	0x74, 0x08, //                                               jz exited
+	0x8d, 0xb9, 0x80, 0x00, 0x00, 0x00, //                       lea edi, [rcx+128]
+	0xeb, 0x09, //                                               jmp out
+	0xc1, 0xef, 0x08, //                                 exited: shr edi, 8
+	0x81, 0xe7, 0xff, 0x00, 0x00, 0x00, //                       and edi, 0xff
+	0xb8, 0xe7, 0x00, 0x00, 0x00, //                        out: mov eax, 231 (exit_group)
+	0x0f, 0x05, //                                               syscall
+	0x0f, 0x0b, //                                               ud2
+}
+
 // Entry is the stub's entry point.
 const Entry = Base + codeStart
 
 // Trampoline is the address of the stub's `syscall; int3`.
 const Trampoline = Entry + 9
 
+// InitEntry is where a copy of the stub becomes a pid namespace's init
+// (initCode): point rip here with r12 = the root's pid and a usable stack.
+const InitEntry = Trampoline + 3
+
 // ELF returns the stub executable.
 func ELF() []byte {
 	var b bytes.Buffer
-	size := uint64(codeStart + len(code))
+	size := uint64(codeStart + len(code) + len(initCode))
 	hdr := elf.Header64{
 		Type:      uint16(elf.ET_EXEC),
 		Machine:   uint16(elf.EM_X86_64),
@@ -67,6 +126,7 @@ func ELF() []byte {
 		binary.Write(&b, binary.LittleEndian, v) // cannot fail on a bytes.Buffer
 	}
 	b.Write(code)
+	b.Write(initCode)
 	return b.Bytes()
 }
 
