@@ -79,8 +79,17 @@ func Restore(dir string, opts Options) (int, error) {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	r.logf("files opened as their tasks")
-	r.scans = startPageScans(dir, c)
+	sp, why := openStorePages(dir) // pagesource.go
+	defer sp.close()
+	r.pages = sp
+	if sp != nil {
+		r.logf("page data from store %s", sp.store)
+	} else if why != "" {
+		r.logf("page data from the tree's files (%s)", why)
+	}
+	r.scans = startPageScans(dir, c, sp)
 	if !opts.NoVerifyPages {
+		// Pages read from the store are checked by it: only the rest.
 		if err := verifyPages(dir, c, r.scans); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
@@ -108,9 +117,18 @@ type restorer struct {
 	files *files
 	shm   map[string]int // shmem key -> restorer fd (shmem.go)
 	scans pageScans      // every task's data ranges, scanned ahead (mem.go)
+	pages *storePages    // nil: page data from the tree's files (pagesource.go)
 	stub  *exec.Cmd
 	procs map[int]*target
 	order []*target
+}
+
+// storeFill says which vmas of task pid fillMemory reads from the store.
+func (r *restorer) storeFill(pid int) *storeFill {
+	if r.pages == nil {
+		return nil
+	}
+	return &storeFill{src: r.pages, refs: r.scans.storeRefs(pid)}
 }
 
 func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }

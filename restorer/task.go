@@ -80,7 +80,7 @@ func (r *restorer) restoreTask(p *target) error {
 			return fmt.Errorf("userfaultfd: %w", err)
 		}
 	}
-	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd)
+	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd, r.storeFill(t.PID))
 	closeUffd()
 	if err != nil {
 		return err

@@ -192,9 +192,10 @@ func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans) er
 		if err != nil {
 			return err
 		}
+		fromStore := scans.storeRefs(t.PID)
 		for _, vma := range t.VMAs {
-			if !verifiedVMA(vma) {
-				continue
+			if !verifiedVMA(vma) || fromStore[vma] != nil {
+				continue // not written, or checked by the store (pagesource.go)
 			}
 			if v.failed.Load() {
 				return nil
