@@ -67,7 +67,7 @@ type rendered struct {
 	t     *tnode // <id>/
 	cores *tnode // cores/<id>/ (cores.go)
 	err   error
-	used time.Time // guarded by root.mu
+	used  time.Time // guarded by root.mu
 }
 
 // keepRendered bounds the rendered checkpoints kept in memory (their page
