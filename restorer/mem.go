@@ -168,7 +168,7 @@ type chunk struct {
 func (c chunk) write(pid, ufd int, sf *storeFill) error {
 	if c.refs != nil {
 		if err := sf.src.read(c.refs, c.buf); err != nil {
-			return err
+			return fmt.Errorf("memory at %#x: %w", c.addr, err)
 		}
 	}
 	if c.uffd {
