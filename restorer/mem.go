@@ -54,7 +54,10 @@ type pageScan struct {
 	done   chan struct{}
 	ranges map[*image.VMA][][2]int64
 	refs   map[*image.VMA][]image.PageRef // vmas read from the store (pagesource.go)
-	err    error
+	data    map[*image.VMA][]byte          // their pages, read ahead (small tasks)
+	held    int64                          // bytes of data, taken from the prefetch budget
+	release func()                         // gives held back
+	err     error
 }
 
 const scanParallel = 8
@@ -63,6 +66,7 @@ const scanParallel = 8
 // from the store (scanStorePages).
 func startPageScans(dir string, c *image.Checkpoint, sp *storePages) pageScans {
 	scans := pageScans{}
+	pf := &prefetch{left: prefetchBudget}
 	sem := make(chan struct{}, scanParallel)
 	for _, t := range c.Tasks {
 		if t.State == "Z" {
@@ -75,6 +79,14 @@ func startPageScans(dir string, c *image.Checkpoint, sp *storePages) pageScans {
 			defer func() { <-sem; close(s.done) }()
 			if sp != nil {
 				s.ranges, s.refs, s.err = scanStorePages(dir, t)
+				var n int64
+				for _, rs := range s.refs {
+					n += int64(len(rs)) * image.PageSize
+				}
+				if s.err == nil && n > 0 && pf.take(n) {
+					s.held, s.release = n, func() { pf.give(n) }
+					s.data, s.err = sp.fetchTask(t, s.refs, n)
+				}
 				return
 			}
 			s.ranges, s.err = scanPages(dir, t)
@@ -102,6 +114,22 @@ func (s pageScans) storeRefs(pid int) map[*image.VMA][]image.PageRef {
 	}
 	<-sc.done
 	return sc.refs
+}
+
+// takeData returns the pages of task pid read ahead (nil if none) and
+// forgets them: the caller writes them once.
+func (s pageScans) takeData(pid int) (map[*image.VMA][]byte, func()) {
+	sc := s[pid]
+	if sc == nil {
+		return nil, func() {}
+	}
+	<-sc.done
+	data, release := sc.data, sc.release
+	sc.data, sc.release = nil, nil
+	if release == nil {
+		release = func() {}
+	}
+	return data, release
 }
 
 func dataRanges(path string, size int64) ([][2]int64, error) {
@@ -177,10 +205,12 @@ func (c chunk) write(pid, ufd int, sf *storeFill) error {
 	return inject.WriteMem(pid, c.addr, c.buf)
 }
 
-// storeFill is where fillMemory reads the vmas of refs: the store.
+// storeFill is where fillMemory reads the vmas of refs: the store, or
+// data, their pages read ahead.
 type storeFill struct {
 	src  *storePages
 	refs map[*image.VMA][]image.PageRef
+	data map[*image.VMA][]byte
 }
 
 // fillMemory writes the saved pages of every vma into process pid with
@@ -241,6 +271,12 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		for _, v := range t.VMAs {
 			rs := ranges[v]
 			if len(rs) == 0 {
+				continue
+			}
+			if sf != nil && sf.data[v] != nil {
+				if !queueDataChunks(v, rs, sf.data[v], uffd[v] && useUffd, work, stop) {
+					return nil
+				}
 				continue
 			}
 			if sf != nil && sf.refs[v] != nil {
@@ -324,6 +360,25 @@ func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bo
 			c.refs = refs[j:k]
 			j = k
 			work <- c
+			off += n
+		}
+	}
+	return true
+}
+
+// queueDataChunks queues the ranges rs of vma v from data, its pages read
+// ahead one after another (in the order of rs). It returns false if the
+// fill was stopped.
+func queueDataChunks(v *image.VMA, rs [][2]int64, data []byte, uffd bool, work chan<- chunk, stop <-chan struct{}) bool {
+	for _, r := range rs {
+		for off := r[0]; off < r[1]; {
+			n := min(r[1]-off, chunkSize)
+			select {
+			case work <- chunk{addr: v.Start + uint64(off), uffd: uffd, buf: data[:n]}:
+			case <-stop:
+				return false
+			}
+			data = data[n:]
 			off += n
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -81,8 +82,7 @@ func (s *storePages) read(refs []image.PageRef, dst []byte) error {
 // that holds dir (same device) is of type fuse.ckptfs with source
 // "ckptfs:<store>" (fs.SourcePrefix).
 func mountedStore(dir string) (string, bool) {
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(dir, &sfs); err != nil || sfs.Type != unix.FUSE_SUPER_MAGIC {
+	if !onFUSE(dir) {
 		return "", false
 	}
 	var st unix.Stat_t
@@ -94,6 +94,12 @@ func mountedStore(dir string) (string, bool) {
 		return "", false
 	}
 	return storeFromMountinfo(mi, unix.Major(st.Dev), unix.Minor(st.Dev))
+}
+
+// onFUSE says whether dir is on a FUSE file system.
+func onFUSE(dir string) bool {
+	var sfs unix.Statfs_t
+	return unix.Statfs(dir, &sfs) == nil && sfs.Type == unix.FUSE_SUPER_MAGIC
 }
 
 // sourcePrefix is fs.SourcePrefix (the restorer does not link the FUSE
@@ -149,6 +155,64 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// prefetchMax is the largest task whose pages scanStorePages reads ahead,
+// all in one call; prefetchBudget bounds what is read ahead at once (the
+// tracer frees a task's pages once it has written them).
+const (
+	prefetchMax    = 16 << 20
+	prefetchBudget = 256 << 20
+)
+
+// prefetch reads the pages of the small tasks of a tree ahead of the
+// tracer (scanStorePages): one call per task instead of one per chunk of
+// each vma when the tracer gets to it, so a tree of many small processes
+// does not wait a round trip to the store per vma.
+type prefetch struct {
+	mu   sync.Mutex
+	left int64 // of prefetchBudget
+}
+
+// take reserves n bytes of the budget.
+func (p *prefetch) take(n int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n > prefetchMax || n > p.left {
+		return false
+	}
+	p.left -= n
+	return true
+}
+
+// give returns n bytes to the budget.
+func (p *prefetch) give(n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.left += n
+}
+
+// fetchTask reads the pages of refs (every vma of a task) into one buffer
+// and returns each vma's part of it, in the order of its refs.
+func (s *storePages) fetchTask(t *image.Task, refs map[*image.VMA][]image.PageRef, n int64) (map[*image.VMA][]byte, error) {
+	var all []image.PageRef
+	var order []*image.VMA
+	for _, v := range t.VMAs {
+		if rs := refs[v]; rs != nil {
+			all = append(all, rs...)
+			order = append(order, v)
+		}
+	}
+	buf := make([]byte, n)
+	if err := s.read(all, buf); err != nil {
+		return nil, err
+	}
+	data := make(map[*image.VMA][]byte, len(order))
+	for _, v := range order {
+		k := int64(len(refs[v])) * image.PageSize
+		data[v], buf = buf[:k:k], buf[k:]
+	}
+	return data, nil
 }
 
 // scanStorePages is scanPages for a tree served from the store: the data

@@ -54,6 +54,11 @@ const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 // copy of one) and returns the root pid once every process runs on its own.
 func Restore(dir string, opts Options) (int, error) {
 	start := time.Now()
+	log := phaselog.New(opts.Log, "restore", start)
+	if onFUSE(dir) {
+		warmTree(dir) // warm.go
+		log.Printf("tree read ahead")
+	}
 	c, err := image.Load(dir)
 	if err != nil {
 		return 0, err
@@ -72,7 +77,7 @@ func Restore(dir string, opts Options) (int, error) {
 	if err := checkSecurity(c); err != nil { // security.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
+	r := &restorer{c: c, dir: dir, opts: opts, log: log, procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
 	if err := r.files.preopen(c); err != nil { // preopen.go
@@ -123,12 +128,14 @@ type restorer struct {
 	order []*target
 }
 
-// storeFill says which vmas of task pid fillMemory reads from the store.
-func (r *restorer) storeFill(pid int) *storeFill {
+// storeFill says which vmas of task pid fillMemory reads from the store;
+// done frees what was read ahead once it is written.
+func (r *restorer) storeFill(pid int) (sf *storeFill, done func()) {
 	if r.pages == nil {
-		return nil
+		return nil, func() {}
 	}
-	return &storeFill{src: r.pages, refs: r.scans.storeRefs(pid)}
+	data, release := r.scans.takeData(pid)
+	return &storeFill{src: r.pages, refs: r.scans.storeRefs(pid), data: data}, release
 }
 
 func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }

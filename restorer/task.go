@@ -80,7 +80,9 @@ func (r *restorer) restoreTask(p *target) error {
 			return fmt.Errorf("userfaultfd: %w", err)
 		}
 	}
-	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd, r.storeFill(t.PID))
+	sf, written := r.storeFill(t.PID)
+	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd, sf)
+	written()
 	closeUffd()
 	if err != nil {
 		return err
