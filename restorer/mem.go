@@ -51,9 +51,9 @@ func filledVMA(v *image.VMA) bool {
 type pageScans map[int]*pageScan
 
 type pageScan struct {
-	done   chan struct{}
-	ranges map[*image.VMA][][2]int64
-	refs   map[*image.VMA][]image.PageRef // vmas read from the store (pagesource.go)
+	done    chan struct{}
+	ranges  map[*image.VMA][][2]int64
+	refs    map[*image.VMA][]image.PageRef // vmas read from the store (pagesource.go)
 	data    map[*image.VMA][]byte          // their pages, read ahead (small tasks)
 	held    int64                          // bytes of data, taken from the prefetch budget
 	release func()                         // gives held back
