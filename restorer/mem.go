@@ -55,8 +55,7 @@ type pageScan struct {
 	ranges  map[*image.VMA][][2]int64
 	refs    map[*image.VMA][]image.PageRef // vmas read from the store (pagesource.go)
 	data    map[*image.VMA][]byte          // their pages, read ahead (small tasks)
-	held    int64                          // bytes of data, taken from the prefetch budget
-	release func()                         // gives held back
+	release func()                         // gives data's bytes back to the prefetch budget
 	err     error
 }
 
@@ -84,7 +83,7 @@ func startPageScans(dir string, c *image.Checkpoint, sp *storePages) pageScans {
 					n += int64(len(rs)) * image.PageSize
 				}
 				if s.err == nil && n > 0 && pf.take(n) {
-					s.held, s.release = n, func() { pf.give(n) }
+					s.release = func() { pf.give(n) }
 					s.data, s.err = sp.fetchTask(t, s.refs, n)
 				}
 				return
