@@ -62,3 +62,10 @@ func (c *Client) ReadPages(hashes []image.Hash, dst []byte) error {
 	}
 	return nil
 }
+
+// HasReadPages asks the server whether it serves ReadPages (an older
+// ckptfs does not: "can't find method").
+func (c *Client) HasReadPages() error {
+	var none []byte
+	return c.call("ReadPages", []image.Hash{}, &none)
+}

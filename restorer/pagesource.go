@@ -52,7 +52,7 @@ func openStorePages(dir string) (*storePages, string) {
 	}
 	// An empty batch: a server without ReadPages (an older ckptfs) says
 	// so now rather than in the middle of a restore.
-	if err := c.ReadPages(nil, nil); err != nil {
+	if err := c.HasReadPages(); err != nil {
 		c.Close()
 		return nil, fmt.Sprintf("store %s: %v", store, err)
 	}
