@@ -55,10 +55,6 @@ const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 func Restore(dir string, opts Options) (int, error) {
 	start := time.Now()
 	log := phaselog.New(opts.Log, "restore", start)
-	if onFUSE(dir) {
-		warmTree(dir) // warm.go
-		log.Printf("tree read ahead")
-	}
 	c, err := image.Load(dir)
 	if err != nil {
 		return 0, err
@@ -94,8 +90,10 @@ func Restore(dir string, opts Options) (int, error) {
 	}
 	r.scans = startPageScans(dir, c, sp)
 	if !opts.NoVerifyPages {
-		// Pages read from the store are checked by it: only the rest.
-		if err := verifyPages(dir, c, r.scans); err != nil {
+		// Pages read from the store are checked by it: only the rest
+		// (shared memory), and without waiting for the page scans, which
+		// go on ahead of the tracer.
+		if err := verifyPages(dir, c, r.scans, sp != nil); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 		r.logf("pages verified")
