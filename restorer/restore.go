@@ -54,7 +54,6 @@ const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 // copy of one) and returns the root pid once every process runs on its own.
 func Restore(dir string, opts Options) (int, error) {
 	start := time.Now()
-	log := phaselog.New(opts.Log, "restore", start)
 	c, err := image.Load(dir)
 	if err != nil {
 		return 0, err
@@ -73,7 +72,7 @@ func Restore(dir string, opts Options) (int, error) {
 	if err := checkSecurity(c); err != nil { // security.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	r := &restorer{c: c, dir: dir, opts: opts, log: log, procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
+	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
 	if err := r.files.preopen(c); err != nil { // preopen.go
