@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -249,4 +250,97 @@ func BenchmarkStoreLsR(b *testing.B) {
 		c, _ := storeCheckpoint(b, repo, "", 50)
 		return c.ID
 	})
+}
+
+// BenchmarkStorePagesCat is the issue's measure of the mount: `cat` of a
+// 1 GiB pages file (distinct pages, real store and renderer) to /dev/null,
+// against Store.ReadPages of the same pages in 1 MiB batches in the same
+// process, in the same run:
+//   - cold: every page cache dropped (drop_caches) before each;
+//   - fuse-cold: the pages file's cache dropped, the store's files cached;
+//   - warm: the pages file read again from the kernel's page cache.
+//
+// cold/store and fuse-cold/store-warm > 1 say how much slower the mount is.
+func BenchmarkStorePagesCat(b *testing.B) {
+	if os.Getuid() != 0 {
+		b.Skip("needs root (drop_caches)")
+	}
+	dir := b.TempDir()
+	s, err := dedup.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, v := storeBigCheckpoint(b, s)
+	s.Close()
+	srv := mountStore(b, dir, Options{})
+	store := srv.root.repo.(*dedup.Store)
+	p := filepath.Join(srv.Mountpoint(), c.ID, "tasks", "100", "vmas", v.DirName(), "pages")
+	hashes := make([]image.Hash, len(v.Pages))
+	for i, r := range v.Pages {
+		hashes[i] = r.Hash
+	}
+	buf := make([]byte, 1<<20)
+	readStore := func() time.Duration {
+		start := time.Now()
+		for i := 0; i < len(hashes); i += len(buf) / image.PageSize {
+			h := hashes[i:min(i+len(buf)/image.PageSize, len(hashes))]
+			if err := store.ReadPages(h, buf[:len(h)*image.PageSize]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(start)
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer devnull.Close()
+	cat := func() time.Duration {
+		cmd := exec.Command("cat", p)
+		var errOut strings.Builder
+		cmd.Stdout, cmd.Stderr = devnull, &errOut
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("cat: %v\n%s", err, errOut.String())
+		}
+		return time.Since(start)
+	}
+	dropFuse := func() {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		f.Close()
+	}
+	var tStoreCold, tCatCold, tStoreWarm, tFuseCold, tWarm time.Duration
+	b.SetBytes(benchVMASize)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dropAllCaches(b)
+		tStoreCold += readStore()
+		dropAllCaches(b)
+		tCatCold += cat()
+		tWarm += cat()
+		tStoreWarm += readStore()
+		dropFuse()
+		tFuseCold += cat()
+	}
+	b.StopTimer()
+	total := int64(b.N) * benchVMASize
+	b.ReportMetric(mbps(total, tStoreCold), "store-cold-MB/s")
+	b.ReportMetric(mbps(total, tCatCold), "cat-cold-MB/s")
+	b.ReportMetric(mbps(total, tStoreWarm), "store-warm-MB/s")
+	b.ReportMetric(mbps(total, tFuseCold), "cat-fuse-cold-MB/s")
+	b.ReportMetric(mbps(total, tWarm), "cat-warm-MB/s")
+	b.ReportMetric(tCatCold.Seconds()/tStoreCold.Seconds(), "cold/store")
+	b.ReportMetric(tFuseCold.Seconds()/tStoreWarm.Seconds(), "fuse-cold/store-warm")
+}
+
+// dropAllCaches writes back and drops the kernel's page cache.
+func dropAllCaches(b *testing.B) {
+	unix.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		b.Fatalf("drop caches: %v", err)
+	}
 }

@@ -4,6 +4,7 @@
 //	MNT/latest -> <id>            the newest checkpoint
 //	MNT/by-name/<name> -> ../<id>
 //	MNT/<id>/...                  the tree image.Render builds for the checkpoint
+//	MNT/cores/<id>/<pid>/core     the tasks' core files, moved out of <id>/ (cores.go)
 //
 // Nodes of a rendered tree are served generically: *image.Dir is a
 // directory (0555), *image.Symlink a symlink, an image.File a regular file
@@ -27,7 +28,12 @@
 // Reads. Requests go up to 1 MiB (max_read, max_pages) and the mount's
 // readahead is raised to 4 MiB, so a sequential read of a vma's pages file
 // reaches the store as a few large requests in flight; each is filled in
-// place in go-fuse's buffer, page by page, from the store.
+// place in go-fuse's buffer, one ReadPages call per run of saved pages
+// when the source batches (pages.go), else page by page.
+//
+// The mount's source is "ckptfs:<store>" (SourcePrefix) when it serves a
+// local store: the restorer of a tree below the mount reads page data from
+// that store's socket instead of the pages files (restorer/pagesource.go).
 //
 // Mount owns the store (Badger's lock) while mounted and serves it to other
 // ckptfs processes on the store's unix socket.

@@ -35,6 +35,7 @@ const (
 	inoRoot   = 1
 	inoLatest = 2
 	inoByName = 3
+	inoCores  = 4
 )
 
 // refreshEvery bounds how often lookups and readdir of the top level ask
@@ -62,10 +63,11 @@ type root struct {
 }
 
 type rendered struct {
-	once sync.Once
-	t    *tnode
-	err  error
-	used time.Time // guarded by root.mu
+	once  sync.Once
+	t     *tnode // <id>/
+	cores *tnode // cores/<id>/ (cores.go)
+	err   error
+	used  time.Time // guarded by root.mu
 }
 
 // keepRendered bounds the rendered checkpoints kept in memory (their page
@@ -196,6 +198,20 @@ func (r *root) Notify() {
 	for _, id := range ch.added {
 		r.NotifyEntry(id) // drops a negative dentry, if any
 	}
+	if cn := r.GetChild(coresName); cn != nil {
+		for _, id := range ch.removed {
+			if c := cn.GetChild(id); c != nil {
+				cn.NotifyDelete(id, c)
+				cn.RmChild(id)
+			} else {
+				cn.NotifyEntry(id)
+			}
+		}
+		for _, id := range ch.added {
+			cn.NotifyEntry(id)
+		}
+		cn.NotifyContent(0, 0)
+	}
 	if ch.latest {
 		r.NotifyEntry("latest")
 	}
@@ -212,6 +228,16 @@ func (r *root) Notify() {
 
 // checkpoint returns the rendered tree of id, loading it on first use.
 func (r *root) checkpoint(id string) (*tnode, error) {
+	rd, err := r.renderedOf(id)
+	if rd == nil {
+		return nil, err
+	}
+	return rd.t, nil
+}
+
+// renderedOf returns the rendered checkpoint id (nil, nil if there is
+// none), loading it on first use.
+func (r *root) renderedOf(id string) (*rendered, error) {
 	r.mu.Lock()
 	s, ok := r.byID[id]
 	if !ok {
@@ -238,9 +264,15 @@ func (r *root) checkpoint(id string) (*tnode, error) {
 			rd.err = fmt.Errorf("load checkpoint %s: got %s", id, c.ID)
 			return
 		}
-		rd.t = buildTree(r.render(c, r.repo), seq<<32, mtime)
+		d := r.render(c, r.repo)
+		cores := splitCores(id, d)
+		rd.t = buildTree(d, seq<<32, mtime)
+		rd.cores = buildTree(cores, coresIno(seq), mtime)
 	})
-	return rd.t, rd.err
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	return rd, nil
 }
 
 // evictLocked drops the least recently used renders beyond keepRendered.
@@ -301,6 +333,12 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		out.SetEntryTimeout(stableTimeout)
 		out.SetAttrTimeout(topTimeout)
 		return r.NewInode(ctx, b, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoByName}), 0
+	case coresName:
+		c := &coresNode{r: r}
+		c.fillAttr(&out.Attr)
+		out.SetEntryTimeout(stableTimeout)
+		out.SetAttrTimeout(topTimeout)
+		return r.NewInode(ctx, c, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoCores}), 0
 	}
 	t, err := r.checkpoint(name)
 	if t == nil && err == nil {
@@ -321,11 +359,12 @@ func (r *root) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	r.refresh(false)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	list := make([]fuse.DirEntry, 0, len(r.list)+2)
+	list := make([]fuse.DirEntry, 0, len(r.list)+3)
 	if len(r.list) > 0 {
 		list = append(list, fuse.DirEntry{Name: "latest", Mode: syscall.S_IFLNK, Ino: inoLatest})
 	}
 	list = append(list, fuse.DirEntry{Name: "by-name", Mode: syscall.S_IFDIR, Ino: inoByName})
+	list = append(list, fuse.DirEntry{Name: coresName, Mode: syscall.S_IFDIR, Ino: inoCores})
 	for _, s := range r.list {
 		list = append(list, fuse.DirEntry{Name: s.ID, Mode: syscall.S_IFDIR, Ino: r.seq[s.ID] << 32})
 	}

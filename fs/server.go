@@ -24,7 +24,18 @@ type Options struct {
 	// Logf, if set, receives the errors that readers only see as EIO
 	// (a checkpoint that fails to load, a page missing or corrupt).
 	Logf func(format string, args ...any)
+
+	// storeDir is the store Mount serves: the mount's source is then
+	// SourcePrefix + storeDir (see SourcePrefix).
+	storeDir string
 }
+
+// SourcePrefix starts the source (mountinfo's "mount source", df's
+// Filesystem) of a mount of a local store, followed by the store
+// directory: a restorer reading a tree below the mount finds the store's
+// socket from it (restorer/pagesource.go). A mount of another Repo has
+// source "ckptfs".
+const SourcePrefix = "ckptfs:"
 
 // maxIO is the largest read the kernel sends us (max_read, max_pages).
 // readahead is the kernel's readahead window for the mount: several maxIO
@@ -66,6 +77,10 @@ func MountRepo(repo Repo, mountpoint string, opts Options) (*Server, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("mount: list checkpoints: %w", r.err)
 	}
+	source := "ckptfs"
+	if opts.storeDir != "" {
+		source = SourcePrefix + opts.storeDir
+	}
 	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
 	// Private to the mounting user: never allow_other (nor allow_root),
 	// so the kernel refuses every process of another uid or gid before a
@@ -73,7 +88,7 @@ func MountRepo(repo Repo, mountpoint string, opts Options) (*Server, error) {
 	// dumped programs (docs/security.md, tests/storetrust_test.go).
 	fo := &gofs.Options{
 		MountOptions: fuse.MountOptions{
-			FsName:               "ckptfs",
+			FsName:               source,
 			Name:                 "ckptfs",
 			Options:              []string{"ro", "default_permissions"},
 			DirectMount:          true,

@@ -37,6 +37,7 @@ func Mount(storeDir, mountpoint string, opts Options) (*Server, error) {
 	if opts.Logf != nil {
 		s.SetLogf(opts.Logf) // refused socket clients
 	}
+	opts.storeDir = store
 	srv, err := MountRepo(s, mnt, opts)
 	if err != nil {
 		s.Close()

@@ -232,6 +232,16 @@ func (n *node) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int
 	if !ok {
 		return nil, syscall.EISDIR
 	}
+	if p, ok := file.(*image.PagesFile); ok {
+		k, batched, err := readPagesBatched(p, dest, off) // pages.go
+		if err != nil {
+			n.m.logf("read at %d: %v", off, err)
+			return nil, syscall.EIO
+		}
+		if batched {
+			return fuse.ReadResultData(dest[:k]), 0
+		}
+	}
 	k, err := file.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		n.m.logf("read at %d: %v", off, err)

@@ -19,12 +19,8 @@ import (
 func scanPages(dir string, t *image.Task) (map[*image.VMA][][2]int64, error) {
 	out := map[*image.VMA][][2]int64{}
 	for _, v := range t.VMAs {
-		switch v.Kind {
-		case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
+		if !filledVMA(v) {
 			continue
-		}
-		if v.Kind == image.VMAFile && v.Shared() || isShmem(v) {
-			continue // the file or the shared memory object holds it
 		}
 		path := image.PagesPath(dir, t.PID, v)
 		rs, err := dataRanges(path, int64(v.Len()))
@@ -38,21 +34,38 @@ func scanPages(dir string, t *image.Task) (map[*image.VMA][][2]int64, error) {
 	return out, nil
 }
 
+// filledVMA says whether fillMemory writes v from its pages file: not the
+// vdso unit, not shared file mappings (the file holds their contents),
+// not shared memory (shmem.go fills the object once).
+func filledVMA(v *image.VMA) bool {
+	switch v.Kind {
+	case image.VMAVdso, image.VMAVvar, image.VMAVsyscall:
+		return false
+	}
+	return !(v.Kind == image.VMAFile && v.Shared() || isShmem(v))
+}
+
 // pageScans runs scanPages for every task of a checkpoint ahead of the
 // tracer, several at once: through a mount each SEEK_DATA/SEEK_HOLE is a
 // FUSE round trip, and none of it needs ptrace.
 type pageScans map[int]*pageScan
 
 type pageScan struct {
-	done   chan struct{}
-	ranges map[*image.VMA][][2]int64
-	err    error
+	done    chan struct{}
+	ranges  map[*image.VMA][][2]int64
+	refs    map[*image.VMA][]image.PageRef // vmas read from the store (pagesource.go)
+	data    map[*image.VMA][]byte          // their pages, read ahead (small tasks)
+	release func()                         // gives data's bytes back to the prefetch budget
+	err     error
 }
 
 const scanParallel = 8
 
-func startPageScans(dir string, c *image.Checkpoint) pageScans {
+// With a store source sp, the ranges come from the pagemaps and the data
+// from the store (scanStorePages).
+func startPageScans(dir string, c *image.Checkpoint, sp *storePages) pageScans {
 	scans := pageScans{}
+	pf := &prefetch{left: prefetchBudget}
 	sem := make(chan struct{}, scanParallel)
 	for _, t := range c.Tasks {
 		if t.State == "Z" {
@@ -63,6 +76,18 @@ func startPageScans(dir string, c *image.Checkpoint) pageScans {
 		go func() {
 			sem <- struct{}{}
 			defer func() { <-sem; close(s.done) }()
+			if sp != nil {
+				s.ranges, s.refs, s.err = scanStorePages(dir, t)
+				var n int64
+				for _, rs := range s.refs {
+					n += int64(len(rs)) * image.PageSize
+				}
+				if s.err == nil && n > 0 && pf.take(n) {
+					s.release = func() { pf.give(n) }
+					s.data, s.err = sp.fetchTask(t, s.refs, n)
+				}
+				return
+			}
 			s.ranges, s.err = scanPages(dir, t)
 		}()
 	}
@@ -77,6 +102,33 @@ func (s pageScans) get(pid int) (map[*image.VMA][][2]int64, error) {
 	}
 	<-sc.done
 	return sc.ranges, sc.err
+}
+
+// storeRefs returns, once the scan of task pid is done, the pages of the
+// vmas whose data comes from the store (nil: all from the files).
+func (s pageScans) storeRefs(pid int) map[*image.VMA][]image.PageRef {
+	sc := s[pid]
+	if sc == nil {
+		return nil
+	}
+	<-sc.done
+	return sc.refs
+}
+
+// takeData returns the pages of task pid read ahead (nil if none) and
+// forgets them: the caller writes them once.
+func (s pageScans) takeData(pid int) (map[*image.VMA][]byte, func()) {
+	sc := s[pid]
+	if sc == nil {
+		return nil, func() {}
+	}
+	<-sc.done
+	data, release := sc.data, sc.release
+	sc.data, sc.release = nil, nil
+	if release == nil {
+		release = func() {}
+	}
+	return data, release
 }
 
 func dataRanges(path string, size int64) ([][2]int64, error) {
@@ -125,20 +177,53 @@ var useUffd = os.Getenv("CKPTFS_NO_UFFD") == ""
 // copy), which run in parallel on different pages.
 var writers = max(1, runtime.NumCPU())
 
+// storeWorkers is the number of goroutines that read from the store and
+// write: more than the CPUs, so the store's server always has batches to
+// read and check while the writers copy.
+const storeWorkers = 4
+
 type chunk struct {
 	uffd   bool // fill with UFFDIO_COPY (page-aligned, registered vma)
 	addr   uint64
 	buf    []byte
-	pooled bool // buf comes from the pool (else from a mapping of the file)
+	pooled bool            // buf comes from the pool (else from a mapping of the file)
+	refs   []image.PageRef // read these pages from the store into buf first
+}
+
+// write reads c from the store if it says so, then writes it into
+// process pid (or through ufd).
+func (c chunk) write(pid, ufd int, sf *storeFill) error {
+	if c.refs != nil {
+		if err := sf.src.read(c.refs, c.buf); err != nil {
+			return fmt.Errorf("memory at %#x: %w", c.addr, err)
+		}
+	}
+	if c.uffd {
+		return inject.UffdCopy(ufd, c.addr, c.buf)
+	}
+	return inject.WriteMem(pid, c.addr, c.buf)
+}
+
+// storeFill is where fillMemory reads the vmas of refs: the store, or
+// data, their pages read ahead.
+type storeFill struct {
+	src  *storePages
+	refs map[*image.VMA][]image.PageRef
+	data map[*image.VMA][]byte
 }
 
 // fillMemory writes the saved pages of every vma into process pid with
 // process_vm_writev, from several goroutines. The pages files are mapped
 // into the restorer, so the kernel copies straight from their page cache
 // into the target; a file that cannot be mapped is read in chunks instead.
-// It returns the bytes written.
-func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool) (int64, error) {
-	pool := make(chan []byte, 2*writers+2)
+// The vmas of sf (may be nil) are read from the store instead, in
+// batches of chunkSize by several goroutines. It returns the bytes written.
+func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool, sf *storeFill) (int64, error) {
+	workers := writers
+	if sf != nil && len(sf.refs) > 0 {
+		workers = max(workers, storeWorkers)
+	}
+	pool := make(chan []byte, 2*workers+2)
 	for i := 0; i < cap(pool); i++ {
 		pool <- nil // allocated on first use
 	}
@@ -150,7 +235,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		total int64
 		stop  = make(chan struct{})
 	)
-	for i := 0; i < writers; i++ {
+	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -159,12 +244,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 				failed := errW != nil
 				mu.Unlock()
 				if !failed {
-					var err error
-					if c.uffd {
-						err = inject.UffdCopy(ufd, c.addr, c.buf)
-					} else {
-						err = inject.WriteMem(pid, c.addr, c.buf)
-					}
+					err := c.write(pid, ufd, sf)
 					mu.Lock()
 					if err != nil && errW == nil {
 						errW = err
@@ -190,6 +270,18 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		for _, v := range t.VMAs {
 			rs := ranges[v]
 			if len(rs) == 0 {
+				continue
+			}
+			if sf != nil && sf.data[v] != nil {
+				if !queueDataChunks(v, rs, sf.data[v], uffd[v] && useUffd, work, stop) {
+					return nil
+				}
+				continue
+			}
+			if sf != nil && sf.refs[v] != nil {
+				if !queueStoreChunks(v, rs, sf.refs[v], uffd[v] && useUffd, pool, work, stop) {
+					return nil
+				}
 				continue
 			}
 			path := image.PagesPath(dir, t.PID, v)
@@ -243,4 +335,51 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		return total, readErr
 	}
 	return total, errW
+}
+
+// queueStoreChunks queues the ranges rs of vma v, whose pages refs lists
+// (rs are their runs: refRanges), as chunks the workers read from the
+// store. It returns false if the fill was stopped.
+func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bool, pool chan []byte, work chan<- chunk, stop <-chan struct{}) bool {
+	j := 0
+	for _, r := range rs {
+		for off := r[0]; off < r[1]; {
+			n := min(r[1]-off, chunkSize)
+			c := chunk{addr: v.Start + uint64(off), uffd: uffd, pooled: true}
+			select {
+			case c.buf = <-pool:
+			case <-stop:
+				return false
+			}
+			if c.buf == nil {
+				c.buf = make([]byte, chunkSize)
+			}
+			c.buf = c.buf[:n]
+			k := j + int(n/image.PageSize)
+			c.refs = refs[j:k]
+			j = k
+			work <- c
+			off += n
+		}
+	}
+	return true
+}
+
+// queueDataChunks queues the ranges rs of vma v from data, its pages read
+// ahead one after another (in the order of rs). It returns false if the
+// fill was stopped.
+func queueDataChunks(v *image.VMA, rs [][2]int64, data []byte, uffd bool, work chan<- chunk, stop <-chan struct{}) bool {
+	for _, r := range rs {
+		for off := r[0]; off < r[1]; {
+			n := min(r[1]-off, chunkSize)
+			select {
+			case work <- chunk{addr: v.Start + uint64(off), uffd: uffd, buf: data[:n]}:
+			case <-stop:
+				return false
+			}
+			data = data[n:]
+			off += n
+		}
+	}
+	return true
 }

@@ -95,9 +95,20 @@ func Restore(dir string, opts Options) (int, error) {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	r.logf("files opened as their tasks")
-	r.scans = startPageScans(dir, c)
+	sp, why := openStorePages(dir) // pagesource.go
+	defer sp.close()
+	r.pages = sp
+	if sp != nil {
+		r.logf("page data from store %s", sp.store)
+	} else if why != "" {
+		r.logf("page data from the tree's files (%s)", why)
+	}
+	r.scans = startPageScans(dir, c, sp)
 	if !opts.NoVerifyPages {
-		if err := verifyPages(dir, c, r.scans); err != nil {
+		// Pages read from the store are checked by it: only the rest
+		// (shared memory), and without waiting for the page scans, which
+		// go on ahead of the tracer.
+		if err := verifyPages(dir, c, r.scans, sp != nil); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 		r.logf("pages verified")
@@ -124,12 +135,23 @@ type restorer struct {
 	files *files
 	shm   map[string]int // shmem key -> restorer fd (shmem.go)
 	scans pageScans      // every task's data ranges, scanned ahead (mem.go)
+	pages *storePages    // nil: page data from the tree's files (pagesource.go)
 	stub  *exec.Cmd
 	procs map[int]*target // by recorded pid
 	order []*target
 
 	ns      *pidNamespace // the new pid namespace (pidns.go); nil: none
 	rootPID int           // the root's pid, in the restorer's namespace
+}
+
+// storeFill says which vmas of task pid fillMemory reads from the store;
+// done frees what was read ahead once it is written.
+func (r *restorer) storeFill(pid int) (sf *storeFill, done func()) {
+	if r.pages == nil {
+		return nil, func() {}
+	}
+	data, release := r.scans.takeData(pid)
+	return &storeFill{src: r.pages, refs: r.scans.storeRefs(pid), data: data}, release
 }
 
 func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }

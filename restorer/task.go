@@ -83,7 +83,9 @@ func (r *restorer) restoreTask(p *target) error {
 			return fmt.Errorf("userfaultfd: %w", err)
 		}
 	}
-	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd)
+	sf, written := r.storeFill(t.PID)
+	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd, sf)
+	written()
 	closeUffd()
 	if err != nil {
 		return err

@@ -72,8 +72,11 @@ type pageCheck struct {
 
 // verifyPages checks every page restore writes for checkpoint c in dir,
 // hashing on every CPU. scans gives the data ranges of the vmas fillMemory
-// writes; those of shared memory vmas are found here.
-func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
+// writes; those of shared memory vmas are found here. With fromStore,
+// fillMemory reads its vmas from the store, which checks them
+// (pagesource.go): only shared memory is checked, and scans are not
+// waited for.
+func verifyPages(dir string, c *image.Checkpoint, scans pageScans, fromStore bool) error {
 	v := &pageVerifier{work: make(chan pageCheck, 2*writers),
 		owner: map[*image.VMA]map[*image.VMA][][2]int64{}, unlisted: map[*image.VMA][]int64{}}
 	var wg sync.WaitGroup
@@ -92,7 +95,7 @@ func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
 			}
 		}()
 	}
-	err := v.feed(dir, c, scans)
+	err := v.feed(dir, c, scans, fromStore)
 	close(v.work)
 	wg.Wait()
 	for _, m := range v.maps {
@@ -183,18 +186,21 @@ func vmaName(pid int, v *image.VMA) string {
 }
 
 // feed queues every page of the checkpoint to check, vma by vma.
-func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans) error {
+func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans, fromStore bool) error {
 	for _, t := range c.Tasks {
 		if t.State == "Z" {
 			continue
 		}
-		scanned, err := scans.get(t.PID)
-		if err != nil {
-			return err
+		var scanned map[*image.VMA][][2]int64
+		if !fromStore {
+			var err error
+			if scanned, err = scans.get(t.PID); err != nil {
+				return err
+			}
 		}
 		for _, vma := range t.VMAs {
-			if !verifiedVMA(vma) {
-				continue
+			if !verifiedVMA(vma) || fromStore && filledVMA(vma) {
+				continue // not written, or checked by the store (pagesource.go)
 			}
 			if v.failed.Load() {
 				return nil
@@ -204,6 +210,7 @@ func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans) er
 				v.owner[vma] = scanned
 			}
 			if !ok && isShmem(vma) {
+				var err error
 				if rs, err = dataRanges(image.PagesPath(dir, t.PID, vma), int64(vma.Len())); err != nil {
 					return err
 				}

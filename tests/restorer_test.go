@@ -66,7 +66,15 @@ func TestRestoreCLI(t *testing.T) {
 			defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 			for _, from := range []string{filepath.Join(mnt, id), copyDir} {
 				before := len(p.ticks())
-				out := ckptfs(t, "restore", from)
+				out, log, err := ckptfsErr(t, "restore", "-v", from)
+				if err != nil {
+					t.Fatalf("restore %s: %v\n%s%s", from, err, out, log)
+				}
+				// From the mount, page data comes from the store's socket
+				// (restorer/pagesource.go); a copy is read from its files.
+				if fromStore := strings.Contains(log, "page data from store "+store); fromStore != (from != copyDir) {
+					t.Errorf("restore -v %s: page data from the store: %v; log:\n%s", from, fromStore, log)
+				}
 				if got := lastLine(out); got != itoa(p.Pid) {
 					t.Fatalf("restore %s printed %q, want pid %d", from, got, p.Pid)
 				}
