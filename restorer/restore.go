@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,6 +44,9 @@ type Options struct {
 	// vma's pagemap before processes are created (verify.go): for a copy
 	// of a checkpoint edited on purpose.
 	NoVerifyPages bool
+	// OnProgress, if set, is told how far the restore is (progress.go):
+	// phase "pages", bytes of memory written of the checkpoint's total.
+	OnProgress func(phase string, done, total int64)
 }
 
 var le = binary.LittleEndian
@@ -111,6 +115,8 @@ type restorer struct {
 	stub  *exec.Cmd
 	procs map[int]*target
 	order []*target
+
+	pagesDone atomic.Int64 // memory bytes written, for OnProgress (progress.go)
 }
 
 func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }

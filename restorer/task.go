@@ -86,6 +86,7 @@ func (r *restorer) restoreTask(p *target) error {
 		return err
 	}
 	r.logf("task %d: %d MiB of memory written", p.pid, n>>20)
+	r.reportPages(n) // progress.go
 	if err := p.protectVMAs(ranges); err != nil {
 		return err
 	}
