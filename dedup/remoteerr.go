@@ -10,7 +10,7 @@ import (
 // (exit statuses of the ckptfs command): ErrBusy, ErrLocked, ErrNotStore,
 // ErrDamaged, ErrCorrupt, ErrPageMissing, ErrPageCorrupt.
 func remoteError(msg string) error {
-	for _, e := range []error{ErrBusy, ErrLocked, ErrNotStore, ErrDamaged, ErrCorrupt, ErrPageMissing, ErrPageCorrupt} {
+	for _, e := range []error{ErrBusy, ErrLocked, ErrNotStore, ErrDamaged, ErrPageMissing, ErrPageCorrupt, ErrCorrupt} {
 		if strings.Contains(msg, e.Error()) {
 			return &remoteErr{msg: msg, is: e}
 		}
