@@ -111,7 +111,7 @@ func rmCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:               "rm [-s STORE] ID...",
 		ValidArgsFunction: completeCheckpoints,
-		Short: "Remove checkpoints (their pages are freed by gc)",
+		Short:             "Remove checkpoints (their pages are freed by gc)",
 		Long: `Remove checkpoints from a store. ID is a checkpoint id, a unique prefix of
 one, or a name given with dump --name (the newest checkpoint of that name).
 Pages that no other checkpoint uses stay in the store until 'ckptfs gc'.`,
