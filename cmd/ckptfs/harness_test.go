@@ -96,6 +96,16 @@ func withoutStoreEnv() []string {
 // startSleeper starts a process to dump (sleep, fds 0-2 on /dev/null,
 // extra fds at 3...) and kills it when the test ends.
 func startSleeper(t testing.TB, extra ...*os.File) int {
+	return startSleeperCmd(t, extra...).Process.Pid
+}
+
+// killChild kills a child the test started and reaps it.
+func killChild(cmd *exec.Cmd) {
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
+func startSleeperCmd(t testing.TB, extra ...*os.File) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("sleep", "1000")
 	cmd.ExtraFiles = extra
@@ -118,7 +128,7 @@ func startSleeper(t testing.TB, extra ...*os.File) int {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return pid
+	return cmd
 }
 
 // needRoot skips tests that ptrace processes or mount FUSE.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -100,7 +101,9 @@ func run(args []string) int {
 	rootCmd.SetArgs(args)
 	var err error
 	if _, _, ferr := rootCmd.Find(args); ferr != nil {
-		err = usageErr(ferr) // an unknown command
+		// An unknown command: the flags were not parsed.
+		globals.json = slices.Contains(args, "--json")
+		err = usageErr(ferr)
 	} else {
 		err = rootCmd.Execute()
 	}
