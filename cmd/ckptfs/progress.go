@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
+
+	"github.com/ckptfs/ckptfs/internal/human"
 )
 
 // progress shows how far a long operation is: on a terminal (stderr), one
@@ -24,6 +27,9 @@ type progress struct {
 	started  map[string]time.Time
 	lastJSON map[string]time.Time
 	done     map[string]int64
+
+	statMu sync.Mutex // guards started and last, read by the decorators
+	last   map[string]time.Time
 }
 
 // current is the progress display of this process, if one is up: log
@@ -33,14 +39,22 @@ var (
 	current   *progress
 )
 
-// stderrIsTerminal is a variable for tests.
-var stderrIsTerminal = func() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
+// stderrIsTerminal reports whether stderr is a terminal with a size
+// (bars need its rows and columns).
+func stderrIsTerminal() bool {
+	fd := int(os.Stderr.Fd())
+	if !term.IsTerminal(fd) {
+		return false
+	}
+	w, h, err := term.GetSize(fd)
+	return err == nil && w > 0 && h > 0
+}
 
 // newProgress starts the display the global flags and stderr allow; it is
 // never nil (a display of nothing when there is nothing to show).
 func newProgress() *progress {
 	u := &progress{bars: map[string]*mpb.Bar{}, started: map[string]time.Time{},
-		lastJSON: map[string]time.Time{}, done: map[string]int64{}}
+		lastJSON: map[string]time.Time{}, done: map[string]int64{}, last: map[string]time.Time{}}
 	switch {
 	case globals.quiet:
 	case globals.json:
@@ -78,11 +92,14 @@ func (u *progress) update(phase string, done, total int64) {
 	}
 	u.done[phase] = done
 	now := time.Now()
+	u.statMu.Lock()
 	start, ok := u.started[phase]
 	if !ok {
 		start = now
 		u.started[phase] = now
 	}
+	u.last[phase] = now
+	u.statMu.Unlock()
 	if u.json {
 		if now.Sub(u.lastJSON[phase]) < time.Second && done < total {
 			return
@@ -101,27 +118,64 @@ func (u *progress) update(phase string, done, total int64) {
 	}
 	b := u.bars[phase]
 	if b == nil {
-		b = u.p.New(total, mpb.BarStyle(),
-			mpb.PrependDecorators(
-				decor.Name(phase, decor.WC{W: 8, C: decor.DindentRight}),
-				decor.CountersKibiByte("% .1f / % .1f", decor.WC{W: 22}),
-			),
-			mpb.AppendDecorators(
-				decor.NewAverageSpeed(decor.SizeB1024(0), "% .1f", start, decor.WC{W: 14}),
-				decor.OnComplete(decor.Name(" ETA "), "  in "),
-				decor.OnComplete(decor.NewAverageETA(decor.ET_STYLE_GO, start, nil), ""),
-				decor.OnComplete(decor.Name(""), ""),
-			),
-		)
+		// A new phase: the ones before it are over.
+		for _, prev := range u.bars {
+			prev.SetTotal(-1, true)
+		}
+		b = u.newBar(phase, total, start)
 		u.bars[phase] = b
 	}
-	if total > 0 {
-		b.SetTotal(total, false)
+	if phase == phaseCommit {
+		if done >= total {
+			b.SetTotal(1, true)
+		}
+		return
 	}
+	b.SetTotal(max(total, done), false)
 	b.SetCurrent(done)
-	if done >= total {
-		b.SetTotal(done, true)
+	// The copy's total grows task by task: it ends when the store starts.
+	if done >= total && phase != phaseCopy {
+		b.SetTotal(-1, true)
 	}
+}
+
+// Phases whose bars differ: the copy's total grows as tasks are read; the
+// commit has no byte count.
+const (
+	phaseCopy   = "copy"
+	phaseCommit = "commit"
+)
+
+// newBar makes the bar of a phase: bytes done of total, rate and ETA,
+// "done in" its time once complete; the commit is a spinner with its time.
+func (u *progress) newBar(phase string, total int64, start time.Time) *mpb.Bar {
+	name := decor.Name(phase, decor.WC{W: 8, C: decor.DindentRight})
+	if phase == phaseCommit {
+		return u.p.New(0, mpb.SpinnerStyle(), mpb.PrependDecorators(name),
+			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return human.Duration(u.elapsed(phase)) })))
+	}
+	return u.p.New(total, mpb.BarStyle(),
+		mpb.PrependDecorators(name, decor.CountersKibiByte("% .1f / % .1f", decor.WC{W: 22})),
+		mpb.AppendDecorators(decor.Any(func(st decor.Statistics) string {
+			d := u.elapsed(phase)
+			rate := human.Rate(st.Current, d)
+			if st.Completed || st.Aborted {
+				return fmt.Sprintf("%12s  done in %s", rate, human.Duration(d))
+			}
+			eta := "?"
+			if st.Current > 0 && d > 0 {
+				eta = human.Duration(time.Duration(float64(d) * float64(st.Total-st.Current) / float64(st.Current)))
+			}
+			return fmt.Sprintf("%12s  ETA %s", rate, eta)
+		})))
+}
+
+// elapsed is the time from the first to the last update of a phase: it
+// stops when the phase does.
+func (u *progress) elapsed(phase string) time.Duration {
+	u.statMu.Lock()
+	defer u.statMu.Unlock()
+	return u.last[phase].Sub(u.started[phase])
 }
 
 // finish ends every bar (complete or not) and takes the display down; log
