@@ -119,7 +119,11 @@ the checkpoint id.`,
 				return err
 			}
 			argv := append([]string{"dump-tracer", "--control-fd", "3"}, globalArgs()...)
-			os.Exit(runDumpTracer(append(append(argv, f.args()...), "--", args[0])))
+			code := runDumpTracer(append(append(argv, f.args()...), "--", args[0]))
+			if diag != nil {
+				diag.Info("done", "exit", code)
+			}
+			os.Exit(code)
 			return nil
 		},
 	}
@@ -142,11 +146,9 @@ the checkpoint id.`,
 			err = dumpAndStore(tf, pid, ab.ch)
 			switch {
 			case errors.Is(err, dumper.ErrAborted):
-				reportError(fmt.Errorf("dump %d %s: the tree was released as it was, no checkpoint was made", pid, ab.why()), ab.status())
-				os.Exit(ab.status())
+				exitReporting(fmt.Errorf("dump %d %s: the tree was released as it was, no checkpoint was made: %w", pid, ab.why(), err), ab.status())
 			case errors.Is(err, context.Canceled):
-				reportError(fmt.Errorf("dump %d %s while waiting for the store: nothing was done", pid, ab.why()), ab.status())
-				os.Exit(ab.status())
+				exitReporting(fmt.Errorf("dump %d %s while waiting for the store: nothing was done", pid, ab.why()), ab.status())
 			}
 			return err
 		},
@@ -327,8 +329,8 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 	// page budget plus 256 MiB: the GC works harder rather than let
 	// garbage double the heap.
 	debug.SetMemoryLimit(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)
-	if f.verbose {
-		opts.Log = logOutput()
+	if w := phaseLog(f.verbose); w != nil {
+		opts.Log = w
 	}
 	ui := newProgress()
 	opts.OnProgress = ui.update
@@ -376,4 +378,11 @@ func printDumpSummary(res *dumper.Result) {
 			human.Bytes(c.Stats.BytesAdded), human.Duration(res.Freeze), human.Duration(res.Elapsed))
 	}
 	fmt.Println(c.ID)
+}
+
+// exitReporting ends the tracer with status code after reporting err.
+func exitReporting(err error, code int) {
+	closeLog(err, code)
+	reportError(err, code)
+	os.Exit(code)
 }

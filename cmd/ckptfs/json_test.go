@@ -108,7 +108,9 @@ func TestJSONCommands(t *testing.T) {
 	}()
 	killChild(sleeper)
 	waitGone(t, pid)
-	r := mustCkptfs(t, "restore", "--json", filepath.Join(mnt, "latest"))
+	restoreLog := filepath.Join(t.TempDir(), "restore.log")
+	r := mustCkptfs(t, "restore", "--json", "-o", restoreLog, "--log-level", "debug", filepath.Join(mnt, "latest"))
+	checkLog(t, restoreLog, "restore: done", "syscall=clone3")
 	msgs := validateLines(t, "restore_line", r.stdout)
 	last := msgs[len(msgs)-1]
 	if last["root_pid"] != float64(pid) {

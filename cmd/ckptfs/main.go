@@ -107,12 +107,11 @@ func run(args []string) int {
 	} else {
 		err = rootCmd.Execute()
 	}
-	closeLog()
-	if err == nil {
-		return exitOK
-	}
 	code := exitCodeOf(err)
-	reportError(err, code)
+	closeLog(err, code)
+	if err != nil {
+		reportError(err, code)
+	}
 	return code
 }
 

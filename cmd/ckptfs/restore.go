@@ -37,8 +37,8 @@ the vma and the page. --no-verify-pages restores a copy edited on purpose.`,
 		ValidArgsFunction: completeCheckpointDirs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages}
-			if verbose {
-				opts.Log = logOutput()
+			if w := phaseLog(verbose); w != nil {
+				opts.Log = w
 			}
 			ui := newProgress()
 			opts.OnProgress = ui.update
