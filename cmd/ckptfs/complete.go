@@ -95,3 +95,15 @@ func completeCheckpointDirs(cmd *cobra.Command, args []string, toComplete string
 	}
 	return nil, cobra.ShellCompDirectiveFilterDirs
 }
+
+// completeNames completes the checkpoint names of the store given by -s.
+func completeNames(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	all, d := completeCheckpoints(cmd, args, toComplete)
+	var names []string
+	for _, c := range all {
+		if strings.Contains(c, "\tnewest checkpoint named ") {
+			names = append(names, c)
+		}
+	}
+	return names, d
+}
