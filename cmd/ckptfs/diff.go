@@ -90,6 +90,9 @@ func pagesLine(p ckptdiff.Pages) string {
 	return fmt.Sprintf("+%d ~%d -%d pages (+%s ~%s -%s)", p.Added, p.Changed, p.Removed, human.Bytes(a), human.Bytes(c), human.Bytes(r))
 }
 
+// maxDiffPaths is how many tree paths of each kind the text diff lists.
+const maxDiffPaths = 20
+
 func printDiff(from, to string, d *ckptdiff.Diff) {
 	fmt.Printf("%s -> %s: %s\n", from, to, pagesLine(d.Pages))
 	for _, t := range d.Tasks {
@@ -116,7 +119,9 @@ func printDiff(from, to string, d *ckptdiff.Diff) {
 		mark  string
 		paths []string
 	}{{"+", d.Files.Added}, {"-", d.Files.Removed}, {"~", d.Files.Changed}} {
-		if len(s.paths) > 0 {
+		if n := len(s.paths); n > maxDiffPaths {
+			fmt.Printf("files %s %s ... and %d more (--json lists all)\n", s.mark, strings.Join(s.paths[:maxDiffPaths], " "), n-maxDiffPaths)
+		} else if n > 0 {
 			fmt.Printf("files %s %s\n", s.mark, strings.Join(s.paths, " "))
 		}
 	}
