@@ -17,7 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -85,7 +85,10 @@ func Restore(dir string, opts Options) (int, error) {
 	r.logf("files opened as their tasks")
 	r.scans = startPageScans(dir, c)
 	if !opts.NoVerifyPages {
-		if err := verifyPages(dir, c, r.scans); err != nil {
+		stop := r.watchVerify(c) // progress.go
+		err := verifyPages(dir, c, r.scans)
+		stop()
+		if err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 		r.logf("pages verified")
@@ -116,7 +119,8 @@ type restorer struct {
 	procs map[int]*target
 	order []*target
 
-	pagesDone atomic.Int64 // memory bytes written, for OnProgress (progress.go)
+	progressMu sync.Mutex               // guards counters
+	counters   map[string]*phaseCounter // per phase, for OnProgress (progress.go)
 }
 
 func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }

@@ -80,13 +80,14 @@ func (r *restorer) restoreTask(p *target) error {
 			return fmt.Errorf("userfaultfd: %w", err)
 		}
 	}
+	stopProgress := r.watchFill(t) // progress.go
 	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd)
+	stopProgress()
 	closeUffd()
 	if err != nil {
 		return err
 	}
 	r.logf("task %d: %d MiB of memory written", p.pid, n>>20)
-	r.reportPages(n) // progress.go
 	if err := p.protectVMAs(ranges); err != nil {
 		return err
 	}

@@ -88,6 +88,7 @@ func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
 			for pc := range v.work {
 				if !v.failed.Load() {
 					v.check(pc)
+					addProgress(c, int64(len(pc.buf))) // progress.go
 				}
 			}
 		}()

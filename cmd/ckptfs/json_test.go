@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/sys/unix"
@@ -101,11 +100,7 @@ func TestJSONCommands(t *testing.T) {
 	// Restore the newest from a mount, as a script would.
 	mnt := t.TempDir()
 	mustCkptfs(t, "mount", "--daemon", store, mnt)
-	defer func() {
-		for i := 0; i < 100 && unix.Unmount(mnt, 0) == unix.EBUSY; i++ {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
+	defer unmountRetry(mnt)
 	killChild(sleeper)
 	waitGone(t, pid)
 	restoreLog := filepath.Join(t.TempDir(), "restore.log")

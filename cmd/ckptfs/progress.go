@@ -16,23 +16,28 @@ import (
 
 // progress shows how far a long operation is: on a terminal (stderr), one
 // bar per phase with bytes, rate and ETA, drawn by mpb, with every log
-// line printed above the bars; with --json, a status line on stdout at
-// most once a second per phase; otherwise (stderr is a file or a pipe,
-// --quiet) nothing.
+// line printed above the bars (never into them); with --json, a status
+// line on stdout at most once a second per phase and at its end;
+// otherwise (stderr is a file or a pipe, --quiet) nothing.
+//
+// The bars live in an mpb container that is taken down once all of them
+// are complete and a log line comes (mpb draws no more then): the line
+// goes below the finished bars, and the next phase gets a new container.
 type progress struct {
 	mu       sync.Mutex
-	p        *mpb.Progress // nil: no bars
+	tty      bool          // draw bars
+	p        *mpb.Progress // the container of the bars on screen, nil: none
 	json     bool
-	bars     map[string]*mpb.Bar
-	started  map[string]time.Time
+	bars     map[string]*mpb.Bar // of p
 	lastJSON map[string]time.Time
 	done     map[string]int64
 
-	statMu sync.Mutex // guards started and last, read by the decorators
-	last   map[string]time.Time
+	statMu  sync.Mutex // guards started and last, read by the decorators
+	started map[string]time.Time
+	last    map[string]time.Time
 }
 
-// current is the progress display of this process, if one is up: log
+// current is the progress display of this process, if one draws: log
 // output goes through it.
 var (
 	currentMu sync.Mutex
@@ -60,7 +65,7 @@ func newProgress() *progress {
 	case globals.json:
 		u.json = true
 	case stderrIsTerminal():
-		u.p = mpb.New(mpb.WithOutput(os.Stderr), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
+		u.tty = true
 		currentMu.Lock()
 		current = u
 		currentMu.Unlock()
@@ -79,10 +84,17 @@ type statusMessage struct {
 	SecondsRemaining float64 `json:"seconds_remaining,omitempty"`
 }
 
+// Phases whose bars differ: the copy's total grows as tasks are read; the
+// commit has no byte count.
+const (
+	phaseCopy   = "copy"
+	phaseCommit = "commit"
+)
+
 // update says phase has done of total bytes. Calls may come from several
 // goroutines; a count never goes back.
 func (u *progress) update(phase string, done, total int64) {
-	if u == nil || (u.p == nil && !u.json) {
+	if u == nil || (!u.tty && !u.json) {
 		return
 	}
 	u.mu.Lock()
@@ -101,20 +113,11 @@ func (u *progress) update(phase string, done, total int64) {
 	u.last[phase] = now
 	u.statMu.Unlock()
 	if u.json {
-		if now.Sub(u.lastJSON[phase]) < time.Second && done < total {
-			return
-		}
-		u.lastJSON[phase] = now
-		m := statusMessage{MessageType: "status", Phase: phase, BytesDone: done, BytesTotal: total,
-			SecondsElapsed: now.Sub(start).Seconds()}
-		if total > 0 {
-			m.PercentDone = float64(done) / float64(total)
-			if done > 0 && done < total {
-				m.SecondsRemaining = now.Sub(start).Seconds() * float64(total-done) / float64(done)
-			}
-		}
-		writeJSONLine(os.Stdout, m)
+		u.status(phase, done, total, now, start)
 		return
+	}
+	if u.p == nil {
+		u.p = mpb.New(mpb.WithOutput(os.Stderr), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 	}
 	b := u.bars[phase]
 	if b == nil {
@@ -122,7 +125,7 @@ func (u *progress) update(phase string, done, total int64) {
 		for _, prev := range u.bars {
 			prev.SetTotal(-1, true)
 		}
-		b = u.newBar(phase, total, start)
+		b = u.newBar(phase, total)
 		u.bars[phase] = b
 	}
 	if phase == phaseCommit {
@@ -134,21 +137,32 @@ func (u *progress) update(phase string, done, total int64) {
 	b.SetTotal(max(total, done), false)
 	b.SetCurrent(done)
 	// The copy's total grows task by task: it ends when the store starts.
-	if done >= total && phase != phaseCopy {
+	if total > 0 && done >= total && phase != phaseCopy {
 		b.SetTotal(-1, true)
 	}
 }
 
-// Phases whose bars differ: the copy's total grows as tasks are read; the
-// commit has no byte count.
-const (
-	phaseCopy   = "copy"
-	phaseCommit = "commit"
-)
+// status prints a --json status line, at most once a second per phase
+// and at its end.
+func (u *progress) status(phase string, done, total int64, now, start time.Time) {
+	if now.Sub(u.lastJSON[phase]) < time.Second && done < total {
+		return
+	}
+	u.lastJSON[phase] = now
+	m := statusMessage{MessageType: "status", Phase: phase, BytesDone: done, BytesTotal: max(total, done),
+		SecondsElapsed: now.Sub(start).Seconds()}
+	if m.BytesTotal > 0 {
+		m.PercentDone = float64(done) / float64(m.BytesTotal)
+		if done > 0 && done < total {
+			m.SecondsRemaining = now.Sub(start).Seconds() * float64(total-done) / float64(done)
+		}
+	}
+	writeJSONLine(os.Stdout, m)
+}
 
 // newBar makes the bar of a phase: bytes done of total, rate and ETA,
 // "done in" its time once complete; the commit is a spinner with its time.
-func (u *progress) newBar(phase string, total int64, start time.Time) *mpb.Bar {
+func (u *progress) newBar(phase string, total int64) *mpb.Bar {
 	name := decor.Name(phase, decor.WC{W: 8, C: decor.DindentRight})
 	if phase == phaseCommit {
 		return u.p.New(0, mpb.SpinnerStyle(), mpb.PrependDecorators(name),
@@ -178,20 +192,49 @@ func (u *progress) elapsed(phase string) time.Duration {
 	return u.last[phase].Sub(u.started[phase])
 }
 
-// finish ends every bar (complete or not) and takes the display down; log
-// lines go straight to stderr again.
-func (u *progress) finish() {
-	if u == nil || u.p == nil {
+// closeBars takes the container down (under mu): incomplete bars stay as
+// they are.
+func (u *progress) closeBars() {
+	if u.p == nil {
 		return
 	}
-	u.mu.Lock()
 	for _, b := range u.bars {
 		if !b.Completed() {
 			b.Abort(false)
 		}
 	}
-	u.mu.Unlock()
 	u.p.Wait()
+	u.p, u.bars = nil, map[string]*mpb.Bar{}
+}
+
+// writeLine prints a log line above the bars, or below finished ones.
+func (u *progress) writeLine(b []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.p != nil {
+		complete := true
+		for _, bar := range u.bars {
+			complete = complete && bar.Completed()
+		}
+		if !complete {
+			if n, err := u.p.Write(b); err == nil {
+				return n, nil
+			}
+		}
+		u.closeBars()
+	}
+	return os.Stderr.Write(b)
+}
+
+// finish ends every bar (complete or not) and the display; log lines go
+// straight to stderr again.
+func (u *progress) finish() {
+	if u == nil || !u.tty {
+		return
+	}
+	u.mu.Lock()
+	u.closeBars()
+	u.mu.Unlock()
 	currentMu.Lock()
 	if current == u {
 		current = nil
@@ -201,9 +244,7 @@ func (u *progress) finish() {
 
 // logOutput is where log lines go: above the progress bars while they are
 // up, else stderr.
-func logOutput() io.Writer {
-	return lineWriter{}
-}
+func logOutput() io.Writer { return lineWriter{} }
 
 type lineWriter struct{}
 
@@ -212,9 +253,7 @@ func (lineWriter) Write(b []byte) (int, error) {
 	u := current
 	currentMu.Unlock()
 	if u != nil {
-		if n, err := u.p.Write(b); err == nil {
-			return n, nil
-		}
+		return u.writeLine(b)
 	}
 	return os.Stderr.Write(b)
 }
@@ -226,12 +265,13 @@ func startSpinner(name string) (stop func()) {
 	if globals.quiet || globals.json || !stderrIsTerminal() {
 		return func() {}
 	}
-	u := newProgress()
-	b := u.p.New(0, mpb.SpinnerStyle(),
+	start := time.Now()
+	p := mpb.New(mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
+	b := p.New(0, mpb.SpinnerStyle(),
 		mpb.PrependDecorators(decor.Name(name, decor.WC{W: 8, C: decor.DindentRight})),
-		mpb.AppendDecorators(decor.Elapsed(decor.ET_STYLE_GO)))
+		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return human.Duration(time.Since(start)) })))
 	return func() {
 		b.SetTotal(1, true)
-		u.finish()
+		p.Wait()
 	}
 }

@@ -3,14 +3,17 @@ package main
 import (
 	"bytes"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // cursorUp is mpb's redraw: cursor up N lines, erase to the end.
@@ -50,8 +53,14 @@ func runOnPty(t testing.TB, args ...string) (stdout, screen string) {
 	}
 	cmd := exec.Command(filepath.Join(binDir, "ckptfs"), args...)
 	cmd.Env = withoutStoreEnv()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, pts
+	// stdout is a file, not a pipe Wait would wait on: a restored
+	// process may keep it (its stdout was a pipe to the outside).
+	out, err := os.CreateTemp(t.TempDir(), "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, pts
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +73,8 @@ func runOnPty(t testing.TB, args ...string) (stdout, screen string) {
 	if err != nil {
 		t.Fatalf("ckptfs %s: %v\n%s", strings.Join(args, " "), err, term.String())
 	}
-	return out.String(), term.String()
+	b, _ := os.ReadFile(out.Name())
+	return string(b), term.String()
 }
 
 // TestProgressOnPty: with stderr on a terminal, dump draws its copy,
@@ -120,5 +130,45 @@ func TestNoProgressWithoutTerminal(t *testing.T) {
 	_, screen := runOnPty(t, "dump", "--quiet", "-s", store, strconv.Itoa(p.Process.Pid))
 	if strings.Contains(screen, "\x1b[") || strings.Contains(screen, "dumped") {
 		t.Errorf("--quiet on a terminal: %q", screen)
+	}
+}
+
+// TestRestoreProgressOnPty: a restore from a mount on a terminal draws its
+// verify and pages bars, complete, with the -v lines whole around them.
+func TestRestoreProgressOnPty(t *testing.T) {
+	needRoot(t)
+	p := startMemProcess(t, 64)
+	pid := p.Process.Pid
+	store := filepath.Join(t.TempDir(), "store")
+	mustCkptfs(t, "dump", "-s", store, strconv.Itoa(pid))
+	mnt := t.TempDir()
+	mustCkptfs(t, "mount", "--daemon", store, mnt)
+	defer unmountRetry(mnt)
+	killChild(p)
+	waitGone(t, pid)
+	stdout, screen := runOnPty(t, "restore", "-v", filepath.Join(mnt, "latest"))
+	defer func() { unix.Kill(pid, unix.SIGKILL); waitGone(t, pid) }()
+	if strings.TrimSpace(stdout) != strconv.Itoa(pid) {
+		t.Errorf("stdout %q, want the pid %d", stdout, pid)
+	}
+	bars := map[string]bool{}
+	for _, l := range strings.Split(screen, "\n") {
+		l = strings.TrimRight(cursorUp.ReplaceAllString(l, ""), "\r")
+		if i := strings.Index(l, "restore: "); i > 0 {
+			t.Errorf("a log line interleaved with a bar: %q", l)
+		}
+		if f := strings.Fields(l); len(f) > 0 && strings.Contains(l, "done in") {
+			bars[f[0]] = true
+		}
+	}
+	if !bars["verify"] || !bars["pages"] || !strings.Contains(screen, "restore: done") {
+		t.Errorf("bars %v; screen:\n%s", bars, screen)
+	}
+}
+
+// unmountRetry unmounts a test's mount, waiting while it is busy.
+func unmountRetry(mnt string) {
+	for i := 0; i < 100 && unix.Unmount(mnt, 0) == unix.EBUSY; i++ {
+		time.Sleep(50 * time.Millisecond)
 	}
 }
