@@ -137,6 +137,9 @@ func needRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: ptrace of any process, FUSE, clone3 set_tid")
 	}
+	if testing.Short() {
+		t.Skip("-short: dumps and restores real processes")
+	}
 }
 
 // waitGone waits until pid no longer exists (or is a zombie nobody reaps
