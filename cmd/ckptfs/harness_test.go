@@ -57,8 +57,24 @@ type result struct {
 // it printed and its exit status.
 func ckptfs(t testing.TB, args ...string) result {
 	t.Helper()
+	return ckptfsEnv(t, nil, args...)
+}
+
+// mustCkptfsEnv is mustCkptfs with env added to the environment.
+func mustCkptfsEnv(t testing.TB, env []string, args ...string) result {
+	t.Helper()
+	r := ckptfsEnv(t, env, args...)
+	if r.code != 0 {
+		t.Fatalf("ckptfs %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r
+}
+
+// ckptfsEnv is ckptfs with env added to the environment.
+func ckptfsEnv(t testing.TB, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "ckptfs"), args...)
-	cmd.Env = withoutStoreEnv()
+	cmd.Env = append(withoutStoreEnv(), env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

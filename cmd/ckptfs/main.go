@@ -99,8 +99,13 @@ func markUsageErrors(c *cobra.Command) {
 func run(args []string) int {
 	markUsageErrors(rootCmd)
 	rootCmd.SetArgs(args)
+	// The commands cobra adds itself when it executes, there now, so that
+	// Find knows them; the completion requests are not looked up.
+	rootCmd.InitDefaultHelpCmd()
+	rootCmd.InitDefaultCompletionCmd()
+	complete := len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd)
 	var err error
-	if _, _, ferr := rootCmd.Find(args); ferr != nil {
+	if _, _, ferr := rootCmd.Find(args); ferr != nil && !complete {
 		// An unknown command: the flags were not parsed.
 		globals.json = slices.Contains(args, "--json")
 		err = usageErr(ferr)
