@@ -326,7 +326,7 @@ func (c *Client) call(method string, args, reply any) error {
 		if errors.Is(err, rpc.ErrShutdown) {
 			return fmt.Errorf("store %s: server went away: %w", c.dir, err)
 		}
-		return errors.New(err.Error())
+		return remoteError(err.Error()) // remoteerr.go
 	}
 	return nil
 }

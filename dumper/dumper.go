@@ -27,6 +27,11 @@ type Options struct {
 	Progress io.Writer // progress lines (nil: none)
 	Log      io.Writer // one line per phase with its duration (nil: none)
 
+	// OnProgress, if set, is told how far the dump is (progress.go):
+	// phases "copy" and "store" in page bytes, "commit" as 0/1 then 1/1.
+	// It may be called from several goroutines at once.
+	OnProgress func(phase string, done, total int64)
+
 	// MemoryBudget bounds the page bytes held in memory while the tree is
 	// frozen; the rest go to a spill file (default DefaultMemoryBudget).
 	MemoryBudget int64
@@ -237,9 +242,11 @@ func (d *dump) run() (err error) {
 	if err := d.aborted(); err != nil {
 		return err // the pages stored are orphans that gc removes
 	}
+	d.report(PhaseCommit, 0, 1)
 	if err := d.repo.Commit(c); err != nil {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
+	d.report(PhaseCommit, 1, 1)
 	d.logf("pages stored, committed")
 	if d.opts.Kill {
 		tree.kill()
@@ -249,6 +256,7 @@ func (d *dump) run() (err error) {
 }
 
 func (d *dump) progress(done, total int64) {
+	d.report(PhaseCopy, done, total)
 	if d.opts.Progress == nil || time.Since(d.start) < time.Second {
 		return
 	}

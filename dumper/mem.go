@@ -69,6 +69,7 @@ type memCopier struct {
 	stored  atomic.Int64
 	added   atomic.Int64
 	newPg   atomic.Int64
+	storedB atomic.Int64 // page bytes hashed and stored, for OnProgress
 	read    int64
 	total   int64
 	stats   image.Stats
@@ -142,6 +143,7 @@ func (m *memCopier) worker() {
 		if err := m.store(c); err != nil {
 			m.fail(err)
 		}
+		m.reportStored(len(c.pages)) // progress.go
 		m.bufs.put(c.data[:cap(c.data)])
 		c.data = nil
 	}

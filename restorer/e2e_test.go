@@ -34,6 +34,9 @@ var (
 
 func built(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: end-to-end restore (builds test programs, traces them)")
+	}
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "ckptfs-restorer-")
 		if buildErr != nil {
@@ -293,7 +296,11 @@ func TestMain(m *testing.M) {
 	// locked on it (the dumper's) wedges it instead of ending the thread,
 	// and tracees it killed then stay unreapable zombies.
 	runtime.LockOSThread()
-	os.Exit(m.Run())
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir) // the test programs built for the run
+	}
+	os.Exit(code)
 }
 
 func TestRestorePthreads(t *testing.T) { testResume(t, "pthreads", 16) }

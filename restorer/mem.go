@@ -251,6 +251,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 						close(stop)
 					}
 					total += int64(len(c.buf))
+					addProgress(t, int64(len(c.buf))) // progress.go
 					mu.Unlock()
 				}
 				if c.pooled {

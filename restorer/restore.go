@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +48,9 @@ type Options struct {
 	// namespace with its own /proc), where every pid is free: pidns.go.
 	// A tree dumped inside a pid namespace gets one whatever PidNS says.
 	PidNS bool
+	// OnProgress, if set, is told how far the restore is (progress.go):
+	// phase "pages", bytes of memory written of the checkpoint's total.
+	OnProgress func(phase string, done, total int64)
 }
 
 var le = binary.LittleEndian
@@ -108,7 +112,10 @@ func Restore(dir string, opts Options) (int, error) {
 		// Pages read from the store are checked by it: only the rest
 		// (shared memory), and without waiting for the page scans, which
 		// go on ahead of the tracer.
-		if err := verifyPages(dir, c, r.scans, sp != nil); err != nil {
+		stop := r.watchVerify(c) // progress.go
+		err := verifyPages(dir, c, r.scans, sp != nil)
+		stop()
+		if err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 		r.logf("pages verified")
@@ -142,6 +149,9 @@ type restorer struct {
 
 	ns      *pidNamespace // the new pid namespace (pidns.go); nil: none
 	rootPID int           // the root's pid, in the restorer's namespace
+
+	progressMu sync.Mutex               // guards counters
+	counters   map[string]*phaseCounter // per phase, for OnProgress (progress.go)
 }
 
 // storeFill says which vmas of task pid fillMemory reads from the store;

@@ -28,3 +28,7 @@ func sysName(nr uintptr) string {
 	}
 	return "syscall " + strconv.Itoa(int(nr))
 }
+
+// SyscallName names system call nr as the restorer's errors do ("mmap",
+// or "syscall N" for one it does not name), for diagnostics logs.
+func SyscallName(nr uintptr) string { return sysName(nr) }

@@ -84,7 +84,9 @@ func (r *restorer) restoreTask(p *target) error {
 		}
 	}
 	sf, written := r.storeFill(t.PID)
+	stopProgress := r.watchFill(t) // progress.go
 	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd, sf)
+	stopProgress()
 	written()
 	closeUffd()
 	if err != nil {

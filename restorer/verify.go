@@ -91,6 +91,7 @@ func verifyPages(dir string, c *image.Checkpoint, scans pageScans, fromStore boo
 			for pc := range v.work {
 				if !v.failed.Load() {
 					v.check(pc)
+					addProgress(c, int64(len(pc.buf))) // progress.go
 				}
 			}
 		}()

@@ -2,9 +2,11 @@
 # Builds ckptfs and shows the main job: start a program, dump it twice,
 # mount the store, look around with ls/cat, kill the program and restore it
 # from the mount. Needs root (ptrace of any process, FUSE, clone3 set_tid).
+# Everything goes into a fresh temporary directory, removed at the end
+# (CKPTFS_DEMO_KEEP=1 keeps it and says where).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=${CKPTFS_DEMO_DIR:-/tmp/ckptfs-demo}
+work=$(mktemp -d "${TMPDIR:-/tmp}/ckptfs-demo-XXXXXX")
 export PATH=$PATH:/usr/local/go/bin
 
 echo "== build"
@@ -21,21 +23,32 @@ cleanup() {
 	done
 	[ -n "${mpid:-}" ] && { kill "$mpid" 2>/dev/null; wait "$mpid" 2>/dev/null; } || true
 	mountpoint -q "$work/mnt" && umount "$work/mnt" 2>/dev/null || true
+	if [ -n "${CKPTFS_DEMO_KEEP:-}" ]; then
+		echo "(kept $work)"
+	elif ! mountpoint -q "$work/mnt"; then
+		rm -rf "$work"
+	fi
 }
 trap cleanup EXIT
-rm -rf "$work"; mkdir -p "$work/mnt"
+mkdir -p "$work/mnt"
 
 echo "== start a program: 64 MiB of self-checked memory, 2 threads, a line every 0.5 s"
 bin/counter 64 500 2 >"$work/counter.out" 2>&1 </dev/null &
 pid=$!
 sleep 1.2; tail -n 2 "$work/counter.out"
 
+echo "== what this machine offers"
+"$ckptfs" check
+
 echo "== dump it twice while it runs (the second adds almost nothing)"
-"$ckptfs" dump -s "$work/store" --name demo "$pid"
+id1=$("$ckptfs" dump -s "$work/store" --name demo "$pid")
 sleep 1
-"$ckptfs" dump -s "$work/store" "$pid"
+id2=$("$ckptfs" dump -s "$work/store" "$pid")
 "$ckptfs" ls -s "$work/store"
 "$ckptfs" stats -s "$work/store"
+echo "-- what changed between the two (from the page tables alone)"
+changes=$("$ckptfs" diff -s "$work/store" "$id1" "$id2")
+grep -v '^files' <<<"$changes" | head -n 8
 
 echo "== mount the store"
 "$ckptfs" mount "$work/store" "$work/mnt" & mpid=$!

@@ -69,6 +69,15 @@ func built(t testing.TB) string {
 	return buildDir
 }
 
+// TestMain removes the directory of the binaries built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
 func copyFile(from, to string) error {
 	b, err := os.ReadFile(from)
 	if err != nil {

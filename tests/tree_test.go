@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,26 +31,50 @@ func treePids(pid int) []int {
 
 // dumpKill dumps the tree of root with --kill into a mounted store, waits
 // until every pid of it is free and returns the checkpoint's directory in
-// the mount and the tree's pids.
+// the mount and the pids of the checkpoint's tasks: root first, then in
+// the order the tree listed them before the dump, then those it did not
+// list.
+//
+// The tree may change between that listing and the seize (a shell loop
+// forks a command per line, and the command exits): a pid listed but not
+// checkpointed is dropped (it may belong to another process by the time
+// the test kills the restored tree), a task forked after the listing is
+// added, and every one is waited for.
 func dumpKill(t *testing.T, root int) (string, []int) {
 	t.Helper()
-	pids := treePids(root)
+	listed := treePids(root)
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
 	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(root)))
-	for _, pid := range pids {
-		waitGone(t, pid)
-	}
-	// The tree may have changed before it was seized (a shell loop forks
-	// a command per line): every task of the checkpoint must be gone too.
 	dir := filepath.Join(m.mnt, id)
 	ents, err := os.ReadDir(filepath.Join(dir, "tasks"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	inCheckpoint := map[int]bool{}
 	for _, e := range ents {
 		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			waitGone(t, pid)
+			inCheckpoint[pid] = true
 		}
+	}
+	if !inCheckpoint[root] {
+		t.Fatalf("checkpoint %s has no task %d", id, root)
+	}
+	pids := []int{root}
+	for _, pid := range listed {
+		if pid != root && inCheckpoint[pid] {
+			pids = append(pids, pid)
+		}
+	}
+	var late []int
+	for pid := range inCheckpoint {
+		if pid != root && !slices.Contains(listed, pid) {
+			late = append(late, pid)
+		}
+	}
+	slices.Sort(late)
+	pids = append(pids, late...)
+	for _, pid := range pids {
+		waitGone(t, pid)
 	}
 	return dir, pids
 }

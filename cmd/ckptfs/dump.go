@@ -12,13 +12,14 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/dumper"
+	"github.com/ckptfs/ckptfs/internal/human"
 )
 
 // `ckptfs dump` is two processes. The one the user starts (the front)
@@ -74,7 +75,7 @@ func (f *dumpFlags) check() error {
 func parsePid(s string) (int, error) {
 	pid, err := strconv.Atoi(s)
 	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("bad pid %q", s)
+		return 0, usageErr(fmt.Errorf("bad pid %q", s))
 	}
 	return pid, nil
 }
@@ -94,7 +95,7 @@ const (
 func init() {
 	var f dumpFlags
 	cmd := &cobra.Command{
-		Use:   "dump [-s STORE] [--name NAME] [--kill] PID",
+		Use:   "dump [-s STORE] [--name NAME] [--kill] [-v] [--mem-budget MIB] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
 		Long: `dump seizes every thread of the process tree rooted at PID with ptrace (the
 program sees no signal), records registers, memory, files and the rest, stores
@@ -105,7 +106,8 @@ killed, as a tracer process of its own, outside the caller's process group,
 owns the tree and puts it back when dump goes away. A dump into a store that
 another dump (or gc, verify) holds waits its turn. The last line printed is
 the checkpoint id.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completePids,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireStore(f.store); err != nil {
 				return err
@@ -116,7 +118,12 @@ the checkpoint id.`,
 			if err := f.check(); err != nil {
 				return err
 			}
-			os.Exit(runDumpTracer(append(append([]string{"dump-tracer", "--control-fd", "3"}, f.args()...), "--", args[0])))
+			argv := append([]string{"dump-tracer", "--control-fd", "3"}, globalArgs()...)
+			code := runDumpTracer(append(append(argv, f.args()...), "--", args[0]))
+			if diag != nil {
+				diag.Info("done", "exit", code)
+			}
+			os.Exit(code)
 			return nil
 		},
 	}
@@ -139,11 +146,9 @@ the checkpoint id.`,
 			err = dumpAndStore(tf, pid, ab.ch)
 			switch {
 			case errors.Is(err, dumper.ErrAborted):
-				fmt.Fprintf(os.Stderr, "ckptfs: dump %d %s: the tree was released as it was, no checkpoint was made\n", pid, ab.why())
-				os.Exit(ab.status())
+				exitReporting(fmt.Errorf("dump %d %s: the tree was released as it was, no checkpoint was made: %w", pid, ab.why(), err), ab.status())
 			case errors.Is(err, context.Canceled):
-				fmt.Fprintf(os.Stderr, "ckptfs: dump %d %s while waiting for the store: nothing was done\n", pid, ab.why())
-				os.Exit(ab.status())
+				exitReporting(fmt.Errorf("dump %d %s while waiting for the store: nothing was done", pid, ab.why()), ab.status())
 			}
 			return err
 		},
@@ -293,7 +298,7 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 	}
 	_, statErr := os.Stat(f.store)
 	created := os.IsNotExist(statErr)
-	if err := announceNewStore(f.store); err != nil {
+	if err := announceNewStore(f.store, "dump"); err != nil {
 		return err
 	}
 	privateUmask()
@@ -307,7 +312,7 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 		}
 	}()
 	repo, err := dedup.WaitRepo(ctx, f.store, func(owner string) {
-		fmt.Fprintf(os.Stderr, "ckptfs: dump %d: store %s is busy (%s); waiting for its turn\n", pid, f.store, owner)
+		infof("dump %d: store %s is busy (%s); waiting for its turn", pid, f.store, owner)
 	})
 	if err != nil {
 		return err
@@ -324,23 +329,60 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 	// page budget plus 256 MiB: the GC works harder rather than let
 	// garbage double the heap.
 	debug.SetMemoryLimit(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)
-	if f.verbose {
-		opts.Log = os.Stderr
+	if w := phaseLog(f.verbose); w != nil {
+		opts.Log = w
 	}
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		opts.Progress = os.Stderr
-	}
+	ui := newProgress()
+	opts.OnProgress = ui.update
 	res, err := dumper.Dump(repo, pid, opts)
+	ui.finish()
 	if err != nil {
 		return err
 	}
-	c := res.Checkpoint
-	if opts.Progress != nil {
-		fmt.Fprint(os.Stderr, "\r\033[K")
-	}
-	fmt.Fprintf(os.Stderr, "dumped %d task(s), %d MiB in %d pages (%d zero), %d new pages added %d KiB; frozen %v, total %v\n",
-		len(c.Tasks), c.MemoryBytes()>>20, c.Stats.PagesTotal, c.Stats.PagesZero, c.Stats.PagesNew,
-		c.Stats.BytesAdded>>10, res.Freeze.Round(100_000), res.Elapsed.Round(100_000))
-	fmt.Println(c.ID)
+	printDumpSummary(res)
 	return nil
+}
+
+// dumpSummary is dump's --json result line.
+type dumpSummary struct {
+	MessageType   string  `json:"message_type"` // "summary"
+	ID            string  `json:"id"`
+	Name          string  `json:"name,omitempty"`
+	Time          string  `json:"time"` // RFC 3339 with its zone
+	RootPID       int     `json:"root_pid"`
+	Tasks         int     `json:"tasks"`
+	MemoryBytes   int64   `json:"memory_bytes"`
+	PagesTotal    int64   `json:"pages_total"`
+	PagesZero     int64   `json:"pages_zero"`
+	PagesNew      int64   `json:"pages_new"`
+	BytesAdded    int64   `json:"bytes_added"`
+	FrozenSeconds float64 `json:"frozen_seconds"`
+	TotalSeconds  float64 `json:"total_seconds"`
+}
+
+// printDumpSummary prints the result of a dump: a line on stderr and the
+// id on stdout, or the --json summary line.
+func printDumpSummary(res *dumper.Result) {
+	c := res.Checkpoint
+	if globals.json {
+		writeJSONLine(os.Stdout, dumpSummary{MessageType: "summary", ID: c.ID, Name: c.Name,
+			Time: c.Time.Format(time.RFC3339Nano), RootPID: c.RootPID, Tasks: len(c.Tasks),
+			MemoryBytes: c.MemoryBytes(), PagesTotal: c.Stats.PagesTotal, PagesZero: c.Stats.PagesZero,
+			PagesNew: c.Stats.PagesNew, BytesAdded: c.Stats.BytesAdded,
+			FrozenSeconds: res.Freeze.Seconds(), TotalSeconds: res.Elapsed.Seconds()})
+		return
+	}
+	if !globals.quiet {
+		fmt.Fprintf(os.Stderr, "dumped %d task(s), %s in %d pages (%d zero), %d new pages added %s; frozen %s, total %s\n",
+			len(c.Tasks), human.Bytes(c.MemoryBytes()), c.Stats.PagesTotal, c.Stats.PagesZero, c.Stats.PagesNew,
+			human.Bytes(c.Stats.BytesAdded), human.Duration(res.Freeze), human.Duration(res.Elapsed))
+	}
+	fmt.Println(c.ID)
+}
+
+// exitReporting ends the tracer with status code after reporting err.
+func exitReporting(err error, code int) {
+	closeLog(err, code)
+	reportError(err, code)
+	os.Exit(code)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/fs"
 )
 
@@ -24,7 +25,7 @@ func init() {
 		daemon, debug bool
 	)
 	cmd := &cobra.Command{
-		Use:   "mount [--daemon] [STORE] MOUNTPOINT",
+		Use:   "mount [--daemon] [--debug] [-s STORE] [STORE] MOUNTPOINT",
 		Short: "Show the checkpoints of a store as a read-only file tree",
 		Long: `Mount the store read-only at MOUNTPOINT (an empty directory): one directory
 per checkpoint id (info, tree, tasks/<pid>/{status,maps,regs,...,vmas/*/pages,
@@ -44,13 +45,11 @@ The store is STORE, or -s/--store, or $CKPTFS_STORE.`,
   umount /mnt/ckpt`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if store, err = mountArgs(store, args); err != nil {
+				return usageErr(err)
+			}
 			mnt := args[len(args)-1]
-			if len(args) == 2 {
-				store = args[0]
-			}
-			if err := requireStore(store); err != nil {
-				return err
-			}
 			privateUmask()
 			// The daemon child is started with the same arguments (every
 			// spelling of --daemon included) and knows itself by the
@@ -169,4 +168,25 @@ func mountDaemon() error {
 	fmt.Fprintf(os.Stderr, "ckptfs: mounted (daemon pid %d)\n", c.Process.Pid)
 	c.Process.Release()
 	return nil
+}
+
+// mountArgs checks mount's arguments, [STORE] MOUNTPOINT, with store from
+// -s or $CKPTFS_STORE, and returns the store. A store given as the mount
+// point, or the two swapped, is caught here with the command to type.
+func mountArgs(store string, args []string) (string, error) {
+	if len(args) == 2 {
+		store = args[0]
+		if ok, _ := dedup.IsStore(args[1]); ok {
+			if isStore, _ := dedup.IsStore(args[0]); !isStore {
+				return "", fmt.Errorf("mount: %s is a store and %s is not: the order is 'ckptfs mount STORE MOUNTPOINT'", args[1], args[0])
+			}
+		}
+	}
+	if store == "" {
+		if ok, _ := dedup.IsStore(args[0]); ok {
+			return "", fmt.Errorf("mount: %s is a store; give the mount point too: 'ckptfs mount %s MOUNTPOINT'", args[0], args[0])
+		}
+		return "", fmt.Errorf("mount: no store: 'ckptfs mount STORE MOUNTPOINT', or -s STORE, or $CKPTFS_STORE")
+	}
+	return store, nil
 }

@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ckptfs/ckptfs/internal/human"
 	"github.com/ckptfs/ckptfs/restorer"
 )
 
@@ -13,7 +15,7 @@ func init() {
 	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS bool
 	var pidFile string
 	cmd := &cobra.Command{
-		Use:   "restore [-v] [--shell-job] [--pidns] [--pidfile FILE] DIR",
+		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
@@ -42,13 +44,18 @@ with the root's exit code (128+n if signal n killed it). A tree dumped inside
 a pid namespace (unshare -pf --mount-proc) always gets one, with the pids it
 had there. The pid printed is the root's as seen from outside; --pidfile
 writes it to FILE too.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeCheckpointDirs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS}
-			if verbose {
-				opts.Log = os.Stderr
+			if w := phaseLog(verbose); w != nil {
+				opts.Log = w
 			}
+			ui := newProgress()
+			opts.OnProgress = ui.update
+			start := time.Now()
 			pid, err := restorer.Restore(args[0], opts)
+			ui.finish()
 			if err != nil {
 				return err
 			}
@@ -57,7 +64,7 @@ writes it to FILE too.`,
 					return fmt.Errorf("restored as pid %d, but: %w", pid, err)
 				}
 			}
-			fmt.Println(pid)
+			printRestoreSummary(args[0], pid, time.Since(start))
 			return nil
 		},
 	}
@@ -68,4 +75,25 @@ writes it to FILE too.`,
 	cmd.Flags().BoolVar(&pidNS, "pidns", false, "restore into a new pid namespace, where every recorded pid is free")
 	cmd.Flags().StringVar(&pidFile, "pidfile", "", "write the root's pid (as seen from outside) to `FILE`")
 	rootCmd.AddCommand(cmd)
+}
+
+// restoreSummary is restore's --json result line.
+type restoreSummary struct {
+	MessageType  string  `json:"message_type"` // "summary"
+	Dir          string  `json:"dir"`
+	RootPID      int     `json:"root_pid"`
+	TotalSeconds float64 `json:"total_seconds"`
+}
+
+// printRestoreSummary prints the root pid (the last line), or the --json
+// summary line.
+func printRestoreSummary(dir string, pid int, took time.Duration) {
+	if globals.json {
+		writeJSONLine(os.Stdout, restoreSummary{MessageType: "summary", Dir: dir, RootPID: pid, TotalSeconds: took.Seconds()})
+		return
+	}
+	if !globals.quiet {
+		fmt.Fprintf(os.Stderr, "restored %s in %s\n", dir, human.Duration(took))
+	}
+	fmt.Println(pid)
 }

@@ -6,8 +6,10 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/spf13/cobra"
+
+	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/ckptfs/ckptfs/internal/human"
 )
 
 func init() {
@@ -33,23 +35,10 @@ func withRepo(dir string, f func(dedup.Repo) error) error {
 	return err
 }
 
-// humanBytes formats n in IEC units: "512 B", "4.0 KiB", "1.5 GiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit && n > -unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n)/unit, 0
-	for ; (v >= unit || v <= -unit) && i < 5; i++ {
-		v /= unit
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
-}
-
 func lsCmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "ls -s STORE",
+		Use:   "ls [-s STORE] [--json]",
 		Short: "List the checkpoints of a store, oldest first",
 		Long: `List the checkpoints of a store, oldest first: id, name, time, root pid,
 number of tasks, memory saved (logical size) and the bytes the checkpoint
@@ -62,6 +51,9 @@ Works whether or not the store is mounted.`,
 				if err != nil {
 					return err
 				}
+				if globals.json {
+					return printJSON(lsJSON(list))
+				}
 				w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(w, "ID\tNAME\tTIME\tROOT PID\tTASKS\tMEMORY\tADDED")
 				for _, s := range list {
@@ -70,8 +62,8 @@ Works whether or not the store is mounted.`,
 						name = "-"
 					}
 					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, name,
-						s.Time.Local().Format("2006-01-02 15:04:05"), s.RootPID, s.Tasks,
-						humanBytes(s.MemoryBytes), humanBytes(s.BytesAdded))
+						s.Time.Local().Format("2006-01-02 15:04:05 MST"), s.RootPID, s.Tasks,
+						human.Bytes(s.MemoryBytes), human.Bytes(s.BytesAdded))
 				}
 				return w.Flush()
 			})
@@ -84,7 +76,7 @@ Works whether or not the store is mounted.`,
 func statsCmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "stats -s STORE",
+		Use:   "stats [-s STORE] [--json]",
 		Short: "Show logical vs stored bytes and the deduplication ratio",
 		Long: `Show the figures of a store: the number of checkpoints, their logical size
 (the sum of the memory every checkpoint saved), the unique pages actually
@@ -98,10 +90,13 @@ in neither.`,
 				if err != nil {
 					return err
 				}
+				if globals.json {
+					return printJSON(statsJSON(st))
+				}
 				fmt.Printf("checkpoints:   %d\n", st.Checkpoints)
-				fmt.Printf("logical:       %s (%d bytes)\n", humanBytes(st.LogicalBytes), st.LogicalBytes)
-				fmt.Printf("stored pages:  %d (%s)\n", st.Pages, humanBytes(st.PageBytes))
-				fmt.Printf("on disk:       %s\n", humanBytes(st.DiskBytes))
+				fmt.Printf("logical:       %s (%d bytes)\n", human.Bytes(st.LogicalBytes), st.LogicalBytes)
+				fmt.Printf("stored pages:  %d (%s)\n", st.Pages, human.Bytes(st.PageBytes))
+				fmt.Printf("on disk:       %s\n", human.Bytes(st.DiskBytes))
 				fmt.Printf("dedup ratio:   %.2fx\n", st.Ratio)
 				return nil
 			})
@@ -114,8 +109,9 @@ in neither.`,
 func rmCmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "rm -s STORE ID...",
-		Short: "Remove checkpoints (their pages are freed by gc)",
+		Use:               "rm [-s STORE] ID...",
+		ValidArgsFunction: completeCheckpoints,
+		Short:             "Remove checkpoints (their pages are freed by gc)",
 		Long: `Remove checkpoints from a store. ID is a checkpoint id, a unique prefix of
 one, or a name given with dump --name (the newest checkpoint of that name).
 Pages that no other checkpoint uses stay in the store until 'ckptfs gc'.`,
@@ -124,6 +120,11 @@ Pages that no other checkpoint uses stay in the store until 'ckptfs gc'.`,
 			return withRepo(dir, func(r dedup.Repo) error {
 				if err := r.Remove(args...); err != nil {
 					return err
+				}
+				if globals.json {
+					return printJSON(struct {
+						Removed []string `json:"removed"`
+					}{args})
 				}
 				fmt.Printf("removed %d checkpoint(s); run 'ckptfs gc' to free their pages\n", len(args))
 				return nil
@@ -137,7 +138,7 @@ Pages that no other checkpoint uses stay in the store until 'ckptfs gc'.`,
 func gcCmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "gc -s STORE",
+		Use:   "gc [-s STORE] [--json]",
 		Short: "Delete pages no checkpoint uses and give the space back",
 		Long: `Mark and sweep: every page referenced by a live checkpoint is kept, every
 other page is deleted, as are the page tables of dumps that were
@@ -146,15 +147,20 @@ the file system. gc refuses to run while a dump is writing to the store.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withRepo(dir, func(r dedup.Repo) error {
+				stop := startSpinner("gc")
 				res, err := r.GC()
+				stop()
 				if err != nil {
 					return err
 				}
-				fmt.Printf("freed %d pages (%s)", res.Pages, humanBytes(res.Bytes))
+				if globals.json {
+					return printJSON(gcJSON(res))
+				}
+				fmt.Printf("freed %d pages (%s)", res.Pages, human.Bytes(res.Bytes))
 				if res.Tables > 0 {
 					fmt.Printf(" and %d page tables of interrupted dumps", res.Tables)
 				}
-				fmt.Printf("; store on disk %s -> %s\n", humanBytes(res.DiskBefore), humanBytes(res.DiskAfter))
+				fmt.Printf("; store on disk %s -> %s\n", human.Bytes(res.DiskBefore), human.Bytes(res.DiskAfter))
 				return nil
 			})
 		},
@@ -167,7 +173,7 @@ func verifyCmd() *cobra.Command {
 	var dir string
 	var repair bool
 	cmd := &cobra.Command{
-		Use:   "verify [--repair] -s STORE",
+		Use:   "verify [-s STORE] [--repair] [--json]",
 		Short: "Re-hash every page and check every checkpoint's references",
 		Long: `Read every stored page and check it against its hash, then check every
 checkpoint's manifest and page tables against their hashes and that every
@@ -189,17 +195,27 @@ STORE/damaged-<time>/. The repaired store is then verified.`,
 				}
 			}
 			return withRepo(dir, func(r dedup.Repo) error {
+				stop := startSpinner("verify")
 				problems, err := r.Verify()
+				stop()
 				if err != nil {
 					return err
 				}
-				for _, p := range problems {
-					fmt.Println(p)
+				if globals.json {
+					if err := printJSON(verifyResult{OK: len(problems) == 0, Problems: append([]string{}, problems...)}); err != nil {
+						return err
+					}
+				} else {
+					for _, p := range problems {
+						fmt.Println(p)
+					}
 				}
 				if len(problems) > 0 {
-					return fmt.Errorf("verify: %d problem(s) in store %s", len(problems), dir)
+					return fmt.Errorf("verify: %d problem(s) in store %s: %w", len(problems), dir, errDamage)
 				}
-				fmt.Println("ok: every page, manifest, page table and reference checked")
+				if !globals.json {
+					fmt.Println("ok: every page, manifest, page table and reference checked")
+				}
 				return nil
 			})
 		},
@@ -211,13 +227,13 @@ STORE/damaged-<time>/. The repaired store is then verified.`,
 
 // announceNewStore says on stderr that dump is about to create a store in
 // dir (missing, or an empty directory), so that a mistyped -s shows.
-func announceNewStore(dir string) error {
+func announceNewStore(dir, cmd string) error {
 	ok, err := dedup.IsStore(dir)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		fmt.Fprintf(os.Stderr, "ckptfs: creating new store at %s\n", dir)
+		infof("%s: creating new store at %s", cmd, dir)
 	}
 	return nil
 }
@@ -234,16 +250,20 @@ func repairStore(dir string) error {
 	if err != nil {
 		return err
 	}
+	out := os.Stdout
+	if globals.json { // stdout is for verify's JSON document
+		out = os.Stderr
+	}
 	for _, p := range rep.Problems {
-		fmt.Println("damage:", p)
+		fmt.Fprintln(out, "damage:", p)
 	}
 	for _, k := range rep.Kept {
-		fmt.Println("kept:", k)
+		fmt.Fprintln(out, "kept:", k)
 	}
 	for _, l := range rep.Lost {
-		fmt.Println("lost:", l)
+		fmt.Fprintln(out, "lost:", l)
 	}
-	fmt.Printf("repair: %d checkpoint(s) kept, %d lost; %d pages salvaged, %d damaged pages dropped; old files in %s\n",
+	fmt.Fprintf(out, "repair: %d checkpoint(s) kept, %d lost; %d pages salvaged, %d damaged pages dropped; old files in %s\n",
 		len(rep.Kept), len(rep.Lost), rep.Pages, rep.PagesDamaged, rep.OldFiles)
 	return nil
 }

@@ -267,6 +267,7 @@ func prepare(tid int, trampoline uint64, nr uintptr, args []uint64) (unix.Ptrace
 	}
 	var a [6]uint64
 	copy(a[:], args)
+	trace(Traced{TID: tid, Nr: nr, Args: args}) // trace.go
 	r.Rip, r.Rax, r.Orig_rax = trampoline, uint64(nr), ^uint64(0)
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
 	if err := unix.PtraceSetRegs(tid, &r); err != nil {
@@ -279,10 +280,14 @@ func prepare(tid int, trampoline uint64, nr uintptr, args []uint64) (unix.Ptrace
 // -4095..-1, after checking the thread stopped where it should (rip).
 func result(tid int, nr uintptr, r *unix.PtraceRegs, rip uint64) (uint64, error) {
 	if r.Rip != rip {
-		return 0, fmt.Errorf("syscall %d in %d: stopped at %#x, want %#x", nr, tid, r.Rip, rip)
+		err := fmt.Errorf("syscall %d in %d: stopped at %#x, want %#x", nr, tid, r.Rip, rip)
+		trace(Traced{TID: tid, Nr: nr, Done: true, Err: err})
+		return 0, err
 	}
 	if v := int64(r.Rax); v < 0 && v >= -4095 {
+		trace(Traced{TID: tid, Nr: nr, Done: true, Ret: r.Rax, Err: unix.Errno(-v)})
 		return r.Rax, unix.Errno(-v)
 	}
+	trace(Traced{TID: tid, Nr: nr, Done: true, Ret: r.Rax})
 	return r.Rax, nil
 }
