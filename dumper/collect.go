@@ -191,7 +191,7 @@ func prepareTask(ft *frozenTask, part *procPart, tramps *inject.VdsoTrampolines)
 		return tc, nil
 	}
 	var err error
-	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
+	if t.SharedPending, err = ptrace.PeekSiginfo[image.Siginfo](pid, true); err != nil {
 		return nil, err
 	}
 	if err := suspendSeccomp(ft, part.threads); err != nil { // security.go: before any injection
@@ -264,12 +264,14 @@ func readThread(tid int, comm string) (*image.Thread, error) {
 	if th.SigMask, err = ptrace.GetSigMask(tid); err != nil {
 		return nil, err
 	}
-	if th.Pending, err = ptrace.PeekSiginfo(tid, false); err != nil {
+	if th.Pending, err = ptrace.PeekSiginfo[image.Siginfo](tid, false); err != nil {
 		return nil, err
 	}
-	if th.Rseq, err = ptrace.GetRseq(tid); err != nil {
+	rseq, err := ptrace.GetRseq(tid)
+	if err != nil {
 		return nil, err
 	}
+	th.Rseq = (*image.Rseq)(rseq)
 	return th, nil
 }
 
