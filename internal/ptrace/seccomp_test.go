@@ -11,7 +11,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // Two filters that allow everything: the first installed (LOG) returns at
