@@ -1,7 +1,6 @@
 package dumper
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/sparse"
 )
 
 // Shared memory identity. A memfd is one object whether a task holds an fd
@@ -253,21 +253,11 @@ func unmappedData(c *image.Checkpoint, dev string, ino uint64, file *os.File, si
 	var ranges [][2]int64
 	var data []byte
 	page := make([]byte, image.PageSize)
-	fd := int(file.Fd())
-	for off := int64(0); off < size; {
-		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break
-		}
+	for e, err := range sparse.Data(int(file.Fd()), 0, size) {
 		if err != nil {
-			return nil, nil, fmt.Errorf("seek data: %w", err)
+			return nil, nil, err
 		}
-		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, nil, fmt.Errorf("seek hole: %w", err)
-		}
-		h = min(h, size)
-		for p := d &^ (image.PageSize - 1); p < h; p += image.PageSize {
+		for p := e.Start &^ (image.PageSize - 1); p < e.End; p += image.PageSize {
 			if mapped[p/image.PageSize] {
 				continue
 			}
@@ -289,7 +279,6 @@ func unmappedData(c *image.Checkpoint, dev string, ino uint64, file *os.File, si
 			}
 			data = append(data, b...)
 		}
-		off = h
 	}
 	return ranges, data, nil
 }
