@@ -152,5 +152,13 @@ func FuzzTextFiles(f *testing.F) {
 			o.InfoText("name")
 			o.InfoValue("name")
 		}
+		for _, strict := range []bool{false, true} {
+			for kind, schema := range objectSchemas {
+				schema.parse(&Object{Kind: kind, Info: []string{line, string(b)}, Data: b}, strict)
+			}
+			for kind := range fdSchemas {
+				canonFD(&FD{Kind: kind, Extra: []string{line, string(b)}}, strict)
+			}
+		}
 	})
 }

@@ -481,11 +481,14 @@ func (l *loader) fd(rel string, n int) *FD {
 	if l.version == formatLegacy {
 		f.Extra = legacyInotifyLines(f.Extra)
 	}
-	if f.Kind == FDInotify {
-		if _, err := InotifyWatches(f); err != nil {
-			l.fail(fmt.Errorf("checkpoint file %s: %w", filepath.Join(l.dir, rel), err))
-		}
+	// The kind's own lines, by its schema: strictly from format 3; an
+	// older tree's kernel lines are read and rendered typed.
+	extra, err := canonFD(f, l.version >= formatKinds)
+	if err != nil {
+		l.fail(fmt.Errorf("checkpoint file %s: %w", filepath.Join(l.dir, rel), err))
+		return f
 	}
+	f.Extra = extra
 	return f
 }
 
@@ -591,5 +594,21 @@ func (l *loader) object(id string) *Object {
 		o.Info = append(o.Info, line)
 	}
 	o.Data = l.read(filepath.Join(rel, "data"))
+	if l.err != nil {
+		return o
+	}
+	schema, ok := objectSchemas[o.Kind]
+	if !ok {
+		if l.version >= formatKinds {
+			l.fail(fmt.Errorf("checkpoint file %s: unknown object kind %.40q", path, o.Kind))
+		}
+		return o
+	}
+	info, err := schema.parse(o, l.version >= formatKinds)
+	if err != nil {
+		l.fail(fmt.Errorf("checkpoint file %s: %w", path, err))
+		return o
+	}
+	o.Info = info
 	return o
 }

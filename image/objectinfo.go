@@ -130,3 +130,32 @@ func renderExtraLine(line string) string {
 	}
 	return line
 }
+
+// renderObjectInfo is o's info as Render writes it: rendered again by its
+// kind's schema (so a model of an older dumper gives a format-3 tree),
+// or, if it does not parse, line by line as renderInfoLine makes them.
+func renderObjectInfo(o *Object) []string {
+	if s, ok := objectSchemas[o.Kind]; ok {
+		if info, err := s.parse(o, false); err == nil {
+			return info
+		}
+	}
+	out := make([]string, len(o.Info))
+	for i, l := range o.Info {
+		out[i] = renderInfoLine(o.Kind, l)
+	}
+	return out
+}
+
+// renderFDExtra is f.Extra as Render writes it: the kind's lines rendered
+// by its schema, or, if they do not parse, as renderExtraLine makes them.
+func renderFDExtra(f *FD) []string {
+	if extra, err := canonFD(f, false); err == nil {
+		return extra
+	}
+	out := make([]string, len(f.Extra))
+	for i, l := range f.Extra {
+		out[i] = renderExtraLine(l)
+	}
+	return out
+}
