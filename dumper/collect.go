@@ -374,36 +374,6 @@ func collectFDs(pid int) ([]*image.FD, error) {
 	return out, nil
 }
 
-func fdKind(link string, mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		if strings.HasPrefix(link, "/") {
-			return image.FDFile
-		}
-	case unix.S_IFDIR:
-		return image.FDDir
-	case unix.S_IFCHR:
-		return image.FDChar
-	case unix.S_IFIFO:
-		return image.FDPipe
-	case unix.S_IFSOCK:
-		return image.FDSocket
-	}
-	switch link {
-	case "anon_inode:[eventfd]":
-		return image.FDEventfd
-	case "anon_inode:[eventpoll]":
-		return image.FDEpoll
-	case "anon_inode:[timerfd]":
-		return image.FDTimerfd
-	case "anon_inode:[signalfd]":
-		return image.FDSignalfd
-	case "anon_inode:inotify":
-		return image.FDInotify
-	}
-	return image.FDOther
-}
-
 // statExitCode returns field 52 of /proc/<pid>/stat, the wait status of a
 // task that has exited (0 if the kernel does not show it).
 func statExitCode(stat []byte) int {

@@ -2,6 +2,7 @@ package dumper
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,17 +28,17 @@ func TestPeekQueueKeepsMessages(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		o := &image.Object{}
-		if err := peekQueue(os.Getpid(), sp[1], typ, o); err != nil {
+		data, got, err := peekQueue(os.Getpid(), sp[1], typ)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if want := strings.Join(msgs, ""); string(o.Data) != want {
-			t.Fatalf("type %d: peeked %d bytes, want %d", typ, len(o.Data), len(want))
+		if want := strings.Join(msgs, ""); string(data) != want {
+			t.Fatalf("type %d: peeked %d bytes, want %d", typ, len(data), len(want))
 		}
 		if typ != unix.SOCK_STREAM {
-			want := []string{"msg: 3 -", "msg: 0 -", "msg: 5 -", "msg: 100000 -"}
-			if strings.Join(o.Info, ",") != strings.Join(want, ",") {
-				t.Fatalf("type %d: info %q, want %q", typ, o.Info, want)
+			want := []image.UnixMsg{{Len: 3}, {Len: 0}, {Len: 5}, {Len: 100000}}
+			if !slices.Equal(got, want) {
+				t.Fatalf("type %d: messages %+v, want %+v", typ, got, want)
 			}
 		}
 		if off, err := unix.GetsockoptInt(sp[1], unix.SOL_SOCKET, unix.SO_PEEK_OFF); err != nil || off != -1 {
@@ -63,7 +64,7 @@ func TestPeekQueueRefusesRights(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadDir("/proc/self/fd")
-	err = peekQueue(os.Getpid(), sp[1], unix.SOCK_DGRAM, &image.Object{})
+	_, _, err = peekQueue(os.Getpid(), sp[1], unix.SOCK_DGRAM)
 	if _, ok := err.(*ErrUnsupported); !ok || !strings.Contains(err.Error(), "SCM_RIGHTS") {
 		t.Fatalf("peek with an fd in flight: %v", err)
 	}

@@ -18,14 +18,10 @@ import (
 //	inotify wd:3 ino:9a60d2 sdev:fe00000 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:d2609a002e99f858
 //
 // (numbers in hex). Each watch is resolved to a path at dump time by
-// opening its file handle on a mount of its device, and recorded as an
-// extra line the restorer reads:
-//
-//	inotify-watch: wd=3 mask=0x2 path=/some/file
-//
-// A watch that cannot be resolved (its file was deleted, or the file
-// system cannot open handles) is recorded with an empty path and the dump
-// refuses it (checkFDs).
+// opening its file handle on a mount of its device, and recorded typed
+// (image.Inotify). A watch that cannot be resolved (its file was deleted,
+// or the file system cannot open handles) is recorded as unresolved, and
+// image.Refusal refuses it (checkFDs).
 
 // inotifyWatch is one watch of an inotify fd, as its fdinfo line says.
 type inotifyWatch struct {
@@ -78,9 +74,21 @@ func parseInotifyLine(line string) (*inotifyWatch, error) {
 	return w, nil
 }
 
-// addInotifyWatches resolves the watches of inotify fd f and appends one
-// inotify-watch line per watch to f.Extra, in ascending wd order.
-func addInotifyWatches(f *image.FD) error {
+// inotifyKind is an inotify instance: its watches, each resolved to a
+// path at dump time.
+type inotifyKind struct{ noOps }
+
+func (inotifyKind) fdKind() string { return image.FDInotify }
+func (inotifyKind) classifies(link string, _ uint32) bool {
+	return link == "anon_inode:inotify"
+}
+func (inotifyKind) owns(*image.FD) bool { return true }
+
+// dump resolves the watches of inotify fd f (the kernel's "inotify wd:"
+// lines in f.Extra) and replaces those lines by the typed ones, in
+// ascending wd order; a watch without a path is an unresolved line, which
+// image.Refusal refuses.
+func (inotifyKind) dump(_ int, f *image.FD) error {
 	var ws []*inotifyWatch
 	for _, line := range f.Extra {
 		if !strings.HasPrefix(line, "inotify ") {
@@ -92,22 +100,24 @@ func addInotifyWatches(f *image.FD) error {
 		}
 		ws = append(ws, w)
 	}
-	if len(ws) == 0 {
-		return nil
-	}
-	mounts, err := mountsByDev()
-	if err != nil {
-		return err
-	}
-	// The kernel lists the newest watch first.
-	for i := len(ws) - 1; i >= 0; i-- {
-		w := ws[i]
-		w.resolve(mounts)
-		f.Extra = append(f.Extra, image.InotifyWatch{WD: w.wd, Mask: w.mask, Path: w.path}.Line())
-		if w.path == "" {
-			f.Extra = append(f.Extra, fmt.Sprintf("inotify-unresolved: wd=%d ino=%d %s", w.wd, w.ino, w.problem))
+	var n image.Inotify
+	if len(ws) > 0 {
+		mounts, err := mountsByDev()
+		if err != nil {
+			return err
+		}
+		// The kernel lists the newest watch first.
+		for i := len(ws) - 1; i >= 0; i-- {
+			w := ws[i]
+			w.resolve(mounts)
+			if w.path == "" {
+				n.Unresolved = append(n.Unresolved, fmt.Sprintf("wd=%d ino=%d %s", w.wd, w.ino, w.problem))
+				continue
+			}
+			n.Watches = append(n.Watches, image.InotifyWatch{WD: w.wd, Mask: w.mask, Path: w.path})
 		}
 	}
+	f.Extra = append(commonLines(f), n.Lines()...)
 	return nil
 }
 
@@ -221,15 +231,4 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// unresolvedInotify returns a description of the first watch of inotify fd
-// f whose path could not be found, or "".
-func unresolvedInotify(f *image.FD) string {
-	for _, line := range f.Extra {
-		if rest, ok := strings.CutPrefix(line, "inotify-unresolved:"); ok {
-			return strings.TrimSpace(rest)
-		}
-	}
-	return ""
 }

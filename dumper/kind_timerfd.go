@@ -11,26 +11,23 @@ import (
 	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
-// fdKindState adds to f what its kind needs beyond the kernel's fdinfo
-// lines: the paths of an inotify fd's watches, the full expiration count
-// of a timerfd.
-func fdKindState(pid int, f *image.FD) error {
-	switch f.Kind {
-	case image.FDInotify:
-		return addInotifyWatches(f)
-	case image.FDTimerfd:
-		return timerfdTicks(pid, f)
-	}
-	return nil
-}
+// timerfdKind is a timerfd: clock, time left, period and the whole count
+// of unread expirations.
+type timerfdKind struct{ noOps }
 
-// timerfdTicks makes fdinfo's "ticks" the timerfd's whole count of unread
+func (timerfdKind) fdKind() string { return image.FDTimerfd }
+func (timerfdKind) classifies(link string, _ uint32) bool {
+	return link == "anon_inode:[timerfd]"
+}
+func (timerfdKind) owns(*image.FD) bool { return true }
+
+// dump makes fdinfo's "ticks" the timerfd's whole count of unread
 // expirations. A periodic timer that expired is not re-armed until it is
 // read, so fdinfo says "ticks: 1" however many periods went by;
 // timerfd_gettime (on a duplicate taken with pidfd_getfd) adds the missed
 // periods to the count and re-arms the timer, exactly as the program's own
 // next read would, without consuming anything. fdinfo is then read again.
-func timerfdTicks(pid int, f *image.FD) error {
+func (timerfdKind) dump(pid int, f *image.FD) error {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return fmt.Errorf("pidfd_open: %w", err)
@@ -55,5 +52,5 @@ func timerfdTicks(pid int, f *image.FD) error {
 			f.Extra = append(f.Extra, line)
 		}
 	}
-	return nil
+	return kernelLines(f, image.ParseTimerfd)
 }

@@ -48,17 +48,52 @@ func newUnixTree(c *image.Checkpoint) (*unixTree, error) {
 // maxQueued bounds the bytes peeked from one socket's receive queue.
 const maxQueued = 64 << 20
 
+// unixKind is a unix socket: an object with what sock_diag says of it,
+// its options and its queued data. Any other socket is refused.
+type unixKind struct{ noOps }
+
+func (unixKind) fdKind() string                        { return image.FDSocket }
+func (unixKind) classifies(_ string, mode uint32) bool { return isType(mode, unix.S_IFSOCK) }
+func (unixKind) owns(*image.FD) bool                   { return true }
+
+// refuse refuses sockets other than unix ones (the checks of a unix
+// socket's peers need every socket of the tree: precheckUnix).
+func (unixKind) refuse(pid int, f *image.FD) error {
+	isUnix, err := unixSocket(pid, f.Num)
+	if err != nil {
+		return err
+	}
+	if !isUnix {
+		ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(f.Path, "socket:["), "]"), 10, 64)
+		return &ErrUnsupported{PID: pid, FD: f.Num, Kind: socketKind(pid, ino), What: f.Path}
+	}
+	return nil
+}
+
+// collect records the unix socket fd f of task t refers to (once per
+// checkpoint): sock_diag's view of all the namespace's unix sockets is
+// read once per dump, on the first socket.
+func (unixKind) collect(cc *collection, t *image.Task, f *image.FD) error {
+	if cc.socks == nil {
+		var err error
+		if cc.socks, err = newUnixTree(cc.c); err != nil {
+			return err
+		}
+	}
+	return cc.socks.add(cc.c, t, f)
+}
+
 // add records the unix socket fd f of task pid refers to (once per
 // checkpoint): its type, state, name, peer, and what each kind needs —
 // a listener's backlog and the connections waiting to be accepted, the
 // bytes or datagrams queued for reading (peeked without consuming them),
 // the owner and mode of the socket file a path-bound socket made, socket
-// options. A socket
-// whose other end is outside the dumped tree is refused (unless it is one
-// of fds 0-2, which a restore takes over from the restorer).
+// options. A socket whose other end is outside the dumped tree is refused
+// (unless it is one of fds 0-2, which a restore takes over from the
+// restorer).
 func (u *unixTree) add(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 	pid := t.PID
-	id := "unix-" + strconv.FormatUint(f.Ino, 10)
+	id := image.UnixSocketID(f.Ino)
 	f.Object = id
 	if c.Object(id) != nil {
 		return nil
@@ -68,52 +103,41 @@ func (u *unixTree) add(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 		// sock_diag answers for the dumper's network namespace only.
 		return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "a unix socket sock_diag does not list (another network namespace?)", What: f.Path}
 	}
-	o := &image.Object{ID: id, Kind: image.ObjUnixSocket, Info: []string{
-		"ino: " + strconv.FormatUint(s.Ino, 10),
-		"type: " + strconv.Itoa(s.Type),
-		"state: " + strconv.Itoa(s.State),
-		"peer: " + strconv.FormatUint(s.Peer, 10),
-		image.TextLine("name", s.Name),
-	}}
+	us := &image.UnixSocket{Ino: s.Ino, Type: s.Type, State: s.State, Peer: s.Peer, Name: s.Name}
 	if err := u.check(pid, f); err != nil {
 		return err
 	}
 	stream := s.Type == unix.SOCK_STREAM || s.Type == unix.SOCK_SEQPACKET
 	switch {
 	case s.State == proc.UnixListen:
-		o.Info = append(o.Info, "backlog: "+strconv.FormatUint(uint64(s.WQueue), 10))
-		var pending []string
-		for _, ino := range s.Icons {
-			pending = append(pending, strconv.FormatUint(ino, 10))
-		}
-		if len(pending) > 0 {
-			o.Info = append(o.Info, "pending: "+strings.Join(pending, " "))
-		}
+		us.Backlog = int(s.WQueue)
+		us.Pending = s.Icons
 	case stream && s.State == proc.UnixEstablished && u.waiting[s.Ino] != nil:
 		if l := u.waiting[s.Ino]; u.inTree[l.Ino] {
-			o.Info = append(o.Info, "listener: unix-"+strconv.FormatUint(l.Ino, 10))
+			us.Listener = image.UnixSocketID(l.Ino)
 		}
 	case stream && s.State == proc.UnixEstablished && (s.Peer == 0 || u.socks[s.Peer] == nil):
 		// The other end was closed: what it sent is still readable, then EOF.
-		o.Info = append(o.Info, "peer-closed: yes")
+		us.PeerClosed = true
 	case s.Type == unix.SOCK_DGRAM && s.Peer != 0 && u.socks[s.Peer] == nil:
-		o.Info[3] = "peer: 0" // closed since: restored unconnected
-		o.Info = append(o.Info, "peer-closed: yes")
+		us.Peer = 0 // closed since: restored unconnected
+		us.PeerClosed = true
 	}
 	if s.Name != "" && !strings.HasPrefix(s.Name, "@") {
-		info, err := socketFile(pid, t.Cwd, s)
+		dir, file, err := socketFile(pid, t.Cwd, s)
 		if err != nil {
 			return &ErrUnsupported{PID: pid, FD: f.Num, Kind: err.Error(), What: describeUnix(s)}
 		}
-		o.Info = append(o.Info, info...)
+		us.Dir, us.File = dir, file
 	}
 	opts, err := socketOptions(pid, f.Num)
 	if err != nil {
 		return err
 	}
-	o.Info = append(o.Info, opts...)
+	us.Opts = opts
+	var data []byte
 	if s.State != proc.UnixListen && (s.RQueue > 0 || s.Type == unix.SOCK_DGRAM) {
-		if err := peekQueue(pid, f.Num, s.Type, o); err != nil {
+		if data, us.Msgs, err = peekQueue(pid, f.Num, s.Type); err != nil {
 			var ue *ErrUnsupported
 			if errors.As(err, &ue) {
 				ue.PID, ue.FD, ue.What = pid, f.Num, describeUnix(s)
@@ -121,7 +145,7 @@ func (u *unixTree) add(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 			return err
 		}
 	}
-	c.Objects = append(c.Objects, o)
+	c.Objects = append(c.Objects, &image.Object{ID: id, Kind: image.ObjUnixSocket, Info: us.Info(), Data: data})
 	return nil
 }
 
@@ -246,40 +270,29 @@ func holders(ino uint64) string {
 }
 
 // socketFile finds the file a path-bound socket made (a relative name is
-// resolved from the task's cwd) and returns its info lines: "dir" for a
-// relative name, "file: yes" with mode, uid and gid, or "file: no" when
-// the file was removed or replaced since the bind.
-func socketFile(pid int, cwd string, s *proc.UnixSocket) ([]string, error) {
-	path := s.Name
-	var info []string
+// resolved from the task's cwd) and returns the directory of a relative
+// name and the file: its mode, uid and gid, or that it was removed or
+// replaced since the bind.
+func socketFile(pid int, cwd string, s *proc.UnixSocket) (string, *image.UnixSocketFile, error) {
+	path, dir := s.Name, ""
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(cwd, s.Name)
-		info = append(info, image.TextLine("dir", cwd))
+		dir = cwd
 	}
 	var st unix.Stat_t
 	err := unix.Stat(filepath.Join(proc.Path(pid, "root"), path), &st)
 	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.VFSIno {
 		if !filepath.IsAbs(s.Name) {
-			return nil, fmt.Errorf("a unix socket bound to the relative path %s, not found from its cwd %s", s.Name, cwd)
+			return "", nil, fmt.Errorf("a unix socket bound to the relative path %s, not found from its cwd %s", s.Name, cwd)
 		}
-		return append(info, "file: no"), nil
+		return dir, &image.UnixSocketFile{}, nil
 	}
-	return append(info, "file: yes",
-		"mode: "+strconv.FormatUint(uint64(st.Mode&0o7777), 8),
-		"uid: "+strconv.FormatUint(uint64(st.Uid), 10),
-		"gid: "+strconv.FormatUint(uint64(st.Gid), 10)), nil
+	return dir, &image.UnixSocketFile{Exists: true, Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}, nil
 }
-
-// sockOpts are the socket options recorded as "key: value" info lines
-// (values as getsockopt returns them).
-var sockOpts = []struct {
-	key string
-	opt int
-}{{"sndbuf", unix.SO_SNDBUF}, {"rcvbuf", unix.SO_RCVBUF}, {"passcred", unix.SO_PASSCRED}, {"passsec", unix.SO_PASSSEC}}
 
 // socketOptions reads the options of socket fd of pid that a restore sets
 // again, through a pidfd_getfd duplicate.
-func socketOptions(pid, fd int) ([]string, error) {
+func socketOptions(pid, fd int) (*image.UnixSocketOpts, error) {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_open: %w", err)
@@ -290,41 +303,47 @@ func socketOptions(pid, fd int) ([]string, error) {
 		return nil, fmt.Errorf("pidfd_getfd: %w", err)
 	}
 	defer unix.Close(dup)
-	var out []string
-	for _, o := range sockOpts {
-		v, err := unix.GetsockoptInt(dup, unix.SOL_SOCKET, o.opt)
+	o := &image.UnixSocketOpts{}
+	for _, x := range []struct {
+		key string
+		opt int
+		to  *int
+	}{{"sndbuf", unix.SO_SNDBUF, &o.Sndbuf}, {"rcvbuf", unix.SO_RCVBUF, &o.Rcvbuf},
+		{"passcred", unix.SO_PASSCRED, &o.Passcred}, {"passsec", unix.SO_PASSSEC, &o.Passsec}} {
+		v, err := unix.GetsockoptInt(dup, unix.SOL_SOCKET, x.opt)
 		if err != nil {
-			return nil, fmt.Errorf("getsockopt %s: %w", o.key, err)
+			return nil, fmt.Errorf("getsockopt %s: %w", x.key, err)
 		}
-		out = append(out, o.key+": "+strconv.Itoa(v))
+		*x.to = v
 	}
-	return out, nil
+	return o, nil
 }
 
-// peekQueue copies the receive queue of socket fd of pid into o without
+// peekQueue returns the receive queue of socket fd of pid without
 // consuming it: through a duplicate taken with pidfd_getfd, with
 // SO_PEEK_OFF set so that successive MSG_PEEK reads walk the queue (one
 // datagram or seqpacket record per read, which keeps their boundaries);
-// the socket's own peek offset is put back. Stream bytes go to o.Data;
-// messages go to o.Data one after the other, with a "msg: <len> <sender>"
-// info line each. Queued fds (SCM_RIGHTS) are refused.
-func peekQueue(pid, fd, typ int, o *image.Object) error {
+// the socket's own peek offset is put back. It returns the bytes (a
+// datagram or seqpacket socket's messages one after the other) and, for
+// messages, each one's length and sender. Queued fds (SCM_RIGHTS) are
+// refused.
+func peekQueue(pid, fd, typ int) (data []byte, msgs []image.UnixMsg, err error) {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return fmt.Errorf("pidfd_open: %w", err)
+		return nil, nil, fmt.Errorf("pidfd_open: %w", err)
 	}
 	defer unix.Close(pidfd)
 	dup, err := unix.PidfdGetfd(pidfd, fd, 0)
 	if err != nil {
-		return fmt.Errorf("pidfd_getfd: %w", err)
+		return nil, nil, fmt.Errorf("pidfd_getfd: %w", err)
 	}
 	defer unix.Close(dup)
 	old, err := unix.GetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
-		return fmt.Errorf("get SO_PEEK_OFF: %w", err)
+		return nil, nil, fmt.Errorf("get SO_PEEK_OFF: %w", err)
 	}
 	if err := unix.SetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		return fmt.Errorf("set SO_PEEK_OFF: %w", err)
+		return nil, nil, fmt.Errorf("set SO_PEEK_OFF: %w", err)
 	}
 	defer unix.SetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old)
 	buf := make([]byte, 1<<20)
@@ -336,24 +355,24 @@ func peekQueue(pid, fd, typ int, o *image.Object) error {
 	for total := 0; ; {
 		n, oobn, flags, from, err := unix.Recvmsg(dup, buf, oob, peek)
 		if err == unix.EAGAIN {
-			return nil
+			return data, msgs, nil
 		}
 		if err != nil {
-			return fmt.Errorf("peek queued data: %w", err)
+			return nil, nil, fmt.Errorf("peek queued data: %w", err)
 		}
 		if err := refuseRights(oob[:oobn], flags); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if n > len(buf) {
-			return &ErrUnsupported{Kind: fmt.Sprintf("a unix socket with a queued message of %d bytes (more than %d)", n, len(buf))}
+			return nil, nil, &ErrUnsupported{Kind: fmt.Sprintf("a unix socket with a queued message of %d bytes (more than %d)", n, len(buf))}
 		}
 		if total += n; total > maxQueued {
-			return &ErrUnsupported{Kind: fmt.Sprintf("a unix socket with more than %d MiB queued", maxQueued>>20)}
+			return nil, nil, &ErrUnsupported{Kind: fmt.Sprintf("a unix socket with more than %d MiB queued", maxQueued>>20)}
 		}
-		o.Data = append(o.Data, buf[:n]...)
+		data = append(data, buf[:n]...)
 		if typ == unix.SOCK_STREAM {
 			if n == 0 {
-				return nil // EOF
+				return data, nil, nil // EOF
 			}
 			continue
 		}
@@ -361,7 +380,7 @@ func peekQueue(pid, fd, typ int, o *image.Object) error {
 		if sa, ok := from.(*unix.SockaddrUnix); ok {
 			sender = sa.Name
 		}
-		o.Info = append(o.Info, image.MsgLine(n, sender))
+		msgs = append(msgs, image.UnixMsg{Len: n, Sender: sender})
 	}
 }
 
@@ -382,4 +401,34 @@ func refuseRights(oob []byte, flags int) error {
 		return &ErrUnsupported{Kind: "a unix socket with fds in flight (SCM_RIGHTS)"}
 	}
 	return nil
+}
+
+// unixSocket says whether fd n of pid is a unix socket, by the protocol
+// name sockfs gives as the xattr system.sockprotoname ("UNIX",
+// "UNIX-STREAM"; "TCP", "UDP", "NETLINK"... for others): one syscall per
+// socket, where reading /proc/<pid>/net/unix (every unix socket of the
+// namespace) for each process of a 500-process tree took a second.
+func unixSocket(pid, n int) (bool, error) {
+	buf := make([]byte, 64)
+	k, err := unix.Getxattr(proc.FDPath(pid, n), "system.sockprotoname", buf)
+	if err != nil {
+		return false, fmt.Errorf("protocol of socket fd %d of %d: %w", n, pid, err)
+	}
+	return strings.HasPrefix(unix.ByteSliceToString(buf[:k]), "UNIX"), nil
+}
+
+// socketKind names the protocol of a non-unix socket for the error message.
+func socketKind(pid int, ino uint64) string {
+	needle := " " + strconv.FormatUint(ino, 10) + " "
+	for _, p := range []struct{ file, kind string }{
+		{"net/tcp", "a TCP socket"}, {"net/tcp6", "a TCP socket"},
+		{"net/udp", "a UDP socket"}, {"net/udp6", "a UDP socket"},
+		{"net/raw", "a raw socket"}, {"net/raw6", "a raw socket"},
+		{"net/netlink", "a netlink socket"}, {"net/packet", "a packet socket"},
+	} {
+		if b, err := proc.Read(pid, p.file); err == nil && strings.Contains(string(b), needle) {
+			return p.kind
+		}
+	}
+	return "a socket"
 }

@@ -99,7 +99,7 @@ func TestInotifyWatchPaths(t *testing.T) {
 	}
 	unix.InotifyRmWatch(fd, 2)
 	f := fdOf(t, fd)
-	if f.Kind != image.FDInotify || unresolvedInotify(f) != "" {
+	if f.Kind != image.FDInotify || image.Refusal(f) != nil {
 		t.Fatalf("fd: %+v", f)
 	}
 	var got []string
