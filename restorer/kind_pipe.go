@@ -10,6 +10,68 @@ import (
 	"github.com/ckptfs/ckptfs/image"
 )
 
+// pipeKind is a pipe or named FIFO (object pipe-<ino>): made once with
+// its capacity and bytes in flight, then every fd is reopened from it with
+// its own flags; a named FIFO is opened by its path instead (fifo).
+type pipeKind struct{ kindBase }
+
+// check: both ends must be in the checkpoint, or the pipe be a named FIFO
+// (others may open it by name); one end alone can only be taken over
+// from the restorer (inheritFD), which the driver checked first.
+func (pipeKind) check(c *image.Checkpoint, _ *image.Task, f *image.FD) error {
+	if !bothEnds(c, f.Object) && !isFIFO(c, c.Object(f.Object)) {
+		return fmt.Errorf("%s has its other end outside the checkpoint (only fds 0-2, or an fd the restorer holds at the same number on the same pipe, can be taken over)", f.Path)
+	}
+	return nil
+}
+
+func (pipeKind) open(fs *files, c *image.Checkpoint, _ *image.Task, f *image.FD) (int, error) {
+	o := c.Object(f.Object)
+	ends, err := fs.pipe(c, o)
+	if err != nil {
+		return -1, err
+	}
+	base := ends[1]
+	if f.Flags&unix.O_ACCMODE == unix.O_RDONLY {
+		base = ends[0]
+	}
+	return fs.reopen(o, base, f, false)
+}
+
+// pipe creates the pipe of object o with its capacity and bytes in flight.
+func (fs *files) pipe(c *image.Checkpoint, o *image.Object) ([2]int, error) {
+	if r, ok := fs.objs[o.ID+"/r"]; ok {
+		return [2]int{r, fs.objs[o.ID+"/w"]}, nil
+	}
+	if path, t := fifoPath(c, o); path != "" {
+		return fs.fifo(c, t, o, path)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return p, fmt.Errorf("pipe %s: %w", o.ID, err)
+	}
+	fs.keep(p[0])
+	fs.keep(p[1])
+	pi, err := image.ParsePipe(o, false)
+	if err != nil {
+		return p, err
+	}
+	if capa := pi.Capacity; capa > 0 {
+		if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, capa); err != nil {
+			return p, fmt.Errorf("pipe %s: set capacity %d: %w", o.ID, capa, err)
+		}
+	}
+	for data := o.Data; len(data) > 0; {
+		n, err := unix.Write(p[1], data)
+		if err != nil {
+			return p, fmt.Errorf("pipe %s: refill %d bytes: %w", o.ID, len(o.Data), err)
+		}
+		data = data[n:]
+	}
+	fs.objs[o.ID+"/r"], fs.objs[o.ID+"/w"] = p[0], p[1]
+	return p, nil
+}
+
 // fifoPath returns the path of the named FIFO that pipe object o is (its
 // fds' path is a file name, not "pipe:[ino]") and the task of the first fd
 // that has it, or "" for an anonymous pipe. A FIFO unlinked since it was
@@ -71,7 +133,11 @@ func (fs *files) fifo(c *image.Checkpoint, t *image.Task, o *image.Object, path 
 	if n, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil && n > 0 {
 		return [2]int{}, fmt.Errorf("named FIFO %s already holds %d bytes (is it open elsewhere?)", path, n)
 	}
-	if capa, err := strconv.Atoi(o.InfoValue("capacity")); err == nil && capa > 0 {
+	pi, err := image.ParsePipe(o, false)
+	if err != nil {
+		return [2]int{}, err
+	}
+	if capa := pi.Capacity; capa > 0 {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, capa); err != nil {
 			return [2]int{}, fmt.Errorf("named FIFO %s: set capacity %d: %w", path, capa, err)
 		}

@@ -17,6 +17,18 @@ const inotifyMaskBits = unix.IN_ALL_EVENTS | unix.IN_ONESHOT | unix.IN_EXCL_UNLI
 // maxInotifyGap bounds the wd numbers skipped to give a watch its number.
 const maxInotifyGap = 1 << 20
 
+// inotifyKind is an inotify instance, made in the restorer with every
+// watch at its wd, then installed.
+type inotifyKind struct{ kindBase }
+
+func (inotifyKind) check(_ *image.Checkpoint, _ *image.Task, f *image.FD) error {
+	return checkInotify(f)
+}
+
+func (inotifyKind) open(fs *files, _ *image.Checkpoint, t *image.Task, f *image.FD) (int, error) {
+	return fs.inotify(t, f)
+}
+
 // checkInotify checks, before anything is restored, that the watch lines
 // of inotify fd f parse and every watched path exists.
 func checkInotify(f *image.FD) error {

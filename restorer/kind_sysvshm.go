@@ -37,6 +37,10 @@ const (
 	shmExec   = 0o100000 // SHM_EXEC
 )
 
+// A SysV segment is reached by the vmas attaching it, never by an fd: it
+// has no entry in the kinds table; mem.go attaches it (attachSysV) and
+// marks it IPC_RMID after the last attach.
+
 // isSysV reports a vma attaching a SysV shared memory segment.
 func isSysV(v *image.VMA) bool {
 	return v.Kind == image.VMAShmem && strings.HasPrefix(v.Name, "/SYSV")
@@ -44,7 +48,7 @@ func isSysV(v *image.VMA) bool {
 
 // sysvOf returns the object of the segment v attaches (its inode is the shmid).
 func sysvOf(c *image.Checkpoint, v *image.VMA) (*image.Object, error) {
-	o := c.Object("sysv-" + strconv.FormatUint(v.Inode, 10))
+	o := c.Object(image.SysVID(int(v.Inode)))
 	if o == nil || o.Kind != image.ObjSysVShm {
 		return nil, fmt.Errorf("vma %s (%s): SysV segment %d is not in the checkpoint", v.DirName(), v.Name, v.Inode)
 	}
@@ -54,6 +58,7 @@ func sysvOf(c *image.Checkpoint, v *image.VMA) (*image.Object, error) {
 // sysvSeg is a SysV segment as recorded.
 type sysvSeg struct {
 	o          *image.Object
+	ranges     []image.DataRange // of o.Data
 	key        int
 	id         int
 	size       int
@@ -80,25 +85,12 @@ func sysvUsers(c *image.Checkpoint, o *image.Object) []*image.Task {
 }
 
 func parseSysV(o *image.Object) (*sysvSeg, error) {
-	s := &sysvSeg{o: o, dest: o.InfoValue("dest") == "1"}
-	for _, f := range []struct {
-		key  string
-		base int
-		dst  func(uint64)
-	}{
-		{"key", 0, func(n uint64) { s.key = int(int32(uint32(n))) }},
-		{"shmid", 10, func(n uint64) { s.id = int(n) }},
-		{"size", 10, func(n uint64) { s.size = int(n) }},
-		{"mode", 8, func(n uint64) { s.mode = uint32(n) }},
-		{"uid", 10, func(n uint64) { s.uid = uint32(n) }},
-		{"gid", 10, func(n uint64) { s.gid = uint32(n) }},
-	} {
-		n, err := strconv.ParseUint(o.InfoValue(f.key), f.base, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: bad %s %q", o.ID, f.key, o.InfoValue(f.key))
-		}
-		f.dst(n)
+	r, err := image.ParseSysVShm(o, false)
+	if err != nil {
+		return nil, err
 	}
+	s := &sysvSeg{o: o, ranges: r.DataRanges, key: int(r.Key), id: r.ShmID, size: int(r.Size), mode: r.Mode,
+		uid: r.UID, gid: r.GID, dest: r.Dest}
 	if s.size <= 0 {
 		return nil, fmt.Errorf("%s: bad size %d", o.ID, s.size)
 	}
@@ -215,7 +207,7 @@ func (r *restorer) fillSysV(s *sysvSeg, takeOver bool) error {
 		copy(mem[off:], b)
 		return nil
 	}
-	if err := writeObjectData(s.o, write); err != nil {
+	if err := writeObjectData(s.o, s.ranges, write); err != nil {
 		return err
 	}
 	done := pagesWritten{}
@@ -390,10 +382,7 @@ func checkShm(c *image.Checkpoint) error {
 	for _, o := range c.Objects {
 		switch o.Kind {
 		case image.ObjMemfd:
-			if _, err := strconv.ParseInt(o.InfoValue("size"), 10, 64); err != nil {
-				return fmt.Errorf("%s: bad size %q", o.ID, o.InfoValue("size"))
-			}
-			if _, err := objSeals(o); err != nil {
+			if _, err := image.ParseMemfd(o, false); err != nil {
 				return err
 			}
 		case image.ObjSysVShm:

@@ -38,9 +38,27 @@ import (
 // created only where that uid may create one, owned by it, and a name
 // reaches only a socket its uid may connect to.
 
+// unixKind is a unix socket (object unix-<ino>): every unix socket of the
+// checkpoint is made at once on the first open (buildUnix), then each is
+// installed like any restorer file, its status flags set on the socket
+// itself (a socket has one file).
+type unixKind struct{ kindBase }
+
+func (unixKind) open(fs *files, c *image.Checkpoint, _ *image.Task, f *image.FD) (int, error) {
+	fd, err := fs.socket(c, c.Object(f.Object))
+	if err != nil {
+		return -1, err
+	}
+	if err := setStatusFlags(fd, f.Flags); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
 // usock is one unix socket object and its part in the rebuild.
 type usock struct {
 	o          *image.Object
+	s          *image.UnixSocket // o's info
 	typ, state int
 	name       string // bound name, "@..." for abstract; "" if none
 	dir        string // for a relative name, the directory it was bound from
@@ -85,38 +103,19 @@ func unixPlan(c *image.Checkpoint) (map[string]*usock, []*usock, error) {
 		if o.Kind != image.ObjUnixSocket {
 			continue
 		}
-		u := &usock{o: o, fd: -1, partner: -1, listener: o.InfoValue("listener"),
-			peerClosed: o.InfoValue("peer-closed") == "yes"}
-		var err1, err2, err3, err4 error
-		u.typ, err1 = strconv.Atoi(o.InfoValue("type"))
-		u.state, err2 = strconv.Atoi(o.InfoValue("state"))
-		if err1 != nil || err2 != nil {
-			return nil, nil, fmt.Errorf("unix socket %s: bad type or state", o.ID)
-		}
-		u.dir, err3 = o.InfoText("dir")
-		u.name, err4 = o.InfoText("name")
-		if err := errors.Join(err3, err4); err != nil {
+		us, err := image.ParseUnixSocket(o, false)
+		if err != nil {
 			return nil, nil, err
 		}
-		if p := o.InfoValue("peer"); p != "" && p != "0" && c.Object("unix-"+p) != nil {
-			u.peer = "unix-" + p
+		u := &usock{o: o, s: us, fd: -1, partner: -1, listener: us.Listener, peerClosed: us.PeerClosed,
+			typ: us.Type, state: us.State, dir: us.Dir, name: us.Name}
+		if p := us.Peer; p != 0 && c.Object(image.UnixSocketID(p)) != nil {
+			u.peer = image.UnixSocketID(p)
 		}
 		off := 0
-		for _, l := range o.Info {
-			k, v, _ := strings.Cut(l, ":")
-			if strings.TrimSpace(k) != "msg" {
-				continue
-			}
-			ls, sender, _ := strings.Cut(strings.TrimSpace(v), " ")
-			n, err := strconv.Atoi(ls)
-			if err != nil || n < 0 || off+n > len(o.Data) {
-				return nil, nil, fmt.Errorf("unix socket %s: bad message line %q", o.ID, l)
-			}
-			if sender == "-" {
-				sender = ""
-			}
-			u.msgs = append(u.msgs, umsg{o.Data[off : off+n], unquoteName(sender)})
-			off += n
+		for _, m := range us.Msgs {
+			u.msgs = append(u.msgs, umsg{o.Data[off : off+m.Len], m.Sender})
+			off += m.Len
 		}
 		byID[o.ID] = u
 		list = append(list, u)
@@ -172,24 +171,15 @@ func listenersByName(list []*usock) map[listenerKey]*usock {
 }
 
 const (
-	unixEstablished = 1
-	unixListen      = 10
+	unixEstablished = image.UnixConnected
+	unixListen      = image.UnixListen
 )
-
-func unquoteName(s string) string {
-	if strings.HasPrefix(s, `"`) {
-		if u, err := strconv.Unquote(s); err == nil {
-			return u
-		}
-	}
-	return s
-}
 
 // unixPeerOutside reports a unix socket whose other end is not in the
 // checkpoint (restore takes such a socket over on fds 0-2 only).
 func unixPeerOutside(c *image.Checkpoint, o *image.Object) bool {
-	p := o.InfoValue("peer")
-	return p != "" && p != "0" && o.InfoValue("peer-closed") != "yes" && len(objectUsers(c, "unix-"+p)) == 0
+	u, err := image.ParseUnixSocket(o, false)
+	return err == nil && u.Peer != 0 && !u.PeerClosed && len(objectUsers(c, image.UnixSocketID(u.Peer))) == 0
 }
 
 // checkUnixPaths checks, before any process is created, that every path a
@@ -359,7 +349,7 @@ func (b *unixBuild) bindName(fd int, u *usock) error {
 		if path == "" {
 			return nil
 		}
-		if u.o.InfoValue("file") == "no" {
+		if u.s.File != nil && !u.s.File.Exists {
 			return os.Remove(path)
 		}
 		return setSocketFileOwner(u)
@@ -425,17 +415,19 @@ func setSocketFileOwner(u *usock) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return fmt.Errorf("socket file %s was replaced by another file", path)
 	}
-	if m, err := strconv.ParseUint(u.o.InfoValue("mode"), 8, 32); err == nil && uint32(m&0o777) != st.Mode&0o777 {
+	file := u.s.File
+	if file == nil || !file.Exists {
+		return nil // not recorded
+	}
+	if m := file.Mode & 0o777; m != st.Mode&0o777 {
 		// chmod has no AT_EMPTY_PATH: through the fd's own /proc link.
-		if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(opath), uint32(m&0o777), 0); err != nil {
+		if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(opath), m, 0); err != nil {
 			return fmt.Errorf("chmod socket file %s: %w", path, err)
 		}
 	}
-	uid, err1 := strconv.Atoi(u.o.InfoValue("uid"))
-	gid, err2 := strconv.Atoi(u.o.InfoValue("gid"))
-	if err1 == nil && err2 == nil && (uint32(uid) != st.Uid || uint32(gid) != st.Gid) {
-		if err := unix.Fchownat(opath, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
-			return fmt.Errorf("chown socket file %s to %d:%d: %w", path, uid, gid, err)
+	if file.UID != st.Uid || file.GID != st.Gid {
+		if err := unix.Fchownat(opath, "", int(file.UID), int(file.GID), unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("chown socket file %s to %d:%d: %w", path, file.UID, file.GID, err)
 		}
 	}
 	return nil
@@ -447,7 +439,7 @@ func (b *unixBuild) bound(u *usock) error {
 	if u.state == unixEstablished && u.typ != unix.SOCK_DGRAM {
 		return nil // pair or waiting connection
 	}
-	if u.typ == unix.SOCK_DGRAM && u.peer != "" && u.name == "" && b.byID[u.peer].name == "" && b.byID[u.peer].o.InfoValue("peer") == u.o.InfoValue("ino") {
+	if u.typ == unix.SOCK_DGRAM && u.peer != "" && u.name == "" && b.byID[u.peer].name == "" && b.byID[u.peer].s.Peer == u.s.Ino {
 		return nil // an unnamed datagram socket pair
 	}
 	fd, err := b.newSocket(u.typ)
@@ -461,8 +453,7 @@ func (b *unixBuild) bound(u *usock) error {
 		}
 	}
 	if u.state == unixListen {
-		backlog, _ := strconv.Atoi(u.o.InfoValue("backlog"))
-		if err := unix.Listen(fd, backlog); err != nil {
+		if err := unix.Listen(fd, u.s.Backlog); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
 	}
@@ -475,10 +466,10 @@ func (b *unixBuild) pending(u *usock) error {
 	if u.state != unixListen {
 		return nil
 	}
-	for _, ino := range strings.Fields(u.o.InfoValue("pending")) {
-		cl := b.byID["unix-"+ino]
+	for _, ino := range u.s.Pending {
+		cl := b.byID[image.UnixSocketID(ino)]
 		if cl == nil {
-			return fmt.Errorf("waiting connection unix-%s is not in the checkpoint", ino)
+			return fmt.Errorf("waiting connection %s is not in the checkpoint", image.UnixSocketID(ino))
 		}
 		if err := b.connect(cl, u.addr(), true); err != nil {
 			return fmt.Errorf("reconnect waiting connection %s: %w", cl.o.ID, err)
@@ -689,15 +680,17 @@ func setSockOpts(u *usock) error {
 	if u.fd < 0 {
 		return nil
 	}
+	opts := u.s.Opts
+	if opts == nil {
+		return nil // not recorded (format 1)
+	}
 	for _, o := range []struct {
 		key      string
 		opt, set int
-	}{{"sndbuf", unix.SO_SNDBUF, unix.SO_SNDBUFFORCE}, {"rcvbuf", unix.SO_RCVBUF, unix.SO_RCVBUFFORCE},
-		{"passcred", unix.SO_PASSCRED, unix.SO_PASSCRED}, {"passsec", unix.SO_PASSSEC, unix.SO_PASSSEC}} {
-		v, err := strconv.Atoi(u.o.InfoValue(o.key))
-		if err != nil {
-			continue // not recorded
-		}
+		v        int
+	}{{"sndbuf", unix.SO_SNDBUF, unix.SO_SNDBUFFORCE, opts.Sndbuf}, {"rcvbuf", unix.SO_RCVBUF, unix.SO_RCVBUFFORCE, opts.Rcvbuf},
+		{"passcred", unix.SO_PASSCRED, unix.SO_PASSCRED, opts.Passcred}, {"passsec", unix.SO_PASSSEC, unix.SO_PASSSEC, opts.Passsec}} {
+		v := o.v
 		if cur, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, o.opt); err == nil && cur == v {
 			continue
 		}
@@ -744,14 +737,17 @@ func (p *target) relisten() error {
 	}
 	for _, f := range p.t.FDs {
 		o := p.r.c.Object(f.Object)
-		if f.Object == "" || o == nil || o.Kind != image.ObjUnixSocket || o.InfoValue("state") != strconv.Itoa(unixListen) {
+		if f.Object == "" || o == nil || o.Kind != image.ObjUnixSocket {
+			continue
+		}
+		us, err := image.ParseUnixSocket(o, false)
+		if err != nil || us.State != image.UnixListen {
 			continue
 		}
 		if h := objectHolder(p.r.c, o.ID); h != p.t {
 			continue
 		}
-		backlog, _ := strconv.Atoi(o.InfoValue("backlog"))
-		if _, err := p.sys(p.pid, unix.SYS_LISTEN, uint64(f.Num), uint64(backlog)); err != nil {
+		if _, err := p.sys(p.pid, unix.SYS_LISTEN, uint64(f.Num), uint64(us.Backlog)); err != nil {
 			return fmt.Errorf("fd %d: listen again as the task: %w", f.Num, err)
 		}
 	}
