@@ -108,10 +108,10 @@ func inotifyLines(f *FD, strict bool) ([]string, error) {
 	return n.Lines(), err
 }
 
-func refuseInotify(f *FD) string {
+func refuseInotify(f *FD) (string, string) {
 	n, _ := ParseInotify(f, false)
 	if len(n.Unresolved) > 0 {
-		return "an inotify watch without a path: " + n.Unresolved[0]
+		return "an inotify watch without a path", n.Unresolved[0]
 	}
-	return ""
+	return "", ""
 }

@@ -20,8 +20,9 @@ type fdSchema struct {
 	// have) and renders them again, canonical; nil: the kind has no lines
 	// of its own, f.Extra is kept as the kernel gave it.
 	lines func(f *FD, strict bool) ([]string, error)
-	// refuse says why no restore could give f back, "" if one can.
-	refuse func(f *FD) string
+	// refuse says why no restore could give f back (what, and the
+	// detail that names it), "" if one can.
+	refuse func(f *FD) (why, what string)
 }
 
 // fdSchemas lists every fd kind.
@@ -55,9 +56,9 @@ var objectSchemas = map[string]objectSchema{
 	ObjSysVShm:     {parse: parseSysVInfo},
 }
 
-// commonFDKey reports the kernel's fdinfo lines every fd has, kept
+// CommonFDLine reports the kernel's fdinfo lines every fd has, kept
 // verbatim beside a kind's own lines.
-func commonFDKey(line string) bool {
+func CommonFDLine(line string) bool {
 	k, _, _ := strings.Cut(line, ":")
 	k = strings.TrimSpace(k)
 	return k == "mnt_id" || k == "ino"
@@ -66,7 +67,7 @@ func commonFDKey(line string) bool {
 // kindLinesOf splits f.Extra into the common kernel lines and the kind's.
 func kindLinesOf(f *FD) (common, own []string) {
 	for _, l := range f.Extra {
-		if commonFDKey(l) {
+		if CommonFDLine(l) {
 			common = append(common, l)
 		} else {
 			own = append(own, l)
@@ -90,20 +91,20 @@ func Refusal(f *FD) error {
 		}
 	}
 	if s.refuse != nil {
-		if why := s.refuse(f); why != "" {
-			return &RefusedFD{Kind: f.Kind, Why: why}
+		if why, what := s.refuse(f); why != "" {
+			return &RefusedFD{Kind: f.Kind, Why: why, What: what}
 		}
 	}
 	return nil
 }
 
-// RefusedFD is a Refusal: an fd of kind Kind that cannot be restored.
+// RefusedFD is a Refusal: an fd of kind Kind that cannot be restored, Why
+// says what it is ("an inotify watch without a path"), What names it.
 type RefusedFD struct {
-	Kind string
-	Why  string
+	Kind, Why, What string
 }
 
-func (e *RefusedFD) Error() string { return e.Why }
+func (e *RefusedFD) Error() string { return e.Why + " (" + e.What + ")" }
 
 // canonFD checks f's kind lines (strict) and returns f.Extra as Render
 // writes it: the common kernel lines, then the kind's lines rendered by
@@ -132,15 +133,15 @@ func fdKindLines(f *FD, keys, repeat []string, strict bool) *kindLines {
 
 // refuseOther: an anonymous inode (or anything else) of a kind ckptfs does
 // not know cannot be recreated.
-func refuseOther(f *FD) string {
-	return "an fd of a kind ckptfs cannot checkpoint yet (" + strings.TrimPrefix(f.Path, "anon_inode:") + ")"
+func refuseOther(f *FD) (string, string) {
+	return strings.TrimPrefix(f.Path, "anon_inode:"), f.Path
 }
 
 // refuseDeletedPath: a file reopened by path must still have one; a
 // deleted regular file is an object (kind_deletedfile.go) instead.
-func refuseDeletedPath(f *FD) string {
+func refuseDeletedPath(f *FD) (string, string) {
 	if f.Deleted && f.Object == "" && f.Kind != FDFile {
-		return f.Path + " was deleted at dump time"
+		return "a " + f.Kind + " deleted at dump time (only a regular file's contents are saved)", f.Path
 	}
-	return ""
+	return "", ""
 }
