@@ -148,9 +148,6 @@ func FuzzTextFiles(f *testing.F) {
 		for _, kind := range []string{ObjUnixSocket, ObjDeletedFile, ObjMemfd} {
 			legacyObjectLine(kind, "msg", line, line)
 			legacyObjectLine(kind, "name", line, line)
-			o := &Object{Kind: kind, Info: []string{line}}
-			o.InfoText("name")
-			o.InfoValue("name")
 		}
 		for _, strict := range []bool{false, true} {
 			for kind, schema := range objectSchemas {

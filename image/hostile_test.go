@@ -109,8 +109,8 @@ func TestRoundTripHostileStrings(t *testing.T) {
 	if err != nil || len(ws) != len(hostile) || ws[0].Path != hostilePath(0) {
 		t.Errorf("inotify watches %+v, %v", ws, err)
 	}
-	if p, err := got.Object("file-7").InfoText("path"); err != nil || p != hostilePath(0) {
-		t.Errorf("deleted file path %q, %v", p, err)
+	if d, err := ParseDeletedFile(got.Object("file-7"), true); err != nil || d.Path != hostilePath(0) {
+		t.Errorf("deleted file %+v, %v", d, err)
 	}
 }
 
@@ -170,12 +170,12 @@ func TestRenderOldModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := got.Object("file-7").InfoText("path"); p != "/tmp/old file" || err != nil {
-		t.Errorf("path %q %v", p, err)
+	if d, err := ParseDeletedFile(got.Object("file-7"), true); err != nil || d.Path != "/tmp/old file" {
+		t.Errorf("path %+v %v", d, err)
 	}
 	u := got.Object("unix-9")
-	if n, err := u.InfoText("name"); n != "/tmp/sock" || err != nil {
-		t.Errorf("name %q %v", n, err)
+	if us, err := ParseUnixSocket(u, true); err != nil || us.Name != "/tmp/sock" {
+		t.Errorf("name %+v %v", us, err)
 	}
 	want := []string{"ino: 9", "type: 2", "state: 7", "peer: 0", `name: "/tmp/sock"`, `dir: "/home/u"`, `msg: 1 "/tmp/peer"`, "msg: 2 -", `msg: 3 "@\x00abstract"`}
 	if !reflect.DeepEqual(u.Info, want) {
