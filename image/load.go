@@ -425,13 +425,10 @@ func (l *loader) thread(rel string, tid int) *Thread {
 	return th
 }
 
-// fdinfo keys Render writes itself; other lines are kept verbatim in Extra.
+// fdinfo keys Render writes itself; the other lines are the kind's
+// (kinds.go), kept in Extra.
 var fdKeys = map[string]bool{"kind": true, "path": true, "flags": true, "pos": true, "size": true,
 	"deleted": true, "cloexec": true, "object": true, "ofd": true}
-
-// fdKinds are the values of fdinfo's kind.
-var fdKinds = map[string]bool{FDFile: true, FDDir: true, FDChar: true, FDPipe: true, FDSocket: true,
-	FDEventfd: true, FDEpoll: true, FDTimerfd: true, FDSignalfd: true, FDInotify: true, FDOther: true}
 
 func (l *loader) fd(rel string, n int) *FD {
 	b := l.read(rel)
@@ -439,7 +436,7 @@ func (l *loader) fd(rel string, n int) *FD {
 	k.version = l.version
 	f := &FD{Num: n, Kind: k.str("kind"), Path: k.text("path"),
 		Pos: k.i64Range("pos", 0, math.MaxInt64), Size: k.i64Range("size", 0, math.MaxInt64)}
-	if !fdKinds[f.Kind] && k.err == nil {
+	if _, ok := fdSchemas[f.Kind]; !ok && k.err == nil {
 		k.failKey("kind", "unknown fd kind %.40q", f.Kind)
 	}
 	fl, err := strconv.ParseUint(k.str("flags"), 8, 32)
