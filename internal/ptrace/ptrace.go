@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 // Package ptrace wraps the ptrace requests ckptfs needs beyond what
 // golang.org/x/sys/unix wraps (its constants are used, its functions lack
 // these requests): seize/interrupt, register sets, signal masks, pending
