@@ -73,8 +73,7 @@ func TestKernelFDLines(t *testing.T) {
 // TestKindTable: every fd kind the image knows has exactly one dumper
 // kind that classifies or owns it.
 func TestKindTable(t *testing.T) {
-	for _, k := range []string{image.FDFile, image.FDDir, image.FDChar, image.FDPipe, image.FDSocket, image.FDEventfd,
-		image.FDEpoll, image.FDTimerfd, image.FDSignalfd, image.FDInotify, image.FDOther} {
+	for _, k := range image.FDKinds() {
 		got := kindOf(&image.FD{Kind: k})
 		if got.fdKind() != k {
 			t.Errorf("fd kind %s: dumper kind %T", k, got)

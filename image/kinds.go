@@ -2,6 +2,7 @@ package image
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -38,6 +39,21 @@ var fdSchemas = map[string]fdSchema{
 	FDSignalfd: {lines: signalfdLines},
 	FDInotify:  {lines: inotifyLines, refuse: refuseInotify},
 	FDOther:    {refuse: refuseOther},
+}
+
+// FDKinds returns every fd kind, sorted.
+func FDKinds() []string { return sortedKeys(fdSchemas) }
+
+// ObjectKinds returns every object kind, sorted.
+func ObjectKinds() []string { return sortedKeys(objectSchemas) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // objectSchema is the tree format's knowledge of one object kind.

@@ -131,3 +131,19 @@ func restoreWithChild(t *testing.T, dir string, child int) int {
 	})
 	return root
 }
+
+// TestKindTables: every fd kind the image knows is made by a restorer
+// kind (but "other", which image.Refusal refuses), and every object kind
+// but SysV segments (reached by vmas, kind_sysvshm.go) too.
+func TestKindTables(t *testing.T) {
+	for _, k := range image.FDKinds() {
+		if _, ok := fdKinds[k]; !ok && k != image.FDOther {
+			t.Errorf("fd kind %s has no restorer kind", k)
+		}
+	}
+	for _, k := range image.ObjectKinds() {
+		if _, ok := objectKinds[k]; !ok && k != image.ObjSysVShm {
+			t.Errorf("object kind %s has no restorer kind", k)
+		}
+	}
+}
