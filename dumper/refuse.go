@@ -89,7 +89,7 @@ func precheck(root int) ([]int, error) {
 	if _, err := sharedTables(live, parentOf); err != nil {
 		return nil, err
 	}
-	if err := precheckUnix(byPid); err != nil { // unixsock.go
+	if err := precheckUnix(byPid); err != nil { // kind_unixsock.go
 		return nil, err
 	}
 	return pids, nil

@@ -25,10 +25,10 @@ func preflight(c *image.Checkpoint, own map[int]string, shellJob bool) error {
 	if err := checkTerminals(c, shellJob); err != nil {
 		return err
 	}
-	if err := checkUnixPaths(c); err != nil { // unixsock.go
+	if err := checkUnixPaths(c); err != nil { // kind_unixsock.go
 		return err
 	}
-	if err := checkShm(c); err != nil { // sysvshm.go
+	if err := checkShm(c); err != nil { // kind_sysvshm.go
 		return err
 	}
 	for _, t := range c.Tasks {
@@ -212,7 +212,7 @@ func otherEndInside(c *image.Checkpoint, pid int, f *image.FD) bool {
 		}
 	}
 	if o := c.Object(f.Object); o != nil && o.Kind == image.ObjUnixSocket {
-		return !unixPeerOutside(c, o) // unixsock.go: a listener, named or unconnected socket is recreated
+		return !unixPeerOutside(c, o) // kind_unixsock.go: a listener, named or unconnected socket is recreated
 	}
 	return false
 }

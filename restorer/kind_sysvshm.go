@@ -38,7 +38,7 @@ const (
 )
 
 // A SysV segment is reached by the vmas attaching it, never by an fd: it
-// has no entry in the kinds table; mem.go attaches it (attachSysV) and
+// has no entry in the kinds table; task.go attaches it (attachSysV) and
 // marks it IPC_RMID after the last attach.
 
 // isSysV reports a vma attaching a SysV shared memory segment.

@@ -18,7 +18,7 @@ import (
 // a private copy. A memfd recorded as an object (objects/memfd-<ino>) is
 // also what fds on it are opened on (files.memfd), so writes through a
 // mapping are seen through the fd; it gets its name, size, mode and seals
-// back. SysV segments are restored as segments (sysvshm.go).
+// back. SysV segments are restored as segments (kind_sysvshm.go).
 
 // shmemKey names the shared memory object of v.
 func shmemKey(v *image.VMA) string {
