@@ -27,6 +27,7 @@ func checkPath(f *image.FD) error {
 }
 
 func (fileKind) inherit(*image.Checkpoint, int, *image.FD, map[int]string) bool { return false }
+func (fileKind) preopens(*image.FD) bool                                        { return true }
 
 func (fileKind) open(fs *files, _ *image.Checkpoint, t *image.Task, f *image.FD) (int, error) {
 	fd, err := fs.openAs(t, f.Path, int(f.Flags&reopenMask)|unix.O_CLOEXEC, 0)

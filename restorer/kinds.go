@@ -24,6 +24,10 @@ type kind interface {
 	// inherit says whether fd f of task pid is taken over from the
 	// restorer's own fd at that number instead of being made again.
 	inherit(c *image.Checkpoint, pid int, f *image.FD, own map[int]string) bool
+	// preopens says that f is opened by path, as its task, before any
+	// process is created (preopen.go), so a file it may not open stops
+	// the restore before it starts.
+	preopens(f *image.FD) bool
 	// open returns the restorer's file that f becomes, made on first use
 	// (the driver installs it in every task and at every number that had
 	// it, with pidfd_getfd). Not called for an inTask kind.
@@ -92,6 +96,7 @@ func (kindBase) inherit(c *image.Checkpoint, pid int, f *image.FD, own map[int]s
 func (kindBase) open(*files, *image.Checkpoint, *image.Task, *image.FD) (int, error) {
 	return -1, errNoKind
 }
+func (kindBase) preopens(*image.FD) bool                   { return false }
 func (kindBase) inTask() bool                              { return false }
 func (kindBase) create(*target, *image.FD) (uint64, error) { return 0, errNoKind }
 func (kindBase) late() bool                                { return false }
