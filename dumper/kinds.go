@@ -74,9 +74,19 @@ func fdKind(link string, mode uint32) string {
 	return image.FDOther
 }
 
-// fdKindState records what the kind of fd f of pid needs from the kernel.
+// fdKindState records what the kind of fd f of pid needs from the kernel,
+// then keeps of the kernel's fdinfo lines only what the kind's schema has
+// (no raw fdinfo text is stored).
 func fdKindState(pid int, f *image.FD) error {
-	return kindOf(f).dump(pid, f)
+	if err := kindOf(f).dump(pid, f); err != nil {
+		return err
+	}
+	lines, err := image.CanonicalLines(f)
+	if err != nil {
+		return fmt.Errorf("fdinfo: %w", err)
+	}
+	f.Extra = lines
+	return nil
 }
 
 // otherKind is an fd of a kind ckptfs does not know (io_uring, a perf

@@ -18,27 +18,33 @@ import (
 // fdSchema is the tree format's knowledge of one fd kind.
 type fdSchema struct {
 	// lines parses f's kind lines (strict: refuse keys the kind does not
-	// have) and renders them again, canonical; nil: the kind has no lines
-	// of its own, f.Extra is kept as the kernel gave it.
+	// have) and renders them again, canonical.
 	lines func(f *FD, strict bool) ([]string, error)
 	// refuse says why no restore could give f back (what, and the
 	// detail that names it), "" if one can.
 	refuse func(f *FD) (why, what string)
 }
 
-// fdSchemas lists every fd kind.
+// fdSchemas lists every fd kind. A kind without state of its own (a file
+// is its path, flags and offset) has no lines: the kernel's other fdinfo
+// lines (a file's lock: lines, say) are not kept.
 var fdSchemas = map[string]fdSchema{
-	FDFile:     {refuse: refuseDeletedPath},
-	FDDir:      {refuse: refuseDeletedPath},
-	FDChar:     {refuse: refuseDeletedPath},
-	FDPipe:     {},
-	FDSocket:   {},
+	FDFile:     {lines: noLines, refuse: refuseDeletedPath},
+	FDDir:      {lines: noLines, refuse: refuseDeletedPath},
+	FDChar:     {lines: noLines, refuse: refuseDeletedPath},
+	FDPipe:     {lines: noLines},
+	FDSocket:   {lines: noLines},
 	FDEventfd:  {lines: eventfdLines},
 	FDEpoll:    {lines: epollLines},
 	FDTimerfd:  {lines: timerfdLines},
 	FDSignalfd: {lines: signalfdLines},
 	FDInotify:  {lines: inotifyLines, refuse: refuseInotify},
-	FDOther:    {refuse: refuseOther},
+	FDOther:    {lines: noLines, refuse: refuseOther},
+}
+
+// noLines is the schema of a kind with no lines of its own.
+func noLines(f *FD, strict bool) ([]string, error) {
+	return nil, fdKindLines(f, nil, nil, strict).err
 }
 
 // FDKinds returns every fd kind, sorted.
@@ -101,10 +107,8 @@ func Refusal(f *FD) error {
 	if !ok {
 		return fmt.Errorf("unknown fd kind %.40q", f.Kind)
 	}
-	if s.lines != nil {
-		if _, err := s.lines(f, false); err != nil {
-			return err
-		}
+	if _, err := s.lines(f, false); err != nil {
+		return err
 	}
 	if s.refuse != nil {
 		if why, what := s.refuse(f); why != "" {
@@ -122,6 +126,12 @@ type RefusedFD struct {
 
 func (e *RefusedFD) Error() string { return e.Why + " (" + e.What + ")" }
 
+// CanonicalLines returns f.Extra as its kind's schema has it: the
+// kernel's mnt_id and ino lines, then the kind's lines read from the
+// kernel's spelling (or an older tree's) and rendered again. The dumper
+// applies it to every fd it records.
+func CanonicalLines(f *FD) ([]string, error) { return canonFD(f, false) }
+
 // canonFD checks f's kind lines (strict) and returns f.Extra as Render
 // writes it: the common kernel lines, then the kind's lines rendered by
 // its schema.
@@ -129,9 +139,6 @@ func canonFD(f *FD, strict bool) ([]string, error) {
 	s, ok := fdSchemas[f.Kind]
 	if !ok {
 		return nil, fmt.Errorf("unknown fd kind %.40q", f.Kind)
-	}
-	if s.lines == nil {
-		return f.Extra, nil
 	}
 	common, _ := kindLinesOf(f)
 	own, err := s.lines(f, strict)

@@ -107,6 +107,7 @@ func TestKindsLoadFormats(t *testing.T) {
 		{"kernel tfd line", "tasks/100/fdinfo/11", "data: 0x7\n", "data: 0x7  pos:0 ino:421 sdev:f\n", "bad watch line"},
 		{"unknown fd key", "tasks/100/fdinfo/13", "sigmask:", "blocked: 1\nsigmask:", `unknown key "blocked"`},
 		{"bad count", "tasks/100/fdinfo/10", "eventfd-count: 0x5", "eventfd-count: five", "eventfd-count: bad number"},
+		{"kernel line on a file", "tasks/100/fdinfo/7", "ino:\t3\n", "ino:\t3\nlock:\t1: FLOCK  ADVISORY  WRITE 99 fd:01:3 0 EOF\n", `unknown key "lock"`},
 		{"unknown object key", "objects/pipe-99/info", "capacity:", "colour: red\ncapacity:", `unknown key "colour"`},
 		{"object missing key", "objects/pipe-99/info", "capacity: 65536\n", "", `missing key "capacity"`},
 		{"unknown object kind", "objects/pipe-99/info", "kind: pipe", "kind: tube", "unknown object kind"},
