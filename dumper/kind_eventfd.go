@@ -2,7 +2,8 @@ package dumper
 
 import "github.com/ckptfs/ckptfs/image"
 
-// eventfdKind is an eventfd: its count and semaphore flag, from fdinfo.
+// eventfdKind is an eventfd: its count and semaphore flag, from fdinfo,
+// which its schema reads (fdKindState).
 type eventfdKind struct{ noOps }
 
 func (eventfdKind) fdKind() string { return image.FDEventfd }
@@ -10,5 +11,3 @@ func (eventfdKind) classifies(link string, _ uint32) bool {
 	return link == "anon_inode:[eventfd]"
 }
 func (eventfdKind) owns(*image.FD) bool { return true }
-
-func (eventfdKind) dump(_ int, f *image.FD) error { return kernelLines(f, image.ParseEventfd) }

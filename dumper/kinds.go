@@ -24,10 +24,11 @@ type kind interface {
 	classifies(link string, mode uint32) bool
 	// owns says whether fd f, classified, is this kind's.
 	owns(f *image.FD) bool
-	// dump turns what the kernel says of fd f of pid (its fdinfo lines,
-	// in f.Extra) into the kind's typed lines, asking the kernel more
-	// where fdinfo is not enough. It runs before the tree is seized (for
-	// refuse) and again once it is frozen.
+	// dump asks the kernel what fd f of pid's fdinfo lines (in f.Extra)
+	// do not say, or says only raw (inotify watch handles, a timerfd's
+	// missed periods); fdKindState then keeps of f.Extra what the kind's
+	// schema reads, typed. It runs before the tree is seized (for refuse)
+	// and again once it is frozen.
 	dump(pid int, f *image.FD) error
 	// refuse says, before anything is seized, why fd f of pid cannot be
 	// checkpointed from what only the live kernel knows (a socket's
@@ -98,18 +99,6 @@ func (otherKind) owns(*image.FD) bool { return true }
 
 // isType says whether mode is of file type t (unix.S_IF*).
 func isType(mode, t uint32) bool { return mode&unix.S_IFMT == t }
-
-// kernelLines parses the kernel's fdinfo lines of f (kept in f.Extra by
-// collectFDs) with the kind's schema and replaces them by the typed lines
-// it renders, after the lines every fd has.
-func kernelLines[S interface{ Lines() []string }](f *image.FD, parse func(*image.FD, bool) (S, error)) error {
-	s, err := parse(f, false)
-	if err != nil {
-		return fmt.Errorf("fdinfo: %w", err)
-	}
-	f.Extra = append(commonLines(f), s.Lines()...)
-	return nil
-}
 
 // commonLines returns the kernel lines every fd has (mnt_id, ino).
 func commonLines(f *image.FD) []string {
