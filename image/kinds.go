@@ -153,18 +153,3 @@ func fdKindLines(f *FD, keys, repeat []string, strict bool) *kindLines {
 	_, own := kindLinesOf(f)
 	return readKindLines(f.Kind, own, keys, repeat, strict)
 }
-
-// refuseOther: an anonymous inode (or anything else) of a kind ckptfs does
-// not know cannot be recreated.
-func refuseOther(f *FD) (string, string) {
-	return strings.TrimPrefix(f.Path, "anon_inode:"), f.Path
-}
-
-// refuseDeletedPath: a file reopened by path must still have one; a
-// deleted regular file is an object (kind_deletedfile.go) instead.
-func refuseDeletedPath(f *FD) (string, string) {
-	if f.Deleted && f.Object == "" && f.Kind != FDFile {
-		return "a " + f.Kind + " deleted at dump time (only a regular file's contents are saved)", f.Path
-	}
-	return "", ""
-}
