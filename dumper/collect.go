@@ -198,7 +198,7 @@ func prepareTask(ft *frozenTask, part *procPart, tramps *inject.VdsoTrampolines)
 		return tc, nil
 	}
 	var err error
-	if t.SharedPending, err = ptrace.PeekSiginfo(pid, true); err != nil {
+	if t.SharedPending, err = ptrace.PeekSiginfo[image.Siginfo](pid, true); err != nil {
 		return nil, err
 	}
 	if err := suspendSeccomp(ft, part.threads); err != nil { // security.go: before any injection
@@ -272,12 +272,14 @@ func readThread(tid int, comm string) (*image.Thread, error) {
 	if th.SigMask, err = ptrace.GetSigMask(tid); err != nil {
 		return nil, err
 	}
-	if th.Pending, err = ptrace.PeekSiginfo(tid, false); err != nil {
+	if th.Pending, err = ptrace.PeekSiginfo[image.Siginfo](tid, false); err != nil {
 		return nil, err
 	}
-	if th.Rseq, err = ptrace.GetRseq(tid); err != nil {
+	rseq, err := ptrace.GetRseq(tid)
+	if err != nil {
 		return nil, err
 	}
+	th.Rseq = (*image.Rseq)(rseq)
 	return th, nil
 }
 
@@ -378,36 +380,6 @@ func collectFDs(pid int) ([]*image.FD, error) {
 		out = append(out, f)
 	}
 	return out, nil
-}
-
-func fdKind(link string, mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		if strings.HasPrefix(link, "/") {
-			return image.FDFile
-		}
-	case unix.S_IFDIR:
-		return image.FDDir
-	case unix.S_IFCHR:
-		return image.FDChar
-	case unix.S_IFIFO:
-		return image.FDPipe
-	case unix.S_IFSOCK:
-		return image.FDSocket
-	}
-	switch link {
-	case "anon_inode:[eventfd]":
-		return image.FDEventfd
-	case "anon_inode:[eventpoll]":
-		return image.FDEpoll
-	case "anon_inode:[timerfd]":
-		return image.FDTimerfd
-	case "anon_inode:[signalfd]":
-		return image.FDSignalfd
-	case "anon_inode:inotify":
-		return image.FDInotify
-	}
-	return image.FDOther
 }
 
 // statExitCode returns field 52 of /proc/<pid>/stat, the wait status of a

@@ -13,6 +13,7 @@ import (
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/sparse"
 	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
@@ -538,26 +539,14 @@ func objectPages(pid int, v *image.VMA) (*os.File, []uint32, error) {
 	}
 	var idx []uint32
 	start, end := int64(v.Offset), int64(v.Offset)+int64(v.Len())
-	fd := int(f.Fd())
-	for off := start; off < end; {
-		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) || err == nil && d >= end {
-			break
-		}
+	for e, err := range sparse.Data(int(f.Fd()), start, end) {
 		if err != nil {
 			f.Close()
-			return nil, nil, fmt.Errorf("SEEK_DATA: %w", err)
+			return nil, nil, fmt.Errorf("shared memory object: %w", err)
 		}
-		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("SEEK_HOLE: %w", err)
-		}
-		h = min(h, end)
-		for p := d &^ (image.PageSize - 1); p < h; p += image.PageSize {
+		for p := e.Start &^ (image.PageSize - 1); p < e.End; p += image.PageSize {
 			idx = append(idx, uint32((p-start)/image.PageSize))
 		}
-		off = h
 	}
 	return f, idx, nil
 }

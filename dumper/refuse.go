@@ -1,12 +1,10 @@
 package dumper
 
 import (
+	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
@@ -34,83 +32,24 @@ func (e *ErrUnsupported) Error() string {
 	return fmt.Sprintf("process %d fd %d is %s (%s): cannot checkpoint that yet", e.PID, e.FD, e.Kind, e.What)
 }
 
-// Character devices that are reopened by path on restore: the memory
-// devices (null, zero, full, random, urandom) and terminals.
-func restorableDevice(rdev uint64) bool {
-	major, minor := unix.Major(rdev), unix.Minor(rdev)
-	switch major {
-	case 1:
-		return minor == 3 || minor == 5 || minor == 7 || minor == 8 || minor == 9
-	case 5: // /dev/tty, /dev/console; not /dev/ptmx (5:2): a pty master
-		return minor != 2
-	case 4, 136: // tty*, pts
-		return true
-	}
-	return false
-}
-
-// checkFDs refuses kinds of fd that cannot be checkpointed yet: sockets
-// other than unix ones, io_uring and other anonymous inodes, devices.
+// checkFDs refuses fds that cannot be checkpointed: what each kind's
+// refuse finds from the live kernel (sockets other than unix ones, devices
+// other than memory devices and terminals), then the kind's image.Refusal
+// rule, the one the restorer applies too (other anonymous inodes, inotify
+// watches without a path).
 func checkFDs(pid int, fds []*image.FD) error {
 	for _, f := range fds {
-		switch f.Kind {
-		case image.FDOther:
-			return &ErrUnsupported{PID: pid, FD: f.Num, Kind: strings.TrimPrefix(f.Path, "anon_inode:"), What: f.Path}
-		case image.FDInotify:
-			if w := unresolvedInotify(f); w != "" {
-				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "an inotify watch without a path", What: w}
-			}
-		case image.FDSocket:
-			isUnix, err := unixSocket(pid, f.Num)
-			if err != nil {
-				return err
-			}
-			if !isUnix {
-				ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(f.Path, "socket:["), "]"), 10, 64)
-				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: socketKind(pid, ino), What: f.Path}
-			}
-		case image.FDChar:
-			var st unix.Stat_t
-			if err := unix.Stat(proc.FDPath(pid, f.Num), &st); err == nil && !restorableDevice(st.Rdev) {
-				kind := "a device"
-				if unix.Major(st.Rdev) == 5 && unix.Minor(st.Rdev) == 2 {
-					kind = "a pty master (ptys are not recreated; a program on a terminal can be restored with --shell-job)"
-				}
-				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: kind, What: f.Path}
-			}
+		if err := kindOf(f).refuse(pid, f); err != nil {
+			return err
+		}
+		var r *image.RefusedFD
+		if err := image.Refusal(f); errors.As(err, &r) {
+			return &ErrUnsupported{PID: pid, FD: f.Num, Kind: r.Why, What: r.What}
+		} else if err != nil {
+			return fmt.Errorf("process %d fd %d: %w", pid, f.Num, err)
 		}
 	}
 	return nil
-}
-
-// unixSocket says whether fd n of pid is a unix socket, by the protocol
-// name sockfs gives as the xattr system.sockprotoname ("UNIX",
-// "UNIX-STREAM"; "TCP", "UDP", "NETLINK"... for others): one syscall per
-// socket, where reading /proc/<pid>/net/unix (every unix socket of the
-// namespace) for each process of a 500-process tree took a second.
-func unixSocket(pid, n int) (bool, error) {
-	buf := make([]byte, 64)
-	k, err := unix.Getxattr(proc.FDPath(pid, n), "system.sockprotoname", buf)
-	if err != nil {
-		return false, fmt.Errorf("protocol of socket fd %d of %d: %w", n, pid, err)
-	}
-	return strings.HasPrefix(unix.ByteSliceToString(buf[:k]), "UNIX"), nil
-}
-
-// socketKind names the protocol of a non-unix socket for the error message.
-func socketKind(pid int, ino uint64) string {
-	needle := " " + strconv.FormatUint(ino, 10) + " "
-	for _, p := range []struct{ file, kind string }{
-		{"net/tcp", "a TCP socket"}, {"net/tcp6", "a TCP socket"},
-		{"net/udp", "a UDP socket"}, {"net/udp6", "a UDP socket"},
-		{"net/raw", "a raw socket"}, {"net/raw6", "a raw socket"},
-		{"net/netlink", "a netlink socket"}, {"net/packet", "a packet socket"},
-	} {
-		if b, err := proc.Read(pid, p.file); err == nil && strings.Contains(string(b), needle) {
-			return p.kind
-		}
-	}
-	return "a socket"
 }
 
 // checkVMAs refuses mappings of devices (other than /dev/zero).
@@ -150,7 +89,7 @@ func precheck(root int) ([]int, error) {
 	if _, err := sharedTables(live, parentOf); err != nil {
 		return nil, err
 	}
-	if err := precheckUnix(byPid); err != nil { // unixsock.go
+	if err := precheckUnix(byPid); err != nil { // kind_unixsock.go
 		return nil, err
 	}
 	return pids, nil

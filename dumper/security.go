@@ -180,8 +180,12 @@ func collectSecurity(pid, tid int, st threadStatus, pr inject.Prctls) (*image.Se
 	default:
 		return nil, &ErrUnrestorable{PID: pid, TID: tid, What: fmt.Sprintf("is in seccomp strict mode (%d)", st.seccomp)}
 	}
-	if s.Filters, err = ptrace.SeccompFilters(tid, st.seccompFilters); err != nil {
+	filters, err := ptrace.SeccompFilters(tid, st.seccompFilters)
+	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	for _, f := range filters {
+		s.Filters = append(s.Filters, image.SeccompFilter(f))
 	}
 	for i, f := range s.Filters {
 		if why := unrestorableFilter(f.Prog); why != "" {

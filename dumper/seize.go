@@ -264,10 +264,10 @@ func reenterWait(tid int) {
 	if err != nil || !image.EINTRByFreeze(&r) {
 		return
 	}
-	if own, err := ptrace.PeekSiginfo(tid, false); err != nil || len(own) > 0 {
+	if own, err := ptrace.PeekSiginfo[image.Siginfo](tid, false); err != nil || len(own) > 0 {
 		return
 	}
-	if shared, err := ptrace.PeekSiginfo(tid, true); err != nil || len(shared) > 0 {
+	if shared, err := ptrace.PeekSiginfo[image.Siginfo](tid, true); err != nil || len(shared) > 0 {
 		return
 	}
 	image.ReenterSyscall(&r)

@@ -2,6 +2,7 @@ package dumper
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"testing"
 	"unsafe"
@@ -41,7 +42,7 @@ func TestUnmappedData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := formatRanges(rs); got != "0-4096 8192-12288" || !bytes.Equal(data, append(page(1), page(3)...)) {
+	if got := fmt.Sprint(rs); got != "[{0 4096} {8192 12288}]" || !bytes.Equal(data, append(page(1), page(3)...)) {
 		t.Fatalf("no mapping: ranges %q, %d bytes of data", got, len(data))
 	}
 
@@ -62,7 +63,7 @@ func TestUnmappedData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := formatRanges(rs); got != "8192-12288" || !bytes.Equal(data, page(3)) {
+	if got := fmt.Sprint(rs); got != "[{8192 12288}]" || !bytes.Equal(data, page(3)) {
 		t.Fatalf("first page mapped: ranges %q, %d bytes of data", got, len(data))
 	}
 }

@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package image
 
 import (
@@ -41,7 +43,8 @@ type CoreFile struct {
 	size int64
 }
 
-func (*CoreFile) isNode() {}
+func (*CoreFile) isNode()  {}
+func (*CoreFile) private() {}
 
 var _ SparseFile = (*CoreFile)(nil)
 

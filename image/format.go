@@ -16,9 +16,12 @@ import (
 
 // Tree format versions: FormatVersion is what Render writes as "format:" in
 // info; a tree without that key is format 1 (free text written raw).
+// Format 3 gave every fd and object kind a typed schema (kinds.go): an
+// fd's kind lines and an object's info hold only the keys of its kind.
 const (
-	FormatVersion = 2
+	FormatVersion = 3
 	formatLegacy  = 1
+	formatKinds   = 3 // from this version kind lines are read strictly
 )
 
 // kv builds a "key: value" file.
@@ -607,61 +610,4 @@ func sortTasks(tasks []*Task, root int) []*Task {
 		walk(r)
 	}
 	return out
-}
-
-// InotifyWatch is one watch of an inotify fd as the dumper records it in
-// the fd's fdinfo, one line per watch:
-//
-//	inotify-watch: wd=3 mask=0x2 path="/some/file"
-//
-// wd is decimal, mask the kernel's mask in hex, path quoted (QuoteText), the
-// rest of the line. (Format 1 had path raw; Load rewrites such lines.)
-type InotifyWatch struct {
-	WD   int
-	Mask uint32
-	Path string
-}
-
-const inotifyWatchKey = "inotify-watch:"
-
-// Line formats w as its fdinfo line.
-func (w InotifyWatch) Line() string {
-	return fmt.Sprintf("%s wd=%d mask=%#x path=%s", inotifyWatchKey, w.WD, w.Mask, QuoteText(w.Path))
-}
-
-// InotifyWatches parses the inotify-watch lines of f, in ascending wd order.
-func InotifyWatches(f *FD) ([]InotifyWatch, error) {
-	var ws []InotifyWatch
-	for _, line := range f.Extra {
-		rest, ok := strings.CutPrefix(line, inotifyWatchKey)
-		if !ok {
-			continue
-		}
-		head, path, ok := strings.Cut(strings.TrimSpace(rest), " path=")
-		var w InotifyWatch
-		var err1, err2 error
-		if fs := strings.Fields(head); ok && len(fs) == 2 && strings.HasPrefix(fs[0], "wd=") && strings.HasPrefix(fs[1], "mask=") {
-			w.WD, err1 = strconv.Atoi(strings.TrimPrefix(fs[0], "wd="))
-			var m uint64
-			m, err2 = strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(fs[1], "mask="), "0x"), 16, 32)
-			w.Mask = uint32(m)
-		} else {
-			ok = false
-		}
-		if ok {
-			path, err2 = UnquoteText(path)
-		}
-		if !ok || err1 != nil || err2 != nil || w.WD <= 0 || path == "" {
-			return nil, fmt.Errorf("bad inotify watch line %.80q", line)
-		}
-		w.Path = path
-		ws = append(ws, w)
-	}
-	sort.Slice(ws, func(i, j int) bool { return ws[i].WD < ws[j].WD })
-	for i := 1; i < len(ws); i++ {
-		if ws[i].WD == ws[i-1].WD {
-			return nil, fmt.Errorf("inotify watch %d is listed twice", ws[i].WD)
-		}
-	}
-	return ws, nil
 }

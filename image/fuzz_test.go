@@ -148,9 +148,14 @@ func FuzzTextFiles(f *testing.F) {
 		for _, kind := range []string{ObjUnixSocket, ObjDeletedFile, ObjMemfd} {
 			legacyObjectLine(kind, "msg", line, line)
 			legacyObjectLine(kind, "name", line, line)
-			o := &Object{Kind: kind, Info: []string{line}}
-			o.InfoText("name")
-			o.InfoValue("name")
+		}
+		for _, strict := range []bool{false, true} {
+			for kind, schema := range objectSchemas {
+				schema.parse(&Object{Kind: kind, Info: []string{line, string(b)}, Data: b}, strict)
+			}
+			for kind := range fdSchemas {
+				canonFD(&FD{Kind: kind, Extra: []string{line, string(b)}}, strict)
+			}
 		}
 	})
 }

@@ -51,8 +51,9 @@ func hostileCheckpoint(src memSource) *Checkpoint {
 	root.FDs = append(root.FDs, inotify)
 	c.Objects = append(c.Objects,
 		&Object{ID: "file-7", Kind: ObjDeletedFile, Info: []string{TextLine("path", hostilePath(0)), "mode: 644"}, Data: []byte("x")},
-		&Object{ID: "memfd-8", Kind: ObjMemfd, Info: []string{TextLine("name", h(2)), "size: 0"}},
-		&Object{ID: "unix-9", Kind: ObjUnixSocket, Info: []string{"ino: 9", TextLine("name", h(0)), TextLine("dir", h(3)),
+		&Object{ID: "memfd-8", Kind: ObjMemfd, Info: []string{TextLine("name", h(2)), "size: 0", "mode: 600", "seals: 0x0",
+			"dev: 00:01", "ino: 8", "data_ranges: "}},
+		&Object{ID: "unix-9", Kind: ObjUnixSocket, Info: []string{"ino: 9", "type: 2", "state: 7", "peer: 0", TextLine("name", h(0)), TextLine("dir", h(3)),
 			MsgLine(1, h(5)), MsgLine(0, ""), MsgLine(2, "-")}, Data: []byte("abc")})
 	return c
 }
@@ -108,8 +109,8 @@ func TestRoundTripHostileStrings(t *testing.T) {
 	if err != nil || len(ws) != len(hostile) || ws[0].Path != hostilePath(0) {
 		t.Errorf("inotify watches %+v, %v", ws, err)
 	}
-	if p, err := got.Object("file-7").InfoText("path"); err != nil || p != hostilePath(0) {
-		t.Errorf("deleted file path %q, %v", p, err)
+	if d, err := ParseDeletedFile(got.Object("file-7"), true); err != nil || d.Path != hostilePath(0) {
+		t.Errorf("deleted file %+v, %v", d, err)
 	}
 }
 
@@ -157,8 +158,8 @@ func TestRenderOldModel(t *testing.T) {
 	c := sampleCheckpoint(src)
 	c.Objects = append(c.Objects,
 		&Object{ID: "file-7", Kind: ObjDeletedFile, Info: []string{"path: /tmp/old file", "mode: 644"}},
-		&Object{ID: "unix-9", Kind: ObjUnixSocket, Info: []string{"ino: 9", "name: /tmp/sock", "dir: /home/u",
-			"msg: 1 /tmp/peer", "msg: 2 -", `msg: 3 "@\x00abstract"`}})
+		&Object{ID: "unix-9", Kind: ObjUnixSocket, Info: []string{"ino: 9", "type: 2", "state: 7", "peer: 0", "name: /tmp/sock", "dir: /home/u",
+			"msg: 1 /tmp/peer", "msg: 2 -", `msg: 3 "@\x00abstract"`}, Data: []byte("abcdef")})
 	c.Tasks[0].FDs = append(c.Tasks[0].FDs, &FD{Num: 9, Kind: FDInotify, Path: "anon_inode:inotify", Flags: 0o2000000,
 		Extra: []string{"inotify-watch: wd=1 mask=0x2 path=/tmp/watched dir"}})
 	dir := t.TempDir()
@@ -169,14 +170,14 @@ func TestRenderOldModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := got.Object("file-7").InfoText("path"); p != "/tmp/old file" || err != nil {
-		t.Errorf("path %q %v", p, err)
+	if d, err := ParseDeletedFile(got.Object("file-7"), true); err != nil || d.Path != "/tmp/old file" {
+		t.Errorf("path %+v %v", d, err)
 	}
 	u := got.Object("unix-9")
-	if n, err := u.InfoText("name"); n != "/tmp/sock" || err != nil {
-		t.Errorf("name %q %v", n, err)
+	if us, err := ParseUnixSocket(u, true); err != nil || us.Name != "/tmp/sock" {
+		t.Errorf("name %+v %v", us, err)
 	}
-	want := []string{"ino: 9", `name: "/tmp/sock"`, `dir: "/home/u"`, `msg: 1 "/tmp/peer"`, "msg: 2 -", `msg: 3 "@\x00abstract"`}
+	want := []string{"ino: 9", "type: 2", "state: 7", "peer: 0", `name: "/tmp/sock"`, `dir: "/home/u"`, `msg: 1 "/tmp/peer"`, "msg: 2 -", `msg: 3 "@\x00abstract"`}
 	if !reflect.DeepEqual(u.Info, want) {
 		t.Errorf("unix info %q, want %q", u.Info, want)
 	}

@@ -442,13 +442,10 @@ func (l *loader) thread(rel string, tid int) *Thread {
 	return th
 }
 
-// fdinfo keys Render writes itself; other lines are kept verbatim in Extra.
+// fdinfo keys Render writes itself; the other lines are the kind's
+// (kinds.go), kept in Extra.
 var fdKeys = map[string]bool{"kind": true, "path": true, "flags": true, "pos": true, "size": true,
 	"deleted": true, "cloexec": true, "object": true, "ofd": true}
-
-// fdKinds are the values of fdinfo's kind.
-var fdKinds = map[string]bool{FDFile: true, FDDir: true, FDChar: true, FDPipe: true, FDSocket: true,
-	FDEventfd: true, FDEpoll: true, FDTimerfd: true, FDSignalfd: true, FDInotify: true, FDOther: true}
 
 func (l *loader) fd(rel string, n int) *FD {
 	b := l.read(rel)
@@ -456,7 +453,7 @@ func (l *loader) fd(rel string, n int) *FD {
 	k.version = l.version
 	f := &FD{Num: n, Kind: k.str("kind"), Path: k.text("path"),
 		Pos: k.i64Range("pos", 0, math.MaxInt64), Size: k.i64Range("size", 0, math.MaxInt64)}
-	if !fdKinds[f.Kind] && k.err == nil {
+	if _, ok := fdSchemas[f.Kind]; !ok && k.err == nil {
 		k.failKey("kind", "unknown fd kind %.40q", f.Kind)
 	}
 	fl, err := strconv.ParseUint(k.str("flags"), 8, 32)
@@ -498,11 +495,14 @@ func (l *loader) fd(rel string, n int) *FD {
 	if l.version == formatLegacy {
 		f.Extra = legacyInotifyLines(f.Extra)
 	}
-	if f.Kind == FDInotify {
-		if _, err := InotifyWatches(f); err != nil {
-			l.fail(fmt.Errorf("checkpoint file %s: %w", filepath.Join(l.dir, rel), err))
-		}
+	// The kind's own lines, by its schema: strictly from format 3; an
+	// older tree's kernel lines are read and rendered typed.
+	extra, err := canonFD(f, l.version >= formatKinds)
+	if err != nil {
+		l.fail(fmt.Errorf("checkpoint file %s: %w", filepath.Join(l.dir, rel), err))
+		return f
 	}
+	f.Extra = extra
 	return f
 }
 
@@ -608,5 +608,21 @@ func (l *loader) object(id string) *Object {
 		o.Info = append(o.Info, line)
 	}
 	o.Data = l.read(filepath.Join(rel, "data"))
+	if l.err != nil {
+		return o
+	}
+	schema, ok := objectSchemas[o.Kind]
+	if !ok {
+		if l.version >= formatKinds {
+			l.fail(fmt.Errorf("checkpoint file %s: unknown object kind %.40q", path, o.Kind))
+		}
+		return o
+	}
+	info, err := schema.parse(o, l.version >= formatKinds)
+	if err != nil {
+		l.fail(fmt.Errorf("checkpoint file %s: %w", path, err))
+		return o
+	}
+	o.Info = info
 	return o
 }

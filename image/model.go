@@ -44,13 +44,13 @@ type Checkpoint struct {
 	Stats   Stats
 }
 
-// Object kinds.
+// Object kinds; each has a schema in kind_<name>.go (kinds.go).
 const (
 	ObjPipe        = "pipe"         // Data: the bytes in flight
-	ObjUnixSocket  = "unix"         // Data: the bytes (or messages, "msg:" lines) queued for reading; Info: type, state, peer, name, ... (docs/tree-format.md)
+	ObjUnixSocket  = "unix"         // Data: the bytes (or messages) queued for reading; Info: UnixSocket
 	ObjDeletedFile = "deleted-file" // Data: the file's contents
-	ObjMemfd       = "memfd"        // Info: name, size, mode, seals, dev, ino, data_ranges; Data: pages no vma has
-	ObjSysVShm     = "sysv-shm"     // Info: key, shmid, size, mode, dest, uid, gid, cuid, cgid, dev, data_ranges; Data: as memfd
+	ObjMemfd       = "memfd"        // Info: Memfd; Data: the pages no vma has
+	ObjSysVShm     = "sysv-shm"     // Info: SysVShm; Data: as memfd
 )
 
 // Object is a kernel object that one or more fds refer to, stored once per
@@ -58,18 +58,8 @@ const (
 type Object struct {
 	ID   string // "pipe-<ino>", "unix-<ino>", "file-<ino>"
 	Kind string
-	Info []string // "key: value" lines the kind needs
+	Info []string // "key: value" lines of the kind's schema (ParseUnixSocket, ...)
 	Data []byte
-}
-
-// InfoValue returns the value of key in Info, or "".
-func (o *Object) InfoValue(key string) string {
-	for _, l := range o.Info {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }
 
 // Object returns the object with id, or nil.
@@ -224,7 +214,7 @@ type FD struct {
 	Object  string   // id of the object under objects/ this fd refers to, if any
 	OFD     string   // open file description: fds with equal OFD share offset and flags
 	Ino     uint64   // inode of what the fd refers to
-	Extra   []string // further fdinfo lines, verbatim ("eventfd-count: 0", "tfd: ...")
+	Extra   []string // the kernel's mnt_id and ino lines, then the kind's typed lines (kinds.go)
 }
 
 // Cloexec reports whether the fd is close-on-exec.

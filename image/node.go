@@ -129,7 +129,6 @@ func (Secret) private() {}
 type privateNode interface{ private() }
 
 func (*PagesFile) private() {}
-func (*CoreFile) private()  {}
 
 // Private reports a file that holds memory or secrets: pages, pagemap (the
 // hashes confirm guesses of page contents), core, environ, auxv, regs,

@@ -7,8 +7,8 @@ import (
 
 // Object Info lines are "key: value" lines like the other tree files: a
 // value that is free text (a path, a socket or memfd name) is quoted with
-// QuoteText. The dumper builds those lines with TextLine, the restorer reads
-// them with Object.InfoText; numbers and tokens stay InfoValue's.
+// QuoteText. Each kind's schema (kind_<name>.go) writes and reads them;
+// this file holds what reads format 1 and older models.
 
 // objectTextKeys lists, per object kind, the Info keys that hold free text.
 var objectTextKeys = map[string]map[string]bool{
@@ -21,21 +21,6 @@ func objectTextKey(kind, key string) bool { return objectTextKeys[kind][key] }
 
 // TextLine is the Info line "key: <quoted value>".
 func TextLine(key, value string) string { return key + ": " + QuoteText(value) }
-
-// InfoText returns the free text of key in Info ("" if absent); a value that
-// is not quoted is an error (Load checks them all).
-func (o *Object) InfoText(key string) (string, error) {
-	for _, l := range o.Info {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == key {
-			s, err := UnquoteText(strings.TrimSpace(v))
-			if err != nil {
-				return "", fmt.Errorf("object %s: %s: %w", o.ID, key, err)
-			}
-			return s, nil
-		}
-	}
-	return "", nil
-}
 
 // MsgLine is the Info line of one queued datagram or seqpacket message:
 // "msg: <length> -" (no sender) or "msg: <length> <quoted sender>".
@@ -129,4 +114,33 @@ func renderExtraLine(line string) string {
 		}
 	}
 	return line
+}
+
+// renderObjectInfo is o's info as Render writes it: rendered again by its
+// kind's schema (so a model of an older dumper gives a format-3 tree),
+// or, if it does not parse, line by line as renderInfoLine makes them.
+func renderObjectInfo(o *Object) []string {
+	if s, ok := objectSchemas[o.Kind]; ok {
+		if info, err := s.parse(o, false); err == nil {
+			return info
+		}
+	}
+	out := make([]string, len(o.Info))
+	for i, l := range o.Info {
+		out[i] = renderInfoLine(o.Kind, l)
+	}
+	return out
+}
+
+// renderFDExtra is f.Extra as Render writes it: the kind's lines rendered
+// by its schema, or, if they do not parse, as renderExtraLine makes them.
+func renderFDExtra(f *FD) []string {
+	if extra, err := canonFD(f, false); err == nil {
+		return extra
+	}
+	out := make([]string, len(f.Extra))
+	for i, l := range f.Extra {
+		out[i] = renderExtraLine(l)
+	}
+	return out
 }

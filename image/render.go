@@ -27,8 +27,8 @@ func Render(c *Checkpoint, src PageSource) *Dir {
 		for _, o := range c.Objects {
 			var k kv
 			k.add("kind", "%s", o.Kind)
-			for _, l := range o.Info {
-				k.line(renderInfoLine(o.Kind, l))
+			for _, l := range renderObjectInfo(o) {
+				k.line(l)
 			}
 			objs.Add(o.ID, (&Dir{}).Add("info", k.bytes()).Add("data", Secret(o.Data)))
 		}
@@ -238,8 +238,8 @@ func renderFDInfo(f *FD) Bytes {
 	if f.OFD != "" {
 		k.add("ofd", "%s", f.OFD)
 	}
-	for _, e := range f.Extra {
-		k.line(renderExtraLine(e))
+	for _, e := range renderFDExtra(f) {
+		k.line(e)
 	}
 	return k.bytes()
 }

@@ -79,7 +79,7 @@ func TestLoadRefusesBadValues(t *testing.T) {
 		{"object id with path", "tasks/100/fdinfo/8", "object: pipe-99", "object: ../../etc", []string{"fdinfo/8:", "bad id"}},
 		{"cloexec disagrees", "tasks/100/fdinfo/7", "cloexec: 1", "cloexec: 0", []string{"cloexec"}},
 		{"signal number", "tasks/100/sigactions", "\n13 ", "\n65 ", []string{"sigactions:", "signal 65"}},
-		{"newer format", "info", "format: 2", "format: 3", []string{"tree format 3 is newer than this ckptfs reads (2); upgrade ckptfs"}},
+		{"newer format", "info", "format: 3", "format: 4", []string{"tree format 4 is newer than this ckptfs reads (3); upgrade ckptfs"}},
 		{"task count", "info", "tasks: 2", "tasks: 3", []string{"tasks: 3, but tasks/ holds 2"}},
 		{"parent loop", "tasks/105/status", "PPid: 100", "PPid: 105", []string{"task 105: its parent 105"}},
 		{"limit twice", "tasks/100/limits", "Max stack size", "Max open files", []string{"limits", "listed twice"}},

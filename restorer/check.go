@@ -26,10 +26,10 @@ func preflight(c *image.Checkpoint, own map[int]string, shellJob, checkPids bool
 	if err := checkTerminals(c, shellJob); err != nil {
 		return err
 	}
-	if err := checkUnixPaths(c); err != nil { // unixsock.go
+	if err := checkUnixPaths(c); err != nil { // kind_unixsock.go
 		return err
 	}
-	if err := checkShm(c); err != nil { // sysvshm.go
+	if err := checkShm(c); err != nil { // kind_sysvshm.go
 		return err
 	}
 	for _, t := range c.Tasks {
@@ -150,36 +150,24 @@ func checkMappedFile(t *image.Task, v *image.VMA) error {
 	return nil // opened and its size checked by preopen
 }
 
+// checkFD checks fd f of task t by its kind (check), then by the kind's
+// image.Refusal rule, which the dump applied too.
 func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string) error {
 	if inheritFD(c, t.PID, f, own) || (f.Kind == image.FDChar && isTTY(f.Path)) {
 		return nil // terminals: checkTerminals
 	}
-	if f.Object != "" {
-		o := c.Object(f.Object)
-		if o == nil {
-			return fmt.Errorf("task %d: fd %d: object %s is not in the checkpoint", t.PID, f.Num, f.Object)
-		}
-		if o.Kind == image.ObjPipe && !bothEnds(c, o.ID) && !isFIFO(c, o) {
-			return fmt.Errorf("task %d: fd %d: %s has its other end outside the checkpoint (only fds 0-2, or an fd the restorer holds at the same number on the same pipe, can be taken over)", t.PID, f.Num, f.Path)
-		}
-		return nil
+	k, err := kindOf(c, f)
+	if err == nil {
+		err = k.check(c, t, f)
 	}
-	switch f.Kind {
-	case image.FDFile, image.FDDir, image.FDChar:
-		if f.Deleted {
-			return fmt.Errorf("task %d: fd %d: %s was deleted at dump time", t.PID, f.Num, f.Path)
-		}
-		if err := canonical(f.Path); err != nil {
-			return fmt.Errorf("task %d fd %d: %w", t.PID, f.Num, err)
-		}
-		// Opened, and its size checked, by preopen.
-	case image.FDEventfd, image.FDEpoll, image.FDTimerfd, image.FDSignalfd:
-	case image.FDInotify:
-		if err := checkInotify(f); err != nil {
-			return fmt.Errorf("task %d: fd %d: %w", t.PID, f.Num, err)
-		}
-	default:
-		return fmt.Errorf("task %d: fd %d (%s %s): cannot restore this kind of fd", t.PID, f.Num, f.Kind, f.Path)
+	if errors.Is(err, errNoKind) {
+		return fmt.Errorf("task %d: fd %d (%s %s): %w", t.PID, f.Num, f.Kind, f.Path, err)
+	}
+	if err == nil {
+		err = image.Refusal(f)
+	}
+	if err != nil {
+		return fmt.Errorf("task %d: fd %d: %w", t.PID, f.Num, err)
 	}
 	return nil
 }
@@ -214,32 +202,6 @@ func ownFDs() map[int]string {
 	return out
 }
 
-// inheritFD reports an fd of task pid that the restored process takes from
-// the restorer instead of recreating it: a standard fd that cannot be
-// reopened (a pipe or socket whose other end is outside the checkpoint: the
-// restorer's own stdin, stdout, stderr), or any fd that the
-// restorer holds at the same number on the very same object (the same
-// pipe:[inode], say, inherited by both from a common ancestor). A pipe or
-// socket with both ends in the checkpoint (seq | gzip) is always recreated.
-// A terminal never is: it is refused, or with --shell-job reopened on the
-// restorer's terminal (session.go).
-func inheritFD(c *image.Checkpoint, pid int, f *image.FD, own map[int]string) bool {
-	switch f.Kind {
-	case image.FDFile, image.FDDir:
-		return false
-	}
-	if f.Num > 2 || (f.Kind == image.FDChar && !isTTY(f.Path)) {
-		return own[f.Num] == f.Path && f.Kind != image.FDChar && !otherEndInside(c, pid, f)
-	}
-	switch f.Kind {
-	case image.FDChar:
-		return false // a terminal: refused, or restore's own with --shell-job (session.go)
-	case image.FDPipe, image.FDSocket:
-		return !otherEndInside(c, pid, f)
-	}
-	return false
-}
-
 // otherEndInside reports whether the object fd f of task pid refers to is
 // also reached through another open file description of the checkpoint
 // (the other end of a pipe, or a second open of it), or is a unix socket
@@ -257,7 +219,7 @@ func otherEndInside(c *image.Checkpoint, pid int, f *image.FD) bool {
 		}
 	}
 	if o := c.Object(f.Object); o != nil && o.Kind == image.ObjUnixSocket {
-		return !unixPeerOutside(c, o) // unixsock.go: a listener, named or unconnected socket is recreated
+		return !unixPeerOutside(c, o) // kind_unixsock.go: a listener, named or unconnected socket is recreated
 	}
 	return false
 }

@@ -26,11 +26,11 @@ func TestInheritFD(t *testing.T) {
 			{PID: 11, FDs: []*image.FD{pipeR, sockB, sockC}},
 		},
 		Objects: []*image.Object{
-			{ID: "pipe-7", Kind: image.ObjPipe},
-			{ID: "pipe-8", Kind: image.ObjPipe},
-			{ID: "unix-9", Kind: image.ObjUnixSocket, Info: []string{"peer: 10"}},
-			{ID: "unix-10", Kind: image.ObjUnixSocket, Info: []string{"peer: 9"}},
-			{ID: "unix-11", Kind: image.ObjUnixSocket, Info: []string{"peer: 12"}},
+			{ID: "pipe-7", Kind: image.ObjPipe, Info: (&image.Pipe{Ino: 7}).Info()},
+			{ID: "pipe-8", Kind: image.ObjPipe, Info: (&image.Pipe{Ino: 8}).Info()},
+			{ID: "unix-9", Kind: image.ObjUnixSocket, Info: []string{"ino: 9", "type: 1", "state: 1", "peer: 10", `name: ""`}},
+			{ID: "unix-10", Kind: image.ObjUnixSocket, Info: []string{"ino: 10", "type: 1", "state: 1", "peer: 9", `name: ""`}},
+			{ID: "unix-11", Kind: image.ObjUnixSocket, Info: []string{"ino: 11", "type: 1", "state: 1", "peer: 12", `name: ""`}},
 		},
 	}
 	for _, tc := range []struct {

@@ -1,7 +1,6 @@
 package restorer
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/inject"
+	"github.com/ckptfs/ckptfs/internal/sparse"
 )
 
 // scanPages finds the data ranges (SEEK_DATA/SEEK_HOLE) of every vma's
@@ -145,24 +145,11 @@ func dataRanges(path string, size int64) ([][2]int64, error) {
 		return nil, fmt.Errorf("checkpoint file %s: %d bytes, want %d (the vma's length)", path, st.Size(), size)
 	}
 	var rs [][2]int64
-	fd := int(f.Fd())
-	for off := int64(0); off < size; {
-		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break
-		}
+	for e, err := range sparse.Data(int(f.Fd()), 0, size) {
 		if err != nil {
-			return nil, fmt.Errorf("checkpoint file %s: seek data: %w", path, err)
+			return nil, fmt.Errorf("checkpoint file %s: %w", path, err)
 		}
-		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, fmt.Errorf("checkpoint file %s: seek hole: %w", path, err)
-		}
-		if h > size {
-			h = size
-		}
-		rs = append(rs, [2]int64{d &^ (image.PageSize - 1), h})
-		off = h
+		rs = append(rs, [2]int64{e.Start &^ (image.PageSize - 1), e.End})
 	}
 	return rs, nil
 }

@@ -105,13 +105,8 @@ func opensByPath(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]st
 	if f.Object != "" || inheritFD(c, t.PID, f, own) {
 		return false
 	}
-	switch f.Kind {
-	case image.FDFile, image.FDDir:
-		return true
-	case image.FDChar:
-		return !isTTY(f.Path)
-	}
-	return false
+	k, ok := fdKinds[f.Kind]
+	return ok && k.preopens(f)
 }
 
 // preopenFD opens one open file description as the first of its holders

@@ -2,7 +2,6 @@ package restorer
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"unsafe"
 
@@ -18,7 +17,7 @@ import (
 // a private copy. A memfd recorded as an object (objects/memfd-<ino>) is
 // also what fds on it are opened on (files.memfd), so writes through a
 // mapping are seen through the fd; it gets its name, size, mode and seals
-// back. SysV segments are restored as segments (sysvshm.go).
+// back. SysV segments are restored as segments (kind_sysvshm.go).
 
 // shmemKey names the shared memory object of v.
 func shmemKey(v *image.VMA) string {
@@ -40,7 +39,10 @@ func memfdOf(c *image.Checkpoint, v *image.VMA) *image.Object {
 		return nil
 	}
 	for _, o := range c.Objects {
-		if o.Kind == image.ObjMemfd && o.InfoValue("dev") == v.Dev && o.InfoValue("ino") == strconv.FormatUint(v.Inode, 10) {
+		if o.Kind != image.ObjMemfd {
+			continue
+		}
+		if m, err := image.ParseMemfd(o, false); err == nil && m.Maps(v) {
 			return o
 		}
 	}
@@ -161,110 +163,6 @@ func (p *target) privateMemfd(v *image.VMA) (uint64, error) {
 		return 0, fmt.Errorf("vma %s: memfd: %w", v.DirName(), err)
 	}
 	return fd, nil
-}
-
-// memfd returns the restorer's fd on memfd object o, creating it on first
-// use with its name, size, mode and the pages no vma holds (its data).
-// Its seals are added after the last vma that maps it is mapped
-// (shmemMapped), or here when no vma maps it.
-func (fs *files) memfd(c *image.Checkpoint, o *image.Object) (int, error) {
-	if fd, ok := fs.objs[o.ID]; ok {
-		return fd, nil
-	}
-	size, err := strconv.ParseInt(o.InfoValue("size"), 10, 64)
-	if err != nil {
-		return -1, fmt.Errorf("memfd %s: bad size: %w", o.ID, err)
-	}
-	seals, err := objSeals(o)
-	if err != nil {
-		return -1, err
-	}
-	flags := unix.MFD_CLOEXEC
-	if seals != unix.F_SEAL_SEAL {
-		flags |= unix.MFD_ALLOW_SEALING
-	}
-	name, err := o.InfoText("name")
-	if err != nil {
-		return -1, err
-	}
-	if name == "" {
-		name = "ckptfs-memfd"
-	}
-	fd, err := unix.MemfdCreate(name, flags)
-	if err != nil {
-		return -1, fmt.Errorf("memfd %s: memfd_create: %w", o.ID, err)
-	}
-	fs.keep(fd)
-	if err := unix.Ftruncate(fd, size); err != nil {
-		return -1, fmt.Errorf("memfd %s: ftruncate %d: %w", o.ID, size, err)
-	}
-	if mode, err := strconv.ParseUint(o.InfoValue("mode"), 8, 32); err == nil {
-		if err := unix.Fchmod(fd, uint32(mode)); err != nil {
-			return -1, fmt.Errorf("memfd %s: chmod %o: %w", o.ID, mode, err)
-		}
-	}
-	if err := writeObjectData(o, func(b []byte, off int64) error {
-		_, err := unix.Pwrite(fd, b, off)
-		return err
-	}); err != nil {
-		return -1, err
-	}
-	fs.objs[o.ID] = fd
-	mapped := false
-	for _, t := range c.Tasks {
-		for _, v := range t.VMAs {
-			mapped = mapped || isShmem(v) && memfdOf(c, v) == o
-		}
-	}
-	if !mapped {
-		if err := addSeals(fd, o); err != nil {
-			return -1, err
-		}
-	}
-	return fd, nil
-}
-
-func objSeals(o *image.Object) (int, error) {
-	s := o.InfoValue("seals")
-	if s == "" {
-		return unix.F_SEAL_SEAL, nil
-	}
-	n, err := strconv.ParseUint(s, 0, 32)
-	if err != nil {
-		return 0, fmt.Errorf("memfd %s: bad seals %q", o.ID, s)
-	}
-	return int(n), nil
-}
-
-// addSeals adds the recorded seals of memfd o to fd.
-func addSeals(fd int, o *image.Object) error {
-	seals, err := objSeals(o)
-	if err != nil || seals == unix.F_SEAL_SEAL {
-		return err // F_SEAL_SEAL alone: created without MFD_ALLOW_SEALING
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
-		return fmt.Errorf("memfd %s: add seals %#x: %w", o.ID, seals, err)
-	}
-	return nil
-}
-
-// writeObjectData hands each range of o's data_ranges line, with its bytes
-// from o.Data, to write.
-func writeObjectData(o *image.Object, write func(b []byte, off int64) error) error {
-	data := o.Data
-	for _, r := range strings.Fields(o.InfoValue("data_ranges")) {
-		a, b, ok := strings.Cut(r, "-")
-		start, err1 := strconv.ParseInt(a, 10, 64)
-		end, err2 := strconv.ParseInt(b, 10, 64)
-		if !ok || err1 != nil || err2 != nil || end < start || int64(len(data)) < end-start {
-			return fmt.Errorf("%s: bad data range %q (or data shorter than its ranges)", o.ID, r)
-		}
-		if err := write(data[:end-start], start); err != nil {
-			return fmt.Errorf("%s: write %d bytes at %d: %w", o.ID, end-start, start, err)
-		}
-		data = data[end-start:]
-	}
-	return nil
 }
 
 // newShmem creates a shared memory file of size bytes. For shared

@@ -50,9 +50,12 @@ func TestMemfdObject(t *testing.T) {
 		t.Fatalf("contents differ (%v)", err)
 	}
 
+	if err := writeObjectData(o, []image.DataRange{{Start: 0, End: 5000}}, func([]byte, int64) error { return nil }); err == nil {
+		t.Fatal("data ranges longer than the data accepted")
+	}
 	o.Info[len(o.Info)-1] = "data_ranges: 0-5000"
-	if err := writeObjectData(o, func([]byte, int64) error { return nil }); err == nil {
-		t.Fatal("data_ranges longer than the data accepted")
+	if _, err := image.ParseMemfd(o, true); err == nil {
+		t.Fatal("data_ranges longer than the data accepted by the schema")
 	}
 }
 
@@ -69,7 +72,7 @@ func TestSysVSegment(t *testing.T) {
 	unix.SysvShmCtl(id, unix.IPC_RMID, nil)
 	o := &image.Object{ID: "sysv-" + strconv.Itoa(id), Kind: image.ObjSysVShm, Info: []string{
 		fmt.Sprintf("key: %#08x", key), "shmid: " + strconv.Itoa(id), "size: 10000", "mode: 640", "dest: 0",
-		"uid: 0", "gid: 0", "data_ranges: "}}
+		"uid: 0", "gid: 0", "cuid: 0", "cgid: 0", "dev: 00:01", "data_ranges: "}}
 	s, err := parseSysV(o)
 	if err != nil {
 		t.Fatal(err)

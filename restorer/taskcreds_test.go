@@ -154,7 +154,7 @@ func TestFIFOAsTask(t *testing.T) {
 		{unix.O_RDONLY, ""},
 		{unix.O_WRONLY, "task 8 fd 5: named FIFO " + path + " as uid 65534: permission denied"},
 	} {
-		o := &image.Object{ID: "pipe-1", Kind: image.ObjPipe}
+		o := &image.Object{ID: "pipe-1", Kind: image.ObjPipe, Info: (&image.Pipe{Ino: 1}).Info()}
 		c := &image.Checkpoint{Objects: []*image.Object{o}, Tasks: []*image.Task{
 			{PID: 7, FDs: []*image.FD{{Num: 4, Kind: image.FDPipe, Path: path, Object: o.ID, Flags: unix.O_RDWR}}},
 			{PID: 8, Creds: nobody, FDs: []*image.FD{{Num: 5, Kind: image.FDPipe, Path: path, Object: o.ID, Flags: tc.flags}}},
@@ -248,7 +248,7 @@ func TestFIFONotAFIFO(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	o := &image.Object{ID: "pipe-1", Kind: image.ObjPipe}
+	o := &image.Object{ID: "pipe-1", Kind: image.ObjPipe, Info: (&image.Pipe{Ino: 1}).Info()}
 	c := &image.Checkpoint{Objects: []*image.Object{o}, Tasks: []*image.Task{
 		{PID: 7, FDs: []*image.FD{{Num: 4, Kind: image.FDPipe, Path: path, Object: o.ID, Flags: unix.O_RDWR}}}}}
 	fs := newFiles(nil)

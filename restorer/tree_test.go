@@ -131,3 +131,48 @@ func restoreWithChild(t *testing.T, dir string, child int) int {
 	})
 	return root
 }
+
+// TestKindTables: every fd kind the image knows is made by a restorer
+// kind (but "other", which image.Refusal refuses), and every object kind
+// but SysV segments (reached by vmas, kind_sysvshm.go) too.
+func TestKindTables(t *testing.T) {
+	for _, k := range image.FDKinds() {
+		if _, ok := fdKinds[k]; !ok && k != image.FDOther {
+			t.Errorf("fd kind %s has no restorer kind", k)
+		}
+	}
+	for _, k := range image.ObjectKinds() {
+		if _, ok := objectKinds[k]; !ok && k != image.ObjSysVShm {
+			t.Errorf("object kind %s has no restorer kind", k)
+		}
+	}
+}
+
+// TestCheckFDRefusal: preflight refuses what the dump refuses, by the same
+// rule (image.Refusal), and what only the restorer's kind checks.
+func TestCheckFDRefusal(t *testing.T) {
+	tk := &image.Task{PID: 100}
+	c := &image.Checkpoint{Tasks: []*image.Task{tk}}
+	for _, x := range []struct {
+		f    *image.FD
+		want string
+	}{
+		{&image.FD{Num: 5, Kind: image.FDOther, Path: "anon_inode:[io_uring]"}, "cannot restore this kind of fd"},
+		{&image.FD{Num: 5, Kind: image.FDInotify, Path: "anon_inode:inotify", Extra: []string{"inotify-unresolved: wd=1 ino=7 no file handle"}},
+			"an inotify watch without a path (wd=1 ino=7 no file handle)"},
+		{&image.FD{Num: 5, Kind: image.FDEpoll, Path: "anon_inode:[eventpoll]", Extra: []string{"tfd: 4 events: zz data: 0"}}, "bad watch line"},
+		{&image.FD{Num: 5, Kind: image.FDDir, Path: "/gone", Deleted: true}, "/gone was deleted at dump time"},
+		{&image.FD{Num: 5, Kind: image.FDPipe, Path: "pipe:[9]"}, "cannot restore this kind of fd"},
+		{&image.FD{Num: 5, Kind: image.FDPipe, Path: "pipe:[9]", Object: "pipe-9"}, "object pipe-9 is not in the checkpoint"},
+	} {
+		tk.FDs = []*image.FD{x.f}
+		err := checkFD(c, tk, x.f, map[int]string{})
+		if err == nil || !strings.Contains(err.Error(), x.want) || !strings.HasPrefix(err.Error(), "task 100: fd 5") {
+			t.Errorf("%s %s: %v, want %q", x.f.Kind, x.f.Path, err, x.want)
+		}
+	}
+	ok := &image.FD{Num: 5, Kind: image.FDEventfd, Path: "anon_inode:[eventfd]", Extra: image.Eventfd{Count: 1}.Lines()}
+	if err := checkFD(c, tk, ok, map[int]string{}); err != nil {
+		t.Errorf("eventfd refused: %v", err)
+	}
+}

@@ -115,7 +115,7 @@ func TestFDKinds(t *testing.T) {
 			t.Errorf("%s fdinfo:\n%s", end, fi)
 		}
 	}
-	if sf := fdinfo("signalfd"); fdinfoValue(sf, "kind") != "signalfd" || fdinfoValue(sf, "sigmask") != "0000000000000a00" {
+	if sf := fdinfo("signalfd"); fdinfoValue(sf, "kind") != "signalfd" || fdinfoValue(sf, "sigmask") != "0x0000000000000a00" {
 		t.Errorf("signalfd fdinfo:\n%s", sf)
 	}
 

@@ -112,7 +112,7 @@ func TestRestoreGoldenTrees(t *testing.T) {
 	}
 	_, file, _, _ := runtime.Caller(0)
 	trees := filepath.Join(filepath.Dir(file), "..", "testdata", "trees")
-	for _, format := range []string{"format1", "format2"} {
+	for _, format := range []string{"format1", "format2", "format3"} {
 		t.Run(format, func(t *testing.T) {
 			tree := filepath.Join(trees, format)
 			if _, err := os.Stat(tree); err != nil {

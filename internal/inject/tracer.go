@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 // Package inject runs system calls inside stopped ptrace tracees and writes
 // their memory. Every ptrace request for a tracee must come from the OS
 // thread that attached it: Tracer is a goroutine locked to one OS thread that

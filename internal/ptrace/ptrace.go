@@ -1,6 +1,9 @@
-// Package ptrace wraps the ptrace requests ckptfs needs beyond
-// golang.org/x/sys/unix: seize/interrupt, register sets, signal masks,
-// pending siginfo and rseq configuration. All calls for one tracee must come
+//go:build linux && amd64
+
+// Package ptrace wraps the ptrace requests ckptfs needs beyond what
+// golang.org/x/sys/unix wraps (its constants are used, its functions lack
+// these requests): seize/interrupt, register sets, signal masks, pending
+// siginfo and rseq configuration. It knows nothing of the checkpoint model. All calls for one tracee must come
 // from the OS thread that seized it (runtime.LockOSThread).
 package ptrace
 
@@ -9,30 +12,13 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ckptfs/ckptfs/image"
 )
 
-// Requests and constants missing from x/sys/unix.
-const (
-	reqGetRegset     = 0x4204
-	reqSetRegset     = 0x4205
-	reqSeize         = 0x4206
-	reqInterrupt     = 0x4207
-	reqPeekSiginfo   = 0x4209
-	reqGetSigmask    = 0x420a
-	reqSetSigmask    = 0x420b
-	reqGetRseqConfig = 0x420f
+// EventStop is the PTRACE_EVENT_STOP value in a wait status' high byte.
+const EventStop = unix.PTRACE_EVENT_STOP
 
-	ntPRStatus  = 1
-	ntPRFPReg   = 2
-	ntX86XState = 0x202
-
-	peekSiginfoShared = 1
-
-	// EventStop is the PTRACE_EVENT_STOP value in a wait status' high byte.
-	EventStop = 128
-)
+// SiginfoSize is the size of a raw siginfo_t.
+const SiginfoSize = 128
 
 // XStateMax bounds the XSAVE area we ask for (AMX needs ~11 KiB).
 const XStateMax = 16384
@@ -47,7 +33,7 @@ func ptrace(req, pid int, addr, data uintptr) error {
 
 // Seize attaches to tid without stopping it or sending a signal.
 func Seize(tid int, options int) error {
-	if err := ptrace(reqSeize, tid, 0, uintptr(options)); err != nil {
+	if err := ptrace(unix.PTRACE_SEIZE, tid, 0, uintptr(options)); err != nil {
 		return fmt.Errorf("ptrace seize %d: %w", tid, err)
 	}
 	return nil
@@ -55,7 +41,7 @@ func Seize(tid int, options int) error {
 
 // Interrupt asks a seized tid to stop (PTRACE_INTERRUPT).
 func Interrupt(tid int) error {
-	if err := ptrace(reqInterrupt, tid, 0, 0); err != nil {
+	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
 		return fmt.Errorf("ptrace interrupt %d: %w", tid, err)
 	}
 	return nil
@@ -85,8 +71,8 @@ func Wait(tid int) (unix.WaitStatus, error) {
 }
 
 // GetRegs reads the general purpose registers.
-func GetRegs(tid int) (image.Regs, error) {
-	var r image.Regs
+func GetRegs(tid int) (unix.PtraceRegs, error) {
+	var r unix.PtraceRegs
 	if err := unix.PtraceGetRegs(tid, &r); err != nil {
 		return r, fmt.Errorf("get regs %d: %w", tid, err)
 	}
@@ -94,7 +80,7 @@ func GetRegs(tid int) (image.Regs, error) {
 }
 
 // SetRegs writes the general purpose registers.
-func SetRegs(tid int, r image.Regs) error {
+func SetRegs(tid int, r unix.PtraceRegs) error {
 	if err := unix.PtraceSetRegs(tid, &r); err != nil {
 		return fmt.Errorf("set regs %d: %w", tid, err)
 	}
@@ -106,7 +92,7 @@ func GetXState(tid int) ([]byte, error) {
 	buf := make([]byte, XStateMax)
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := ptrace(reqGetRegset, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+	if err := ptrace(unix.PTRACE_GETREGSET, tid, unix.NT_X86_XSTATE, uintptr(unsafe.Pointer(&iov))); err != nil {
 		return nil, fmt.Errorf("get xstate %d: %w", tid, err)
 	}
 	return buf[:iov.Len], nil
@@ -120,7 +106,7 @@ func SetXState(tid int, xs []byte) error {
 	buf := append([]byte(nil), xs...)
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := ptrace(reqSetRegset, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+	if err := ptrace(unix.PTRACE_SETREGSET, tid, unix.NT_X86_XSTATE, uintptr(unsafe.Pointer(&iov))); err != nil {
 		return fmt.Errorf("set xstate %d: %w", tid, err)
 	}
 	return nil
@@ -129,7 +115,7 @@ func SetXState(tid int, xs []byte) error {
 // GetSigMask reads the blocked-signal mask.
 func GetSigMask(tid int) (uint64, error) {
 	var m uint64
-	if err := ptrace(reqGetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+	if err := ptrace(unix.PTRACE_GETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
 		return 0, fmt.Errorf("get sigmask %d: %w", tid, err)
 	}
 	return m, nil
@@ -137,7 +123,7 @@ func GetSigMask(tid int) (uint64, error) {
 
 // SetSigMask writes the blocked-signal mask.
 func SetSigMask(tid int, m uint64) error {
-	if err := ptrace(reqSetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+	if err := ptrace(unix.PTRACE_SETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
 		return fmt.Errorf("set sigmask %d: %w", tid, err)
 	}
 	return nil
@@ -149,17 +135,18 @@ type peekSiginfoArgs struct {
 	nr    int32
 }
 
-// PeekSiginfo returns the queued signals of tid without dequeuing them;
-// shared selects the process-wide queue instead of the thread's own.
-func PeekSiginfo(tid int, shared bool) ([]image.Siginfo, error) {
-	var out []image.Siginfo
-	buf := make([]image.Siginfo, 32)
+// PeekSiginfo returns the queued signals of tid without dequeuing them,
+// raw siginfo_t each; shared selects the process-wide queue instead of the
+// thread's own.
+func PeekSiginfo[S ~[SiginfoSize]byte](tid int, shared bool) ([]S, error) {
+	var out []S
+	buf := make([]S, 32)
 	args := peekSiginfoArgs{nr: int32(len(buf))}
 	if shared {
-		args.flags = peekSiginfoShared
+		args.flags = unix.PTRACE_PEEKSIGINFO_SHARED
 	}
 	for {
-		r1, _, e := unix.Syscall6(unix.SYS_PTRACE, reqPeekSiginfo, uintptr(tid),
+		r1, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_PEEKSIGINFO, uintptr(tid),
 			uintptr(unsafe.Pointer(&args)), uintptr(unsafe.Pointer(&buf[0])), 0, 0)
 		if e != 0 {
 			return nil, fmt.Errorf("peek siginfo %d: %w", tid, e)
@@ -181,16 +168,24 @@ type rseqConfig struct {
 	_     uint32
 }
 
+// Rseq is a thread's rseq registration.
+type Rseq struct {
+	Addr  uint64
+	Len   uint32
+	Sig   uint32
+	Flags uint32
+}
+
 // GetRseq returns the thread's rseq registration, or nil if it has none.
-func GetRseq(tid int) (*image.Rseq, error) {
+func GetRseq(tid int) (*Rseq, error) {
 	var c rseqConfig
-	if err := ptrace(reqGetRseqConfig, tid, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c))); err != nil {
+	if err := ptrace(unix.PTRACE_GET_RSEQ_CONFIGURATION, tid, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c))); err != nil {
 		return nil, fmt.Errorf("get rseq config %d: %w", tid, err)
 	}
 	if c.ptr == 0 {
 		return nil, nil
 	}
-	return &image.Rseq{Addr: c.ptr, Len: c.size, Sig: c.sig, Flags: c.flags}, nil
+	return &Rseq{Addr: c.ptr, Len: c.size, Sig: c.sig, Flags: c.flags}, nil
 }
 
 // IsEventStop reports a PTRACE_EVENT_STOP (interrupt or group-stop under

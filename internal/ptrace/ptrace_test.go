@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package ptrace
 
 import (
@@ -51,7 +53,7 @@ func TestSeizeInspectDetach(t *testing.T) {
 	if _, err := GetSigMask(pid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := PeekSiginfo(pid, true); err != nil {
+	if _, err := PeekSiginfo[[SiginfoSize]byte](pid, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := GetRseq(pid); err != nil {

@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package ptrace
 
 import (
@@ -5,9 +7,14 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ckptfs/ckptfs/image"
 )
+
+// Filter is one seccomp filter: its raw struct sock_filter array and the
+// flags the kernel reports for it (SECCOMP_FILTER_FLAG_LOG).
+type Filter struct {
+	Flags uint64
+	Prog  []byte
+}
 
 // SeccompFilters returns the seccomp filters of the stopped thread tid,
 // oldest first (PTRACE_SECCOMP_GET_FILTER's index 0 is the oldest: the
@@ -16,14 +23,14 @@ import (
 // flags PTRACE_GET_SECCOMP_METADATA reports (SECCOMP_FILTER_FLAG_LOG).
 // Both requests need CAP_SYS_ADMIN and a tracer not under seccomp. n < 0:
 // unknown (a kernel before 5.9 has no Seccomp_filters), they are counted.
-func SeccompFilters(tid, n int) ([]image.SeccompFilter, error) {
+func SeccompFilters(tid, n int) ([]Filter, error) {
 	if n < 0 {
 		var err error
 		if n, err = countSeccompFilters(tid); err != nil {
 			return nil, err
 		}
 	}
-	out := make([]image.SeccompFilter, n)
+	out := make([]Filter, n)
 	for idx := 0; idx < n; idx++ {
 		prog, err := seccompFilter(tid, idx)
 		if err != nil {
@@ -33,7 +40,7 @@ func SeccompFilters(tid, n int) ([]image.SeccompFilter, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[idx] = image.SeccompFilter{Flags: flags, Prog: prog}
+		out[idx] = Filter{Flags: flags, Prog: prog}
 	}
 	return out, nil
 }
@@ -58,10 +65,10 @@ func seccompFilter(tid, idx int) ([]byte, error) {
 	if e != 0 {
 		return nil, fmt.Errorf("seccomp filter %d of %d: %w", idx, tid, e)
 	}
-	if cnt == 0 || cnt > image.BPFMaxInsns {
+	if cnt == 0 || cnt > unix.BPF_MAXINSNS {
 		return nil, fmt.Errorf("seccomp filter %d of %d: %d instructions", idx, tid, cnt)
 	}
-	buf := make([]byte, cnt*image.SockFilterSize)
+	buf := make([]byte, cnt*unix.SizeofSockFilter)
 	got, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(tid), uintptr(idx),
 		uintptr(unsafe.Pointer(&buf[0])), 0, 0)
 	if e != 0 {

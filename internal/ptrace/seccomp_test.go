@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package ptrace
 
 import (
@@ -11,13 +13,11 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ckptfs/ckptfs/image"
 )
 
 // Two filters that allow everything: the first installed (LOG) returns at
 // once, the second loads the syscall number first.
-var testFilters = []image.SeccompFilter{
+var testFilters = []Filter{
 	{Flags: unix.SECCOMP_FILTER_FLAG_LOG, Prog: []byte{0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}},
 	{Prog: []byte{0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}},
 }
@@ -34,7 +34,7 @@ func TestSeccompFilters(t *testing.T) {
 				len    uint16
 				_      [6]byte
 				filter *byte
-			}{len: uint16(len(f.Prog) / image.SockFilterSize), filter: &f.Prog[0]}
+			}{len: uint16(len(f.Prog) / unix.SizeofSockFilter), filter: &f.Prog[0]}
 			_, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
 				uintptr(f.Flags|unix.SECCOMP_FILTER_FLAG_TSYNC), uintptr(unsafe.Pointer(&fprog)))
 			if e != 0 {

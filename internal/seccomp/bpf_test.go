@@ -99,16 +99,16 @@ func TestActionPrecedence(t *testing.T) {
 // args in two 32-bit loads), scratch memory, ALU ops and RET A.
 func TestRunArithmetic(t *testing.T) {
 	f := prog(
-		stmt(ldAbs, 16+4),            // args[0] high word
-		stmt(0x02, 3),                // ST M[3]
-		stmt(ldAbs, 16),              // args[0] low word
-		stmt(0x04|0x50, 0xff),        // A &= 0xff
-		stmt(0x04|0x00, 1),           // A += 1
-		stmt(0x07, 0),                // TAX
-		stmt(0x60, 3),                // A = M[3]
-		stmt(0x04|0x00|0x08, 0),      // A += X
-		stmt(0x04|0x40, 0x7fff0000),  // A |= ALLOW
-		jump(0x05|0x40, 0x100, 1, 0), // JSET 0x100
+		stmt(ldAbs, 16+4),                  // args[0] high word
+		stmt(0x02, 3),                      // ST M[3]
+		stmt(ldAbs, 16),                    // args[0] low word
+		stmt(0x04|0x50, 0xff),              // A &= 0xff
+		stmt(unix.BPF_ALU|unix.BPF_ADD, 1), // A += 1
+		stmt(0x07, 0),                      // TAX
+		stmt(0x60, 3),                      // A = M[3]
+		stmt(unix.BPF_ALU|unix.BPF_ADD|unix.BPF_X, 0), // A += X
+		stmt(0x04|0x40, 0x7fff0000),                   // A |= ALLOW
+		jump(0x05|0x40, 0x100, 1, 0),                  // JSET 0x100
 		stmt(retAcc, 0),
 		stmt(retK, unix.SECCOMP_RET_ERRNO|5),
 	)

@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 // Package stub generates the restorer's stub: a minimal static x86-64 ELF
 // that loops on pause(2) and carries a `syscall; int3` sequence at a known
 // address and a minimal pid namespace init (InitEntry), and starts it from a memfd (no compiler or file needed at runtime).
