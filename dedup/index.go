@@ -155,3 +155,10 @@ func (x *pageIndex) remove(hashes []image.Hash) {
 	clear(x.sorted[len(out):])
 	x.setSorted(out)
 }
+
+// removeUnsorted takes hashes (in any order) out of the index.
+func (x *pageIndex) removeUnsorted(hashes []image.Hash) {
+	hs := slices.Clone(hashes)
+	slices.SortFunc(hs, hashLess)
+	x.remove(slices.Compact(hs))
+}

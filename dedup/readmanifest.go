@@ -3,6 +3,7 @@ package dedup
 import (
 	"bytes"
 	"encoding/gob"
+	"errors"
 	"fmt"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -24,17 +25,33 @@ func readSummary(key, v []byte) (Summary, error) {
 	return decodeSummary(body)
 }
 
+// chunkKey is the key of the page-table chunk (format 3) hashing to h.
+func chunkKey(h image.Hash) []byte {
+	k := make([]byte, 2+len(h))
+	copy(k, "c/")
+	copy(k[2:], h[:])
+	return k
+}
+
 // loadCheckpoint reads the manifest and page tables of checkpoint id and
 // checks them: a sealed manifest against its hash and every page-table
 // chunk against the hash the manifest records for it; the page references
 // of every format must be in ascending order inside their vma.
 func loadCheckpoint(txn *badger.Txn, id string) (*image.Checkpoint, error) {
+	c, _, err := loadCheckpointChunks(txn, id)
+	return c, err
+}
+
+// loadCheckpointChunks is loadCheckpoint that also returns the hashes of
+// the content-addressed chunks (format 3) the checkpoint uses.
+func loadCheckpointChunks(txn *badger.Txn, id string) (*image.Checkpoint, []image.Hash, error) {
 	item, err := txn.Get(manifestKey(id))
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
 	var c *image.Checkpoint
 	var specs [][]tableSpec // nil for format 1: nothing recorded
+	format := 1
 	err = item.Value(func(v []byte) error {
 		if !isSealed(v) {
 			c = new(image.Checkpoint)
@@ -44,22 +61,83 @@ func loadCheckpoint(txn *badger.Txn, id string) (*image.Checkpoint, error) {
 		if err != nil {
 			return err
 		}
-		c, specs, err = decodeManifest(body)
+		c, specs, format, err = decodeManifest(body)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
 	if c.ID != id {
-		return nil, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
+		return nil, nil, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
 	}
 	for _, t := range c.Tasks {
 		for _, v := range t.VMAs {
 			v.Pages = nil // a format-1 manifest must not bring references of its own
 		}
 	}
+	var used []image.Hash
+	if format >= 3 {
+		used, err = readChunks(txn, c, specs)
+	} else {
+		err = readTables(txn, c, specs)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for ti, t := range c.Tasks {
+		for vi, v := range t.VMAs {
+			if specs != nil && len(v.Pages) != specs[ti][vi].pages {
+				return nil, nil, fmt.Errorf("page table of task %d vma %s: %w: %d page references, the manifest records %d",
+					t.PID, v.DirName(), ErrCorrupt, len(v.Pages), specs[ti][vi].pages)
+			}
+			if err := checkRefs(v); err != nil {
+				return nil, nil, fmt.Errorf("page table of task %d vma %s: %w: %v", t.PID, v.DirName(), ErrCorrupt, err)
+			}
+		}
+	}
+	return c, used, nil
+}
+
+// readChunks fills the page references of c from the content-addressed
+// chunks its manifest (format 3) names, checking each against its hash.
+func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]image.Hash, error) {
+	var used []image.Hash
+	for ti, t := range c.Tasks {
+		for vi, v := range t.VMAs {
+			for ci, h := range specs[ti][vi].chunks {
+				where := fmt.Sprintf("page table of task %d vma %s chunk %d", t.PID, v.DirName(), ci)
+				item, err := txn.Get(chunkKey(h))
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					return nil, fmt.Errorf("%s: %w: chunk %s missing", where, ErrCorrupt, h)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", where, err)
+				}
+				err = item.Value(func(refs []byte) error {
+					if got := Sum(refs); got != h {
+						return fmt.Errorf("%s: %w: hash mismatch (recorded %s, content hashes to %s)", where, ErrCorrupt, h, got)
+					}
+					var err error
+					if v.Pages, err = decodeRefs(refs, v.Pages); err != nil {
+						return fmt.Errorf("%s: %w: %v", where, ErrCorrupt, err)
+					}
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				used = append(used, h)
+			}
+		}
+	}
+	return used, nil
+}
+
+// readTables fills the page references of c from the numbered page-table
+// chunks t/<id>/... of formats 1 and 2.
+func readTables(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) error {
 	nextChunk := make(map[[2]int]int)
-	err = eachTable(txn, id, func(task, vma, chunk int, refs []byte) error {
+	return eachTable(txn, c.ID, func(task, vma, chunk int, refs []byte) error {
 		if task >= len(c.Tasks) || vma >= len(c.Tasks[task].VMAs) {
 			return fmt.Errorf("page table for task %d vma %d: %w: no such vma", task, vma, ErrCorrupt)
 		}
@@ -85,21 +163,6 @@ func loadCheckpoint(txn *badger.Txn, id string) (*image.Checkpoint, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	for ti, t := range c.Tasks {
-		for vi, v := range t.VMAs {
-			if specs != nil && len(v.Pages) != specs[ti][vi].pages {
-				return nil, fmt.Errorf("page table of task %d vma %s: %w: %d page references, the manifest records %d",
-					t.PID, v.DirName(), ErrCorrupt, len(v.Pages), specs[ti][vi].pages)
-			}
-			if err := checkRefs(v); err != nil {
-				return nil, fmt.Errorf("page table of task %d vma %s: %w: %v", t.PID, v.DirName(), ErrCorrupt, err)
-			}
-		}
-	}
-	return c, nil
 }
 
 // checkRefs checks that the page references of v are in ascending order

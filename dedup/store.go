@@ -43,6 +43,16 @@ type Store struct {
 	// not run.
 	inflight atomic.Int64
 
+	// packMu guards open and openLocs: the pack being written and where
+	// its pages are (they are not in the Badger index until it is sealed).
+	packMu   sync.Mutex
+	open     *packWriter
+	openLocs map[image.Hash]packLoc
+	// packs are the sealed packs, open for reading.
+	packs *packFiles
+	// compress says whether PutPages stores pages compressed.
+	compress atomic.Bool
+
 	// format is the store's format (see StoreFormat).
 	format atomic.Int32
 	// logfn receives Serve's reports (see SetLogf).
@@ -89,8 +99,11 @@ func storeOptions(dir string) badger.Options {
 var badgerOptions = storeOptions
 
 // Open opens (creating if needed) the store in dir. It returns an error
-// wrapping ErrLocked if another process owns it.
-func Open(dir string) (*Store, error) {
+// wrapping ErrLocked if another process owns it, ErrOldStore if it needs
+// `ckptfs migrate`.
+func Open(dir string) (*Store, error) { return open(dir, false) }
+
+func open(dir string, migrating bool) (*Store, error) {
 	if err := checkStoreDir(dir); err != nil {
 		return nil, err
 	}
@@ -111,7 +124,7 @@ func Open(dir string) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	format, err := checkFormat(db, dir, fresh)
+	format, err := checkFormat(db, dir, fresh, migrating)
 	if err == nil {
 		err = privateFiles(dir) // and those Badger just made
 	}
@@ -121,7 +134,8 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch)}
+		pending: make(map[image.Hash]*putBatch), openLocs: make(map[image.Hash]packLoc),
+		packs: newPackFiles(dir)}
 	s.format.Store(int32(format))
 	return s, nil
 }
@@ -190,8 +204,15 @@ func (s *Store) Dir() string { return s.dir }
 // Close closes the database and releases the lock.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// Pages put but not committed are sealed too: harmless (gc
+		// drops them if no commit references them) and simplest.
+		sealErr := s.seal()
+		s.packs.close()
 		s.reader.disable()
 		s.closeErr = s.db.Close()
+		if s.closeErr == nil {
+			s.closeErr = sealErr
+		}
 		s.lock.Close()
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store %s: %w", s.dir, s.closeErr)
@@ -205,44 +226,6 @@ func pageKey(h image.Hash) []byte {
 	copy(k, "p/")
 	copy(k[2:], h[:])
 	return k
-}
-
-// ReadPage fills buf with page h and checks its hash. It reads in the
-// shared read transaction, or in one of its own if that fails (see
-// sharedReader), so concurrent calls are cheap.
-func (s *Store) ReadPage(h image.Hash, buf []byte) error {
-	if len(buf) < image.PageSize {
-		return fmt.Errorf("read page %s: buffer of %d bytes", h, len(buf))
-	}
-	buf = buf[:image.PageSize]
-	key := pageKey(h)
-	read := func(txn *badger.Txn) error {
-		it, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			if len(v) != image.PageSize {
-				return fmt.Errorf("page %s: %w (%d bytes)", h, ErrPageCorrupt, len(v))
-			}
-			copy(buf, v)
-			return nil
-		})
-	}
-	err := s.reader.view(read)
-	if err != nil {
-		err = view(s.db, read)
-	}
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return fmt.Errorf("page %s: %w", h, ErrPageMissing)
-	}
-	if err != nil {
-		return fmt.Errorf("read page %s: %w", h, err)
-	}
-	if got := Sum(buf); got != h {
-		return fmt.Errorf("page %s: %w (content hashes to %s)", h, ErrPageCorrupt, got)
-	}
-	return nil
 }
 
 // Missing reports which hashes are not stored.
@@ -363,18 +346,6 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, 
 		mine.idx = append(mine.idx, idx[k])
 	}
 	return mine, others
-}
-
-// writePages writes the pages of b in one Badger write batch.
-func (s *Store) writePages(b *putBatch, pages [][]byte) error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for k, h := range b.hashes {
-		if err := wb.Set(pageKey(h), pages[b.idx[k]]); err != nil {
-			return fmt.Errorf("page %s: %w", h, err)
-		}
-	}
-	return wb.Flush()
 }
 
 // quietLogger drops Badger's chatter and keeps only its errors.

@@ -33,7 +33,7 @@ func toWire(c *image.Checkpoint) (*WireCheckpoint, error) {
 // fromWire decodes w and checks its page references against the counts
 // and hashes its manifest records.
 func fromWire(w *WireCheckpoint) (*image.Checkpoint, error) {
-	c, specs, err := decodeManifest(w.Manifest)
+	c, specs, format, err := decodeManifest(w.Manifest)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func fromWire(w *WireCheckpoint) (*image.Checkpoint, error) {
 			}
 			i++
 			spec := specs[ti][vi]
-			chunks := tableChunks(v)
+			chunks := tableChunks(v, format)
 			ok := len(v.Pages) == spec.pages && len(chunks) == len(spec.chunks)
 			for ci := 0; ok && ci < len(chunks); ci++ {
 				ok = Sum(chunks[ci]) == spec.chunks[ci]

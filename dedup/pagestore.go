@@ -1,0 +1,190 @@
+package dedup
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ckptfs/ckptfs/image"
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// How pages are written and read (format 3): PutPages appends them to the
+// open pack (packwriter.go) and remembers where (openLocs); when the pack
+// reaches packTarget, and at every Commit, the pack is sealed: trailer,
+// fsync, and only then its index entries p/<hash> → packLoc go to Badger.
+// So an index entry never points at bytes that are not on disk, and a kill
+// before a seal leaves only a pack no entry points to, which gc deletes.
+
+// writePages appends the pages of b to the open pack.
+func (s *Store) writePages(b *putBatch, pages [][]byte) error {
+	blobs := make([][]byte, len(b.hashes))
+	flags := make([]uint32, len(b.hashes))
+	for k := range b.hashes {
+		blobs[k], flags[k] = s.encodeBlob(pages[b.idx[k]])
+	}
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	for k, h := range b.hashes {
+		if s.open == nil {
+			w, err := createPack(s.dir)
+			if err != nil {
+				return err
+			}
+			s.open = w
+		}
+		loc, err := s.open.add(h, blobs[k], flags[k])
+		if err != nil {
+			return err
+		}
+		s.openLocs[h] = loc
+		if s.open.size() >= packTarget {
+			if err := s.sealLocked(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// seal seals the open pack, if any, and indexes its pages.
+func (s *Store) seal() error {
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	return s.sealLocked()
+}
+
+func (s *Store) sealLocked() error {
+	w := s.open
+	if w == nil {
+		return nil
+	}
+	s.open = nil
+	entries, err := w.finish()
+	if err == nil {
+		err = s.indexEntries(entries)
+	}
+	for _, e := range entries {
+		delete(s.openLocs, e.hash)
+	}
+	if err != nil {
+		// The pages are not stored after all: the page index must not
+		// claim them.
+		w.abort()
+		var hs []image.Hash
+		for _, e := range w.entries {
+			delete(s.openLocs, e.hash)
+			hs = append(hs, e.hash)
+		}
+		if x := s.index.Load(); x != nil {
+			x.removeUnsorted(hs)
+		}
+		return fmt.Errorf("seal pack %s: %w", w.id, err)
+	}
+	return nil
+}
+
+// indexEntries writes the index entries of a sealed pack.
+func (s *Store) indexEntries(entries []packEntry) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range entries {
+		if err := wb.Set(pageKey(e.hash), e.loc.encode()); err != nil {
+			return fmt.Errorf("index page %s: %w", e.hash, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("index pages: %w", err)
+	}
+	return nil
+}
+
+// locate returns where page h is stored.
+func (s *Store) locate(h image.Hash, shared bool) (packLoc, error) {
+	s.packMu.Lock()
+	loc, ok := s.openLocs[h]
+	s.packMu.Unlock()
+	if ok {
+		return loc, nil
+	}
+	key := pageKey(h)
+	read := func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) (err error) {
+			loc, err = decodePackLoc(v)
+			return err
+		})
+	}
+	var err error
+	if shared {
+		err = s.reader.view(read)
+	}
+	if !shared || err != nil {
+		err = view(s.db, read)
+	}
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return loc, fmt.Errorf("page %s: %w", h, ErrPageMissing)
+	}
+	if err != nil {
+		return loc, fmt.Errorf("page %s: %w", h, err)
+	}
+	return loc, nil
+}
+
+// readBlob reads the blob at loc into buf (PageSize bytes), decoding it,
+// and checks that it is page h.
+func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
+	raw := buf[:loc.length]
+	if loc.flags&blobZstd != 0 {
+		raw = make([]byte, loc.length)
+	}
+	var err error
+	s.packMu.Lock()
+	if s.open != nil && s.open.id == loc.pack {
+		err = s.open.readAt(raw, loc.offset)
+		s.packMu.Unlock()
+	} else {
+		s.packMu.Unlock()
+		err = s.packs.readAt(loc.pack, raw, loc.offset)
+	}
+	if err != nil {
+		return fmt.Errorf("page %s: %w", h, err)
+	}
+	if err := decodeBlob(raw, loc.flags, buf); err != nil {
+		return fmt.Errorf("page %s: %w (%v)", h, ErrPageCorrupt, err)
+	}
+	if got := Sum(buf); got != h {
+		return fmt.Errorf("page %s: %w (content hashes to %s)", h, ErrPageCorrupt, got)
+	}
+	return nil
+}
+
+// ReadPage fills buf with page h and checks its hash: a damaged pack is
+// never served. A read that fails is tried once more with a fresh index
+// look-up (gc may have moved the page meanwhile).
+func (s *Store) ReadPage(h image.Hash, buf []byte) error {
+	if len(buf) < image.PageSize {
+		return fmt.Errorf("read page %s: buffer of %d bytes", h, len(buf))
+	}
+	buf = buf[:image.PageSize]
+	var err error
+	for try := range 2 {
+		var loc packLoc
+		loc, err = s.locate(h, try == 0)
+		if err != nil {
+			if errors.Is(err, ErrPageMissing) || errors.Is(err, ErrPageCorrupt) {
+				return err
+			}
+			continue
+		}
+		if err = s.readBlob(h, loc, buf); err == nil {
+			return nil
+		}
+	}
+	if errors.Is(err, ErrPageMissing) || errors.Is(err, ErrPageCorrupt) {
+		return err
+	}
+	return fmt.Errorf("read page %s: %w", h, err)
+}
