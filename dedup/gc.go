@@ -463,13 +463,16 @@ func (s *Store) Stats() (StoreStats, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			st.Pages++
-			st.PageBytes += image.PageSize
 		}
 		return nil
 	})
 	if err != nil {
 		return st, fmt.Errorf("stats: %w", err)
 	}
+	s.packMu.Lock()
+	st.Pages += int64(len(s.openLocs)) // in the open pack, not indexed yet
+	s.packMu.Unlock()
+	st.PageBytes = st.Pages * image.PageSize
 	st.DiskBytes = diskUsage(s.dir)
 	if st.PageBytes > 0 {
 		st.Ratio = float64(st.LogicalBytes) / float64(st.PageBytes)
