@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
@@ -132,6 +133,7 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	if err := s.putChunks(chunks); err != nil {
 		return fmt.Errorf("commit %s: page tables: %w", c.ID, err)
 	}
+	testhold.At("commit-chunks")
 
 	sum := Summary{ID: c.ID, Name: c.Name, Time: c.Time, RootPID: c.RootPID, Tasks: len(c.Tasks),
 		MemoryBytes: c.MemoryBytes(), BytesAdded: c.Stats.BytesAdded}

@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
@@ -131,6 +132,7 @@ func (s *Store) GC() (_ GCResult, err error) {
 	if err != nil {
 		return res, fmt.Errorf("gc: rewrite packs: %w", err)
 	}
+	testhold.At("gc-packs-written")
 	res.PacksDropped = int64(len(drop))
 	res.PacksRewritten = int64(len(rewrite) - len(kept))
 
@@ -164,6 +166,7 @@ func (s *Store) GC() (_ GCResult, err error) {
 	if err := s.db.Sync(); err != nil {
 		return res, fmt.Errorf("gc: sync: %w", err)
 	}
+	testhold.At("gc-index-moved")
 	// Only now can the packs go: no entry points to them any more.
 	keptSet := make(map[packID]bool)
 	for _, id := range kept {
@@ -176,6 +179,7 @@ func (s *Store) GC() (_ GCResult, err error) {
 		if err := s.packs.remove(id); err != nil {
 			return res, fmt.Errorf("gc: %w", err)
 		}
+		testhold.At("gc-pack-removed")
 	}
 	if len(drop)+len(rewrite) > 0 {
 		if err := syncDir(filepath.Join(s.dir, packDir)); err != nil {

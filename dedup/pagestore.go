@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
@@ -61,6 +62,7 @@ func (s *Store) sealLocked() error {
 	s.open = nil
 	entries, err := w.finish()
 	if err == nil {
+		testhold.At("pack-sealed")
 		err = s.indexEntries(entries)
 	}
 	for _, e := range entries {

@@ -1,0 +1,49 @@
+package dedup
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// TestGCRewritesAndDropsPacks: a pack whose pages are all dead is deleted,
+// one that is mostly dead is rewritten with its live pages only, one
+// that is all live stays; the space comes back on disk (du of the packs).
+func TestGCRewritesAndDropsPacks(t *testing.T) {
+	s := openT(t)
+	a := dump(t, s, "a", stepsA) // pack A: 600 pages
+	dump(t, s, "b", stepsB)      // pack B: its 400 new pages (200 are in A)
+	c := dump(t, s, "c", stepsC) // pack C: 100 pages
+	packs := filepath.Join(s.Dir(), packDir)
+	before := diskUsage(packs)
+	if err := s.Remove(a.ID, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.GC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := diskUsage(packs)
+	t.Logf("gc %+v; packs on disk %d -> %d bytes", res, before, after)
+	if res.Pages != 400+100 || res.PacksDropped != 1 || res.PacksRewritten != 1 {
+		t.Fatalf("gc %+v, want 500 pages freed, 1 pack dropped, 1 rewritten", res)
+	}
+	if freed := before - after; freed < 500*4096 {
+		t.Fatalf("packs on disk shrank by %d bytes, want at least %d", freed, 500*4096)
+	}
+	ids, _ := listPacks(s.Dir())
+	if len(ids) != 2 {
+		t.Fatalf("%d packs after gc, want 2", len(ids))
+	}
+	b, err := s.Load("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReadable(t, s, b, stepsB)
+	if p, err := s.Verify(); err != nil || len(p) > 0 {
+		t.Fatalf("verify: %v %q", err, p)
+	}
+	// A second gc finds nothing to do.
+	if res, err := s.GC(); err != nil || res.Pages != 0 || res.PacksDropped != 0 || res.PacksRewritten != 0 {
+		t.Fatalf("second gc: %+v %v", res, err)
+	}
+}
