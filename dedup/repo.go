@@ -81,14 +81,14 @@ type Summary struct {
 
 // GCResult says what GC freed.
 type GCResult struct {
-	Pages      int64 // pages deleted
-	Bytes      int64 // page bytes deleted
-	Tables     int64 // page-table chunks deleted (unused, or of interrupted commits)
+	Pages  int64 // pages deleted
+	Bytes  int64 // page bytes deleted
+	Tables int64 // page-table chunks deleted (unused, or of interrupted commits)
 	// PacksDropped and PacksRewritten count the pack files deleted whole
 	// and those whose live pages were copied to new packs.
 	PacksDropped, PacksRewritten int64
-	DiskBefore int64 // store directory size before
-	DiskAfter  int64 // and after
+	DiskBefore                   int64 // store directory size before
+	DiskAfter                    int64 // and after
 }
 
 // StoreStats are the figures of a store.
