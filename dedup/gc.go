@@ -166,6 +166,9 @@ func (s *Store) GC() (_ GCResult, err error) {
 	if err := s.db.Sync(); err != nil {
 		return res, fmt.Errorf("gc: sync: %w", err)
 	}
+	if x := s.index.Load(); x != nil {
+		x.relocate(moved)
+	}
 	testhold.At("gc-index-moved")
 	// Only now can the packs go: no entry points to them any more.
 	keptSet := make(map[packID]bool)

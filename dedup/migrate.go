@@ -152,7 +152,7 @@ func (s *Store) migratePages(live map[image.Hash]bool, rep *MigrateReport) error
 		if err != nil {
 			return err
 		}
-		if err := s.writePages(b, pages); err != nil {
+		if _, err := s.writePages(b, pages); err != nil {
 			return err
 		}
 		rep.Pages += int64(n)

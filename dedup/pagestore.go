@@ -10,79 +10,123 @@ import (
 )
 
 // How pages are written and read (format 3): PutPages appends them to the
-// open pack (packwriter.go) and remembers where (openLocs); when the pack
-// reaches packTarget, and at every Commit, the pack is sealed: trailer,
-// fsync, and only then its index entries p/<hash> → packLoc go to Badger.
-// So an index entry never points at bytes that are not on disk, and a kill
-// before a seal leaves only a pack no entry points to, which gc deletes.
+// open pack (packwriter.go) and remembers where (openLocs). When the pack
+// reaches packTarget it is handed to a goroutine that seals it (trailer,
+// fsync) and only then writes its index entries p/<hash> → packLoc to
+// Badger, while the next pack fills; Commit seals the open pack and waits
+// for every seal. So an index entry never points at bytes that are not on
+// disk, and a kill before a seal leaves only a pack no entry points to,
+// which gc deletes.
 
-// writePages appends the pages of b to the open pack.
-func (s *Store) writePages(b *putBatch, pages [][]byte) error {
+// maxSealing is how many full packs may be sealing at once.
+const maxSealing = 2
+
+// writePages appends the pages of b to the open pack and returns where
+// each is.
+func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
 	blobs := make([][]byte, len(b.hashes))
 	flags := make([]uint32, len(b.hashes))
 	for k := range b.hashes {
 		blobs[k], flags[k] = s.encodeBlob(pages[b.idx[k]])
 	}
+	locs := make([]packLoc, len(b.hashes))
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
 	for k, h := range b.hashes {
 		if s.open == nil {
 			w, err := createPack(s.dir)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			s.open = w
 		}
 		loc, err := s.open.add(h, blobs[k], flags[k])
 		if err != nil {
-			return err
+			return nil, err
 		}
-		s.openLocs[h] = loc
+		s.openLocs[h], locs[k] = loc, loc
 		if s.open.size() >= packTarget {
-			if err := s.sealLocked(); err != nil {
-				return err
+			if err := s.rotateLocked(); err != nil {
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return locs, s.sealErrLocked()
 }
 
-// seal seals the open pack, if any, and indexes its pages.
-func (s *Store) seal() error {
-	s.packMu.Lock()
-	defer s.packMu.Unlock()
-	return s.sealLocked()
-}
-
-func (s *Store) sealLocked() error {
+// rotateLocked hands the open pack to a sealing goroutine. Its bytes are
+// written first, so that reads find them in the file. packMu is held.
+func (s *Store) rotateLocked() error {
 	w := s.open
 	if w == nil {
 		return nil
 	}
 	s.open = nil
-	entries, err := w.finish()
-	if err == nil {
-		testhold.At("pack-sealed")
-		err = s.indexEntries(entries)
+	if err := w.flush(); err != nil {
+		s.failSealLocked(w, err)
+		return err
 	}
-	for _, e := range entries {
-		delete(s.openLocs, e.hash)
-	}
-	if err != nil {
-		// The pages are not stored after all: the page index must not
-		// claim them.
-		w.abort()
-		var hs []image.Hash
-		for _, e := range w.entries {
+	w.buf = nil
+	s.sealing.Add(1)
+	go func() {
+		defer s.sealing.Done()
+		s.sealSlots <- struct{}{} // not under packMu: a seal ends taking it
+		defer func() { <-s.sealSlots }()
+		entries, err := w.finish()
+		if err == nil {
+			testhold.At("pack-sealed")
+			err = s.indexEntries(entries)
+		}
+		s.packMu.Lock()
+		defer s.packMu.Unlock()
+		if err != nil {
+			s.failSealLocked(w, err)
+			return
+		}
+		for _, e := range entries {
 			delete(s.openLocs, e.hash)
-			hs = append(hs, e.hash)
 		}
-		if x := s.index.Load(); x != nil {
-			x.removeUnsorted(hs)
-		}
-		return fmt.Errorf("seal pack %s: %w", w.id, err)
-	}
+	}()
 	return nil
+}
+
+// failSealLocked records that pack w could not be sealed: its pages are
+// not stored after all, so the page index must not claim them.
+func (s *Store) failSealLocked(w *packWriter, err error) {
+	w.abort()
+	var hs []image.Hash
+	for _, e := range w.entries {
+		delete(s.openLocs, e.hash)
+		hs = append(hs, e.hash)
+	}
+	if x := s.index.Load(); x != nil {
+		x.removeUnsorted(hs)
+	}
+	if s.sealErr == nil {
+		s.sealErr = fmt.Errorf("seal pack %s: %w", w.id, err)
+	}
+}
+
+// sealErrLocked returns (and clears) the error of a failed seal.
+func (s *Store) sealErrLocked() error {
+	err := s.sealErr
+	s.sealErr = nil
+	return err
+}
+
+// seal seals the open pack, if any, waits until every pack is sealed and
+// indexed, and returns the first error of a seal since the last call.
+func (s *Store) seal() error {
+	s.packMu.Lock()
+	err := s.rotateLocked()
+	s.packMu.Unlock()
+	s.sealing.Wait()
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	if e := s.sealErrLocked(); err == nil {
+		err = e
+	}
+	return err
 }
 
 // indexEntries writes the index entries of a sealed pack.
@@ -100,8 +144,17 @@ func (s *Store) indexEntries(entries []packEntry) error {
 	return nil
 }
 
-// locate returns where page h is stored.
+// locate returns where page h is stored: from the page index (loaded on
+// first use), the open packs, or Badger (shared: in the shared read
+// transaction; else a fresh one, which the index is not trusted over).
 func (s *Store) locate(h image.Hash, shared bool) (packLoc, error) {
+	if shared {
+		if x, err := s.pages(); err == nil {
+			if l, ok := x.lookup(h); ok {
+				return l, nil
+			}
+		}
+	}
 	s.packMu.Lock()
 	loc, ok := s.openLocs[h]
 	s.packMu.Unlock()

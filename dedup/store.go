@@ -48,6 +48,11 @@ type Store struct {
 	packMu   sync.Mutex
 	open     *packWriter
 	openLocs map[image.Hash]packLoc
+	// sealing counts the packs being sealed in the background (at most
+	// maxSealing: sealSlots), sealErr is the first seal that failed.
+	sealing   sync.WaitGroup
+	sealSlots chan struct{}
+	sealErr   error
 	// packs are the sealed packs, open for reading.
 	packs *packFiles
 	// compress says whether PutPages stores pages compressed.
@@ -135,7 +140,7 @@ func open(dir string, migrating bool) (*Store, error) {
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
 		pending: make(map[image.Hash]*putBatch), openLocs: make(map[image.Hash]packLoc),
-		packs: newPackFiles(dir)}
+		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing)}
 	s.format.Store(int32(format))
 	return s, nil
 }
@@ -158,26 +163,38 @@ func (s *Store) pages() (*pageIndex, error) {
 	return x, nil
 }
 
-// loadPageIndex reads the hashes of the stored pages: a key-only scan of
-// the "p/" prefix, in key (so hash) order.
+// loadPageIndex reads the hashes and locations of the stored pages: a
+// scan of the "p/" prefix, in key (so hash) order (the values are small
+// and live in the LSM tree beside their keys).
 func loadPageIndex(db *badger.DB) (*pageIndex, error) {
 	var hashes []image.Hash
+	var locs []packLoc
 	err := view(db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 1024})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
 			if len(k) != 2+len(image.Hash{}) {
 				return fmt.Errorf("bad page key %q", k)
 			}
+			var l packLoc
+			// A bad location is left unknown (zero): reads of the page
+			// ask Badger and report it.
+			it.Item().Value(func(v []byte) error {
+				if d, err := decodePackLoc(v); err == nil {
+					l = d
+				}
+				return nil
+			})
 			hashes = append(hashes, image.Hash(k[2:]))
+			locs = append(locs, l)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return newPageIndex(hashes), nil
+	return newPageIndex(hashes, locs), nil
 }
 
 // checkStoreDir refuses a directory that has files but is no store, so that
@@ -277,10 +294,11 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 	for len(idx) > 0 {
 		mine, others := s.claim(x, hashes, idx)
 		if len(mine.hashes) > 0 {
-			mine.err = s.writePages(mine, pages)
+			var locs []packLoc
+			locs, mine.err = s.writePages(mine, pages)
 			s.putMu.Lock()
 			if mine.err == nil {
-				x.add(mine.hashes)
+				x.add(mine.hashes, locs)
 			}
 			for _, h := range mine.hashes {
 				delete(s.pending, h)
