@@ -49,7 +49,7 @@ var (
 
 // blob flags (packLoc.flags and the trailer's flags).
 const (
-	blobZstd uint32 = 1 << iota // the blob is the page compressed with zstd
+	blobS2 uint32 = 1 << iota // the blob is the page compressed with s2
 )
 
 // packID names a pack file.
@@ -106,7 +106,7 @@ func decodePackLoc(b []byte) (packLoc, error) {
 	}
 	l := packLoc{pack: packID(binary.BigEndian.Uint64(b)), offset: int64(binary.BigEndian.Uint64(b[8:])),
 		length: binary.BigEndian.Uint32(b[16:]), flags: binary.BigEndian.Uint32(b[20:])}
-	if l.length == 0 || l.length > image.PageSize || l.offset < packHeaderSize || l.flags&^blobZstd != 0 {
+	if l.length == 0 || l.length > image.PageSize || l.offset < packHeaderSize || l.flags&^blobS2 != 0 {
 		return packLoc{}, fmt.Errorf("%w: bad page location %+v", ErrPageCorrupt, l)
 	}
 	return l, nil

@@ -192,7 +192,7 @@ func (s *Store) locate(h image.Hash, shared bool) (packLoc, error) {
 // and checks that it is page h.
 func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
 	raw := buf[:loc.length]
-	if loc.flags&blobZstd != 0 {
+	if loc.flags&blobS2 != 0 {
 		raw = make([]byte, loc.length)
 	}
 	var err error
