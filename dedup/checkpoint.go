@@ -20,7 +20,7 @@ import (
 // format-2 manifest, tableChunk3 of format 3.
 const (
 	tableChunk  = 8192
-	tableChunk3 = 512
+	tableChunk3 = 256
 )
 
 // refSize is the encoded size of one PageRef: index u32 + hash.

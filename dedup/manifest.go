@@ -256,10 +256,44 @@ type mfVMA struct {
 	Chunks []byte   `json:"chunks,omitempty"`
 }
 
-// tableSpec is what a manifest says about one vma's page table.
+// tableSpec is what a manifest says about one vma's page table: the
+// number of references and the hashes it records (format 2: of the
+// chunks; format 3: of the pieces of the chunk list).
 type tableSpec struct {
 	pages  int
 	chunks []image.Hash
+}
+
+// tableFanout is the number of chunk hashes in one piece of a vma's
+// chunk list (format 3): 4 KiB pieces, each naming 128 chunks of 256
+// references, so 128 MiB of memory.
+const tableFanout = 128
+
+// tableValues returns what the manifest records for the page table of v
+// (top) and the values to store for it: format 2, the chunks (top: their
+// hashes); format 3, the chunks and the pieces of the list of their
+// hashes (top: the hashes of the pieces). A two-level table keeps the
+// manifest small for a large vma and makes a changed page cost one chunk
+// and one piece.
+func tableValues(v *image.VMA, format int) (top []image.Hash, values [][]byte) {
+	chunks := tableChunks(v, format)
+	if format < 3 {
+		for _, ch := range chunks {
+			top = append(top, Sum(ch))
+		}
+		return top, chunks
+	}
+	values = chunks
+	for i := 0; i < len(chunks); i += tableFanout {
+		var piece []byte
+		for _, ch := range chunks[i:min(i+tableFanout, len(chunks))] {
+			h := Sum(ch)
+			piece = append(piece, h[:]...)
+		}
+		top = append(top, Sum(piece))
+		values = append(values, piece)
+	}
+	return top, values
 }
 
 // chunkRefs returns the page references per page-table chunk of a
@@ -347,9 +381,9 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 		for vi, v := range t.VMAs {
 			mv := &mfVMA{Start: v.Start, End: v.End, Perms: v.Perms, Offset: v.Offset, Dev: v.Dev, Inode: v.Inode,
 				Name: v.Name, Kind: v.Kind, FileSize: v.FileSize, Flags: v.Flags, Pages: len(v.Pages)}
-			chunks[ti][vi] = tableChunks(v, manifestFormat)
-			for _, ch := range chunks[ti][vi] {
-				h := Sum(ch)
+			var top []image.Hash
+			top, chunks[ti][vi] = tableValues(v, manifestFormat)
+			for _, h := range top {
 				mv.Chunks = append(mv.Chunks, h[:]...)
 			}
 			mt.VMAs = append(mt.VMAs, mv)
@@ -434,6 +468,9 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, int, error) 
 				Inode: mv.Inode, Name: mv.Name, Kind: mv.Kind, FileSize: mv.FileSize, Flags: mv.Flags}
 			spec := tableSpec{pages: mv.Pages}
 			n := chunkRefs(m.Format)
+			if m.Format >= 3 {
+				n *= tableFanout // the manifest names the pieces of the chunk list
+			}
 			for _, s := range mv.Tables {
 				h, err := image.ParseHash(s)
 				if err != nil {

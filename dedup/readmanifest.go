@@ -99,25 +99,36 @@ func loadCheckpointChunks(txn *badger.Txn, id string) (*image.Checkpoint, []imag
 }
 
 // readChunks fills the page references of c from the content-addressed
-// chunks its manifest (format 3) names, checking each against its hash.
+// values its manifest (format 3) names: for each vma the pieces of its
+// chunk list, then the chunks they list, each checked against its hash.
 func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]image.Hash, error) {
 	var used []image.Hash
 	for ti, t := range c.Tasks {
 		for vi, v := range t.VMAs {
-			for ci, h := range specs[ti][vi].chunks {
-				where := fmt.Sprintf("page table of task %d vma %s chunk %d", t.PID, v.DirName(), ci)
-				item, err := txn.Get(chunkKey(h))
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					return nil, fmt.Errorf("%s: %w: chunk %s missing", where, ErrCorrupt, h)
-				}
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", where, err)
-				}
-				err = item.Value(func(refs []byte) error {
-					if got := Sum(refs); got != h {
-						return fmt.Errorf("%s: %w: hash mismatch (recorded %s, content hashes to %s)", where, ErrCorrupt, h, got)
+			spec := specs[ti][vi]
+			var leaves []image.Hash
+			for pi, h := range spec.chunks {
+				where := fmt.Sprintf("page table of task %d vma %s chunk list %d", t.PID, v.DirName(), pi)
+				err := getChunk(txn, h, where, func(b []byte) error {
+					if len(b) == 0 || len(b)%len(image.Hash{}) != 0 || len(b) > tableFanout*len(image.Hash{}) {
+						return fmt.Errorf("%s: %w: %d bytes", where, ErrCorrupt, len(b))
 					}
-					var err error
+					for ; len(b) > 0; b = b[len(image.Hash{}):] {
+						leaves = append(leaves, image.Hash(b[:len(image.Hash{})]))
+					}
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				used = append(used, h)
+			}
+			if n := chunkRefs(3); len(leaves) != (spec.pages+n-1)/n {
+				return nil, fmt.Errorf("page table of task %d vma %s: %w: %d chunks for %d pages", t.PID, v.DirName(), ErrCorrupt, len(leaves), spec.pages)
+			}
+			for ci, h := range leaves {
+				where := fmt.Sprintf("page table of task %d vma %s chunk %d", t.PID, v.DirName(), ci)
+				err := getChunk(txn, h, where, func(refs []byte) (err error) {
 					if v.Pages, err = decodeRefs(refs, v.Pages); err != nil {
 						return fmt.Errorf("%s: %w: %v", where, ErrCorrupt, err)
 					}
@@ -131,6 +142,23 @@ func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]im
 		}
 	}
 	return used, nil
+}
+
+// getChunk reads the value c/<h>, checks it against h and passes it to f.
+func getChunk(txn *badger.Txn, h image.Hash, where string, f func([]byte) error) error {
+	item, err := txn.Get(chunkKey(h))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("%s: %w: chunk %s missing", where, ErrCorrupt, h)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return item.Value(func(v []byte) error {
+		if got := Sum(v); got != h {
+			return fmt.Errorf("%s: %w: hash mismatch (recorded %s, content hashes to %s)", where, ErrCorrupt, h, got)
+		}
+		return f(v)
+	})
 }
 
 // readTables fills the page references of c from the numbered page-table

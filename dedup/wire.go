@@ -48,10 +48,10 @@ func fromWire(w *WireCheckpoint) (*image.Checkpoint, error) {
 			}
 			i++
 			spec := specs[ti][vi]
-			chunks := tableChunks(v, format)
-			ok := len(v.Pages) == spec.pages && len(chunks) == len(spec.chunks)
-			for ci := 0; ok && ci < len(chunks); ci++ {
-				ok = Sum(chunks[ci]) == spec.chunks[ci]
+			top, _ := tableValues(v, format)
+			ok := len(v.Pages) == spec.pages && len(top) == len(spec.chunks)
+			for ci := 0; ok && ci < len(top); ci++ {
+				ok = top[ci] == spec.chunks[ci]
 			}
 			if !ok {
 				return nil, fmt.Errorf("checkpoint task %d vma %s: %w: page references do not match the manifest", t.PID, v.DirName(), ErrCorrupt)
