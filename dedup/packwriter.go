@@ -2,9 +2,11 @@ package dedup
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/ckptfs/ckptfs/image"
+	"golang.org/x/sys/unix"
 )
 
 // packTarget is the size at which a pack is sealed and the next one begun:
@@ -12,17 +14,21 @@ import (
 // gc rewrites little to free a mostly dead pack.
 const packTarget = 32 << 20
 
-// packBufSize is how many bytes a packWriter gathers before a write(2).
-const packBufSize = 1 << 20
+// maxIOV is the most blobs one pwritev(2) writes (IOV_MAX is 1024).
+const maxIOV = 1024
 
-// packWriter appends blobs to one new pack. It is not safe for concurrent
-// use (the Store's packMu guards it).
+// packWriter appends blobs to one new pack. Blobs are not copied: add
+// records them and flush writes them with pwritev(2), so the caller must
+// call flush before it reuses a blob's memory (writePages does, before it
+// returns). It is not safe for concurrent use (the Store's packMu guards
+// it).
 type packWriter struct {
 	id      packID
 	path    string
 	f       *os.File
-	buf     []byte // appended, not yet written
-	written int64  // bytes written to f
+	iov     [][]byte // added, not yet written
+	pending int64    // their bytes
+	written int64    // bytes written to f
 	entries []packEntry
 }
 
@@ -41,39 +47,54 @@ func createPack(dir string) (*packWriter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create pack: %w", err)
 		}
-		w := &packWriter{id: id, path: path, f: f, buf: make([]byte, 0, packBufSize)}
-		w.buf = append(w.buf, packHeader()...)
+		w := &packWriter{id: id, path: path, f: f}
+		w.iov, w.pending = append(w.iov, packHeader()), packHeaderSize
 		return w, nil
 	}
 	return nil, fmt.Errorf("create pack: no free name")
 }
 
 // size is the bytes of the pack so far.
-func (w *packWriter) size() int64 { return w.written + int64(len(w.buf)) }
+func (w *packWriter) size() int64 { return w.written + w.pending }
 
 // add appends blob, the stored form of page h, and returns where it is.
 func (w *packWriter) add(h image.Hash, blob []byte, flags uint32) (packLoc, error) {
 	loc := packLoc{pack: w.id, offset: w.size(), length: uint32(len(blob)), flags: flags}
-	if len(w.buf)+len(blob) > cap(w.buf) {
+	if len(w.iov) == maxIOV {
 		if err := w.flush(); err != nil {
 			return packLoc{}, err
 		}
 	}
-	w.buf = append(w.buf, blob...)
+	w.iov, w.pending = append(w.iov, blob), w.pending+int64(len(blob))
 	w.entries = append(w.entries, packEntry{hash: h, loc: loc})
 	return loc, nil
 }
 
-// flush writes the gathered bytes.
+// flush writes the blobs added, in one pwritev(2) if it takes them all.
 func (w *packWriter) flush() error {
-	if len(w.buf) == 0 {
-		return nil
+	iov := w.iov
+	for len(iov) > 0 {
+		n, err := unix.Pwritev(int(w.f.Fd()), iov, w.written)
+		if err != nil {
+			return fmt.Errorf("write pack %s: %w", w.id, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("write pack %s: %w", w.id, io.ErrShortWrite)
+		}
+		w.written += int64(n)
+		w.pending -= int64(n)
+		for n > 0 {
+			if n >= len(iov[0]) {
+				n -= len(iov[0])
+				iov = iov[1:]
+				continue
+			}
+			iov[0] = iov[0][n:]
+			n = 0
+		}
 	}
-	if _, err := w.f.WriteAt(w.buf, w.written); err != nil {
-		return fmt.Errorf("write pack %s: %w", w.id, err)
-	}
-	w.written += int64(len(w.buf))
-	w.buf = w.buf[:0]
+	clear(w.iov)
+	w.iov = w.iov[:0]
 	return nil
 }
 
@@ -92,7 +113,8 @@ func (w *packWriter) readAt(p []byte, off int64) error {
 // finish writes the trailer, fsyncs and closes the pack, and returns its
 // entries. The pack's directory entry is made durable too.
 func (w *packWriter) finish() ([]packEntry, error) {
-	w.buf = append(w.buf, encodeTrailer(w.entries)...)
+	t := encodeTrailer(w.entries)
+	w.iov, w.pending = append(w.iov, t), w.pending+int64(len(t))
 	if err := w.flush(); err != nil {
 		return nil, err
 	}

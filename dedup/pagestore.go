@@ -51,6 +51,14 @@ func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
 			}
 		}
 	}
+	// The blobs are the caller's memory: written before we return.
+	if s.open != nil {
+		if err := s.open.flush(); err != nil {
+			s.failSealLocked(s.open, err)
+			s.open = nil
+			return nil, err
+		}
+	}
 	return locs, s.sealErrLocked()
 }
 
@@ -66,7 +74,6 @@ func (s *Store) rotateLocked() error {
 		s.failSealLocked(w, err)
 		return err
 	}
-	w.buf = nil
 	s.sealing.Add(1)
 	go func() {
 		defer s.sealing.Done()
