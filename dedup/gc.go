@@ -39,6 +39,10 @@ func hashLess(a, b image.Hash) int { return bytes.Compare(a[:], b[:]) }
 // live page is deleted whatever its size.
 const gcRewriteShare = 0.3
 
+// gcSmallPack is the size below which GC merges a pack with others
+// (each dump that adds few pages makes a small pack).
+const gcSmallPack = packTarget / 4
+
 // GC deletes the pages that no checkpoint references, the page-table
 // chunks no checkpoint uses and those of checkpoints never committed; it
 // deletes packs that hold no live page and rewrites those that are mostly
@@ -111,7 +115,7 @@ func (s *Store) GC() (_ GCResult, err error) {
 	if err != nil {
 		return res, fmt.Errorf("gc: list packs: %w", err)
 	}
-	var drop, rewrite []packID
+	var drop, rewrite, small []packID
 	for _, id := range ids {
 		fi, err := os.Stat(packPath(s.dir, id))
 		if err != nil {
@@ -126,7 +130,14 @@ func (s *Store) GC() (_ GCResult, err error) {
 			drop = append(drop, id)
 		case float64(fi.Size()-liveBytes) >= gcRewriteShare*float64(fi.Size()):
 			rewrite = append(rewrite, id)
+		case fi.Size() < gcSmallPack:
+			small = append(small, id)
 		}
+	}
+	// Small packs (of dumps that added few pages) are merged, with each
+	// other or into the packs being rewritten anyway.
+	if len(small)+len(rewrite) >= 2 {
+		rewrite = append(rewrite, small...)
 	}
 	moved, kept, err := s.rewritePacks(rewrite, packLive)
 	if err != nil {
