@@ -155,7 +155,10 @@ func (x *pageIndex) add(hashes []image.Hash, locs []packLoc) {
 	}
 }
 
-// merge moves added into sorted. x.mu must be held for writing.
+// merge moves added into sorted, in place from the end (the arrays grow
+// by append's policy, so a merge copies no more than it must and the
+// index does not need twice its size while merging). x.mu must be held
+// for writing.
 func (x *pageIndex) merge() {
 	if len(x.added) == 0 {
 		return
@@ -165,24 +168,21 @@ func (x *pageIndex) merge() {
 		add = append(add, h)
 	}
 	slices.SortFunc(add, hashLess)
-	out := make([]image.Hash, 0, len(x.sorted)+len(add))
-	locs := make([]packLoc, 0, len(x.sorted)+len(add))
-	i, j := 0, 0
-	for i < len(x.sorted) && j < len(add) {
-		if hashLess(x.sorted[i], add[j]) < 0 {
-			out, locs = append(out, x.sorted[i]), append(locs, x.locs[i])
-			i++
+	n, m := len(x.sorted), len(add)
+	sorted := slices.Grow(x.sorted, m)[:n+m]
+	locs := slices.Grow(x.locs, m)[:n+m]
+	i, j := n-1, m-1
+	for k := n + m - 1; j >= 0; k-- {
+		if i >= 0 && hashLess(sorted[i], add[j]) > 0 {
+			sorted[k], locs[k] = sorted[i], locs[i]
+			i--
 		} else {
-			out, locs = append(out, add[j]), append(locs, x.added[add[j]])
-			j++
+			sorted[k], locs[k] = add[j], x.added[add[j]]
+			j--
 		}
 	}
-	out, locs = append(out, x.sorted[i:]...), append(locs, x.locs[i:]...)
-	for ; j < len(add); j++ {
-		out, locs = append(out, add[j]), append(locs, x.added[add[j]])
-	}
 	clear(x.added)
-	x.setSorted(out, locs)
+	x.setSorted(sorted, locs)
 }
 
 // remove takes hashes (sorted) out of the index.

@@ -69,13 +69,13 @@ type Store struct {
 
 // storeOptions are the Badger options, chosen by measurement (see
 // bench_test.go and the package report):
-//   - pages (4 KiB) go to the value log (ValueThreshold 1 KiB): written once,
-//     the LSM holds only keys, so key scans (gc, stats) stay cheap and
-//     compactions do not rewrite page data;
+//   - pages live in packs (pack.go); Badger holds their 24-byte locations
+//     in the LSM beside the keys, and page-table chunks and manifests
+//     (> 1 KiB) in the value log (ValueThreshold 1 KiB);
 //   - value log files of 64 MiB so that GC can rewrite and drop files on
 //     stores smaller than the 1 GiB default;
-//   - no block compression: pages are not in the LSM, and the tables and
-//     manifests are small;
+//   - no block compression: the LSM holds hashes and locations, which do
+//     not compress;
 //   - no block cache: uncompressed tables are read straight from their
 //     mmap, and the cache's look-up and insert per block cost more than
 //     they save (BenchmarkReadPageRandom: x-pread ~6 against ~7 with a
@@ -85,6 +85,9 @@ type Store struct {
 //     open-time check can panic in a goroutine of its own), so a damaged
 //     table makes Open fail (and verify say so) instead of panicking on a
 //     later read; tables hold keys and small values only;
+//   - memtables of 16 MiB (not 64): the index entries of a GiB of pages
+//     are ~25 MB, and each memtable's arena is Go heap, so a dump's peak
+//     memory drops by up to 5 x 48 MiB for a few more L0 flushes;
 //   - quiet logger.
 //
 // Before Badger opens the directory, checkBadgerFiles (opencheck.go)
@@ -96,6 +99,7 @@ func storeOptions(dir string) badger.Options {
 		WithValueLogFileSize(64 << 20).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
+		WithMemTableSize(16 << 20).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)
 }
