@@ -87,7 +87,8 @@ type Store struct {
 //     later read; tables hold keys and small values only;
 //   - memtables of 16 MiB (not 64): the index entries of a GiB of pages
 //     are ~25 MB, and each memtable's arena is Go heap, so a dump's peak
-//     memory drops by up to 5 x 48 MiB for a few more L0 flushes;
+//     memory drops by up to 5 x 48 MiB for a few more L0 flushes; at
+//     most 3 of them (not 5) wait for their flush;
 //   - quiet logger.
 //
 // Before Badger opens the directory, checkBadgerFiles (opencheck.go)
@@ -100,6 +101,7 @@ func storeOptions(dir string) badger.Options {
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithMemTableSize(16 << 20).
+		WithNumMemtables(3).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)
 }
