@@ -2,7 +2,10 @@ package dedup
 
 import (
 	"path/filepath"
+	"sync"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/image"
 )
 
 // TestGCRewritesAndDropsPacks: a pack whose pages are all dead is deleted,
@@ -47,5 +50,73 @@ func TestGCRewritesAndDropsPacks(t *testing.T) {
 	// A second gc finds nothing to do.
 	if res, err := s.GC(); err != nil || res.Pages != 0 || res.PacksDropped != 0 || res.PacksRewritten != 0 {
 		t.Fatalf("second gc: %+v %v", res, err)
+	}
+}
+
+// TestReadDuringGC: pages of a kept checkpoint read back right while gc
+// rewrites and deletes the packs they were in (the mount serves reads
+// during gc): a read that meets a deleted pack looks the page up again.
+func TestReadDuringGC(t *testing.T) {
+	s := openT(t)
+	for round := range 3 {
+		seed := uint64(10 + round)
+		va := []fakeVMA{{seed: seed, first: 0, n: 600}}
+		vb := []fakeVMA{{seed: seed, first: 400, n: 600}} // shares 200 pages with a
+		a := dump(t, s, "a", va)
+		b := dump(t, s, "b", vb)
+		if err := s.Remove(a.ID); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		errs := make(chan error, 2)
+		var wg sync.WaitGroup
+		for g := range 2 {
+			wg.Go(func() {
+				buf := make([]byte, image.PageSize)
+				hs := make([]image.Hash, 0, 64)
+				dst := make([]byte, 64*image.PageSize)
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					refs := b.Tasks[0].VMAs[0].Pages
+					if g == 0 {
+						r := refs[i%len(refs)]
+						if err := s.ReadPage(r.Hash, buf); err != nil {
+							errs <- err
+							return
+						}
+						continue
+					}
+					hs = hs[:0]
+					for k := range 64 {
+						hs = append(hs, refs[(i*64+k)%len(refs)].Hash)
+					}
+					if err := s.ReadPages(hs, dst); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		res, err := s.GC()
+		close(stop)
+		wg.Wait()
+		close(errs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for err := range errs {
+			t.Fatalf("round %d: read during gc: %v", round, err)
+		}
+		if res.PacksRewritten == 0 {
+			t.Fatalf("round %d: gc %+v rewrote no pack", round, res)
+		}
+		checkReadable(t, s, b, vb)
+		if err := s.Remove(b.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
