@@ -261,8 +261,8 @@ func BenchmarkPutPagesClient(b *testing.B) {
 // BenchmarkReadPage reads every page of the workload back by hash, in dump
 // order, one page per ReadPage call and 256 per ReadPages call, and copies
 // the same bytes with memcpy and with pread of 4 KiB from a plain file
-// (page cache) in the same run; x-memcpy, x-pread and x-pread-batched are
-// the ratios.
+// (page cache), the latter also followed by a BLAKE3 of each page (what a
+// checked read must do at least), in the same run; x-* are the ratios.
 func BenchmarkReadPage(b *testing.B) {
 	w := newWorkload(b)
 	withOptions(b, func(b *testing.B) {
@@ -288,7 +288,7 @@ func BenchmarkReadPage(b *testing.B) {
 		defer f.Close()
 		buf := make([]byte, image.PageSize)
 		batch := make([]byte, 256*image.PageSize)
-		var read, batched, mem, pread time.Duration
+		var read, batched, mem, pread, preadHash time.Duration
 		b.ResetTimer()
 		for range b.N {
 			t0 := time.Now()
@@ -318,8 +318,18 @@ func BenchmarkReadPage(b *testing.B) {
 				}
 			}
 			pread += time.Since(t0)
+			t0 = time.Now()
+			for i := range w.hashes {
+				if _, err := f.ReadAt(buf, int64(i)*image.PageSize); err != nil {
+					b.Fatal(err)
+				}
+				Sum(buf)
+			}
+			preadHash += time.Since(t0)
 		}
 		n := w.bytes() * int64(b.N)
+		b.ReportMetric(batched.Seconds()/preadHash.Seconds(), "x-pread+hash-batched")
+		b.ReportMetric(read.Seconds()/preadHash.Seconds(), "x-pread+hash")
 		b.ReportMetric(mbps(n, read), "read-MB/s")
 		b.ReportMetric(mbps(n, batched), "readpages-MB/s")
 		b.ReportMetric(batched.Seconds()/pread.Seconds(), "x-pread-batched")
