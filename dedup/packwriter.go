@@ -98,18 +98,6 @@ func (w *packWriter) flush() error {
 	return nil
 }
 
-// readAt reads a blob of the open pack (flushing first if it is still
-// gathered).
-func (w *packWriter) readAt(p []byte, off int64) error {
-	if off+int64(len(p)) > w.written {
-		if err := w.flush(); err != nil {
-			return err
-		}
-	}
-	_, err := w.f.ReadAt(p, off)
-	return err
-}
-
 // finish writes the trailer, fsyncs and closes the pack, and returns its
 // entries. The pack's directory entry is made durable too.
 func (w *packWriter) finish() ([]packEntry, error) {

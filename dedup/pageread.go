@@ -58,7 +58,7 @@ func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
 			scratch = make([]byte, maxRun)
 		}
 		run := scratch[:size]
-		if err := s.readRaw(first.pack, run, first.offset); err != nil {
+		if err := s.packs.readAt(first.pack, run, first.offset); err != nil {
 			for _, i := range order[start:end] {
 				bad[i] = true
 			}
@@ -104,17 +104,6 @@ func (s *Store) checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
 		})
 	}
 	wg.Wait()
-}
-
-// readRaw reads bytes of pack id at off, from the open pack if it is that.
-func (s *Store) readRaw(id packID, p []byte, off int64) error {
-	s.packMu.Lock()
-	if s.open != nil && s.open.id == id {
-		defer s.packMu.Unlock()
-		return s.open.readAt(p, off)
-	}
-	s.packMu.Unlock()
-	return s.packs.readAt(id, p, off)
 }
 
 // locateAll returns where each of hashes is stored, in one transaction.

@@ -101,6 +101,7 @@ func (s *Store) rotateLocked() error {
 // not stored after all, so the page index must not claim them.
 func (s *Store) failSealLocked(w *packWriter, err error) {
 	w.abort()
+	s.packs.remove(w.id) // a reader's descriptor of it
 	var hs []image.Hash
 	for _, e := range w.entries {
 		delete(s.openLocs, e.hash)
@@ -202,16 +203,10 @@ func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
 	if loc.flags&blobS2 != 0 {
 		raw = make([]byte, loc.length)
 	}
-	var err error
-	s.packMu.Lock()
-	if s.open != nil && s.open.id == loc.pack {
-		err = s.open.readAt(raw, loc.offset)
-		s.packMu.Unlock()
-	} else {
-		s.packMu.Unlock()
-		err = s.packs.readAt(loc.pack, raw, loc.offset)
-	}
-	if err != nil {
+	// No lock of the open pack: every location a reader can learn is of
+	// bytes already written (writePages writes before it returns and
+	// holds packMu while openLocs names unwritten ones).
+	if err := s.packs.readAt(loc.pack, raw, loc.offset); err != nil {
 		return fmt.Errorf("page %s: %w", h, err)
 	}
 	if err := decodeBlob(raw, loc.flags, buf); err != nil {
