@@ -2,6 +2,8 @@ package dedup
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -300,4 +302,67 @@ func storeSteps(dir string) {
 	}
 	fmt.Fprintf(os.Stderr, "gc %+v\n", res)
 	os.Exit(0)
+}
+
+// TestMigrateKilled: a migrate of the golden v2 store killed after its
+// pages moved, and after its first checkpoint was converted, leaves a
+// store that a second migrate finishes; it then reads exactly as the
+// golden digest says and verifies clean.
+func TestMigrateKilled(t *testing.T) {
+	if dir := os.Getenv("CKPTFS_TEST_MIGRATE"); dir != "" {
+		if _, err := Migrate(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	want, err := os.ReadFile(filepath.Join(goldenDir, "v2.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, point := range []string{"migrate-pages", "migrate-checkpoint"} {
+		t.Run(point, func(t *testing.T) {
+			dir := copyStore(t, filepath.Join(goldenDir, "v2"))
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMigrateKilled$")
+			cmd.Env = append(os.Environ(), "CKPTFS_TEST_MIGRATE="+dir, testhold.Env+"="+point)
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(stderr)
+			held := false
+			for sc.Scan() {
+				if sc.Text() == "CKPTFS_HOLD "+point {
+					held = true
+					break
+				}
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			if !held {
+				t.Fatalf("migrate never reached %s", point)
+			}
+			if _, err := Open(dir); !errors.Is(err, ErrOldStore) {
+				t.Fatalf("open of a half-migrated store: %v, want it refused as old", err)
+			}
+			if _, err := Migrate(dir); err != nil {
+				t.Fatalf("second migrate: %v", err)
+			}
+			s, err := Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			got, _ := json.MarshalIndent(digestStore(t, s), "", "  ")
+			if string(got)+"\n" != string(want) {
+				t.Fatalf("the migrated store reads differently:\n%s\nwant:\n%s", got, want)
+			}
+			if p, err := s.Verify(); err != nil || len(p) > 0 {
+				t.Fatalf("verify: %v %q", err, p)
+			}
+		})
+	}
 }

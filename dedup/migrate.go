@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
@@ -77,11 +78,13 @@ func (s *Store) migrate(rep *MigrateReport) (err error) {
 	if err := s.seal(); err != nil {
 		return err
 	}
+	testhold.At("migrate-pages")
 	for i, c := range cps {
 		if err := s.migrateCheckpoint(c); err != nil {
 			return fmt.Errorf("checkpoint %s: %w", ids[i], err)
 		}
 		rep.Checkpoints++
+		testhold.At("migrate-checkpoint")
 	}
 	if err := s.deletePrefix([]byte("t/")); err != nil {
 		return fmt.Errorf("old page tables: %w", err)
