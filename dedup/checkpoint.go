@@ -12,11 +12,16 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// tableChunk is the number of page references per page-table value.
-const tableChunk = 8192
+// tableChunk is the number of page references per page-table value of a
+// format-2 manifest, tableChunk3 of format 3.
+const (
+	tableChunk  = 8192
+	tableChunk3 = 256
+)
 
 // refSize is the encoded size of one PageRef: index u32 + hash.
 const refSize = 4 + 32
@@ -76,9 +81,10 @@ func NewID(t time.Time) string {
 	return t.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(r[:])
 }
 
-// Commit writes checkpoint c: its page tables, then summary and manifest
-// in one transaction (the commit point), then syncs. The pages must already
-// be stored. c.ID is assigned if empty; c.Time too if zero.
+// Commit writes checkpoint c: it seals the open pack (its pages are then
+// on disk and indexed), writes the page-table chunks the store lacks, then
+// summary and manifest in one transaction (the commit point), then syncs.
+// The pages must already be stored. c.ID is assigned if empty; c.Time too if zero.
 func (s *Store) Commit(c *image.Checkpoint) error {
 	if c.Time.IsZero() {
 		c.Time = time.Now()
@@ -120,20 +126,14 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	if err != nil {
 		return fmt.Errorf("commit %s: encode manifest: %w", c.ID, err)
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for ti, vmas := range chunks {
-		for vi, vchunks := range vmas {
-			for ci, ch := range vchunks {
-				if err := wb.Set(tableKey(c.ID, ti, vi, ci), ch); err != nil {
-					return fmt.Errorf("commit %s: page table: %w", c.ID, err)
-				}
-			}
-		}
+	// The pages first: the open pack is sealed and indexed.
+	if err := s.seal(); err != nil {
+		return fmt.Errorf("commit %s: %w", c.ID, err)
 	}
-	if err := wb.Flush(); err != nil {
+	if err := s.putChunks(chunks); err != nil {
 		return fmt.Errorf("commit %s: page tables: %w", c.ID, err)
 	}
+	testhold.At("commit-chunks")
 
 	sum := Summary{ID: c.ID, Name: c.Name, Time: c.Time, RootPID: c.RootPID, Tasks: len(c.Tasks),
 		MemoryBytes: c.MemoryBytes(), BytesAdded: c.Stats.BytesAdded}
@@ -374,6 +374,42 @@ func (s *Store) deleteKeys(keys [][]byte) error {
 	defer wb.Cancel()
 	for _, k := range keys {
 		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}
+
+// putChunks stores the page-table chunks (content-addressed, c/<hash>)
+// that the store does not hold yet: a vma whose pages did not change since
+// an earlier checkpoint costs no new chunk.
+func (s *Store) putChunks(chunks [][][][]byte) error {
+	want := make(map[image.Hash][]byte)
+	for _, vmas := range chunks {
+		for _, vchunks := range vmas {
+			for _, ch := range vchunks {
+				want[Sum(ch)] = ch
+			}
+		}
+	}
+	err := view(s.db, func(txn *badger.Txn) error {
+		for h := range want {
+			_, err := txn.Get(chunkKey(h))
+			if err == nil {
+				delete(want, h)
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for h, ch := range want {
+		if err := wb.Set(chunkKey(h), ch); err != nil {
 			return err
 		}
 	}

@@ -18,8 +18,8 @@ import (
 )
 
 // The store corruption test: a store with a few checkpoints is damaged in
-// a copy (random bytes flipped in a value log, a table or the MANIFEST,
-// a Badger file deleted), then opened, listed, loaded, read and verified:
+// a copy (random bytes flipped in a value log, a table, the MANIFEST or a
+// pack, a Badger file or a pack deleted, a pack cut short), then opened, listed, loaded, read and verified:
 // never a panic; either the store refuses to open (ErrDamaged or an open
 // error) or every damage shows in Verify and nothing reads back wrong.
 // Then verify --repair: afterwards the store opens and verifies clean,
@@ -99,7 +99,28 @@ func damage(t *testing.T, r *rand.Rand, dir string) (string, int) {
 		}
 	}
 	pick := func(names []string) string { return names[r.IntN(len(names))] }
-	switch k := r.IntN(10); {
+	packs, _ := filepath.Glob(filepath.Join(dir, packDir, "*"+packExt))
+	switch k := r.IntN(13); {
+	case k >= 10 && k < 12 && len(packs) > 0: // one byte of a pack
+		name := pick(packs)
+		off := flipRandom(t, r, name, 1)
+		return fmt.Sprintf("flip 1 byte of %s at %v", filepath.Base(name), off), 1
+	case k == 12 && len(packs) > 0: // a pack cut short or gone
+		name := pick(packs)
+		if r.IntN(2) == 0 {
+			if err := os.Remove(name); err != nil {
+				t.Fatal(err)
+			}
+			return "delete " + filepath.Base(name), -1
+		}
+		fi, _ := os.Stat(name)
+		n := r.Int64N(fi.Size())
+		if err := os.Truncate(name, n); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("truncate %s to %d bytes", filepath.Base(name), n), -1
+	case k >= 10:
+		return damage(t, r, dir)
 	case k < 4 && len(vlogs) > 0: // one byte of a value log
 		name := pick(vlogs)
 		off := flipRandom(t, r, filepath.Join(dir, name), 1)

@@ -13,7 +13,7 @@ import (
 //
 //	"\x00ckpt"  4 bytes  (a gob stream, format 1, never starts with 0)
 //	kind        1 byte   'M' manifest, 'S' summary
-//	format      1 byte   2
+//	format      1 byte   2 or 3 (the manifest format)
 //	hash        32 bytes BLAKE3-256 of key || the 6 bytes above || body
 //	body        JSON
 //
@@ -64,8 +64,8 @@ func unseal(kind byte, key, v []byte) ([]byte, error) {
 	if v[len(sealMagic)] != kind {
 		return nil, fmt.Errorf("%w: value of kind %q, want %q", ErrCorrupt, v[len(sealMagic)], kind)
 	}
-	if f := v[len(sealMagic)+1]; f != manifestFormat {
-		return nil, fmt.Errorf("value of format %d, this ckptfs reads format %d", f, manifestFormat)
+	if f := v[len(sealMagic)+1]; f != 2 && f != manifestFormat {
+		return nil, fmt.Errorf("value of format %d, this ckptfs reads formats 2 and %d", f, manifestFormat)
 	}
 	body := v[sealLen:]
 	want := image.Hash(v[sealHeadLen:sealLen])

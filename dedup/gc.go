@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
@@ -31,9 +34,26 @@ func liveIDs(txn *badger.Txn) map[string]bool {
 
 func hashLess(a, b image.Hash) int { return bytes.Compare(a[:], b[:]) }
 
-// GC deletes the pages that no checkpoint references, and the page tables
-// of checkpoints that were never committed, then gives the space back to
-// the file system (memtable flush, LSM flatten, value-log rewrite).
+// gcRewriteShare is the share of dead bytes at which GC rewrites a pack
+// (copies its live pages to a new pack and deletes it); a pack with no
+// live page is deleted whatever its size.
+const gcRewriteShare = 0.3
+
+// gcSmallPack is the size below which GC merges a pack with others
+// (each dump that adds few pages makes a small pack).
+const gcSmallPack = packTarget / 4
+
+// GC deletes the pages that no checkpoint references, the page-table
+// chunks no checkpoint uses and those of checkpoints never committed; it
+// deletes packs that hold no live page and rewrites those that are mostly
+// dead, then gives Badger's space back too (memtable flush, LSM flatten,
+// value-log rewrite).
+//
+// Every step leaves a sound store if the process is killed after it: new
+// packs are fsynced before any index entry points to them, index entries
+// are moved and the index synced before the old packs are deleted, so a
+// kill leaves at worst packs no entry points to, which the next GC
+// deletes.
 func (s *Store) GC() (_ GCResult, err error) {
 	defer recoverBadger(&err, "gc")
 	s.gcMu.Lock()
@@ -46,45 +66,23 @@ func (s *Store) GC() (_ GCResult, err error) {
 		return res, fmt.Errorf("gc: %w (%d uncommitted), try again when it is done", ErrBusy, n)
 	}
 	res.DiskBefore = diskUsage(s.dir)
-
-	// Mark.
-	var live []image.Hash
-	var orphans [][]byte
-	err = view(s.db, func(txn *badger.Txn) error {
-		ids := liveIDs(txn)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("t/"), PrefetchValues: true, PrefetchSize: 16})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			id, _, _, _, ok := parseTableKey(item.Key())
-			if !ok || !ids[id] {
-				orphans = append(orphans, item.KeyCopy(nil))
-				continue
-			}
-			err := item.Value(func(v []byte) error {
-				for ; len(v) >= refSize; v = v[refSize:] {
-					live = append(live, image.Hash(v[4:refSize]))
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return res, fmt.Errorf("gc: mark: %w", err)
+	// Pages of sessions that never committed are in the open pack.
+	if err := s.seal(); err != nil {
+		return res, fmt.Errorf("gc: %w", err)
 	}
-	slices.SortFunc(live, hashLess)
-	live = slices.Compact(live)
+
+	live, orphans, err := s.mark()
+	if err != nil {
+		return res, fmt.Errorf("gc: mark: %w (nothing deleted)", err)
+	}
+	res.Tables = int64(len(orphans))
 
 	// Sweep: page keys come in hash order, so walk both lists together.
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	// Every pack's live entries are gathered on the way.
 	var dead []image.Hash // in hash order
+	packLive := make(map[packID][]packEntry)
 	err = view(s.db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		i := 0
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -94,26 +92,79 @@ func (s *Store) GC() (_ GCResult, err error) {
 				i++
 			}
 			if i < len(live) && live[i] == h {
+				var loc packLoc
+				err := item.Value(func(v []byte) (err error) { loc, err = decodePackLoc(v); return err })
+				if err != nil {
+					return fmt.Errorf("page %s: %w", h, err)
+				}
+				packLive[loc.pack] = append(packLive[loc.pack], packEntry{h, loc})
 				continue
 			}
-			if err := wb.Delete(item.KeyCopy(nil)); err != nil {
-				return err
-			}
 			dead = append(dead, h)
-			res.Pages++
-			res.Bytes += image.PageSize
 		}
 		return nil
 	})
 	if err != nil {
-		return res, fmt.Errorf("gc: sweep: %w", err)
+		return res, fmt.Errorf("gc: sweep: %w (nothing deleted)", err)
+	}
+	res.Pages = int64(len(dead))
+	res.Bytes = res.Pages * image.PageSize
+
+	// Which packs go, which are rewritten.
+	ids, err := listPacks(s.dir)
+	if err != nil {
+		return res, fmt.Errorf("gc: list packs: %w", err)
+	}
+	var drop, rewrite, small []packID
+	for _, id := range ids {
+		fi, err := os.Stat(packPath(s.dir, id))
+		if err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+		var liveBytes int64
+		for _, e := range packLive[id] {
+			liveBytes += int64(e.loc.length)
+		}
+		switch {
+		case len(packLive[id]) == 0:
+			drop = append(drop, id)
+		case float64(fi.Size()-liveBytes) >= gcRewriteShare*float64(fi.Size()):
+			rewrite = append(rewrite, id)
+		case fi.Size() < gcSmallPack:
+			small = append(small, id)
+		}
+	}
+	// Small packs (of dumps that added few pages) are merged, with each
+	// other or into the packs being rewritten anyway.
+	if len(small)+len(rewrite) >= 2 {
+		rewrite = append(rewrite, small...)
+	}
+	moved, kept, err := s.rewritePacks(rewrite, packLive)
+	if err != nil {
+		return res, fmt.Errorf("gc: rewrite packs: %w", err)
+	}
+	testhold.At("gc-packs-written")
+	res.PacksDropped = int64(len(drop))
+	res.PacksRewritten = int64(len(rewrite) - len(kept))
+
+	// One batch: dead entries, moved entries, unused chunks and tables.
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, h := range dead {
+		if err := wb.Delete(pageKey(h)); err != nil {
+			return res, fmt.Errorf("gc: delete: %w", err)
+		}
+	}
+	for _, e := range moved {
+		if err := wb.Set(pageKey(e.hash), e.loc.encode()); err != nil {
+			return res, fmt.Errorf("gc: move: %w", err)
+		}
 	}
 	for _, k := range orphans {
 		if err := wb.Delete(k); err != nil {
 			return res, fmt.Errorf("gc: orphan tables: %w", err)
 		}
 	}
-	res.Tables = int64(len(orphans))
 	// The index forgets the pages before they go: it must never claim a
 	// page Badger lacks (a failed flush only makes them look missing, and
 	// PutPages stores them again).
@@ -122,6 +173,32 @@ func (s *Store) GC() (_ GCResult, err error) {
 	}
 	if err := wb.Flush(); err != nil {
 		return res, fmt.Errorf("gc: delete: %w", err)
+	}
+	if err := s.db.Sync(); err != nil {
+		return res, fmt.Errorf("gc: sync: %w", err)
+	}
+	if x := s.index.Load(); x != nil {
+		x.relocate(moved)
+	}
+	testhold.At("gc-index-moved")
+	// Only now can the packs go: no entry points to them any more.
+	keptSet := make(map[packID]bool)
+	for _, id := range kept {
+		keptSet[id] = true
+	}
+	for _, id := range append(drop, rewrite...) {
+		if keptSet[id] {
+			continue
+		}
+		if err := s.packs.remove(id); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+		testhold.At("gc-pack-removed")
+	}
+	if len(drop)+len(rewrite) > 0 {
+		if err := syncDir(filepath.Join(s.dir, packDir)); err != nil {
+			return res, fmt.Errorf("gc: sync pack directory: %w", err)
+		}
 	}
 	if res.Pages > 0 || res.Tables > 0 {
 		if err := s.reclaim(); err != nil {
@@ -133,7 +210,117 @@ func (s *Store) GC() (_ GCResult, err error) {
 		s.logf("%v", err)
 	}
 	return res, nil
+}
 
+// mark returns the hashes of the pages the committed checkpoints
+// reference (sorted, unique) and the keys of the
+// page-table chunks none uses (orphans: of removed checkpoints, or of
+// commits that did not finish). A checkpoint that does not load stops it:
+// GC never deletes what it is not sure is dead.
+func (s *Store) mark() (live []image.Hash, orphans [][]byte, err error) {
+	liveChunks := make(map[image.Hash]bool)
+	err = view(s.db, func(txn *badger.Txn) error {
+		ids := liveIDs(txn)
+		for id := range ids {
+			c, used, err := loadCheckpointChunks(txn, id)
+			if err != nil {
+				return fmt.Errorf("checkpoint %s does not load (run ckptfs verify): %w", id, err)
+			}
+			for _, h := range used {
+				liveChunks[h] = true
+			}
+			for _, t := range c.Tasks {
+				for _, v := range t.VMAs {
+					for _, r := range v.Pages {
+						live = append(live, r.Hash)
+					}
+				}
+			}
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("t/")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id, _, _, _, ok := parseTableKey(it.Item().Key())
+			if !ok || !ids[id] {
+				orphans = append(orphans, it.Item().KeyCopy(nil))
+			}
+		}
+		ct := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("c/")})
+		defer ct.Close()
+		for ct.Rewind(); ct.Valid(); ct.Next() {
+			k := ct.Item().Key()
+			if len(k) != 2+len(image.Hash{}) || !liveChunks[image.Hash(k[2:])] {
+				orphans = append(orphans, ct.Item().KeyCopy(nil))
+			}
+		}
+		return nil
+	})
+	slices.SortFunc(live, hashLess)
+	return slices.Compact(live), orphans, err
+}
+
+// rewritePacks copies the live pages of the packs ids into new packs
+// (sealed: fsynced) and returns their new entries. A pack whose live
+// pages do not all read back sound is kept as it is (kept), so that GC
+// never turns a damaged page into a missing one; verify reports it.
+func (s *Store) rewritePacks(ids []packID, packLive map[packID][]packEntry) (moved []packEntry, kept []packID, err error) {
+	var w *packWriter
+	var pending []packEntry
+	finish := func() error {
+		if w == nil {
+			return nil
+		}
+		entries, err := w.finish()
+		w = nil
+		if err != nil {
+			return err
+		}
+		moved = append(moved, entries...)
+		pending = pending[:0]
+		return nil
+	}
+	buf := make([]byte, image.PageSize)
+	for _, id := range ids {
+		entries := packLive[id]
+		sort.Slice(entries, func(i, j int) bool { return entries[i].loc.offset < entries[j].loc.offset })
+		blobs := make([][]byte, len(entries))
+		ok := true
+		for i, e := range entries {
+			if err := s.readBlob(e.hash, e.loc, buf); err != nil {
+				s.logf("gc: pack %s kept: %v", id, err)
+				ok = false
+				break
+			}
+			blobs[i] = make([]byte, e.loc.length)
+			if err := s.packs.readAt(id, blobs[i], e.loc.offset); err != nil {
+				return nil, nil, err
+			}
+		}
+		if !ok {
+			kept = append(kept, id)
+			continue
+		}
+		for i, e := range entries {
+			if w == nil {
+				if w, err = createPack(s.dir); err != nil {
+					return nil, nil, err
+				}
+			}
+			if _, err := w.add(e.hash, blobs[i], e.loc.flags); err != nil {
+				w.abort()
+				return nil, nil, err
+			}
+			if w.size() >= packTarget {
+				if err := finish(); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+	}
+	if err := finish(); err != nil {
+		return nil, nil, err
+	}
+	return moved, kept, nil
 }
 
 // reclaim makes Badger give the space of deleted keys back: flush the
@@ -175,34 +362,7 @@ func (s *Store) Verify() (_ []string, err error) {
 	defer recoverBadger(&err, "verify")
 	s.gcMu.RLock() // no pages vanish under us
 	defer s.gcMu.RUnlock()
-	var problems []string
-	var pages []pageInfo // sorted by hash (key order)
-	buf := make([]byte, image.PageSize)
-	err = view(s.db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			p := pageInfo{hash: image.Hash(item.Key()[2:])}
-			err := item.Value(func(v []byte) error {
-				switch {
-				case len(v) != image.PageSize:
-					p.problem = fmt.Sprintf("corrupt: %d bytes, want %d", len(v), image.PageSize)
-				default:
-					copy(buf, v)
-					if got := Sum(buf); got != p.hash {
-						p.problem = fmt.Sprintf("corrupt: content hashes to %s", got)
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				p.problem = fmt.Sprintf("unreadable: %v", err)
-			}
-			pages = append(pages, p)
-		}
-		return nil
-	})
+	pages, problems, err := s.verifyPages()
 	if err != nil {
 		return nil, fmt.Errorf("verify pages: %w", err)
 	}
@@ -321,13 +481,16 @@ func (s *Store) Stats() (StoreStats, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			st.Pages++
-			st.PageBytes += image.PageSize
 		}
 		return nil
 	})
 	if err != nil {
 		return st, fmt.Errorf("stats: %w", err)
 	}
+	s.packMu.Lock()
+	st.Pages += int64(len(s.openLocs)) // in the open pack, not indexed yet
+	s.packMu.Unlock()
+	st.PageBytes = st.Pages * image.PageSize
 	st.DiskBytes = diskUsage(s.dir)
 	if st.PageBytes > 0 {
 		st.Ratio = float64(st.LogicalBytes) / float64(st.PageBytes)

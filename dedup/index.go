@@ -20,29 +20,41 @@ import (
 // GiB of distinct pages stored (a Go map would take 80 bytes a page). Hashes added since the last merge sit in the map added, merged
 // into sorted when it grows past an eighth of it (amortised O(1) a page).
 //
-// The index must never say "stored" for a page Badger lacks: PutPages adds
-// pages after the write is flushed, GC removes them before deleting.
+// Beside each hash it keeps where the page is (locs, parallel to sorted;
+// 24 bytes a page), so that ReadPage and ReadPages need no Badger look-up
+// either. A zero packLoc (pack 0, never a pack's id) means "not known
+// here": the reader asks Badger.
+//
+// The index must never say "stored" for a page that is not: PutPages adds
+// pages once they are in the open pack (sealed and indexed in Badger by
+// the next Commit, which a reference to them needs), a failed seal and GC
+// remove them.
 type pageIndex struct {
 	mu     sync.RWMutex
 	sorted []image.Hash
+	locs   []packLoc
 	dir    []uint32 // dir[b] = first i with top(sorted[i]) >= b; len 1<<shift + 1
 	shift  uint     // bits of top
-	added  map[image.Hash]struct{}
+	added  map[image.Hash]packLoc
 }
 
 // minMerge is the size of added below which it is never merged.
 const minMerge = 1 << 16
 
 // newPageIndex returns an index of sorted, which must be sorted and
-// without duplicates (Badger key order).
-func newPageIndex(sorted []image.Hash) *pageIndex {
-	x := &pageIndex{added: make(map[image.Hash]struct{})}
-	x.setSorted(sorted)
+// without duplicates (Badger key order), with the locations locs (nil:
+// none known).
+func newPageIndex(sorted []image.Hash, locs []packLoc) *pageIndex {
+	x := &pageIndex{added: make(map[image.Hash]packLoc)}
+	if locs == nil {
+		locs = make([]packLoc, len(sorted))
+	}
+	x.setSorted(sorted, locs)
 	return x
 }
 
-func (x *pageIndex) setSorted(sorted []image.Hash) {
-	x.sorted = sorted
+func (x *pageIndex) setSorted(sorted []image.Hash, locs []packLoc) {
+	x.sorted, x.locs = sorted, locs
 	// One or two entries a bucket: 2^shift ≥ n/2 buckets, at least 2.
 	x.shift = uint(max(1, bits.Len(uint(len(sorted)/2))))
 	x.shift = min(x.shift, 30)
@@ -65,16 +77,48 @@ func (x *pageIndex) top(h image.Hash) int {
 }
 
 func (x *pageIndex) has(h image.Hash) bool {
-	if _, ok := x.added[h]; ok {
-		return true
+	_, ok := x.find(h)
+	return ok
+}
+
+// find returns the location of h. x.mu must be held.
+func (x *pageIndex) find(h image.Hash) (packLoc, bool) {
+	if l, ok := x.added[h]; ok {
+		return l, true
 	}
 	t := x.top(h)
-	for _, s := range x.sorted[x.dir[t]:x.dir[t+1]] {
-		if s == h {
-			return true
+	for i := x.dir[t]; i < x.dir[t+1]; i++ {
+		if x.sorted[i] == h {
+			return x.locs[i], true
 		}
 	}
-	return false
+	return packLoc{}, false
+}
+
+// lookup returns where page h is, if the index knows.
+func (x *pageIndex) lookup(h image.Hash) (packLoc, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	l, ok := x.find(h)
+	return l, ok && l.pack != 0
+}
+
+// relocate records new locations of pages in the index (GC moved them).
+func (x *pageIndex) relocate(entries []packEntry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, e := range entries {
+		if _, ok := x.added[e.hash]; ok {
+			x.added[e.hash] = e.loc
+			continue
+		}
+		t := x.top(e.hash)
+		for i := x.dir[t]; i < x.dir[t+1]; i++ {
+			if x.sorted[i] == e.hash {
+				x.locs[i] = e.loc
+			}
+		}
+	}
 }
 
 // missing sets miss[i] if hashes[i] is not in the index.
@@ -93,13 +137,17 @@ func (x *pageIndex) len() int {
 	return len(x.sorted) + len(x.added)
 }
 
-// add puts hashes (stored in Badger already) in the index.
-func (x *pageIndex) add(hashes []image.Hash) {
+// add puts hashes (stored at locs; nil: not known) in the index.
+func (x *pageIndex) add(hashes []image.Hash, locs []packLoc) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, h := range hashes {
+	for i, h := range hashes {
 		if !x.has(h) {
-			x.added[h] = struct{}{}
+			var l packLoc
+			if locs != nil {
+				l = locs[i]
+			}
+			x.added[h] = l
 		}
 	}
 	if len(x.added) >= max(minMerge, len(x.sorted)/8) {
@@ -107,7 +155,10 @@ func (x *pageIndex) add(hashes []image.Hash) {
 	}
 }
 
-// merge moves added into sorted. x.mu must be held for writing.
+// merge moves added into sorted, in place from the end (the arrays grow
+// by append's policy, so a merge copies no more than it must and the
+// index does not need twice its size while merging). x.mu must be held
+// for writing.
 func (x *pageIndex) merge() {
 	if len(x.added) == 0 {
 		return
@@ -117,20 +168,21 @@ func (x *pageIndex) merge() {
 		add = append(add, h)
 	}
 	slices.SortFunc(add, hashLess)
-	out := make([]image.Hash, 0, len(x.sorted)+len(add))
-	i, j := 0, 0
-	for i < len(x.sorted) && j < len(add) {
-		if hashLess(x.sorted[i], add[j]) < 0 {
-			out = append(out, x.sorted[i])
-			i++
+	n, m := len(x.sorted), len(add)
+	sorted := slices.Grow(x.sorted, m)[:n+m]
+	locs := slices.Grow(x.locs, m)[:n+m]
+	i, j := n-1, m-1
+	for k := n + m - 1; j >= 0; k-- {
+		if i >= 0 && hashLess(sorted[i], add[j]) > 0 {
+			sorted[k], locs[k] = sorted[i], locs[i]
+			i--
 		} else {
-			out = append(out, add[j])
-			j++
+			sorted[k], locs[k] = add[j], x.added[add[j]]
+			j--
 		}
 	}
-	out = append(append(out, x.sorted[i:]...), add[j:]...)
 	clear(x.added)
-	x.setSorted(out)
+	x.setSorted(sorted, locs)
 }
 
 // remove takes hashes (sorted) out of the index.
@@ -141,17 +193,24 @@ func (x *pageIndex) remove(hashes []image.Hash) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.merge()
-	out := x.sorted[:0]
+	out, locs := x.sorted[:0], x.locs[:0]
 	j := 0
-	for _, h := range x.sorted {
+	for i, h := range x.sorted {
 		for j < len(hashes) && hashLess(hashes[j], h) < 0 {
 			j++
 		}
 		if j < len(hashes) && hashes[j] == h {
 			continue
 		}
-		out = append(out, h)
+		out, locs = append(out, h), append(locs, x.locs[i])
 	}
 	clear(x.sorted[len(out):])
-	x.setSorted(out)
+	x.setSorted(out, locs)
+}
+
+// removeUnsorted takes hashes (in any order) out of the index.
+func (x *pageIndex) removeUnsorted(hashes []image.Hash) {
+	hs := slices.Clone(hashes)
+	slices.SortFunc(hs, hashLess)
+	x.remove(slices.Compact(hs))
 }

@@ -27,7 +27,7 @@ func TestPageIndex(t *testing.T) {
 		start = append(start, randHash(r))
 	}
 	slices.SortFunc(start, hashLess)
-	x := newPageIndex(slices.Clone(start))
+	x := newPageIndex(slices.Clone(start), nil)
 	model := make(map[image.Hash]bool)
 	for _, h := range start {
 		model[h] = true
@@ -65,7 +65,7 @@ func TestPageIndex(t *testing.T) {
 			}
 			batch = append(batch, h, h)
 		}
-		x.add(batch)
+		x.add(batch, nil)
 		for _, h := range batch {
 			model[h] = true
 		}
@@ -88,7 +88,7 @@ func TestPageIndex(t *testing.T) {
 		check("remove")
 	}
 	// Empty index.
-	e := newPageIndex(nil)
+	e := newPageIndex(nil, nil)
 	miss := []bool{false}
 	e.missing([]image.Hash{randHash(r)}, miss)
 	if !miss[0] {
@@ -98,7 +98,7 @@ func TestPageIndex(t *testing.T) {
 
 // TestPageIndexConcurrent runs look-ups while adds merge (go test -race).
 func TestPageIndexConcurrent(t *testing.T) {
-	x := newPageIndex(nil)
+	x := newPageIndex(nil, nil)
 	var wg sync.WaitGroup
 	added := make(chan []image.Hash, 100)
 	wg.Add(1)
@@ -111,7 +111,7 @@ func TestPageIndexConcurrent(t *testing.T) {
 			for range 4096 {
 				b = append(b, randHash(r))
 			}
-			x.add(b)
+			x.add(b, nil)
 			added <- b
 		}
 	}()

@@ -17,8 +17,10 @@ import (
 // compile until the manifest follows it; TestManifestCarriesEveryField
 // catches fields added anywhere else.
 
-// manifestFormat is the "format" of the manifests this version writes.
-const manifestFormat = 2
+// manifestFormat is the "format" of the manifests this version writes:
+// 3 names page-table chunks by their hash (Chunks), 2 numbered them under
+// the checkpoint's id (Tables). Both are read.
+const manifestFormat = 3
 
 type mfCheckpoint struct {
 	Format  int         `json:"format"`
@@ -249,22 +251,70 @@ type mfVMA struct {
 	// Pages is the number of saved pages (page references), Tables the
 	// BLAKE3-256 (hex) of each page-table chunk holding them, in chunk
 	// order: Load checks both.
+	// Format 3: Chunks is the BLAKE3-256 of each chunk (32 bytes each,
+	// concatenated; base64 in JSON), each stored under c/<hash>.
 	Pages  int      `json:"pages"`
 	Tables []string `json:"tables,omitempty"`
+	Chunks []byte   `json:"chunks,omitempty"`
 }
 
-// tableSpec is what a manifest says about one vma's page table.
+// tableSpec is what a manifest says about one vma's page table: the
+// number of references and the hashes it records (format 2: of the
+// chunks; format 3: of the pieces of the chunk list).
 type tableSpec struct {
 	pages  int
 	chunks []image.Hash
 }
 
+// tableFanout is the number of chunk hashes in one piece of a vma's
+// chunk list (format 3): 4 KiB pieces, each naming 128 chunks of 256
+// references, so 128 MiB of memory.
+const tableFanout = 128
+
+// tableValues returns what the manifest records for the page table of v
+// (top) and the values to store for it: format 2, the chunks (top: their
+// hashes); format 3, the chunks and the pieces of the list of their
+// hashes (top: the hashes of the pieces). A two-level table keeps the
+// manifest small for a large vma and makes a changed page cost one chunk
+// and one piece.
+func tableValues(v *image.VMA, format int) (top []image.Hash, values [][]byte) {
+	chunks := tableChunks(v, format)
+	if format < 3 {
+		for _, ch := range chunks {
+			top = append(top, Sum(ch))
+		}
+		return top, chunks
+	}
+	values = chunks
+	for i := 0; i < len(chunks); i += tableFanout {
+		var piece []byte
+		for _, ch := range chunks[i:min(i+tableFanout, len(chunks))] {
+			h := Sum(ch)
+			piece = append(piece, h[:]...)
+		}
+		top = append(top, Sum(piece))
+		values = append(values, piece)
+	}
+	return top, values
+}
+
+// chunkRefs returns the page references per page-table chunk of a
+// manifest format: format 3 keeps chunks small (18 KiB), so that a page
+// changed in a vma costs one small chunk and not a large table.
+func chunkRefs(format int) int {
+	if format >= 3 {
+		return tableChunk3
+	}
+	return tableChunk
+}
+
 // tableChunks splits the page references of v into the values of its
-// page-table chunks.
-func tableChunks(v *image.VMA) [][]byte {
+// page-table chunks of the given manifest format.
+func tableChunks(v *image.VMA, format int) [][]byte {
+	n := chunkRefs(format)
 	var out [][]byte
-	for ci := 0; ci*tableChunk < len(v.Pages); ci++ {
-		out = append(out, encodeRefs(v.Pages[ci*tableChunk:min(len(v.Pages), (ci+1)*tableChunk)]))
+	for ci := 0; ci*n < len(v.Pages); ci++ {
+		out = append(out, encodeRefs(v.Pages[ci*n:min(len(v.Pages), (ci+1)*n)]))
 	}
 	return out
 }
@@ -333,9 +383,10 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 		for vi, v := range t.VMAs {
 			mv := &mfVMA{Start: v.Start, End: v.End, Perms: v.Perms, Offset: v.Offset, Dev: v.Dev, Inode: v.Inode,
 				Name: v.Name, Kind: v.Kind, FileSize: v.FileSize, Flags: v.Flags, Pages: len(v.Pages)}
-			chunks[ti][vi] = tableChunks(v)
-			for _, ch := range chunks[ti][vi] {
-				mv.Tables = append(mv.Tables, Sum(ch).String())
+			var top []image.Hash
+			top, chunks[ti][vi] = tableValues(v, manifestFormat)
+			for _, h := range top {
+				mv.Chunks = append(mv.Chunks, h[:]...)
 			}
 			mt.VMAs = append(mt.VMAs, mv)
 		}
@@ -346,29 +397,30 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 }
 
 // decodeManifest parses a JSON manifest. The checkpoint has no page
-// references yet; specs[task][vma] says what its page tables must hold.
-func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
+// references yet; specs[task][vma] says what its page tables must hold;
+// format is the manifest's format (2 or 3).
+func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, int, error) {
 	var m mfCheckpoint
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&m); err != nil {
-		return nil, nil, fmt.Errorf("manifest: %w", err)
+		return nil, nil, 0, fmt.Errorf("manifest: %w", err)
 	}
-	if m.Format != manifestFormat {
-		return nil, nil, fmt.Errorf("manifest has format %d, want %d", m.Format, manifestFormat)
+	if m.Format != 2 && m.Format != manifestFormat {
+		return nil, nil, 0, fmt.Errorf("manifest has format %d, this ckptfs reads 2 and %d", m.Format, manifestFormat)
 	}
 	c := &image.Checkpoint{ID: m.ID, Name: m.Name, Time: m.Time, Host: m.Host, Kernel: m.Kernel,
 		RootPID: m.RootPID, Stats: image.Stats(m.Stats)}
 	for _, o := range m.Objects {
 		if o == nil {
-			return nil, nil, fmt.Errorf("manifest: null object")
+			return nil, nil, 0, fmt.Errorf("manifest: null object")
 		}
 		c.Objects = append(c.Objects, (*image.Object)(o))
 	}
 	specs := make([][]tableSpec, len(m.Tasks))
 	for ti, mt := range m.Tasks {
 		if mt == nil {
-			return nil, nil, fmt.Errorf("manifest: null task %d", ti)
+			return nil, nil, 0, fmt.Errorf("manifest: null task %d", ti)
 		}
 		t := &image.Task{PID: mt.PID, PPID: mt.PPID, PGID: mt.PGID, SID: mt.SID, TTYNr: mt.TTYNr, TPGID: mt.TPGID,
 			FilesOf: mt.FilesOf, Comm: mt.Comm, State: mt.State, ExitCode: mt.ExitCode, Creds: image.Creds(mt.Creds),
@@ -376,7 +428,7 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
 			Root: mt.Root, MM: image.MM(mt.MM), Security: fromMfSecurity(mt.Security), NSpid: mt.NSpid}
 		var err error
 		if t.SharedPending, err = unpackSiginfos(mt.SharedPending); err != nil {
-			return nil, nil, fmt.Errorf("manifest: task %d: shared pending: %w", mt.PID, err)
+			return nil, nil, 0, fmt.Errorf("manifest: task %d: shared pending: %w", mt.PID, err)
 		}
 		for _, l := range mt.Limits {
 			t.Limits = append(t.Limits, image.Rlimit(l))
@@ -386,12 +438,12 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
 		}
 		for _, mth := range mt.Threads {
 			if mth == nil {
-				return nil, nil, fmt.Errorf("manifest: task %d: null thread", mt.PID)
+				return nil, nil, 0, fmt.Errorf("manifest: task %d: null thread", mt.PID)
 			}
 			th := &image.Thread{TID: mth.TID, Comm: mth.Comm, Regs: image.Regs(mth.Regs), XState: mth.XState,
 				SigMask: mth.SigMask, InSyscall: mth.InSyscall, Security: fromMfSecurity(mth.Security), NSpid: mth.NSpid}
 			if th.Pending, err = unpackSiginfos(mth.Pending); err != nil {
-				return nil, nil, fmt.Errorf("manifest: thread %d: pending: %w", mth.TID, err)
+				return nil, nil, 0, fmt.Errorf("manifest: thread %d: pending: %w", mth.TID, err)
 			}
 			if mth.Rseq != nil {
 				r := image.Rseq(*mth.Rseq)
@@ -405,34 +457,45 @@ func decodeManifest(body []byte) (*image.Checkpoint, [][]tableSpec, error) {
 		}
 		for _, f := range mt.FDs {
 			if f == nil {
-				return nil, nil, fmt.Errorf("manifest: task %d: null fd", mt.PID)
+				return nil, nil, 0, fmt.Errorf("manifest: task %d: null fd", mt.PID)
 			}
 			t.FDs = append(t.FDs, (*image.FD)(f))
 		}
 		specs[ti] = make([]tableSpec, len(mt.VMAs))
 		for vi, mv := range mt.VMAs {
 			if mv == nil {
-				return nil, nil, fmt.Errorf("manifest: task %d: null vma", mt.PID)
+				return nil, nil, 0, fmt.Errorf("manifest: task %d: null vma", mt.PID)
 			}
 			v := &image.VMA{Start: mv.Start, End: mv.End, Perms: mv.Perms, Offset: mv.Offset, Dev: mv.Dev,
 				Inode: mv.Inode, Name: mv.Name, Kind: mv.Kind, FileSize: mv.FileSize, Flags: mv.Flags}
 			spec := tableSpec{pages: mv.Pages}
-			if mv.Pages < 0 || len(mv.Tables) != (mv.Pages+tableChunk-1)/tableChunk {
-				return nil, nil, fmt.Errorf("manifest: task %d vma %s: %d page tables for %d pages", mt.PID, v.DirName(), len(mv.Tables), mv.Pages)
+			n := chunkRefs(m.Format)
+			if m.Format >= 3 {
+				n *= tableFanout // the manifest names the pieces of the chunk list
 			}
 			for _, s := range mv.Tables {
 				h, err := image.ParseHash(s)
 				if err != nil {
-					return nil, nil, fmt.Errorf("manifest: task %d vma %s: %w", mt.PID, v.DirName(), err)
+					return nil, nil, 0, fmt.Errorf("manifest: task %d vma %s: %w", mt.PID, v.DirName(), err)
 				}
 				spec.chunks = append(spec.chunks, h)
+			}
+			if len(mv.Chunks)%len(image.Hash{}) != 0 || (m.Format == 2 && len(mv.Chunks) > 0) ||
+				(m.Format == 3 && len(mv.Tables) > 0) {
+				return nil, nil, 0, fmt.Errorf("manifest: task %d vma %s: bad page-table hashes", mt.PID, v.DirName())
+			}
+			for b := mv.Chunks; len(b) > 0; b = b[len(image.Hash{}):] {
+				spec.chunks = append(spec.chunks, image.Hash(b[:len(image.Hash{})]))
+			}
+			if mv.Pages < 0 || len(spec.chunks) != (mv.Pages+n-1)/n {
+				return nil, nil, 0, fmt.Errorf("manifest: task %d vma %s: %d page tables for %d pages", mt.PID, v.DirName(), len(spec.chunks), mv.Pages)
 			}
 			specs[ti][vi] = spec
 			t.VMAs = append(t.VMAs, v)
 		}
 		c.Tasks = append(c.Tasks, t)
 	}
-	return c, specs, nil
+	return c, specs, m.Format, nil
 }
 
 // mfSummary is the JSON of a Summary (format 2).

@@ -60,7 +60,7 @@ func BenchmarkManifest(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, _, err := decodeManifest(body); err != nil {
+			if _, _, _, err := decodeManifest(body); err != nil {
 				b.Fatal(err)
 			}
 		}

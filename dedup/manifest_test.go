@@ -172,7 +172,7 @@ func TestManifestMovedUnderOtherIDCaught(t *testing.T) {
 func TestPageTableIndexMoveCaught(t *testing.T) {
 	s := openT(t)
 	c := dump(t, s, "a", []fakeVMA{{1, 0, 3}}) // indexes 1, 2, 3 in a vma of 5 pages
-	key := tableKey(c.ID, 0, 0, 0)
+	key := firstChunkKey(c)
 	v := rawValue(t, s, key)
 	// Move the last page from index 3 to 4: still ascending and inside the
 	// vma, so only the hash can tell.
@@ -189,10 +189,16 @@ func TestPageTableIndexMoveCaught(t *testing.T) {
 func TestPageTableChunkMissingCaught(t *testing.T) {
 	s := openT(t)
 	c := dump(t, s, "a", []fakeVMA{{1, 0, 3}})
-	if err := s.deleteKeys([][]byte{tableKey(c.ID, 0, 0, 0)}); err != nil {
+	if err := s.deleteKeys([][]byte{firstChunkKey(c)}); err != nil {
 		t.Fatal(err)
 	}
-	checkCaught(t, s, c.ID, "page references")
+	checkCaught(t, s, c.ID, "missing")
+}
+
+// firstChunkKey is the key of the first page-table chunk of the first vma
+// of c's first task.
+func firstChunkKey(c *image.Checkpoint) []byte {
+	return chunkKey(Sum(tableChunks(c.Tasks[0].VMAs[0], manifestFormat)[0]))
 }
 
 func TestFormat1ReferencesChecked(t *testing.T) {
@@ -225,35 +231,50 @@ func TestStoreFormatKey(t *testing.T) {
 	}
 }
 
-func TestFormat1StoreUpgradesOnCommit(t *testing.T) {
-	dir := copyStore(t, goldenDir+"/v1")
-	s, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Format() != 1 {
-		t.Fatalf("golden v1 store opens as format %d", s.Format())
-	}
-	dump(t, s, "new", []fakeVMA{{5, 0, 2}})
-	s.Close()
-	if s, err = Open(dir); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.Format() != StoreFormat {
-		t.Fatalf("after a commit the store has format %d", s.Format())
-	}
-	list, err := s.List()
-	if err != nil || len(list) != 3 {
-		t.Fatalf("list %v %v", list, err)
-	}
-	for _, sum := range list {
-		if _, err := s.Load(sum.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if p, err := s.Verify(); err != nil || len(p) > 0 {
-		t.Fatalf("verify: %v %q", err, p)
+// TestOldStoreRefusedThenMigrated: a store of format 1 or 2 is refused
+// with a message naming ckptfs migrate; Migrate converts it, after which
+// it opens, takes a new checkpoint, lists, loads and verifies; a second
+// Migrate changes nothing.
+func TestOldStoreRefusedThenMigrated(t *testing.T) {
+	for _, v := range []string{"v1", "v2"} {
+		t.Run(v, func(t *testing.T) {
+			dir := copyStore(t, goldenDir+"/"+v)
+			_, err := Open(dir)
+			if !errors.Is(err, ErrOldStore) || !strings.Contains(err.Error(), "ckptfs migrate") {
+				t.Fatalf("open of a %s store: %v", v, err)
+			}
+			rep, err := Migrate(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.From != int(v[1]-'0') || rep.To != StoreFormat || rep.Checkpoints != 2 || rep.Pages == 0 {
+				t.Fatalf("migrate report %+v", rep)
+			}
+			s, err := Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Format() != StoreFormat {
+				t.Fatalf("migrated store has format %d", s.Format())
+			}
+			dump(t, s, "new", []fakeVMA{{5, 0, 2}})
+			list, err := s.List()
+			if err != nil || len(list) != 3 {
+				t.Fatalf("list %v %v", list, err)
+			}
+			for _, sum := range list {
+				if _, err := s.Load(sum.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if p, err := s.Verify(); err != nil || len(p) > 0 {
+				t.Fatalf("verify: %v %q", err, p)
+			}
+			s.Close()
+			if rep, err := Migrate(dir); err != nil || rep.From != StoreFormat || rep.Pages != 0 {
+				t.Fatalf("second migrate: %+v %v", rep, err)
+			}
+		})
 	}
 }
 

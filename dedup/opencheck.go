@@ -108,11 +108,33 @@ func hasEntries(path string) bool {
 	return found
 }
 
+// removeEmptyLogs deletes memtable logs and value logs of 0 bytes: a
+// kill between Badger's creating such a file and sizing it leaves one
+// (gc's memtable flushes make it likely), Badger then refuses to open the
+// store ("Create a new file"), and the file holds nothing.
+func removeEmptyLogs(dir string, f badgerFiles) error {
+	for _, name := range append(append([]string{}, f.mems...), f.vlogs...) {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("open store: remove empty %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
 // checkBadgerFiles refuses to let Badger open the store in dir if that
-// would lose data (see above).
+// would lose data (see above). Empty logs a kill left are removed first.
 func checkBadgerFiles(dir string) error {
 	f, err := listBadgerFiles(dir)
 	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	if err := removeEmptyLogs(dir, f); err != nil {
+		return err
+	}
+	if f, err = listBadgerFiles(dir); err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	damaged := func(format string, a ...any) error {

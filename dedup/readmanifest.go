@@ -3,6 +3,7 @@ package dedup
 import (
 	"bytes"
 	"encoding/gob"
+	"errors"
 	"fmt"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -24,17 +25,33 @@ func readSummary(key, v []byte) (Summary, error) {
 	return decodeSummary(body)
 }
 
+// chunkKey is the key of the page-table chunk (format 3) hashing to h.
+func chunkKey(h image.Hash) []byte {
+	k := make([]byte, 2+len(h))
+	copy(k, "c/")
+	copy(k[2:], h[:])
+	return k
+}
+
 // loadCheckpoint reads the manifest and page tables of checkpoint id and
 // checks them: a sealed manifest against its hash and every page-table
 // chunk against the hash the manifest records for it; the page references
 // of every format must be in ascending order inside their vma.
 func loadCheckpoint(txn *badger.Txn, id string) (*image.Checkpoint, error) {
+	c, _, err := loadCheckpointChunks(txn, id)
+	return c, err
+}
+
+// loadCheckpointChunks is loadCheckpoint that also returns the hashes of
+// the content-addressed chunks (format 3) the checkpoint uses.
+func loadCheckpointChunks(txn *badger.Txn, id string) (*image.Checkpoint, []image.Hash, error) {
 	item, err := txn.Get(manifestKey(id))
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
 	var c *image.Checkpoint
 	var specs [][]tableSpec // nil for format 1: nothing recorded
+	format := 1
 	err = item.Value(func(v []byte) error {
 		if !isSealed(v) {
 			c = new(image.Checkpoint)
@@ -44,22 +61,111 @@ func loadCheckpoint(txn *badger.Txn, id string) (*image.Checkpoint, error) {
 		if err != nil {
 			return err
 		}
-		c, specs, err = decodeManifest(body)
+		c, specs, format, err = decodeManifest(body)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
 	if c.ID != id {
-		return nil, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
+		return nil, nil, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
 	}
 	for _, t := range c.Tasks {
 		for _, v := range t.VMAs {
 			v.Pages = nil // a format-1 manifest must not bring references of its own
 		}
 	}
+	var used []image.Hash
+	if format >= 3 {
+		used, err = readChunks(txn, c, specs)
+	} else {
+		err = readTables(txn, c, specs)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for ti, t := range c.Tasks {
+		for vi, v := range t.VMAs {
+			if specs != nil && len(v.Pages) != specs[ti][vi].pages {
+				return nil, nil, fmt.Errorf("page table of task %d vma %s: %w: %d page references, the manifest records %d",
+					t.PID, v.DirName(), ErrCorrupt, len(v.Pages), specs[ti][vi].pages)
+			}
+			if err := checkRefs(v); err != nil {
+				return nil, nil, fmt.Errorf("page table of task %d vma %s: %w: %v", t.PID, v.DirName(), ErrCorrupt, err)
+			}
+		}
+	}
+	return c, used, nil
+}
+
+// readChunks fills the page references of c from the content-addressed
+// values its manifest (format 3) names: for each vma the pieces of its
+// chunk list, then the chunks they list, each checked against its hash.
+func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]image.Hash, error) {
+	var used []image.Hash
+	for ti, t := range c.Tasks {
+		for vi, v := range t.VMAs {
+			spec := specs[ti][vi]
+			var leaves []image.Hash
+			for pi, h := range spec.chunks {
+				where := fmt.Sprintf("page table of task %d vma %s chunk list %d", t.PID, v.DirName(), pi)
+				err := getChunk(txn, h, where, func(b []byte) error {
+					if len(b) == 0 || len(b)%len(image.Hash{}) != 0 || len(b) > tableFanout*len(image.Hash{}) {
+						return fmt.Errorf("%s: %w: %d bytes", where, ErrCorrupt, len(b))
+					}
+					for ; len(b) > 0; b = b[len(image.Hash{}):] {
+						leaves = append(leaves, image.Hash(b[:len(image.Hash{})]))
+					}
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				used = append(used, h)
+			}
+			if n := chunkRefs(3); len(leaves) != (spec.pages+n-1)/n {
+				return nil, fmt.Errorf("page table of task %d vma %s: %w: %d chunks for %d pages", t.PID, v.DirName(), ErrCorrupt, len(leaves), spec.pages)
+			}
+			for ci, h := range leaves {
+				where := fmt.Sprintf("page table of task %d vma %s chunk %d", t.PID, v.DirName(), ci)
+				err := getChunk(txn, h, where, func(refs []byte) (err error) {
+					if v.Pages, err = decodeRefs(refs, v.Pages); err != nil {
+						return fmt.Errorf("%s: %w: %v", where, ErrCorrupt, err)
+					}
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				used = append(used, h)
+			}
+		}
+	}
+	return used, nil
+}
+
+// getChunk reads the value c/<h>, checks it against h and passes it to f.
+func getChunk(txn *badger.Txn, h image.Hash, where string, f func([]byte) error) error {
+	item, err := txn.Get(chunkKey(h))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("%s: %w: chunk %s missing", where, ErrCorrupt, h)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return item.Value(func(v []byte) error {
+		if got := Sum(v); got != h {
+			return fmt.Errorf("%s: %w: hash mismatch (recorded %s, content hashes to %s)", where, ErrCorrupt, h, got)
+		}
+		return f(v)
+	})
+}
+
+// readTables fills the page references of c from the numbered page-table
+// chunks t/<id>/... of formats 1 and 2.
+func readTables(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) error {
 	nextChunk := make(map[[2]int]int)
-	err = eachTable(txn, id, func(task, vma, chunk int, refs []byte) error {
+	return eachTable(txn, c.ID, func(task, vma, chunk int, refs []byte) error {
 		if task >= len(c.Tasks) || vma >= len(c.Tasks[task].VMAs) {
 			return fmt.Errorf("page table for task %d vma %d: %w: no such vma", task, vma, ErrCorrupt)
 		}
@@ -85,21 +191,6 @@ func loadCheckpoint(txn *badger.Txn, id string) (*image.Checkpoint, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	for ti, t := range c.Tasks {
-		for vi, v := range t.VMAs {
-			if specs != nil && len(v.Pages) != specs[ti][vi].pages {
-				return nil, fmt.Errorf("page table of task %d vma %s: %w: %d page references, the manifest records %d",
-					t.PID, v.DirName(), ErrCorrupt, len(v.Pages), specs[ti][vi].pages)
-			}
-			if err := checkRefs(v); err != nil {
-				return nil, fmt.Errorf("page table of task %d vma %s: %w: %v", t.PID, v.DirName(), ErrCorrupt, err)
-			}
-		}
-	}
-	return c, nil
 }
 
 // checkRefs checks that the page references of v are in ascending order

@@ -128,7 +128,7 @@ func Repair(dir string) (*RepairReport, error) {
 
 	staging := filepath.Join(dir, fmt.Sprintf("repair-%d.tmp", os.Getpid()))
 	os.RemoveAll(staging)
-	if err := sv.write(staging, rep); err != nil {
+	if err := sv.write(staging, dir, rep); err != nil {
 		os.RemoveAll(staging)
 		return nil, fmt.Errorf("repair %s: %w", dir, err)
 	}
@@ -196,8 +196,11 @@ func (s *salvage) readBlock(t *table.Table, base, next []byte) (err error) {
 }
 
 // write fills a new store at staging with the salvaged keys and keeps the
-// checkpoints that are whole.
-func (sv *salvage) write(staging string, rep *RepairReport) error {
+// checkpoints that are whole. Its page index points into the packs of the
+// damaged store at dir (which stay where they are): every page entry
+// salvaged, and every entry of a pack trailer that reads, is kept if the
+// page it points to reads back sound.
+func (sv *salvage) write(staging, dir string, rep *RepairReport) error {
 	st, err := Open(staging)
 	if err != nil {
 		return err
@@ -218,11 +221,7 @@ func (sv *salvage) write(staging string, rep *RepairReport) error {
 		v := sv.recs[k].value
 		switch {
 		case strings.HasPrefix(k, "p/"):
-			if len(k) != 2+len(image.Hash{}) || len(v) != image.PageSize || Sum(v) != image.Hash([]byte(k[2:])) {
-				rep.PagesDamaged++
-				continue
-			}
-			rep.Pages++
+			continue // below, from the packs
 		case strings.HasPrefix(k, "s/"):
 			continue // rewritten from the manifest below
 		case strings.HasPrefix(k, "m/"):
@@ -231,6 +230,9 @@ func (sv *salvage) write(staging string, rep *RepairReport) error {
 		if err := wb.Set([]byte(k), bytes.Clone(v)); err != nil {
 			return err
 		}
+	}
+	if err := salvagePages(dir, sv.recs, wb, rep); err != nil {
+		return err
 	}
 	// Placeholder summaries so that Load finds each checkpoint by id.
 	for _, id := range manifests {
@@ -362,4 +364,69 @@ func shortTables(c *image.Checkpoint) string {
 		return fmt.Sprintf("its page tables hold %d pages, its manifest counts %d", n, c.Stats.PagesTotal)
 	}
 	return ""
+}
+
+// salvagePages adds to wb an index entry for every page of the packs of
+// dir that reads back sound, found through the salvaged index entries of
+// recs or the packs' own trailers.
+func salvagePages(dir string, recs map[string]*record, wb *badger.WriteBatch, rep *RepairReport) error {
+	cands := make(map[image.Hash][]packLoc)
+	for k, r := range recs {
+		if !strings.HasPrefix(k, "p/") || len(k) != 2+len(image.Hash{}) || r.deleted || r.value == nil {
+			continue
+		}
+		if loc, err := decodePackLoc(r.value); err == nil {
+			cands[image.Hash([]byte(k[2:]))] = append(cands[image.Hash([]byte(k[2:]))], loc)
+		} else {
+			rep.PagesDamaged++
+		}
+	}
+	ids, err := listPacks(dir)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		f, err := os.Open(packPath(dir, id))
+		if err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("pack %s: %v", id, err))
+			continue
+		}
+		entries, err := readTrailer(f, id)
+		f.Close()
+		if err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("pack %s: trailer: %v", id, err))
+		}
+		for _, e := range entries {
+			cands[e.hash] = append(cands[e.hash], e.loc)
+		}
+	}
+	pf := newPackFiles(dir)
+	defer pf.close()
+	raw := make([]byte, image.PageSize)
+	buf := make([]byte, image.PageSize)
+	hashes := make([]image.Hash, 0, len(cands))
+	for h := range cands {
+		hashes = append(hashes, h)
+	}
+	sort.Slice(hashes, func(i, j int) bool { return hashLess(hashes[i], hashes[j]) < 0 })
+	for _, h := range hashes {
+		found := false
+		for _, loc := range cands[h] {
+			b := raw[:loc.length]
+			if pf.readAt(loc.pack, b, loc.offset) != nil || decodeBlob(b, loc.flags, buf) != nil || Sum(buf) != h {
+				continue
+			}
+			if err := wb.Set(pageKey(h), loc.encode()); err != nil {
+				return err
+			}
+			found = true
+			break
+		}
+		if found {
+			rep.Pages++
+		} else {
+			rep.PagesDamaged++
+		}
+	}
+	return nil
 }

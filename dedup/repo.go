@@ -1,26 +1,29 @@
 // Package dedup is the content-addressed checkpoint store: every 4 KiB page
-// is kept once, by hash, across all checkpoints, in a Badger database.
+// is kept once, by hash, across all checkpoints, in append-only pack files
+// (pack.go, packwriter.go) indexed by a Badger database.
 //
-// Layout (keys → values):
+// Layout (Badger keys → values; format 3):
 //
-//	v/format                                store format (version.go; none: format 1)
-//	p/<hash 32 bytes>                       page content (PageSize bytes)
-//	t/<id>/<task u32><vma u32><chunk u32>   page table chunk: (index u32, hash) records
-//	s/<id>                                  Summary (sealed JSON; format 1: gob)
-//	m/<id>                                  manifest: the checkpoint without page tables,
-//	                                        with the hash of each chunk (sealed JSON; format 1: gob)
+//	v/format            store format (version.go; formats 1, 2: see migrate.go)
+//	p/<hash 32 bytes>   where the page is: pack id, offset, length, flags (packLoc)
+//	c/<hash 32 bytes>   page-table chunk: (index u32, hash) records; hash of the value
+//	s/<id>              Summary (sealed JSON)
+//	m/<id>              manifest: the checkpoint without page tables, with the
+//	                    hash of each of its chunks (sealed JSON)
 //
 // docs/store-format.md is the full description (manifest.go, envelope.go,
 // readmanifest.go implement it).
 //
-// A checkpoint is written pages first, then its page tables, then summary and
-// manifest in one transaction: the commit point. A crash mid-dump leaves only
-// orphan pages and tables, which GC removes.
+// A checkpoint is written pages first (packs sealed with an fsync, then
+// indexed), then the chunks the store lacks, then summary and manifest in
+// one transaction: the commit point. A crash mid-dump leaves only packs
+// and chunks no manifest uses, which GC removes.
 //
-// Speed: Missing and PutPages answer "is this page stored?" from an
-// in-memory index of the stored hashes (index.go, loaded on first use by a
-// key-only scan), concurrent PutPages calls write together, and ReadPage
-// shares one short-lived read transaction between calls (reader.go).
+// Speed: Missing, PutPages and ReadPage answer "is this page stored, and
+// where?" from an in-memory index of the stored hashes and locations
+// (index.go, loaded on first use by a scan of the p/ keys), PutPages
+// appends to one open pack, full packs are sealed in the background, and
+// ReadPages reads adjacent pages of a pack with one pread.
 //
 // Badger locks its directory, so one process owns a store at a time. The
 // owner (a running `ckptfs mount`) calls Serve, and every other command reaches
@@ -81,11 +84,14 @@ type Summary struct {
 
 // GCResult says what GC freed.
 type GCResult struct {
-	Pages      int64 // pages deleted
-	Bytes      int64 // page bytes deleted
-	Tables     int64 // orphan page-table chunks deleted (from interrupted commits)
-	DiskBefore int64 // store directory size before
-	DiskAfter  int64 // and after
+	Pages  int64 // pages deleted
+	Bytes  int64 // page bytes deleted
+	Tables int64 // page-table chunks deleted (unused, or of interrupted commits)
+	// PacksDropped and PacksRewritten count the pack files deleted whole
+	// and those whose live pages were copied to new packs.
+	PacksDropped, PacksRewritten int64
+	DiskBefore                   int64 // store directory size before
+	DiskAfter                    int64 // and after
 }
 
 // StoreStats are the figures of a store.

@@ -43,6 +43,21 @@ type Store struct {
 	// not run.
 	inflight atomic.Int64
 
+	// packMu guards open and openLocs: the pack being written and where
+	// its pages are (they are not in the Badger index until it is sealed).
+	packMu   sync.Mutex
+	open     *packWriter
+	openLocs map[image.Hash]packLoc
+	// sealing counts the packs being sealed in the background (at most
+	// maxSealing: sealSlots), sealErr is the first seal that failed.
+	sealing   sync.WaitGroup
+	sealSlots chan struct{}
+	sealErr   error
+	// packs are the sealed packs, open for reading.
+	packs *packFiles
+	// compress says whether PutPages stores pages compressed.
+	compress atomic.Bool
+
 	// format is the store's format (see StoreFormat).
 	format atomic.Int32
 	// logfn receives Serve's reports (see SetLogf).
@@ -54,13 +69,13 @@ type Store struct {
 
 // storeOptions are the Badger options, chosen by measurement (see
 // bench_test.go and the package report):
-//   - pages (4 KiB) go to the value log (ValueThreshold 1 KiB): written once,
-//     the LSM holds only keys, so key scans (gc, stats) stay cheap and
-//     compactions do not rewrite page data;
+//   - pages live in packs (pack.go); Badger holds their 24-byte locations
+//     in the LSM beside the keys, and page-table chunks and manifests
+//     (> 1 KiB) in the value log (ValueThreshold 1 KiB);
 //   - value log files of 64 MiB so that GC can rewrite and drop files on
 //     stores smaller than the 1 GiB default;
-//   - no block compression: pages are not in the LSM, and the tables and
-//     manifests are small;
+//   - no block compression: the LSM holds hashes and locations, which do
+//     not compress;
 //   - no block cache: uncompressed tables are read straight from their
 //     mmap, and the cache's look-up and insert per block cost more than
 //     they save (BenchmarkReadPageRandom: x-pread ~6 against ~7 with a
@@ -70,6 +85,10 @@ type Store struct {
 //     open-time check can panic in a goroutine of its own), so a damaged
 //     table makes Open fail (and verify say so) instead of panicking on a
 //     later read; tables hold keys and small values only;
+//   - memtables of 16 MiB (not 64): the index entries of a GiB of pages
+//     are ~25 MB, and each memtable's arena is Go heap, so a dump's peak
+//     memory drops by up to 5 x 48 MiB for a few more L0 flushes; at
+//     most 3 of them (not 5) wait for their flush;
 //   - quiet logger.
 //
 // Before Badger opens the directory, checkBadgerFiles (opencheck.go)
@@ -81,6 +100,8 @@ func storeOptions(dir string) badger.Options {
 		WithValueLogFileSize(64 << 20).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(3).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)
 }
@@ -89,8 +110,11 @@ func storeOptions(dir string) badger.Options {
 var badgerOptions = storeOptions
 
 // Open opens (creating if needed) the store in dir. It returns an error
-// wrapping ErrLocked if another process owns it.
-func Open(dir string) (*Store, error) {
+// wrapping ErrLocked if another process owns it, ErrOldStore if it needs
+// `ckptfs migrate`.
+func Open(dir string) (*Store, error) { return open(dir, false) }
+
+func open(dir string, migrating bool) (*Store, error) {
 	if err := checkStoreDir(dir); err != nil {
 		return nil, err
 	}
@@ -111,7 +135,7 @@ func Open(dir string) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	format, err := checkFormat(db, dir, fresh)
+	format, err := checkFormat(db, dir, fresh, migrating)
 	if err == nil {
 		err = privateFiles(dir) // and those Badger just made
 	}
@@ -121,7 +145,8 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch)}
+		pending: make(map[image.Hash]*putBatch), openLocs: make(map[image.Hash]packLoc),
+		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing)}
 	s.format.Store(int32(format))
 	return s, nil
 }
@@ -144,26 +169,38 @@ func (s *Store) pages() (*pageIndex, error) {
 	return x, nil
 }
 
-// loadPageIndex reads the hashes of the stored pages: a key-only scan of
-// the "p/" prefix, in key (so hash) order.
+// loadPageIndex reads the hashes and locations of the stored pages: a
+// scan of the "p/" prefix, in key (so hash) order (the values are small
+// and live in the LSM tree beside their keys).
 func loadPageIndex(db *badger.DB) (*pageIndex, error) {
 	var hashes []image.Hash
+	var locs []packLoc
 	err := view(db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 1024})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
 			if len(k) != 2+len(image.Hash{}) {
 				return fmt.Errorf("bad page key %q", k)
 			}
+			var l packLoc
+			// A bad location is left unknown (zero): reads of the page
+			// ask Badger and report it.
+			it.Item().Value(func(v []byte) error {
+				if d, err := decodePackLoc(v); err == nil {
+					l = d
+				}
+				return nil
+			})
 			hashes = append(hashes, image.Hash(k[2:]))
+			locs = append(locs, l)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return newPageIndex(hashes), nil
+	return newPageIndex(hashes, locs), nil
 }
 
 // checkStoreDir refuses a directory that has files but is no store, so that
@@ -190,8 +227,15 @@ func (s *Store) Dir() string { return s.dir }
 // Close closes the database and releases the lock.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// Pages put but not committed are sealed too: harmless (gc
+		// drops them if no commit references them) and simplest.
+		sealErr := s.seal()
+		s.packs.close()
 		s.reader.disable()
 		s.closeErr = s.db.Close()
+		if s.closeErr == nil {
+			s.closeErr = sealErr
+		}
 		s.lock.Close()
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store %s: %w", s.dir, s.closeErr)
@@ -205,44 +249,6 @@ func pageKey(h image.Hash) []byte {
 	copy(k, "p/")
 	copy(k[2:], h[:])
 	return k
-}
-
-// ReadPage fills buf with page h and checks its hash. It reads in the
-// shared read transaction, or in one of its own if that fails (see
-// sharedReader), so concurrent calls are cheap.
-func (s *Store) ReadPage(h image.Hash, buf []byte) error {
-	if len(buf) < image.PageSize {
-		return fmt.Errorf("read page %s: buffer of %d bytes", h, len(buf))
-	}
-	buf = buf[:image.PageSize]
-	key := pageKey(h)
-	read := func(txn *badger.Txn) error {
-		it, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			if len(v) != image.PageSize {
-				return fmt.Errorf("page %s: %w (%d bytes)", h, ErrPageCorrupt, len(v))
-			}
-			copy(buf, v)
-			return nil
-		})
-	}
-	err := s.reader.view(read)
-	if err != nil {
-		err = view(s.db, read)
-	}
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return fmt.Errorf("page %s: %w", h, ErrPageMissing)
-	}
-	if err != nil {
-		return fmt.Errorf("read page %s: %w", h, err)
-	}
-	if got := Sum(buf); got != h {
-		return fmt.Errorf("page %s: %w (content hashes to %s)", h, ErrPageCorrupt, got)
-	}
-	return nil
 }
 
 // Missing reports which hashes are not stored.
@@ -294,10 +300,11 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 	for len(idx) > 0 {
 		mine, others := s.claim(x, hashes, idx)
 		if len(mine.hashes) > 0 {
-			mine.err = s.writePages(mine, pages)
+			var locs []packLoc
+			locs, mine.err = s.writePages(mine, pages)
 			s.putMu.Lock()
 			if mine.err == nil {
-				x.add(mine.hashes)
+				x.add(mine.hashes, locs)
 			}
 			for _, h := range mine.hashes {
 				delete(s.pending, h)
@@ -363,18 +370,6 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, 
 		mine.idx = append(mine.idx, idx[k])
 	}
 	return mine, others
-}
-
-// writePages writes the pages of b in one Badger write batch.
-func (s *Store) writePages(b *putBatch, pages [][]byte) error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for k, h := range b.hashes {
-		if err := wb.Set(pageKey(h), pages[b.idx[k]]); err != nil {
-			return fmt.Errorf("page %s: %w", h, err)
-		}
-	}
-	return wb.Flush()
 }
 
 // quietLogger drops Badger's chatter and keeps only its errors.

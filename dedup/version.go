@@ -13,9 +13,16 @@ import (
 //	1  no version key; gob summaries and manifests (ckptfs before the key)
 //	2  key v/format; sealed JSON summaries and manifests whose hashes, and
 //	   the page-table hashes the manifests record, are checked on read
+//	3  pages in pack files (STORE/packs), Badger as their index;
+//	   page-table chunks content-addressed (c/<hash>)
 //
-// docs/store-format.md describes both.
-const StoreFormat = 2
+// docs/store-format.md describes them. This version opens stores of
+// format 3 only; `ckptfs migrate` (Migrate) converts older ones.
+const StoreFormat = 3
+
+// ErrOldStore says a store has an older format, which `ckptfs migrate`
+// converts.
+var ErrOldStore = errors.New("store format is older than this ckptfs uses")
 
 // formatKey holds the store's format as ASCII decimal. A store without it
 // is of format 1.
@@ -48,10 +55,9 @@ func readFormat(db *badger.DB) (int, error) {
 }
 
 // checkFormat reads the format of a store being opened. A new (empty)
-// store gets the current format at once; an older one keeps its format
-// until the first commit (so an older ckptfs can still read a store that
-// this one only read); a newer one is refused.
-func checkFormat(db *badger.DB, dir string, fresh bool) (int, error) {
+// store gets the current format at once; an older or a newer one is
+// refused (old: unless migrating).
+func checkFormat(db *badger.DB, dir string, fresh, migrating bool) (int, error) {
 	if fresh {
 		err := db.Update(func(txn *badger.Txn) error {
 			return txn.Set(formatKey, []byte(strconv.Itoa(StoreFormat)))
@@ -68,6 +74,10 @@ func checkFormat(db *badger.DB, dir string, fresh bool) (int, error) {
 	if f > StoreFormat {
 		return 0, fmt.Errorf("store %s has format %d; this ckptfs reads formats 1 to %d (use a newer ckptfs): %w",
 			dir, f, StoreFormat, ErrNewerStore)
+	}
+	if f < StoreFormat && !migrating {
+		return 0, fmt.Errorf("store %s has format %d; this ckptfs uses format %d: convert it with `ckptfs migrate -s %s` (in place; an older ckptfs cannot read it afterwards): %w",
+			dir, f, StoreFormat, dir, ErrOldStore)
 	}
 	return f, nil
 }

@@ -33,7 +33,7 @@ func toWire(c *image.Checkpoint) (*WireCheckpoint, error) {
 // fromWire decodes w and checks its page references against the counts
 // and hashes its manifest records.
 func fromWire(w *WireCheckpoint) (*image.Checkpoint, error) {
-	c, specs, err := decodeManifest(w.Manifest)
+	c, specs, format, err := decodeManifest(w.Manifest)
 	if err != nil {
 		return nil, err
 	}
@@ -48,10 +48,10 @@ func fromWire(w *WireCheckpoint) (*image.Checkpoint, error) {
 			}
 			i++
 			spec := specs[ti][vi]
-			chunks := tableChunks(v)
-			ok := len(v.Pages) == spec.pages && len(chunks) == len(spec.chunks)
-			for ci := 0; ok && ci < len(chunks); ci++ {
-				ok = Sum(chunks[ci]) == spec.chunks[ci]
+			top, _ := tableValues(v, format)
+			ok := len(v.Pages) == spec.pages && len(top) == len(spec.chunks)
+			for ci := 0; ok && ci < len(top); ci++ {
+				ok = top[ci] == spec.chunks[ci]
 			}
 			if !ok {
 				return nil, fmt.Errorf("checkpoint task %d vma %s: %w: page references do not match the manifest", t.PID, v.DirName(), ErrCorrupt)

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/spf13/cobra"
+)
+
+func init() { rootCmd.AddCommand(migrateCmd()) }
+
+func migrateCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "migrate -s STORE",
+		Short: "Convert a store of an older format to the current one, in place",
+		Long: `Converts a store written by an older ckptfs (store format 1 or 2: pages in
+Badger's value log) to the current format (3: pages in pack files, page
+tables as content-addressed chunks). Every checkpoint keeps its id, name,
+time and contents; pages no checkpoint references are dropped. The store
+must not be mounted. An interrupted migrate leaves the old format in place
+and finishes when run again; afterwards an older ckptfs cannot read the
+store. docs/store-format.md describes the formats.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireStore(dir); err != nil {
+				return err
+			}
+			ok, err := dedup.IsStore(dir)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%s is %w", dir, dedup.ErrNotStore)
+			}
+			privateUmask()
+			rep, err := dedup.Migrate(dir)
+			if err != nil {
+				return err
+			}
+			if rep.From == rep.To {
+				fmt.Printf("store %s has format %d already: nothing to do\n", dir, rep.To)
+				return nil
+			}
+			fmt.Printf("store %s: format %d -> %d: %d checkpoint(s), %d page(s) moved into packs, %d unreferenced page(s) dropped\n",
+				dir, rep.From, rep.To, rep.Checkpoints, rep.Pages, rep.Dropped)
+			return nil
+		},
+	}
+	addStoreFlag(cmd, &dir)
+	return cmd
+}

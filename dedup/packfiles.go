@@ -1,0 +1,79 @@
+package dedup
+
+import (
+	"fmt"
+	"os"
+	"sync"
+)
+
+// packFiles keeps the sealed packs open for reading. A read holds the read
+// lock for its pread only; gc takes the write lock to close and delete a
+// pack, so no read meets a closed descriptor.
+type packFiles struct {
+	dir   string
+	mu    sync.RWMutex
+	files map[packID]*os.File
+}
+
+func newPackFiles(dir string) *packFiles {
+	return &packFiles{dir: dir, files: make(map[packID]*os.File)}
+}
+
+// readAt reads len(p) bytes of pack id at off.
+func (pf *packFiles) readAt(id packID, p []byte, off int64) error {
+	pf.mu.RLock()
+	f := pf.files[id]
+	if f == nil {
+		pf.mu.RUnlock()
+		if err := pf.open(id); err != nil {
+			return err
+		}
+		pf.mu.RLock()
+		f = pf.files[id]
+	}
+	defer pf.mu.RUnlock()
+	if f == nil {
+		return fmt.Errorf("pack %s: %w", id, os.ErrNotExist)
+	}
+	if _, err := f.ReadAt(p, off); err != nil {
+		return fmt.Errorf("read pack %s at %d: %w", id, off, err)
+	}
+	return nil
+}
+
+func (pf *packFiles) open(id packID) error {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	if pf.files[id] != nil {
+		return nil
+	}
+	f, err := os.Open(packPath(pf.dir, id))
+	if err != nil {
+		return fmt.Errorf("open pack %s: %w", id, err)
+	}
+	pf.files[id] = f
+	return nil
+}
+
+// remove closes and deletes pack id.
+func (pf *packFiles) remove(id packID) error {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	if f := pf.files[id]; f != nil {
+		f.Close()
+		delete(pf.files, id)
+	}
+	if err := os.Remove(packPath(pf.dir, id)); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove pack %s: %w", id, err)
+	}
+	return nil
+}
+
+func (pf *packFiles) close() {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	for id, f := range pf.files {
+		f.Close()
+		delete(pf.files, id)
+	}
+}

@@ -1,0 +1,125 @@
+package dedup
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ckptfs/ckptfs/image"
+	"golang.org/x/sys/unix"
+)
+
+// packTarget is the size at which a pack is sealed and the next one begun:
+// large enough that a GiB dump makes a few dozen files, small enough that
+// gc rewrites little to free a mostly dead pack.
+const packTarget = 32 << 20
+
+// maxIOV is the most blobs one pwritev(2) writes (IOV_MAX is 1024).
+const maxIOV = 1024
+
+// packWriter appends blobs to one new pack. Blobs are not copied: add
+// records them and flush writes them with pwritev(2), so the caller must
+// call flush before it reuses a blob's memory (writePages does, before it
+// returns). It is not safe for concurrent use (the Store's packMu guards
+// it).
+type packWriter struct {
+	id      packID
+	path    string
+	f       *os.File
+	iov     [][]byte // added, not yet written
+	pending int64    // their bytes
+	written int64    // bytes written to f
+	entries []packEntry
+}
+
+// createPack starts a new pack in the store at dir.
+func createPack(dir string) (*packWriter, error) {
+	if err := os.MkdirAll(dir+"/"+packDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create pack directory: %w", err)
+	}
+	for range 4 {
+		id := newPackID()
+		path := packPath(dir, id)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if os.IsExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create pack: %w", err)
+		}
+		w := &packWriter{id: id, path: path, f: f}
+		w.iov, w.pending = append(w.iov, packHeader()), packHeaderSize
+		return w, nil
+	}
+	return nil, fmt.Errorf("create pack: no free name")
+}
+
+// size is the bytes of the pack so far.
+func (w *packWriter) size() int64 { return w.written + w.pending }
+
+// add appends blob, the stored form of page h, and returns where it is.
+func (w *packWriter) add(h image.Hash, blob []byte, flags uint32) (packLoc, error) {
+	loc := packLoc{pack: w.id, offset: w.size(), length: uint32(len(blob)), flags: flags}
+	if len(w.iov) == maxIOV {
+		if err := w.flush(); err != nil {
+			return packLoc{}, err
+		}
+	}
+	w.iov, w.pending = append(w.iov, blob), w.pending+int64(len(blob))
+	w.entries = append(w.entries, packEntry{hash: h, loc: loc})
+	return loc, nil
+}
+
+// flush writes the blobs added, in one pwritev(2) if it takes them all.
+func (w *packWriter) flush() error {
+	iov := w.iov
+	for len(iov) > 0 {
+		n, err := unix.Pwritev(int(w.f.Fd()), iov, w.written)
+		if err != nil {
+			return fmt.Errorf("write pack %s: %w", w.id, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("write pack %s: %w", w.id, io.ErrShortWrite)
+		}
+		w.written += int64(n)
+		w.pending -= int64(n)
+		for n > 0 {
+			if n >= len(iov[0]) {
+				n -= len(iov[0])
+				iov = iov[1:]
+				continue
+			}
+			iov[0] = iov[0][n:]
+			n = 0
+		}
+	}
+	clear(w.iov)
+	w.iov = w.iov[:0]
+	return nil
+}
+
+// finish writes the trailer, fsyncs and closes the pack, and returns its
+// entries. The pack's directory entry is made durable too.
+func (w *packWriter) finish() ([]packEntry, error) {
+	t := encodeTrailer(w.entries)
+	w.iov, w.pending = append(w.iov, t), w.pending+int64(len(t))
+	if err := w.flush(); err != nil {
+		return nil, err
+	}
+	if err := w.f.Sync(); err != nil {
+		return nil, fmt.Errorf("sync pack %s: %w", w.id, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return nil, fmt.Errorf("close pack %s: %w", w.id, err)
+	}
+	if err := syncDir(w.path[:len(w.path)-len(w.id.String()+packExt)]); err != nil {
+		return nil, fmt.Errorf("sync pack directory: %w", err)
+	}
+	return w.entries, nil
+}
+
+// abort closes and removes the pack.
+func (w *packWriter) abort() {
+	w.f.Close()
+	os.Remove(w.path)
+}

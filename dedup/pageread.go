@@ -1,0 +1,147 @@
+package dedup
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+
+	"github.com/ckptfs/ckptfs/image"
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// maxRun is the most bytes ReadPages reads with one pread.
+const maxRun = 1 << 20
+
+// ReadPages fills dst (len(hashes)*PageSize bytes) with the pages hashes
+// name, in order, each checked against its hash as ReadPage does. The
+// pages are looked up in one index transaction and read pack by pack in
+// offset order, pages adjacent in a pack with one pread (a vma dumped in
+// one go lies in order in its packs); the hashes are checked on all
+// cores. A page that fails is read again alone by ReadPage (gc may have
+// moved it), whose error is returned.
+func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
+	if len(dst) != len(hashes)*image.PageSize {
+		return fmt.Errorf("read pages: buffer of %d bytes for %d pages", len(dst), len(hashes))
+	}
+	locs, err := s.locateAll(hashes)
+	if err != nil {
+		return err
+	}
+	order := make([]int, len(hashes))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		la, lb := locs[order[a]], locs[order[b]]
+		if la.pack != lb.pack {
+			return la.pack < lb.pack
+		}
+		return la.offset < lb.offset
+	})
+	bad := make([]bool, len(hashes))
+	var scratch []byte
+	for start := 0; start < len(order); {
+		// A run: blobs of one pack, each starting where the last ended.
+		first := locs[order[start]]
+		end, size := start+1, int64(first.length)
+		for end < len(order) {
+			l := locs[order[end]]
+			if l.pack != first.pack || l.offset != first.offset+size || size+int64(l.length) > maxRun {
+				break
+			}
+			size += int64(l.length)
+			end++
+		}
+		if cap(scratch) < int(size) {
+			scratch = make([]byte, maxRun)
+		}
+		run := scratch[:size]
+		if err := s.packs.readAt(first.pack, run, first.offset); err != nil {
+			for _, i := range order[start:end] {
+				bad[i] = true
+			}
+		} else {
+			off := int64(0)
+			for _, i := range order[start:end] {
+				l := locs[i]
+				page := dst[i*image.PageSize : (i+1)*image.PageSize]
+				if decodeBlob(run[off:off+int64(l.length)], l.flags, page) != nil {
+					bad[i] = true
+				}
+				off += int64(l.length)
+			}
+		}
+		start = end
+	}
+	s.checkHashes(hashes, dst, bad)
+	for i, b := range bad {
+		if b {
+			if err := s.ReadPage(hashes[i], dst[i*image.PageSize:(i+1)*image.PageSize]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkHashes marks bad every page of dst that does not hash to its hash.
+func (s *Store) checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
+	workers := min(runtime.NumCPU(), (len(hashes)+63)/64)
+	if workers <= 1 {
+		for i, h := range hashes {
+			bad[i] = bad[i] || Sum(dst[i*image.PageSize:(i+1)*image.PageSize]) != h
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(hashes); i += workers {
+				bad[i] = bad[i] || Sum(dst[i*image.PageSize:(i+1)*image.PageSize]) != hashes[i]
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// locateAll returns where each of hashes is stored, in one transaction.
+func (s *Store) locateAll(hashes []image.Hash) ([]packLoc, error) {
+	locs := make([]packLoc, len(hashes))
+	found := make([]bool, len(hashes))
+	x, err := s.pages()
+	if err != nil {
+		return nil, err
+	}
+	s.packMu.Lock()
+	for i, h := range hashes {
+		if locs[i], found[i] = x.lookup(h); !found[i] {
+			locs[i], found[i] = s.openLocs[h]
+		}
+	}
+	s.packMu.Unlock()
+	read := func(txn *badger.Txn) error {
+		for i, h := range hashes {
+			if found[i] {
+				continue
+			}
+			it, err := txn.Get(pageKey(h))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("page %s: %w", h, ErrPageMissing)
+			}
+			if err != nil {
+				return fmt.Errorf("page %s: %w", h, err)
+			}
+			if err := it.Value(func(v []byte) (err error) { locs[i], err = decodePackLoc(v); return err }); err != nil {
+				return fmt.Errorf("page %s: %w", h, err)
+			}
+		}
+		return nil
+	}
+	err = s.reader.view(read)
+	if err != nil && !errors.Is(err, ErrPageCorrupt) {
+		err = view(s.db, read) // fresh: the shared snapshot may predate a page
+	}
+	return locs, err
+}

@@ -1,0 +1,247 @@
+package dedup
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// How pages are written and read (format 3): PutPages appends them to the
+// open pack (packwriter.go) and remembers where (openLocs). When the pack
+// reaches packTarget it is handed to a goroutine that seals it (trailer,
+// fsync) and only then writes its index entries p/<hash> → packLoc to
+// Badger, while the next pack fills; Commit seals the open pack and waits
+// for every seal. So an index entry never points at bytes that are not on
+// disk, and a kill before a seal leaves only a pack no entry points to,
+// which gc deletes.
+
+// maxSealing is how many full packs may be sealing at once.
+const maxSealing = 2
+
+// writePages appends the pages of b to the open pack and returns where
+// each is.
+func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
+	blobs := make([][]byte, len(b.hashes))
+	flags := make([]uint32, len(b.hashes))
+	for k := range b.hashes {
+		blobs[k], flags[k] = s.encodeBlob(pages[b.idx[k]])
+	}
+	locs := make([]packLoc, len(b.hashes))
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	for k, h := range b.hashes {
+		if s.open == nil {
+			w, err := createPack(s.dir)
+			if err != nil {
+				return nil, err
+			}
+			s.open = w
+		}
+		loc, err := s.open.add(h, blobs[k], flags[k])
+		if err != nil {
+			return nil, err
+		}
+		s.openLocs[h], locs[k] = loc, loc
+		if s.open.size() >= packTarget {
+			if err := s.rotateLocked(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// The blobs are the caller's memory: written before we return.
+	if s.open != nil {
+		if err := s.open.flush(); err != nil {
+			s.failSealLocked(s.open, err)
+			s.open = nil
+			return nil, err
+		}
+	}
+	return locs, s.sealErrLocked()
+}
+
+// rotateLocked hands the open pack to a sealing goroutine. Its bytes are
+// written first, so that reads find them in the file. packMu is held.
+func (s *Store) rotateLocked() error {
+	w := s.open
+	if w == nil {
+		return nil
+	}
+	s.open = nil
+	if err := w.flush(); err != nil {
+		s.failSealLocked(w, err)
+		return err
+	}
+	s.sealing.Add(1)
+	go func() {
+		defer s.sealing.Done()
+		s.sealSlots <- struct{}{} // not under packMu: a seal ends taking it
+		defer func() { <-s.sealSlots }()
+		entries, err := w.finish()
+		if err == nil {
+			testhold.At("pack-sealed")
+			err = s.indexEntries(entries)
+		}
+		s.packMu.Lock()
+		defer s.packMu.Unlock()
+		if err != nil {
+			s.failSealLocked(w, err)
+			return
+		}
+		for _, e := range entries {
+			delete(s.openLocs, e.hash)
+		}
+	}()
+	return nil
+}
+
+// failSealLocked records that pack w could not be sealed: its pages are
+// not stored after all, so the page index must not claim them.
+func (s *Store) failSealLocked(w *packWriter, err error) {
+	w.abort()
+	s.packs.remove(w.id) // a reader's descriptor of it
+	var hs []image.Hash
+	for _, e := range w.entries {
+		delete(s.openLocs, e.hash)
+		hs = append(hs, e.hash)
+	}
+	if x := s.index.Load(); x != nil {
+		x.removeUnsorted(hs)
+	}
+	if s.sealErr == nil {
+		s.sealErr = fmt.Errorf("seal pack %s: %w", w.id, err)
+	}
+}
+
+// sealErrLocked returns (and clears) the error of a failed seal.
+func (s *Store) sealErrLocked() error {
+	err := s.sealErr
+	s.sealErr = nil
+	return err
+}
+
+// seal seals the open pack, if any, waits until every pack is sealed and
+// indexed, and returns the first error of a seal since the last call.
+func (s *Store) seal() error {
+	s.packMu.Lock()
+	err := s.rotateLocked()
+	s.packMu.Unlock()
+	s.sealing.Wait()
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	if e := s.sealErrLocked(); err == nil {
+		err = e
+	}
+	return err
+}
+
+// indexEntries writes the index entries of a sealed pack.
+func (s *Store) indexEntries(entries []packEntry) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range entries {
+		if err := wb.Set(pageKey(e.hash), e.loc.encode()); err != nil {
+			return fmt.Errorf("index page %s: %w", e.hash, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("index pages: %w", err)
+	}
+	return nil
+}
+
+// locate returns where page h is stored: from the page index (loaded on
+// first use), the open packs, or Badger (shared: in the shared read
+// transaction; else a fresh one, which the index is not trusted over).
+func (s *Store) locate(h image.Hash, shared bool) (packLoc, error) {
+	if shared {
+		if x, err := s.pages(); err == nil {
+			if l, ok := x.lookup(h); ok {
+				return l, nil
+			}
+		}
+	}
+	s.packMu.Lock()
+	loc, ok := s.openLocs[h]
+	s.packMu.Unlock()
+	if ok {
+		return loc, nil
+	}
+	key := pageKey(h)
+	read := func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) (err error) {
+			loc, err = decodePackLoc(v)
+			return err
+		})
+	}
+	var err error
+	if shared {
+		err = s.reader.view(read)
+	}
+	if !shared || err != nil {
+		err = view(s.db, read)
+	}
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return loc, fmt.Errorf("page %s: %w", h, ErrPageMissing)
+	}
+	if err != nil {
+		return loc, fmt.Errorf("page %s: %w", h, err)
+	}
+	return loc, nil
+}
+
+// readBlob reads the blob at loc into buf (PageSize bytes), decoding it,
+// and checks that it is page h.
+func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
+	raw := buf[:loc.length]
+	if loc.flags&blobS2 != 0 {
+		raw = make([]byte, loc.length)
+	}
+	// No lock of the open pack: every location a reader can learn is of
+	// bytes already written (writePages writes before it returns and
+	// holds packMu while openLocs names unwritten ones).
+	if err := s.packs.readAt(loc.pack, raw, loc.offset); err != nil {
+		return fmt.Errorf("page %s: %w", h, err)
+	}
+	if err := decodeBlob(raw, loc.flags, buf); err != nil {
+		return fmt.Errorf("page %s: %w (%v)", h, ErrPageCorrupt, err)
+	}
+	if got := Sum(buf); got != h {
+		return fmt.Errorf("page %s: %w (content hashes to %s)", h, ErrPageCorrupt, got)
+	}
+	return nil
+}
+
+// ReadPage fills buf with page h and checks its hash: a damaged pack is
+// never served. A read that fails is tried once more with a fresh index
+// look-up (gc may have moved the page meanwhile).
+func (s *Store) ReadPage(h image.Hash, buf []byte) error {
+	if len(buf) < image.PageSize {
+		return fmt.Errorf("read page %s: buffer of %d bytes", h, len(buf))
+	}
+	buf = buf[:image.PageSize]
+	var err error
+	for try := range 2 {
+		var loc packLoc
+		loc, err = s.locate(h, try == 0)
+		if err != nil {
+			if errors.Is(err, ErrPageMissing) || errors.Is(err, ErrPageCorrupt) {
+				return err
+			}
+			continue
+		}
+		if err = s.readBlob(h, loc, buf); err == nil {
+			return nil
+		}
+	}
+	if errors.Is(err, ErrPageMissing) || errors.Is(err, ErrPageCorrupt) {
+		return err
+	}
+	return fmt.Errorf("read page %s: %w", h, err)
+}
