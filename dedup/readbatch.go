@@ -10,20 +10,6 @@ import (
 // pages), so neither end buffers a whole checkpoint for one request.
 const maxReadPages = 4096
 
-// ReadPages fills dst (len(hashes)*PageSize bytes) with the pages hashes
-// name, in order, each checked against its hash as ReadPage does.
-func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
-	if len(dst) != len(hashes)*image.PageSize {
-		return fmt.Errorf("read pages: buffer of %d bytes for %d pages", len(dst), len(hashes))
-	}
-	for i, h := range hashes {
-		if err := s.ReadPage(h, dst[i*image.PageSize:(i+1)*image.PageSize]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // ReadPages is the socket form of Store.ReadPages. The reply is the pages
 // one after another; the server checks every hash.
 func (v *service) ReadPages(hashes []image.Hash, pages *[]byte) error {

@@ -11,7 +11,7 @@ import (
 // TestReadPages reads pages in batches from the store and through its
 // socket (more than one call's worth, repeated hashes), and fails on a
 // page the store does not hold.
-func TestReadPages(t *testing.T) {
+func TestReadPagesSocket(t *testing.T) {
 	s, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

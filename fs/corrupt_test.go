@@ -55,7 +55,7 @@ func TestMountRefusesDamagedCheckpoint(t *testing.T) {
 		edit         func([]byte) []byte
 	}{
 		{"manifest cwd", "m/", func(v []byte) []byte { return bytes.Replace(v, []byte(`"cwd":"/`), []byte(`"cwd":"X`), 1) }},
-		{"page table index", "t/", func(v []byte) []byte { v[3]++; return v }},
+		{"page table index", "c/", func(v []byte) []byte { v[3]++; return v }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
