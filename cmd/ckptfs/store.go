@@ -158,7 +158,10 @@ the file system. gc refuses to run while a dump is writing to the store.`,
 				}
 				fmt.Printf("freed %d pages (%s)", res.Pages, human.Bytes(res.Bytes))
 				if res.Tables > 0 {
-					fmt.Printf(" and %d page tables of interrupted dumps", res.Tables)
+					fmt.Printf(" and %d unused page-table chunks", res.Tables)
+				}
+				if res.PacksDropped > 0 || res.PacksRewritten > 0 {
+					fmt.Printf("; packs dropped %d, rewritten %d", res.PacksDropped, res.PacksRewritten)
 				}
 				fmt.Printf("; store on disk %s -> %s\n", human.Bytes(res.DiskBefore), human.Bytes(res.DiskAfter))
 				return nil
