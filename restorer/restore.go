@@ -43,6 +43,15 @@ type Options struct {
 	// vma's pagemap before processes are created (verify.go): for a copy
 	// of a checkpoint edited on purpose.
 	NoVerifyPages bool
+	// Lazy runs the tasks before their anonymous memory is in: a page
+	// server process fills it while they run (lazy.go, lazyserve.go).
+	Lazy bool
+	// LazyLog is the page server's log file (default
+	// $TMPDIR/ckptfs-lazy-<root pid>.log).
+	LazyLog string
+	// LazyServer is the page server's command line (default: this
+	// program's hidden lazy-serve command).
+	LazyServer []string
 }
 
 var le = binary.LittleEndian
@@ -81,19 +90,37 @@ func Restore(dir string, opts Options) (int, error) {
 	r.logf("files opened as their tasks")
 	r.scans = startPageScans(dir, c)
 	if !opts.NoVerifyPages {
-		if err := verifyPages(dir, c, r.scans); err != nil {
+		var skip func(*image.VMA) bool
+		if opts.Lazy {
+			skip = lazyServed // checked by the page server as it serves them
+		}
+		if err := verifyPagesExcept(dir, c, r.scans, skip); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 		r.logf("pages verified")
+	}
+	if opts.Lazy {
+		if r.lazy, err = r.startLazy(start); err != nil { // lazy.go
+			return 0, fmt.Errorf("restore %s: %w", dir, err)
+		}
 	}
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)
 	if err != nil {
 		tr.Do(func() error { r.killAll(); return nil })
 		tr.Close()
+		if r.lazy != nil {
+			r.lazy.abort()
+		}
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	tr.Close()
+	if r.lazy != nil {
+		if err := r.lazy.done(); err != nil {
+			return 0, fmt.Errorf("restore %s: %w", dir, err)
+		}
+		r.logf("lazy page server pid %d fills the rest, log %s", r.lazy.pid, r.lazy.log)
+	}
 	r.logf("done")
 	return c.RootPID, nil
 }
@@ -108,6 +135,7 @@ type restorer struct {
 	files *files
 	shm   map[string]int // shmem key -> restorer fd (shmem.go)
 	scans pageScans      // every task's data ranges, scanned ahead (mem.go)
+	lazy  *lazyClient    // the page server of a lazy restore (lazy.go)
 	stub  *exec.Cmd
 	procs map[int]*target
 	order []*target

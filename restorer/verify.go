@@ -74,7 +74,14 @@ type pageCheck struct {
 // hashing on every CPU. scans gives the data ranges of the vmas fillMemory
 // writes; those of shared memory vmas are found here.
 func verifyPages(dir string, c *image.Checkpoint, scans pageScans) error {
-	v := &pageVerifier{work: make(chan pageCheck, 2*writers),
+	return verifyPagesExcept(dir, c, scans, nil)
+}
+
+// verifyPagesExcept is verifyPages but for the vmas with saved pages that
+// skip selects (a lazy restore's page server checks those as it serves
+// them).
+func verifyPagesExcept(dir string, c *image.Checkpoint, scans pageScans, skip func(*image.VMA) bool) error {
+	v := &pageVerifier{work: make(chan pageCheck, 2*writers), skip: skip,
 		owner: map[*image.VMA]map[*image.VMA][][2]int64{}, unlisted: map[*image.VMA][]int64{}}
 	var wg sync.WaitGroup
 	for range writers {
@@ -137,6 +144,7 @@ func (v *pageVerifier) dropUnlisted() {
 
 type pageVerifier struct {
 	work   chan pageCheck
+	skip   func(*image.VMA) bool // vmas not checked here (verifyPagesExcept)
 	failed atomic.Bool
 	maps   [][]byte
 	// owner maps a written vma to the ranges map fillMemory takes it from.
@@ -200,6 +208,9 @@ func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans) er
 				return nil
 			}
 			rs, ok := scanned[vma]
+			if ok && v.skip != nil && v.skip(vma) {
+				continue
+			}
 			if ok {
 				v.owner[vma] = scanned
 			}

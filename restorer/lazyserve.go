@@ -1,0 +1,293 @@
+package restorer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
+)
+
+// The lazy page server: a process of ckptfs (`ckptfs lazy-serve`, started
+// by a lazy restore in a session of its own) that outlives the restore.
+// The restorer hands it, task by task, the task's userfaultfd (every
+// anonymous private vma with saved pages registered for missing pages)
+// and where those pages are; it answers faults at once and fills the
+// rest in address order with large UFFDIO_COPYs, every page checked
+// against its pagemap hash first. A page that does not match is poisoned
+// (the program gets SIGBUS if it touches it); when the pages cannot be
+// read at all (the store unmounted) every page not yet in is poisoned and
+// the process gets SIGBUS. The server closes each userfaultfd once every
+// page of its address space is in, and exits when all are closed.
+
+// lazyTask is the restorer's message to the server for one task (with
+// the task's userfaultfd attached).
+type lazyTask struct {
+	PID  int
+	VMAs []lazyVMA
+}
+
+// lazyCtl is a message from the restorer: a task, or the end.
+type lazyCtl struct {
+	Task *lazyTask `json:",omitempty"`
+	// Done: every task is released; no more tasks come.
+	Done bool `json:",omitempty"`
+}
+
+type lazyServer struct {
+	log    *log.Logger
+	start  time.Time
+	source PageSource
+
+	spaces  sync.WaitGroup
+	faults  chan lazyFault
+	work    chan lazyChunk
+	aborted atomic.Bool
+	failedA atomic.Bool
+}
+
+type lazyFault struct {
+	s    *lazySpace
+	addr uint64
+}
+
+type lazyChunk struct {
+	s      *lazySpace
+	src    *lazySource
+	lo, hi int
+	done   *sync.WaitGroup
+}
+
+func (srv *lazyServer) logf(format string, args ...any) { srv.log.Printf(format, args...) }
+
+func (srv *lazyServer) since() time.Duration { return time.Since(srv.start).Round(time.Millisecond) }
+
+func (srv *lazyServer) setFailed() { srv.failedA.Store(true) }
+
+// ServeLazy runs the page server on the control socket ctl (from the
+// restorer), logging to logw; since is when the restore began. It returns
+// once every address space is filled, failed or gone; an error if any
+// failed.
+func ServeLazy(ctl *os.File, since time.Time, logw io.Writer, source PageSource) error {
+	if source == nil {
+		source = treePages{}
+	}
+	srv := &lazyServer{log: log.New(logw, "ckptfs lazy-serve: ", log.LstdFlags|log.Lmicroseconds), start: since, source: source,
+		faults: make(chan lazyFault, 4096), work: make(chan lazyChunk, 2*writers)}
+	srv.logf("pid %d serving", os.Getpid())
+	for range 2 {
+		go srv.faultWorker()
+	}
+	for range writers {
+		go srv.chunkWorker()
+	}
+	srv.spaces.Add(1) // the control socket, until Done or EOF
+	go func() {
+		defer srv.spaces.Done()
+		if err := srv.readCtl(ctl); err != nil {
+			srv.logf("%v: closing every userfaultfd", err)
+			srv.aborted.Store(true)
+		}
+	}()
+	srv.spaces.Wait()
+	if srv.aborted.Load() {
+		return errors.New("the restore did not finish: pages left unserved (its tasks are killed)")
+	}
+	if srv.failedA.Load() {
+		srv.logf("done, with failures, %s since restore began", srv.since())
+		return errors.New("some pages could not be served (see the log)")
+	}
+	srv.logf("all pages in, %s since restore began", srv.since())
+	return nil
+}
+
+// readCtl receives tasks until Done.
+func (srv *lazyServer) readCtl(ctl *os.File) error {
+	defer runtime.KeepAlive(ctl) // else its finalizer closes the socket
+	fd := int(ctl.Fd())
+	buf := make([]byte, lazyMsgMax)
+	oob := make([]byte, unix.CmsgSpace(4))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("control socket: %w", err)
+		}
+		if n == 0 {
+			return errors.New("restore ended before releasing its tasks")
+		}
+		ufd := -1
+		if oobn > 0 {
+			cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err == nil && len(cms) > 0 {
+				if fds, err := unix.ParseUnixRights(&cms[0]); err == nil && len(fds) > 0 {
+					ufd = fds[0]
+				}
+			}
+		}
+		var m lazyCtl
+		if err := json.Unmarshal(buf[:n], &m); err != nil {
+			return fmt.Errorf("control message: %w", err)
+		}
+		if m.Done {
+			srv.logf("restore released its tasks, %s since it began", srv.since())
+			return nil
+		}
+		if m.Task == nil || ufd < 0 {
+			return errors.New("control message without a task and its userfaultfd")
+		}
+		srv.addTask(m.Task, ufd)
+	}
+}
+
+// addTask starts serving a task's address space.
+func (srv *lazyServer) addTask(t *lazyTask, ufd int) {
+	name := fmt.Sprintf("task %d", t.PID)
+	pidfd, err := unix.PidfdOpen(t.PID, 0)
+	if err != nil {
+		pidfd = -1
+	}
+	srcs := make([]*lazySource, len(t.VMAs))
+	errs := make([]error, len(t.VMAs))
+	var wg sync.WaitGroup
+	for i, v := range t.VMAs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srcs[i], errs[i] = openLazySource(srv.source, t.PID, v)
+		}()
+	}
+	wg.Wait()
+	var good []*lazySource
+	var bad error
+	for i := range srcs {
+		if errs[i] != nil {
+			bad = errors.Join(bad, errs[i])
+			// An empty source: every page of the vma gets poisoned.
+			srcs[i] = &lazySource{task: t.PID, start: t.VMAs[i].Start, end: t.VMAs[i].End}
+			n := srcs[i].pages()
+			srcs[i].listed = newBitset(n)
+			for p := range n {
+				srcs[i].listed.set(p)
+			}
+			srcs[i].nlisted = n
+		}
+		good = append(good, srcs[i])
+	}
+	sort.Slice(good, func(i, j int) bool { return good[i].start < good[j].start })
+	s := newLazySpace(srv, name, ufd, pidfd, good)
+	srv.logf("%s: %d vmas, %d pages to fill, %s since restore began", name, len(good), s.left.Load(), srv.since())
+	srv.spaces.Add(1)
+	if bad != nil {
+		s.fail(bad)
+	}
+	go s.serve()
+	go srv.fill(s)
+}
+
+// forked starts serving the space of a child forked from s (under s.mu).
+func (srv *lazyServer) forked(s *lazySpace, fd int) {
+	c := s.child(fd)
+	srv.logf("%s: forked, %d pages to fill", c.name, c.left.Load())
+	if s.failed.Load() {
+		c.failed.Store(true)
+	}
+	srv.spaces.Add(1)
+	go c.serve()
+	go srv.fill(c)
+}
+
+// fillChunk is how many pages a background copy takes at once.
+const fillChunk = 512
+
+// fill is the background pass of one space: every needed page, in
+// address order, in chunks of fillChunk pages, until none is left.
+func (srv *lazyServer) fill(s *lazySpace) {
+	testhold.At("lazy-fill")
+	for s.left.Load() > 0 && !s.gone.Load() && !s.failed.Load() && !srv.aborted.Load() {
+		var wg sync.WaitGroup
+		for _, src := range s.srcs {
+			need := s.need[src]
+			for lo := 0; lo < src.pages(); lo += fillChunk {
+				hi := min(lo+fillChunk, src.pages())
+				if s.gone.Load() || s.failed.Load() || !need.any(lo, hi) {
+					continue
+				}
+				wg.Add(1)
+				srv.work <- lazyChunk{s: s, src: src, lo: lo, hi: hi, done: &wg}
+			}
+		}
+		wg.Wait()
+		if s.left.Load() > 0 {
+			time.Sleep(time.Millisecond) // pages in flight elsewhere
+		}
+	}
+	s.poke()
+}
+
+func (srv *lazyServer) chunkWorker() {
+	debug.SetPanicOnFault(true)
+	for c := range srv.work {
+		if err := srv.load(c.s, c.src, c.lo, c.hi); err != nil {
+			c.s.fail(err)
+		}
+		c.done.Done()
+	}
+}
+
+func (srv *lazyServer) faultWorker() {
+	debug.SetPanicOnFault(true)
+	for f := range srv.faults {
+		f.s.fault(f.addr)
+	}
+}
+
+// load reads pages [lo, hi) of src, checks the ones s still needs against
+// their hashes and copies them in. A page that does not match is
+// poisoned; a read that fails is an error (the caller fails the space).
+func (srv *lazyServer) load(s *lazySpace, src *lazySource, lo, hi int) (err error) {
+	if src.view == nil {
+		return fmt.Errorf("%s: pages unreadable", src.name())
+	}
+	need := s.need[src]
+	data, err := src.view.Bytes(int64(lo)*image.PageSize, int64(hi-lo)*image.PageSize)
+	if err != nil {
+		return err
+	}
+	bad := make([]bool, hi-lo)
+	p := lo
+	defer func() {
+		if recover() != nil {
+			err = fmt.Errorf("%s: page %#x: reading it from %s failed (an I/O error: through a mount, the store may be gone)", src.name(), src.start+uint64(p)*image.PageSize, src.pagesPath)
+		}
+	}()
+	for ; p < hi; p++ {
+		if !need.test(p) {
+			continue
+		}
+		page := data[(p-lo)*image.PageSize : (p-lo+1)*image.PageSize]
+		if got := pageSum(page); got != src.hashes[p] {
+			bad[p-lo] = true
+			srv.logf("%s: page %#x: %v: its content hashes to %s, pagemap says %s: poisoned (a touch raises SIGBUS)", src.name(), src.start+uint64(p)*image.PageSize, ErrPageMismatch, got, src.hashes[p])
+			srv.setFailed()
+		}
+	}
+	return s.copyIn(src, lo, data, bad)
+}
+
+// lazyMsgMax bounds one control message.
+const lazyMsgMax = 8 << 20
