@@ -113,7 +113,20 @@ func dumpLazyCase(t testing.TB, p *program) (*mountedStore, string, []string) {
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
 	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(p.Pid)))
 	waitGone(t, p.Pid)
-	return m, filepath.Join(m.mnt, id), maps0
+	dir := filepath.Join(m.mnt, id)
+	// Every task of the checkpoint (a child forked then) must be gone
+	// before it can be restored with its pid.
+	ents, err := os.ReadDir(filepath.Join(dir, "tasks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			waitGone(t, pid)
+			t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) }) // once restored
+		}
+	}
+	return m, dir, maps0
 }
 
 func TestLazyRestore(t *testing.T) {
@@ -150,18 +163,21 @@ func TestLazyRestore(t *testing.T) {
 // its pages are still coming in.
 func TestLazyRestoreForkingServer(t *testing.T) {
 	prog := buildProg(t, "lazyfork")
-	p := startArgv(t, "lazyfork", []string{prog, "256", "20"})
+	p := startArgv(t, "lazyfork", []string{prog, "64", "20"})
 	p.waitTicks(t, 2)
 	_, dir, _ := dumpLazyCase(t, p)
-	pid, logPath := lazyRestore(t, dir)
+	// The root's background pass waits 3 s: it forks, moves and drops
+	// memory meanwhile with most of its pages missing.
+	pid, logPath := lazyRestore(t, dir, "CKPTFS_TEST_HOLD=lazy-fill", "CKPTFS_TEST_HOLD_MS=3000")
 	p.Pid = pid
 	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL); waitGone(t, pid) })
 	log := waitLazyServer(t, logPath)
 	if strings.Contains(log, "failures") {
 		t.Fatalf("page server failed:\n%s", log)
 	}
+	t.Logf("page server log:\n%s", log)
 	if !strings.Contains(log, "child of task") {
-		t.Logf("no fork happened while pages were missing; log:\n%s", log)
+		t.Errorf("no fork while pages were missing; log:\n%s", log)
 	}
 	p.waitTicks(t, 3)
 	p.checkHealthy(t)
@@ -201,6 +217,7 @@ func TestLazyRestoreStoreGone(t *testing.T) {
 		t.Errorf("restored program ended with %v, want SIGBUS", ws)
 	}
 	log := waitLazyServer(t, logPath)
+	t.Logf("page server log:\n%s", log)
 	if !strings.Contains(log, "failures") || !strings.Contains(log, "SIGBUS") {
 		t.Errorf("page server log does not say it failed:\n%s", log)
 	}
