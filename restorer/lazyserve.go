@@ -52,15 +52,9 @@ type lazyServer struct {
 	source PageSource
 
 	spaces  sync.WaitGroup
-	faults  chan lazyFault
 	work    chan lazyChunk
 	aborted atomic.Bool
 	failedA atomic.Bool
-}
-
-type lazyFault struct {
-	s    *lazySpace
-	addr uint64
 }
 
 type lazyChunk struct {
@@ -85,11 +79,8 @@ func ServeLazy(ctl *os.File, since time.Time, logw io.Writer, source PageSource)
 		source = treePages{}
 	}
 	srv := &lazyServer{log: log.New(logw, "ckptfs lazy-serve: ", log.LstdFlags|log.Lmicroseconds), start: since, source: source,
-		faults: make(chan lazyFault, 4096), work: make(chan lazyChunk, 2*writers)}
+		work: make(chan lazyChunk, 2*writers)}
 	srv.logf("pid %d serving", os.Getpid())
-	for range 2 {
-		go srv.faultWorker()
-	}
 	for range writers {
 		go srv.chunkWorker()
 	}
@@ -161,40 +152,14 @@ func (srv *lazyServer) addTask(t *lazyTask, ufd int) {
 	if err != nil {
 		pidfd = -1
 	}
-	srcs := make([]*lazySource, len(t.VMAs))
-	errs := make([]error, len(t.VMAs))
-	var wg sync.WaitGroup
-	for i, v := range t.VMAs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			srcs[i], errs[i] = openLazySource(srv.source, t.PID, v)
-		}()
-	}
-	wg.Wait()
 	var good []*lazySource
-	var bad error
-	for i := range srcs {
-		if errs[i] != nil {
-			bad = errors.Join(bad, errs[i])
-			// An empty source: every page of the vma gets poisoned.
-			srcs[i] = &lazySource{task: t.PID, start: t.VMAs[i].Start, end: t.VMAs[i].End}
-			n := srcs[i].pages()
-			srcs[i].listed = newBitset(n)
-			for p := range n {
-				srcs[i].listed.set(p)
-			}
-			srcs[i].nlisted = n
-		}
-		good = append(good, srcs[i])
+	for _, v := range t.VMAs {
+		good = append(good, newLazySource(srv.source, t.PID, v))
 	}
 	sort.Slice(good, func(i, j int) bool { return good[i].start < good[j].start })
 	s := newLazySpace(srv, name, ufd, pidfd, good)
-	srv.logf("%s: %d vmas, %d pages to fill, %s since restore began", name, len(good), s.left.Load(), srv.since())
+	srv.logf("%s: %d vmas, %d pages, %s since restore began", name, len(good), s.left.Load(), srv.since())
 	srv.spaces.Add(1)
-	if bad != nil {
-		s.fail(bad)
-	}
 	go s.serve()
 	go srv.fill(s)
 }
@@ -202,7 +167,7 @@ func (srv *lazyServer) addTask(t *lazyTask, ufd int) {
 // forked starts serving the space of a child forked from s (under s.mu).
 func (srv *lazyServer) forked(s *lazySpace, fd int) {
 	c := s.child(fd)
-	srv.logf("%s: forked, %d pages to fill", c.name, c.left.Load())
+	srv.logf("%s: forked, %d pages left", c.name, c.left.Load())
 	if s.failed.Load() {
 		c.failed.Store(true)
 	}
@@ -221,6 +186,10 @@ func (srv *lazyServer) fill(s *lazySpace) {
 	for s.left.Load() > 0 && !s.gone.Load() && !s.failed.Load() && !srv.aborted.Load() {
 		var wg sync.WaitGroup
 		for _, src := range s.srcs {
+			if err := s.ready(src); err != nil {
+				s.fail(err)
+				break
+			}
 			need := s.need[src]
 			for lo := 0; lo < src.pages(); lo += fillChunk {
 				hi := min(lo+fillChunk, src.pages())
@@ -249,19 +218,19 @@ func (srv *lazyServer) chunkWorker() {
 	}
 }
 
-func (srv *lazyServer) faultWorker() {
+// serveFault serves one fault on a goroutine of its own: one waiting
+// for a large vma's pagemap holds up no other.
+func serveFault(s *lazySpace, addr uint64) {
 	debug.SetPanicOnFault(true)
-	for f := range srv.faults {
-		f.s.fault(f.addr)
-	}
+	s.fault(addr)
 }
 
 // load reads pages [lo, hi) of src, checks the ones s still needs against
 // their hashes and copies them in. A page that does not match is
 // poisoned; a read that fails is an error (the caller fails the space).
 func (srv *lazyServer) load(s *lazySpace, src *lazySource, lo, hi int) (err error) {
-	if src.view == nil {
-		return fmt.Errorf("%s: pages unreadable", src.name())
+	if err := s.ready(src); err != nil {
+		return err
 	}
 	need := s.need[src]
 	data, err := src.view.Bytes(int64(lo)*image.PageSize, int64(hi-lo)*image.PageSize)

@@ -76,14 +76,26 @@ func (p *readTreePages) Close() error { return p.f.Close() }
 
 // lazySource is one vma of the checkpoint as the page server serves it:
 // its pages and the hash of every saved page (from its pagemap).
+//
+// It is loaded (pagemap read, pages opened) in the background: a space
+// serves a fault in it once it is ready, so a fault in a small vma does
+// not wait for the pagemap of a large one.
 type lazySource struct {
 	task       int
 	start, end uint64 // the vma at dump time
 	pagesPath  string
-	view       PageView
-	hashes     []image.Hash // by page index; meaningful where listed
-	listed     bitset       // pages pagemap lists: those the server copies
-	nlisted    int
+
+	ready  chan struct{} // closed once loaded (err or the fields below)
+	err    error
+	view   PageView
+	hashes []image.Hash // by page index; meaningful where listed
+	listed bitset       // pages pagemap lists: those the server copies
+}
+
+// wait waits until s is loaded.
+func (s *lazySource) wait() error {
+	<-s.ready
+	return s.err
 }
 
 func (s *lazySource) pages() int { return int((s.end - s.start) / image.PageSize) }
@@ -92,25 +104,32 @@ func (s *lazySource) name() string {
 	return fmt.Sprintf("task %d: vma %x-%x", s.task, s.start, s.end)
 }
 
-// openLazySource reads the pagemap of a vma and opens its pages.
-func openLazySource(src PageSource, task int, v lazyVMA) (*lazySource, error) {
-	vma := &image.VMA{Start: v.Start, End: v.End}
-	refs, err := readPagemap(v.Pagemap, vma)
+// newLazySource returns the source of vma v and starts loading it.
+func newLazySource(src PageSource, task int, v lazyVMA) *lazySource {
+	s := &lazySource{task: task, start: v.Start, end: v.End, pagesPath: v.Pages, ready: make(chan struct{})}
+	go func() {
+		defer close(s.ready)
+		if s.err = s.load(src, v); s.err != nil {
+			s.err = fmt.Errorf("%s: %w", s.name(), s.err)
+		}
+	}()
+	return s
+}
+
+// load reads the pagemap of the vma and opens its pages.
+func (s *lazySource) load(src PageSource, v lazyVMA) error {
+	refs, err := readPagemap(v.Pagemap, &image.VMA{Start: v.Start, End: v.End})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s := &lazySource{task: task, start: v.Start, end: v.End, pagesPath: v.Pages}
 	s.hashes = make([]image.Hash, s.pages())
 	s.listed = newBitset(s.pages())
 	for _, r := range refs {
 		s.hashes[r.Index] = r.Hash
 		s.listed.set(int(r.Index))
 	}
-	s.nlisted = len(refs)
-	if s.view, err = src.Open(v.Pages, int64(v.End-v.Start)); err != nil {
-		return nil, err
-	}
-	return s, nil
+	s.view, err = src.Open(v.Pages, int64(v.End-v.Start))
+	return err
 }
 
 // lazyVMA describes one registered vma in the restorer's message to the
@@ -132,6 +151,18 @@ func lazyVMAOf(dir string, pid int, v *image.VMA) (lazyVMA, error) {
 type bitset []uint64
 
 func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
+
+// fullBitset has bits [0, n) set.
+func fullBitset(n int) bitset {
+	b := newBitset(n)
+	for i := range b {
+		b[i] = ^uint64(0)
+	}
+	if r := n & 63; r != 0 {
+		b[len(b)-1] = 1<<r - 1
+	}
+	return b
+}
 
 func (b bitset) set(i int) { atomic.OrUint64(&b[i>>6], 1<<(i&63)) }
 

@@ -35,6 +35,7 @@ type lazySpace struct {
 	regions []lazyRegion // sorted by start
 	srcs    []*lazySource
 	need    map[*lazySource]bitset
+	trimmed map[*lazySource]*sync.Once
 
 	left   atomic.Int64 // pages still needed
 	gone   atomic.Bool  // the address space is gone (ESRCH)
@@ -52,11 +53,15 @@ type lazyRegion struct {
 func (r lazyRegion) pages() int { return int((r.end - r.start) / image.PageSize) }
 
 func newLazySpace(srv *lazyServer, name string, fd, pidfd int, srcs []*lazySource) *lazySpace {
-	s := &lazySpace{srv: srv, name: name, fd: fd, pidfd: pidfd, srcs: srcs, need: map[*lazySource]bitset{}, wake: make(chan struct{}, 1)}
+	s := &lazySpace{srv: srv, name: name, fd: fd, pidfd: pidfd, srcs: srcs, need: map[*lazySource]bitset{},
+		trimmed: map[*lazySource]*sync.Once{}, wake: make(chan struct{}, 1)}
 	for _, src := range srcs {
 		s.regions = append(s.regions, lazyRegion{start: src.start, end: src.end, src: src})
-		s.need[src] = src.listed.clone()
-		s.left.Add(int64(src.nlisted))
+		// Every page, until the source is loaded and ready trims
+		// what its pagemap does not list.
+		s.need[src] = fullBitset(src.pages())
+		s.trimmed[src] = new(sync.Once)
+		s.left.Add(int64(src.pages()))
 	}
 	slices.SortFunc(s.regions, func(a, b lazyRegion) int { return cmpU64(a.start, b.start) })
 	return s
@@ -95,6 +100,22 @@ func (s *lazySpace) lookup(addr uint64) (*lazySource, int, bool) {
 	}
 	r := s.regions[i]
 	return r.src, r.first + int((addr-r.start)/image.PageSize), true
+}
+
+// ready waits until src is loaded and drops from what s needs the pages
+// its pagemap does not list (they read zero).
+func (s *lazySpace) ready(src *lazySource) error {
+	if err := src.wait(); err != nil {
+		return err
+	}
+	s.trimmed[src].Do(func() {
+		for p := range src.pages() {
+			if !src.listed.test(p) {
+				s.drop(src, p)
+			}
+		}
+	})
+	return nil
 }
 
 func (s *lazySpace) drop(src *lazySource, p int) {
@@ -191,15 +212,22 @@ func (s *lazySpace) fail(err error) {
 	if !s.closed {
 		for _, r := range s.regions {
 			need := s.need[r.src]
-			for p := r.first; p < r.first+r.pages(); p++ {
+			for p := r.first; p < r.first+r.pages(); {
 				if !need.test(p) {
+					p++
 					continue
 				}
-				addr := r.start + uint64(p-r.first)*image.PageSize
-				if err := uffd.Poison(s.fd, addr, image.PageSize); err != nil && !errors.Is(err, unix.EEXIST) {
-					s.srv.logf("%s: poison page %#x: %v", s.name, addr, err)
+				q := p + 1
+				for q < r.first+r.pages() && need.test(q) {
+					q++
 				}
-				s.drop(r.src, p)
+				addr := r.start + uint64(p-r.first)*image.PageSize
+				if err := uffd.Poison(s.fd, addr, uint64(q-p)*image.PageSize); err != nil && !errors.Is(err, unix.EEXIST) {
+					s.srv.logf("%s: poison pages %#x+%d: %v", s.name, addr, q-p, err)
+				}
+				for ; p < q; p++ {
+					s.drop(r.src, p)
+				}
 			}
 		}
 	}
@@ -218,11 +246,17 @@ func (s *lazySpace) fail(err error) {
 func (s *lazySpace) fault(addr uint64) {
 	s.faults.Add(1)
 	page := addr &^ (image.PageSize - 1)
-	for try := 0; ; try++ {
+	for {
 		s.mu.RLock()
 		src, p, ok := s.lookup(page)
-		needed := ok && s.need[src].test(p)
 		s.mu.RUnlock()
+		if ok {
+			if err := s.ready(src); err != nil {
+				s.fail(err)
+				return
+			}
+		}
+		needed := ok && s.need[src].test(p)
 		if s.failed.Load() || s.gone.Load() {
 			return
 		}
@@ -309,9 +343,11 @@ func (s *lazySpace) cut(start, end uint64) {
 // same pages needed (the child got a copy of every page present).
 func (s *lazySpace) child(fd int) *lazySpace {
 	c := &lazySpace{srv: s.srv, name: "child of " + s.name, fd: fd, pidfd: -1, srcs: s.srcs,
-		regions: slices.Clone(s.regions), need: map[*lazySource]bitset{}, wake: make(chan struct{}, 1)}
+		regions: slices.Clone(s.regions), need: map[*lazySource]bitset{}, trimmed: map[*lazySource]*sync.Once{},
+		wake: make(chan struct{}, 1)}
 	for src, b := range s.need {
 		c.need[src] = b.clone()
+		c.trimmed[src] = new(sync.Once) // trimming twice is harmless
 	}
 	c.left.Store(s.left.Load())
 	return c
@@ -344,7 +380,7 @@ func (s *lazySpace) serve() {
 			s.gone.Store(true)
 		}
 		for _, a := range faults {
-			s.srv.faults <- lazyFault{s, a}
+			go serveFault(s, a)
 		}
 	}
 }

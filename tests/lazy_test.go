@@ -20,26 +20,28 @@ import (
 // of the test, and returns the root pid and the log path.
 func lazyRestore(t testing.TB, dir string, env ...string) (int, string) {
 	t.Helper()
+	pid, logPath, _ := lazyRestoreV(t, dir, env...)
+	return pid, logPath
+}
+
+// lazyRestoreV is lazyRestore with -v; it also returns the phase lines.
+func lazyRestoreV(t testing.TB, dir string, env ...string) (int, string, string) {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "lazy.log")
-	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), "restore", "--lazy", "--lazy-log", logPath, dir)
+	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), "restore", "-v", "--lazy", "--lazy-log", logPath, dir)
 	cmd.Env = append(os.Environ(), env...)
+	var phases strings.Builder
+	cmd.Stderr = &phases
 	out, err := cmd.Output()
 	if err != nil {
 		b, _ := os.ReadFile(logPath)
-		t.Fatalf("restore --lazy %s: %v\n%s\nserver log:\n%s", dir, err, errText(err), b)
+		t.Fatalf("restore --lazy %s: %v\n%s\nserver log:\n%s", dir, err, phases.String(), b)
 	}
 	pid, err := strconv.Atoi(lastLine(string(out)))
 	if err != nil {
 		t.Fatalf("restore --lazy printed %q", out)
 	}
-	return pid, logPath
-}
-
-func errText(err error) string {
-	if ee, ok := err.(*exec.ExitError); ok {
-		return string(ee.Stderr)
-	}
-	return ""
+	return pid, logPath, phases.String()
 }
 
 var serverPid = regexp.MustCompile(`pid (\d+) serving`)
