@@ -251,7 +251,7 @@ func (srv *lazyServer) load(s *lazySpace, src *lazySource, lo, hi int) (err erro
 		page := data[(p-lo)*image.PageSize : (p-lo+1)*image.PageSize]
 		if got := pageSum(page); got != src.hashes[p] {
 			bad[p-lo] = true
-			srv.logf("%s: page %#x: %v: its content hashes to %s, pagemap says %s: poisoned (a touch raises SIGBUS)", src.name(), src.start+uint64(p)*image.PageSize, ErrPageMismatch, got, src.hashes[p])
+			srv.logf("%s: %s: page %#x: %v: its content hashes to %s, pagemap says %s: poisoned (a touch raises SIGBUS)", s.name, src.name(), src.start+uint64(p)*image.PageSize, ErrPageMismatch, got, src.hashes[p])
 			srv.setFailed()
 		}
 	}

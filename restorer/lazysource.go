@@ -101,7 +101,7 @@ func (s *lazySource) wait() error {
 func (s *lazySource) pages() int { return int((s.end - s.start) / image.PageSize) }
 
 func (s *lazySource) name() string {
-	return fmt.Sprintf("task %d: vma %x-%x", s.task, s.start, s.end)
+	return fmt.Sprintf("vma %x-%x", s.start, s.end)
 }
 
 // newLazySource returns the source of vma v and starts loading it.

@@ -206,7 +206,7 @@ func (s *lazySpace) fail(err error) {
 	if s.failed.Swap(true) {
 		return
 	}
-	s.srv.logf("%s: %v: every page not yet in is poisoned and the process gets SIGBUS", s.name, err)
+	s.srv.logf("%s: pages cannot be served: %v: every page not yet in is poisoned and the process gets SIGBUS", s.name, err)
 	s.srv.setFailed()
 	s.mu.Lock()
 	if !s.closed {

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,20 +202,7 @@ func TestLazyRestoreStoreGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(m.mnt, unix.MNT_DETACH); m.done = true; os.Remove(m.mnt) })
-	var ws unix.WaitStatus
-	deadline := time.Now().Add(time.Minute)
-	for {
-		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		if got == pid {
-			break
-		}
-		if err != nil || time.Now().After(deadline) {
-			unix.Kill(pid, unix.SIGKILL)
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("restored pid %d did not end after the store went away (%v); log:\n%s", pid, err, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	ws := waitDeath(t, pid, logPath)
 	if !ws.Signaled() || ws.Signal() != unix.SIGBUS {
 		t.Errorf("restored program ended with %v, want SIGBUS", ws)
 	}
@@ -226,5 +214,85 @@ func TestLazyRestoreStoreGone(t *testing.T) {
 	p.Cmd = nil
 	if lines := p.ticks(); len(lines) > 1 {
 		t.Errorf("the program ticked after losing its pages: %q", lines)
+	}
+}
+
+// TestLazyRestoreBadPage restores a copy of a checkpoint with one byte of
+// a page changed: eager restore refuses it; lazily, the page is never
+// given, the program dies of SIGBUS when it touches it, and the log names
+// the page.
+func TestLazyRestoreBadPage(t *testing.T) {
+	p := startProgram(t, "static", 64)
+	_, dir, _ := dumpLazyCase(t, p)
+	cp := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-a", dir, cp).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	// The largest vma: the program's checked region.
+	pagesFiles, _ := filepath.Glob(filepath.Join(cp, "tasks", "*", "vmas", "*", "pages"))
+	var big string
+	var bigSize int64
+	for _, f := range pagesFiles {
+		if st, err := os.Stat(f); err == nil && st.Size() > bigSize {
+			big, bigSize = f, st.Size()
+		}
+	}
+	pm, err := os.ReadFile(filepath.Join(filepath.Dir(big), "pagemap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(pm)), "\n")
+	addr, err := strconv.ParseUint(strings.Fields(lines[len(lines)/3])[0], 0, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := strconv.ParseUint(strings.SplitN(filepath.Base(filepath.Dir(big)), "-", 2)[0], 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(big, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, int64(addr-start)+100)
+	b[0] ^= 0xff
+	f.WriteAt(b, int64(addr-start)+100)
+	f.Close()
+	if _, _, err := ckptfsErr(t, "restore", cp); err == nil {
+		t.Fatal("eager restore accepted the changed page")
+	}
+
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	pid, logPath := lazyRestore(t, cp)
+	ws := waitDeath(t, pid, logPath)
+	if !ws.Signaled() || ws.Signal() != unix.SIGBUS {
+		t.Errorf("restored program ended with %v, want SIGBUS", ws)
+	}
+	log := waitLazyServer(t, logPath)
+	t.Logf("page server log:\n%s", log)
+	if want := fmt.Sprintf("page %#x: page does not match its pagemap", addr); !strings.Contains(log, want) {
+		t.Errorf("page server log does not say %q", want)
+	}
+	p.Cmd = nil
+}
+
+// waitDeath reaps pid (a child of this subreaper) and returns its status.
+func waitDeath(t *testing.T, pid int, logPath string) unix.WaitStatus {
+	t.Helper()
+	var ws unix.WaitStatus
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if got == pid {
+			return ws
+		}
+		if err != nil || time.Now().After(deadline) {
+			unix.Kill(pid, unix.SIGKILL)
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("restored pid %d did not end (%v); log:\n%s", pid, err, b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
