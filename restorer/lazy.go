@@ -49,7 +49,7 @@ func startLazyServer(argv []string, logPath string, since time.Time) (*lazyClien
 	}
 	theirs := os.NewFile(uintptr(fds[1]), "lazy-ctl")
 	defer theirs.Close()
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		unix.Close(fds[0])
 		return nil, fmt.Errorf("lazy page server log: %w", err)

@@ -200,7 +200,11 @@ func (srv *lazyServer) fill(s *lazySpace) {
 				srv.work <- lazyChunk{s: s, src: src, lo: lo, hi: hi, done: &wg}
 			}
 		}
+		before := s.left.Load()
 		wg.Wait()
+		if s.left.Load() > 0 && s.left.Load() == before {
+			s.dropUnmapped()
+		}
 		if s.left.Load() > 0 {
 			time.Sleep(time.Millisecond) // pages in flight elsewhere
 		}

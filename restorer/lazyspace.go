@@ -320,6 +320,28 @@ func (s *lazySpace) forget(start, end uint64) {
 	}
 }
 
+// dropUnmapped drops needed pages that no region maps any more (none
+// should be: every event that unmaps pages drops them first).
+func (s *lazySpace) dropUnmapped() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, src := range s.srcs {
+		mapped := newBitset(src.pages())
+		for _, r := range s.regions {
+			if r.src == src {
+				for p := r.first; p < r.first+r.pages(); p++ {
+					mapped.set(p)
+				}
+			}
+		}
+		for p := range src.pages() {
+			if !mapped.test(p) && s.need[src].test(p) {
+				s.drop(src, p)
+			}
+		}
+	}
+}
+
 // split makes addr a region boundary.
 func (s *lazySpace) split(addr uint64) {
 	for i, r := range s.regions {

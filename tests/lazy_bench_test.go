@@ -75,4 +75,3 @@ func logTime(b testing.TB, log, s string) time.Time {
 	b.Fatalf("page server log has no %q:\n%s", s, log)
 	return time.Time{}
 }
-
