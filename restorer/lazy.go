@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,7 +33,7 @@ func lazyServed(v *image.VMA) bool {
 
 // lazyClient is the restorer's end of the page server.
 type lazyClient struct {
-	sock int
+	sock int // -1 once closed
 	pid  int
 	log  string
 }
@@ -92,13 +93,18 @@ func (c *lazyClient) send(m lazyCtl, fd int) error {
 // done tells the server every task is released and lets it go on alone.
 func (c *lazyClient) done() error {
 	err := c.send(lazyCtl{Done: true}, -1)
-	unix.Close(c.sock)
+	c.abort()
 	return err
 }
 
-// abort closes the connection without Done: the server closes every
-// userfaultfd and exits (the tasks are killed).
-func (c *lazyClient) abort() { unix.Close(c.sock) }
+// abort closes the connection (without Done: the server closes every
+// userfaultfd and exits; the tasks are killed).
+func (c *lazyClient) abort() {
+	if c.sock >= 0 {
+		unix.Close(c.sock)
+		c.sock = -1
+	}
+}
 
 // lazyHandoff registers the lazily served vmas of p (those of ranges that
 // lazyServed selects) with a userfaultfd made in the task, hands it to
@@ -198,4 +204,36 @@ func (r *restorer) startLazy(start time.Time) (*lazyClient, error) {
 	}
 	r.logf("lazy page server pid %d started", c.pid)
 	return c, nil
+}
+
+// startLazyAsync starts the page server of a lazy restore (none without
+// Options.Lazy) in the background; the function it returns waits for it
+// and sets r.lazy. Until then a failed restore must still call it, so
+// that the server sees its socket close.
+func (r *restorer) startLazyAsync(start time.Time) func() error {
+	if !r.opts.Lazy {
+		return func() error { return nil }
+	}
+	type result struct {
+		c   *lazyClient
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := r.startLazy(start)
+		ch <- result{c, err}
+	}()
+	return sync.OnceValue(func() error {
+		res := <-ch
+		r.lazy = res.c
+		return res.err
+	})
+}
+
+// stopLazy lets the page server go if the restore did not get as far as
+// handing it over (it sees its socket close and exits).
+func (r *restorer) stopLazy(started func() error) {
+	if started() == nil && r.lazy != nil {
+		r.lazy.abort()
+	}
 }

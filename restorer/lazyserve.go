@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,7 @@ func (srv *lazyServer) setFailed() { srv.failedA.Store(true) }
 // once every address space is filled, failed or gone; an error if any
 // failed.
 func ServeLazy(ctl *os.File, since time.Time, logw io.Writer, source PageSource) error {
+	closeInherited()
 	if source == nil {
 		source = treePages{}
 	}
@@ -264,3 +266,22 @@ func (srv *lazyServer) load(s *lazySpace, src *lazySource, lo, hi int) (err erro
 
 // lazyMsgMax bounds one control message.
 const lazyMsgMax = 8 << 20
+
+// closeInherited closes the fds above 3 that the server inherited: every
+// fd without close-on-exec (all of Go's own have it). A pipe end the
+// restorer had open must not stay open for as long as the server runs.
+func closeInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 3 {
+			continue
+		}
+		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && fl&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
+		}
+	}
+}

@@ -84,6 +84,8 @@ func Restore(dir string, opts Options) (int, error) {
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
+	lazyStarted := r.startLazyAsync(start) // lazy.go: while files open and pages are checked
+	defer r.stopLazy(lazyStarted)
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
@@ -99,19 +101,14 @@ func Restore(dir string, opts Options) (int, error) {
 		}
 		r.logf("pages verified")
 	}
-	if opts.Lazy {
-		if r.lazy, err = r.startLazy(start); err != nil { // lazy.go
-			return 0, fmt.Errorf("restore %s: %w", dir, err)
-		}
+	if err := lazyStarted(); err != nil {
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)
 	if err != nil {
 		tr.Do(func() error { r.killAll(); return nil })
 		tr.Close()
-		if r.lazy != nil {
-			r.lazy.abort()
-		}
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	tr.Close()
