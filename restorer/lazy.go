@@ -171,8 +171,8 @@ func (p *target) lazyHandoff(c *lazyClient, ranges map[*image.VMA][][2]int64) (m
 }
 
 // defaultLazyLog is where the page server logs unless told otherwise.
-func defaultLazyLog(rootPID int) string {
-	return filepath.Join(os.TempDir(), fmt.Sprintf("ckptfs-lazy-%d.log", rootPID))
+func defaultLazyLog() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("ckptfs-lazy-%d.log", os.Getpid()))
 }
 
 // lazyServerArgv is how the page server is started by default: this
@@ -185,34 +185,13 @@ func lazyServerArgv() ([]string, error) {
 	return []string{exe, "lazy-serve"}, nil
 }
 
-// startLazy starts the page server of a lazy restore that began at start.
-func (r *restorer) startLazy(start time.Time) (*lazyClient, error) {
-	argv := r.opts.LazyServer
-	if len(argv) == 0 {
-		var err error
-		if argv, err = lazyServerArgv(); err != nil {
-			return nil, err
-		}
-	}
-	logPath := r.opts.LazyLog
-	if logPath == "" {
-		logPath = defaultLazyLog(r.c.RootPID)
-	}
-	c, err := startLazyServer(argv, logPath, start)
-	if err != nil {
-		return nil, err
-	}
-	r.logf("lazy page server pid %d started", c.pid)
-	return c, nil
-}
-
 // startLazyAsync starts the page server of a lazy restore (none without
-// Options.Lazy) in the background; the function it returns waits for it
-// and sets r.lazy. Until then a failed restore must still call it, so
-// that the server sees its socket close.
-func (r *restorer) startLazyAsync(start time.Time) func() error {
-	if !r.opts.Lazy {
-		return func() error { return nil }
+// opts.Lazy) in the background. The function it returns waits for it; a
+// restore that does not hand it its tasks calls stopLazy, so that the
+// server sees its socket close and exits.
+func startLazyAsync(opts Options, start time.Time) func() (*lazyClient, error) {
+	if !opts.Lazy {
+		return func() (*lazyClient, error) { return nil, nil }
 	}
 	type result struct {
 		c   *lazyClient
@@ -220,20 +199,34 @@ func (r *restorer) startLazyAsync(start time.Time) func() error {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		c, err := r.startLazy(start)
+		c, err := startLazy(opts, start)
 		ch <- result{c, err}
 	}()
-	return sync.OnceValue(func() error {
+	return sync.OnceValues(func() (*lazyClient, error) {
 		res := <-ch
-		r.lazy = res.c
-		return res.err
+		return res.c, res.err
 	})
 }
 
-// stopLazy lets the page server go if the restore did not get as far as
-// handing it over (it sees its socket close and exits).
-func (r *restorer) stopLazy(started func() error) {
-	if started() == nil && r.lazy != nil {
-		r.lazy.abort()
+// stopLazy closes the page server's socket if the restore did not.
+func stopLazy(started func() (*lazyClient, error)) {
+	if c, err := started(); err == nil && c != nil {
+		c.abort()
 	}
+}
+
+// startLazy starts the page server of a lazy restore that began at start.
+func startLazy(opts Options, start time.Time) (*lazyClient, error) {
+	argv := opts.LazyServer
+	if len(argv) == 0 {
+		var err error
+		if argv, err = lazyServerArgv(); err != nil {
+			return nil, err
+		}
+	}
+	logPath := opts.LazyLog
+	if logPath == "" {
+		logPath = defaultLazyLog()
+	}
+	return startLazyServer(argv, logPath, start)
 }

@@ -47,7 +47,7 @@ type Options struct {
 	// server process fills it while they run (lazy.go, lazyserve.go).
 	Lazy bool
 	// LazyLog is the page server's log file (default
-	// $TMPDIR/ckptfs-lazy-<root pid>.log).
+	// $TMPDIR/ckptfs-lazy-<restore's pid>.log).
 	LazyLog string
 	// LazyServer is the page server's command line (default: this
 	// program's hidden lazy-serve command).
@@ -63,6 +63,8 @@ const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 // copy of one) and returns the root pid once every process runs on its own.
 func Restore(dir string, opts Options) (int, error) {
 	start := time.Now()
+	lazyStarted := startLazyAsync(opts, start) // lazy.go: while the tree loads
+	defer stopLazy(lazyStarted)
 	c, err := image.Load(dir)
 	if err != nil {
 		return 0, err
@@ -84,8 +86,6 @@ func Restore(dir string, opts Options) (int, error) {
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
 	defer r.files.close()
 	r.logf("loaded and checked")
-	lazyStarted := r.startLazyAsync(start) // lazy.go: while files open and pages are checked
-	defer r.stopLazy(lazyStarted)
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
@@ -101,8 +101,11 @@ func Restore(dir string, opts Options) (int, error) {
 		}
 		r.logf("pages verified")
 	}
-	if err := lazyStarted(); err != nil {
+	if r.lazy, err = lazyStarted(); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	if r.lazy != nil {
+		r.logf("lazy page server pid %d started", r.lazy.pid)
 	}
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)

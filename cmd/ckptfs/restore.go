@@ -58,6 +58,6 @@ gets SIGBUS, and the log says why.`,
 	cmd.Flags().BoolVar(&leaveStopped, "leave-stopped", false, "leave every restored process stopped (SIGSTOP); resume them with SIGCONT")
 	cmd.Flags().BoolVar(&noVerifyPages, "no-verify-pages", false, "do not check every page against its hash in pagemap (for a copy edited on purpose)")
 	cmd.Flags().BoolVar(&lazy, "lazy", false, "run the processes at once and fill their memory while they run")
-	cmd.Flags().StringVar(&lazyLog, "lazy-log", "", "the lazy page server's log file (default $TMPDIR/ckptfs-lazy-<root pid>.log)")
+	cmd.Flags().StringVar(&lazyLog, "lazy-log", "", "the lazy page server's log file (default $TMPDIR/ckptfs-lazy-<restore's pid>.log)")
 	rootCmd.AddCommand(cmd)
 }
