@@ -217,7 +217,7 @@ func (srv *lazyServer) fill(s *lazySpace) {
 func (srv *lazyServer) chunkWorker() {
 	debug.SetPanicOnFault(true)
 	for c := range srv.work {
-		if err := srv.load(c.s, c.src, c.lo, c.hi); err != nil {
+		if err := srv.loadSafe(c.s, c.src, c.lo, c.hi); err != nil {
 			c.s.fail(err)
 		}
 		c.done.Done()
@@ -228,7 +228,24 @@ func (srv *lazyServer) chunkWorker() {
 // for a large vma's pagemap holds up no other.
 func serveFault(s *lazySpace, addr uint64) {
 	debug.SetPanicOnFault(true)
+	defer func() {
+		if r := recover(); r != nil {
+			s.fail(fmt.Errorf("internal error serving a fault at %#x: %v", addr, r))
+		}
+	}()
 	s.fault(addr)
+}
+
+// loadSafe is load with a panic made an error: a bug in the server must
+// fail the space (poison, SIGBUS), not end the server, whose end would
+// let the kernel map zero pages where pages are missing.
+func (srv *lazyServer) loadSafe(s *lazySpace, src *lazySource, lo, hi int) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error filling %s: %v", src.name(), r)
+		}
+	}()
+	return srv.load(s, src, lo, hi)
 }
 
 // load reads pages [lo, hi) of src, checks the ones s still needs against
