@@ -283,6 +283,9 @@ func TestRestoreStatic(t *testing.T) { testResume(t, "static", 16) }
 // TestMain makes the test a child subreaper and marks the fds the test binary inherited (beyond 0-2) close-on-exec,
 // so that test programs do not inherit pipes nobody can restore.
 func TestMain(m *testing.M) {
+	if lazyServeMain() { // lazy_test.go: this binary as the page server
+		return
+	}
 	ents, _ := os.ReadDir("/proc/self/fd")
 	for _, e := range ents {
 		if n, err := strconv.Atoi(e.Name()); err == nil && n > 2 {

@@ -51,6 +51,15 @@ type Options struct {
 	// OnProgress, if set, is told how far the restore is (progress.go):
 	// phase "pages", bytes of memory written of the checkpoint's total.
 	OnProgress func(phase string, done, total int64)
+	// Lazy runs the tasks before their anonymous memory is in: a page
+	// server process fills it while they run (lazy.go, lazyserve.go).
+	Lazy bool
+	// LazyLog is the page server's log file (default
+	// $TMPDIR/ckptfs-lazy-<restore's pid>.log).
+	LazyLog string
+	// LazyServer is the page server's command line (default: this
+	// program's hidden lazy-serve command).
+	LazyServer []string
 }
 
 var le = binary.LittleEndian
@@ -62,6 +71,8 @@ const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 // copy of one) and returns the root pid once every process runs on its own.
 func Restore(dir string, opts Options) (int, error) {
 	start := time.Now()
+	lazyStarted := startLazyAsync(opts, start) // lazy.go: while the tree loads
+	defer stopLazy(lazyStarted)
 	c, err := image.Load(dir)
 	if err != nil {
 		return 0, err
@@ -112,13 +123,23 @@ func Restore(dir string, opts Options) (int, error) {
 		// Pages read from the store are checked by it: only the rest
 		// (shared memory), and without waiting for the page scans, which
 		// go on ahead of the tracer.
+		var skip func(*image.VMA) bool
+		if opts.Lazy {
+			skip = lazyServed // checked by the page server as it serves them
+		}
 		stop := r.watchVerify(c) // progress.go
-		err := verifyPages(dir, c, r.scans, sp != nil)
+		err := verifyPages(dir, c, r.scans, sp != nil, skip)
 		stop()
 		if err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 		r.logf("pages verified")
+	}
+	if r.lazy, err = lazyStarted(); err != nil {
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	if r.lazy != nil {
+		r.logf("lazy page server pid %d started", r.lazy.pid)
 	}
 	tr := inject.NewTracer()
 	err = tr.Do(r.run)
@@ -128,6 +149,12 @@ func Restore(dir string, opts Options) (int, error) {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	tr.Close()
+	if r.lazy != nil {
+		if err := r.lazy.done(); err != nil {
+			return 0, fmt.Errorf("restore %s: %w", dir, err)
+		}
+		r.logf("lazy page server pid %d fills the rest, log %s", r.lazy.pid, r.lazy.log)
+	}
 	r.logf("done")
 	return r.rootPID, nil
 }
@@ -143,6 +170,7 @@ type restorer struct {
 	shm   map[string]int // shmem key -> restorer fd (shmem.go)
 	scans pageScans      // every task's data ranges, scanned ahead (mem.go)
 	pages *storePages    // nil: page data from the tree's files (pagesource.go)
+	lazy  *lazyClient    // the page server of a lazy restore (lazy.go)
 	stub  *exec.Cmd
 	procs map[int]*target // by recorded pid
 	order []*target

@@ -77,15 +77,21 @@ func (r *restorer) restoreTask(p *target) error {
 		return err
 	}
 	r.logf("task %d: %d vmas mapped", p.pid, len(t.VMAs))
+	fill := ranges
+	if r.lazy != nil { // lazy.go: the page server fills the rest
+		if fill, err = p.lazyHandoff(r.lazy, ranges); err != nil {
+			return fmt.Errorf("lazy restore: %w", err)
+		}
+	}
 	ufd, uffd, closeUffd := -1, map[*image.VMA]bool(nil), func() {}
 	if useUffd {
-		if ufd, uffd, closeUffd, err = p.uffdFill(ranges); err != nil {
+		if ufd, uffd, closeUffd, err = p.uffdFill(fill); err != nil {
 			return fmt.Errorf("userfaultfd: %w", err)
 		}
 	}
 	sf, written := r.storeFill(t.PID)
 	stopProgress := r.watchFill(t) // progress.go
-	n, err := fillMemory(p.pid, r.dir, t, ranges, ufd, uffd, sf)
+	n, err := fillMemory(p.pid, r.dir, t, fill, ufd, uffd, sf)
 	stopProgress()
 	written()
 	closeUffd()

@@ -75,9 +75,10 @@ type pageCheck struct {
 // writes; those of shared memory vmas are found here. With fromStore,
 // fillMemory reads its vmas from the store, which checks them
 // (pagesource.go): only shared memory is checked, and scans are not
-// waited for.
-func verifyPages(dir string, c *image.Checkpoint, scans pageScans, fromStore bool) error {
-	v := &pageVerifier{work: make(chan pageCheck, 2*writers),
+// waited for. The vmas skip selects are not checked here either (a lazy
+// restore's page server checks those as it serves them).
+func verifyPages(dir string, c *image.Checkpoint, scans pageScans, fromStore bool, skip func(*image.VMA) bool) error {
+	v := &pageVerifier{work: make(chan pageCheck, 2*writers), skip: skip,
 		owner: map[*image.VMA]map[*image.VMA][][2]int64{}, unlisted: map[*image.VMA][]int64{}}
 	var wg sync.WaitGroup
 	for range writers {
@@ -141,6 +142,7 @@ func (v *pageVerifier) dropUnlisted() {
 
 type pageVerifier struct {
 	work   chan pageCheck
+	skip   func(*image.VMA) bool // vmas not checked here (verifyPagesExcept)
 	failed atomic.Bool
 	maps   [][]byte
 	// owner maps a written vma to the ranges map fillMemory takes it from.
@@ -207,6 +209,9 @@ func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans, fr
 				return nil
 			}
 			rs, ok := scanned[vma]
+			if ok && v.skip != nil && v.skip(vma) {
+				continue
+			}
 			if ok {
 				v.owner[vma] = scanned
 			}

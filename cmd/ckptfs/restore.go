@@ -12,10 +12,10 @@ import (
 )
 
 func init() {
-	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS bool
-	var pidFile string
+	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS, lazy bool
+	var pidFile, lazyLog string
 	cmd := &cobra.Command{
-		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] DIR",
+		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
@@ -43,11 +43,18 @@ that reaps orphans, passes SIGHUP, SIGINT and SIGTERM on to the root and exits
 with the root's exit code (128+n if signal n killed it). A tree dumped inside
 a pid namespace (unshare -pf --mount-proc) always gets one, with the pids it
 had there. The pid printed is the root's as seen from outside; --pidfile
-writes it to FILE too.`,
+writes it to FILE too.
+
+With --lazy the processes run before their anonymous memory is in: a page
+server (a process of ckptfs in a session of its own, logging to --lazy-log)
+answers their page faults from the checkpoint and fills the rest in the
+background, checking every page against its hash first, then exits. A page
+that cannot be read or does not match its hash is never given: the program
+gets SIGBUS, and the log says why.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeCheckpointDirs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS}
+			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS, Lazy: lazy, LazyLog: lazyLog}
 			if w := phaseLog(verbose); w != nil {
 				opts.Log = w
 			}
@@ -74,6 +81,8 @@ writes it to FILE too.`,
 	cmd.Flags().BoolVar(&noVerifyPages, "no-verify-pages", false, "do not check every page against its hash in pagemap (for a copy edited on purpose)")
 	cmd.Flags().BoolVar(&pidNS, "pidns", false, "restore into a new pid namespace, where every recorded pid is free")
 	cmd.Flags().StringVar(&pidFile, "pidfile", "", "write the root's pid (as seen from outside) to `FILE`")
+	cmd.Flags().BoolVar(&lazy, "lazy", false, "run the processes at once and fill their memory while they run")
+	cmd.Flags().StringVar(&lazyLog, "lazy-log", "", "the lazy page server's log file (default $TMPDIR/ckptfs-lazy-<restore's pid>.log)")
 	rootCmd.AddCommand(cmd)
 }
 
