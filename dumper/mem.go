@@ -78,6 +78,11 @@ type memCopier struct {
 	// offsets already read from it: a page mapped by several processes is
 	// copied once.
 	objectRead map[string]map[int64]bool
+
+	// pick, if set (track.go), keeps of the pages of a private vma worth
+	// saving those that must be read: the others were not written since
+	// the previous checkpoint.
+	pick func(pid int, v *image.VMA, idx []uint32) []uint32
 }
 
 func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
@@ -265,6 +270,9 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				if wantPage(v, e) {
 					idx = append(idx, uint32(i))
 				}
+			}
+			if m.pick != nil {
+				idx = m.pick(pid, v, idx)
 			}
 		}
 		if len(idx) > 0 {
