@@ -243,6 +243,9 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 	t.report = &TrackReport{}
 	if t.prev != nil {
 		t.report.Previous = t.prev.ID
+		if t.prev.ID == "" {
+			t.report.Previous = "the last pre-copy pass"
+		}
 	}
 	if t.lost != "" {
 		t.note("%s: all memory read", t.lost)
@@ -436,16 +439,20 @@ func trampoline(tramps *inject.VdsoTrampolines, pid int, task *image.Task) (uint
 	return inject.FindSyscallInsn(pid)
 }
 
-// protectNew registers and write-protects tt's trackable writable vmas
-// that are not registered yet (every vma of a process tracked from now
-// on; vmas mapped or moved since the last dump).
+// protectNew registers and write-protects tt's trackable vmas that are
+// not registered yet (every vma of a process tracked from now on; vmas
+// mapped or moved since the last dump). Read-only private vmas are
+// registered too where the kernel lets them be: their anonymous pages
+// (relocated data made read-only) are then not read again.
 func (t *Tracking) protectNew(tt *taskTrack, task *image.Task) {
 	for _, v := range task.VMAs {
-		if !trackable(v) || registered(v) || v.Prot()&unix.PROT_WRITE == 0 {
+		if !trackable(v) || registered(v) {
 			continue
 		}
 		if err := wptrack.Register(tt.ufd, v.Start, v.Len()); err != nil {
-			t.note("process %d vma %s not tracked: %v", tt.pid, v.DirName(), err)
+			if v.Prot()&unix.PROT_WRITE != 0 {
+				t.note("process %d vma %s not tracked: %v", tt.pid, v.DirName(), err)
+			}
 			continue
 		}
 		if err := wptrack.Protect(tt.ufd, v.Start, v.Len()); err != nil {
