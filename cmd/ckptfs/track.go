@@ -147,39 +147,46 @@ func runEvery(f dumpFlags, pidArg string) int {
 			}
 			ids = append([]string(nil), ids[len(ids)-f.keepLast:]...)
 		}
-		wait := time.NewTimer(time.Until(started.Add(f.every)))
-		fds := make(chan struct{})
-		go func() {
-			// The tree's exit ends the wait at once.
-			p := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-			for {
-				select {
-				case <-fds:
-					return
-				default:
-				}
-				if k, _ := unix.Poll(p, 200); k > 0 {
-					close(fds)
-					return
-				}
-			}
-		}()
-		select {
-		case s := <-stop:
-			wait.Stop()
-			fmt.Fprintf(os.Stderr, "ckptfs: dump --every %d: stopped by %v after %d checkpoint(s)\n", pid, s, len(ids))
+		switch waitNext(pidfd, started.Add(f.every), stop) {
+		case "signal":
+			fmt.Fprintf(os.Stderr, "ckptfs: dump --every %d: stopped after %d checkpoint(s)\n", pid, len(ids))
 			return 0
-		case <-fds:
-			wait.Stop()
+		case "exited":
 			fmt.Fprintf(os.Stderr, "ckptfs: dump --every %d: the tree exited after %d checkpoint(s)\n", pid, len(ids))
 			return 0
-		case <-wait.C:
+		}
+	}
+}
+
+// waitNext waits until next, a signal on stop ("signal"), or the exit of
+// the process pidfd refers to ("exited"); "" at next.
+func waitNext(pidfd int, next time.Time, stop <-chan os.Signal) string {
+	wait := time.NewTimer(time.Until(next))
+	defer wait.Stop()
+	quit := make(chan struct{})
+	defer close(quit)
+	gone := make(chan struct{})
+	go func() {
+		p := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		for {
 			select {
-			case <-fds:
+			case <-quit:
+				return
 			default:
-				close(fds)
+			}
+			if k, _ := unix.Poll(p, 100); k > 0 {
+				close(gone)
+				return
 			}
 		}
+	}()
+	select {
+	case <-stop:
+		return "signal"
+	case <-gone:
+		return "exited"
+	case <-wait.C:
+		return ""
 	}
 }
 
