@@ -86,6 +86,7 @@ func visible(t testing.TB, pid int) (fds []string, named []string, pending strin
 type trackedCkpt struct {
 	id     string
 	lo, hi int
+	said   string // the dump's stderr
 }
 
 // dumpTracked runs dump --track (plus extra flags) and checks that its
@@ -103,7 +104,7 @@ func dumpTracked(t *testing.T, p *program, store, want string, extra ...string) 
 		t.Fatalf("dump --track said:\n%s\nwant %q in it", errOut, want)
 	}
 	t.Logf("%s", strings.TrimSpace(errOut))
-	return trackedCkpt{lastLine(out), lo, lastTick(p) + 1}
+	return trackedCkpt{lastLine(out), lo, lastTick(p) + 1, errOut}
 }
 
 // TestTrackedDumps: tracked dumps of a program that rewrites, drops, maps
@@ -236,4 +237,42 @@ func TestDumpEvery(t *testing.T) {
 	}
 	p.waitTicks(t, 2)
 	p.checkHealthy(t)
+}
+
+// TestTrackedTree: tracked dumps of a tree of processes and of a threaded
+// program: every process is tracked, the second dump reads none in full,
+// and it restores.
+func TestTrackedTree(t *testing.T) {
+	requireAsyncWP(t)
+	for _, kind := range []string{"forktree", "pthreads"} {
+		t.Run(kind, func(t *testing.T) {
+			var p *program
+			if kind == "forktree" {
+				p = startArgv(t, "forktree", []string{buildProg(t, "forktree"), "4"})
+			} else {
+				p = startProgram(t, kind, 16)
+			}
+			m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+			unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+			defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+			t.Cleanup(func() { unix.Kill(p.Pid, unix.SIGKILL); waitGone(t, p.Pid); killTrackers(t, m.store) })
+			procs := 1
+			if kind == "forktree" {
+				procs = 5
+			}
+			dumpTracked(t, p, m.store, itoa(procs)+" process(es) write-protected")
+			p.waitTicks(t, 3)
+			c := dumpTracked(t, p, m.store, "unwritten pages taken from", "--kill")
+			if strings.Contains(c.said, "read in full: ") && !strings.Contains(c.said, "read in full: 0 process(es)") {
+				t.Fatalf("a process of the tree was not tracked:\n%s", c.said)
+			}
+			waitGone(t, p.Pid)
+			first := firstTickAfter(t, p, filepath.Join(m.mnt, c.id))
+			if first < c.lo || first > c.hi {
+				t.Errorf("checkpoint %s resumed at tick %d, want %d..%d", c.id, first, c.lo, c.hi)
+			}
+			p.waitTicks(t, 3)
+			p.checkHealthy(t)
+		})
+	}
 }
