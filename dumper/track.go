@@ -287,7 +287,15 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 				t.note("process %d: %v: read in full", ft.pid, err)
 				tt.prev = nil
 			}
-		} else {
+			if len(tt.written) == 0 {
+				// Nothing of it is registered any more: it ran execve
+				// (the fd serves the address space it left). Start over.
+				unix.Close(tt.ufd)
+				tt.ufd, tt.prev = -1, nil
+				t.note("process %d has a new address space (execve): read in full", ft.pid)
+			}
+		}
+		if tt.ufd < 0 {
 			arm = append(arm, i)
 		}
 		if tt.prev == nil {
