@@ -83,6 +83,11 @@ type memCopier struct {
 	// saving those that must be read: the others were not written since
 	// the previous checkpoint.
 	pick func(pid int, v *image.VMA, idx []uint32) []uint32
+	// tracked says a vma's written pages are known; trackedPages lists
+	// the pages of it to read (the rest is taken from the previous
+	// checkpoint).
+	tracked      func(pid int, v *image.VMA) bool
+	trackedPages func(pid int, v *image.VMA) ([]uint32, error)
 }
 
 func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
@@ -262,6 +267,11 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 			}
 			idx = m.firstReads(v, idx)
+		} else if m.tracked != nil && m.tracked(pid, v) {
+			// track.go: the written pages, from PAGEMAP_SCAN
+			if idx, err = m.trackedPages(pid, v); err != nil {
+				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+			}
 		} else {
 			if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)

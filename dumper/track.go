@@ -164,20 +164,20 @@ func (t *Tracking) loadPrevious(repo dedup.Repo) {
 func (t *Tracking) estimate(pids []int) int64 {
 	var total int64
 	for _, pid := range pids {
-		anon := anonBytes([]int{pid})
 		if _, ok := t.fds[pid]; !ok || t.prev == nil {
-			total += anon
+			total += anonBytes([]int{pid})
 			continue
 		}
-		total += min(anon, writtenBytes(pid))
+		total += writtenBytes(pid)
 	}
 	return total
 }
 
-// writtenBytes counts the bytes written since protection in pid's tracked
-// vmas (an unpopulated page may count: it is an estimate).
+// writtenBytes counts the bytes written since protection in pid's
+// registered vmas (an unpopulated page may count: it is an estimate),
+// from /proc/<pid>/maps (smaps would walk every page table).
 func writtenBytes(pid int) int64 {
-	maps, err := proc.Maps(pid)
+	maps, err := proc.Read(pid, "maps")
 	if err != nil {
 		return 0
 	}
@@ -187,13 +187,15 @@ func writtenBytes(pid int) int64 {
 	}
 	defer pm.Close()
 	var n int64
-	for _, m := range maps {
-		if !slices.Contains(m.Flags, "uw") {
+	for line := range strings.Lines(string(maps)) {
+		var start, end uint64
+		var perms string
+		if _, err := fmt.Sscanf(line, "%x-%x %s", &start, &end, &perms); err != nil || !strings.HasSuffix(perms, "p") {
 			continue
 		}
-		regions, err := wptrack.Written(int(pm.Fd()), m.Start, m.End, false)
+		regions, err := wptrack.Written(int(pm.Fd()), start, end, false)
 		if err != nil {
-			continue
+			continue // not registered
 		}
 		for _, r := range regions {
 			n += int64(r.End - r.Start)
@@ -319,8 +321,69 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 			v.Flags = slices.DeleteFunc(v.Flags, func(f string) bool { return f == "uw" })
 		}
 	}
-	mem.pick = t.pick
+	mem.pick, mem.tracked, mem.trackedPages = t.pick, t.isTracked, t.pages
 	return nil
+}
+
+// isTracked says whether the written pages of v are known.
+func (t *Tracking) isTracked(pid int, v *image.VMA) bool {
+	tt := t.tasks[pid]
+	if tt == nil || tt.prev == nil {
+		return false
+	}
+	_, ok := tt.written[v]
+	return ok
+}
+
+// pages lists the pages of tracked vma v to read: those present or
+// swapped that were written since the last dump, or that no vma of the
+// same mapping covered then. Of the others, those the previous checkpoint
+// saved keep its hash (tt.reused), the rest stay holes: zero, or as in
+// the file. Presence comes from PAGEMAP_SCAN too, as runs: reading the
+// pagemap entry of every page would cost more than the copy.
+func (t *Tracking) pages(pid int, v *image.VMA) ([]uint32, error) {
+	tt := t.tasks[pid]
+	w := tt.written[v]
+	pm, err := os.Open(proc.Path(pid, "pagemap"))
+	if err != nil {
+		return nil, fmt.Errorf("open pagemap: %w", err)
+	}
+	defer pm.Close()
+	regions, err := wptrack.Pages(int(pm.Fd()), v.Start, v.End, wptrack.PagePresent|wptrack.PageSwapped,
+		wptrack.PagePresent|wptrack.PageSwapped|wptrack.PageFile|wptrack.PagePFNZero)
+	if err != nil {
+		return nil, err
+	}
+	fileVMA := v.Kind == image.VMAFile
+	cur := prevCursor{vmas: tt.prev.VMAs, v: v}
+	var out []uint32
+	for _, r := range regions {
+		switch {
+		case r.Categories&wptrack.PagePFNZero != 0:
+			continue // the zero page
+		case fileVMA && r.Categories&wptrack.PageFile != 0:
+			continue // as in the file: the restore maps it
+		}
+		for a := r.Start; a < r.End; a += image.PageSize {
+			i := uint32((a - v.Start) / image.PageSize)
+			if w[i] || fileVMA && r.Categories&wptrack.PagePresent == 0 {
+				// Written; or, in a file mapping, swapped out or a
+				// uffd-wp marker a zap left (the page may be the file's
+				// again): read what is there.
+				out = append(out, i)
+				continue
+			}
+			h, covered, has := cur.lookup(a)
+			switch {
+			case !covered:
+				out = append(out, i)
+			case has:
+				tt.reused[v] = append(tt.reused[v], image.PageRef{Index: i, Hash: h})
+			}
+		}
+	}
+	t.report.PagesCopied += int64(len(out))
+	return out, nil
 }
 
 // scan asks which pages of tt's registered vmas were written since the

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/wptrack"
 )
 
@@ -262,7 +263,11 @@ func TestTrackedTree(t *testing.T) {
 			}
 			dumpTracked(t, p, m.store, itoa(procs)+" process(es) write-protected")
 			p.waitTicks(t, 3)
+			kids, _ := proc.Children(p.Pid)
 			c := dumpTracked(t, p, m.store, "unwritten pages taken from", "--kill")
+			for _, k := range kids {
+				waitGone(t, k) // reaped here: we are their subreaper now
+			}
 			if strings.Contains(c.said, "read in full: ") && !strings.Contains(c.said, "read in full: 0 process(es)") {
 				t.Fatalf("a process of the tree was not tracked:\n%s", c.said)
 			}

@@ -179,6 +179,40 @@ func Written(pagemapFD int, start, end uint64, rearm bool) ([]Region, error) {
 	return out, nil
 }
 
+// Pages lists the pages of [start, end) that are in any of the categories
+// anyof (PagePresent|PageSwapped, say), as ascending regions with the
+// categories of ret they have (PageFile, PagePFNZero, ...). It changes
+// nothing and needs no registration. A uffd-wp marker (an unpopulated page
+// whose protection was kept) counts as PageSwapped.
+func Pages(pagemapFD int, start, end, anyof, ret uint64) ([]Region, error) {
+	return scan(pagemapFD, start, end, pmScanArg{categoryAnyof: anyof, returnMask: ret})
+}
+
+func scan(pagemapFD int, start, end uint64, a pmScanArg) ([]Region, error) {
+	var out []Region
+	buf := make([]Region, regionBatch)
+	for start < end {
+		a.size, a.start, a.end = uint64(unsafe.Sizeof(pmScanArg{})), start, end
+		a.vec, a.vecLen = uint64(uintptr(unsafe.Pointer(&buf[0]))), uint64(len(buf))
+		n, err := ioctl(pagemapFD, pagemapScan, unsafe.Pointer(&a))
+		if err != nil {
+			return nil, fmt.Errorf("PAGEMAP_SCAN %#x-%#x: %w", start, end, err)
+		}
+		for _, r := range buf[:n] {
+			if l := len(out); l > 0 && out[l-1].End == r.Start && out[l-1].Categories == r.Categories {
+				out[l-1].End = r.End
+				continue
+			}
+			out = append(out, r)
+		}
+		if a.walkEnd <= start {
+			return nil, fmt.Errorf("PAGEMAP_SCAN %#x-%#x: walk did not advance", start, end)
+		}
+		start = a.walkEnd
+	}
+	return out, nil
+}
+
 // Bitmap turns regions into one flag per page of [start, end).
 func Bitmap(regions []Region, start, end uint64) []bool {
 	n := (end - start) / pageSize

@@ -149,3 +149,30 @@ func TestBitmap(t *testing.T) {
 		}
 	}
 }
+
+func TestPages(t *testing.T) {
+	mem, err := unix.Mmap(-1, 0, 8*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	mem[1*pageSize] = 1
+	mem[2*pageSize] = 1
+	sink = mem[5*pageSize] // a read: the zero page
+	pm, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm.Close()
+	start := addr(mem)
+	regions, err := Pages(int(pm.Fd()), start, start+8*pageSize, PagePresent|PageSwapped, PagePresent|PagePFNZero)
+	if err != nil {
+		t.Skipf("PAGEMAP_SCAN: %v", err)
+	}
+	want := []Region{{start + pageSize, start + 3*pageSize, PagePresent}, {start + 5*pageSize, start + 6*pageSize, PagePresent | PagePFNZero}}
+	if len(regions) != len(want) || regions[0] != want[0] || regions[1] != want[1] {
+		t.Fatalf("regions %+v, want %+v", regions, want)
+	}
+}
+
+var sink byte
