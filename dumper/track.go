@@ -349,12 +349,15 @@ func (t *Tracking) pages(pid int, v *image.VMA) ([]uint32, error) {
 		return nil, fmt.Errorf("open pagemap: %w", err)
 	}
 	defer pm.Close()
-	regions, err := wptrack.Pages(int(pm.Fd()), v.Start, v.End, wptrack.PagePresent|wptrack.PageSwapped,
-		wptrack.PagePresent|wptrack.PageSwapped|wptrack.PageFile|wptrack.PagePFNZero)
+	fileVMA := v.Kind == image.VMAFile
+	ret := uint64(wptrack.PagePresent | wptrack.PageSwapped | wptrack.PagePFNZero)
+	if fileVMA {
+		ret |= wptrack.PageFile // a page lookup each: 20x the walk, asked only here
+	}
+	regions, err := wptrack.Pages(int(pm.Fd()), v.Start, v.End, wptrack.PagePresent|wptrack.PageSwapped, ret)
 	if err != nil {
 		return nil, err
 	}
-	fileVMA := v.Kind == image.VMAFile
 	cur := prevCursor{vmas: tt.prev.VMAs, v: v}
 	var out []uint32
 	for _, r := range regions {
@@ -363,22 +366,37 @@ func (t *Tracking) pages(pid int, v *image.VMA) ([]uint32, error) {
 			continue // the zero page
 		case fileVMA && r.Categories&wptrack.PageFile != 0:
 			continue // as in the file: the restore maps it
+		case fileVMA && r.Categories&wptrack.PagePresent == 0:
+			// Swapped out, or a uffd-wp marker a zap left in a file
+			// mapping (the page may be the file's again): read it.
+			for a := r.Start; a < r.End; a += image.PageSize {
+				out = append(out, uint32((a-v.Start)/image.PageSize))
+			}
+			continue
 		}
-		for a := r.Start; a < r.End; a += image.PageSize {
-			i := uint32((a - v.Start) / image.PageSize)
-			if w[i] || fileVMA && r.Categories&wptrack.PagePresent == 0 {
-				// Written; or, in a file mapping, swapped out or a
-				// uffd-wp marker a zap left (the page may be the file's
-				// again): read what is there.
+		lo, hi := uint32((r.Start-v.Start)/image.PageSize), uint32((r.End-v.Start)/image.PageSize)
+		for i := lo; i < hi; {
+			if w[i] {
 				out = append(out, i)
+				i++
 				continue
 			}
-			h, covered, has := cur.lookup(a)
-			switch {
-			case !covered:
-				out = append(out, i)
-			case has:
-				tt.reused[v] = append(tt.reused[v], image.PageRef{Index: i, Hash: h})
+			j := i + 1
+			for j < hi && !w[j] {
+				j++
+			}
+			// [i, j) unwritten: the previous checkpoint's pages there.
+			for i < j {
+				next, refs, covered := cur.refs(v.Start+uint64(i)*image.PageSize, v.Start+uint64(j)*image.PageSize)
+				n := uint32((next - v.Start) / image.PageSize)
+				if !covered {
+					for ; i < n; i++ {
+						out = append(out, i)
+					}
+					continue
+				}
+				tt.reused[v] = append(tt.reused[v], refs...)
+				i = n
 			}
 		}
 	}
@@ -602,6 +620,49 @@ func (c *prevCursor) lookup(addr uint64) (h image.Hash, covered, has bool) {
 	return h, true, false
 }
 
+// refs returns the previous checkpoint's pages in [addr, end) of v, up
+// to next (end, or where the vma that covers addr, or the gap before the
+// next one, stops), with indices of v; covered is false for a gap or a
+// vma of another mapping (then nothing is known of [addr, next)).
+// Addresses must ascend from call to call.
+func (c *prevCursor) refs(addr, end uint64) (next uint64, refs []image.PageRef, covered bool) {
+	for c.vi < len(c.vmas) && c.vmas[c.vi].End <= addr {
+		c.vi++
+		c.pi = 0
+	}
+	if c.vi == len(c.vmas) {
+		return end, nil, false
+	}
+	pv := c.vmas[c.vi]
+	if pv.Start > addr {
+		return min(end, pv.Start), nil, false
+	}
+	next = min(end, pv.End)
+	if !sameMapping(pv, c.v) {
+		return next, nil, false
+	}
+	lo, hi := uint32((addr-pv.Start)/image.PageSize), uint32((next-pv.Start)/image.PageSize)
+	for c.pi < len(pv.Pages) && pv.Pages[c.pi].Index < lo {
+		c.pi++
+	}
+	k := c.pi
+	for k < len(pv.Pages) && pv.Pages[k].Index < hi {
+		k++
+	}
+	refs = pv.Pages[c.pi:k]
+	c.pi = k
+	if pv.Start != c.v.Start {
+		// Indices of v, not of pv.
+		shift := int64(pv.Start-c.v.Start) / image.PageSize
+		moved := make([]image.PageRef, len(refs))
+		for i, r := range refs {
+			moved[i] = image.PageRef{Index: uint32(int64(r.Index) + shift), Hash: r.Hash}
+		}
+		refs = moved
+	}
+	return next, refs, true
+}
+
 // sameMapping says whether pv (previous checkpoint) and v map the same
 // thing at their common addresses: kind, file and, for a file, the same
 // offset at the same address.
@@ -620,12 +681,27 @@ func sameMapping(pv, v *image.VMA) bool {
 func (t *Tracking) addReused(stats *image.Stats) {
 	for _, tt := range t.tasks {
 		for v, refs := range tt.reused {
-			v.Pages = append(v.Pages, refs...)
-			slices.SortFunc(v.Pages, func(a, b image.PageRef) int { return int(a.Index) - int(b.Index) })
+			v.Pages = mergeRefs(v.Pages, refs)
 			stats.PagesTotal += int64(len(refs))
 			t.report.PagesReferenced += int64(len(refs))
 		}
 	}
+}
+
+// mergeRefs merges two page lists in ascending index order.
+func mergeRefs(a, b []image.PageRef) []image.PageRef {
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]image.PageRef, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].Index < b[0].Index {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 // committed records c as the checkpoint protection now follows.

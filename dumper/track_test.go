@@ -50,6 +50,22 @@ func TestTrackPick(t *testing.T) {
 	if !slices.Equal(v.Pages, want) || st.PagesTotal != 2 {
 		t.Fatalf("page table %v (+%d), want %v (+2)", v.Pages, st.PagesTotal, want)
 	}
+	// The same in runs: refs walks the previous vmas a stretch at a time.
+	cur := prevCursor{vmas: prev.VMAs, v: v}
+	var runs []image.PageRef
+	var ends []uint64
+	for a := v.Start; a < v.End; {
+		next, refs, covered := cur.refs(a, v.End)
+		if covered {
+			runs = append(runs, refs...)
+		}
+		ends = append(ends, next)
+		a = next
+	}
+	wantRuns := []image.PageRef{{Index: 0, Hash: hashOf(1)}, {Index: 2, Hash: hashOf(2)}, {Index: 5, Hash: hashOf(5)}}
+	if !slices.Equal(runs, wantRuns) || !slices.Equal(ends, []uint64{0x10000 + 3*pg, 0x10000 + 6*pg, v.End}) {
+		t.Fatalf("refs %v ending at %x, want %v", runs, ends, wantRuns)
+	}
 	// A process without a previous checkpoint: everything read.
 	tr.tasks[8] = &taskTrack{pid: 8}
 	if got := tr.pick(8, v, []uint32{0, 3}); !slices.Equal(got, []uint32{0, 3}) {
