@@ -563,7 +563,7 @@ func (t *Tracking) pick(pid int, v *image.VMA, idx []uint32) []uint32 {
 		w, ok = tt.written[v]
 	}
 	if !ok {
-		if tt != nil && tt.prev != nil && len(idx) > 0 {
+		if tt != nil && tt.prev != nil && len(idx) > 0 && trackable(v) {
 			t.report.FullVMAs++ // new, moved, or not ours to track
 		}
 		t.report.PagesCopied += int64(len(idx))
