@@ -281,3 +281,25 @@ func TestTrackedTree(t *testing.T) {
 		})
 	}
 }
+
+// TestTrackedNewProcess: a process that joined the tree since the last
+// tracked dump is read in full, and said so; the others stay tracked.
+func TestTrackedNewProcess(t *testing.T) {
+	requireAsyncWP(t)
+	store := filepath.Join(t.TempDir(), "store")
+	cmd := exec.Command("sh", "-c", "while :; do sleep 0.2; done")
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(-cmd.Process.Pid, unix.SIGKILL); cmd.Wait(); killTrackers(t, store) })
+	p := &program{Name: "sh", Pid: cmd.Process.Pid}
+	time.Sleep(100 * time.Millisecond)
+	dumpTracked(t, p, store, "write-protected for the next dump")
+	time.Sleep(500 * time.Millisecond) // a new sleep child since
+	c := dumpTracked(t, p, store, "is new to the tree or was not tracked: read in full")
+	if !strings.Contains(c.said, "unwritten pages taken from") {
+		t.Fatalf("the shell itself was not tracked:\n%s", c.said)
+	}
+	ckptfs(t, "verify", "-s", store)
+}
