@@ -135,7 +135,7 @@ func BenchmarkTrackedWriteLoop(b *testing.B) {
 		}
 		base := plain.loop(b, 1)
 		first := tracked.loop(b, 1) // the first write to each page after the arm
-		const rounds, turns = 2, 6
+		const rounds, turns = 2, 12
 		bestPlain, bestTracked := time.Duration(1<<63-1), time.Duration(1<<63-1)
 		for k := 0; k < turns; k++ {
 			bestPlain = min(bestPlain, plain.loop(b, rounds))
