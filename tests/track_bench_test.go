@@ -149,3 +149,64 @@ func BenchmarkTrackedWriteLoop(b *testing.B) {
 			rounds, turns, bestPlain, bestTracked, bestTracked.Seconds()/bestPlain.Seconds(), first, base, first.Seconds()/base.Seconds())
 	}
 }
+
+var preCopyPassRe = regexp.MustCompile(`pre-copy pass \d+: copied (\d+) pages while the tree ran \(frozen (\S+)\)`)
+
+// BenchmarkPreCopy1GiB: migration dumps (--kill: the tree stays frozen
+// until the commit) of a 1 GiB process that keeps rewriting 0.1% of its
+// pages every 20 ms: the final freeze of --pre-copy (and all its passes'
+// freezes summed) against a plain --kill dump of another such process in
+// the same run.
+func BenchmarkPreCopy1GiB(b *testing.B) {
+	requireAsyncWP(b)
+	for i := 0; i < b.N; i++ {
+		store := filepath.Join(b.TempDir(), "store")
+		b.Cleanup(func() { killTrackers(b, store) })
+		dumpWriting := func(extra ...string) trackFigures {
+			h := startMemhog(b, 1024)
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() { // the program's writes while it is migrated
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := io.WriteString(h.in, "touch 262\n"); err != nil {
+						return
+					}
+					if _, err := h.out.ReadString('\n'); err != nil {
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+			time.Sleep(100 * time.Millisecond)
+			f := dumpFigured(b, store, h.cmd.Process.Pid, append(extra, "--kill")...)
+			close(stop)
+			<-done
+			return f
+		}
+		// Pre-copy first: the plain dump then finds every page in the
+		// store already (same content), which favours the baseline.
+		pre := dumpWriting("--pre-copy")
+		plain := dumpWriting()
+		sum := pre.frozen
+		passes := preCopyPassRe.FindAllStringSubmatch(pre.said, -1)
+		for _, m := range passes {
+			d, _ := time.ParseDuration(m[2])
+			sum += d
+		}
+		if len(passes) == 0 {
+			b.Fatalf("no pre-copy pass:\n%s", pre.said)
+		}
+		b.ReportMetric(plain.frozen.Seconds()*1000, "plain-frozen-ms")
+		b.ReportMetric(pre.frozen.Seconds()*1000, "final-frozen-ms")
+		b.ReportMetric(pre.frozen.Seconds()/plain.frozen.Seconds(), "final-frozen/plain")
+		b.ReportMetric(sum.Seconds()/plain.frozen.Seconds(), "all-freezes/plain")
+		b.Logf("plain --kill dump frozen %v; pre-copy: %d passes, final freeze %v (%.3fx), all freezes %v (%.3fx), total %v\n%s",
+			plain.frozen, len(passes), pre.frozen, pre.frozen.Seconds()/plain.frozen.Seconds(), sum, sum.Seconds()/plain.frozen.Seconds(), pre.total, pre.said)
+	}
+}
