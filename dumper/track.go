@@ -119,6 +119,12 @@ func (t *Tracking) Close() {
 
 // drop forgets what was tracked: after a failed dump it may be wrong.
 func (t *Tracking) drop(why string) {
+	for _, tt := range t.tasks { // taken out of t.fds while the dump ran
+		if h, held := t.fds[tt.pid]; tt.ufd >= 0 && (!held || h.fd != tt.ufd) {
+			unix.Close(tt.ufd)
+		}
+	}
+	t.tasks = nil
 	t.Close()
 	t.prev, t.prevID, t.lost = nil, "", why
 }
