@@ -1,7 +1,9 @@
 package tests
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,4 +304,50 @@ func TestTrackedNewProcess(t *testing.T) {
 		t.Fatalf("the shell itself was not tracked:\n%s", c.said)
 	}
 	ckptfs(t, "verify", "-s", store)
+}
+
+// TestTrackedDumpAborted: a tracked dump stopped after its re-arm (SIGINT
+// at the commit) has cleared the written state it did not keep: tracking
+// is dropped, the next dump reads everything and says so, and its
+// checkpoint restores right.
+func TestTrackedDumpAborted(t *testing.T) {
+	requireAsyncWP(t)
+	bin := buildProg(t, "trackmem")
+	p := startArgv(t, "trackmem", []string{bin, "8", "100"})
+	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	t.Cleanup(func() { unix.Kill(p.Pid, unix.SIGKILL); waitGone(t, p.Pid); killTrackers(t, m.store) })
+
+	dumpTracked(t, p, m.store, "write-protected for the next dump")
+	p.waitTicks(t, 4)
+	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), "dump", "--track", "-s", m.store, itoa(p.Pid))
+	cmd.Env = append(os.Environ(), "CKPTFS_TEST_HOLD=commit")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "CKPTFS_HOLD commit") {
+	}
+	cmd.Process.Signal(unix.SIGINT)
+	io.Copy(io.Discard, stderr)
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("the held dump was not aborted by SIGINT")
+	}
+	p.waitTicks(t, 4)
+	c := dumpTracked(t, p, m.store, "no tracker holds")
+	p.waitTicks(t, 4)
+	c2 := dumpTracked(t, p, m.store, "unwritten pages taken from "+c.id, "--kill")
+	waitGone(t, p.Pid)
+	for _, c := range []trackedCkpt{c, c2} {
+		first := firstTickAfter(t, p, filepath.Join(m.mnt, c.id))
+		if first < c.lo || first > c.hi {
+			t.Errorf("checkpoint %s resumed at tick %d, want %d..%d", c.id, first, c.lo, c.hi)
+		}
+		p.waitTicks(t, 3)
+		p.checkHealthy(t)
+		unix.Kill(p.Pid, unix.SIGKILL)
+		waitGone(t, p.Pid)
+	}
 }
