@@ -351,3 +351,29 @@ func TestTrackedDumpAborted(t *testing.T) {
 		waitGone(t, p.Pid)
 	}
 }
+
+// TestTrackFlagsRefused: bad --every/--keep-last/--pre-copy combinations
+// are refused before anything is started.
+func TestTrackFlagsRefused(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	pid := itoa(os.Getpid())
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--keep-last", "2"}, "--keep-last needs --every"},
+		{[]string{"--every", "10ms"}, "at least 100ms"},
+		{[]string{"--every", "1s", "--kill"}, "cannot be used with --kill"},
+		{[]string{"--every", "1s", "--keep-last", "-1"}, "must be at least 0"},
+		{[]string{"--every", "1s", "--name", "x"}, "cannot be used with --name"},
+	} {
+		args := append(append([]string{"dump", "-s", store}, c.args...), pid)
+		_, errOut, err := ckptfsErr(t, args...)
+		if err == nil || !strings.Contains(errOut, c.want) {
+			t.Errorf("ckptfs %s: %v, said %q, want %q", strings.Join(args, " "), err, errOut, c.want)
+		}
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Errorf("a refused dump left %s", store)
+	}
+}
