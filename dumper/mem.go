@@ -79,13 +79,11 @@ type memCopier struct {
 	// copied once.
 	objectRead map[string]map[int64]bool
 
-	// pick, if set (track.go), keeps of the pages of a private vma worth
-	// saving those that must be read: the others were not written since
-	// the previous checkpoint.
-	pick func(pid int, v *image.VMA, idx []uint32) []uint32
-	// tracked says a vma's written pages are known; trackedPages lists
-	// the pages of it to read (the rest is taken from the previous
-	// checkpoint).
+	// Tracked dumps (track*.go): tracked says a vma's written pages are
+	// known, trackedPages lists the pages of it to read (the rest is taken
+	// from the previous checkpoint); pick sees the pages of every other
+	// private vma and returns those to read.
+	pick         func(pid int, v *image.VMA, idx []uint32) []uint32
 	tracked      func(pid int, v *image.VMA) bool
 	trackedPages func(pid int, v *image.VMA) ([]uint32, error)
 }
@@ -268,7 +266,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			}
 			idx = m.firstReads(v, idx)
 		} else if m.tracked != nil && m.tracked(pid, v) {
-			// track.go: the written pages, from PAGEMAP_SCAN
+			// trackpages.go: the written pages, from PAGEMAP_SCAN
 			if idx, err = m.trackedPages(pid, v); err != nil {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 			}

@@ -5,34 +5,44 @@ import (
 	"testing"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/wptrack"
 )
 
-func hashOf(b byte) image.Hash { var h image.Hash; h[0] = b; return h }
+func hashOf(b byte) image.Hash {
+	var h image.Hash
+	h[0] = b
+	return h
+}
 
-// TestTrackPick: written pages are read, unwritten ones keep the previous
-// checkpoint's hash or stay holes, pages no vma of the same mapping
-// covered are read.
-func TestTrackPick(t *testing.T) {
+// TestTrackChoose: written pages are read, unwritten ones keep the
+// previous checkpoint's hash or stay holes, pages no vma of the same
+// mapping covered are read; the zero page and the file's pages are holes.
+func TestTrackChoose(t *testing.T) {
 	const pg = image.PageSize
-	// The previous checkpoint: an anonymous vma split in two, pages 0, 2
-	// and 5 saved (page 1, 3, 4 were zero or absent).
+	// The previous checkpoint: an anonymous vma split in two, its pages 0,
+	// 2 and 5 saved (1, 3, 4 were zero or absent); a file mapping.
 	prev := &image.Task{PID: 7, VMAs: []*image.VMA{
 		{Start: 0x10000, End: 0x10000 + 3*pg, Perms: "rw-p", Kind: image.VMAAnon,
 			Pages: []image.PageRef{{Index: 0, Hash: hashOf(1)}, {Index: 2, Hash: hashOf(2)}}},
 		{Start: 0x10000 + 3*pg, End: 0x10000 + 6*pg, Perms: "rw-p", Kind: image.VMAAnon,
 			Pages: []image.PageRef{{Index: 2, Hash: hashOf(5)}}},
-		{Start: 0x40000, End: 0x40000 + 2*pg, Perms: "rw-p", Kind: image.VMAFile, Name: "/lib/x", Inode: 9, Offset: 0x1000,
-			Pages: []image.PageRef{{Index: 1, Hash: hashOf(9)}}},
+		{Start: 0x40000, End: 0x40000 + 4*pg, Perms: "rw-p", Kind: image.VMAFile, Name: "/lib/x", Inode: 9, Offset: 0x1000,
+			Pages: []image.PageRef{{Index: 1, Hash: hashOf(9)}, {Index: 3, Hash: hashOf(8)}}},
 	}}
-	// Now: one vma over the same 6 pages plus 2 more, page 2 written;
-	// the file vma at another offset (not the same mapping any more).
+	// Now: one vma over the same 6 pages plus 2 more, page 2 written, page
+	// 7 the zero page; the file vma as it was.
 	v := &image.VMA{Start: 0x10000, End: 0x10000 + 8*pg, Perms: "rw-p", Kind: image.VMAAnon}
-	f := &image.VMA{Start: 0x40000, End: 0x40000 + 2*pg, Perms: "rw-p", Kind: image.VMAFile, Name: "/lib/x", Inode: 9, Offset: 0x2000}
+	f := &image.VMA{Start: 0x40000, End: 0x40000 + 4*pg, Perms: "rw-p", Kind: image.VMAFile, Name: "/lib/x", Inode: 9, Offset: 0x1000}
 	tt := &taskTrack{pid: 7, prev: prev,
-		written: map[*image.VMA][]bool{v: {false, false, true, false, false, false, false, false}, f: {false, false}},
+		written: map[*image.VMA][]bool{v: {false, false, true, false, false, false, false, false}, f: make([]bool, 4)},
 		reused:  map[*image.VMA][]image.PageRef{}}
 	tr := &Tracking{tasks: map[int]*taskTrack{7: tt}, report: &TrackReport{}}
-	got := tr.pick(7, v, []uint32{0, 1, 2, 4, 5, 6})
+	present := func(a, b uint64, cat uint64) wptrack.Region { return wptrack.Region{Start: a, End: b, Categories: cat} }
+	got := tr.choose(tt, v, []wptrack.Region{
+		present(v.Start, v.Start+3*pg, wptrack.PagePresent),
+		present(v.Start+4*pg, v.Start+7*pg, wptrack.PagePresent),
+		present(v.Start+7*pg, v.End, wptrack.PagePresent|wptrack.PagePFNZero),
+	})
 	if want := []uint32{2, 6}; !slices.Equal(got, want) {
 		t.Fatalf("read %v, want %v", got, want)
 	}
@@ -40,35 +50,28 @@ func TestTrackPick(t *testing.T) {
 	if !slices.Equal(tt.reused[v], wantRefs) {
 		t.Fatalf("kept %v, want %v", tt.reused[v], wantRefs)
 	}
-	if got := tr.pick(7, f, []uint32{1}); !slices.Equal(got, []uint32{1}) {
+	// File mapping: page 0 the file's, 1 kept, 2 swapped (or a marker): read.
+	got = tr.choose(tt, f, []wptrack.Region{
+		present(f.Start, f.Start+pg, wptrack.PagePresent|wptrack.PageFile),
+		present(f.Start+pg, f.Start+2*pg, wptrack.PagePresent),
+		present(f.Start+2*pg, f.Start+3*pg, wptrack.PageSwapped),
+	})
+	if !slices.Equal(got, []uint32{2}) || !slices.Equal(tt.reused[f], []image.PageRef{{Index: 1, Hash: hashOf(9)}}) {
+		t.Fatalf("file vma: read %v kept %v, want [2] and page 1", got, tt.reused[f])
+	}
+	// Moved to another offset: not the same mapping, read.
+	f.Offset = 0x2000
+	tt.reused[f] = nil
+	if got := tr.choose(tt, f, []wptrack.Region{present(f.Start+pg, f.Start+2*pg, wptrack.PagePresent)}); !slices.Equal(got, []uint32{1}) {
 		t.Fatalf("file vma at another offset: read %v, want [1]", got)
 	}
+	// The copied pages and the kept ones, merged in index order.
 	v.Pages = []image.PageRef{{Index: 2, Hash: hashOf(3)}, {Index: 6, Hash: hashOf(4)}}
+	delete(tt.reused, f)
 	var st image.Stats
 	tr.addReused(&st)
 	want := []image.PageRef{{Index: 0, Hash: hashOf(1)}, {Index: 2, Hash: hashOf(3)}, {Index: 5, Hash: hashOf(5)}, {Index: 6, Hash: hashOf(4)}}
 	if !slices.Equal(v.Pages, want) || st.PagesTotal != 2 {
 		t.Fatalf("page table %v (+%d), want %v (+2)", v.Pages, st.PagesTotal, want)
-	}
-	// The same in runs: refs walks the previous vmas a stretch at a time.
-	cur := prevCursor{vmas: prev.VMAs, v: v}
-	var runs []image.PageRef
-	var ends []uint64
-	for a := v.Start; a < v.End; {
-		next, refs, covered := cur.refs(a, v.End)
-		if covered {
-			runs = append(runs, refs...)
-		}
-		ends = append(ends, next)
-		a = next
-	}
-	wantRuns := []image.PageRef{{Index: 0, Hash: hashOf(1)}, {Index: 2, Hash: hashOf(2)}, {Index: 5, Hash: hashOf(5)}}
-	if !slices.Equal(runs, wantRuns) || !slices.Equal(ends, []uint64{0x10000 + 3*pg, 0x10000 + 6*pg, v.End}) {
-		t.Fatalf("refs %v ending at %x, want %v", runs, ends, wantRuns)
-	}
-	// A process without a previous checkpoint: everything read.
-	tr.tasks[8] = &taskTrack{pid: 8}
-	if got := tr.pick(8, v, []uint32{0, 3}); !slices.Equal(got, []uint32{0, 3}) {
-		t.Fatalf("untracked process: read %v", got)
 	}
 }
