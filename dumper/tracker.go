@@ -360,9 +360,8 @@ func startTracker(exe string, args []string, sock string, st TrackerState, fds [
 	cmd.Args[0] = "ckptfs"
 	cmd.Dir = "/"
 	cmd.Stdin, cmd.Stdout = stateFile, readyW
-	if os.Getenv("CKPTFS_TRACKER_DEBUG") != "" {
-		cmd.Stderr = os.Stderr
-	}
+	// Stderr stays /dev/null: the tracker outlives the dump and must not
+	// hold the caller's terminal or pipe open.
 	cmd.ExtraFiles = files // fds 3...
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
 	err = cmd.Start()
