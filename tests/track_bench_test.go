@@ -60,9 +60,9 @@ func BenchmarkTrackedRedump4GiB(b *testing.B) {
 		dumpFigured(b, store, pid, "--track")
 		pages := mib * 256 / 100
 		h.touch(b, pages)
-		plain := dumpFigured(b, store, pid)
+		plain := dumpFigured(b, store, pid, "-v")
 		h.touch(b, pages) // the same pages again: 1% written since the tracked dump
-		tracked := dumpFigured(b, store, pid, "--track")
+		tracked := dumpFigured(b, store, pid, "--track", "-v")
 		if !strings.Contains(tracked.said, "unwritten pages taken from") {
 			b.Fatalf("the tracked dump did not track:\n%s", tracked.said)
 		}
