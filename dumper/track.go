@@ -70,7 +70,7 @@ type taskTrack struct {
 	ufd     int         // our copy of its userfaultfd, -1: none
 	prev    *image.Task // its previous checkpoint (nil: read in full)
 	written map[*image.VMA][]bool
-	reused  map[*image.VMA][]image.PageRef
+	reused  map[*image.VMA][][]image.PageRef // runs, ascending; may share the previous checkpoint's arrays
 }
 
 // OpenTracking takes over the tracking of the tree rooted at root from its
@@ -275,7 +275,7 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 			return err
 		}
 		tt := &taskTrack{pid: ft.pid, start: start, ufd: -1,
-			written: map[*image.VMA][]bool{}, reused: map[*image.VMA][]image.PageRef{}}
+			written: map[*image.VMA][]bool{}, reused: map[*image.VMA][][]image.PageRef{}}
 		t.tasks[ft.pid] = tt
 		if h, ok := t.fds[ft.pid]; ok {
 			delete(t.fds, ft.pid)

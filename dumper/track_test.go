@@ -35,7 +35,7 @@ func TestTrackChoose(t *testing.T) {
 	f := &image.VMA{Start: 0x40000, End: 0x40000 + 4*pg, Perms: "rw-p", Kind: image.VMAFile, Name: "/lib/x", Inode: 9, Offset: 0x1000}
 	tt := &taskTrack{pid: 7, prev: prev,
 		written: map[*image.VMA][]bool{v: {false, false, true, false, false, false, false, false}, f: make([]bool, 4)},
-		reused:  map[*image.VMA][]image.PageRef{}}
+		reused:  map[*image.VMA][][]image.PageRef{}}
 	tr := &Tracking{tasks: map[int]*taskTrack{7: tt}, report: &TrackReport{}}
 	present := func(a, b uint64, cat uint64) wptrack.Region { return wptrack.Region{Start: a, End: b, Categories: cat} }
 	got := tr.choose(tt, v, []wptrack.Region{
@@ -47,8 +47,8 @@ func TestTrackChoose(t *testing.T) {
 		t.Fatalf("read %v, want %v", got, want)
 	}
 	wantRefs := []image.PageRef{{Index: 0, Hash: hashOf(1)}, {Index: 5, Hash: hashOf(5)}}
-	if !slices.Equal(tt.reused[v], wantRefs) {
-		t.Fatalf("kept %v, want %v", tt.reused[v], wantRefs)
+	if got := joinRuns(tt.reused[v]); !slices.Equal(got, wantRefs) {
+		t.Fatalf("kept %v, want %v", got, wantRefs)
 	}
 	// File mapping: page 0 the file's, 1 kept, 2 swapped (or a marker): read.
 	got = tr.choose(tt, f, []wptrack.Region{
@@ -56,8 +56,8 @@ func TestTrackChoose(t *testing.T) {
 		present(f.Start+pg, f.Start+2*pg, wptrack.PagePresent),
 		present(f.Start+2*pg, f.Start+3*pg, wptrack.PageSwapped),
 	})
-	if !slices.Equal(got, []uint32{2}) || !slices.Equal(tt.reused[f], []image.PageRef{{Index: 1, Hash: hashOf(9)}}) {
-		t.Fatalf("file vma: read %v kept %v, want [2] and page 1", got, tt.reused[f])
+	if kept := joinRuns(tt.reused[f]); !slices.Equal(got, []uint32{2}) || !slices.Equal(kept, []image.PageRef{{Index: 1, Hash: hashOf(9)}}) {
+		t.Fatalf("file vma: read %v kept %v, want [2] and page 1", got, kept)
 	}
 	// Moved to another offset: not the same mapping, read.
 	f.Offset = 0x2000

@@ -90,7 +90,11 @@ func (t *Tracking) choose(tt *taskTrack, v *image.VMA, regions []wptrack.Region)
 					}
 					continue
 				}
-				tt.reused[v] = append(tt.reused[v], refs...)
+				if len(refs) > 0 {
+					// A run, not a copy: nothing is allocated per page
+					// while the tree is frozen (addReused joins them).
+					tt.reused[v] = append(tt.reused[v], refs)
+				}
 				i = n
 			}
 		}
@@ -173,15 +177,30 @@ func sameMapping(pv, v *image.VMA) bool {
 }
 
 // addReused puts the pages taken from the previous checkpoint into the
-// page tables, in index order, once the copied ones are there.
+// page tables, in index order, once the copied ones are there (after the
+// tree is released).
 func (t *Tracking) addReused(stats *image.Stats) {
 	for _, tt := range t.tasks {
-		for v, refs := range tt.reused {
+		for v, runs := range tt.reused {
+			refs := joinRuns(runs)
 			v.Pages = mergeRefs(v.Pages, refs)
 			stats.PagesTotal += int64(len(refs))
 			t.report.PagesReferenced += int64(len(refs))
 		}
 	}
+}
+
+// joinRuns concatenates ascending runs into one new list.
+func joinRuns(runs [][]image.PageRef) []image.PageRef {
+	n := 0
+	for _, r := range runs {
+		n += len(r)
+	}
+	out := make([]image.PageRef, 0, n)
+	for _, r := range runs {
+		out = append(out, r...)
+	}
+	return out
 }
 
 // mergeRefs merges two page lists in ascending index order.
