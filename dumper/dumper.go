@@ -43,6 +43,17 @@ type Options struct {
 	// at between steps, never in the middle of one. Nil: never.
 	Abort <-chan struct{}
 
+	// Track, if set, makes the dump copy only the pages written since the
+	// checkpoint the tracking follows and arms write-protection for the
+	// next one (track.go). A failed dump drops it.
+	Track *Tracking
+
+	// PreCopy (with Track): a pass of a pre-copy migration. The tree is
+	// frozen only to collect it and arm tracking; memory is copied while
+	// it runs, its pages stored and nothing committed: the next dump with
+	// the same Track reads only what was written since.
+	PreCopy bool
+
 	// FailAfterPages makes the dump fail after storing that many pages: a
 	// fault injected by tests to show a failed dump harms nothing.
 	FailAfterPages int64
@@ -53,6 +64,7 @@ type Result struct {
 	Checkpoint *image.Checkpoint
 	Freeze     time.Duration // first stop to last thread released
 	Elapsed    time.Duration
+	Track      *TrackReport // what tracking did (nil: not tracked)
 }
 
 // ErrNoProcess says the pid does not exist.
@@ -63,6 +75,9 @@ var ErrAborted = errors.New("dump aborted")
 
 // Dump checkpoints the tree rooted at pid into repo.
 func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
+	if opts.PreCopy && (opts.Track == nil || opts.Kill) {
+		return nil, fmt.Errorf("dump %d: a pre-copy pass needs tracking and no --kill", pid)
+	}
 	if opts.MemoryBudget == 0 {
 		opts.MemoryBudget = DefaultMemoryBudget
 	}
@@ -101,9 +116,17 @@ func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 	}()
 	err := <-done
 	if err != nil {
+		if opts.Track != nil {
+			// Its re-arm may have cleared what this dump did not keep.
+			opts.Track.drop(fmt.Sprintf("the previous tracked dump failed (%v)", err))
+		}
 		return nil, err
 	}
-	return &Result{Checkpoint: d.ckpt, Freeze: d.freeze, Elapsed: time.Since(start)}, nil
+	res := &Result{Checkpoint: d.ckpt, Freeze: d.freeze, Elapsed: time.Since(start)}
+	if opts.Track != nil {
+		res.Track = opts.Track.report
+	}
+	return res, nil
 }
 
 type dump struct {
@@ -154,7 +177,15 @@ func (d *dump) run() (err error) {
 		case <-copying:
 		}
 	}()
-	if err := mem.prefault(anonBytes(pids)); err != nil {
+	tr := d.opts.Track
+	want := int64(0)
+	if tr != nil {
+		tr.loadPrevious(d.repo)
+		want = tr.estimate(pids)
+	} else {
+		want = anonBytes(pids)
+	}
+	if err := mem.prefault(want); err != nil {
 		return err
 	}
 	d.logf("buffers prefaulted")
@@ -212,6 +243,16 @@ func (d *dump) run() (err error) {
 		return err
 	}
 
+	if tr != nil {
+		if err := tr.prepare(tree, c, mem); err != nil { // track.go
+			return err
+		}
+		d.logf("written pages found, tracking armed")
+	}
+	if d.opts.PreCopy {
+		release()
+		d.logf("tree released (pre-copy: memory is copied while it runs)")
+	}
 	for i, ft := range tree.tasks {
 		if ft.zombie {
 			continue // no memory left
@@ -237,7 +278,15 @@ func (d *dump) run() (err error) {
 	if err := mem.wait(); err != nil {
 		return err
 	}
+	if tr != nil {
+		tr.addReused(&mem.stats)
+	}
 	c.Stats = mem.stats
+	if d.opts.PreCopy {
+		tr.prev = c // the next pass reads only what was written since
+		d.logf("pages stored (pre-copy pass, not committed)")
+		return nil
+	}
 	testhold.At("commit")
 	if err := d.aborted(); err != nil {
 		return err // the pages stored are orphans that gc removes
@@ -248,6 +297,9 @@ func (d *dump) run() (err error) {
 	}
 	d.report(PhaseCommit, 1, 1)
 	d.logf("pages stored, committed")
+	if tr != nil {
+		tr.committed(c)
+	}
 	if d.opts.Kill {
 		tree.kill()
 	}

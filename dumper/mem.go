@@ -80,6 +80,14 @@ type memCopier struct {
 	// offsets already read from it: a page mapped by several processes is
 	// copied once.
 	objectRead map[string]map[int64]bool
+
+	// Tracked dumps (track*.go): tracked says a vma's written pages are
+	// known, trackedPages lists the pages of it to read (the rest is taken
+	// from the previous checkpoint); pick sees the pages of every other
+	// private vma and returns those to read.
+	pick         func(pid int, v *image.VMA, idx []uint32) []uint32
+	tracked      func(pid int, v *image.VMA) bool
+	trackedPages func(pid int, v *image.VMA) ([]uint32, error)
 }
 
 func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
@@ -260,6 +268,11 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 			}
 			idx = m.firstReads(v, idx)
+		} else if m.tracked != nil && m.tracked(pid, v) {
+			// trackpages.go: the written pages, from PAGEMAP_SCAN
+			if idx, err = m.trackedPages(pid, v); err != nil {
+				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+			}
 		} else {
 			if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
@@ -268,6 +281,9 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				if wantPage(v, e) {
 					idx = append(idx, uint32(i))
 				}
+			}
+			if m.pick != nil {
+				idx = m.pick(pid, v, idx)
 			}
 		}
 		if len(idx) > 0 {

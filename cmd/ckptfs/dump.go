@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -38,6 +39,10 @@ type dumpFlags struct {
 	store, name   string
 	kill, verbose bool
 	memBudget     int64 // MiB
+
+	track, preCopy bool          // track.go
+	every          time.Duration // --every (front only)
+	keepLast       int
 }
 
 func (f *dumpFlags) add(cmd *cobra.Command) {
@@ -46,6 +51,7 @@ func (f *dumpFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.kill, "kill", false, "kill the tree after a successful dump (migration)")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "print the duration of every phase on stderr")
 	cmd.Flags().Int64Var(&f.memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
+	addTrackFlags(cmd, f)
 }
 
 func (f *dumpFlags) args() []string {
@@ -56,7 +62,7 @@ func (f *dumpFlags) args() []string {
 	if f.verbose {
 		a = append(a, "--verbose")
 	}
-	return a
+	return append(a, f.trackArgs()...)
 }
 
 // check refuses flags the dump cannot use, before anything is started.
@@ -69,7 +75,7 @@ func (f *dumpFlags) check() error {
 	if f.memBudget < 0 {
 		return fmt.Errorf("--mem-budget %d: must be at least 0", f.memBudget)
 	}
-	return nil
+	return f.checkTrack()
 }
 
 func parsePid(s string) (int, error) {
@@ -95,7 +101,7 @@ const (
 func init() {
 	var f dumpFlags
 	cmd := &cobra.Command{
-		Use:   "dump [-s STORE] [--name NAME] [--kill] [-v] [--mem-budget MIB] PID",
+		Use:   "dump [-s STORE] [--name NAME] [--kill] [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
 		Long: `dump seizes every thread of the process tree rooted at PID with ptrace (the
 program sees no signal), records registers, memory, files and the rest, stores
@@ -117,6 +123,9 @@ the checkpoint id.`,
 			}
 			if err := f.check(); err != nil {
 				return err
+			}
+			if f.every > 0 {
+				os.Exit(runEvery(f, args[0]))
 			}
 			argv := append([]string{"dump-tracer", "--control-fd", "3"}, globalArgs()...)
 			code := runDumpTracer(append(append(argv, f.args()...), "--", args[0]))
@@ -161,7 +170,10 @@ the checkpoint id.`,
 // runDumpTracer starts the tracer in a session of its own with the given
 // arguments, passes SIGINT and SIGTERM on to it, and returns the exit
 // status the front should have: the tracer's.
-func runDumpTracer(argv []string) int {
+func runDumpTracer(argv []string) int { return runDumpTracerTo(argv, os.Stdout) }
+
+// runDumpTracerTo is runDumpTracer with the tracer's stdout going to stdout.
+func runDumpTracerTo(argv []string, stdout io.Writer) int {
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ckptfs: dump:", err)
@@ -176,7 +188,7 @@ func runDumpTracer(argv []string) int {
 	}
 	t := exec.Command("/proc/self/exe", argv...)
 	t.Args[0] = "ckptfs"
-	t.Stdin, t.Stdout, t.Stderr = devnull, os.Stdout, os.Stderr
+	t.Stdin, t.Stdout, t.Stderr = devnull, stdout, os.Stderr
 	t.ExtraFiles = []*os.File{ctlR} // fd 3
 	t.SysProcAttr = &unix.SysProcAttr{Setsid: true}
 	err = t.Start()
@@ -334,7 +346,7 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 	}
 	ui := newProgress()
 	opts.OnProgress = ui.update
-	res, err := dumper.Dump(repo, pid, opts)
+	res, err := dumpTracked(f, repo, pid, opts) // track.go
 	ui.finish()
 	if err != nil {
 		return err

@@ -1,0 +1,337 @@
+package dumper
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/wptrack"
+)
+
+// Write tracking (dump --track). After a tracked dump, the private
+// writable memory of every process of the tree is write-protected through
+// an async userfaultfd (wptrack): created in the process by an injected
+// userfaultfd(2), taken with pidfd_getfd, closed in the process again,
+// registered and protected from here, and held by a tracker (tracker.go).
+// The next tracked dump takes the fds over, asks PAGEMAP_SCAN, while the
+// tree is frozen, which pages were written since (re-protecting them in
+// the same walk) and copies only those; every other saved page keeps the
+// hash the previous checkpoint recorded for that address. Anything that
+// breaks the chain makes that part be read in full, and says so: no
+// tracker, another process under the pid (start time), a process new to
+// the tree, a vma that is new, moved or no longer registered (VmFlags
+// "uw"), the previous checkpoint gone. The program sees no fd, no
+// mapping and no signal.
+
+// Tracking is the write tracking of one tree, carried from dump to dump.
+// A failed dump drops it (its re-arm may have cleared what was written):
+// the next dump reads everything.
+type Tracking struct {
+	dir  string
+	root int
+
+	fds    map[int]heldFD    // pid → our copy of its userfaultfd
+	prevID string            // the checkpoint protection was armed after
+	prev   *image.Checkpoint // that checkpoint with its page tables (nil: not loaded or none)
+	lost   string            // why what the tracker had cannot be used
+
+	tasks  map[int]*taskTrack // the dump in progress
+	report *TrackReport
+}
+
+type heldFD struct {
+	fd    int
+	start uint64
+}
+
+// TrackReport says what tracking did in one dump.
+type TrackReport struct {
+	Previous        string   // checkpoint the unwritten pages were taken from ("": none)
+	PagesCopied     int64    // pages read from the tree
+	PagesReferenced int64    // saved pages taken from Previous without reading them
+	FullProcesses   int      // processes read in full
+	FullVMAs        int      // vmas of tracked processes read in full (new, moved)
+	Notes           []string // why parts were read in full, one line each
+	Armed           int      // processes write-protected after this dump
+}
+
+// taskTrack is one process in a tracked dump.
+type taskTrack struct {
+	pid     int
+	start   uint64
+	ufd     int         // our copy of its userfaultfd, -1: none
+	prev    *image.Task // its previous checkpoint (nil: read in full)
+	written map[*image.VMA][]bool
+	reused  map[*image.VMA][][]image.PageRef // runs, ascending; may share the previous checkpoint's arrays
+}
+
+// OpenTracking takes over the tracking of the tree rooted at root from its
+// tracker under dir (STORE/track), if one holds it; otherwise, or if what
+// it holds cannot be used, the next dump reads everything (Reason says
+// why) and starts tracking afresh.
+func OpenTracking(dir string, root int) *Tracking {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs // the tracker runs in /
+	}
+	t := &Tracking{dir: dir, root: root, fds: map[int]heldFD{}}
+	st, fds, err := askTracker(TrackerSocket(dir, root), true)
+	switch {
+	case errors.Is(err, errNoTracker):
+		t.lost = fmt.Sprintf("no tracker holds process %d (first tracked dump, or tracking ended)", root)
+		return t
+	case err != nil:
+		t.lost = err.Error()
+		return t
+	case st.Root != root:
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		t.lost = fmt.Sprintf("the tracker at %s tracks process %d", TrackerSocket(dir, root), st.Root)
+		return t
+	}
+	for i, task := range st.Tasks {
+		t.fds[task.PID] = heldFD{fds[i], task.Start}
+	}
+	t.prevID = st.Checkpoint
+	return t
+}
+
+// Reason says why the next dump cannot use what was tracked ("": it can).
+func (t *Tracking) Reason() string { return t.lost }
+
+// Close drops every fd this process holds: protection ends unless a
+// tracker holds copies (Hold).
+func (t *Tracking) Close() {
+	for pid, h := range t.fds {
+		unix.Close(h.fd)
+		delete(t.fds, pid)
+	}
+}
+
+// drop forgets what was tracked: after a failed dump it may be wrong.
+func (t *Tracking) drop(why string) {
+	for _, tt := range t.tasks { // taken out of t.fds while the dump ran
+		if h, held := t.fds[tt.pid]; tt.ufd >= 0 && (!held || h.fd != tt.ufd) {
+			unix.Close(tt.ufd)
+		}
+	}
+	t.tasks = nil
+	t.Close()
+	t.prev, t.prevID, t.lost = nil, "", why
+}
+
+// Hold hands the fds to a new tracker process (exe with args, then
+// --socket and --fds), so protection outlives this process, and closes
+// this process' copies. The state it holds names the last checkpoint.
+func (t *Tracking) Hold(exe string, args []string) error {
+	defer t.Close()
+	if len(t.fds) == 0 {
+		return errors.New("nothing is tracked")
+	}
+	if t.prevID == "" {
+		return errors.New("no committed checkpoint to track from")
+	}
+	st := TrackerState{Root: t.root, Checkpoint: t.prevID}
+	var fds []int
+	for pid, h := range t.fds {
+		st.Tasks = append(st.Tasks, TrackedTask{PID: pid, Start: h.start})
+		fds = append(fds, h.fd)
+	}
+	return startTracker(exe, args, TrackerSocket(t.dir, t.root), st, fds)
+}
+
+// loadPrevious loads the checkpoint protection was armed after (before
+// the tree is frozen: its page tables can be large).
+func (t *Tracking) loadPrevious(repo dedup.Repo) {
+	if t.prev != nil || t.prevID == "" || len(t.fds) == 0 {
+		return
+	}
+	c, err := repo.Load(t.prevID)
+	if err != nil {
+		t.lost = fmt.Sprintf("the checkpoint tracking was armed after (%s) cannot be loaded: %v", t.prevID, err)
+		t.prevID = ""
+		return
+	}
+	t.prev = c
+}
+
+// estimate is what a dump of pids will copy, for the prefault: for a
+// tracked process only the pages written since (a scan that changes
+// nothing), for the others their anonymous memory.
+func (t *Tracking) estimate(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		if _, ok := t.fds[pid]; !ok || t.prev == nil {
+			total += anonBytes([]int{pid})
+			continue
+		}
+		total += writtenBytes(pid)
+	}
+	return total
+}
+
+// writtenBytes counts the bytes written since protection in pid's
+// registered vmas (an unpopulated page may count: it is an estimate),
+// from /proc/<pid>/maps (smaps would walk every page table).
+func writtenBytes(pid int) int64 {
+	maps, err := proc.Read(pid, "maps")
+	if err != nil {
+		return 0
+	}
+	pm, err := os.Open(proc.Path(pid, "pagemap"))
+	if err != nil {
+		return 0
+	}
+	defer pm.Close()
+	var n int64
+	for line := range strings.Lines(string(maps)) {
+		var start, end uint64
+		var perms string
+		if _, err := fmt.Sscanf(line, "%x-%x %s", &start, &end, &perms); err != nil || !strings.HasSuffix(perms, "p") {
+			continue
+		}
+		regions, err := wptrack.Written(int(pm.Fd()), start, end, false)
+		if err != nil {
+			continue // not registered
+		}
+		for _, r := range regions {
+			n += int64(r.End - r.Start)
+		}
+	}
+	return n
+}
+
+// trackable says whether v's pages can be tracked: private memory whose
+// pages a dump saves (anonymous, or the anonymous copies of a private
+// file mapping).
+func trackable(v *image.VMA) bool {
+	return !v.Shared() && saveContents(v) && v.Kind != image.VMAVdso
+}
+
+func registered(v *image.VMA) bool { return slices.Contains(v.Flags, "uw") }
+
+// startTime is field 22 of /proc/<pid>/stat.
+func startTime(pid int) (uint64, error) {
+	b, err := proc.Read(pid, "stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 20 {
+		return 0, fmt.Errorf("process %d: short stat", pid)
+	}
+	var v uint64
+	if _, err := fmt.Sscan(f[19], &v); err != nil {
+		return 0, fmt.Errorf("process %d: start time %q: %w", pid, f[19], err)
+	}
+	return v, nil
+}
+
+func (t *Tracking) note(format string, args ...any) {
+	if len(t.report.Notes) < 8 {
+		t.report.Notes = append(t.report.Notes, fmt.Sprintf(format, args...))
+	}
+}
+
+// prepare runs while the tree is frozen, after collection: it matches
+// every process with what was tracked, asks which pages were written
+// (re-arming protection), arms processes and vmas not tracked yet, and
+// makes mem copy only what must be read.
+func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier) error {
+	t.report = &TrackReport{}
+	if t.prev != nil {
+		t.report.Previous = t.prev.ID
+		if t.prev.ID == "" {
+			t.report.Previous = "the last pre-copy pass"
+		}
+	}
+	if t.lost != "" {
+		t.note("%s: all memory read", t.lost)
+	}
+	prevTasks := map[int]*image.Task{}
+	if t.prev != nil {
+		for _, pt := range t.prev.Tasks {
+			prevTasks[pt.PID] = pt
+		}
+	}
+	t.tasks = map[int]*taskTrack{}
+	var arm []int // tasks to create a userfaultfd in
+	for i, ft := range tree.tasks {
+		if ft.zombie {
+			continue
+		}
+		task := c.Tasks[i]
+		start, err := startTime(ft.pid)
+		if err != nil {
+			return err
+		}
+		tt := &taskTrack{pid: ft.pid, start: start, ufd: -1,
+			written: map[*image.VMA][]bool{}, reused: map[*image.VMA][][]image.PageRef{}}
+		t.tasks[ft.pid] = tt
+		if h, ok := t.fds[ft.pid]; ok {
+			delete(t.fds, ft.pid)
+			if h.start == start {
+				tt.ufd = h.fd
+			} else {
+				unix.Close(h.fd)
+				t.note("process %d is not the process that was tracked (pid reused): read in full", ft.pid)
+			}
+		} else if t.prev != nil {
+			t.note("process %d is new to the tree or was not tracked: read in full", ft.pid)
+		}
+		if tt.ufd >= 0 {
+			tt.prev = prevTasks[ft.pid]
+			if err := tt.scan(task); err != nil {
+				t.note("process %d: %v: read in full", ft.pid, err)
+				tt.prev = nil
+			}
+			if len(tt.written) == 0 {
+				// Nothing of it is registered any more: it ran execve
+				// (the fd serves the address space it left). Start over.
+				unix.Close(tt.ufd)
+				tt.ufd, tt.prev = -1, nil
+				t.note("process %d has a new address space (execve): read in full", ft.pid)
+			}
+		}
+		if tt.ufd < 0 {
+			arm = append(arm, i)
+		}
+		if tt.prev == nil {
+			t.report.FullProcesses++
+		}
+	}
+	// What is left belongs to processes that are gone.
+	for pid, h := range t.fds {
+		unix.Close(h.fd)
+		delete(t.fds, pid)
+	}
+	t.createUffds(tree, c, arm)
+	for i, ft := range tree.tasks {
+		if tt := t.tasks[ft.pid]; tt != nil && tt.ufd >= 0 && !ft.zombie {
+			t.protectNew(tt, c.Tasks[i])
+		}
+	}
+	// "uw" is ours, not the program's: the image does not show it.
+	for _, task := range c.Tasks {
+		for _, v := range task.VMAs {
+			v.Flags = slices.DeleteFunc(v.Flags, func(f string) bool { return f == "uw" })
+		}
+	}
+	mem.pick, mem.tracked, mem.trackedPages = t.countFull, t.isTracked, t.pages
+	return nil
+}
+
+// committed records c as the checkpoint protection now follows.
+func (t *Tracking) committed(c *image.Checkpoint) {
+	t.prev, t.prevID, t.lost = c, c.ID, ""
+	t.tasks = nil
+}
