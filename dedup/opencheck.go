@@ -198,19 +198,19 @@ func checkManifest(dir string, f badgerFiles) error {
 	path := filepath.Join(dir, badger.ManifestFilename)
 	fp, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("Badger MANIFEST: %w", err)
+		return fmt.Errorf("the Badger MANIFEST: %w", err)
 	}
 	defer fp.Close()
 	st, err := fp.Stat()
 	if err != nil {
-		return fmt.Errorf("Badger MANIFEST: %w", err)
+		return fmt.Errorf("the Badger MANIFEST: %w", err)
 	}
 	m, end, err := badger.ReplayManifestFile(fp, 0, badger.DefaultOptions(dir))
 	if err != nil {
-		return fmt.Errorf("Badger MANIFEST is damaged: %w", err)
+		return fmt.Errorf("the Badger MANIFEST is damaged: %w", err)
 	}
 	if end < st.Size() {
-		return fmt.Errorf("Badger MANIFEST is damaged at offset %d of %d", end, st.Size())
+		return fmt.Errorf("the Badger MANIFEST is damaged at offset %d of %d", end, st.Size())
 	}
 	have := map[uint64]bool{}
 	for _, t := range f.tables {

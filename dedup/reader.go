@@ -120,8 +120,3 @@ func (r *sharedReader) enable() {
 	r.disabled--
 }
 
-// reset discards the shared transaction (the next ReadPage starts another).
-func (r *sharedReader) reset() {
-	r.disable()
-	r.enable()
-}

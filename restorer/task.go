@@ -392,8 +392,6 @@ func eintrByDump(t *image.Task, th *image.Thread) bool {
 	return image.EINTRByFreeze(&th.Regs) && len(th.Pending) == 0 && len(t.SharedPending) == 0
 }
 
-const atFDCWD = uint64(0xffffffffffffff9c) // AT_FDCWD as a register value
-
 // trimAuxv cuts auxv after its AT_NULL entry.
 func trimAuxv(a []byte) []byte {
 	for i := 0; i+16 <= len(a); i += 16 {
