@@ -58,7 +58,9 @@ const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 // copy of one) and returns the root pid once every process runs on its own.
 func Restore(dir string, opts Options) (int, error) {
 	start := time.Now()
-	c, err := image.Load(dir)
+	sp, why := openStorePages(dir) // pagesource.go
+	defer sp.close()
+	c, whyFiles, err := loadTree(dir, sp) // storemodel.go
 	if err != nil {
 		return 0, err
 	}
@@ -90,13 +92,16 @@ func Restore(dir string, opts Options) (int, error) {
 		}
 		defer r.ns.close()
 	}
+	if sp != nil && sp.tree != nil {
+		r.logf("checkpoint loaded from store %s", sp.store)
+	} else if whyFiles != "" {
+		r.logf("checkpoint loaded from the tree's files (%s)", whyFiles)
+	}
 	r.logf("loaded and checked")
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	r.logf("files opened as their tasks")
-	sp, why := openStorePages(dir) // pagesource.go
-	defer sp.close()
 	r.pages = sp
 	if sp != nil {
 		r.logf("page data from store %s", sp.store)
