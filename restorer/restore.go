@@ -190,6 +190,9 @@ func (r *restorer) run() error {
 	if len(r.tracers) > 1 {
 		r.logf("processes dealt to %d tracers", len(r.tracers))
 	}
+	if err := r.failpoint("dealt"); err != nil {
+		return err
+	}
 	if err := r.restoreTasks(); err != nil {
 		return err
 	}
