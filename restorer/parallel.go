@@ -96,7 +96,9 @@ func (r *restorer) dealTracers() error {
 		}
 	}
 	for len(r.tracers) < n {
-		r.tracers = append(r.tracers, inject.NewTracer())
+		tr := inject.NewTracer()
+		r.cpus.pinTracer(tr, len(r.tracers)) // affinity.go
+		r.tracers = append(r.tracers, tr)
 	}
 	r.tracerFor = map[*target]*inject.Tracer{}
 	var moved []*target
@@ -104,6 +106,9 @@ func (r *restorer) dealTracers() error {
 		if tr := r.tracers[i%n]; tr != r.tracers[0] {
 			r.tracerFor[p] = tr
 			moved = append(moved, p)
+			if r.cpus != nil {
+				r.cpus.pin(p.pid, r.cpus.cpu(i%n)) // with its tracer
+			}
 		}
 	}
 	if len(moved) == 0 {

@@ -120,12 +120,15 @@ func Restore(dir string, opts Options) (int, error) {
 		r.logf("pages verified")
 	}
 	r.tracers = []*inject.Tracer{inject.NewTracer()}
+	r.cpus = newCPUPlan() // affinity.go
+	r.cpus.pinTracer(r.tracers[0], 0)
 	err = r.run()
 	if err != nil {
 		// On the first tracer: wait4 reaps the tracees of every thread.
 		r.tracers[0].Do(func() error { r.killAll(); return nil })
 	}
 	for _, tr := range r.tracers {
+		r.cpus.unpinTracer(tr)
 		tr.Close()
 	}
 	if err != nil {
@@ -158,6 +161,7 @@ type restorer struct {
 	tracers     []*inject.Tracer
 	tracerFor   map[*target]*inject.Tracer
 	tableShared map[int]bool // pids whose fd table another task shares
+	cpus        *cpuPlan     // nil: no affinity set (affinity.go)
 	filesMu     sync.Mutex   // files' caches, read by every tracer
 	logMu       sync.Mutex
 }
@@ -208,6 +212,7 @@ func (r *restorer) run() error {
 	if err := r.tracers[0].Do(r.setForeground); err != nil { // session.go
 		return err
 	}
+	r.unpinTasks() // affinity.go
 	var errs []error
 	for _, p := range r.order {
 		if p.t.State == "T" || r.opts.LeaveStopped {
