@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestRestoreTreeKilledOnFailure fails the restore of a parent and its
@@ -50,6 +52,18 @@ func TestRestoreTreeKilledOnFailure(t *testing.T) {
 	restoreWithChildCleanup(t, root, child)
 	if !strings.Contains(log.String(), "processes dealt to 2 tracers") {
 		t.Errorf("restore log does not show two tracers:\n%s", log.String())
+	}
+	// Pinned to their tracers' CPUs while restored, released with the
+	// restorer's affinity (affinity.go).
+	var want unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []int{root, child} {
+		var got unix.CPUSet
+		if err := unix.SchedGetaffinity(pid, &got); err != nil || got != want {
+			t.Errorf("pid %d: affinity %v (%v), want the restorer's %v", pid, got, err, want)
+		}
 	}
 	p.waitTicks(t, 6)
 	for _, l := range p.ticks() {
