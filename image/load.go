@@ -39,7 +39,7 @@ func PagesPath(dir string, pid int, v *VMA) string {
 
 type loader struct {
 	dir     string
-	root    *treeRoot
+	root    treeReader
 	version int // tree format, from info
 	err     error
 }

@@ -77,7 +77,7 @@ func startPageScans(dir string, c *image.Checkpoint, sp *storePages) pageScans {
 			sem <- struct{}{}
 			defer func() { <-sem; close(s.done) }()
 			if sp != nil {
-				s.ranges, s.refs, s.err = scanStorePages(dir, t)
+				s.ranges, s.refs, s.err = scanStorePages(dir, t, sp.tree)
 				var n int64
 				for _, rs := range s.refs {
 					n += int64(len(rs)) * image.PageSize

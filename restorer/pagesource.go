@@ -33,6 +33,7 @@ import (
 type storePages struct {
 	store  string
 	client *dedup.Client
+	tree   *image.Dir // the rendering the model was loaded from (storemodel.go); nil: the mount's files
 }
 
 // openStorePages returns the store source for tree dir, or nil (and why,
@@ -218,16 +219,30 @@ func (s *storePages) fetchTask(t *image.Task, refs map[*image.VMA][]image.PageRe
 // scanStorePages is scanPages for a tree served from the store: the data
 // ranges of each vma fillMemory writes are the runs of its pagemap's
 // pages, and refs says which page goes where. The pages files are not
-// read.
-func scanStorePages(dir string, t *image.Task) (map[*image.VMA][][2]int64, map[*image.VMA][]image.PageRef, error) {
+// read; with the rendering the model was loaded from (tree), neither are
+// the pagemaps: their lines are the rendered vmas' pages.
+func scanStorePages(dir string, t *image.Task, tree *image.Dir) (map[*image.VMA][][2]int64, map[*image.VMA][]image.PageRef, error) {
 	ranges := map[*image.VMA][][2]int64{}
 	refs := map[*image.VMA][]image.PageRef{}
+	var rendered map[string]*image.VMA
+	if tree != nil {
+		var err error
+		if rendered, err = renderedVMAs(tree, t.PID); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, v := range t.VMAs {
 		if !filledVMA(v) {
 			continue
 		}
-		pagesPath := image.PagesPath(dir, t.PID, v)
-		rs, err := readPagemap(filepath.Join(filepath.Dir(pagesPath), "pagemap"), v)
+		var rs []image.PageRef
+		var err error
+		if tree != nil {
+			rs, err = renderedRefs(rendered[v.DirName()], v)
+		} else {
+			pagesPath := image.PagesPath(dir, t.PID, v)
+			rs, err = readPagemap(filepath.Join(filepath.Dir(pagesPath), "pagemap"), v)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", vmaName(t.PID, v), err)
 		}

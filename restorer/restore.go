@@ -73,7 +73,9 @@ func Restore(dir string, opts Options) (int, error) {
 	start := time.Now()
 	lazyStarted := startLazyAsync(opts, start) // lazy.go: while the tree loads
 	defer stopLazy(lazyStarted)
-	c, err := image.Load(dir)
+	sp, why := openStorePages(dir) // pagesource.go
+	defer sp.close()
+	c, whyFiles, err := loadTree(dir, sp) // storemodel.go
 	if err != nil {
 		return 0, err
 	}
@@ -105,13 +107,16 @@ func Restore(dir string, opts Options) (int, error) {
 		}
 		defer r.ns.close()
 	}
+	if sp != nil && sp.tree != nil {
+		r.logf("checkpoint loaded from store %s", sp.store)
+	} else if whyFiles != "" {
+		r.logf("checkpoint loaded from the tree's files (%s)", whyFiles)
+	}
 	r.logf("loaded and checked")
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	r.logf("files opened as their tasks")
-	sp, why := openStorePages(dir) // pagesource.go
-	defer sp.close()
 	r.pages = sp
 	if sp != nil {
 		r.logf("page data from store %s", sp.store)
@@ -141,14 +146,21 @@ func Restore(dir string, opts Options) (int, error) {
 	if r.lazy != nil {
 		r.logf("lazy page server pid %d started", r.lazy.pid)
 	}
-	tr := inject.NewTracer()
-	err = tr.Do(r.run)
+	r.tracers = []*inject.Tracer{inject.NewTracer()}
+	r.cpus = newCPUPlan() // affinity.go
+	r.cpus.pinTracer(r.tracers[0], 0)
+	err = r.run()
 	if err != nil {
-		tr.Do(func() error { r.killAll(); return nil })
+		// On the first tracer: wait4 reaps the tracees of every thread.
+		r.tracers[0].Do(func() error { r.killAll(); return nil })
+	}
+	for _, tr := range r.tracers {
+		r.cpus.unpinTracer(tr)
 		tr.Close()
+	}
+	if err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	tr.Close()
 	if r.lazy != nil {
 		if err := r.lazy.done(); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
@@ -180,6 +192,14 @@ type restorer struct {
 
 	progressMu sync.Mutex               // guards counters
 	counters   map[string]*phaseCounter // per phase, for OnProgress (progress.go)
+	// Tracer threads (parallel.go): the first creates every process;
+	// tracerFor says which traces each process from then on.
+	tracers     []*inject.Tracer
+	tracerFor   map[*target]*inject.Tracer
+	tableShared map[int]bool // pids whose fd table another task shares
+	cpus        *cpuPlan     // nil: no affinity set (affinity.go)
+	filesMu     sync.Mutex   // files' caches, read by every tracer
+	logMu       sync.Mutex
 }
 
 // storeFill says which vmas of task pid fillMemory reads from the store;
@@ -192,10 +212,76 @@ func (r *restorer) storeFill(pid int) (sf *storeFill, done func()) {
 	return &storeFill{src: r.pages, refs: r.scans.storeRefs(pid), data: data}, release
 }
 
-func (r *restorer) logf(format string, args ...any) { r.log.Printf(format, args...) }
+func (r *restorer) logf(format string, args ...any) {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
+	r.log.Printf(format, args...)
+}
 
-// run does the whole restore on the tracer thread.
+// run does the whole restore: processes created on the first tracer,
+// then restored on several (parallel.go).
 func (r *restorer) run() error {
+	if err := r.tracers[0].Do(r.create); err != nil {
+		return err
+	}
+	if err := r.dealTracers(); err != nil {
+		return err
+	}
+	if len(r.tracers) > 1 {
+		r.logf("processes dealt to %d tracers", len(r.tracers))
+	}
+	if err := r.failpoint("dealt"); err != nil {
+		return err
+	}
+	if err := r.restoreTasks(); err != nil {
+		return err
+	}
+	for _, p := range r.order {
+		if err := r.on(p, p.finish); err != nil {
+			return fmt.Errorf("task %d: %w", p.pid, err)
+		}
+	}
+	r.logf("registers set")
+	if err := r.failpoint("finished"); err != nil {
+		return err
+	}
+	if err := r.tracers[0].Do(r.setForeground); err != nil { // session.go
+		return err
+	}
+	r.unpinTasks() // affinity.go
+	var errs []error
+	for _, p := range r.order {
+		if p.t.State == "T" || r.opts.LeaveStopped {
+			// Stopped when dumped: SIGSTOP waits, pending, until the
+			// detach and stops the process before it runs anything.
+			if err := unix.Kill(p.pid, unix.SIGSTOP); err != nil {
+				errs = append(errs, fmt.Errorf("stop %d: %w", p.pid, err))
+			}
+		}
+	}
+	for _, p := range r.order {
+		r.on(p, func() error {
+			for _, tid := range p.tids {
+				if err := ptrace.Detach(tid, 0); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			return nil
+		})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := r.tracers[0].Do(r.releaseInit); err != nil { // pidns.go
+		return err
+	}
+	r.order = nil // released: nothing left to kill
+	return nil
+}
+
+// create starts the stub and creates every process from it, on the first
+// tracer.
+func (r *restorer) create() error {
 	if err := r.startStub(); err != nil {
 		return err
 	}
@@ -216,51 +302,7 @@ func (r *restorer) run() error {
 	r.stub.Wait()
 	r.stub = nil
 	r.logf("processes created")
-	if err := r.failpoint("created"); err != nil {
-		return err
-	}
-	for _, p := range r.order {
-		if err := r.restoreTask(p); err != nil {
-			return fmt.Errorf("task %d: %w", p.pid, err)
-		}
-	}
-	for _, p := range r.order {
-		if err := p.finish(); err != nil {
-			return fmt.Errorf("task %d: %w", p.pid, err)
-		}
-	}
-	r.logf("registers set")
-	if err := r.failpoint("finished"); err != nil {
-		return err
-	}
-	if err := r.setForeground(); err != nil { // session.go
-		return err
-	}
-	var errs []error
-	for _, p := range r.order {
-		if p.t.State == "T" || r.opts.LeaveStopped {
-			// Stopped when dumped: SIGSTOP waits, pending, until the
-			// detach and stops the process before it runs anything.
-			if err := unix.Kill(p.pid, unix.SIGSTOP); err != nil {
-				errs = append(errs, fmt.Errorf("stop %d: %w", p.pid, err))
-			}
-		}
-	}
-	for _, p := range r.order {
-		for _, tid := range p.tids {
-			if err := ptrace.Detach(tid, 0); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if err := r.releaseInit(); err != nil { // pidns.go
-		return err
-	}
-	r.order = nil // released: nothing left to kill
-	return nil
+	return r.failpoint("created")
 }
 
 // failAt makes a restore fail at a named point (tests of the cleanup).

@@ -34,6 +34,32 @@ type target struct {
 	// inNS: in a pid namespace the restore created, where the recorded
 	// inner ids are used and the restorer is not visible (pidns.go)
 	inNS bool
+	// pidfd of the restorer in the process while restoreMemory installs
+	// files (pullFD); open while hasPidfd
+	pidfd    uint64
+	hasPidfd bool
+}
+
+// pullFD is taskFD for restoreMemory's files (executable, mapped
+// files): one pidfd of the restorer serves every install, instead of a
+// pidfd_open and a close around each. dropPidfd closes it before the fds
+// are restored (they may be put at its number).
+func (p *target) pullFD(own int) (uint64, error) {
+	if !p.hasPidfd {
+		fd, err := p.restorerPidfd() // pidns.go
+		if err != nil {
+			return 0, err
+		}
+		p.pidfd, p.hasPidfd = fd, true
+	}
+	return p.sys(p.pid, unix.SYS_PIDFD_GETFD, p.pidfd, uint64(own), 0)
+}
+
+func (p *target) dropPidfd() {
+	if p.hasPidfd {
+		p.sys(p.pid, unix.SYS_CLOSE, p.pidfd)
+		p.hasPidfd = false
+	}
 }
 
 // sys injects a system call into thread tid of p at its `syscall; int3`
@@ -64,7 +90,22 @@ func (p *target) cstr(off uint64, s string) (uint64, error) {
 }
 
 func (r *restorer) restoreTask(p *target) error {
+	if err := r.restoreMemory(p); err != nil {
+		return err
+	}
+	if err := r.restoreFiles(p); err != nil {
+		return err
+	}
+	return r.restoreRest(p)
+}
+
+// restoreMemory is the first part of restoreTask: address space, memory,
+// mm fields and limits. It touches nothing but the task for a task without
+// shared memory (orderedTask): such tasks run it on several tracers at
+// once (parallel.go).
+func (r *restorer) restoreMemory(p *target) error {
 	t := p.t
+	defer p.dropPidfd()
 	if err := p.takeOverAddressSpace(); err != nil {
 		return err
 	}
@@ -105,14 +146,23 @@ func (r *restorer) restoreTask(p *target) error {
 	if err := p.setMM(); err != nil {
 		return err
 	}
-	if err := p.setLimits(); err != nil {
-		return err
+	return p.setLimits()
+}
+
+// restoreFiles is the part of restoreTask that depends on the tasks
+// before it: the fds (objects one task creates, others install). Tasks
+// run it one at a time, in restore order.
+func (r *restorer) restoreFiles(p *target) error {
+	if p.t.FilesOf == 0 { // else the table's owner restored it
+		return p.restoreFDs()
 	}
-	if t.FilesOf == 0 { // else the table's owner restored it
-		if err := p.restoreFDs(); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// restoreRest ends restoreTask: process state, signal handlers, threads,
+// pending signals, credentials and security, all the task's own.
+func (r *restorer) restoreRest(p *target) error {
+	t := p.t
 	if err := p.setProcessState(); err != nil {
 		return err
 	}
@@ -269,11 +319,11 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 				files[key] = fd
 			} else if !ok {
 				// Opened by the restorer as the task (preopen.go).
-				own, err := p.r.files.mappedFile(p.t, v)
+				own, err := p.r.sharedFiles(func() (int, error) { return p.r.files.mappedFile(p.t, v) })
 				if err != nil {
 					return err
 				}
-				if fd, err = p.taskFD(own); err != nil {
+				if fd, err = p.pullFD(own); err != nil {
 					return fmt.Errorf("vma %s: install %s: %w", v.DirName(), v.Name, err)
 				}
 				files[key] = fd
@@ -351,11 +401,11 @@ func (p *target) protectVMAs(ranges map[*image.VMA][][2]int64) error {
 // setMM restores the mm fields, auxv and exe link with PR_SET_MM_MAP.
 func (p *target) setMM() error {
 	t := p.t
-	own, err := p.r.files.exe(t) // opened as the task (preopen.go)
+	own, err := p.r.sharedFiles(func() (int, error) { return p.r.files.exe(t) }) // opened as the task (preopen.go)
 	if err != nil {
 		return err
 	}
-	exeFD, err := p.taskFD(own)
+	exeFD, err := p.pullFD(own)
 	if err != nil {
 		return fmt.Errorf("install executable %s: %w", t.Exe, err)
 	}
@@ -416,7 +466,7 @@ func (p *target) setLimits() error {
 // the task, preopen.go), root, umask, session and process group.
 func (p *target) setProcessState() error {
 	t := p.t
-	own, err := p.r.files.cwd(t)
+	own, err := p.r.sharedFiles(func() (int, error) { return p.r.files.cwd(t) })
 	if err != nil {
 		return err
 	}

@@ -122,6 +122,13 @@ func startC(t *testing.T, name string) *program {
 func restoreWithChild(t *testing.T, dir string, child int) int {
 	t.Helper()
 	root := restore(t, dir)
+	restoreWithChildCleanup(t, root, child)
+	return root
+}
+
+// restoreWithChildCleanup kills and reaps a restored root and its child
+// when the test ends.
+func restoreWithChildCleanup(t *testing.T, root, child int) {
 	t.Cleanup(func() {
 		unix.Kill(child, unix.SIGKILL)
 		unix.Kill(root, unix.SIGKILL)
@@ -129,7 +136,6 @@ func restoreWithChild(t *testing.T, dir string, child int) int {
 		unix.Wait4(root, &ws, 0, nil)
 		unix.Wait4(child, &ws, 0, nil)
 	})
-	return root
 }
 
 // TestKindTables: every fd kind the image knows is made by a restorer
