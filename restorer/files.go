@@ -21,6 +21,7 @@ type files struct {
 	exes   map[int]int    // task pid -> restorer fd on its executable
 	cwds   map[int]int    // task pid -> restorer O_PATH fd on its cwd
 	own    map[int]string // the restorer's fds at start (ownFDs)
+	handed handedFDs      // fds handed in with --inherit-fd (inheritfd.go)
 	open   []int          // fds to close when done
 	creds  credThreads    // threads with the tasks' credentials (taskcreds.go)
 }
@@ -53,6 +54,9 @@ func fdKey(pid int, f *image.FD) string {
 
 // source returns the restorer fd that fd f of task t becomes.
 func (fs *files) source(c *image.Checkpoint, t *image.Task, f *image.FD) (int, error) {
+	if n, ok := fs.handed.of(f); ok {
+		return n, nil
+	}
 	if inheritFD(c, t.PID, f, fs.own) {
 		return f.Num, nil
 	}
