@@ -22,13 +22,19 @@ type files struct {
 	cwds   map[int]int    // task pid -> restorer O_PATH fd on its cwd
 	own    map[int]string // the restorer's fds at start (ownFDs)
 	handed handedFDs      // fds handed in with --inherit-fd (inheritfd.go)
-	open   []int          // fds to close when done
-	creds  credThreads    // threads with the tasks' credentials (taskcreds.go)
+	// exitedPidfds are pidfds of an exited process, by O_NONBLOCK, and
+	// restoredPid maps a recorded pid to the restored process's pid as
+	// the restorer sees it (kind_pidfd.go).
+	exitedPidfds map[bool]int
+	restoredPid  func(pid int) (int, bool)
+	open         []int       // fds to close when done
+	creds        credThreads // threads with the tasks' credentials (taskcreds.go)
 }
 
 func newFiles(own map[int]string) *files {
 	return &files{byKey: map[string]int{}, objs: map[string]int{}, mapped: map[string]int{},
-		exes: map[int]int{}, cwds: map[int]int{}, own: own, creds: credThreads{}}
+		exes: map[int]int{}, cwds: map[int]int{}, own: own, creds: credThreads{},
+		exitedPidfds: map[bool]int{}, restoredPid: func(int) (int, bool) { return 0, false }}
 }
 
 func (fs *files) close() {

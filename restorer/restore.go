@@ -117,6 +117,15 @@ func Restore(dir string, opts Options) (int, error) {
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
+	if err := r.files.prepareExitedPidfd(c); err != nil { // kind_pidfd.go
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	r.files.restoredPid = func(pid int) (int, bool) {
+		if p, ok := r.procs[pid]; ok {
+			return p.pid, true
+		}
+		return 0, false
+	}
 	r.logf("files opened as their tasks")
 	sp, why := openStorePages(dir) // pagesource.go
 	defer sp.close()
