@@ -15,10 +15,12 @@ import (
 // startPeerless starts progs/peerless.c with fd 9 the read end of a pipe
 // whose write end the test holds (with queued written into it) and fd 10
 // the write end of a pipe whose read end the test holds, fd 11 a unix
-// stream socket connected to one the test holds (queued sent on it too):
-// every peer is outside the dumped tree. It returns the program and fd 9's
-// pipe inode.
-func startPeerless(t *testing.T, queued string) (*program, uint64) {
+// stream socket connected to one the test holds (queued sent on it too),
+// fd 12 the read end of a named FIFO the test writes queued into: every
+// peer is outside the dumped tree. The test's ends are closed once the
+// program is dumped (dumpPeerless). It returns the program and fd 9's pipe
+// inode.
+func startPeerless(t *testing.T, queued string) (*program, uint64, []*os.File) {
 	t.Helper()
 	bin := buildProg(t, "peerless")
 	dir := t.TempDir()
@@ -53,7 +55,11 @@ func startPeerless(t *testing.T, queued string) (*program, uint64) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command(bin, filepath.Join(dir, "go"))
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, filepath.Join(dir, "go"), fifo)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.ExtraFiles = make([]*os.File, 9) // fds 3-11, nil: closed
 	cmd.ExtraFiles[6], cmd.ExtraFiles[7], cmd.ExtraFiles[8] = in, out, sock
@@ -64,17 +70,28 @@ func startPeerless(t *testing.T, queued string) (*program, uint64) {
 	p := &program{Name: "peerless", Cmd: cmd, Out: outFile, Pid: cmd.Process.Pid}
 	t.Cleanup(p.kill)
 	p.waitTicks(t, 1)
-	return p, st.Ino
+	fw, err := os.OpenFile(fifo, os.O_WRONLY, 0) // the program holds the read end
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.WriteString(queued); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	return p, st.Ino, []*os.File{fw, inW, outR, peer}
 }
 
-// dumpPeerless dumps the program with --kill and returns the checkpoint
-// directory under a mount.
-func dumpPeerless(t *testing.T, p *program) string {
+// dumpPeerless dumps the program with --kill, closes the test's ends
+// (peers) and returns the checkpoint directory under a mount.
+func dumpPeerless(t *testing.T, p *program, peers []*os.File) string {
 	t.Helper()
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
 	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(p.Pid)))
 	p.kill()
 	waitGone(t, p.Pid)
+	for _, f := range peers {
+		f.Close() // the peers exit too: a FIFO's buffer goes with its last user
+	}
 	return filepath.Join(m.mnt, id)
 }
 
@@ -105,14 +122,15 @@ func restorePeerless(t *testing.T, dir string, p *program, extra []*os.File, arg
 
 // TestRestorePeerlessPipe: a program holding pipes whose other ends are
 // outside its tree (the test's) is dumped with --kill and restored; the
-// pipes and the socket come back with no peer: fds 9 and 11 give the bytes
+// pipes, the socket and the FIFO come back with no peer: fds 9, 11 and 12
+// give the bytes
 // queued at dump time, then EOF; fds 10 and 11 give EPIPE, as if the peers
 // had exited.
 func TestRestorePeerlessPipe(t *testing.T) {
-	p, _ := startPeerless(t, "queued at dump")
-	dir := dumpPeerless(t, p)
+	p, _, peers := startPeerless(t, "queued at dump")
+	dir := dumpPeerless(t, p, peers)
 	out := restorePeerless(t, dir, p, nil)
-	for _, want := range []string{"fd9 read \"queued at dump\" then eof\n", "fd11 read \"queued at dump\" then eof\n", "fd10 write EPIPE\n", "fd11 write EPIPE\n"} {
+	for _, want := range []string{"fd9 read \"queued at dump\" then eof\n", "fd11 read \"queued at dump\" then eof\n", "fd12 read \"queued at dump\" then eof\n", "fd10 write EPIPE\n", "fd11 write EPIPE\n"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("after restore, no %q:\n%s", want, out)
 		}
@@ -123,8 +141,8 @@ func TestRestorePeerlessPipe(t *testing.T) {
 // program a pipe of the test's at fd 9 in place of the one it had: it
 // reads what the test writes there, then EOF when the test closes it.
 func TestRestoreInheritFD(t *testing.T) {
-	p, ino := startPeerless(t, "queued at dump")
-	dir := dumpPeerless(t, p)
+	p, ino, peers := startPeerless(t, "queued at dump")
+	dir := dumpPeerless(t, p, peers)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,12 @@
 /* peerless: holds a pipe read end at fd 9 and a pipe write end at fd 10
- * and a connected unix stream socket at fd 11 whose other ends are outside
+ * a connected unix stream socket at fd 11 and the read end of the named
+ * FIFO argv[2] (opened non-blocking) at fd 12, whose other ends are outside
  * its tree (the test's), ticks until the file argv[1] exists, then reads
- * fds 9 and 11 to EOF and writes to fds 10 and 11, printing what it got:
+ * fds 9, 11 and 12 to EOF and writes to fds 10 and 11, printing what it got:
  * after a restore with no peer, the bytes queued at dump time then EOF,
  * and EPIPE. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,10 +39,16 @@ static void poke(int fd) {
 }
 
 int main(int argc, char **argv) {
-	if (argc != 2) {
-		fprintf(stderr, "usage: peerless GOFILE\n");
+	if (argc != 3) {
+		fprintf(stderr, "usage: peerless GOFILE FIFO\n");
 		return 2;
 	}
+	int fifo = open(argv[2], O_RDONLY | O_NONBLOCK);
+	if (fifo < 0 || dup2(fifo, 12) != 12) {
+		perror("fifo");
+		return 1;
+	}
+	close(fifo);
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; access(argv[1], F_OK) != 0; i++) {
@@ -48,7 +56,7 @@ int main(int argc, char **argv) {
 		usleep(50 * 1000);
 	}
 	char buf[4096];
-	if (drain(9, buf, sizeof buf) < 0 || drain(11, buf, sizeof buf) < 0)
+	if (drain(9, buf, sizeof buf) < 0 || drain(11, buf, sizeof buf) < 0 || drain(12, buf, sizeof buf) < 0)
 		return 1;
 	poke(10);
 	poke(11);
