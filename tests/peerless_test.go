@@ -123,9 +123,8 @@ func restorePeerless(t *testing.T, dir string, p *program, extra []*os.File, arg
 // TestRestorePeerlessPipe: a program holding pipes whose other ends are
 // outside its tree (the test's) is dumped with --kill and restored; the
 // pipes, the socket and the FIFO come back with no peer: fds 9, 11 and 12
-// give the bytes
-// queued at dump time, then EOF; fds 10 and 11 give EPIPE, as if the peers
-// had exited.
+// give the bytes queued at dump time, then EOF; fds 10 and 11 give EPIPE,
+// as if the peers had exited.
 func TestRestorePeerlessPipe(t *testing.T) {
 	p, _, peers := startPeerless(t, "queued at dump")
 	dir := dumpPeerless(t, p, peers)
