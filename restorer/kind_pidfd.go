@@ -29,6 +29,8 @@ func (pidfdKind) check(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 	return nil
 }
 
+func (pidfdKind) checksTreeOnly() {} // refusals.go
+
 func (pidfdKind) open(fs *files, c *image.Checkpoint, _ *image.Task, f *image.FD) (int, error) {
 	p, err := image.ParsePidfd(f, false)
 	if err != nil {

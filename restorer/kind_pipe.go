@@ -24,6 +24,8 @@ type pipeKind struct{ kindBase }
 // hands in a pipe of the user's instead (inheritfd.go).
 func (pipeKind) check(*image.Checkpoint, *image.Task, *image.FD) error { return nil }
 
+func (pipeKind) checksTreeOnly() {} // refusals.go
+
 func (pipeKind) open(fs *files, c *image.Checkpoint, _ *image.Task, f *image.FD) (int, error) {
 	o := c.Object(f.Object)
 	ends, err := fs.pipe(c, o)

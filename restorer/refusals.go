@@ -35,7 +35,8 @@ func Refusals(c *image.Checkpoint) error {
 	return errors.Join(errs...)
 }
 
-// refusedFD is checkFD without the kind's check of the restoring machine.
+// refusedFD is checkFD without the kinds' checks of the restoring machine:
+// a kind's check runs only if it looks at the tree alone (treeChecker).
 func refusedFD(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 	if inheritFD(c, t.PID, f, nil) || (f.Kind == image.FDChar && isTTY(f.Path)) {
 		return nil
@@ -43,6 +44,9 @@ func refusedFD(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 	k, err := kindOf(c, f)
 	if _, end := k.(endKind); end {
 		err = errNoKind // a pipe or socket not taken over, without its object
+	}
+	if _, ok := k.(treeChecker); ok && err == nil {
+		err = k.check(c, t, f)
 	}
 	if err == nil {
 		err = image.Refusal(f)
@@ -52,3 +56,7 @@ func refusedFD(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 	}
 	return nil
 }
+
+// treeChecker is a kind whose check looks at the tree alone (not at the
+// restoring machine), so Refusals applies it too.
+type treeChecker interface{ checksTreeOnly() }
