@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -92,6 +93,7 @@ func TestRestoreGoBuild(t *testing.T) {
 		}
 	}
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	t.Cleanup(func() { unmountSlow(t, m) })
 	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(pid)))
 	unix.Kill(-pid, unix.SIGKILL)
 	cmd.Wait()
@@ -126,4 +128,31 @@ func TestRestoreGoBuild(t *testing.T) {
 	if err != nil || !bytes.Equal(refBin, bin) {
 		t.Fatalf("binary (%d bytes, %v) differs from the reference build's (%d bytes)\n%s", len(bin), err, len(refBin), b)
 	}
+}
+
+// unmountSlow unmounts m and gives its daemon a minute to close a store
+// holding a checkpoint of go build (hundreds of MiB), rather than the 10 s
+// of mountStore's cleanup, which a loaded machine does not always meet.
+func unmountSlow(t *testing.T, m *mountedStore) {
+	if m.done {
+		return
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := unix.Unmount(m.mnt, 0)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return // mountStore's cleanup reports it
+		}
+	}
+	m.done = true
+	for deadline := time.Now().Add(time.Minute); m.daemon > 0 && processAlive(m.daemon); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("mount daemon %d still running a minute after umount", m.daemon)
+			unix.Kill(m.daemon, unix.SIGKILL)
+			break
+		}
+	}
+	os.Remove(m.mnt)
 }
