@@ -292,6 +292,7 @@ func collectVMAs(pid int) ([]*image.VMA, error) {
 	for _, m := range maps {
 		v := &image.VMA{Start: m.Start, End: m.End, Perms: m.Perms, Offset: m.Offset, Dev: m.Dev,
 			Inode: m.Inode, Name: m.Name, Flags: m.Flags}
+		v.Name = deletedAsMemfd(v) // kind_memfd.go
 		v.Kind = vmaKind(v)
 		if v.Kind == image.VMAFile {
 			// The kernel keeps the mapped file: stat it through map_files.

@@ -3,6 +3,7 @@ package dumper
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,9 @@ func memfdObject(c *image.Checkpoint, path, name string) (*image.Object, error) 
 		return nil, err
 	}
 	seals, err := unix.FcntlInt(file.Fd(), unix.F_GET_SEALS, 0)
-	if err != nil {
+	if err == unix.EINVAL {
+		seals = 0 // a deleted file of a filesystem without seals (deletedAsMemfd)
+	} else if err != nil {
 		return nil, fmt.Errorf("F_GET_SEALS: %w", err)
 	}
 	m := &image.Memfd{Name: name, Size: st.Size, Mode: st.Mode & 0o7777, Seals: uint32(seals), Dev: mapsDev(st.Dev), Ino: st.Ino}
@@ -60,4 +63,22 @@ func memfdObject(c *image.Checkpoint, path, name string) (*image.Object, error) 
 		return nil, err
 	}
 	return &image.Object{ID: image.MemfdID(st.Ino), Kind: image.ObjMemfd, Info: m.Info(), Data: data}, nil
+}
+
+// deletedAsMemfd returns the name vma v is recorded with: a mapping of a
+// regular file deleted at dump time (POSIX semaphores: sem_open then
+// sem_unlink; a shm_unlink'd segment; a replaced library) has nothing to
+// be reopened by path, so it is recorded as a memfd of the file's base
+// name ("/memfd:sem.x (deleted)") whose contents the dump saves
+// (collectShm) and the restore recreates, unlinked, as a memfd: to the
+// kernel both are unlinked shmem-like files. If an fd of the tree also
+// holds the file, collectShm refuses it (the fd is a deleted-file object
+// of its own, and the two would come back as two files).
+func deletedAsMemfd(v *image.VMA) string {
+	const deleted = " (deleted)"
+	if v.Inode == 0 || !strings.HasPrefix(v.Name, "/") || strings.HasPrefix(v.Name, "/memfd:") ||
+		strings.HasPrefix(v.Name, "/SYSV") || strings.HasPrefix(v.Name, "/dev/zero") || !strings.HasSuffix(v.Name, deleted) {
+		return v.Name
+	}
+	return "/memfd:" + filepath.Base(strings.TrimSuffix(v.Name, deleted)) + deleted
 }

@@ -122,6 +122,14 @@ func (u *unixTree) add(c *image.Checkpoint, t *image.Task, f *image.FD) error {
 	case s.Type == unix.SOCK_DGRAM && s.Peer != 0 && u.socks[s.Peer] == nil:
 		us.Peer = 0 // closed since: restored unconnected
 		us.PeerClosed = true
+	case peerOutside(u, s, f):
+		// Connected to a process outside the tree: restored with no
+		// peer, as if that process had exited (what it sent is still
+		// readable, then EOF; a datagram socket comes back unconnected).
+		us.PeerClosed = true
+		if s.Type == unix.SOCK_DGRAM {
+			us.Peer = 0
+		}
 	}
 	if s.Name != "" && !strings.HasPrefix(s.Name, "@") {
 		dir, file, err := socketFile(pid, t.Cwd, s)
@@ -183,10 +191,20 @@ func (u *unixTree) check(pid int, f *image.FD) error {
 	case stream && s.State == proc.UnixEstablished && (s.Peer == 0 || u.socks[s.Peer] == nil):
 	case s.Type == unix.SOCK_DGRAM && s.Peer != 0 && u.socks[s.Peer] == nil:
 		// Connected to a datagram socket since closed: restored unconnected.
+	case peerOutside(u, s, f):
+		// Restored with no peer (add).
 	case s.Peer != 0 && !u.inTree[s.Peer] && f.Num > 2:
-		return refuse(fmt.Sprintf("a unix socket connected to %s outside the dumped tree (%s)", describePeer(u.socks[s.Peer]), holders(s.Peer)))
+		return refuse(fmt.Sprintf("a unix socket connected to %s outside the dumped tree (%s): hand one in with restore --inherit-fd", describePeer(u.socks[s.Peer]), holders(s.Peer)))
 	}
 	return nil
+}
+
+// peerOutside says whether connected socket s of fd f has its peer outside
+// the dumped tree and is restored with no peer: a connected stream,
+// seqpacket or datagram socket on an fd above 2 (fds 0-2 are taken over
+// from the restorer instead).
+func peerOutside(u *unixTree, s *proc.UnixSocket, f *image.FD) bool {
+	return f.Num > 2 && s.State == proc.UnixEstablished && s.Peer != 0 && !u.inTree[s.Peer] && u.waiting[s.Ino] == nil
 }
 
 // precheckUnix refuses, before the tree is seized, unix sockets check

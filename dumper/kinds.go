@@ -44,7 +44,7 @@ type kind interface {
 // SysV segments are reached by vmas only (collectShm, shm.go).
 var kinds = []kind{
 	memfdKind{}, deletedFileKind{}, fileKind{}, dirKind{}, chrKind{}, pipeKind{}, unixKind{},
-	eventfdKind{}, epollKind{}, timerfdKind{}, signalfdKind{}, inotifyKind{}, otherKind{},
+	eventfdKind{}, epollKind{}, timerfdKind{}, signalfdKind{}, inotifyKind{}, pidfdKind{}, otherKind{},
 }
 
 // noOps are the methods of a kind that has nothing to do at that step.

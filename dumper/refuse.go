@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
@@ -52,14 +54,27 @@ func checkFDs(pid int, fds []*image.FD) error {
 	return nil
 }
 
-// checkVMAs refuses mappings of devices (other than /dev/zero).
+// checkVMAs refuses mappings of devices (other than /dev/zero): files
+// under /dev that are not character or block devices (POSIX shared memory
+// in /dev/shm, a tmpfs) are files like any other.
 func checkVMAs(pid int, vmas []*image.VMA) error {
 	for _, v := range vmas {
-		if strings.HasPrefix(v.Name, "/dev/") && !strings.HasPrefix(v.Name, "/dev/zero") && v.Kind != image.VMAShmem {
+		if strings.HasPrefix(v.Name, "/dev/") && !strings.HasPrefix(v.Name, "/dev/zero") && v.Kind != image.VMAShmem && !mapsNonDevice(pid, v) {
 			return &ErrUnsupported{PID: pid, FD: -1, Kind: "a device mapping", What: v.Name}
 		}
 	}
 	return nil
+}
+
+// mapsNonDevice says whether vma v of pid maps a file that is neither a
+// character nor a block device (as its map_files link says).
+func mapsNonDevice(pid int, v *image.VMA) bool {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End), &st); err != nil {
+		return false
+	}
+	t := st.Mode & unix.S_IFMT
+	return t != unix.S_IFCHR && t != unix.S_IFBLK
 }
 
 // precheck looks at the tree before anything is seized, so that a tree that

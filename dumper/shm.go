@@ -42,6 +42,10 @@ func collectShm(c *image.Checkpoint) error {
 				if c.Object(image.MemfdID(v.Inode)) != nil {
 					continue
 				}
+				if c.Object(image.DeletedFileID(v.Inode)) != nil {
+					// Recorded as a memfd (deletedAsMemfd), yet an fd holds it.
+					return &ErrUnsupported{PID: t.PID, FD: -1, Kind: "a deleted file both mapped and held by an fd, which would come back as two files: close the fd or keep the file linked until the dump", What: v.Name}
+				}
 				name := strings.TrimSuffix(strings.TrimPrefix(v.Name, "/memfd:"), " (deleted)")
 				o, err := memfdObject(c, mapPath, name)
 				if err != nil {

@@ -39,6 +39,7 @@ var fdSchemas = map[string]fdSchema{
 	FDTimerfd:  {lines: timerfdLines},
 	FDSignalfd: {lines: signalfdLines},
 	FDInotify:  {lines: inotifyLines, refuse: refuseInotify},
+	FDPidfd:    {lines: pidfdLines},
 	FDOther:    {lines: noLines, refuse: refuseOther},
 }
 

@@ -25,6 +25,8 @@ func kernelFDs() []*FD {
 		{Num: 14, Kind: FDInotify, Path: "anon_inode:inotify", Flags: 0o2004000, Extra: []string{"mnt_id:\t15", "ino:\t1057",
 			"inotify wd:1 ino:9a60d2 sdev:fe00000 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:d2609a002e99f858",
 			`inotify-watch: wd=1 mask=0x2 path="/tmp/w"`}},
+		{Num: 15, Kind: FDPidfd, Path: "anon_inode:[pidfd]", Flags: 0o2000002, Extra: []string{"mnt_id:\t15", "ino:\t1057",
+			"Pid:\t2981", "NSpid:\t2981\t1"}},
 	}
 }
 
@@ -39,6 +41,7 @@ func TestKindSchemas(t *testing.T) {
 		"mnt_id:\t15|ino:\t1057|clockid: 1|ticks: 3|settime_flags: 0x1|it_value: 0.499996183|it_interval: 2.500000000",
 		"mnt_id:\t15|ino:\t1057|sigmask: 0x0000000000000a00",
 		"mnt_id:\t15|ino:\t1057|" + `inotify-watch: wd=1 mask=0x2 path="/tmp/w"`,
+		"mnt_id:\t15|ino:\t1057|Pid: 2981",
 	}
 	for i, f := range fds {
 		if _, err := canonFD(f, true); err == nil && i < 3 { // eventfd-id, kernel tfd and timerfd spellings

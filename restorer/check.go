@@ -19,7 +19,7 @@ import (
 // has. The files themselves are opened and their sizes checked next, before
 // any process too (preopen.go). In a new pid namespace (checkPids false)
 // every pid is free.
-func preflight(c *image.Checkpoint, own map[int]string, shellJob, checkPids bool) error {
+func preflight(c *image.Checkpoint, own map[int]string, handed handedFDs, shellJob, checkPids bool) error {
 	if err := checkSessions(c, shellJob); err != nil {
 		return err
 	}
@@ -63,6 +63,9 @@ func preflight(c *image.Checkpoint, own map[int]string, shellJob, checkPids bool
 			}
 		}
 		for _, f := range t.FDs {
+			if _, ok := handed.of(f); ok {
+				continue // handed in by the user (inheritfd.go)
+			}
 			if err := checkFD(c, t, f, own); err != nil {
 				return err
 			}
@@ -170,19 +173,6 @@ func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string
 		return fmt.Errorf("task %d: fd %d: %w", t.PID, f.Num, err)
 	}
 	return nil
-}
-
-// bothEnds reports whether fds of the checkpoint hold both ends of pipe id.
-func bothEnds(c *image.Checkpoint, id string) bool {
-	var r, w bool
-	for _, f := range objectUsers(c, id) {
-		if f.Flags&3 == 0 {
-			r = true
-		} else {
-			w = true
-		}
-	}
-	return r && w
 }
 
 // ownFDs maps the restorer's own fd numbers to what they point at

@@ -21,13 +21,20 @@ type files struct {
 	exes   map[int]int    // task pid -> restorer fd on its executable
 	cwds   map[int]int    // task pid -> restorer O_PATH fd on its cwd
 	own    map[int]string // the restorer's fds at start (ownFDs)
-	open   []int          // fds to close when done
-	creds  credThreads    // threads with the tasks' credentials (taskcreds.go)
+	handed handedFDs      // fds handed in with --inherit-fd (inheritfd.go)
+	// exitedPidfds are pidfds of an exited process, by O_NONBLOCK, and
+	// restoredPid maps a recorded pid to the restored process's pid as
+	// the restorer sees it (kind_pidfd.go).
+	exitedPidfds map[bool]int
+	restoredPid  func(pid int) (int, bool)
+	open         []int       // fds to close when done
+	creds        credThreads // threads with the tasks' credentials (taskcreds.go)
 }
 
 func newFiles(own map[int]string) *files {
 	return &files{byKey: map[string]int{}, objs: map[string]int{}, mapped: map[string]int{},
-		exes: map[int]int{}, cwds: map[int]int{}, own: own, creds: credThreads{}}
+		exes: map[int]int{}, cwds: map[int]int{}, own: own, creds: credThreads{},
+		exitedPidfds: map[bool]int{}, restoredPid: func(int) (int, bool) { return 0, false }}
 }
 
 func (fs *files) close() {
@@ -53,6 +60,9 @@ func fdKey(pid int, f *image.FD) string {
 
 // source returns the restorer fd that fd f of task t becomes.
 func (fs *files) source(c *image.Checkpoint, t *image.Task, f *image.FD) (int, error) {
+	if n, ok := fs.handed.of(f); ok {
+		return n, nil
+	}
 	if inheritFD(c, t.PID, f, fs.own) {
 		return f.Num, nil
 	}

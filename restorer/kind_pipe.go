@@ -15,15 +15,16 @@ import (
 // its own flags; a named FIFO is opened by its path instead (fifo).
 type pipeKind struct{ kindBase }
 
-// check: both ends must be in the checkpoint, or the pipe be a named FIFO
-// (others may open it by name); one end alone can only be taken over
-// from the restorer (inheritFD), which the driver checked first.
-func (pipeKind) check(c *image.Checkpoint, _ *image.Task, f *image.FD) error {
-	if !bothEnds(c, f.Object) && !isFIFO(c, c.Object(f.Object)) {
-		return fmt.Errorf("%s has its other end outside the checkpoint (only fds 0-2, or an fd the restorer holds at the same number on the same pipe, can be taken over)", f.Path)
-	}
-	return nil
-}
+// check: a pipe with one end outside the checkpoint (a pipe inherited
+// from the shell, a jobserver pipe whose other end the tree closed) is
+// recreated with no peer: the restorer's own copy of the missing end is
+// closed once the tree runs, so a reader sees the bytes in flight and then
+// EOF, and a writer EPIPE, as if the peer had exited. A named FIFO is
+// reopened by its path (others may open it by name). restore --inherit-fd
+// hands in a pipe of the user's instead (inheritfd.go).
+func (pipeKind) check(*image.Checkpoint, *image.Task, *image.FD) error { return nil }
+
+func (pipeKind) checksTreeOnly() {} // refusals.go
 
 func (pipeKind) open(fs *files, c *image.Checkpoint, _ *image.Task, f *image.FD) (int, error) {
 	o := c.Object(f.Object)

@@ -49,7 +49,7 @@ var fdKinds = map[string]kind{
 	image.FDFile: fileKind{}, image.FDDir: fileKind{}, image.FDChar: chrKind{},
 	image.FDPipe: endKind{}, image.FDSocket: endKind{},
 	image.FDEventfd: eventfdKind{}, image.FDEpoll: epollKind{}, image.FDTimerfd: timerfdKind{},
-	image.FDSignalfd: signalfdKind{}, image.FDInotify: inotifyKind{},
+	image.FDSignalfd: signalfdKind{}, image.FDInotify: inotifyKind{}, image.FDPidfd: pidfdKind{},
 }
 
 // objectKinds are the kinds by object kind. SysV segments are reached by

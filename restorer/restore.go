@@ -60,6 +60,10 @@ type Options struct {
 	// LazyServer is the page server's command line (default: this
 	// program's hidden lazy-serve command).
 	LazyServer []string
+	// InheritFDs hands the restorer's own fds to the tree in place of
+	// the objects they name (restore --inherit-fd fd[N]:KEY, like CRIU's):
+	// inheritfd.go.
+	InheritFDs []InheritFD
 }
 
 var le = binary.LittleEndian
@@ -93,13 +97,17 @@ func Restore(dir string, opts Options) (int, error) {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 	}
-	if err := preflight(c, own, opts.ShellJob, !inNS); err != nil {
+	handed, err := handIn(c, own, opts.InheritFDs) // inheritfd.go
+	if err != nil {
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	if err := preflight(c, own, handed, opts.ShellJob, !inNS); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	if err := checkSecurity(c); err != nil { // security.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own), shm: map[string]int{}}
+	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own).handIn(handed), shm: map[string]int{}}
 	defer r.files.close()
 	if inNS {
 		if r.ns, err = newPidNamespace(c); err != nil {
@@ -115,6 +123,15 @@ func Restore(dir string, opts Options) (int, error) {
 	r.logf("loaded and checked")
 	if err := r.files.preopen(c); err != nil { // preopen.go
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	if err := r.files.prepareExitedPidfd(c); err != nil { // kind_pidfd.go
+		return 0, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	r.files.restoredPid = func(pid int) (int, bool) {
+		if p, ok := r.procs[pid]; ok {
+			return p.pid, true
+		}
+		return 0, false
 	}
 	r.logf("files opened as their tasks")
 	r.pages = sp

@@ -181,6 +181,9 @@ func (r *restorer) restoreRest(p *target) error {
 	if err := p.queuePending(); err != nil {
 		return err
 	}
+	if err := p.setFDLimit(); err != nil {
+		return err
+	}
 	if err := p.setCredsAndSecurity(); err != nil { // security.go; seccomp last
 		return err
 	}
@@ -452,8 +455,26 @@ func trimAuxv(a []byte) []byte {
 	return a
 }
 
+// setLimits sets the recorded rlimits but RLIMIT_NOFILE, which
+// setFDLimit sets once the fds are in: a program may hold fds above its
+// own soft and hard limit (one inherited at fd 251 that then lowered it to
+// 64), which could not be installed under it.
 func (p *target) setLimits() error {
+	return p.setLimitsOf(func(res int) bool { return res != unix.RLIMIT_NOFILE })
+}
+
+// setFDLimit sets the recorded RLIMIT_NOFILE, after the fds are installed
+// and before the credentials change (prlimit on another user's task needs
+// CAP_SYS_RESOURCE).
+func (p *target) setFDLimit() error {
+	return p.setLimitsOf(func(res int) bool { return res == unix.RLIMIT_NOFILE })
+}
+
+func (p *target) setLimitsOf(which func(res int) bool) error {
 	for _, l := range p.t.Limits {
+		if !which(l.Resource) {
+			continue
+		}
 		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
 		if err := unix.Prlimit(p.pid, l.Resource, &lim, nil); err != nil {
 			return fmt.Errorf("set rlimit %d: %w", l.Resource, err)

@@ -69,9 +69,14 @@ func built(t testing.TB) string {
 	return buildDir
 }
 
-// TestMain removes the directory of the binaries built for the tests.
+// TestMain removes the directory of the binaries built for the tests and
+// fails the run if a checkpoint the suite dumped would be refused by
+// restore (restorable_test.go).
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if !reportRestorable() && code == 0 { // restorable_test.go
+		code = 1
+	}
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
@@ -96,8 +101,20 @@ func ckptfs(t testing.TB, args ...string) string {
 	return out
 }
 
-// ckptfsErr runs the binary and returns stdout, stderr and the error.
+// ckptfsErr runs the binary and returns stdout, stderr and the error. The
+// checkpoint of a successful dump is checked against restore's rules
+// (restorable_test.go).
 func ckptfsErr(t testing.TB, args ...string) (string, string, error) {
+	t.Helper()
+	out, errOut, err := ckptfsRun(t, args...)
+	if err == nil {
+		checkRestorable(t, args, out)
+	}
+	return out, errOut, err
+}
+
+// ckptfsRun runs the binary and returns stdout, stderr and the error.
+func ckptfsRun(t testing.TB, args ...string) (string, string, error) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), args...)
 	var out, errOut bytes.Buffer

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // startUnixsock starts tests/progs/unixsock with args, its output in a
@@ -162,11 +164,12 @@ func TestRestoreUnixServer(t *testing.T) {
 	p.checkHealthy(t)
 }
 
-// TestDumpRefusesUnixOutside: a unix socket connected to one outside the
-// dumped tree (here, the test's own listener, or a datagram socket as
-// /dev/log is) makes the dump refuse, naming the pid, fd, peer and who
-// holds it; the program runs on unharmed and untraced.
-func TestDumpRefusesUnixOutside(t *testing.T) {
+// TestRestoreUnixOutsidePeerless: a unix socket connected to one outside
+// the dumped tree (here, the test's own listener, or a datagram socket as
+// /dev/log is) is dumped as one whose peer closed (peer-closed: yes) and
+// restored with no peer, as if the outside process had exited; the program
+// ticks on after the restore.
+func TestRestoreUnixOutsidePeerless(t *testing.T) {
 	for _, mode := range []string{"outside", "outside-dgram"} {
 		t.Run(mode, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "outside.sock")
@@ -193,18 +196,28 @@ func TestDumpRefusesUnixOutside(t *testing.T) {
 				defer c.Close()
 			}
 			p := startUnixsock(t, mode, path)
-			store := filepath.Join(t.TempDir(), "store")
-			_, stderr, err := ckptfsErr(t, "dump", "-s", store, itoa(p.Pid))
-			if err == nil {
-				t.Fatal("dump of a socket connected outside the tree succeeded")
+			m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+			id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(p.Pid)))
+			pid := p.Pid
+			p.kill()
+			waitGone(t, pid)
+			infos, _ := filepath.Glob(filepath.Join(m.mnt, id, "objects", "unix-*", "info"))
+			if len(infos) != 1 {
+				t.Fatalf("unix socket objects %v, want one", infos)
 			}
-			for _, want := range []string{"process " + itoa(p.Pid) + " fd 3 ", "connected to " + path, "outside the dumped tree", "pid " + itoa(os.Getpid())} {
-				if !strings.Contains(stderr, want) {
-					t.Fatalf("dump error %q does not say %q", stderr, want)
-				}
+			if b, _ := os.ReadFile(infos[0]); !strings.Contains(string(b), "peer-closed: yes\n") {
+				t.Fatalf("%s:\n%s", infos[0], b)
 			}
-			t.Logf("refused: %s", strings.TrimSpace(stderr))
-			p.checkUnharmed(t, store)
+			unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+			t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+			ckptfs(t, "restore", filepath.Join(m.mnt, id))
+			t.Cleanup(func() {
+				unix.Kill(pid, unix.SIGKILL)
+				waitGone(t, pid)
+			})
+			p.Pid = pid
+			waitWhoTicks(t, p, "O", 2)
+			p.checkHealthy(t)
 		})
 	}
 }

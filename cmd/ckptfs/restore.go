@@ -14,14 +14,22 @@ import (
 func init() {
 	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS, lazy bool
 	var pidFile, lazyLog string
+	var inheritFDs []string
 	cmd := &cobra.Command{
-		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] DIR",
+		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] [--inherit-fd fd[N]:KEY]... DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
 the same pids and thread ids, memory, open files, signal handlers and
 registers. Standard fds that were pipes or sockets to the outside are taken
-from restore's own stdin, stdout and stderr. Nothing is left behind on failure.
+from restore's own stdin, stdout and stderr. Any other pipe or socket whose
+other end was outside the checkpoint (a pipe the shell leaked, a jobserver
+pipe) is made again with no peer: a reader gets the bytes that were queued,
+then EOF; a writer gets EPIPE, as if the peer had exited. --inherit-fd
+fd[N]:KEY (repeatable, like CRIU's) instead connects it to restore's own fd N:
+KEY is the object as the tree shows it, an fd's path in tasks/PID/fdinfo/N
+(pipe:[1234], socket:[5678]) or its object (pipe-1234). Nothing is left
+behind on failure.
 
 A program that holds a terminal or has a controlling terminal (one started
 from a shell on a terminal) is refused unless --shell-job is given: then its
@@ -55,6 +63,13 @@ gets SIGBUS, and the log says why.`,
 		ValidArgsFunction: completeCheckpointDirs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS, Lazy: lazy, LazyLog: lazyLog}
+			for _, s := range inheritFDs {
+				in, err := restorer.ParseInheritFD(s)
+				if err != nil {
+					return usageErr(err)
+				}
+				opts.InheritFDs = append(opts.InheritFDs, in)
+			}
 			if w := phaseLog(verbose); w != nil {
 				opts.Log = w
 			}
@@ -83,6 +98,7 @@ gets SIGBUS, and the log says why.`,
 	cmd.Flags().StringVar(&pidFile, "pidfile", "", "write the root's pid (as seen from outside) to `FILE`")
 	cmd.Flags().BoolVar(&lazy, "lazy", false, "run the processes at once and fill their memory while they run")
 	cmd.Flags().StringVar(&lazyLog, "lazy-log", "", "the lazy page server's log file (default $TMPDIR/ckptfs-lazy-<restore's pid>.log)")
+	cmd.Flags().StringArrayVar(&inheritFDs, "inherit-fd", nil, "give the tree's pipe or socket KEY (pipe:[INO] as in fdinfo) restore's own fd N: `fd[N]:KEY`")
 	rootCmd.AddCommand(cmd)
 }
 
