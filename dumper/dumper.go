@@ -22,10 +22,14 @@ import (
 
 // Options tune a dump.
 type Options struct {
-	Name     string    // checkpoint name (optional)
-	Kill     bool      // kill the tree after a successful dump
-	Progress io.Writer // progress lines (nil: none)
-	Log      io.Writer // one line per phase with its duration (nil: none)
+	Name string // checkpoint name (optional)
+	Kill bool   // kill the tree after a successful dump
+
+	// TCPEstablished dumps established TCP connections (in repair mode,
+	// kind_tcp.go); without it a tree holding one is refused.
+	TCPEstablished bool
+	Progress       io.Writer // progress lines (nil: none)
+	Log            io.Writer // one line per phase with its duration (nil: none)
 
 	// OnProgress, if set, is told how far the dump is (progress.go):
 	// phases "copy" and "store" in page bytes, "commit" as 0/1 then 1/1.
@@ -138,6 +142,7 @@ type dump struct {
 	tree   *frozenTree
 	ckpt   *image.Checkpoint
 	freeze time.Duration
+	tcp    *tcpHold // kind_tcp.go
 	log    *phaselog.Log
 }
 
@@ -157,7 +162,7 @@ func (d *dump) logf(format string, args ...any) { d.log.Printf(format, args...) 
 // run freezes the tree, collects it, copies memory, releases the tree, then
 // finishes storing pages and commits the checkpoint.
 func (d *dump) run() (err error) {
-	pids, err := precheck(d.pid)
+	pids, err := precheck(d.pid, d.opts.TCPEstablished)
 	if err != nil {
 		return err
 	}
@@ -208,6 +213,8 @@ func (d *dump) run() (err error) {
 		}
 	}
 	defer release()
+	d.tcp = &tcpHold{established: d.opts.TCPEstablished}
+	defer d.tcp.resume() // before the release; a no-op once closed (--kill)
 
 	host, _ := os.Hostname()
 	var uts unix.Utsname
@@ -234,7 +241,7 @@ func (d *dump) run() (err error) {
 	if err := markSharedTables(c); err != nil {
 		return err
 	}
-	if err := collectObjects(c); err != nil {
+	if err := collectObjects(c, d.tcp); err != nil {
 		return err
 	}
 	d.logf("shared tables and objects")
@@ -302,6 +309,7 @@ func (d *dump) run() (err error) {
 	}
 	if d.opts.Kill {
 		tree.kill()
+		d.tcp.closeSilently() // repair mode: the close sends nothing
 	}
 	release()
 	return nil

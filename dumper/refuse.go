@@ -65,7 +65,7 @@ func checkVMAs(pid int, vmas []*image.VMA) error {
 // precheck looks at the tree before anything is seized, so that a tree that
 // cannot be checkpointed is refused without being touched at all. It
 // returns the pids it saw.
-func precheck(root int) ([]int, error) {
+func precheck(root int, tcpEstablished bool) ([]int, error) {
 	var pids, live []int
 	byPid := map[int][]*image.FD{}
 	err := walkTree(root, func(pid int) (bool, error) {
@@ -90,6 +90,9 @@ func precheck(root int) ([]int, error) {
 		return nil, err
 	}
 	if err := precheckUnix(byPid); err != nil { // kind_unixsock.go
+		return nil, err
+	}
+	if err := precheckTCP(byPid, tcpEstablished); err != nil { // kind_tcp.go
 		return nil, err
 	}
 	return pids, nil

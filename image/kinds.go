@@ -76,6 +76,7 @@ var objectSchemas = map[string]objectSchema{
 	ObjDeletedFile: {parse: parseDeletedFileInfo},
 	ObjMemfd:       {parse: parseMemfdInfo},
 	ObjSysVShm:     {parse: parseSysVInfo},
+	ObjTCPSocket:   {parse: parseTCPInfo},
 }
 
 // CommonFDLine reports the kernel's fdinfo lines every fd has, kept

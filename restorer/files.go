@@ -23,6 +23,8 @@ type files struct {
 	own    map[int]string // the restorer's fds at start (ownFDs)
 	open   []int          // fds to close when done
 	creds  credThreads    // threads with the tasks' credentials (taskcreds.go)
+
+	tcpClose bool // --tcp-close: established connections come back reset (kind_tcp.go)
 }
 
 func newFiles(own map[int]string) *files {
