@@ -133,8 +133,8 @@ func peekQueue(fd, q, n int) (uint32, []byte, error) {
 
 // Restore makes fd, a new TCP socket, the connection st from local to
 // remote, in repair mode: nothing is sent until Resume. The caller sets
-// SO_REUSEADDR and the buffer sizes it wants afterwards (Restore forces
-// them large enough for the queues).
+// the socket options it wants afterwards (Restore forces the buffer sizes
+// large enough for the queues).
 func Restore(fd int, st *State, local, remote unix.Sockaddr) error {
 	if err := SetRepair(fd, true); err != nil {
 		return err
@@ -151,9 +151,9 @@ func Restore(fd int, st *State, local, remote unix.Sockaddr) error {
 			return fmt.Errorf("set TCP_QUEUE_SEQ of queue %d: %w", q.q, err)
 		}
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		return fmt.Errorf("set SO_REUSEADDR: %w", err)
-	}
+	// Repair mode lets the bind share the port of a listener or of
+	// another connection (SK_FORCE_REUSE); setting SO_REUSEADDR now would
+	// undo that.
 	if err := unix.Bind(fd, local); err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}

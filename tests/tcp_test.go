@@ -1,0 +1,169 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// startInNetns starts argv in network namespace n like startArgv does.
+func startInNetns(t *testing.T, n *netns, name string, argv ...string) *program {
+	t.Helper()
+	return startArgv(t, name, n.argv(argv...))
+}
+
+// dumpKillFlags dumps the tree of root with --kill and flags into a new
+// mounted store and returns the checkpoint's directory in the mount.
+func dumpKillFlags(t *testing.T, root int, flags ...string) string {
+	t.Helper()
+	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	args := append(append([]string{"dump", "-s", m.store, "--kill"}, flags...), itoa(root))
+	id := lastLine(ckptfs(t, args...))
+	return filepath.Join(m.mnt, id)
+}
+
+// restoreInNetns restores dir in n with flags; the restored tree (pids) is
+// killed when the test ends.
+func restoreInNetns(t *testing.T, n *netns, dir string, pids []int, flags ...string) {
+	t.Helper()
+	for _, pid := range pids {
+		waitGone(t, pid) // the dumped tree, killed
+	}
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	out, errOut, err := n.ckptfs(t, append(append([]string{"restore"}, flags...), dir)...)
+	if err != nil {
+		t.Fatalf("restore: %v\n%s%s", err, out, errOut)
+	}
+	if got := lastLine(out); got != itoa(pids[0]) {
+		t.Fatalf("restore printed %q, want %d", got, pids[0])
+	}
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+		for _, pid := range pids {
+			waitGone(t, pid)
+		}
+	})
+}
+
+// tcpInfos returns the info files of the checkpoint's TCP sockets.
+func tcpInfos(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for id, info := range objectInfos(t, dir) {
+		if strings.HasPrefix(id, "tcp-") {
+			out[id] = info
+		}
+	}
+	return out
+}
+
+// waitLine waits until p's output holds a line with every one of words.
+func waitLine(t *testing.T, p *program, words ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(p.Out)
+		for _, l := range strings.Split(string(b), "\n") {
+			all := true
+			for _, w := range words {
+				all = all && strings.Contains(l, w)
+			}
+			if all {
+				return
+			}
+		}
+	}
+	b, _ := os.ReadFile(p.Out)
+	t.Fatalf("%s printed no line with %q in 60s; output (tail):\n%s", p.Name, words, tail(string(b), 2000))
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// TestTCPPairInTree dumps (--kill --tcp-established) a parent and child
+// streaming 4 MiB each way to each other over loopback TCP, bytes queued
+// in both directions, restores them, and checks that every byte arrives
+// once and in order (the program checks each) and the listener is back.
+func TestTCPPairInTree(t *testing.T) {
+	for _, fam := range []string{"4", "6"} {
+		t.Run("ipv"+fam, func(t *testing.T) {
+			n := newNetns(t)
+			p := startInNetns(t, n, "tcppair", buildProg(t, "tcppair"), fam, "4")
+			waitWhoTicks(t, p, "P", 5)
+			waitWhoTicks(t, p, "C", 5)
+			pids := treePids(p.Pid)
+			if len(pids) != 2 {
+				t.Fatalf("tree %v, want parent and child", pids)
+			}
+			dir := dumpKillFlags(t, p.Pid, "--tcp-established")
+			p.kill()
+			infos := tcpInfos(t, dir)
+			var listen, est int
+			queued := false
+			for _, info := range infos {
+				switch {
+				case strings.Contains(info, "state: LISTEN\n"):
+					listen++
+				case strings.Contains(info, "state: ESTABLISHED\n"):
+					est++
+					queued = queued || !strings.Contains(info, "send-queue: 0\n") || !strings.Contains(info, "recv-queue: 0\n")
+				}
+			}
+			if listen != 1 || est != 2 {
+				t.Fatalf("checkpoint has %d listeners and %d connections, want 1 and 2", listen, est)
+			}
+			if !queued {
+				t.Log("no bytes were queued at the dump (the stream was faster than the dump)")
+			}
+			restoreInNetns(t, n, dir, pids)
+			p.Pid = pids[0]
+			waitLine(t, p, "P ", " done ok")
+			waitLine(t, p, "C ", " done ok")
+			p.checkHealthy(t)
+		})
+	}
+}
+
+// TestTCPRefusesEstablished: without --tcp-established a dump of a tree
+// holding an established connection is refused, naming the connection
+// and the flag; the program runs on unharmed.
+func TestTCPRefusesEstablished(t *testing.T) {
+	n := newNetns(t)
+	p := startInNetns(t, n, "tcppair", buildProg(t, "tcppair"), "4", "64")
+	store := filepath.Join(t.TempDir(), "store")
+	_, stderr, err := ckptfsErr(t, "dump", "-s", store, itoa(p.Pid))
+	if err == nil {
+		t.Fatal("dump of an established connection without --tcp-established succeeded")
+	}
+	for _, want := range []string{"process " + itoa(p.Pid) + " fd ", "--tcp-established", "TCP 127.0.0.1:", " ESTABLISHED"} {
+		if !strings.Contains(stderr, want) {
+			t.Fatalf("refusal %q does not say %q", stderr, want)
+		}
+	}
+	p.checkUnharmed(t, store)
+}
+
+// TestTCPClose: restore --tcp-close gives the program its connections
+// reset: each end reads ECONNRESET.
+func TestTCPClose(t *testing.T) {
+	n := newNetns(t)
+	p := startInNetns(t, n, "tcppair", buildProg(t, "tcppair"), "4", "64")
+	waitWhoTicks(t, p, "P", 3)
+	pids := treePids(p.Pid)
+	dir := dumpKillFlags(t, p.Pid, "--tcp-established")
+	p.kill()
+	restoreInNetns(t, n, dir, pids, "--tcp-close")
+	p.Pid = pids[0]
+	waitLine(t, p, "P ", " reset ok")
+	waitLine(t, p, "C ", " reset ok")
+}
