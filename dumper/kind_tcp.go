@@ -102,13 +102,13 @@ func refuseTCP(pid int, f *image.FD, l *liveTCP) error {
 	refuse := func(kind string) error { return &ErrUnsupported{PID: pid, FD: f.Num, Kind: kind, What: l.String()} }
 	switch {
 	case l.state == tcpListen && l.acceptQueue > 0:
-		return refuse(fmt.Sprintf("a listening TCP socket with %d connections not yet accepted", l.acceptQueue))
+		return refuse(fmt.Sprintf("a TCP socket listening with %d connections not yet accepted", l.acceptQueue))
 	case l.state == tcpListen, l.state == tcpEstablished:
 		return nil
 	case l.state == tcpClose:
 		return refuse("a TCP socket neither listening nor connected")
 	default:
-		return refuse("a TCP connection in state " + tcpStates[l.state] + " (half-closed, closing or connecting)")
+		return refuse("a TCP socket in state " + tcpStates[l.state] + " (half-closed, closing or connecting)")
 	}
 }
 
@@ -163,7 +163,7 @@ func (tcpKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 	case tcpEstablished:
 		s.State = image.TCPEstablished
 		if !cc.tcp.established {
-			return &ErrUnsupported{PID: t.PID, FD: f.Num, Kind: "an established TCP connection (dump it with --tcp-established)", What: l.String()}
+			return &ErrUnsupported{PID: t.PID, FD: f.Num, Kind: "a TCP socket connected (an established connection: dump it with --tcp-established)", What: l.String()}
 		}
 		if err := tcprepair.SetRepair(dup, true); err != nil {
 			return fmt.Errorf("%s: %w", l, err)
@@ -258,7 +258,7 @@ func precheckTCP(fds map[int][]*image.FD, established bool) error {
 				return err
 			}
 			if l.state == tcpEstablished {
-				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "an established TCP connection (dump it with --tcp-established)", What: l.String()}
+				return &ErrUnsupported{PID: pid, FD: f.Num, Kind: "a TCP socket connected (an established connection: dump it with --tcp-established)", What: l.String()}
 			}
 		}
 	}
