@@ -244,6 +244,11 @@ func (d *dump) run() (err error) {
 	if err := collectObjects(c, d.tcp); err != nil {
 		return err
 	}
+	if d.opts.Kill {
+		if err := d.tcp.lockOutside(c); err != nil { // kind_tcp.go
+			return err
+		}
+	}
 	d.logf("shared tables and objects")
 	d.ckpt = c
 	if err := d.aborted(); err != nil {

@@ -3,12 +3,16 @@ package dumper
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/netlock"
+	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/tcprepair"
 )
 
@@ -170,6 +174,7 @@ func (tcpKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 		}
 		kept = true
 		cc.tcp.held = append(cc.tcp.held, dup)
+		cc.tcp.conns = append(cc.tcp.conns, heldConn{id: id, pid: t.PID, local: l.local, remote: l.remote})
 		st, err := tcprepair.Dump(dup)
 		if err != nil {
 			return fmt.Errorf("%s: %w", l, err)
@@ -216,6 +221,63 @@ func tcpOptions(fd, family int) (image.TCPOpts, error) {
 type tcpHold struct {
 	established bool  // --tcp-established
 	held        []int // duplicates of the connections, in repair mode
+	conns       []heldConn
+	lock        string // the lock table made (lockOutside), "" if none
+	netns       string // its network namespace
+}
+
+type heldConn struct {
+	id            string
+	pid           int
+	local, remote netip.AddrPort
+}
+
+// lockOutside holds back, with an nftables table (internal/netlock), the
+// packets of the connections whose peer is not in the tree, before a
+// --kill closes them: the peer's kernel then sees no RST while the
+// program is down, and the restore deletes the table. Each such
+// connection's info names the table.
+func (h *tcpHold) lockOutside(c *image.Checkpoint) error {
+	inTree := map[[2]netip.AddrPort]bool{}
+	for _, k := range h.conns {
+		inTree[[2]netip.AddrPort{k.local, k.remote}] = true
+	}
+	var outside []heldConn
+	var conns []netlock.Conn
+	for _, k := range h.conns {
+		if !inTree[[2]netip.AddrPort{k.remote, k.local}] {
+			outside = append(outside, k)
+			conns = append(conns, netlock.Conn{Local: k.local, Remote: k.remote})
+		}
+	}
+	if len(outside) == 0 {
+		return nil
+	}
+	netns := proc.Path(outside[0].pid, "ns/net")
+	want, err := os.Stat(netns)
+	if err != nil {
+		return fmt.Errorf("network namespace of %d: %w", outside[0].pid, err)
+	}
+	for _, k := range outside[1:] {
+		if st, err := os.Stat(proc.Path(k.pid, "ns/net")); err != nil || !os.SameFile(st, want) {
+			return &ErrUnsupported{PID: k.pid, FD: -1, Kind: "TCP connections in several network namespaces", What: k.local.String() + " -> " + k.remote.String()}
+		}
+	}
+	name := fmt.Sprintf("%s%d-%d", netlock.Prefix, os.Getpid(), time.Now().UnixNano())
+	if err := netlock.Lock(netns, name, conns); err != nil {
+		return err
+	}
+	h.lock, h.netns = name, netns
+	for _, k := range outside {
+		o := c.Object(k.id)
+		s, err := image.ParseTCPSocket(o, true)
+		if err != nil {
+			return err
+		}
+		s.Lock = name
+		o.Info = s.Info()
+	}
+	return nil
 }
 
 // closeSilently closes the held connections in repair mode (the tree is
@@ -228,8 +290,13 @@ func (h *tcpHold) closeSilently() {
 }
 
 // resume turns repair mode off again on the held connections (the tree
-// runs on, or the dump failed) and closes the duplicates.
+// runs on, or the dump failed) and closes the duplicates; the lock table
+// of a failed --kill dump is deleted.
 func (h *tcpHold) resume() {
+	if h.lock != "" && len(h.held) > 0 {
+		_ = netlock.Unlock(h.netns, h.lock)
+		h.lock = ""
+	}
 	for _, fd := range h.held {
 		_ = tcprepair.SetRepair(fd, false)
 		unix.Close(fd)

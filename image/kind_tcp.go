@@ -50,6 +50,7 @@ const (
 //	send-queue: 100                bytes of data: sent and not acknowledged, then unsent
 //	unsent: 0                      of those, never sent
 //	recv-queue: 20                 bytes of data after the send queue: received, not read
+//	lock: ckptfs-lock-1-2          the nftables table holding its packets back (dump --kill, peer outside)
 type TCPSocket struct {
 	Ino           uint64
 	Family        int
@@ -58,6 +59,7 @@ type TCPSocket struct {
 	Backlog       int
 	Opts          TCPOpts
 	Conn          *TCPConn // ESTABLISHED only
+	Lock          string   // nftables table dropping its packets until the restore ("": none)
 }
 
 // TCPOpts are the socket options a restore sets again.
@@ -120,6 +122,9 @@ func (s *TCPSocket) Info() []string {
 		w.add("unsent", "%d", c.Unsent)
 		w.add("recv-queue", "%d", c.RecvQueue)
 	}
+	if s.Lock != "" {
+		w.add("lock", "%s", s.Lock)
+	}
 	return w
 }
 
@@ -137,7 +142,7 @@ func b01(b bool) int {
 
 var tcpKeys = []string{"ino", "family", "state", "local", "remote", "backlog", "v6only", "reuseaddr", "reuseport",
 	"keepalive", "nodelay", "defer-accept", "sndbuf", "rcvbuf", "snd-seq", "rcv-seq", "mss", "sack", "timestamps",
-	"wscale", "timestamp", "window", "send-queue", "unsent", "recv-queue"}
+	"wscale", "timestamp", "window", "send-queue", "unsent", "recv-queue", "lock"}
 
 // ParseTCPSocket reads and validates the info of TCP socket object o
 // against its data.
@@ -185,6 +190,9 @@ func ParseTCPSocket(o *Object, strict bool) (*TCPSocket, error) {
 	default:
 		k.fail("state %.20q is not LISTEN or ESTABLISHED", s.State)
 	}
+	if s.Lock = k.opt("lock"); s.Lock != "" && !lockName(s.Lock) {
+		k.fail("lock %.60q is not ckptfs-lock-<digits and dashes>", s.Lock)
+	}
 	return s, k.err
 }
 
@@ -210,4 +218,19 @@ func (s *TCPSocket) RecvData(o *Object) []byte { return o.Data[s.Conn.SendQueue:
 func parseTCPInfo(o *Object, strict bool) ([]string, error) {
 	s, err := ParseTCPSocket(o, strict)
 	return s.Info(), err
+}
+
+// lockName says whether name is a lock table the dumper makes
+// (internal/netlock: ckptfs-lock-<pid>-<nanoseconds>).
+func lockName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "ckptfs-lock-")
+	if !ok || rest == "" || len(rest) > 64 {
+		return false
+	}
+	for _, r := range rest {
+		if (r < '0' || r > '9') && r != '-' {
+			return false
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/netlock"
 	"github.com/ckptfs/ckptfs/internal/tcprepair"
 )
 
@@ -102,7 +103,16 @@ func (fs *files) buildTCP(c *image.Checkpoint) error {
 		}
 		list = append(list, u)
 	}
-	for _, step := range []func(*tsock) error{fs.tcpListen, fs.tcpRepair, fs.tcpResume, fs.tcpClosed, setTCPOpts} {
+	defer unlockTCP(c) // also when the rebuild fails: the peers see a reset then
+	unlocked := false
+	unlock := func(*tsock) error {
+		if unlocked {
+			return nil
+		}
+		unlocked = true
+		return unlockTCP(c)
+	}
+	for _, step := range []func(*tsock) error{fs.tcpListen, fs.tcpRepair, unlock, fs.tcpResume, fs.tcpClosed, setTCPOpts} {
 		for _, u := range list {
 			if err := step(u); err != nil {
 				return fmt.Errorf("%s: %w", u, err)
@@ -265,4 +275,27 @@ func sockaddr(family int, ap netip.AddrPort) unix.Sockaddr {
 		return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 	}
 	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+}
+
+// unlockTCP deletes the nftables tables (internal/netlock) a dump --kill
+// made to hold back the packets of the checkpoint's connections to peers
+// outside the tree: once their sockets exist again (buildTCP, before they
+// leave repair mode), or when the restore fails (Restore). A table
+// already gone is no error.
+func unlockTCP(c *image.Checkpoint) error {
+	done := map[string]bool{}
+	for _, o := range c.Objects {
+		if o.Kind != image.ObjTCPSocket {
+			continue
+		}
+		s, err := image.ParseTCPSocket(o, false)
+		if err != nil || s.Lock == "" || done[s.Lock] {
+			continue
+		}
+		done[s.Lock] = true
+		if err := netlock.Unlock("", s.Lock); err != nil {
+			return err
+		}
+	}
+	return nil
 }

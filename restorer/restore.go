@@ -80,6 +80,7 @@ func Restore(dir string, opts Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer unlockTCP(c) // kind_tcp.go: the lock of dump --kill, if still there
 	me, err := ownCreds()
 	if err != nil {
 		return 0, err
