@@ -167,3 +167,51 @@ func TestTCPClose(t *testing.T) {
 	waitLine(t, p, "P ", " reset ok")
 	waitLine(t, p, "C ", " reset ok")
 }
+
+// TestTCPHTTPServer dumps (--kill, no --tcp-established: only a listener)
+// a Python http.server on 127.0.0.1, restores it, and a new client gets
+// the file it serves.
+func TestTCPHTTPServer(t *testing.T) {
+	n := newNetns(t)
+	www := t.TempDir()
+	os.Chmod(www, 0o755)
+	if err := os.WriteFile(filepath.Join(www, "hello.txt"), []byte("hello from before the dump\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "http.out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	cmd := n.command("python3", "-u", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", www)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &program{Name: "http.server", Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
+	t.Cleanup(p.kill)
+	waitLine(t, p, "Serving HTTP")
+	get := func() string {
+		t.Helper()
+		b, err := n.command("python3", "-c", `import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:8000/hello.txt", timeout=30).read().decode(), end="")`).CombinedOutput()
+		if err != nil {
+			t.Fatalf("GET: %v\n%s", err, b)
+		}
+		return string(b)
+	}
+	if got := get(); got != "hello from before the dump\n" {
+		t.Fatalf("before the dump: %q", got)
+	}
+	pids := treePids(p.Pid)
+	dir := dumpKillFlags(t, p.Pid)
+	p.kill()
+	restoreInNetns(t, n, dir, pids)
+	if got := get(); got != "hello from before the dump\n" {
+		t.Fatalf("after the restore: %q", got)
+	}
+}
