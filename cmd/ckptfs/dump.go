@@ -106,7 +106,7 @@ const (
 func init() {
 	var f dumpFlags
 	cmd := &cobra.Command{
-		Use:   "dump [-s STORE] [--name NAME] [--kill] [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
+		Use:   "dump [-s STORE] [--name NAME] [--kill] [--tcp-established] [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
 		Long: `dump seizes every thread of the process tree rooted at PID with ptrace (the
 program sees no signal), records registers, memory, files and the rest, stores

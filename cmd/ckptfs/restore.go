@@ -15,7 +15,7 @@ func init() {
 	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS, lazy, tcpClose bool
 	var pidFile, lazyLog string
 	cmd := &cobra.Command{
-		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] DIR",
+		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] [--tcp-close] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
