@@ -17,7 +17,7 @@ type netns struct{ name string }
 
 var netnsSeq atomic.Int64
 
-func newNetns(t *testing.T) *netns {
+func newNetns(t testing.TB) *netns {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("a network namespace needs root")
