@@ -10,9 +10,9 @@ import (
 )
 
 // classifySocket gives socket fd f of pid the object of its protocol's
-// kind when that is an internet kind ckptfs restores (tcp-<ino>), by the
+// kind when that is an internet kind ckptfs restores (tcp-<ino>, udp-<ino>), by the
 // protocol name sockfs gives as the xattr system.sockprotoname ("TCP",
-// "TCPv6"); other sockets keep no object here (unix sockets get theirs
+// "TCPv6", "UDP", "UDPv6"); other sockets keep no object here (unix sockets get theirs
 // when collected, the rest are refused by unixKind).
 func classifySocket(pid int, f *image.FD) error {
 	buf := make([]byte, 64)
@@ -23,6 +23,8 @@ func classifySocket(pid int, f *image.FD) error {
 	switch unix.ByteSliceToString(buf[:n]) {
 	case "TCP", "TCPv6":
 		f.Object = image.TCPSocketID(f.Ino)
+	case "UDP", "UDPv6":
+		f.Object = image.UDPSocketID(f.Ino)
 	}
 	return nil
 }

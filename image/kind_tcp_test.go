@@ -70,3 +70,30 @@ func TestTCPSchemaHostile(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPSchema: a UDP socket's info reads back strictly to the same
+// struct and lines; bad lines are errors.
+func TestUDPSchema(t *testing.T) {
+	s := &UDPSocket{Ino: 9, Family: 10, Local: netip.MustParseAddrPort("[::]:5353"), Opts: UDPOpts{ReuseAddr: 1, Sndbuf: 212992, Rcvbuf: 212992},
+		Msgs: []UDPMsg{{Len: 3, From: netip.MustParseAddrPort("[::ffff:127.0.0.1]:4000")}, {Len: 0, From: netip.MustParseAddrPort("[::1]:9")}}}
+	o := &Object{ID: UDPSocketID(9), Kind: ObjUDPSocket, Info: s.Info(), Data: []byte("abc")}
+	got, err := ParseUDPSocket(o, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Info(), o.Info) || !reflect.DeepEqual(got, s) {
+		t.Errorf("read back %+v, want %+v", got, s)
+	}
+	for _, c := range []struct{ from, to, want string }{
+		{"msg: 3 [::ffff:127.0.0.1]:4000", "msg: 4 [::ffff:127.0.0.1]:4000", "bad message line"},
+		{"msg: 3 [::ffff:127.0.0.1]:4000", "msg: 2 [::ffff:127.0.0.1]:4000", "data of 3"},
+		{"msg: 0 [::1]:9", "msg: 0 nowhere", "bad message line"},
+		{"remote: -", "remote: 1.2.3.4:5", "not of family 10"},
+	} {
+		o2 := *o
+		o2.Info = strings.Split(strings.Replace(strings.Join(o.Info, "\n"), c.from, c.to, 1), "\n")
+		if _, err := ParseUDPSocket(&o2, true); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s -> %s: error %v, want %q", c.from, c.to, err, c.want)
+		}
+	}
+}

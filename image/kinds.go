@@ -77,6 +77,7 @@ var objectSchemas = map[string]objectSchema{
 	ObjMemfd:       {parse: parseMemfdInfo},
 	ObjSysVShm:     {parse: parseSysVInfo},
 	ObjTCPSocket:   {parse: parseTCPInfo},
+	ObjUDPSocket:   {parse: parseUDPInfo},
 }
 
 // CommonFDLine reports the kernel's fdinfo lines every fd has, kept

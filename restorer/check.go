@@ -218,7 +218,7 @@ func otherEndInside(c *image.Checkpoint, pid int, f *image.FD) bool {
 			}
 		}
 	}
-	if o := c.Object(f.Object); o != nil && o.Kind == image.ObjTCPSocket {
+	if o := c.Object(f.Object); o != nil && (o.Kind == image.ObjTCPSocket || o.Kind == image.ObjUDPSocket) {
 		return true // recreated, never taken over
 	}
 	if o := c.Object(f.Object); o != nil && o.Kind == image.ObjUnixSocket {
