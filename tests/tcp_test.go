@@ -172,6 +172,14 @@ func TestTCPClose(t *testing.T) {
 // a Python http.server on 127.0.0.1, restores it, and a new client gets
 // the file it serves.
 func TestTCPHTTPServer(t *testing.T) {
+	for _, c := range []struct{ name, bind string }{{"ipv4", "127.0.0.1"}, {"dual-stack", "::"}} {
+		t.Run(c.name, func(t *testing.T) { testTCPHTTPServer(t, c.bind) })
+	}
+}
+
+// testTCPHTTPServer is TestTCPHTTPServer with the server bound to bind;
+// a dual-stack one ("::") is fetched over IPv4 and IPv6.
+func testTCPHTTPServer(t *testing.T, bind string) {
 	n := newNetns(t)
 	www := t.TempDir()
 	os.Chmod(www, 0o755)
@@ -186,7 +194,7 @@ func TestTCPHTTPServer(t *testing.T) {
 	defer f.Close()
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	cmd := n.command("python3", "-u", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", www)
+	cmd := n.command("python3", "-u", "-m", "http.server", "8000", "--bind", bind, "--directory", www)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -195,14 +203,25 @@ func TestTCPHTTPServer(t *testing.T) {
 	p := &program{Name: "http.server", Cmd: cmd, Out: out, Pid: cmd.Process.Pid}
 	t.Cleanup(p.kill)
 	waitLine(t, p, "Serving HTTP")
+	hosts := []string{"127.0.0.1"}
+	if bind == "::" {
+		hosts = append(hosts, "[::1]")
+	}
 	get := func() string {
 		t.Helper()
-		b, err := n.command("python3", "-c", `import urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:8000/hello.txt", timeout=30).read().decode(), end="")`).CombinedOutput()
-		if err != nil {
-			t.Fatalf("GET: %v\n%s", err, b)
+		var got []string
+		for _, h := range hosts {
+			b, err := n.command("python3", "-c", `import sys, urllib.request
+print(urllib.request.urlopen("http://"+sys.argv[1]+":8000/hello.txt", timeout=30).read().decode(), end="")`, h).CombinedOutput()
+			if err != nil {
+				t.Fatalf("GET from %s: %v\n%s", h, err, b)
+			}
+			got = append(got, string(b))
 		}
-		return string(b)
+		if len(got) == 2 && got[0] != got[1] {
+			t.Fatalf("IPv4 and IPv6 clients got %q", got)
+		}
+		return got[0]
 	}
 	if got := get(); got != "hello from before the dump\n" {
 		t.Fatalf("before the dump: %q", got)
