@@ -205,16 +205,18 @@ func (d *dump) run() (err error) {
 	testhold.At("seized")
 	d.tree = tree
 	released := false
+	d.tcp = &tcpHold{established: d.opts.TCPEstablished}
 	release := func() {
 		if !released {
 			released = true
+			// Connections leave repair mode before the tree runs
+			// (a no-op once --kill closed them): kind_tcp.go.
+			d.tcp.resume()
 			tree.release()
 			d.freeze = time.Since(tree.frozenAt)
 		}
 	}
 	defer release()
-	d.tcp = &tcpHold{established: d.opts.TCPEstablished}
-	defer d.tcp.resume() // before the release; a no-op once closed (--kill)
 
 	host, _ := os.Hostname()
 	var uts unix.Utsname

@@ -80,7 +80,7 @@ func waitLine(t *testing.T, p *program, words ...string) {
 		}
 	}
 	b, _ := os.ReadFile(p.Out)
-	t.Fatalf("%s printed no line with %q in 60s; output (tail):\n%s", p.Name, words, tail(string(b), 2000))
+	t.Fatalf("%s printed no line with %q in 60s; output (first BAD and tail):\n%s\n...\n%s", p.Name, words, firstBad(string(b)), tail(string(b), 2000))
 }
 
 func tail(s string, n int) string {
@@ -233,4 +233,52 @@ print(urllib.request.urlopen("http://"+sys.argv[1]+":8000/hello.txt", timeout=30
 	if got := get(); got != "hello from before the dump\n" {
 		t.Fatalf("after the restore: %q", got)
 	}
+}
+
+// TestTCPDumpLeavesRunning: a dump --tcp-established without --kill puts
+// the connections in repair mode only while the tree is frozen: the
+// program streams on afterwards and every byte arrives.
+func TestTCPDumpLeavesRunning(t *testing.T) {
+	n := newNetns(t)
+	p := startInNetns(t, n, "tcppair", buildProg(t, "tcppair"), "4", "4")
+	waitWhoTicks(t, p, "C", 5)
+	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	ckptfs(t, "dump", "-s", m.store, "--tcp-established", itoa(p.Pid))
+	waitLine(t, p, "P ", " done ok")
+	waitLine(t, p, "C ", " done ok")
+	p.checkHealthy(t)
+}
+
+// TestTCPRefusesHalfClosed: a connection half-closed by its peer
+// (CLOSE-WAIT) and its peer (FIN-WAIT2) are refused by name, even with
+// --tcp-established.
+func TestTCPRefusesHalfClosed(t *testing.T) {
+	n := newNetns(t)
+	p := startInNetns(t, n, "halfclosed", "python3", "-c", `import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+c = socket.create_connection(l.getsockname()); s, _ = l.accept(); l.close()
+c.shutdown(socket.SHUT_WR)
+while True:
+    print("halfclosed tick ok", flush=True); time.sleep(0.1)`)
+	p.waitTicks(t, 2)
+	store := filepath.Join(t.TempDir(), "store")
+	_, stderr, err := ckptfsErr(t, "dump", "-s", store, "--tcp-established", itoa(p.Pid))
+	if err == nil {
+		t.Fatal("dump of half-closed connections succeeded")
+	}
+	if !strings.Contains(stderr, "a TCP socket in state FIN-WAIT2") && !strings.Contains(stderr, "a TCP socket in state CLOSE-WAIT") {
+		t.Fatalf("refusal %q does not name the state", stderr)
+	}
+	p.checkUnharmed(t, store)
+}
+
+// firstBad returns the lines around the first BAD line of out.
+func firstBad(out string) string {
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "BAD") {
+			return strings.Join(lines[max(0, i-6):min(len(lines), i+2)], "\n")
+		}
+	}
+	return "(no BAD line)"
 }

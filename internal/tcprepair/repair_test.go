@@ -162,3 +162,29 @@ func testDumpRestore(t *testing.T, network, addr string) {
 		t.Fatal("bytes sent after the restore differ")
 	}
 }
+
+// TestDumpLeavesWorking: repair mode on, Dump, repair mode off leaves the
+// connection as it was: the queued bytes and new ones arrive.
+func TestDumpLeavesWorking(t *testing.T) {
+	cl, sv := connPair(t, "tcp4", "127.0.0.1:0")
+	defer unix.Close(cl)
+	defer unix.Close(sv)
+	up := randBytes(100 << 10)
+	writeFD(t, cl, up)
+	for _, fd := range []int{cl, sv} {
+		if err := SetRepair(fd, true); err != nil {
+			t.Skip(err)
+		}
+		if _, err := Dump(fd); err != nil {
+			t.Fatal(err)
+		}
+		if err := SetRepair(fd, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	more := randBytes(1000)
+	writeFD(t, cl, more)
+	if got := readFull(t, sv, len(up)+len(more)); !bytes.Equal(got, append(up, more...)) {
+		t.Fatal("bytes differ after a dump")
+	}
+}
