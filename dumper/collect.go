@@ -372,6 +372,11 @@ func collectFDs(pid int) ([]*image.FD, error) {
 		}
 		f.Kind = fdKind(path, st.Mode)
 		f.Ino = st.Ino
+		if f.Kind == image.FDSocket {
+			if err := classifySocket(pid, f); err != nil { // kind_inet.go
+				return nil, err
+			}
+		}
 		if f.Kind == image.FDFile {
 			f.Size = st.Size
 		}

@@ -22,10 +22,14 @@ import (
 
 // Options tune a dump.
 type Options struct {
-	Name     string    // checkpoint name (optional)
-	Kill     bool      // kill the tree after a successful dump
-	Progress io.Writer // progress lines (nil: none)
-	Log      io.Writer // one line per phase with its duration (nil: none)
+	Name string // checkpoint name (optional)
+	Kill bool   // kill the tree after a successful dump
+
+	// TCPEstablished dumps established TCP connections (in repair mode,
+	// kind_tcp.go); without it a tree holding one is refused.
+	TCPEstablished bool
+	Progress       io.Writer // progress lines (nil: none)
+	Log            io.Writer // one line per phase with its duration (nil: none)
 
 	// OnProgress, if set, is told how far the dump is (progress.go):
 	// phases "copy" and "store" in page bytes, "commit" as 0/1 then 1/1.
@@ -138,6 +142,7 @@ type dump struct {
 	tree   *frozenTree
 	ckpt   *image.Checkpoint
 	freeze time.Duration
+	tcp    *tcpHold // kind_tcp.go
 	log    *phaselog.Log
 }
 
@@ -157,7 +162,7 @@ func (d *dump) logf(format string, args ...any) { d.log.Printf(format, args...) 
 // run freezes the tree, collects it, copies memory, releases the tree, then
 // finishes storing pages and commits the checkpoint.
 func (d *dump) run() (err error) {
-	pids, err := precheck(d.pid)
+	pids, err := precheck(d.pid, d.opts.TCPEstablished)
 	if err != nil {
 		return err
 	}
@@ -200,9 +205,13 @@ func (d *dump) run() (err error) {
 	testhold.At("seized")
 	d.tree = tree
 	released := false
+	d.tcp = &tcpHold{established: d.opts.TCPEstablished}
 	release := func() {
 		if !released {
 			released = true
+			// Connections leave repair mode before the tree runs
+			// (a no-op once --kill closed them): kind_tcp.go.
+			d.tcp.resume()
 			tree.release()
 			d.freeze = time.Since(tree.frozenAt)
 		}
@@ -234,8 +243,13 @@ func (d *dump) run() (err error) {
 	if err := markSharedTables(c); err != nil {
 		return err
 	}
-	if err := collectObjects(c); err != nil {
+	if err := collectObjects(c, d.tcp); err != nil {
 		return err
+	}
+	if d.opts.Kill {
+		if err := d.tcp.lockOutside(c); err != nil { // kind_tcp.go
+			return err
+		}
 	}
 	d.logf("shared tables and objects")
 	d.ckpt = c
@@ -302,6 +316,7 @@ func (d *dump) run() (err error) {
 	}
 	if d.opts.Kill {
 		tree.kill()
+		d.tcp.closeSilently() // repair mode: the close sends nothing
 	}
 	release()
 	return nil

@@ -17,6 +17,7 @@ import (
 type collection struct {
 	c     *image.Checkpoint
 	socks *unixTree // kind_unixsock.go, read on first use
+	tcp   *tcpHold  // kind_tcp.go: connections put in repair mode
 }
 
 // collectObjects records, once per checkpoint, the kernel objects the fds
@@ -24,8 +25,8 @@ type collection struct {
 // in flight, unix sockets with their queued bytes and peers, memfds,
 // deleted files with their contents), then the shared memory the vmas map
 // (collectShm), and marks fds that share one open file description.
-func collectObjects(c *image.Checkpoint) error {
-	cc := &collection{c: c}
+func collectObjects(c *image.Checkpoint, tcp *tcpHold) error {
+	cc := &collection{c: c, tcp: tcp}
 	for _, t := range c.Tasks {
 		for _, f := range t.FDs {
 			err := kindOf(f).collect(cc, t, f)

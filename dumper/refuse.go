@@ -80,7 +80,7 @@ func mapsNonDevice(pid int, v *image.VMA) bool {
 // precheck looks at the tree before anything is seized, so that a tree that
 // cannot be checkpointed is refused without being touched at all. It
 // returns the pids it saw.
-func precheck(root int) ([]int, error) {
+func precheck(root int, tcpEstablished bool) ([]int, error) {
 	var pids, live []int
 	byPid := map[int][]*image.FD{}
 	err := walkTree(root, func(pid int) (bool, error) {
@@ -105,6 +105,9 @@ func precheck(root int) ([]int, error) {
 		return nil, err
 	}
 	if err := precheckUnix(byPid); err != nil { // kind_unixsock.go
+		return nil, err
+	}
+	if err := precheckTCP(byPid, tcpEstablished); err != nil { // kind_tcp.go
 		return nil, err
 	}
 	return pids, nil

@@ -77,6 +77,8 @@ var objectSchemas = map[string]objectSchema{
 	ObjDeletedFile: {parse: parseDeletedFileInfo},
 	ObjMemfd:       {parse: parseMemfdInfo},
 	ObjSysVShm:     {parse: parseSysVInfo},
+	ObjTCPSocket:   {parse: parseTCPInfo},
+	ObjUDPSocket:   {parse: parseUDPInfo},
 }
 
 // CommonFDLine reports the kernel's fdinfo lines every fd has, kept

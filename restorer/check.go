@@ -208,6 +208,9 @@ func otherEndInside(c *image.Checkpoint, pid int, f *image.FD) bool {
 			}
 		}
 	}
+	if o := c.Object(f.Object); o != nil && (o.Kind == image.ObjTCPSocket || o.Kind == image.ObjUDPSocket) {
+		return true // recreated, never taken over
+	}
 	if o := c.Object(f.Object); o != nil && o.Kind == image.ObjUnixSocket {
 		return !unixPeerOutside(c, o) // kind_unixsock.go: a listener, named or unconnected socket is recreated
 	}

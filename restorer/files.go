@@ -29,6 +29,8 @@ type files struct {
 	restoredPid  func(pid int) (int, bool)
 	open         []int       // fds to close when done
 	creds        credThreads // threads with the tasks' credentials (taskcreds.go)
+
+	tcpClose bool // --tcp-close: established connections come back reset (kind_tcp.go)
 }
 
 func newFiles(own map[int]string) *files {

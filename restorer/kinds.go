@@ -57,6 +57,7 @@ var fdKinds = map[string]kind{
 var objectKinds = map[string]kind{
 	image.ObjPipe: pipeKind{}, image.ObjUnixSocket: unixKind{},
 	image.ObjDeletedFile: deletedFileKind{}, image.ObjMemfd: memfdKind{},
+	image.ObjTCPSocket: tcpKind{}, image.ObjUDPSocket: udpKind{},
 }
 
 // errNoKind says an fd is of a kind the restorer does not make.

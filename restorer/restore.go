@@ -32,6 +32,9 @@ import (
 
 // Options tune a restore.
 type Options struct {
+	// TCPClose restores established TCP connections closed: the program
+	// reads a reset (kind_tcp.go).
+	TCPClose bool
 	// Log receives one line per phase with its duration (nil: none).
 	Log io.Writer
 	// ShellJob puts the restored tasks on the restorer's terminal, in its
@@ -83,6 +86,7 @@ func Restore(dir string, opts Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer unlockTCP(c) // kind_tcp.go: the lock of dump --kill, if still there
 	me, err := ownCreds()
 	if err != nil {
 		return 0, err
@@ -109,6 +113,7 @@ func Restore(dir string, opts Options) (int, error) {
 	}
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own).handIn(handed), shm: map[string]int{}}
 	defer r.files.close()
+	r.files.tcpClose = opts.TCPClose
 	if inNS {
 		if r.ns, err = newPidNamespace(c); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)

@@ -36,9 +36,10 @@ import (
 
 // dumpFlags are the flags of dump, given again to dump-tracer.
 type dumpFlags struct {
-	store, name   string
-	kill, verbose bool
-	memBudget     int64 // MiB
+	store, name    string
+	kill, verbose  bool
+	tcpEstablished bool
+	memBudget      int64 // MiB
 
 	track, preCopy bool          // track.go
 	every          time.Duration // --every (front only)
@@ -49,6 +50,7 @@ func (f *dumpFlags) add(cmd *cobra.Command) {
 	addStoreFlag(cmd, &f.store)
 	cmd.Flags().StringVar(&f.name, "name", "", "name the checkpoint (shown under by-name/ in the mount)")
 	cmd.Flags().BoolVar(&f.kill, "kill", false, "kill the tree after a successful dump (migration)")
+	cmd.Flags().BoolVar(&f.tcpEstablished, "tcp-established", false, "dump established TCP connections (TCP repair mode; needs CAP_NET_ADMIN)")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "print the duration of every phase on stderr")
 	cmd.Flags().Int64Var(&f.memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
 	addTrackFlags(cmd, f)
@@ -58,6 +60,9 @@ func (f *dumpFlags) args() []string {
 	a := []string{"--store", f.store, "--name", f.name, "--mem-budget", strconv.FormatInt(f.memBudget, 10)}
 	if f.kill {
 		a = append(a, "--kill")
+	}
+	if f.tcpEstablished {
+		a = append(a, "--tcp-established")
 	}
 	if f.verbose {
 		a = append(a, "--verbose")
@@ -101,7 +106,7 @@ const (
 func init() {
 	var f dumpFlags
 	cmd := &cobra.Command{
-		Use:   "dump [-s STORE] [--name NAME] [--kill] [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
+		Use:   "dump [-s STORE] [--name NAME] [--kill] [--tcp-established] [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
 		Long: `dump seizes every thread of the process tree rooted at PID with ptrace (the
 program sees no signal), records registers, memory, files and the rest, stores
@@ -336,7 +341,7 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 		}
 		repo.Close()
 	}()
-	opts := dumper.Options{Name: f.name, Kill: f.kill, Abort: stop, MemoryBudget: f.memBudget << 20}
+	opts := dumper.Options{Name: f.name, Kill: f.kill, TCPEstablished: f.tcpEstablished, Abort: stop, MemoryBudget: f.memBudget << 20}
 	// The Go heap (pages in flight, the store's tables) is kept near the
 	// page budget plus 256 MiB: the GC works harder rather than let
 	// garbage double the heap.

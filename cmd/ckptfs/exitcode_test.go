@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,19 +135,15 @@ func TestExitDamaged(t *testing.T) {
 	}
 }
 
-// TestExitRefused dumps a process that holds a TCP socket: refused, exit
-// status 3, and the process runs on.
+// TestExitRefused dumps a process that holds a TCP socket neither bound
+// nor connected: refused, exit status 3, and the process runs on.
 func TestExitRefused(t *testing.T) {
 	needRoot(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	f, err := l.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := os.NewFile(uintptr(fd), "tcp")
 	defer f.Close()
 	pid := startSleeper(t, f)
 	store := filepath.Join(t.TempDir(), "store")

@@ -12,11 +12,11 @@ import (
 )
 
 func init() {
-	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS, lazy bool
+	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS, lazy, tcpClose bool
 	var pidFile, lazyLog string
 	var inheritFDs []string
 	cmd := &cobra.Command{
-		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] [--inherit-fd fd[N]:KEY]... DIR",
+		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] [--inherit-fd fd[N]:KEY]... [--tcp-close] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
@@ -62,7 +62,7 @@ gets SIGBUS, and the log says why.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeCheckpointDirs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS, Lazy: lazy, LazyLog: lazyLog}
+			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS, TCPClose: tcpClose, Lazy: lazy, LazyLog: lazyLog}
 			for _, s := range inheritFDs {
 				in, err := restorer.ParseInheritFD(s)
 				if err != nil {
@@ -94,6 +94,7 @@ gets SIGBUS, and the log says why.`,
 	cmd.Flags().BoolVar(&shellJob, "shell-job", false, "put terminals and the root's session on restore's own terminal and session")
 	cmd.Flags().BoolVar(&leaveStopped, "leave-stopped", false, "leave every restored process stopped (SIGSTOP); resume them with SIGCONT")
 	cmd.Flags().BoolVar(&noVerifyPages, "no-verify-pages", false, "do not check every page against its hash in pagemap (for a copy edited on purpose)")
+	cmd.Flags().BoolVar(&tcpClose, "tcp-close", false, "restore established TCP connections closed (the program reads a reset)")
 	cmd.Flags().BoolVar(&pidNS, "pidns", false, "restore into a new pid namespace, where every recorded pid is free")
 	cmd.Flags().StringVar(&pidFile, "pidfile", "", "write the root's pid (as seen from outside) to `FILE`")
 	cmd.Flags().BoolVar(&lazy, "lazy", false, "run the processes at once and fill their memory while they run")
