@@ -30,14 +30,14 @@ func addProgress(key any, n int64) {
 // phaseCounter reports one phase's bytes to Options.OnProgress.
 type phaseCounter struct {
 	done  atomic.Int64
-	total int64
+	total atomic.Int64 // 0 until the page scans are in (dataBytes)
 	phase string
 	out   func(phase string, done, total int64)
 }
 
 func (p *phaseCounter) add(n int64) {
 	d := p.done.Add(n)
-	p.out(p.phase, d, max(p.total, d))
+	p.out(p.phase, d, max(p.total.Load(), d))
 }
 
 // watch makes key's progress count for phase, and returns the func that
@@ -52,9 +52,12 @@ func (r *restorer) watch(key any, phase string) (stop func()) {
 	}
 	pc := r.counters[phase]
 	if pc == nil {
-		pc = &phaseCounter{phase: phase, total: r.dataBytes(), out: r.opts.OnProgress}
+		pc = &phaseCounter{phase: phase, out: r.opts.OnProgress}
 		r.counters[phase] = pc
 		pc.add(0) // the phase starts now
+		// The total waits for every page scan: not the restore (a lazy
+		// restore or one from the store need not wait for them at all).
+		go func() { pc.total.Store(r.dataBytes()) }()
 	}
 	r.progressMu.Unlock()
 	progressHooks.Store(key, pc.add)

@@ -139,6 +139,13 @@ func Restore(dir string, opts Options) (int, error) {
 		return 0, false
 	}
 	r.logf("files opened as their tasks")
+	if sp != nil && opts.Lazy {
+		// The page server reads the tree's files; what the restorer
+		// writes itself (file and shared mappings) is little, and the
+		// store's page scans would wait for every pagemap, lazy ones
+		// too, before the first task runs.
+		sp, why = nil, "lazy restore"
+	}
 	r.pages = sp
 	if sp != nil {
 		r.logf("page data from store %s", sp.store)
