@@ -1,6 +1,12 @@
 package tests
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,4 +184,121 @@ func waitPostgres(t *testing.T, dir, log string) {
 func readLog(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
+}
+
+// TestNginxWithUnprivilegedWorkers dumps (--kill) an nginx whose master
+// runs as root and whose two workers run as nobody, serving a file on a
+// unix socket, and restores it: the master is root and the workers nobody
+// again, and the file is served byte for byte.
+func TestNginxWithUnprivilegedWorkers(t *testing.T) {
+	needRoot(t)
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("no nginx (apt-get install nginx-light; .ci/run installs it)")
+	}
+	built(t)
+	dir := sharedTempDir(t, "ckptfs-nginx-")
+	www := filepath.Join(dir, "www")
+	os.Mkdir(www, 0o755)
+	body := make([]byte, 100<<10)
+	for i := range body {
+		body[i] = byte('a' + i*7%26)
+	}
+	if err := os.WriteFile(filepath.Join(www, "f.txt"), body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "nginx.sock")
+	conf := filepath.Join(dir, "nginx.conf")
+	cfg := "daemon off;\nmaster_process on;\nworker_processes 2;\nuser nobody nogroup;\n" +
+		"pid " + filepath.Join(dir, "nginx.pid") + ";\nerror_log " + filepath.Join(dir, "error.log") + ";\n" +
+		"events { worker_connections 64; }\n" +
+		"http {\n access_log off;\n client_body_temp_path " + dir + "/body;\n proxy_temp_path " + dir + "/proxy;\n" +
+		" fastcgi_temp_path " + dir + "/fcgi;\n uwsgi_temp_path " + dir + "/uwsgi;\n scgi_temp_path " + dir + "/scgi;\n" +
+		" server {\n  listen unix:" + sock + ";\n  root " + www + ";\n }\n}\n"
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	cmd := exec.Command(nginx, "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, log, log
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &program{Name: "nginx", Cmd: cmd, Out: log.Name(), Pid: cmd.Process.Pid}
+	t.Cleanup(p.kill)
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}}
+	get := func() ([]byte, error) {
+		resp, err := client.Get("http://nginx/f.txt")
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("status %s", resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := get(); err == nil && bytes.Equal(b, body) && len(treePids(p.Pid)) == 3 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("nginx does not serve f.txt: %v\n%s%s", err, readLog(log.Name()), readLog(filepath.Join(dir, "error.log")))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	uids := func(pid int) string {
+		st, _ := os.ReadFile("/proc/" + itoa(pid) + "/status")
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "Uid:") {
+				return strings.Join(strings.Fields(l)[1:], " ")
+			}
+		}
+		return ""
+	}
+	checkUsers := func(when string, pids []int) {
+		t.Helper()
+		for i, pid := range pids {
+			want := "65534 65534 65534 65534"
+			if i == 0 {
+				want = "0 0 0 0"
+			}
+			if got := uids(pid); got != want {
+				t.Errorf("%s: task %d has uids %q, want %q", when, pid, got, want)
+			}
+		}
+	}
+	checkUsers("before dump", treePids(p.Pid))
+
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	ckpt, pids := dumpKill(t, p.Pid)
+	if got := lastLine(ckptfs(t, "restore", ckpt)); got != itoa(p.Pid) {
+		t.Fatalf("restore printed %q, want %d", got, p.Pid)
+	}
+	defer func() {
+		unix.Kill(p.Pid, unix.SIGTERM) // nginx's fast shutdown stops the workers too
+		for _, pid := range pids {
+			waitGone(t, pid)
+		}
+	}()
+	checkUsers("after restore", pids)
+	for i := range 4 {
+		if b, err := get(); err != nil || !bytes.Equal(b, body) {
+			t.Fatalf("request %d after restore: %d bytes, %v\n%s", i, len(b), err, readLog(filepath.Join(dir, "error.log")))
+		}
+	}
 }
