@@ -15,6 +15,13 @@ func (chrKind) fdKind() string                        { return image.FDChar }
 func (chrKind) classifies(_ string, mode uint32) bool { return isType(mode, unix.S_IFCHR) }
 func (chrKind) owns(*image.FD) bool                   { return true }
 
+// collect: a pty slave whose master is in the checkpoint refers to the
+// pair's object (kind_pty.go).
+func (chrKind) collect(cc *collection, t *image.Task, f *image.FD) error {
+	ptySlave(cc, t, f)
+	return nil
+}
+
 // refuse refuses devices that are not reopened by path.
 func (chrKind) refuse(pid int, f *image.FD) error {
 	var st unix.Stat_t

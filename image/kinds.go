@@ -39,6 +39,7 @@ var fdSchemas = map[string]fdSchema{
 	FDTimerfd:  {lines: timerfdLines},
 	FDSignalfd: {lines: signalfdLines},
 	FDInotify:  {lines: inotifyLines, refuse: refuseInotify},
+	FDPty:      {lines: ptyLines},
 	FDOther:    {lines: noLines, refuse: refuseOther},
 }
 
@@ -76,6 +77,7 @@ var objectSchemas = map[string]objectSchema{
 	ObjDeletedFile: {parse: parseDeletedFileInfo},
 	ObjMemfd:       {parse: parseMemfdInfo},
 	ObjSysVShm:     {parse: parseSysVInfo},
+	ObjPty:         {parse: parsePtyInfo},
 }
 
 // CommonFDLine reports the kernel's fdinfo lines every fd has, kept

@@ -49,14 +49,14 @@ var fdKinds = map[string]kind{
 	image.FDFile: fileKind{}, image.FDDir: fileKind{}, image.FDChar: chrKind{},
 	image.FDPipe: endKind{}, image.FDSocket: endKind{},
 	image.FDEventfd: eventfdKind{}, image.FDEpoll: epollKind{}, image.FDTimerfd: timerfdKind{},
-	image.FDSignalfd: signalfdKind{}, image.FDInotify: inotifyKind{},
+	image.FDSignalfd: signalfdKind{}, image.FDInotify: inotifyKind{}, image.FDPty: ptyKind{},
 }
 
 // objectKinds are the kinds by object kind. SysV segments are reached by
 // vmas only (kind_sysvshm.go).
 var objectKinds = map[string]kind{
 	image.ObjPipe: pipeKind{}, image.ObjUnixSocket: unixKind{},
-	image.ObjDeletedFile: deletedFileKind{}, image.ObjMemfd: memfdKind{},
+	image.ObjDeletedFile: deletedFileKind{}, image.ObjMemfd: memfdKind{}, image.ObjPty: ptyKind{},
 }
 
 // errNoKind says an fd is of a kind the restorer does not make.

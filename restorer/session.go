@@ -120,8 +120,8 @@ func checkTerminals(c *image.Checkpoint, shellJob bool) error {
 			continue
 		}
 		for _, f := range t.FDs {
-			if f.Kind != image.FDChar {
-				continue
+			if f.Kind != image.FDChar || f.Object != "" {
+				continue // a pty of the checkpoint: kind_pty.go
 			}
 			if ptyMaster(f.Path) {
 				return fmt.Errorf("task %d: fd %d is a pty master (%s): cannot restore that yet", t.PID, f.Num, f.Path)
@@ -135,6 +135,12 @@ func checkTerminals(c *image.Checkpoint, shellJob bool) error {
 			needTerm = t.PID
 		}
 		if t.TTYNr == 0 {
+			continue
+		}
+		if o := ctlPty(c, t); o != nil {
+			if err := checkPtyCtty(c, t, o); err != nil {
+				return err
+			}
 			continue
 		}
 		if !shellJob {
@@ -240,7 +246,7 @@ func (r *restorer) attachTerminal() error {
 			continue
 		}
 		for _, f := range t.FDs {
-			if f.Kind != image.FDChar || !isTTY(f.Path) {
+			if f.Kind != image.FDChar || !isTTY(f.Path) || f.Object != "" {
 				continue
 			}
 			key := fdKey(t.PID, f)
@@ -309,6 +315,15 @@ func (p *target) setSessionAndGroup() error {
 		return fmt.Errorf("join process group %d: %w", want, err)
 	}
 	return nil
+}
+
+// setGroupAndTerminal joins the task's process group, then gives a
+// session leader its pty of the checkpoint back (kind_pty.go).
+func (p *target) setGroupAndTerminal() error {
+	if err := p.setSessionAndGroup(); err != nil {
+		return err
+	}
+	return p.setPtyCtty()
 }
 
 // setForeground makes the restored group that was the foreground group of
