@@ -2,7 +2,7 @@ package restorer
 
 import (
 	"encoding/binary"
-		"fmt"
+	"fmt"
 	"os"
 	"strconv"
 
