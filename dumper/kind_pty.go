@@ -141,7 +141,17 @@ func readPty(master, n int) (*image.Object, error) {
 	if err := unix.Fstat(slave, &fst); err != nil || fst.Rdev != st.Rdev {
 		return nil, fmt.Errorf("%s is not the slave of this master", slavePath)
 	}
-	toMaster, err := requeue(master, slave, tio, func(raw *unix.Termios) { raw.Oflag &^= unix.OPOST }, pkt != 0)
+	if pkt != 0 {
+		// Packet mode off meanwhile: a read would start with a status
+		// byte, and the termios changes below would queue a status
+		// (TIOCPKT_NOSTOP/DOSTOP) for the program. Turning it on again
+		// clears the status; one pending at dump time is not kept.
+		if err := unix.IoctlSetPointerInt(master, unix.TIOCPKT, 0); err != nil {
+			return nil, fmt.Errorf("packet mode off: %w", err)
+		}
+		defer unix.IoctlSetPointerInt(master, unix.TIOCPKT, 1)
+	}
+	toMaster, err := requeue(master, slave, tio, func(raw *unix.Termios) { raw.Oflag &^= unix.OPOST })
 	if err != nil {
 		return nil, fmt.Errorf("bytes queued for the master: %w", err)
 	}
@@ -150,7 +160,7 @@ func readPty(master, n int) (*image.Object, error) {
 		toSlave, err = requeue(slave, master, tio, func(raw *unix.Termios) {
 			raw.Iflag = 0
 			raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ISIG | unix.IEXTEN
-		}, false)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("bytes queued for the slave: %w", err)
 		}
@@ -163,9 +173,8 @@ func readPty(master, n int) (*image.Object, error) {
 
 // requeue reads every byte queued on from (non-blocking) and writes it
 // back through to with the slave's termios changed by raw for the write;
-// the recorded termios tio is set again after. A master in packet mode is
-// read with packet mode off (its reads would start with a status byte).
-func requeue(from, to int, tio *unix.Termios, raw func(*unix.Termios), packet bool) ([]byte, error) {
+// the recorded termios tio is set again after.
+func requeue(from, to int, tio *unix.Termios, raw func(*unix.Termios)) ([]byte, error) {
 	q, err := unix.IoctlGetInt(from, unix.TIOCINQ)
 	if err != nil {
 		return nil, fmt.Errorf("TIOCINQ: %w", err)
@@ -173,25 +182,31 @@ func requeue(from, to int, tio *unix.Termios, raw func(*unix.Termios), packet bo
 	if q == 0 {
 		return nil, nil
 	}
-	if packet {
-		if err := unix.IoctlSetPointerInt(from, unix.TIOCPKT, 0); err != nil {
-			return nil, fmt.Errorf("packet mode off: %w", err)
-		}
-		defer unix.IoctlSetPointerInt(from, unix.TIOCPKT, 1)
-	}
+	// from may be the program's own blocking open file description (the
+	// master, taken with pidfd_getfd): read only while poll says it is
+	// readable, so a miscount never blocks the dump.
 	var data []byte
 	buf := make([]byte, 4096)
 	for {
-		k, err := unix.Read(from, buf)
-		if k > 0 {
-			data = append(data, buf[:k]...)
-		}
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EIO) || k == 0 && err == nil {
+		pfd := []unix.PollFd{{Fd: int32(from), Events: unix.POLLIN}}
+		if n, err := unix.Poll(pfd, 0); errors.Is(err, unix.EINTR) {
+			continue
+		} else if err != nil {
+			return data, fmt.Errorf("poll: %w", err)
+		} else if n == 0 || pfd[0].Revents&unix.POLLIN == 0 {
 			break
 		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		k, err := unix.Read(from, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EIO) || k <= 0 {
+			break
+		}
+		if err != nil {
 			return data, fmt.Errorf("read: %w", err)
 		}
+		data = append(data, buf[:k]...)
 	}
 	if len(data) == 0 {
 		return nil, nil

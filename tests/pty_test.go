@@ -135,3 +135,80 @@ func TestTmuxServer(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestPtyState dumps a program holding three pty pairs (tests/progs/
+// ptystate.c: one raw with its master in packet mode and bytes queued both
+// ways, one locked, one canonical with output queued) while it runs: the
+// dump leaves every queue as it was (the program's own check passes), a
+// restore (--pidns) while the original holds the indexes is refused
+// naming the pty,
+// and once the original is gone the restored program finds every pair at
+// its index with its termios, window size, packet mode, lock and queued
+// bytes, and a line typed on the canonical one reaches its slave.
+func TestPtyState(t *testing.T) {
+	needRoot(t)
+	p := startAppending(t, "ptystate", []string{buildProg(t, "ptystate")})
+	ready := strings.Fields(p.waitLine(t, "ready "))
+	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	ckpt := dumpLive(t, m, p.Pid)
+	info := func(idx string) string {
+		b, err := os.ReadFile(filepath.Join(ckpt, "objects", "pty-"+idx, "info"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for idx, want := range map[string][]string{
+		ready[1]: {"to-slave: 10\n", "to-master: 13\n", "packet: 1\n", "rows: 33\n", "cols: 111\n", "locked: 0\n"},
+		ready[2]: {"locked: 1\n", "to-slave: 0\n", "to-master: 0\n"},
+		ready[3]: {"to-master: 5\n", "to-slave: 0\n"},
+	} {
+		if in := info(idx); !containsAll(in, want) {
+			t.Errorf("pty-%s info lacks %q:\n%s", idx, want, in)
+		}
+	}
+	checks := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			b, _ := os.ReadFile(p.Out)
+			if strings.Contains(string(b), "check FAIL") {
+				t.Fatalf("the program's check failed:\n%s", b)
+			}
+			if strings.Count(string(b), "check ok\n") >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %d checks in 20s:\n%s", want, b)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	unix.Kill(p.Pid, unix.SIGUSR1)
+	checks(1) // the dump changed nothing the original sees
+
+	// --pidns: the pids are free there, the ptys are not.
+	_, errOut, err := ckptfsErr(t, "restore", "--pidns", ckpt)
+	if want := "pty /dev/pts/" + ready[1] + " is in use"; err == nil || !strings.Contains(errOut, want) {
+		t.Fatalf("restore while the original holds its ptys: %v\n%s\nwant %q", err, errOut, want)
+	}
+	pid := p.Pid
+	p.kill()
+	waitGone(t, pid)
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	if got := lastLine(ckptfs(t, "restore", ckpt)); got != itoa(pid) {
+		t.Fatalf("restore printed %q, want %d", got, pid)
+	}
+	defer killRestored(t, pid)
+	unix.Kill(pid, unix.SIGUSR1)
+	checks(2)
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
