@@ -212,3 +212,91 @@ func containsAll(s string, subs []string) bool {
 	}
 	return true
 }
+
+// TestScreenSession dumps (--kill) a screen session (screen -D -m) with a
+// counter in window 0 and an sh in window 1 and restores it: screen -ls
+// lists it, hardcopy shows the counter going on from where it was, and
+// keys stuffed into window 1 reach the sh.
+func TestScreenSession(t *testing.T) {
+	needRoot(t)
+	screen, err := exec.LookPath("screen")
+	if err != nil {
+		t.Skip("no screen (apt-get install screen; .ci/run installs it)")
+	}
+	built(t)
+	dir := t.TempDir()
+	sdir := filepath.Join(dir, "screens")
+	if err := os.Mkdir(sdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "SCREENDIR="+sdir, "TERM=xterm", "STY=")
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(screen, append([]string{"-S", "ck"}, args...)...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	cmd := exec.Command(screen, "-D", "-m", "-S", "ck", "sh", "-c", "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done")
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	server := cmd.Process.Pid
+	p := &program{Name: "screen", Cmd: cmd, Pid: server}
+	t.Cleanup(func() {
+		run("-X", "quit")
+		p.kill()
+		waitGone(t, server)
+	})
+	hardcopy := func(window string) string {
+		f := filepath.Join(dir, "hc"+window)
+		if _, err := run("-p", window, "-X", "hardcopy", f); err != nil {
+			return ""
+		}
+		b, _ := os.ReadFile(f)
+		return string(b)
+	}
+	last := func() int {
+		m := tickRe.FindAllStringSubmatch(hardcopy("0"), -1)
+		if len(m) == 0 {
+			return 0
+		}
+		n, _ := strconv.Atoi(m[len(m)-1][1])
+		return n
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: window 0:\n%s\nwindow 1:\n%s", what, hardcopy("0"), hardcopy("1"))
+			}
+		}
+	}
+	waitFor("the counter does not tick", func() bool { return last() > 5 })
+	if out, err := run("-X", "screen", "sh"); err != nil {
+		t.Fatalf("screen -X screen sh: %v\n%s", err, out)
+	}
+	waitFor("no window 1", func() bool { out, _ := run("-p", "1", "-Q", "number"); return strings.Contains(out, "1") })
+
+	ckpt, _ := dumpKill(t, server)
+	if got := lastLine(ckptfs(t, "restore", ckpt)); got != itoa(server) {
+		t.Fatalf("restore printed %q, want %d", got, server)
+	}
+	if out, err := run("-ls"); !strings.Contains(out, itoa(server)+".ck") || strings.Contains(out, "Dead") {
+		t.Fatalf("screen -ls after restore: %v\n%s", err, out)
+	}
+	// hardcopy is written by the server after the client returns.
+	before := 0
+	waitFor("restored window 0 shows no ticks from before the dump", func() bool { before = last(); return before > 5 })
+	waitFor("the counter does not go on", func() bool { return last() > before+3 })
+	if out, err := run("-p", "1", "-X", "stuff", "echo answer-$((6*7))\n"); err != nil {
+		t.Fatalf("stuff: %v\n%s", err, out)
+	}
+	waitFor("the sh in window 1 does not answer", func() bool { return strings.Contains(hardcopy("1"), "answer-42") })
+}
