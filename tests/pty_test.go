@@ -22,7 +22,8 @@ var tickRe = regexp.MustCompile(`tick (\d+)`)
 // restored server's socket shows the counter going on from where it was,
 // and `tmux send-keys` reaches the sh, whose answer shows in its pane. The
 // shells have their pty as controlling terminal again, in their own
-// session, with their group in the foreground.
+// session, with their group in the foreground. Run as root, and as nobody
+// (server, shells and the slaves' owner all nobody's).
 func TestTmuxServer(t *testing.T) {
 	needRoot(t)
 	tmux, err := exec.LookPath("tmux")
@@ -30,11 +31,25 @@ func TestTmuxServer(t *testing.T) {
 		t.Skip("no tmux (apt-get install tmux; .ci/run installs it)")
 	}
 	built(t)
+	t.Run("root", func(t *testing.T) { testTmux(t, tmux, false) })
+	t.Run("nobody", func(t *testing.T) { testTmux(t, tmux, true) })
+}
+
+func testTmux(t *testing.T, tmux string, nobody bool) {
 	dir := t.TempDir()
+	if nobody {
+		dir = sharedTempDir(t, "ckptfs-tmux-")
+		if err := os.Chown(dir, nobodyUID, nobodyGID); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sock := filepath.Join(dir, "tmux.sock")
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(tmux, append([]string{"-S", sock, "-f", "/dev/null"}, args...)...)
-		cmd.Env = append(os.Environ(), "TERM=xterm", "TMUX=")
+		cmd.Env = append(os.Environ(), "TERM=xterm", "TMUX=", "HOME="+dir)
+		if nobody {
+			asNobody(cmd)
+		}
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -95,6 +110,9 @@ func TestTmuxServer(t *testing.T) {
 	if got := lastLine(ckptfs(t, "restore", ckpt)); got != itoa(server) {
 		t.Fatalf("restore printed %q, want %d", got, server)
 	}
+	if st, _ := os.ReadFile("/proc/" + itoa(server) + "/status"); nobody && !strings.Contains(string(st), "\nUid:\t65534\t65534\t65534\t65534\n") {
+		t.Errorf("restored tmux server is not nobody's:\n%s", st)
+	}
 	// Each pane's shell: its pty is its controlling terminal, it leads
 	// its session and its group is the foreground one.
 	for _, l := range strings.Split(strings.TrimSpace(panes), "\n") {
@@ -109,8 +127,11 @@ func TestTmuxServer(t *testing.T) {
 			t.Errorf("pane shell %d on %s: tty_nr %d (want %d), session %d, foreground group %d (its group %d)",
 				pid, f[1], st.TTYNr, want, st.SID, st.TPGID, st.PGID)
 		}
-		if _, err := os.Stat(f[1]); err != nil {
+		var pst unix.Stat_t
+		if err := unix.Stat(f[1], &pst); err != nil {
 			t.Errorf("pane %s: %v", f[1], err)
+		} else if nobody && pst.Uid != nobodyUID {
+			t.Errorf("pane %s is uid %d's, want nobody's", f[1], pst.Uid)
 		}
 	}
 	// The counter goes on from where it was.
