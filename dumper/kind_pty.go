@@ -48,11 +48,42 @@ func (ptyKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 		return fmt.Errorf("pidfd_getfd: %w", err)
 	}
 	defer unix.Close(master)
+	if err := ptyCttyRestorable(cc.c, n); err != nil {
+		return err
+	}
 	o, err := readPty(master, n)
 	if err != nil {
 		return fmt.Errorf("pty /dev/pts/%d: %w", n, err)
 	}
 	cc.c.Objects = append(cc.c.Objects, o)
+	return nil
+}
+
+// ptyCttyRestorable refuses what restore would (restorer checkPtyCtty): a
+// task whose controlling terminal is pty n, of the checkpoint, must have
+// its session leader in the checkpoint, holding an fd on the slave (or on
+// /dev/tty) to make it its controlling terminal again with.
+func ptyCttyRestorable(c *image.Checkpoint, n int) error {
+	nr := uint64(unix.Mkdev(uint32(136+n/256), uint32(n%256)))
+	slave := "/dev/pts/" + strconv.Itoa(n)
+	for _, t := range c.Tasks {
+		if t.TTYNr != nr || t.State == "Z" {
+			continue
+		}
+		l := c.Task(t.SID)
+		if l == nil || l.State == "Z" {
+			return fmt.Errorf("task %d: its controlling terminal %s is a pty of the checkpoint but its session %d is led from outside it "+
+				"(dump the session leader's tree)", t.PID, slave, t.SID)
+		}
+		held := false
+		for _, f := range l.FDs {
+			held = held || f.Kind == image.FDChar && (f.Path == slave || f.Path == "/dev/tty")
+		}
+		if !held {
+			return fmt.Errorf("task %d leads the session of its controlling terminal %s but holds no fd on it: "+
+				"restore could not make it its controlling terminal again", l.PID, slave)
+		}
+	}
 	return nil
 }
 
