@@ -55,6 +55,13 @@ func (ptyKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 	if err != nil {
 		return fmt.Errorf("pty /dev/pts/%d: %w", n, err)
 	}
+	if p, err := image.ParsePty(o, false); err != nil {
+		return err
+	} else if p.Locked && ptySlaveHeld(cc.c, n) {
+		// The kernel opens no slave of a locked pair: restore could not
+		// give its slave fds back (restorer ptyKind.check).
+		return fmt.Errorf("pty /dev/pts/%d is locked (TIOCSPTLCK) while its slave is open: cannot restore that", n)
+	}
 	cc.c.Objects = append(cc.c.Objects, o)
 	return nil
 }
@@ -85,6 +92,18 @@ func ptyCttyRestorable(c *image.Checkpoint, n int) error {
 		}
 	}
 	return nil
+}
+
+// ptySlaveHeld reports whether a task of c holds an fd on slave n.
+func ptySlaveHeld(c *image.Checkpoint, n int) bool {
+	for _, t := range c.Tasks {
+		for _, f := range t.FDs {
+			if f.Kind == image.FDChar && f.Path == "/dev/pts/"+strconv.Itoa(n) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ptySlave gives slave fd f of task t the object of its pair if the
