@@ -20,7 +20,8 @@ import (
 // last its termios; the master its packet mode and lock. Master fds share
 // the one master; slave fds are opened from the slave with their flags.
 // The session leader whose controlling terminal the slave was gets it
-// again, with its foreground group (setPtyCtty).
+// again before its children are made (takePtyCtty), and its foreground
+// group once groups are joined (setPtyFg).
 type ptyKind struct{ kindBase }
 
 func (ptyKind) inherit(*image.Checkpoint, int, *image.FD, map[int]string) bool { return false }
@@ -233,57 +234,70 @@ func ctlPty(c *image.Checkpoint, t *image.Task) *image.Object {
 	return nil
 }
 
-// ptySlaveFD returns an fd of task t on the slave of pty object o.
-func ptySlaveFD(t *image.Task, o *image.Object) *image.FD {
-	for _, f := range t.FDs {
-		if f.Object == o.ID && f.Kind == image.FDChar {
-			return f
-		}
-	}
-	return nil
-}
-
 // checkPtyCtty checks that a task whose controlling terminal is a pty of
-// the checkpoint can get it back: its session leader is restored and
-// holds a slave fd to make it its controlling terminal with.
+// the checkpoint can get it back: its session leader is restored (and
+// takes the pty as controlling terminal before its children are made).
 func checkPtyCtty(c *image.Checkpoint, t *image.Task, o *image.Object) error {
-	l := c.Task(t.SID)
-	if l == nil || l.State == "Z" {
+	if l := c.Task(t.SID); l == nil || l.State == "Z" {
 		return fmt.Errorf("task %d: its controlling terminal %s is a pty of the checkpoint but its session %d is led from outside it",
 			t.PID, ttyName(t.TTYNr), t.SID)
 	}
-	if ptySlaveFD(l, o) == nil {
-		return fmt.Errorf("task %d: session leader of %s holds no fd on it to make it its controlling terminal again",
-			l.PID, ttyName(l.TTYNr))
-	}
 	return nil
 }
 
-// setPtyCtty makes the pty of the checkpoint that was session leader p's
-// controlling terminal its controlling terminal again (TIOCSCTTY on a
-// slave fd it holds), with the recorded foreground group (TIOCSPGRP, as
-// the task sees the group's id). Every group leader exists by then (each
-// made its group right after its clone3), and the fds are installed.
-func (p *target) setPtyCtty() error {
-	t := p.t
-	o := ctlPty(p.r.c, t)
-	if o == nil || t.SID != t.PID || t.State == "Z" {
+// takePtyCtty runs in a session leader right after its setsid, before
+// its children are created (they inherit the controlling terminal at
+// fork; a session member cannot take it later): the pty of the
+// checkpoint that was its controlling terminal becomes it again
+// (TIOCSCTTY on a slave fd lent by the restorer).
+func (p *target) takePtyCtty() error {
+	o := ctlPty(p.r.c, p.t)
+	if o == nil || p.t.State == "Z" {
 		return nil
 	}
-	f := ptySlaveFD(t, o)
-	if f == nil {
-		return fmt.Errorf("no fd on its controlling terminal %s", ttyName(t.TTYNr))
+	_, slave, err := p.r.files.ptyPair(p.r.c, o)
+	if err != nil {
+		return err
 	}
-	if _, err := p.sys(p.pid, unix.SYS_IOCTL, uint64(f.Num), unix.TIOCSCTTY, 0); err != nil {
-		return fmt.Errorf("controlling terminal %s: %w", ttyName(t.TTYNr), err)
+	return p.withLent(slave, func(fd uint64) error {
+		if _, err := p.sys(p.pid, unix.SYS_IOCTL, fd, unix.TIOCSCTTY, 0); err != nil {
+			return fmt.Errorf("controlling terminal %s: %w", ttyName(p.t.TTYNr), err)
+		}
+		return nil
+	})
+}
+
+// withLent runs fn with the restorer's fd own installed in the task (at
+// the fd fn is given), closed again after.
+func (p *target) withLent(own int, fn func(fd uint64) error) error {
+	pidfd, err := p.restorerPidfd() // pidns.go
+	if err != nil {
+		return err
 	}
-	if t.TPGID <= 0 {
+	fd, err := p.sys(p.pid, unix.SYS_PIDFD_GETFD, pidfd, uint64(own), 0)
+	p.sys(p.pid, unix.SYS_CLOSE, pidfd)
+	if err != nil {
+		return err
+	}
+	defer p.sys(p.pid, unix.SYS_CLOSE, fd)
+	return fn(fd)
+}
+
+// setPtyFg gives the pty of the checkpoint that is session leader p's
+// controlling terminal its recorded foreground group (TIOCSPGRP, the
+// group's id as the task sees it), once the task joined its group: every
+// group leader exists by then (each made its group right after its
+// clone3).
+func (p *target) setPtyFg() error {
+	t := p.t
+	o := ctlPty(p.r.c, t)
+	if o == nil || t.SID != t.PID || t.State == "Z" || t.TPGID <= 0 {
 		return nil
 	}
 	g := t.TPGID
 	if l := p.r.procs[g]; l != nil {
 		g = l.t.InnerPID()
-	} else if p.r.c.Task(g) == nil {
+	} else {
 		return nil // a group outside the checkpoint was in the foreground
 	}
 	var b [4]byte
@@ -292,8 +306,14 @@ func (p *target) setPtyCtty() error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.sys(p.pid, unix.SYS_IOCTL, uint64(f.Num), unix.TIOCSPGRP, addr); err != nil {
-		return fmt.Errorf("foreground group %d of %s: %w", g, ttyName(t.TTYNr), err)
+	_, slave, err := p.r.files.ptyPair(p.r.c, o)
+	if err != nil {
+		return err
 	}
-	return nil
+	return p.withLent(slave, func(fd uint64) error {
+		if _, err := p.sys(p.pid, unix.SYS_IOCTL, fd, unix.TIOCSPGRP, addr); err != nil {
+			return fmt.Errorf("foreground group %d of %s: %w", g, ttyName(t.TTYNr), err)
+		}
+		return nil
+	})
 }

@@ -285,6 +285,9 @@ func (p *target) enterSession() error {
 		if _, err := p.sys(p.pid, unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("task %d: %w", t.PID, err)
 		}
+		if err := p.takePtyCtty(); err != nil { // kind_pty.go
+			return fmt.Errorf("task %d: %w", t.PID, err)
+		}
 	case t.PGID == t.PID:
 		if _, err := p.sys(p.pid, unix.SYS_SETPGID, 0, 0); err != nil {
 			return fmt.Errorf("task %d: %w", t.PID, err)
@@ -317,13 +320,14 @@ func (p *target) setSessionAndGroup() error {
 	return nil
 }
 
-// setGroupAndTerminal joins the task's process group, then gives a
-// session leader its pty of the checkpoint back (kind_pty.go).
+// setGroupAndTerminal joins the task's process group, then gives the pty
+// a session leader took back (enterSession) its foreground group
+// (kind_pty.go).
 func (p *target) setGroupAndTerminal() error {
 	if err := p.setSessionAndGroup(); err != nil {
 		return err
 	}
-	return p.setPtyCtty()
+	return p.setPtyFg()
 }
 
 // setForeground makes the restored group that was the foreground group of

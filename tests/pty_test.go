@@ -94,6 +94,25 @@ func testTmux(t *testing.T, tmux string, nobody bool) {
 		return 0
 	}
 	waitTick(5)
+	// The sh runs a foreground job: its group, not the sh's, is the
+	// pty's foreground group.
+	if out, err := run("send-keys", "-t", "ck:1", "sleep 1000", "Enter"); err != nil {
+		t.Fatalf("send-keys: %v\n%s", err, out)
+	}
+	sleeper := 0
+	for deadline := time.Now().Add(30 * time.Second); sleeper == 0; time.Sleep(20 * time.Millisecond) {
+		for _, pid := range treePids(server) {
+			if b, _ := os.ReadFile("/proc/" + itoa(pid) + "/cmdline"); string(b) == "sleep\x001000\x00" {
+				sleeper = pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sh in window 1 did not start sleep 1000")
+		}
+	}
+	if st, err := stat(sleeper); err != nil || st.TPGID != sleeper {
+		t.Fatalf("sleep 1000 (%d) is not the foreground job: %+v %v", sleeper, st, err)
+	}
 	panes, err := run("list-panes", "-a", "-F", "#{pane_pid} #{pane_tty}")
 	if err != nil {
 		t.Fatalf("list-panes: %v\n%s", err, panes)
@@ -123,7 +142,11 @@ func testTmux(t *testing.T, tmux string, nobody bool) {
 		if err != nil {
 			t.Fatalf("pane shell %d: %v", pid, err)
 		}
-		if want := uint64(unix.Mkdev(136+uint32(n)/256, uint32(n)%256)); st.TTYNr != want || st.SID != pid || st.TPGID != st.PGID {
+		fg := st.PGID
+		if st.TPGID == sleeper {
+			fg = sleeper // window 1's sh: its job is in the foreground
+		}
+		if want := uint64(unix.Mkdev(136+uint32(n)/256, uint32(n)%256)); st.TTYNr != want || st.SID != pid || st.TPGID != fg {
 			t.Errorf("pane shell %d on %s: tty_nr %d (want %d), session %d, foreground group %d (its group %d)",
 				pid, f[1], st.TTYNr, want, st.SID, st.TPGID, st.PGID)
 		}
@@ -140,7 +163,16 @@ func testTmux(t *testing.T, tmux string, nobody bool) {
 		t.Fatalf("restored pane shows tick %d, want the ticks from before the dump", before)
 	}
 	waitTick(before + 3)
-	// Keys reach the interactive sh, its answer shows in its pane.
+	// ^C reaches the foreground job (SIGINT to the pty's foreground
+	// group), then keys reach the interactive sh, its answer shows in its
+	// pane.
+	if st, err := stat(sleeper); err != nil || st.TPGID != sleeper {
+		t.Fatalf("restored sleep 1000 (%d) is not the foreground job: %+v %v", sleeper, st, err)
+	}
+	if out, err := run("send-keys", "-t", "ck:1", "C-c"); err != nil {
+		t.Fatalf("send-keys C-c: %v\n%s", err, out)
+	}
+	waitGone(t, sleeper)
 	if out, err := run("send-keys", "-t", "ck:1", "echo answer-$((6*7))", "Enter"); err != nil {
 		t.Fatalf("send-keys: %v\n%s", err, out)
 	}
