@@ -16,6 +16,9 @@ import (
 // tickRe finds the counter's lines in a tmux pane.
 var tickRe = regexp.MustCompile(`tick (\d+)`)
 
+// tickLineRe finds the counter's whole lines in a typescript.
+var tickLineRe = regexp.MustCompile(`tick (\d+)\r?\n`)
+
 // TestTmuxServer dumps (--kill) a tmux server with two windows, one whose
 // pane runs a counter and one with an interactive sh, and restores it: the
 // pty pairs come back at their indexes, `tmux capture-pane` on the
@@ -352,4 +355,71 @@ func TestScreenSession(t *testing.T) {
 		t.Fatalf("stuff: %v\n%s", err, out)
 	}
 	waitFor("the sh in window 1 does not answer", func() bool { return strings.Contains(hardcopy("1"), "answer-42") })
+}
+
+// TestScriptSession dumps (--kill) script(1) recording a counter on the pty
+// it made and restores it: the typescript goes on with the next ticks, in
+// order, none lost or repeated.
+func TestScriptSession(t *testing.T) {
+	needRoot(t)
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("no script(1) (util-linux)")
+	}
+	built(t)
+	dir := t.TempDir()
+	ts := filepath.Join(dir, "typescript")
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	cmd := exec.Command(script, "-q", "-f", "-c", "sh -c 'i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done'", ts)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &program{Name: "script", Cmd: cmd, Pid: cmd.Process.Pid}
+	t.Cleanup(p.kill)
+	ticks := func() []int {
+		b, _ := os.ReadFile(ts)
+		var out []int
+		for _, m := range tickLineRe.FindAllStringSubmatch(string(b), -1) { // whole lines only
+			n, _ := strconv.Atoi(m[1])
+			out = append(out, n)
+		}
+		return out
+	}
+	waitTicks := func(n int) []int {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if got := ticks(); len(got) >= n {
+				return got
+			}
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(ts)
+				t.Fatalf("fewer than %d ticks in the typescript:\n%s", n, b)
+			}
+		}
+	}
+	waitTicks(5)
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	ckpt, pids := dumpKill(t, p.Pid)
+	dumped := len(ticks())
+	if got := lastLine(ckptfs(t, "restore", ckpt)); got != itoa(p.Pid) {
+		t.Fatalf("restore printed %q, want %d", got, p.Pid)
+	}
+	defer func() {
+		for _, pid := range pids {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+		for _, pid := range pids {
+			waitGone(t, pid)
+		}
+	}()
+	got := waitTicks(dumped + 5)
+	for i, n := range got {
+		if n != i+1 {
+			t.Fatalf("typescript ticks %v: tick %d at line %d (dumped after %d)", got, n, i+1, dumped)
+		}
+	}
 }
