@@ -28,7 +28,7 @@ func (chrKind) refuse(pid int, f *image.FD) error {
 	if err := unix.Stat(proc.FDPath(pid, f.Num), &st); err == nil && !restorableDevice(st.Rdev) {
 		kind := "a device"
 		if unix.Major(st.Rdev) == 5 && unix.Minor(st.Rdev) == 2 {
-			kind = "a pty master (ptys are not recreated; a program on a terminal can be restored with --shell-job)"
+			kind = "a pty master opened by another path than /dev/ptmx or /dev/pts/ptmx (only those are recreated)"
 		}
 		return &ErrUnsupported{PID: pid, FD: f.Num, Kind: kind, What: f.Path}
 	}
