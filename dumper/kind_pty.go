@@ -223,6 +223,13 @@ func requeue(from, to int, tio *unix.Termios, raw func(*unix.Termios)) ([]byte, 
 	if q == 0 {
 		return nil, nil
 	}
+	// Nothing is read unless it can be written back at once: a slave
+	// whose output is stopped (^S) takes no writes, and the bytes would
+	// be lost to the program.
+	pfd := []unix.PollFd{{Fd: int32(to), Events: unix.POLLOUT}}
+	if n, err := unix.Poll(pfd, 0); err != nil || n == 0 || pfd[0].Revents&unix.POLLOUT == 0 {
+		return nil, fmt.Errorf("%d bytes queued but the other side takes no writes (output stopped?): cannot save them without losing them; dump again later", q)
+	}
 	// from may be the program's own blocking open file description (the
 	// master, taken with pidfd_getfd): read only while poll says it is
 	// readable, so a miscount never blocks the dump.
