@@ -15,13 +15,20 @@ func (chrKind) fdKind() string                        { return image.FDChar }
 func (chrKind) classifies(_ string, mode uint32) bool { return isType(mode, unix.S_IFCHR) }
 func (chrKind) owns(*image.FD) bool                   { return true }
 
+// collect: a pty slave whose master is in the checkpoint refers to the
+// pair's object (kind_pty.go).
+func (chrKind) collect(cc *collection, t *image.Task, f *image.FD) error {
+	ptySlave(cc, t, f)
+	return nil
+}
+
 // refuse refuses devices that are not reopened by path.
 func (chrKind) refuse(pid int, f *image.FD) error {
 	var st unix.Stat_t
 	if err := unix.Stat(proc.FDPath(pid, f.Num), &st); err == nil && !restorableDevice(st.Rdev) {
 		kind := "a device"
 		if unix.Major(st.Rdev) == 5 && unix.Minor(st.Rdev) == 2 {
-			kind = "a pty master (ptys are not recreated; a program on a terminal can be restored with --shell-job)"
+			kind = "a pty master opened by another path than /dev/ptmx or /dev/pts/ptmx (only those are recreated)"
 		}
 		return &ErrUnsupported{PID: pid, FD: f.Num, Kind: kind, What: f.Path}
 	}

@@ -43,7 +43,7 @@ type kind interface {
 // kinds is the one table of kinds: the first that owns an fd is its kind.
 // SysV segments are reached by vmas only (collectShm, shm.go).
 var kinds = []kind{
-	memfdKind{}, deletedFileKind{}, fileKind{}, dirKind{}, chrKind{}, pipeKind{}, tcpKind{}, udpKind{}, unixKind{},
+	memfdKind{}, deletedFileKind{}, fileKind{}, dirKind{}, ptyKind{}, chrKind{}, pipeKind{}, tcpKind{}, udpKind{}, unixKind{},
 	eventfdKind{}, epollKind{}, timerfdKind{}, signalfdKind{}, inotifyKind{}, pidfdKind{}, otherKind{},
 }
 

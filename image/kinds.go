@@ -40,6 +40,7 @@ var fdSchemas = map[string]fdSchema{
 	FDSignalfd: {lines: signalfdLines},
 	FDInotify:  {lines: inotifyLines, refuse: refuseInotify},
 	FDPidfd:    {lines: pidfdLines},
+	FDPty:      {lines: ptyLines},
 	FDOther:    {lines: noLines, refuse: refuseOther},
 }
 
@@ -79,6 +80,7 @@ var objectSchemas = map[string]objectSchema{
 	ObjSysVShm:     {parse: parseSysVInfo},
 	ObjTCPSocket:   {parse: parseTCPInfo},
 	ObjUDPSocket:   {parse: parseUDPInfo},
+	ObjPty:         {parse: parsePtyInfo},
 }
 
 // CommonFDLine reports the kernel's fdinfo lines every fd has, kept

@@ -156,7 +156,7 @@ func checkMappedFile(t *image.Task, v *image.VMA) error {
 // checkFD checks fd f of task t by its kind (check), then by the kind's
 // image.Refusal rule, which the dump applied too.
 func checkFD(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]string) error {
-	if inheritFD(c, t.PID, f, own) || (f.Kind == image.FDChar && isTTY(f.Path)) {
+	if inheritFD(c, t.PID, f, own) || (f.Kind == image.FDChar && isTTY(f.Path) && f.Object == "") {
 		return nil // terminals: checkTerminals
 	}
 	k, err := kindOf(c, f)

@@ -50,6 +50,7 @@ var fdKinds = map[string]kind{
 	image.FDPipe: endKind{}, image.FDSocket: endKind{},
 	image.FDEventfd: eventfdKind{}, image.FDEpoll: epollKind{}, image.FDTimerfd: timerfdKind{},
 	image.FDSignalfd: signalfdKind{}, image.FDInotify: inotifyKind{}, image.FDPidfd: pidfdKind{},
+	image.FDPty: ptyKind{},
 }
 
 // objectKinds are the kinds by object kind. SysV segments are reached by
@@ -58,6 +59,7 @@ var objectKinds = map[string]kind{
 	image.ObjPipe: pipeKind{}, image.ObjUnixSocket: unixKind{},
 	image.ObjDeletedFile: deletedFileKind{}, image.ObjMemfd: memfdKind{},
 	image.ObjTCPSocket: tcpKind{}, image.ObjUDPSocket: udpKind{},
+	image.ObjPty: ptyKind{},
 }
 
 // errNoKind says an fd is of a kind the restorer does not make.

@@ -120,8 +120,8 @@ func checkTerminals(c *image.Checkpoint, shellJob bool) error {
 			continue
 		}
 		for _, f := range t.FDs {
-			if f.Kind != image.FDChar {
-				continue
+			if f.Kind != image.FDChar || f.Object != "" {
+				continue // a pty of the checkpoint: kind_pty.go
 			}
 			if ptyMaster(f.Path) {
 				return fmt.Errorf("task %d: fd %d is a pty master (%s): cannot restore that yet", t.PID, f.Num, f.Path)
@@ -135,6 +135,12 @@ func checkTerminals(c *image.Checkpoint, shellJob bool) error {
 			needTerm = t.PID
 		}
 		if t.TTYNr == 0 {
+			continue
+		}
+		if o := ctlPty(c, t); o != nil {
+			if err := checkPtyCtty(c, t, o); err != nil {
+				return err
+			}
 			continue
 		}
 		if !shellJob {
@@ -240,7 +246,7 @@ func (r *restorer) attachTerminal() error {
 			continue
 		}
 		for _, f := range t.FDs {
-			if f.Kind != image.FDChar || !isTTY(f.Path) {
+			if f.Kind != image.FDChar || !isTTY(f.Path) || f.Object != "" {
 				continue
 			}
 			key := fdKey(t.PID, f)
@@ -279,6 +285,9 @@ func (p *target) enterSession() error {
 		if _, err := p.sys(p.pid, unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("task %d: %w", t.PID, err)
 		}
+		if err := p.takePtyCtty(); err != nil { // kind_pty.go
+			return fmt.Errorf("task %d: %w", t.PID, err)
+		}
 	case t.PGID == t.PID:
 		if _, err := p.sys(p.pid, unix.SYS_SETPGID, 0, 0); err != nil {
 			return fmt.Errorf("task %d: %w", t.PID, err)
@@ -309,6 +318,16 @@ func (p *target) setSessionAndGroup() error {
 		return fmt.Errorf("join process group %d: %w", want, err)
 	}
 	return nil
+}
+
+// setGroupAndTerminal joins the task's process group, then gives the pty
+// a session leader took back (enterSession) its foreground group
+// (kind_pty.go).
+func (p *target) setGroupAndTerminal() error {
+	if err := p.setSessionAndGroup(); err != nil {
+		return err
+	}
+	return p.setPtyFg()
 }
 
 // setForeground makes the restored group that was the foreground group of

@@ -512,7 +512,7 @@ func (p *target) setProcessState() error {
 	if _, err := p.sys(p.pid, unix.SYS_UMASK, uint64(t.Umask)); err != nil {
 		return err
 	}
-	return p.setSessionAndGroup()
+	return p.setGroupAndTerminal() // session.go
 }
 
 func (p *target) setSigactions() error {

@@ -6,15 +6,14 @@ import (
 	"testing"
 )
 
-// TestDumpRefusesUnsupported: a TCP connection, an io_uring instance, a
-// device and a pty master make the dump refuse with a message naming pid, fd and kind; no
+// TestDumpRefusesUnsupported: a TCP connection, an io_uring instance and a
+// device make the dump refuse with a message naming pid, fd and kind; no
 // checkpoint is written and the program runs on unharmed.
 func TestDumpRefusesUnsupported(t *testing.T) {
 	for _, c := range []struct{ kind, want string }{
 		{"holder-tcp", "is a TCP socket"},
 		{"holder-uring", "is [io_uring]"},
 		{"holder-device", "is a device (/dev/fuse)"},
-		{"holder-pty", "is a pty master"},
 	} {
 		t.Run(c.kind, func(t *testing.T) {
 			p := startProgram(t, c.kind, 0)
