@@ -64,9 +64,8 @@ func psql(sock, sql string) (string, error) {
 // over the table read back are the ones written before the dump, every
 // restored task has nobody's credentials, and new writes are accepted.
 //
-// The cluster uses dynamic_shared_memory_type=mmap: POSIX shm in /dev/shm
-// (postgres's default) is another part of issue 18 (the coverage branch);
-// switch it back to posix once that is merged.
+// The cluster uses postgres's default dynamic_shared_memory_type=posix:
+// its segments are /dev/shm files the checkpoint maps again.
 func TestPostgresAsItsUser(t *testing.T) {
 	needRoot(t)
 	postgres, err := exec.LookPath("postgres")
@@ -106,7 +105,7 @@ func TestPostgresAsItsUser(t *testing.T) {
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
 	cmd = exec.Command(postgres, "-D", data, "-k", dir, "-c", "listen_addresses=",
-		"-c", "dynamic_shared_memory_type=mmap", "-c", "fsync=off")
+		"-c", "dynamic_shared_memory_type=posix", "-c", "fsync=off")
 	asNobody(cmd)
 	cmd.Dir = dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, log, log
