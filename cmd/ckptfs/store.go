@@ -24,7 +24,7 @@ func withRepo(dir string, f func(dedup.Repo) error) error {
 		return err
 	}
 	privateUmask()
-	r, err := dedup.OpenExistingRepo(dir)
+	r, err := openAnyRepo(dir, false)
 	if err != nil {
 		return err
 	}

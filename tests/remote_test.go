@@ -1,0 +1,178 @@
+package tests
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"golang.org/x/sys/unix"
+)
+
+// The remote tests run a real S3 server in this process: gofakes3 over an
+// in-memory backend on a loopback listener (httptest), which accepts only
+// the access key "e2ekey". The ckptfs binary reaches it as any S3 service,
+// through AWS_ENDPOINT_URL and the AWS_* credentials.
+
+type e2eS3 struct {
+	url       string
+	packBytes atomic.Int64 // bytes of packs served by GETs
+}
+
+func startE2ES3(t *testing.T, bucket string) *e2eS3 {
+	t.Helper()
+	backend := s3mem.New()
+	if err := backend.CreateBucket(bucket); err != nil {
+		t.Fatal(err)
+	}
+	h := gofakes3.New(backend).Server()
+	s := &e2eS3{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.Header.Get("Authorization"), "Credential=e2ekey/") {
+			w.WriteHeader(http.StatusForbidden)
+			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code><Message>unknown key</Message></Error>`))
+			return
+		}
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/packs/") {
+			cw := &countingWriter{ResponseWriter: w}
+			h.ServeHTTP(cw, r)
+			s.packBytes.Add(cw.n)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	s.url = hs.URL
+	t.Setenv("AWS_ENDPOINT_URL", hs.URL)
+	t.Setenv("AWS_ACCESS_KEY_ID", "e2ekey")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "e2esecret")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	return s
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// mountDaemon mounts store (a directory or s3:// URL) with `ckptfs mount
+// --daemon` and unmounts it when the test ends.
+func mountDaemon(t *testing.T, store string) string {
+	t.Helper()
+	mnt := t.TempDir()
+	out, err := exec.Command(filepath.Join(built(t), "ckptfs"), "mount", "--daemon", "-s", store, mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mount %s: %v\n%s", store, err, out)
+	}
+	var daemon int
+	if i := strings.Index(string(out), "daemon pid "); i >= 0 {
+		fmt.Sscanf(string(out[i:]), "daemon pid %d", &daemon)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 100 && unix.Unmount(mnt, 0) == unix.EBUSY; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		for i := 0; i < 250 && daemon > 0 && unix.Kill(daemon, 0) == nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if daemon > 0 && unix.Kill(daemon, 0) == nil {
+			t.Logf("mount daemon %d still runs 5s after umount: killed", daemon)
+			unix.Kill(daemon, unix.SIGKILL)
+		}
+	})
+	return mnt
+}
+
+// TestRemoteDumpRestore dumps a program straight into a bucket, lists and
+// verifies it there, copies it to a local store, and restores it from a
+// mount of the bucket (pages fetched on demand) and from a mount of the
+// local copy: the program resumes from both, checking its own memory.
+func TestRemoteDumpRestore(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (ptrace of the test program, FUSE mount)")
+	}
+	s3 := startE2ES3(t, "ckpt")
+	remote := "s3://ckpt/e2e"
+	p := startProgram(t, "static", 32)
+	p.waitTicks(t, 1)
+	id := lastLine(ckptfs(t, "dump", "-s", remote, "--kill", itoa(p.Pid)))
+	waitGone(t, p.Pid)
+	if ls := ckptfs(t, "ls", "-s", remote); !strings.Contains(ls, id) {
+		t.Fatalf("ls -s %s does not show %s:\n%s", remote, id, ls)
+	}
+	ckptfs(t, "verify", "-s", remote)
+	local := filepath.Join(t.TempDir(), "store")
+	out := ckptfs(t, "copy", "-s", remote, "-d", local, id)
+	t.Logf("copy to local: %s", strings.TrimSpace(out))
+	ckptfs(t, "verify", "-s", local)
+
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	times := map[string]time.Duration{}
+	for _, store := range []string{remote, local} {
+		mnt := mountDaemon(t, store)
+		before := len(p.ticks())
+		fetched := s3.packBytes.Load()
+		start := time.Now()
+		out, log, err := ckptfsErr(t, "restore", filepath.Join(mnt, id))
+		times[store] = time.Since(start)
+		if err != nil {
+			t.Fatalf("restore from %s: %v\n%s%s", store, err, out, log)
+		}
+		if got := lastLine(out); got != itoa(p.Pid) {
+			t.Fatalf("restore from %s printed %q, want pid %d", store, got, p.Pid)
+		}
+		lines := p.waitTicks(t, 3)
+		p.checkHealthy(t)
+		if !strings.Contains(lines[before], " tick ") {
+			t.Fatalf("unexpected line %q", lines[before])
+		}
+		t.Logf("restored from %s in %v (pack bytes fetched from S3: %d)", store, times[store], s3.packBytes.Load()-fetched)
+		unix.Kill(p.Pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(p.Pid, &ws, 0, nil)
+		waitGone(t, p.Pid)
+	}
+	t.Logf("restore from S3 / from local: %.2f", times[remote].Seconds()/times[local].Seconds())
+}
+
+// TestRemoteCLIErrors: bad credentials, an absent store and an
+// unreachable endpoint give clear errors and the documented exit codes.
+func TestRemoteCLIErrors(t *testing.T) {
+	startE2ES3(t, "ckpt")
+	run := func(env []string, args ...string) (string, int) {
+		cmd := exec.Command(filepath.Join(built(t), "ckptfs"), args...)
+		cmd.Env = append(os.Environ(), env...)
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	out, code := run(nil, "ls", "-s", "s3://ckpt/none")
+	if code != 10 || !strings.Contains(out, "not a ckptfs store") && !strings.Contains(out, "no ckptfs-store") {
+		t.Errorf("ls of an absent store: exit %d, %s", code, out)
+	}
+	out, code = run([]string{"AWS_ACCESS_KEY_ID=wrong"}, "ls", "-s", "s3://ckpt/none")
+	if code != 1 || !strings.Contains(out, "access denied") {
+		t.Errorf("ls with a bad key: exit %d, %s", code, out)
+	}
+	t.Logf("bad key: exit %d: %s", code, strings.TrimSpace(out))
+	out, code = run(nil, "--s3-endpoint", "http://127.0.0.1:1", "ls", "-s", "s3://ckpt/none")
+	if code != 1 || !strings.Contains(out, "cannot reach") {
+		t.Errorf("ls of an unreachable endpoint: exit %d, %s", code, out)
+	}
+	t.Logf("unreachable: exit %d: %s", code, strings.TrimSpace(out))
+}
