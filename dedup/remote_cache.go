@@ -73,9 +73,13 @@ func (c *remoteCache) get(sub, name string) ([]byte, bool) {
 	return b, err == nil
 }
 
-func (c *remoteCache) keepIndex(id packID, b []byte)    { c.put("index", id.String(), b) }
-func (c *remoteCache) keepSummary(id string, b []byte)  { c.put("summaries", hex.EncodeToString([]byte(id)), b) }
-func (c *remoteCache) summary(id string) ([]byte, bool) { return c.get("summaries", hex.EncodeToString([]byte(id))) }
+func (c *remoteCache) keepIndex(id packID, b []byte) { c.put("index", id.String(), b) }
+func (c *remoteCache) keepSummary(id string, b []byte) {
+	c.put("summaries", hex.EncodeToString([]byte(id)), b)
+}
+func (c *remoteCache) summary(id string) ([]byte, bool) {
+	return c.get("summaries", hex.EncodeToString([]byte(id)))
+}
 func (c *remoteCache) dropSummary(id string) {
 	if c.dir != "" {
 		os.Remove(filepath.Join(c.dir, "summaries", hex.EncodeToString([]byte(id))))
