@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -84,10 +85,24 @@ func mountDaemon(t *testing.T, store string) string {
 		fmt.Sscanf(string(out[i:]), "daemon pid %d", &daemon)
 	}
 	t.Cleanup(func() {
-		for i := 0; i < 100 && unix.Unmount(mnt, 0) == unix.EBUSY; i++ {
+		var err error
+		for i := 0; i < 100; i++ {
+			if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
+				break
+			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		if err != nil {
+			t.Errorf("umount %s: %v", mnt, err)
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+		// The daemon may be this process's child (TestRemoteDumpRestore
+		// is a subreaper while it restores): reap it, else wait for pid 1.
 		for i := 0; i < 250 && daemon > 0 && unix.Kill(daemon, 0) == nil; i++ {
+			var ws unix.WaitStatus
+			if n, _ := unix.Wait4(daemon, &ws, unix.WNOHANG, nil); n == daemon {
+				break
+			}
 			time.Sleep(20 * time.Millisecond)
 		}
 		if daemon > 0 && unix.Kill(daemon, 0) == nil {
@@ -98,8 +113,9 @@ func mountDaemon(t *testing.T, store string) string {
 	return mnt
 }
 
-// TestRemoteDumpRestore dumps a program straight into a bucket, lists and
-// verifies it there, copies it to a local store, and restores it from a
+// TestRemoteDumpRestore dumps a program straight into a bucket twice,
+// lists and verifies them there, copies them to a local store (the second
+// copy sends only the pages the first did not), and restores it from a
 // mount of the bucket (pages fetched on demand) and from a mount of the
 // local copy: the program resumes from both, checking its own memory.
 func TestRemoteDumpRestore(t *testing.T) {
@@ -108,17 +124,47 @@ func TestRemoteDumpRestore(t *testing.T) {
 	}
 	s3 := startE2ES3(t, "ckpt")
 	remote := "s3://ckpt/e2e"
+	t0 := time.Now()
 	p := startProgram(t, "static", 32)
+	t.Logf("programs built and started in %v", time.Since(t0))
 	p.waitTicks(t, 1)
+	// Two dumps into the bucket: the second dedups against the first.
+	t0 = time.Now()
+	first := lastLine(ckptfs(t, "dump", "-s", remote, itoa(p.Pid)))
+	t.Logf("dump into %s: %v", remote, time.Since(t0))
+	p.waitTicks(t, 2)
 	id := lastLine(ckptfs(t, "dump", "-s", remote, "--kill", itoa(p.Pid)))
 	waitGone(t, p.Pid)
-	if ls := ckptfs(t, "ls", "-s", remote); !strings.Contains(ls, id) {
-		t.Fatalf("ls -s %s does not show %s:\n%s", remote, id, ls)
+	ls := ckptfs(t, "ls", "-s", remote)
+	if !strings.Contains(ls, id) || !strings.Contains(ls, first) {
+		t.Fatalf("ls -s %s does not show %s and %s:\n%s", remote, first, id, ls)
 	}
+	t.Logf("ls -s %s:\n%s", remote, ls)
 	ckptfs(t, "verify", "-s", remote)
+	// Copies to a local store: the second sends only what changed.
 	local := filepath.Join(t.TempDir(), "store")
-	out := ckptfs(t, "copy", "-s", remote, "-d", local, id)
-	t.Logf("copy to local: %s", strings.TrimSpace(out))
+	for _, c := range []string{first, id} {
+		out := ckptfs(t, "--json", "copy", "-s", remote, "-d", local, c)
+		var res struct {
+			Copied []struct {
+				PagesSent  int64 `json:"pages_sent"`
+				BytesSent  int64 `json:"bytes_sent"`
+				BytesTotal int64 `json:"bytes_total"`
+			} `json:"copied"`
+		}
+		// Status lines first, then the result: the last JSON value.
+		d := json.NewDecoder(strings.NewReader(out))
+		for d.More() {
+			if err := d.Decode(&res); err != nil {
+				t.Fatalf("copy --json: %v\n%s", err, out)
+			}
+		}
+		if len(res.Copied) != 1 {
+			t.Fatalf("copy --json:\n%s", out)
+		}
+		r := res.Copied[0]
+		t.Logf("copy %s to local: sent %d of %d bytes (%.3f)", c, r.BytesSent, r.BytesTotal, float64(r.BytesSent)/float64(r.BytesTotal))
+	}
 	ckptfs(t, "verify", "-s", local)
 
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
