@@ -69,7 +69,9 @@ func openRemoteT(t *testing.T, s *s3Server, prefix, host string) *RemoteStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	RemoteCacheDir = t.TempDir()
+	if !strings.HasSuffix(host, "+cache") {
+		RemoteCacheDir = t.TempDir()
+	}
 	RemoteHost = host
 	r, err := OpenRemote(context.Background(), obj, true)
 	if err != nil {
@@ -296,5 +298,90 @@ func TestRemoteErrors(t *testing.T) {
 	obj, _ = NewS3Objects("s3://nobucket/x", srv.config())
 	if _, err = OpenRemote(ctx, obj, true); !errors.Is(err, ErrNotStore) {
 		t.Fatalf("absent bucket: %v", err)
+	}
+}
+
+// TestRemoteIndexCache: a store opened again with the same local cache
+// lists the bucket's index but fetches no index object and no summary it
+// fetched before; a new pack's index is fetched, once.
+func TestRemoteIndexCache(t *testing.T) {
+	srv := startS3(t)
+	gets := func(kind string) int {
+		n := 0
+		srv.gets.Range(func(k, v any) bool {
+			if strings.Contains(k.(string), "/"+kind+"/") {
+				n += *v.(*int)
+			}
+			return true
+		})
+		return n
+	}
+	w := openRemoteT(t, srv, "cache", "writer")
+	dump(t, w, "one", []fakeVMA{{seed: 5, n: 300}})
+	w.Close()
+	readerCache := t.TempDir()
+	RemoteCacheDir = readerCache
+	r := openRemoteT(t, srv, "cache", "reader+cache")
+	if _, err := r.List(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Missing(nil); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	idx, sums := gets("index"), gets("summaries")
+	if idx != 1 || sums != 1 {
+		t.Fatalf("first open: %d index and %d summary GETs, want 1 and 1", idx, sums)
+	}
+	w = openRemoteT(t, srv, "cache", "writer")
+	dump(t, w, "two", []fakeVMA{{seed: 6, n: 300}})
+	w.Close()
+	idx, sums = gets("index"), gets("summaries") // the writer's own cache is new
+	RemoteCacheDir = readerCache
+	r = openRemoteT(t, srv, "cache", "reader+cache")
+	if list, err := r.List(); err != nil || len(list) != 2 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	if _, err := r.Missing(nil); err != nil {
+		t.Fatal(err)
+	}
+	if d1, d2 := gets("index")-idx, gets("summaries")-sums; d1 != 1 || d2 != 1 {
+		t.Fatalf("second open: %d index and %d summary GETs, want 1 and 1 (the new ones only)", d1, d2)
+	}
+}
+
+// TestRemoteUntrustedBucket: a byte changed in a pack or a manifest in
+// the bucket is caught (ErrPageCorrupt, ErrCorrupt), never served.
+func TestRemoteUntrustedBucket(t *testing.T) {
+	srv := startS3(t)
+	ctx := context.Background()
+	w := openRemoteT(t, srv, "evil", "a")
+	c := dump(t, w, "x", []fakeVMA{{seed: 8, n: 20}})
+	w.Close()
+	obj := w.Objects()
+	packs, err := obj.List(ctx, remotePacks)
+	if err != nil || len(packs) != 1 {
+		t.Fatalf("packs: %v %v", packs, err)
+	}
+	b, _ := obj.Get(ctx, packs[0].Name)
+	b[packHeaderSize+100] ^= 1 // in the first page
+	obj.Put(ctx, packs[0].Name, b)
+	r := openRemoteT(t, srv, "evil", "b")
+	got, err := r.Load(c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, image.PageSize)
+	if err := r.ReadPage(got.Tasks[0].VMAs[0].Pages[0].Hash, buf); !errors.Is(err, ErrPageCorrupt) {
+		t.Fatalf("read of a changed page: %v, want ErrPageCorrupt", err)
+	}
+	if problems, err := r.Verify(); err != nil || len(problems) != 1 {
+		t.Fatalf("verify: %q %v, want one problem", problems, err)
+	}
+	m, _ := obj.Get(ctx, remoteManifests+c.ID)
+	m[len(m)-5] ^= 1
+	obj.Put(ctx, remoteManifests+c.ID, m)
+	if _, err := r.Load(c.ID); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("load of a changed manifest: %v, want ErrCorrupt", err)
 	}
 }
