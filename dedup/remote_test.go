@@ -385,3 +385,32 @@ func TestRemoteUntrustedBucket(t *testing.T) {
 		t.Fatalf("load of a changed manifest: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestCopyLocalLocal copies between two local stores: a checkpoint whose
+// pages the destination mostly has costs only the changed pages.
+func TestCopyLocalLocal(t *testing.T) {
+	a, b := openT(t), openT(t)
+	base := []fakeVMA{{seed: 11, n: 1000}}
+	next := []fakeVMA{{seed: 11, first: 20, n: 1000}} // 20 pages new
+	c1 := dump(t, a, "base", base)
+	c2 := dump(t, a, "next", next)
+	if _, err := Copy(a, b, []string{c1.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	res, err := Copy(a, b, []string{c2.ID}, func(id string, done, total int64) { calls++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; r.Sent != 20 || r.Pages != 1000 || calls == 0 {
+		t.Fatalf("copy: %+v, %d progress calls; want 20 of 1000 pages sent", r, calls)
+	}
+	t.Logf("local copy of a checkpoint the destination mostly has: %d of %d bytes sent (%.3f)",
+		res[0].BytesSent, res[0].BytesTotal, float64(res[0].BytesSent)/float64(res[0].BytesTotal))
+	got, err := b.Load(c2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReadable(t, b, got, next)
+	verifyClean(t, b)
+}

@@ -106,7 +106,9 @@ func mountDaemon(t *testing.T, store string) string {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if daemon > 0 && unix.Kill(daemon, 0) == nil {
-			t.Logf("mount daemon %d still runs 5s after umount: killed", daemon)
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", daemon))
+			stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stack", daemon))
+			t.Logf("mount daemon %d still runs 5s after umount: killed\n%s\n%s", daemon, st, stack)
 			unix.Kill(daemon, unix.SIGKILL)
 		}
 	})
@@ -115,9 +117,10 @@ func mountDaemon(t *testing.T, store string) string {
 
 // TestRemoteDumpRestore dumps a program straight into a bucket twice,
 // lists and verifies them there, copies them to a local store (the second
-// copy sends only the pages the first did not), and restores it from a
-// mount of the bucket (pages fetched on demand) and from a mount of the
-// local copy: the program resumes from both, checking its own memory.
+// copy sends only the pages the first did not), reads one page of a mount
+// of the bucket (fetching a few segments only), and restores the program
+// from that mount, from a mount of the local copy, and with --lazy from
+// the bucket's mount: it resumes each time, checking its own memory.
 func TestRemoteDumpRestore(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root (ptrace of the test program, FUSE mount)")
@@ -170,25 +173,49 @@ func TestRemoteDumpRestore(t *testing.T) {
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 	times := map[string]time.Duration{}
-	for _, store := range []string{remote, local} {
+	for _, run := range []struct {
+		store string
+		lazy  bool
+	}{{remote, false}, {local, false}, {remote, true}} {
+		store := run.store
 		mnt := mountDaemon(t, store)
+		if store == remote && !run.lazy {
+			readOnePage(t, s3, filepath.Join(mnt, id))
+		}
 		before := len(p.ticks())
 		fetched := s3.packBytes.Load()
 		start := time.Now()
-		out, log, err := ckptfsErr(t, "restore", filepath.Join(mnt, id))
-		times[store] = time.Since(start)
-		if err != nil {
-			t.Fatalf("restore from %s: %v\n%s%s", store, err, out, log)
-		}
-		if got := lastLine(out); got != itoa(p.Pid) {
-			t.Fatalf("restore from %s printed %q, want pid %d", store, got, p.Pid)
+		var logPath string
+		if run.lazy {
+			var pid int
+			pid, logPath = lazyRestore(t, filepath.Join(mnt, id))
+			if pid != p.Pid {
+				t.Fatalf("restore --lazy from %s: pid %d, want %d", store, pid, p.Pid)
+			}
+		} else {
+			out, log, err := ckptfsErr(t, "restore", filepath.Join(mnt, id))
+			times[store] = time.Since(start)
+			if err != nil {
+				t.Fatalf("restore from %s: %v\n%s%s", store, err, out, log)
+			}
+			if got := lastLine(out); got != itoa(p.Pid) {
+				t.Fatalf("restore from %s printed %q, want pid %d", store, got, p.Pid)
+			}
 		}
 		lines := p.waitTicks(t, 3)
 		p.checkHealthy(t)
 		if !strings.Contains(lines[before], " tick ") {
 			t.Fatalf("unexpected line %q", lines[before])
 		}
-		t.Logf("restored from %s in %v (pack bytes fetched from S3: %d)", store, times[store], s3.packBytes.Load()-fetched)
+		if run.lazy {
+			log := waitLazyServer(t, logPath)
+			if !strings.Contains(log, "all pages in, ") {
+				t.Fatalf("lazy page server:\n%s", log)
+			}
+			t.Logf("restored --lazy from %s, running after %v", store, time.Since(start))
+		} else {
+			t.Logf("restored from %s in %v (pack bytes fetched from S3: %d)", store, times[store], s3.packBytes.Load()-fetched)
+		}
 		unix.Kill(p.Pid, unix.SIGKILL)
 		var ws unix.WaitStatus
 		unix.Wait4(p.Pid, &ws, 0, nil)
@@ -221,4 +248,41 @@ func TestRemoteCLIErrors(t *testing.T) {
 		t.Errorf("ls of an unreachable endpoint: exit %d, %s", code, out)
 	}
 	t.Logf("unreachable: exit %d: %s", code, strings.TrimSpace(out))
+}
+
+// readOnePage reads one page of the largest vma of checkpoint dir (a
+// mount of a remote store) and checks that the mount fetched a few
+// segments of the packs, not the whole checkpoint.
+func readOnePage(t *testing.T, s3 *e2eS3, dir string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "tasks", "*", "vmas", "*", "pages"))
+	var big string
+	var size int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && st.Size() > size {
+			big, size = f, st.Size()
+		}
+	}
+	if big == "" {
+		t.Fatalf("no vma pages under %s", dir)
+	}
+	f, err := os.Open(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := s3.packBytes.Load()
+	off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_DATA)
+	if err != nil {
+		t.Fatalf("SEEK_DATA %s: %v", big, err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		t.Fatal(err)
+	}
+	fetched := s3.packBytes.Load() - before
+	t.Logf("one page of %s (%d bytes): %d pack bytes fetched from S3", big, size, fetched)
+	if fetched == 0 || fetched > 8<<20 {
+		t.Errorf("reading one page fetched %d pack bytes (want some, at most the kernel's 4 MiB readahead in 1 MiB segments)", fetched)
+	}
 }
