@@ -44,9 +44,17 @@ ID is a checkpoint id, a unique prefix of one, or a name.`,
 			if err != nil {
 				return err
 			}
+			// One phase, "send", over every checkpoint: the bytes of
+			// the pages to send, its total growing checkpoint by checkpoint.
 			u := newProgress()
+			var base, last int64
+			lastID := ""
 			res, err := dedup.Copy(from, to, args, func(id string, done, total int64) {
-				u.update("copy "+id, done, total)
+				if id != lastID {
+					base, lastID = base+last, id
+				}
+				last = total
+				u.update(phaseSend, base+done, base+total)
 			})
 			u.finish()
 			if cerr := to.Close(); err == nil {
@@ -73,6 +81,9 @@ ID is a checkpoint id, a unique prefix of one, or a name.`,
 	cmd.Flags().StringVarP(&dst, "dest", "d", "", "store to copy to (directory or s3://BUCKET/PREFIX)")
 	rootCmd.AddCommand(cmd)
 }
+
+// phaseSend is copy's progress phase.
+const phaseSend = "send"
 
 // copyResult is one checkpoint of copy's --json output.
 type copyResult struct {
