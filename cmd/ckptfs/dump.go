@@ -75,6 +75,9 @@ func (f *dumpFlags) check() error {
 	if f.memBudget < 0 {
 		return fmt.Errorf("--mem-budget %d: must be at least 0", f.memBudget)
 	}
+	if err := checkRemoteDump(f); err != nil {
+		return err
+	}
 	return f.checkTrack()
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -83,4 +84,14 @@ func openDumpRepo(ctx context.Context, spec string, notice func(owner string)) (
 		return openRemoteRepo(ctx, spec, true)
 	}
 	return dedup.WaitRepo(ctx, spec, notice)
+}
+
+// checkRemoteDump refuses the dump flags that keep state in the store
+// directory (the tracking of --track, --every, --pre-copy) for a remote
+// store: dump those into a local store and copy.
+func checkRemoteDump(f *dumpFlags) error {
+	if dedup.IsRemote(f.store) && (f.track || f.preCopy || f.every > 0) {
+		return fmt.Errorf("--track, --every and --pre-copy need a local store (dump into one, then 'ckptfs copy' to %s)", f.store)
+	}
+	return nil
 }

@@ -246,6 +246,9 @@ func repairStore(dir string) error {
 	if err := requireStore(dir); err != nil {
 		return err
 	}
+	if dedup.IsRemote(dir) {
+		return usageErr(fmt.Errorf("verify --repair works on a local store only (copy the sound checkpoints out of %s with 'ckptfs copy')", dir))
+	}
 	rep, err := dedup.Repair(dir)
 	if errors.Is(err, dedup.ErrLocked) {
 		return fmt.Errorf("verify --repair needs the store to itself (unmount it first): %w", err)
