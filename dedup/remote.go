@@ -2,6 +2,8 @@ package dedup
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -229,7 +231,11 @@ func (r *RemoteStore) Commit(c *image.Checkpoint) error {
 		c.Time = time.Now()
 	}
 	if c.ID == "" {
-		c.ID = NewID(c.Time)
+		// Hosts commit without seeing each other's ids (S3 has no
+		// portable create-if-absent): 40 random bits, not 16.
+		var r [3]byte
+		rand.Read(r[:])
+		c.ID = NewID(c.Time) + hex.EncodeToString(r[:])
 	}
 	if err := CheckEntryName(c.ID); err != nil {
 		return fmt.Errorf("commit: checkpoint id: %w", err)

@@ -141,7 +141,8 @@ func checkLocks(ctx context.Context, obj Objects, mine *remoteLock) error {
 			continue
 		}
 		if info.Exclusive || mine.info.Exclusive {
-			return fmt.Errorf("store %s: %w: %s holds a %s", obj, ErrBusy, o.Name, info)
+			return fmt.Errorf("store %s is in use: %s is a %s (%w; a lock not refreshed for %v is ignored)",
+				obj, o.Name, info, ErrBusy, remoteLockStale)
 		}
 	}
 	return nil

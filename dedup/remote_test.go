@@ -2,6 +2,7 @@ package dedup
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -413,4 +415,29 @@ func TestCopyLocalLocal(t *testing.T) {
 	}
 	checkReadable(t, b, got, next)
 	verifyClean(t, b)
+}
+
+// TestRemoteStaleLock: a lock not refreshed for remoteLockStale (its
+// process died) does not stop gc.
+func TestRemoteStaleLock(t *testing.T) {
+	srv := startS3(t)
+	r := openRemoteT(t, srv, "stale", "a")
+	dump(t, r, "x", []fakeVMA{{seed: 12, n: 10}})
+	old := lockInfo{Time: time.Now().Add(-remoteLockStale - time.Minute), Exclusive: true, Host: "dead", PID: 1}
+	b, _ := json.Marshal(old)
+	if err := r.Objects().Put(context.Background(), remoteLocks+"00000000000000aa", b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.GC(); err != nil {
+		t.Fatalf("gc with only a stale lock of another host: %v", err)
+	}
+	fresh := old
+	fresh.Time = time.Now()
+	b, _ = json.Marshal(fresh)
+	r.Objects().Put(context.Background(), remoteLocks+"00000000000000bb", b)
+	if _, err := r.GC(); !errors.Is(err, ErrBusy) {
+		t.Fatalf("gc with a live exclusive lock: %v, want ErrBusy", err)
+	}
+	// The store is usable after a refused gc: its shared lock is back.
+	dump(t, r, "y", []fakeVMA{{seed: 13, n: 10}})
 }
