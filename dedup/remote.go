@@ -62,6 +62,22 @@ type RemoteStore struct {
 	written int64 // page bytes uploaded by this process (not yet committed)
 
 	reads *segmentCache
+
+	// listed is the last List, kept for remoteListFresh: a mount asks
+	// for the list on every lookup of its top level.
+	listMu   sync.Mutex
+	listed   []Summary
+	listedAt time.Time
+}
+
+// remoteListFresh is how long a List answers from its last listing.
+const remoteListFresh = 2 * time.Second
+
+// forgetList makes the next List ask the bucket.
+func (r *RemoteStore) forgetList() {
+	r.listMu.Lock()
+	r.listed = nil
+	r.listMu.Unlock()
 }
 
 // memPack is a pack being assembled in memory.
@@ -289,6 +305,7 @@ func (r *RemoteStore) Commit(c *image.Checkpoint) error {
 		return fmt.Errorf("commit %s: manifest: %w", c.ID, err)
 	}
 	r.cache.keepSummary(c.ID, sb)
+	r.forgetList()
 	return nil
 }
 
@@ -309,8 +326,22 @@ func (r *RemoteStore) manifestIDs() ([]string, error) {
 }
 
 // List returns the summaries, oldest first: one listing of manifests/,
-// and a GET of each summary the local cache lacks.
+// and a GET of each summary the local cache lacks; within
+// remoteListFresh of the last listing, that one.
 func (r *RemoteStore) List() ([]Summary, error) {
+	r.listMu.Lock()
+	defer r.listMu.Unlock()
+	if r.listed != nil && time.Since(r.listedAt) < remoteListFresh {
+		return append([]Summary(nil), r.listed...), nil
+	}
+	list, err := r.list()
+	if err == nil {
+		r.listed, r.listedAt = append([]Summary{}, list...), time.Now()
+	}
+	return list, err
+}
+
+func (r *RemoteStore) list() ([]Summary, error) {
 	ids, err := r.manifestIDs()
 	if err != nil {
 		return nil, err
@@ -339,12 +370,26 @@ func (r *RemoteStore) List() ([]Summary, error) {
 	return out, nil
 }
 
-// resolve finds the checkpoint id, unique id prefix or name ref names.
+// resolve finds the checkpoint id, unique id prefix or name ref names:
+// in the last listing, or if it is not there (another host's new
+// checkpoint) in a fresh one.
 func (r *RemoteStore) resolve(ref string) (string, error) {
-	list, err := r.List()
-	if err != nil {
-		return "", err
+	for try := 0; ; try++ {
+		list, err := r.List()
+		if err != nil {
+			return "", err
+		}
+		id, err := resolveIn(list, ref)
+		if !errors.Is(err, errNoCheckpoint) || try == 1 {
+			return id, err
+		}
+		r.forgetList()
 	}
+}
+
+var errNoCheckpoint = errors.New("not found")
+
+func resolveIn(list []Summary, ref string) (string, error) {
 	var byPrefix []string
 	name := ""
 	for _, s := range list {
@@ -366,7 +411,7 @@ func (r *RemoteStore) resolve(ref string) (string, error) {
 	case name != "":
 		return name, nil
 	}
-	return "", fmt.Errorf("checkpoint %q: not found", ref)
+	return "", fmt.Errorf("checkpoint %q: %w", ref, errNoCheckpoint)
 }
 
 // Load returns checkpoint ref with its page tables, checked as a local
@@ -468,6 +513,7 @@ func (r *RemoteStore) Remove(refs ...string) error {
 			}
 		}
 		r.cache.dropSummary(id)
+		r.forgetList()
 	}
 	return nil
 }
