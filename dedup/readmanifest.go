@@ -77,7 +77,7 @@ func loadCheckpointChunks(txn *badger.Txn, id string) (*image.Checkpoint, []imag
 	}
 	var used []image.Hash
 	if format >= 3 {
-		used, err = readChunks(txn, c, specs)
+		used, err = readChunks(txnChunks(txn), c, specs)
 	} else {
 		err = readTables(txn, c, specs)
 	}
@@ -101,7 +101,7 @@ func loadCheckpointChunks(txn *badger.Txn, id string) (*image.Checkpoint, []imag
 // readChunks fills the page references of c from the content-addressed
 // values its manifest (format 3) names: for each vma the pieces of its
 // chunk list, then the chunks they list, each checked against its hash.
-func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]image.Hash, error) {
+func readChunks(get chunkGetter, c *image.Checkpoint, specs [][]tableSpec) ([]image.Hash, error) {
 	var used []image.Hash
 	for ti, t := range c.Tasks {
 		for vi, v := range t.VMAs {
@@ -109,7 +109,7 @@ func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]im
 			var leaves []image.Hash
 			for pi, h := range spec.chunks {
 				where := fmt.Sprintf("page table of task %d vma %s chunk list %d", t.PID, v.DirName(), pi)
-				err := getChunk(txn, h, where, func(b []byte) error {
+				err := getChunk(get, h, where, func(b []byte) error {
 					if len(b) == 0 || len(b)%len(image.Hash{}) != 0 || len(b) > tableFanout*len(image.Hash{}) {
 						return fmt.Errorf("%s: %w: %d bytes", where, ErrCorrupt, len(b))
 					}
@@ -128,7 +128,7 @@ func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]im
 			}
 			for ci, h := range leaves {
 				where := fmt.Sprintf("page table of task %d vma %s chunk %d", t.PID, v.DirName(), ci)
-				err := getChunk(txn, h, where, func(refs []byte) (err error) {
+				err := getChunk(get, h, where, func(refs []byte) (err error) {
 					if v.Pages, err = decodeRefs(refs, v.Pages); err != nil {
 						return fmt.Errorf("%s: %w: %v", where, ErrCorrupt, err)
 					}
@@ -144,21 +144,47 @@ func readChunks(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec) ([]im
 	return used, nil
 }
 
-// getChunk reads the value c/<h>, checks it against h and passes it to f.
-func getChunk(txn *badger.Txn, h image.Hash, where string, f func([]byte) error) error {
-	item, err := txn.Get(chunkKey(h))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return fmt.Errorf("%s: %w: chunk %s missing", where, ErrCorrupt, h)
+// chunkGetter passes the value of chunk h to f; it returns an error
+// wrapping errChunkMissing if there is none (the seam by which a remote
+// store's checkpoints are read like local ones).
+type chunkGetter func(h image.Hash, f func([]byte) error) error
+
+var errChunkMissing = errors.New("chunk missing")
+
+// txnChunks reads chunks c/<h> in txn.
+func txnChunks(txn *badger.Txn) chunkGetter {
+	return func(h image.Hash, f func([]byte) error) error {
+		item, err := txn.Get(chunkKey(h))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return errChunkMissing
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(f)
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
-	}
-	return item.Value(func(v []byte) error {
+}
+
+// getChunk reads the value of chunk h, checks it against h and passes it to f.
+func getChunk(get chunkGetter, h image.Hash, where string, f func([]byte) error) error {
+	var ferr error
+	err := get(h, func(v []byte) error {
 		if got := Sum(v); got != h {
 			return fmt.Errorf("%s: %w: hash mismatch (recorded %s, content hashes to %s)", where, ErrCorrupt, h, got)
 		}
-		return f(v)
+		ferr = f(v)
+		return ferr
 	})
+	if ferr != nil {
+		return ferr
+	}
+	if errors.Is(err, errChunkMissing) {
+		return fmt.Errorf("%s: %w: chunk %s missing", where, ErrCorrupt, h)
+	}
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return err
 }
 
 // readTables fills the page references of c from the numbered page-table

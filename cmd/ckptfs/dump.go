@@ -80,6 +80,9 @@ func (f *dumpFlags) check() error {
 	if f.memBudget < 0 {
 		return fmt.Errorf("--mem-budget %d: must be at least 0", f.memBudget)
 	}
+	if err := checkRemoteDump(f); err != nil {
+		return err
+	}
 	return f.checkTrack()
 }
 
@@ -314,9 +317,11 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 		return fmt.Errorf("dump %d: %w", pid, dumper.ErrNoProcess)
 	}
 	_, statErr := os.Stat(f.store)
-	created := os.IsNotExist(statErr)
-	if err := announceNewStore(f.store, "dump"); err != nil {
-		return err
+	created := os.IsNotExist(statErr) && !dedup.IsRemote(f.store)
+	if !dedup.IsRemote(f.store) {
+		if err := announceNewStore(f.store, "dump"); err != nil {
+			return err
+		}
 	}
 	privateUmask()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -328,7 +333,7 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 		case <-ctx.Done():
 		}
 	}()
-	repo, err := dedup.WaitRepo(ctx, f.store, func(owner string) {
+	repo, err := openDumpRepo(ctx, f.store, func(owner string) {
 		infof("dump %d: store %s is busy (%s); waiting for its turn", pid, f.store, owner)
 	})
 	if err != nil {

@@ -73,7 +73,7 @@ func runMount(store, mnt string, debug bool) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "ckptfs: "+format+"\n", args...) }
-	srv, err := fs.Mount(store, mnt, fs.Options{Debug: debug, Logf: logf})
+	srv, closeStore, err := mountStore(store, mnt, fs.Options{Debug: debug, Logf: logf})
 	ready := readyPipe()
 	if err != nil {
 		if ready != nil {
@@ -82,6 +82,7 @@ func runMount(store, mnt string, debug bool) error {
 		}
 		return err
 	}
+	defer closeStore()
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()

@@ -24,7 +24,7 @@ func withRepo(dir string, f func(dedup.Repo) error) error {
 		return err
 	}
 	privateUmask()
-	r, err := dedup.OpenExistingRepo(dir)
+	r, err := openAnyRepo(dir, false)
 	if err != nil {
 		return err
 	}
@@ -245,6 +245,9 @@ func announceNewStore(dir, cmd string) error {
 func repairStore(dir string) error {
 	if err := requireStore(dir); err != nil {
 		return err
+	}
+	if dedup.IsRemote(dir) {
+		return usageErr(fmt.Errorf("verify --repair works on a local store only (copy the sound checkpoints out of %s with 'ckptfs copy')", dir))
 	}
 	rep, err := dedup.Repair(dir)
 	if errors.Is(err, dedup.ErrLocked) {
