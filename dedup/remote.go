@@ -59,7 +59,6 @@ type RemoteStore struct {
 	packs   map[packID]*remotePack // the indexed packs
 	loaded  bool
 	open    *memPack
-	written int64 // page bytes uploaded by this process (not yet committed)
 
 	reads *segmentCache
 

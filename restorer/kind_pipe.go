@@ -88,11 +88,6 @@ func fifoPath(c *image.Checkpoint, o *image.Object) (string, *image.Task) {
 	return "", nil
 }
 
-func isFIFO(c *image.Checkpoint, o *image.Object) bool {
-	path, _ := fifoPath(c, o)
-	return path != ""
-}
-
 // fifo opens the named FIFO at path for reading and writing (which does
 // not wait for a peer) and puts the bytes in flight back in it. The path is
 // resolved as task t (O_PATH) and every fd of the FIFO is checked against

@@ -89,15 +89,6 @@ func (p *target) cstr(off uint64, s string) (uint64, error) {
 	return p.put(off, append([]byte(s), 0))
 }
 
-func (r *restorer) restoreTask(p *target) error {
-	if err := r.restoreMemory(p); err != nil {
-		return err
-	}
-	if err := r.restoreFiles(p); err != nil {
-		return err
-	}
-	return r.restoreRest(p)
-}
 
 // restoreMemory is the first part of restoreTask: address space, memory,
 // mm fields and limits. It touches nothing but the task for a task without
