@@ -119,4 +119,3 @@ func (r *sharedReader) enable() {
 	defer r.mu.Unlock()
 	r.disabled--
 }
-

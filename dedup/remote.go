@@ -53,12 +53,12 @@ type RemoteStore struct {
 	cache *remoteCache
 	lock  *remoteLock
 
-	mu      sync.Mutex
-	index   map[image.Hash]packLoc // every page of every indexed pack
-	sizes   map[packID]int64       // the packs' sizes
-	packs   map[packID]*remotePack // the indexed packs
-	loaded  bool
-	open    *memPack
+	mu     sync.Mutex
+	index  map[image.Hash]packLoc // every page of every indexed pack
+	sizes  map[packID]int64       // the packs' sizes
+	packs  map[packID]*remotePack // the indexed packs
+	loaded bool
+	open   *memPack
 
 	reads *segmentCache
 

@@ -89,7 +89,6 @@ func (p *target) cstr(off uint64, s string) (uint64, error) {
 	return p.put(off, append([]byte(s), 0))
 }
 
-
 // restoreMemory is the first part of restoreTask: address space, memory,
 // mm fields and limits. It touches nothing but the task for a task without
 // shared memory (orderedTask): such tasks run it on several tracers at
