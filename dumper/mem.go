@@ -18,9 +18,9 @@ import (
 )
 
 // DefaultMemoryBudget is Options.MemoryBudget when it is 0. Pages beyond
-// it go to the spill file, whose prefaulted page cache took them as fast
-// as chunk buffers did (1 GiB: frozen 482-611 ms at 2 GiB, 563-615 ms at
-// 256 MiB, raw copy 368-488 ms), so a small budget costs no freeze.
+// it go to the spill file, which takes them nearly as fast as chunk
+// buffers do (a write into the page cache; spillFile.prefault has the
+// figures), so a small budget costs little freeze.
 const DefaultMemoryBudget = 256 << 20
 
 // chunkPages is how many pages one read and one store batch carry.
@@ -475,9 +475,9 @@ func newChunkBuffer() []byte {
 }
 
 // prefault readies, before the tree is frozen, the memory a copy of about
-// want bytes will write into: chunk buffers up to the budget, and beyond
-// it the spill file's pages in the page cache (spillFile.prefault), so
-// the copy while frozen pays no page faults.
+// want bytes will write into: chunk buffers up to the budget, so the copy
+// into them while frozen pays no page faults, and beyond it the spill
+// file's blocks (spillFile.prefault).
 func (m *memCopier) prefault(want int64) error {
 	chunkBytes := int64(chunkPages * image.PageSize)
 	m.bufs.prefault(int(min(want, int64(m.maxInMem)*chunkBytes) / chunkBytes))
@@ -492,7 +492,7 @@ func (m *memCopier) prefault(want int64) error {
 	return nil
 }
 
-// spillSlack is what the spill file is prefaulted beyond the estimate:
+// spillSlack is what the spill file reserves beyond the estimate:
 // the tree may grow a little between the estimate and the freeze.
 const spillSlack = 64 << 20
 

@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ckptfs/ckptfs/image"
 )
 
 // spillFile holds the pages copied out of a frozen tree beyond the memory
@@ -42,16 +41,20 @@ func newSpillFile(dir string) (*spillFile, error) {
 	return &spillFile{f: f}, nil
 }
 
-// prefault writes n bytes of zeros ahead of the data, before the tree is
-// frozen, so the page cache holds the file's pages already: writing pages
-// into them while frozen is then a copy (measured 2-3x faster than
-// writing where the page cache must first find memory).
+// prefault reserves n bytes of the file ahead of the data, before the
+// tree is frozen, with fallocate(2): the blocks are allocated as
+// unwritten extents, no byte is written, and a disk too full for the
+// spill fails the dump before the freeze. Writing n bytes of zeros
+// instead (the former way) put the file's pages in the page cache, which
+// made the writes while frozen about 1.5x faster (768 MiB: 100 against
+// 160-250 ms), but cost as much again before the freeze (260-300 ms per
+// 768 MiB) and the whole size in dirty pages and write bandwidth, which
+// the page writes then competed with (25 s of a 70 s dump of 8 GiB).
+// Where fallocate is not supported, nothing is reserved.
 func (s *spillFile) prefault(n int64) error {
-	zero := make([]byte, chunkPages*image.PageSize)
-	for off := int64(0); off < n; off += int64(len(zero)) {
-		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), n-off)], off); err != nil {
-			return fmt.Errorf("prefault spill file: %w", err)
-		}
+	err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, n)
+	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("reserve spill file: %w", err)
 	}
 	return nil
 }
