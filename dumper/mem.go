@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -120,6 +122,11 @@ func (m *memCopier) startWorkers() {
 func (m *memCopier) feed() {
 	defer m.wg.Done()
 	defer close(m.queue)
+	// Once every chunk is handed on, no buffer is needed again: the
+	// pool lets go of them (the workers drop theirs as they finish), so
+	// the budget's memory is given back while the rest of the dump
+	// (hashing the last chunks, page tables, commit) runs.
+	defer m.bufs.drain()
 	for _, c := range m.chunks {
 		if m.failed.Load() {
 			return
@@ -424,7 +431,25 @@ func (m *memCopier) wait() error {
 	if m.err != nil {
 		return m.err
 	}
+	// The chunk buffers are garbage now: return them to the system
+	// before the page tables are built (issue 17: the dumper's peak
+	// memory is the budget plus a bounded part, not both at once).
+	debug.FreeOSMemory()
+	// Each vma's table is allocated once at its size, and each chunk's
+	// lists are dropped once copied, so the per-page data is not held
+	// twice over (a table grown by append would be, up to 2x more).
+	count := map[*image.VMA]int{}
 	for _, c := range m.chunks {
+		for i, s := range c.pages {
+			if !c.zero[i] {
+				count[s.vma]++
+			}
+		}
+	}
+	for v, n := range count {
+		v.Pages = slices.Grow(v.Pages, n)
+	}
+	for k, c := range m.chunks {
 		for i, s := range c.pages {
 			m.stats.PagesTotal++
 			if c.zero[i] {
@@ -433,7 +458,9 @@ func (m *memCopier) wait() error {
 			}
 			s.vma.Pages = append(s.vma.Pages, image.PageRef{Index: s.idx, Hash: c.hashes[i]})
 		}
+		m.chunks[k] = nil
 	}
+	m.chunks = nil
 	m.stats.PagesTotal -= m.stats.PagesZero
 	m.stats.PagesNew = m.newPg.Load()
 	m.stats.BytesAdded = m.added.Load()
@@ -462,8 +489,9 @@ func (m *memCopier) closeSpill() {
 // the tree is frozen (prefault), so the copy while frozen does not pay the
 // page faults of fresh memory.
 type bufferPool struct {
-	mu   sync.Mutex
-	free [][]byte
+	mu      sync.Mutex
+	free    [][]byte
+	drained bool // the copy is over: buffers put back are dropped
 }
 
 func newChunkBuffer() []byte {
@@ -505,6 +533,14 @@ func (p *bufferPool) prefault(n int) {
 	}
 }
 
+// drain drops the free buffers, and every buffer put back from now on.
+func (p *bufferPool) drain() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.free)
+	p.free, p.drained = nil, true
+}
+
 func (p *bufferPool) get() []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -518,7 +554,9 @@ func (p *bufferPool) get() []byte {
 
 func (p *bufferPool) put(b []byte) {
 	p.mu.Lock()
-	p.free = append(p.free, b)
+	if !p.drained {
+		p.free = append(p.free, b)
+	}
 	p.mu.Unlock()
 }
 
