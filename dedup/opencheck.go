@@ -156,7 +156,8 @@ func checkBadgerFiles(dir string) error {
 		}
 		return nil // a new store
 	}
-	if err := checkManifest(dir, f); err != nil {
+	listed, err := checkManifest(dir, f)
+	if err != nil {
 		return damaged("%v", err)
 	}
 	if len(f.tables) > 0 && len(f.vlogs) == 0 {
@@ -165,6 +166,13 @@ func checkBadgerFiles(dir string) error {
 		return damaged("its tables exist but every value log is missing")
 	}
 	for _, name := range f.tables {
+		if !listed[fileID(name)] {
+			// A table the MANIFEST does not list is one a kill cut
+			// short while a flush or compaction wrote it (often 0
+			// bytes): it holds nothing the store needs, and Badger's
+			// Open deletes it.
+			continue
+		}
 		if err := checkTable(filepath.Join(dir, name)); err != nil {
 			return damaged("table %s: %v", name, err)
 		}
@@ -193,24 +201,24 @@ func checkBadgerFiles(dir string) error {
 
 // checkManifest replays Badger's MANIFEST without changing it: it must
 // read to its end (Badger cuts it at the first short record) and every
-// table it lists must exist.
-func checkManifest(dir string, f badgerFiles) error {
+// table it lists must exist. It returns the ids of those tables.
+func checkManifest(dir string, f badgerFiles) (map[uint64]bool, error) {
 	path := filepath.Join(dir, badger.ManifestFilename)
 	fp, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("Badger MANIFEST: %w", err)
+		return nil, fmt.Errorf("Badger MANIFEST: %w", err)
 	}
 	defer fp.Close()
 	st, err := fp.Stat()
 	if err != nil {
-		return fmt.Errorf("Badger MANIFEST: %w", err)
+		return nil, fmt.Errorf("Badger MANIFEST: %w", err)
 	}
 	m, end, err := badger.ReplayManifestFile(fp, 0, badger.DefaultOptions(dir))
 	if err != nil {
-		return fmt.Errorf("Badger MANIFEST is damaged: %w", err)
+		return nil, fmt.Errorf("Badger MANIFEST is damaged: %w", err)
 	}
 	if end < st.Size() {
-		return fmt.Errorf("Badger MANIFEST is damaged at offset %d of %d", end, st.Size())
+		return nil, fmt.Errorf("Badger MANIFEST is damaged at offset %d of %d", end, st.Size())
 	}
 	have := map[uint64]bool{}
 	for _, t := range f.tables {
@@ -218,10 +226,14 @@ func checkManifest(dir string, f badgerFiles) error {
 	}
 	for id := range m.Tables {
 		if !have[id] {
-			return fmt.Errorf("table %06d.sst that Badger's MANIFEST lists is missing", id)
+			return nil, fmt.Errorf("table %06d.sst that Badger's MANIFEST lists is missing", id)
 		}
 	}
-	return nil
+	listed := map[uint64]bool{}
+	for id := range m.Tables {
+		listed[id] = true
+	}
+	return listed, nil
 }
 
 // checkTable verifies every block checksum of a Badger table, here and not
