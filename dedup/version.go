@@ -71,6 +71,18 @@ func checkFormat(db *badger.DB, dir string, fresh, migrating bool) (int, error) 
 	if err != nil {
 		return 0, fmt.Errorf("store %s: read format: %w", dir, err)
 	}
+	if f == 1 && !fresh {
+		// A store whose creation was cut short (killed between Badger's
+		// making its files and the format key's commit) holds nothing at
+		// all: it is new, not of format 1.
+		empty, err := emptyStore(db, dir)
+		if err != nil {
+			return 0, fmt.Errorf("store %s: read format: %w", dir, err)
+		}
+		if empty {
+			return checkFormat(db, dir, true, migrating)
+		}
+	}
 	if f > StoreFormat {
 		return 0, fmt.Errorf("store %s has format %d; this ckptfs reads formats 1 to %d (use a newer ckptfs): %w",
 			dir, f, StoreFormat, ErrNewerStore)
@@ -94,3 +106,20 @@ func (s *Store) markFormat(txn *badger.Txn) error {
 
 // Format returns the store's format (see StoreFormat).
 func (s *Store) Format() int { return int(s.format.Load()) }
+
+// emptyStore says whether the store holds no key and no pack.
+func emptyStore(db *badger.DB, dir string) (bool, error) {
+	packs, err := listPacks(dir)
+	if err != nil || len(packs) > 0 {
+		return false, err
+	}
+	empty := true
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		it.Rewind()
+		empty = !it.Valid()
+		return nil
+	})
+	return empty, err
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -18,9 +20,9 @@ import (
 )
 
 // DefaultMemoryBudget is Options.MemoryBudget when it is 0. Pages beyond
-// it go to the spill file, whose prefaulted page cache took them as fast
-// as chunk buffers did (1 GiB: frozen 482-611 ms at 2 GiB, 563-615 ms at
-// 256 MiB, raw copy 368-488 ms), so a small budget costs no freeze.
+// it go to the spill file, which takes them nearly as fast as chunk
+// buffers do (a write into the page cache; spillFile.prefault has the
+// figures), so a small budget costs little freeze.
 const DefaultMemoryBudget = 256 << 20
 
 // chunkPages is how many pages one read and one store batch carry.
@@ -120,6 +122,11 @@ func (m *memCopier) startWorkers() {
 func (m *memCopier) feed() {
 	defer m.wg.Done()
 	defer close(m.queue)
+	// Once every chunk is handed on, no buffer is needed again: the
+	// pool lets go of them (the workers drop theirs as they finish), so
+	// the budget's memory is given back while the rest of the dump
+	// (hashing the last chunks, page tables, commit) runs.
+	defer m.bufs.drain()
 	for _, c := range m.chunks {
 		if m.failed.Load() {
 			return
@@ -424,7 +431,25 @@ func (m *memCopier) wait() error {
 	if m.err != nil {
 		return m.err
 	}
+	// The chunk buffers are garbage now: return them to the system
+	// before the page tables are built (issue 17: the dumper's peak
+	// memory is the budget plus a bounded part, not both at once).
+	debug.FreeOSMemory()
+	// Each vma's table is allocated once at its size, and each chunk's
+	// lists are dropped once copied, so the per-page data is not held
+	// twice over (a table grown by append would be, up to 2x more).
+	count := map[*image.VMA]int{}
 	for _, c := range m.chunks {
+		for i, s := range c.pages {
+			if !c.zero[i] {
+				count[s.vma]++
+			}
+		}
+	}
+	for v, n := range count {
+		v.Pages = slices.Grow(v.Pages, n)
+	}
+	for k, c := range m.chunks {
 		for i, s := range c.pages {
 			m.stats.PagesTotal++
 			if c.zero[i] {
@@ -433,7 +458,9 @@ func (m *memCopier) wait() error {
 			}
 			s.vma.Pages = append(s.vma.Pages, image.PageRef{Index: s.idx, Hash: c.hashes[i]})
 		}
+		m.chunks[k] = nil
 	}
+	m.chunks = nil
 	m.stats.PagesTotal -= m.stats.PagesZero
 	m.stats.PagesNew = m.newPg.Load()
 	m.stats.BytesAdded = m.added.Load()
@@ -462,8 +489,9 @@ func (m *memCopier) closeSpill() {
 // the tree is frozen (prefault), so the copy while frozen does not pay the
 // page faults of fresh memory.
 type bufferPool struct {
-	mu   sync.Mutex
-	free [][]byte
+	mu      sync.Mutex
+	free    [][]byte
+	drained bool // the copy is over: buffers put back are dropped
 }
 
 func newChunkBuffer() []byte {
@@ -475,9 +503,9 @@ func newChunkBuffer() []byte {
 }
 
 // prefault readies, before the tree is frozen, the memory a copy of about
-// want bytes will write into: chunk buffers up to the budget, and beyond
-// it the spill file's pages in the page cache (spillFile.prefault), so
-// the copy while frozen pays no page faults.
+// want bytes will write into: chunk buffers up to the budget, so the copy
+// into them while frozen pays no page faults, and beyond it the spill
+// file's blocks (spillFile.prefault).
 func (m *memCopier) prefault(want int64) error {
 	chunkBytes := int64(chunkPages * image.PageSize)
 	m.bufs.prefault(int(min(want, int64(m.maxInMem)*chunkBytes) / chunkBytes))
@@ -492,7 +520,7 @@ func (m *memCopier) prefault(want int64) error {
 	return nil
 }
 
-// spillSlack is what the spill file is prefaulted beyond the estimate:
+// spillSlack is what the spill file reserves beyond the estimate:
 // the tree may grow a little between the estimate and the freeze.
 const spillSlack = 64 << 20
 
@@ -503,6 +531,14 @@ func (p *bufferPool) prefault(n int) {
 	for len(p.free) < n {
 		p.free = append(p.free, newChunkBuffer())
 	}
+}
+
+// drain drops the free buffers, and every buffer put back from now on.
+func (p *bufferPool) drain() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.free)
+	p.free, p.drained = nil, true
 }
 
 func (p *bufferPool) get() []byte {
@@ -518,7 +554,9 @@ func (p *bufferPool) get() []byte {
 
 func (p *bufferPool) put(b []byte) {
 	p.mu.Lock()
-	p.free = append(p.free, b)
+	if !p.drained {
+		p.free = append(p.free, b)
+	}
 	p.mu.Unlock()
 }
 

@@ -42,11 +42,30 @@ func newSpillFile(dir string) (*spillFile, error) {
 	return &spillFile{f: f}, nil
 }
 
-// prefault writes n bytes of zeros ahead of the data, before the tree is
-// frozen, so the page cache holds the file's pages already: writing pages
-// into them while frozen is then a copy (measured 2-3x faster than
-// writing where the page cache must first find memory).
+// prefault readies n bytes of the file ahead of the data, before the
+// tree is frozen, so that the writes while frozen are quick:
+//
+//   - When n fits in the kernel's dirty headroom (dirtyHeadroom), the
+//     blocks are only reserved with fallocate(2): nothing is written and
+//     a disk too full for the spill fails the dump before the freeze.
+//     Writing zeros first (below) made the writes while frozen about
+//     1.5x faster per byte (768 MiB: 100 against 160-250 ms), but cost
+//     as much again before the freeze (260-300 ms per 768 MiB) and the
+//     whole size in dirty pages and write bandwidth.
+//   - Beyond it, writes while frozen would make new dirty pages past the
+//     background threshold and be throttled to the disk's speed (4 GiB
+//     dump, fallocate only: frozen 11.2 s against 2.4 s): the file is
+//     written full of zeros first, so the dirty pages, and the
+//     throttling, come before the freeze and the writes while frozen
+//     overwrite pages already in the page cache.
 func (s *spillFile) prefault(n int64) error {
+	err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, n)
+	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("reserve spill file: %w", err)
+	}
+	if n <= dirtyHeadroom() {
+		return nil
+	}
 	zero := make([]byte, chunkPages*image.PageSize)
 	for off := int64(0); off < n; off += int64(len(zero)) {
 		if _, err := s.f.WriteAt(zero[:min(int64(len(zero)), n-off)], off); err != nil {
