@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ckptfs/ckptfs/internal/proc"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -198,7 +200,7 @@ func mountsByDev() (map[uint64][]string, error) {
 			continue
 		}
 		dev := ma<<20 | mi
-		mnt := unescapeMount(fs[4])
+		mnt := proc.UnescapeMountinfo(fs[4])
 		if fs[3] == "/" {
 			out[dev] = append(out[dev], mnt)
 		} else {
@@ -212,23 +214,4 @@ func mountsByDev() (map[uint64][]string, error) {
 		out[r.dev] = append(out[r.dev], r.mnt)
 	}
 	return out, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

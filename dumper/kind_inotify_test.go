@@ -41,8 +41,8 @@ func TestParseInotifyLine(t *testing.T) {
 
 func TestUnescapeMount(t *testing.T) {
 	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\134y`: `/x\y`, `/end\04`: `/end\04`} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		if got := proc.UnescapeMountinfo(in); got != want {
+			t.Errorf("proc.UnescapeMountinfo(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ckptfs/ckptfs/internal/proc"
 
 	"golang.org/x/sys/unix"
 
@@ -129,7 +130,7 @@ func storeFromMountinfo(mi []byte, major, minor uint32) (string, bool) {
 		if sep < 0 || sep+2 >= len(f) || f[sep+1] != "fuse.ckptfs" {
 			return "", false
 		}
-		src := unescapeMountinfo(f[sep+2])
+		src := proc.UnescapeMountinfo(f[sep+2])
 		store, ok := strings.CutPrefix(src, sourcePrefix)
 		if !ok || !filepath.IsAbs(store) || filepath.Clean(store) != store {
 			return "", false
@@ -137,25 +138,6 @@ func storeFromMountinfo(mi []byte, major, minor uint32) (string, bool) {
 		return store, true
 	}
 	return "", false
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // prefetchMax is the largest task whose pages scanStorePages reads ahead,

@@ -53,25 +53,9 @@ func ckptfsMounts(mountinfo []byte) []string {
 		if sep < 5 || sep+1 >= len(f) || f[sep+1] != "fuse.ckptfs" {
 			continue
 		}
-		dirs = append(dirs, unescapeMount(f[4]))
+		dirs = append(dirs, proc.UnescapeMountinfo(f[4]))
 	}
 	return dirs
-}
-
-// unescapeMount undoes mountinfo's \ooo escapes (space, tab, newline, \).
-func unescapeMount(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // outerID returns the id, in the restorer's namespace, of the task a

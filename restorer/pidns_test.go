@@ -25,7 +25,7 @@ func TestCkptfsMounts(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("ckptfsMounts = %q, want %q", got, want)
 	}
-	if s := unescapeMount(`a\134b\011c\0`); s != "a\\b\tc\\0" {
+	if s := proc.UnescapeMountinfo(`a\134b\011c\0`); s != "a\\b\tc\\0" {
 		t.Fatalf("unescapeMount = %q", s)
 	}
 }
