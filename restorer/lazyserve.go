@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -185,6 +186,7 @@ const fillChunk = 512
 // address order, in chunks of fillChunk pages, until none is left.
 func (srv *lazyServer) fill(s *lazySpace) {
 	testhold.At("lazy-fill")
+	testhold.At("lazy-fill-" + strings.ReplaceAll(s.name, " ", "-")) // lazy-fill-task-<pid>
 	for s.left.Load() > 0 && !s.gone.Load() && !s.failed.Load() && !srv.aborted.Load() {
 		var wg sync.WaitGroup
 		for _, src := range s.srcs {

@@ -170,8 +170,11 @@ func TestLazyRestoreForkingServer(t *testing.T) {
 	p.waitTicks(t, 2)
 	_, dir, _ := dumpLazyCase(t, p)
 	// The root's background pass waits 3 s: it forks, moves and drops
-	// memory meanwhile with most of its pages missing.
-	pid, logPath := lazyRestore(t, dir, "CKPTFS_TEST_HOLD=lazy-fill", "CKPTFS_TEST_HOLD_MS=3000")
+	// memory meanwhile with most of its pages missing. (The root, by its
+	// pid: with several tracers the tree's tasks reach the page server in
+	// no fixed order.)
+	root := p.Pid
+	pid, logPath := lazyRestore(t, dir, "CKPTFS_TEST_HOLD=lazy-fill-task-"+itoa(root), "CKPTFS_TEST_HOLD_MS=3000")
 	p.Pid = pid
 	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL); waitGone(t, pid) })
 	log := waitLazyServer(t, logPath)
