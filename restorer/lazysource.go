@@ -90,6 +90,11 @@ type lazySource struct {
 	view   PageView
 	hashes []image.Hash // by page index; meaningful where listed
 	listed bitset       // pages pagemap lists: those the server copies
+	// storeChecked: the pages file is on a ckptfs mount of a local store,
+	// which checks every page against its hash as it serves it (fs,
+	// dedup.Store.ReadPages), so the server does not hash it again, as
+	// an eager restore from a mount does not (pagesource.go).
+	storeChecked bool
 }
 
 // wait waits until s is loaded.
@@ -128,6 +133,7 @@ func (s *lazySource) load(src PageSource, v lazyVMA) error {
 		s.hashes[r.Index] = r.Hash
 		s.listed.set(int(r.Index))
 	}
+	_, s.storeChecked = mountedStore(filepath.Dir(v.Pages))
 	s.view, err = src.Open(v.Pages, int64(v.End-v.Start))
 	return err
 }
