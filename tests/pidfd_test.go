@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,7 +26,12 @@ func TestRestorePidfds(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := startArgv(t, "gopidfd", []string{bin, filepath.Join(dir, "go")})
+	// The program may tick before its child exists: wait for the child.
 	kids := treePids(p.Pid)
+	for deadline := time.Now().Add(10 * time.Second); len(kids) != 2 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		kids = treePids(p.Pid)
+	}
 	if len(kids) != 2 {
 		t.Fatalf("tree %v, want gopidfd and its sleep", kids)
 	}
