@@ -49,7 +49,9 @@ func testTmux(t *testing.T, tmux string, nobody bool) {
 	sock := filepath.Join(dir, "tmux.sock")
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(tmux, append([]string{"-S", sock, "-f", "/dev/null"}, args...)...)
-		cmd.Env = append(os.Environ(), "TERM=xterm", "TMUX=", "HOME="+dir)
+		// SHELL: tmux runs commands with it, and without it nobody's
+		// login shell (nologin) would end every pane at once.
+		cmd.Env = append(os.Environ(), "TERM=xterm", "TMUX=", "HOME="+dir, "SHELL=/bin/sh")
 		if nobody {
 			asNobody(cmd)
 		}
@@ -285,7 +287,7 @@ func TestScreenSession(t *testing.T) {
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "SCREENDIR="+sdir, "TERM=xterm", "STY=")
+	env := append(os.Environ(), "SCREENDIR="+sdir, "TERM=xterm", "STY=", "SHELL=/bin/sh")
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(screen, append([]string{"-S", "ck"}, args...)...)
 		cmd.Env = env
