@@ -100,6 +100,7 @@ func verifyPages(dir string, c *image.Checkpoint, scans pageScans, fromStore boo
 	err := v.feed(dir, c, scans, fromStore)
 	close(v.work)
 	wg.Wait()
+	v.readahead.Wait()
 	for _, m := range v.maps {
 		unix.Munmap(m)
 	}
@@ -145,6 +146,8 @@ type pageVerifier struct {
 	skip   func(*image.VMA) bool // vmas not checked here (verifyPagesExcept)
 	failed atomic.Bool
 	maps   [][]byte
+	// readahead counts the readAhead goroutines still using maps.
+	readahead sync.WaitGroup
 	// owner maps a written vma to the ranges map fillMemory takes it from.
 	owner map[*image.VMA]map[*image.VMA][][2]int64
 	// unlisted are offsets of zero pages pagemap does not list, per vma
@@ -248,6 +251,7 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 	m, merr := unix.Mmap(int(f.Fd()), 0, int(vma.Len()), unix.PROT_READ, unix.MAP_SHARED)
 	if merr == nil {
 		v.maps = append(v.maps, m)
+		v.readAhead(m, rs)
 	}
 	missing := func(r image.PageRef) error {
 		return fmt.Errorf("page %#x: %w: pagemap lists it (hash %s) but pages has a hole there", vma.Start+uint64(r.Index)*image.PageSize, ErrPageMismatch, r.Hash)
@@ -280,6 +284,26 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 		return missing(refs[j])
 	}
 	return nil
+}
+
+// readaheadStep is how much of a mapped pages file one MADV_WILLNEED asks
+// the kernel to read.
+const readaheadStep = 16 << 20
+
+// readAhead asks the kernel to read the data ranges rs of the mapped pages
+// file m while the workers hash what is already in. Without it every page
+// fault on a file not in the page cache waits for a read of 128 KiB: a
+// cold 1 GiB pages file took 2.8 s to check, against 0.6 s to cat.
+func (v *pageVerifier) readAhead(m []byte, rs [][2]int64) {
+	v.readahead.Add(1)
+	go func() {
+		defer v.readahead.Done()
+		for _, r := range rs {
+			for off := r[0]; off < r[1] && !v.failed.Load(); off += readaheadStep {
+				unix.Madvise(m[off:min(off+readaheadStep, r[1])], unix.MADV_WILLNEED)
+			}
+		}
+	}()
 }
 
 // check hashes the pages of pc against their pagemap entries.
