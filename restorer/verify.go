@@ -191,42 +191,70 @@ func vmaName(pid int, v *image.VMA) string {
 	return s
 }
 
-// feed queues every page of the checkpoint to check, vma by vma.
+// feedParallel is how many tasks feed reads at once: on a cold copy each
+// vma costs a few small reads (pagemap, the pages file's extents) that
+// overlap.
+const feedParallel = 16
+
+// feed queues every page of the checkpoint to check, vma by vma, tasks
+// feedParallel at a time.
 func (v *pageVerifier) feed(dir string, c *image.Checkpoint, scans pageScans, fromStore bool) error {
-	for _, t := range c.Tasks {
+	sem := make(chan struct{}, feedParallel)
+	errs := make([]error, len(c.Tasks))
+	var wg sync.WaitGroup
+	for i, t := range c.Tasks {
 		if t.State == "Z" {
 			continue
 		}
-		var scanned map[*image.VMA][][2]int64
-		if !fromStore {
+		if v.failed.Load() {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = v.feedTask(dir, t, scans, fromStore)
+			if errs[i] != nil {
+				v.failed.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (v *pageVerifier) feedTask(dir string, t *image.Task, scans pageScans, fromStore bool) error {
+	var scanned map[*image.VMA][][2]int64
+	if !fromStore {
+		var err error
+		if scanned, err = scans.get(t.PID); err != nil {
+			return err
+		}
+	}
+	for _, vma := range t.VMAs {
+		if !verifiedVMA(vma) || fromStore && filledVMA(vma) {
+			continue // not written, or checked by the store (pagesource.go)
+		}
+		if v.failed.Load() {
+			return nil
+		}
+		rs, ok := scanned[vma]
+		if ok && v.skip != nil && v.skip(vma) {
+			continue
+		}
+		if ok {
+			v.mu.Lock()
+			v.owner[vma] = scanned
+			v.mu.Unlock()
+		}
+		if !ok && isShmem(vma) {
 			var err error
-			if scanned, err = scans.get(t.PID); err != nil {
+			if rs, err = dataRanges(image.PagesPath(dir, t.PID, vma), int64(vma.Len())); err != nil {
 				return err
 			}
 		}
-		for _, vma := range t.VMAs {
-			if !verifiedVMA(vma) || fromStore && filledVMA(vma) {
-				continue // not written, or checked by the store (pagesource.go)
-			}
-			if v.failed.Load() {
-				return nil
-			}
-			rs, ok := scanned[vma]
-			if ok && v.skip != nil && v.skip(vma) {
-				continue
-			}
-			if ok {
-				v.owner[vma] = scanned
-			}
-			if !ok && isShmem(vma) {
-				var err error
-				if rs, err = dataRanges(image.PagesPath(dir, t.PID, vma), int64(vma.Len())); err != nil {
-					return err
-				}
-			}
-			if err := v.feedVMA(dir, t.PID, vma, rs); err != nil {
-				return fmt.Errorf("%s: %w", vmaName(t.PID, vma), err)
-			}
+		if err := v.feedVMA(dir, t.PID, vma, rs); err != nil {
+			return fmt.Errorf("%s: %w", vmaName(t.PID, vma), err)
 		}
 	}
 	return nil
@@ -250,7 +278,9 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 	defer f.Close()
 	m, merr := unix.Mmap(int(f.Fd()), 0, int(vma.Len()), unix.PROT_READ, unix.MAP_SHARED)
 	if merr == nil {
+		v.mu.Lock()
 		v.maps = append(v.maps, m)
+		v.mu.Unlock()
 		v.readAhead(m, rs)
 	}
 	missing := func(r image.PageRef) error {
@@ -267,7 +297,10 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 			for j < len(refs) && int64(refs[j].Index)*image.PageSize < off+n {
 				j++
 			}
-			pc := pageCheck{pid: pid, v: vma, off: off, refs: refs[k:j], droppable: v.owner[vma] != nil}
+			v.mu.Lock()
+			droppable := v.owner[vma] != nil
+			v.mu.Unlock()
+			pc := pageCheck{pid: pid, v: vma, off: off, refs: refs[k:j], droppable: droppable}
 			if merr == nil {
 				pc.buf = m[off : off+n]
 			} else {
