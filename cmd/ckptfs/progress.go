@@ -117,6 +117,9 @@ func (u *progress) update(phase string, done, total int64) {
 	}
 	u.last[phase] = now
 	u.statMu.Unlock()
+	if done == 0 && total == 0 && !spinnerPhase(phase) {
+		return // started, nothing to show yet (a restore's verify may have nothing to do)
+	}
 	if u.json {
 		u.status(phase, done, total, now, start)
 		return
