@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -205,5 +206,76 @@ func TestLazyFillProgressOnPty(t *testing.T) {
 func TestLazyWaitNeedsLazy(t *testing.T) {
 	if r := ckptfs(t, "restore", "--lazy-wait", t.TempDir()); r.code != exitUsage || !strings.Contains(r.stderr, "--lazy-wait needs --lazy") {
 		t.Errorf("restore --lazy-wait without --lazy: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestLazyWaitBadPage: restore --lazy-wait of a copy of a checkpoint with
+// one byte of a page changed: the page server poisons that page, the
+// restore prints the pid (the program runs) and exits 1 saying the fill
+// failed.
+func TestLazyWaitBadPage(t *testing.T) {
+	needRoot(t)
+	p := startRandomMemProcess(t, 8)
+	pid := p.Process.Pid
+	store := filepath.Join(t.TempDir(), "store")
+	mustCkptfs(t, "dump", "-s", store, strconv.Itoa(pid))
+	mnt := t.TempDir()
+	mustCkptfs(t, "mount", "--daemon", store, mnt)
+	defer unmountRetry(mnt)
+	cp := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-a", filepath.Join(mnt, "latest")+"/", cp).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	killChild(p)
+	waitGone(t, pid)
+	defer func() { unix.Kill(pid, unix.SIGKILL); waitGone(t, pid) }()
+
+	// One byte of the first saved page of the largest vma (the 8 MiB).
+	pagesFiles, _ := filepath.Glob(filepath.Join(cp, "tasks", "*", "vmas", "*", "pages"))
+	var big string
+	var bigSize int64
+	for _, f := range pagesFiles {
+		if st, err := os.Stat(f); err == nil && st.Size() > bigSize {
+			big, bigSize = f, st.Size()
+		}
+	}
+	pm, err := os.ReadFile(filepath.Join(filepath.Dir(big), "pagemap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := strconv.ParseUint(strings.Fields(string(pm))[0], 0, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := strconv.ParseUint(strings.SplitN(filepath.Base(filepath.Dir(big)), "-", 2)[0], 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(big, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, int64(addr-start)+100)
+	b[0] ^= 0xff
+	f.WriteAt(b, int64(addr-start)+100)
+	f.Close()
+
+	lazyLog := filepath.Join(t.TempDir(), "lazy.log")
+	dir := t.TempDir()
+	out, _ := os.Create(filepath.Join(dir, "stdout"))
+	defer out.Close()
+	var errOut strings.Builder
+	cmd := exec.Command(filepath.Join(binDir, "ckptfs"), "restore", "--lazy", "--lazy-wait", "--lazy-log", lazyLog, cp)
+	cmd.Env = withoutStoreEnv()
+	cmd.Stdout, cmd.Stderr = out, &errOut
+	err = cmd.Run()
+	stdout, _ := os.ReadFile(out.Name())
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitError {
+		t.Fatalf("restore --lazy-wait of a changed page: %v, want exit %d\n%s", err, exitError, errOut.String())
+	}
+	if strings.TrimSpace(string(stdout)) != strconv.Itoa(pid) || !strings.Contains(errOut.String(), "lazy fill failed") {
+		t.Errorf("stdout %q, want the pid %d; stderr %q", stdout, pid, errOut.String())
 	}
 }
