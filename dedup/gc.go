@@ -75,6 +75,8 @@ func (s *Store) GC() (_ GCResult, err error) {
 	if err != nil {
 		return res, fmt.Errorf("gc: mark: %w (nothing deleted)", err)
 	}
+	s.report(PhaseGCSweep, 0, int64(len(live))*image.PageSize) // the total is known at its end
+
 	res.Tables = int64(len(orphans))
 
 	// Sweep: page keys come in hash order, so walk both lists together.
@@ -109,6 +111,9 @@ func (s *Store) GC() (_ GCResult, err error) {
 	}
 	res.Pages = int64(len(dead))
 	res.Bytes = res.Pages * image.PageSize
+	if swept := int64(len(dead)+len(live)) * image.PageSize; swept > 0 {
+		s.report(PhaseGCSweep, swept, swept)
+	}
 
 	// Which packs go, which are rewritten.
 	ids, err := listPacks(s.dir)
@@ -201,9 +206,11 @@ func (s *Store) GC() (_ GCResult, err error) {
 		}
 	}
 	if res.Pages > 0 || res.Tables > 0 {
+		s.report(PhaseGCReclaim, 0, 1)
 		if err := s.reclaim(); err != nil {
 			return res, fmt.Errorf("gc: reclaim space: %w", err)
 		}
+		s.report(PhaseGCReclaim, 1, 1)
 	}
 	res.DiskAfter = diskUsage(s.dir)
 	if err := privateFiles(s.dir); err != nil { // the value logs GC rewrote
@@ -219,6 +226,14 @@ func (s *Store) GC() (_ GCResult, err error) {
 // GC never deletes what it is not sure is dead.
 func (s *Store) mark() (live []image.Hash, orphans [][]byte, err error) {
 	liveChunks := make(map[image.Hash]bool)
+	var markDone, markTotal int64
+	if s.progress != nil {
+		sums, _ := s.list(func(string, error) {})
+		for _, sum := range sums {
+			markTotal += sum.MemoryBytes
+		}
+		s.report(PhaseGCMark, 0, markTotal)
+	}
 	err = view(s.db, func(txn *badger.Txn) error {
 		ids := liveIDs(txn)
 		for id := range ids {
@@ -226,6 +241,8 @@ func (s *Store) mark() (live []image.Hash, orphans [][]byte, err error) {
 			if err != nil {
 				return fmt.Errorf("checkpoint %s does not load (run ckptfs verify): %w", id, err)
 			}
+			markDone += c.MemoryBytes()
+			s.report(PhaseGCMark, markDone, markTotal)
 			for _, h := range used {
 				liveChunks[h] = true
 			}
@@ -280,7 +297,16 @@ func (s *Store) rewritePacks(ids []packID, packLive map[packID][]packEntry) (mov
 		return nil
 	}
 	buf := make([]byte, image.PageSize)
+	var copied, toCopy int64
 	for _, id := range ids {
+		toCopy += int64(len(packLive[id])) * image.PageSize
+	}
+	if toCopy > 0 {
+		s.report(PhaseGCRewrite, 0, toCopy)
+	}
+	for _, id := range ids {
+		s.report(PhaseGCRewrite, copied, toCopy) // the packs before this one
+		copied += int64(len(packLive[id])) * image.PageSize
 		entries := packLive[id]
 		sort.Slice(entries, func(i, j int) bool { return entries[i].loc.offset < entries[j].loc.offset })
 		blobs := make([][]byte, len(entries))
@@ -319,6 +345,9 @@ func (s *Store) rewritePacks(ids []packID, packLive map[packID][]packEntry) (mov
 	}
 	if err := finish(); err != nil {
 		return nil, nil, err
+	}
+	if toCopy > 0 {
+		s.report(PhaseGCRewrite, copied, toCopy)
 	}
 	return moved, kept, nil
 }
@@ -389,10 +418,13 @@ func (s *Store) Verify() (_ []string, err error) {
 	}
 	sums := make(map[string]*Summary)
 	var ids []string
+	var refsDone, refsTotal int64
 	for i := range list {
 		sums[list[i].ID] = &list[i]
 		ids = append(ids, list[i].ID)
+		refsTotal += list[i].MemoryBytes
 	}
+	s.report(PhaseVerifyRefs, 0, refsTotal)
 	var unlisted []string // live checkpoints without a sound summary
 	for id := range live {
 		if sums[id] == nil {
@@ -415,6 +447,8 @@ func (s *Store) Verify() (_ []string, err error) {
 			problems = append(problems, fmt.Sprintf("checkpoint %s: %v", id, err))
 			continue
 		}
+		refsDone += c.MemoryBytes()
+		s.report(PhaseVerifyRefs, refsDone, refsTotal)
 		if sum := sums[id]; sum != nil && (c.Name != sum.Name || c.RootPID != sum.RootPID ||
 			len(c.Tasks) != sum.Tasks || c.MemoryBytes() != sum.MemoryBytes) {
 			problems = append(problems, fmt.Sprintf("checkpoint %s: its summary (ls) does not match its manifest", id))

@@ -57,6 +57,8 @@ type Store struct {
 	packs *packFiles
 	// compress says whether PutPages stores pages compressed.
 	compress atomic.Bool
+	// progress is told how far Verify and GC are (progress.go).
+	progress ProgressFunc
 
 	// format is the store's format (see StoreFormat).
 	format atomic.Int32

@@ -54,6 +54,8 @@ func (s *Store) verifyPages() ([]pageInfo, []string, error) {
 
 	var mu sync.Mutex
 	bad := make(map[image.Hash]string)
+	total, done := int64(len(pages))*image.PageSize, int64(0)
+	s.report(PhaseVerifyPages, 0, total)
 	var problems []string
 	work := make(chan packID)
 	var wg sync.WaitGroup
@@ -71,6 +73,8 @@ func (s *Store) verifyPages() ([]pageInfo, []string, error) {
 				if packProb != "" {
 					problems = append(problems, packProb)
 				}
+				done += int64(len(byPack[id])) * image.PageSize
+				s.report(PhaseVerifyPages, done, total)
 				mu.Unlock()
 			}
 		}()

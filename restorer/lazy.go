@@ -90,10 +90,13 @@ func (c *lazyClient) send(m lazyCtl, fd int) error {
 	return nil
 }
 
-// done tells the server every task is released and lets it go on alone.
-func (c *lazyClient) done() error {
-	err := c.send(lazyCtl{Done: true}, -1)
-	c.abort()
+// done tells the server every task is released and lets it go on alone,
+// or, with watch, keeps the connection for its fill reports (waitFill).
+func (c *lazyClient) done(watch bool) error {
+	err := c.send(lazyCtl{Done: true, Watch: watch}, -1)
+	if !watch || err != nil {
+		c.abort()
+	}
 	return err
 }
 

@@ -46,6 +46,9 @@ type lazyCtl struct {
 	Task *lazyTask `json:",omitempty"`
 	// Done: every task is released; no more tasks come.
 	Done bool `json:",omitempty"`
+	// Watch (with Done): the restore waits for the fill; report it on
+	// the socket (lazyfill.go).
+	Watch bool `json:",omitempty"`
 }
 
 type lazyServer struct {
@@ -57,6 +60,13 @@ type lazyServer struct {
 	work    chan lazyChunk
 	aborted atomic.Bool
 	failedA atomic.Bool
+
+	// filling counts the pages in, for a restore that waits (lazyfill.go);
+	// finished is closed once every space is, reported once the last
+	// report is sent (nil: no restore waits).
+	filling  fillCount
+	finished chan struct{}
+	reported chan struct{}
 }
 
 type lazyChunk struct {
@@ -82,7 +92,7 @@ func ServeLazy(ctl *os.File, since time.Time, logw io.Writer, source PageSource)
 		source = treePages{}
 	}
 	srv := &lazyServer{log: log.New(logw, "ckptfs lazy-serve: ", log.LstdFlags|log.Lmicroseconds), start: since, source: source,
-		work: make(chan lazyChunk, 2*writers)}
+		work: make(chan lazyChunk, 2*writers), finished: make(chan struct{})}
 	srv.logf("pid %d serving", os.Getpid())
 	for range writers {
 		go srv.chunkWorker()
@@ -96,6 +106,11 @@ func ServeLazy(ctl *os.File, since time.Time, logw io.Writer, source PageSource)
 		}
 	}()
 	srv.spaces.Wait()
+	close(srv.finished)
+	if srv.reported != nil {
+		<-srv.reported
+	}
+	runtime.KeepAlive(ctl) // the fill reports use it
 	if srv.aborted.Load() {
 		return errors.New("the restore did not finish: pages left unserved (its tasks are killed)")
 	}
@@ -139,6 +154,10 @@ func (srv *lazyServer) readCtl(ctl *os.File) error {
 		}
 		if m.Done {
 			srv.logf("restore released its tasks, %s since it began", srv.since())
+			if m.Watch {
+				srv.reported = make(chan struct{})
+				go srv.reportFill(fd)
+			}
 			return nil
 		}
 		if m.Task == nil || ufd < 0 {

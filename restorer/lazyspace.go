@@ -63,6 +63,7 @@ func newLazySpace(srv *lazyServer, name string, fd, pidfd int, srcs []*lazySourc
 		s.trimmed[src] = new(sync.Once)
 		s.left.Add(int64(src.pages()))
 	}
+	srv.filling.pages.Add(s.left.Load())
 	slices.SortFunc(s.regions, func(a, b lazyRegion) int { return cmpU64(a.start, b.start) })
 	return s
 }
@@ -119,7 +120,11 @@ func (s *lazySpace) ready(src *lazySource) error {
 }
 
 func (s *lazySpace) drop(src *lazySource, p int) {
-	if s.need[src].clear(p) && s.left.Add(-1) == 0 {
+	if !s.need[src].clear(p) {
+		return
+	}
+	s.srv.filling.dropped.Add(1)
+	if s.left.Add(-1) == 0 {
 		s.poke()
 	}
 }
@@ -161,6 +166,7 @@ func (s *lazySpace) copyOnce(src *lazySource, p0, n int, data []byte, bad []bool
 					s.srv.logf("%s: poison page %#x: %v", s.name, addr, err)
 				}
 				s.drop(src, p)
+				s.srv.filling.filled.Add(1)
 				p++
 				continue
 			}
@@ -172,11 +178,13 @@ func (s *lazySpace) copyOnce(src *lazySource, p0, n int, data []byte, bad []bool
 			for i := p; i < p+done/image.PageSize; i++ {
 				s.drop(src, i)
 			}
+			s.srv.filling.filled.Add(int64(done / image.PageSize))
 			p += done / image.PageSize
 			switch {
 			case err == nil:
 			case errors.Is(err, unix.EEXIST):
 				s.drop(src, p) // present already (a fault's copy, or inherited)
+				s.srv.filling.filled.Add(1)
 				p++
 			case errors.Is(err, unix.EAGAIN):
 				return true, nil
@@ -372,6 +380,7 @@ func (s *lazySpace) child(fd int) *lazySpace {
 		c.trimmed[src] = new(sync.Once) // trimming twice is harmless
 	}
 	c.left.Store(s.left.Load())
+	s.srv.filling.pages.Add(c.left.Load())
 	return c
 }
 
@@ -411,6 +420,7 @@ func (s *lazySpace) close() {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
+		s.srv.filling.pages.Add(-s.left.Load()) // never filled: the space is over
 		unix.Close(s.fd)
 		if s.pidfd >= 0 {
 			unix.Close(s.pidfd)

@@ -60,6 +60,11 @@ type Options struct {
 	// LazyLog is the page server's log file (default
 	// $TMPDIR/ckptfs-lazy-<restore's pid>.log).
 	LazyLog string
+	// LazyWait (with Lazy) returns only once the page server has filled
+	// every page, reporting phase PhaseFill to OnProgress (lazyfill.go).
+	// If some pages could not be served, the error wraps ErrLazyFill and
+	// the root pid is returned with it: the processes run.
+	LazyWait bool
 	// LazyServer is the page server's command line (default: this
 	// program's hidden lazy-serve command).
 	LazyServer []string
@@ -191,10 +196,16 @@ func Restore(dir string, opts Options) (int, error) {
 		return 0, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	if r.lazy != nil {
-		if err := r.lazy.done(); err != nil {
+		if err := r.lazy.done(opts.LazyWait); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)
 		}
 		r.logf("lazy page server pid %d fills the rest, log %s", r.lazy.pid, r.lazy.log)
+		if opts.LazyWait {
+			if err := r.lazy.waitFill(opts.OnProgress); err != nil { // lazyfill.go
+				return r.rootPID, fmt.Errorf("restore %s: restored as pid %d, but: %w", dir, r.rootPID, err)
+			}
+			r.logf("lazy fill complete")
+		}
 	}
 	r.logf("done")
 	return r.rootPID, nil

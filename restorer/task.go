@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/human"
 	"github.com/ckptfs/ckptfs/internal/inject"
 	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
@@ -129,7 +130,7 @@ func (r *restorer) restoreMemory(p *target) error {
 	if err != nil {
 		return err
 	}
-	r.logf("task %d: %d MiB of memory written", p.pid, n>>20)
+	r.logf("task %d: %s of memory written", p.pid, human.Bytes(n))
 	if err := p.protectVMAs(ranges); err != nil {
 		return err
 	}

@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# Captures, from a real pty (script(1)), the progress display of a dump and
-# a restore of a program with MIB MiB of memory (default 2048), and writes
-# the screens as text into docs/progress-dump.txt and docs/progress-restore.txt:
-# a few frames while it runs, then the final screen. Needs root, gcc, python3.
-# Works in a fresh temporary directory that it removes.
+# Captures, from a real pty (script(1)), the progress display of a dump, a
+# verify, a gc, a restore and a lazy restore (--lazy-wait) of a program
+# holding MIB MiB (default 2048) of distinct pages (tests/progs/memhog.c),
+# and writes the screens as text into docs/progress-{dump,verify,gc,
+# restore,lazy}.txt: a few frames while it runs, then the final screen.
+# Needs root, gcc, python3. Works in a fresh temporary directory that it
+# removes, and kills the programs it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 mib=${1:-2048}
 work=$(mktemp -d -t ckptfs-capture-XXXXXX)
+pids=()
 cleanup() {
-	[ -n "${pid:-}" ] && kill -9 "$pid" 2>/dev/null || true
-	[ -n "${mpid:-}" ] && { kill "$mpid" 2>/dev/null; wait "$mpid" 2>/dev/null; } || true
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	mountpoint -q "$work/mnt" && umount "$work/mnt" 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
 mkdir -p "$work/mnt"
 go build -o "$work/ckptfs" ./cmd/ckptfs
-gcc -O1 -o "$work/counter" tests/progs/counter.c -lpthread
+gcc -O1 -o "$work/memhog" tests/progs/memhog.c
 ckptfs=$work/ckptfs
 
 # render RAW: the screens a terminal showed, from mpb's redraws (cursor up
@@ -55,21 +57,66 @@ print(final)
 PY
 }
 
-"$work/counter" "$mib" 600000 0 >"$work/counter.out" 2>&1 </dev/null &
+# on_pty NAME CMD...: runs CMD with stderr (and stdin, stdout as given in
+# CMD) on a 110x30 pty, its screen into $work/NAME.raw.
+on_pty() {
+	local name=$1
+	shift
+	script -qfc "stty rows 30 cols 110; $*" /dev/null >"$work/$name.raw"
+}
+
+# wait_gone PID: until the process is reaped.
+wait_gone() { while [ -e "/proc/$1" ]; do sleep 0.05; done; }
+
+# memhog reads its commands from a fifo this shell keeps open (fd 7): a
+# restored memhog gets it again as restore's stdin.
+mkfifo "$work/in"
+exec 7<>"$work/in"
+"$work/memhog" "$mib" <"$work/in" >"$work/hog.out" 2>&1 &
 pid=$!
-until grep -q tick "$work/counter.out" 2>/dev/null; do sleep 0.2; done
-script -qfc "stty rows 30 cols 110; $ckptfs dump -v -s $work/store $pid" /dev/null >"$work/dump.raw"
+pids+=("$pid")
+until grep -q ready "$work/hog.out" 2>/dev/null; do sleep 0.2; done
+
+on_pty dump "$ckptfs dump -v -s $work/store $pid"
+on_pty verify "$ckptfs verify -s $work/store"
+# Half the pages change; a second dump; the first removed: gc frees half
+# of the first dump's pages, and rewrites the packs that are half dead.
+echo "touch $((mib * 128))" >&7
+until grep -q done "$work/hog.out" 2>/dev/null; do sleep 0.2; done
+first=$("$ckptfs" ls -s "$work/store" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+"$ckptfs" dump -q -s "$work/store" "$pid" >/dev/null
+"$ckptfs" rm -s "$work/store" "$first" >/dev/null
+on_pty gc "$ckptfs gc -s $work/store"
+
 "$ckptfs" mount --daemon "$work/store" "$work/mnt"
-kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-while [ -e "/proc/$pid" ]; do sleep 0.05; done
-script -qfc "stty rows 30 cols 110; $ckptfs restore -v $work/mnt/latest" /dev/null >"$work/restore.raw"
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+wait_gone "$pid"
+on_pty restore "$ckptfs restore -v $work/mnt/latest <$work/in >$work/restore.out"
+kill -9 "$pid"
+wait_gone "$pid"
+on_pty lazy "$ckptfs restore -v --lazy --lazy-wait --lazy-log $work/lazy.log $work/mnt/latest <$work/in >$work/lazy.out"
+kill -9 "$pid"
+wait_gone "$pid"
+
 {
-	echo "\$ ckptfs dump -v -s STORE PID      # a program with $mib MiB of memory, on a 110x30 pty"
+	echo "\$ ckptfs dump -v -s STORE PID      # a program with $mib MiB of distinct pages, on a 110x30 pty"
 	render "$work/dump.raw"
 } >docs/progress-dump.txt
 {
-	echo "\$ ckptfs restore -v MNT/latest      # from a mount of that store"
+	echo "\$ ckptfs verify -s STORE           # that one checkpoint of $mib MiB"
+	render "$work/verify.raw"
+} >docs/progress-verify.txt
+{
+	echo "\$ ckptfs gc -s STORE               # after half the pages changed, a second dump, and rm of the first"
+	render "$work/gc.raw"
+} >docs/progress-gc.txt
+{
+	echo "\$ ckptfs restore -v MNT/latest      # from a mount of that store (stdout, the pid, to a file)"
 	render "$work/restore.raw"
 } >docs/progress-restore.txt
-kill -9 "$pid" 2>/dev/null || true
-cat docs/progress-dump.txt docs/progress-restore.txt
+{
+	echo "\$ ckptfs restore -v --lazy --lazy-wait MNT/latest      # the same, lazily: the program runs during the fill"
+	render "$work/lazy.raw"
+} >docs/progress-lazy.txt
+cat docs/progress-{dump,verify,gc,restore,lazy}.txt

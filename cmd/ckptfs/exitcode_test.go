@@ -130,7 +130,8 @@ func TestExitDamaged(t *testing.T) {
 	}
 	r = ckptfs(t, "--json", "verify", "-s", store)
 	var v verifyResult
-	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.OK || len(v.Problems) == 0 || r.code != exitDamaged {
+	_, doc := splitStatus(t, r.stdout) // status lines, then the document
+	if err := json.Unmarshal([]byte(doc), &v); err != nil || v.OK || len(v.Problems) == 0 || r.code != exitDamaged {
 		t.Errorf("verify --json: exit %d, %+v %v\n%s", r.code, v, err, r.stdout)
 	}
 }

@@ -99,7 +99,9 @@ runs gc afterwards to free the pages of what was removed.`,
 					}
 				}
 				if prune && !dryRun {
+					stop := storeProgress(r, "gc", false) // the gc document is in forget's
 					res, err := r.GC()
+					stop()
 					if err != nil {
 						return fmt.Errorf("forget: removed %d checkpoint(s), then gc: %w", len(remove), err)
 					}

@@ -11,6 +11,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
+	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/internal/human"
 )
 
@@ -85,11 +86,15 @@ type statusMessage struct {
 }
 
 // Phases whose bars differ: the copy's total grows as tasks are read; the
-// commit has no byte count.
+// commit and gc's reclaim have no byte count (spinners).
 const (
 	phaseCopy   = "copy"
 	phaseCommit = "commit"
 )
+
+// spinnerPhase says whether phase has no byte count: its bar is a spinner
+// with its time, complete when done reaches total.
+func spinnerPhase(phase string) bool { return phase == phaseCommit || phase == dedup.PhaseGCReclaim }
 
 // update says phase has done of total bytes. Calls may come from several
 // goroutines; a count never goes back.
@@ -112,6 +117,9 @@ func (u *progress) update(phase string, done, total int64) {
 	}
 	u.last[phase] = now
 	u.statMu.Unlock()
+	if done == 0 && total == 0 && !spinnerPhase(phase) {
+		return // started, nothing to show yet (a restore's verify may have nothing to do)
+	}
 	if u.json {
 		u.status(phase, done, total, now, start)
 		return
@@ -128,7 +136,7 @@ func (u *progress) update(phase string, done, total int64) {
 		b = u.newBar(phase, total)
 		u.bars[phase] = b
 	}
-	if phase == phaseCommit {
+	if spinnerPhase(phase) {
 		if done >= total {
 			b.SetTotal(1, true)
 		}
@@ -164,7 +172,7 @@ func (u *progress) status(phase string, done, total int64, now, start time.Time)
 // "done in" its time once complete; the commit is a spinner with its time.
 func (u *progress) newBar(phase string, total int64) *mpb.Bar {
 	name := decor.Name(phase, decor.WC{W: 8, C: decor.DindentRight})
-	if phase == phaseCommit {
+	if spinnerPhase(phase) {
 		return u.p.New(0, mpb.SpinnerStyle(), mpb.PrependDecorators(name),
 			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return human.Duration(u.elapsed(phase)) })))
 	}
@@ -258,9 +266,29 @@ func (lineWriter) Write(b []byte) (int, error) {
 	return os.Stderr.Write(b)
 }
 
+// storeProgress shows the progress of a store's Verify or GC (name) and
+// returns the func that ends it: bars (or --json status lines, if
+// statusLines) for a local store, which reports its phases; a spinner with
+// the time elapsed for one reached through its mount or a remote one,
+// which report none.
+func storeProgress(r dedup.Repo, name string, statusLines bool) (stop func()) {
+	pr, ok := r.(interface{ SetProgress(dedup.ProgressFunc) })
+	if !ok {
+		return startSpinner(name)
+	}
+	if globals.json && !statusLines {
+		return func() {}
+	}
+	ui := newProgress()
+	pr.SetProgress(ui.update)
+	return func() {
+		pr.SetProgress(nil)
+		ui.finish()
+	}
+}
+
 // startSpinner shows name with the time elapsed on a terminal while an
-// operation with no byte count runs (verify and gc report none); the
-// returned func takes it down.
+// operation with no byte count runs; the returned func takes it down.
 func startSpinner(name string) (stop func()) {
 	if globals.quiet || globals.json || !stderrIsTerminal() {
 		return func() {}

@@ -134,7 +134,7 @@ func TestNoProgressWithoutTerminal(t *testing.T) {
 }
 
 // TestRestoreProgressOnPty: a restore from a mount on a terminal draws its
-// verify and pages bars, complete, with the -v lines whole around them.
+// pages bar, complete, with the -v lines whole around it.
 func TestRestoreProgressOnPty(t *testing.T) {
 	needRoot(t)
 	p := startMemProcess(t, 64)
@@ -161,7 +161,9 @@ func TestRestoreProgressOnPty(t *testing.T) {
 			bars[f[0]] = true
 		}
 	}
-	if !bars["verify"] || !bars["pages"] || !strings.Contains(screen, "restore: done") {
+	// Pages read through the store's mount are checked by the store: the
+	// restore's own verify has nothing to do, and no bar then.
+	if !bars["pages"] || !strings.Contains(screen, "restore: done") {
 		t.Errorf("bars %v; screen:\n%s", bars, screen)
 	}
 }

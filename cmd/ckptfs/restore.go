@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -12,11 +13,11 @@ import (
 )
 
 func init() {
-	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS, lazy, tcpClose bool
+	var verbose, shellJob, leaveStopped, noVerifyPages, pidNS, lazy, lazyWait, tcpClose bool
 	var pidFile, lazyLog string
 	var inheritFDs []string
 	cmd := &cobra.Command{
-		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE]] [--inherit-fd fd[N]:KEY]... [--tcp-close] DIR",
+		Use:   "restore [-v] [--shell-job] [--leave-stopped] [--no-verify-pages] [--pidns] [--pidfile FILE] [--lazy [--lazy-log FILE] [--lazy-wait]] [--inherit-fd fd[N]:KEY]... [--tcp-close] DIR",
 		Short: "Restore the processes of a checkpoint tree with their pids",
 		Long: `restore rebuilds the processes of a checkpoint directory (MNT/<id> of a mount,
 or a copy of it made with cp -a) so that they continue where they were, with
@@ -58,11 +59,17 @@ server (a process of ckptfs in a session of its own, logging to --lazy-log)
 answers their page faults from the checkpoint and fills the rest in the
 background, checking every page against its hash first, then exits. A page
 that cannot be read or does not match its hash is never given: the program
-gets SIGBUS, and the log says why.`,
+gets SIGBUS, and the log says why. --lazy-wait makes restore return only
+once every page is in, showing the fill (bytes, rate, ETA) on a terminal;
+if some pages could not be served it prints the root pid and exits 1.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeCheckpointDirs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS, TCPClose: tcpClose, Lazy: lazy, LazyLog: lazyLog}
+			if lazyWait && !lazy {
+				return usageErr(errors.New("--lazy-wait needs --lazy"))
+			}
+			opts := restorer.Options{ShellJob: shellJob, LeaveStopped: leaveStopped, NoVerifyPages: noVerifyPages, PidNS: pidNS, TCPClose: tcpClose,
+				Lazy: lazy, LazyLog: lazyLog, LazyWait: lazyWait}
 			for _, s := range inheritFDs {
 				in, err := restorer.ParseInheritFD(s)
 				if err != nil {
@@ -78,6 +85,9 @@ gets SIGBUS, and the log says why.`,
 			start := time.Now()
 			pid, err := restorer.Restore(args[0], opts)
 			ui.finish()
+			if errors.Is(err, restorer.ErrLazyFill) {
+				fmt.Println(pid) // the processes run, some of their pages poisoned
+			}
 			if err != nil {
 				return err
 			}
@@ -98,6 +108,7 @@ gets SIGBUS, and the log says why.`,
 	cmd.Flags().BoolVar(&pidNS, "pidns", false, "restore into a new pid namespace, where every recorded pid is free")
 	cmd.Flags().StringVar(&pidFile, "pidfile", "", "write the root's pid (as seen from outside) to `FILE`")
 	cmd.Flags().BoolVar(&lazy, "lazy", false, "run the processes at once and fill their memory while they run")
+	cmd.Flags().BoolVar(&lazyWait, "lazy-wait", false, "with --lazy: return once every page is in, showing the fill's progress")
 	cmd.Flags().StringVar(&lazyLog, "lazy-log", "", "the lazy page server's log file (default $TMPDIR/ckptfs-lazy-<restore's pid>.log)")
 	cmd.Flags().StringArrayVar(&inheritFDs, "inherit-fd", nil, "give the tree's pipe or socket KEY (pipe:[INO] as in fdinfo) restore's own fd N: `fd[N]:KEY`")
 	rootCmd.AddCommand(cmd)

@@ -147,7 +147,7 @@ the file system. gc refuses to run while a dump is writing to the store.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withRepo(dir, func(r dedup.Repo) error {
-				stop := startSpinner("gc")
+				stop := storeProgress(r, "gc", true)
 				res, err := r.GC()
 				stop()
 				if err != nil {
@@ -198,7 +198,7 @@ STORE/damaged-<time>/. The repaired store is then verified.`,
 				}
 			}
 			return withRepo(dir, func(r dedup.Repo) error {
-				stop := startSpinner("verify")
+				stop := storeProgress(r, "verify", true)
 				problems, err := r.Verify()
 				stop()
 				if err != nil {
