@@ -26,7 +26,12 @@ import (
 // between dumps (dumper/tracker.go).
 
 // trackDir is where the trackers of a store listen.
-func trackDir(store string) string { return filepath.Join(store, "track") }
+func trackDir(store string) string {
+	if dedup.IsRemote(store) {
+		return remoteTrackDir(store) // remote.go
+	}
+	return filepath.Join(store, "track")
+}
 
 // maxPreCopyPasses bounds the passes of --pre-copy before the final one.
 const maxPreCopyPasses = 8
