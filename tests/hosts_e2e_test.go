@@ -75,9 +75,19 @@ func (p *program) resumes(t *testing.T, before int) {
 	waitGone(t, p.Pid)
 }
 
-func subreaper(t *testing.T) {
-	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+// subreaper makes this process the reaper of the programs restored by
+// the test (their restore exits) until the test ends.
+func subreaper(t testing.TB) {
+	setSubreaper(true)
+	t.Cleanup(func() { setSubreaper(false) })
+}
+
+func setSubreaper(on bool) {
+	v := 0
+	if on {
+		v = 1
+	}
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, uintptr(v), 0, 0, 0)
 }
 
 // TestHostsDumpRestore: a program on host A is dumped into the bucket
@@ -249,7 +259,7 @@ func TestHostsMigrate(t *testing.T) {
 	a, b := newHost(t, s, "a"), newHost(t, s, "b")
 	remote := "s3://ckpt/migrate"
 	p := a.start(t, 64, 100)
-	out, errOut, err := a.ckptfsErr(t, "migrate", itoa(p.Pid), "--to", remote)
+	out, errOut, err := a.ckptfsErr(t, "migrate", "-v", itoa(p.Pid), "--to", remote)
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s%s", err, out, errOut)
 	}

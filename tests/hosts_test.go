@@ -225,11 +225,18 @@ func (h *host) ckptfs(t testing.TB, args ...string) string {
 	return out
 }
 
-// start starts hostmem (mib MiB, ticks every period ms) on the host.
+// start starts hostmem (mib MiB, ticks every period ms, SIGUSR1
+// rewriting half its pages) on the host.
 func (h *host) start(t testing.TB, mib, periodMs int) *program {
 	t.Helper()
+	return h.startEvery(t, mib, periodMs, 2)
+}
+
+// startEvery is start with SIGUSR1 rewriting every every-th page.
+func (h *host) startEvery(t testing.TB, mib, periodMs, every int) *program {
+	t.Helper()
 	prog := buildProg(t, "hostmem", "-O2")
-	return startArgv(t, "hostmem-on-"+h.name, h.argv(prog, itoa(mib), itoa(periodMs)))
+	return startArgv(t, "hostmem-on-"+h.name, h.argv(prog, itoa(mib), itoa(periodMs), itoa(every)))
 }
 
 // private checks that the host's home is its own: the other host sees an

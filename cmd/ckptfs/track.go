@@ -59,6 +59,13 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 				fmt.Fprintf(os.Stderr, "ckptfs: dump %d: pre-copy pass %d failed (%v); the final pass reads everything\n", pid, pass, err)
 				break
 			}
+			// A remote store uploads the pass's last pages now, while
+			// the tree runs, not in the final freeze.
+			if fl, ok := repo.(interface{ Flush() error }); ok {
+				if err := fl.Flush(); err != nil {
+					return nil, fmt.Errorf("pre-copy pass %d: %w", pass, err)
+				}
+			}
 			copied := res.Track.PagesCopied
 			fmt.Fprintf(os.Stderr, "pre-copy pass %d: copied %d pages while the tree ran (frozen %v)\n", pass, copied, res.Freeze.Round(100_000))
 			if last >= 0 && copied*10 > last*9 {
