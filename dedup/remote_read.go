@@ -46,7 +46,7 @@ type segmentCache struct {
 	bytes int64
 	lru   *list.List // of *segment, most recent first
 	segs  map[segKey]*segment
-	Gets  atomic.Int64 // range GETs made (tests, figures)
+	Gets  atomic.Int64   // range GETs made (tests, figures)
 	ahead sync.WaitGroup // read-ahead fetches in flight
 }
 
