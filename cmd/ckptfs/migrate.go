@@ -14,7 +14,7 @@ func migrateCmd() *cobra.Command {
 	var dir string
 	var to migrateToFlags // migrate_to.go
 	cmd := &cobra.Command{
-		Use:   "migrate -s STORE | migrate PID --to STORE",
+		Use:   "migrate -s STORE | migrate PID --to STORE [--name NAME] [-v] [--tcp-established] [--mem-budget MIB]",
 		Short: "Convert a store of an older format in place; or move a running tree to another host",
 		Long: `Converts a store written by an older ckptfs (store format 1 or 2: pages in
 Badger's value log) to the current format (3: pages in pack files, page
