@@ -22,7 +22,8 @@ import (
 //   - the first and the second dump (1/16 of the pages rewritten in
 //     between) into the bucket, to the same into a local store on host A;
 //   - ckptfs migrate PID --to the bucket on A, then mount and restore on
-//     B as migrate prints it: the time from the start of migrate until
+//     B as migrate prints it (restore, and in a second round restore
+//     --lazy): the time from the start of migrate until
 //     the program runs again on B (its first tick there), and the time it
 //     did not run (the longest gap between two of its ticks, which carry
 //     their time), to the same by hand: dump --kill into A's local store,
@@ -70,6 +71,8 @@ func BenchmarkHosts1GiB(b *testing.B) {
 		{"dump2-s3/local", "s3-dump2", "local-dump2"},
 		{"migrate-running/hand", "migrate-running", "hand-running"},
 		{"migrate-frozen/hand", "migrate-stopped", "hand-stopped"},
+		{"lazy-running/hand", "migrate-lazy-running", "hand-running"},
+		{"lazy-frozen/hand", "migrate-lazy-stopped", "hand-stopped"},
 	}
 	for _, q := range ratios {
 		x := med(q.num) / med(q.den)
@@ -103,9 +106,9 @@ func hostsRun(b *testing.B, mib int, handFirst bool) map[string]float64 {
 	p.kill()
 	a.run(b, "rm", "-rf", filepath.Join(a.home, "store"))
 	subreaper(b)
-	order := []string{"migrate", "hand"}
+	order := []string{"migrate", "migrate-lazy", "hand"}
 	if handFirst {
-		order = []string{"hand", "migrate"}
+		order = []string{"hand", "migrate-lazy", "migrate"}
 	}
 	for _, how := range order {
 		p := a.startEvery(b, mib, 100, 16)
@@ -113,7 +116,7 @@ func hostsRun(b *testing.B, mib int, handFirst bool) map[string]float64 {
 		start := time.Now()
 		var dir string // what B restores
 		switch how {
-		case "migrate":
+		case "migrate", "migrate-lazy":
 			out, errOut, err := a.ckptfsErr(b, "migrate", itoa(p.Pid), "--to", "s3://ckpt/migrate")
 			if err != nil {
 				b.Fatalf("migrate: %v\n%s%s", err, out, errOut)
@@ -139,7 +142,13 @@ func hostsRun(b *testing.B, mib int, handFirst bool) map[string]float64 {
 		waitGone(b, p.Pid)
 		before := len(p.ticks())
 		restoreStart := time.Now()
-		out, errOut, err := hb.ckptfsErr(b, "restore", "-v", dir)
+		args := []string{"restore", "-v", dir}
+		var lazyLog string
+		if how == "migrate-lazy" {
+			lazyLog = filepath.Join(b.TempDir(), "lazy.log")
+			args = []string{"restore", "-v", "--lazy", "--lazy-log", lazyLog, dir}
+		}
+		out, errOut, err := hb.ckptfsErr(b, args...)
 		if err != nil {
 			b.Fatalf("restore on b: %v\n%s%s", err, out, errOut)
 		}
@@ -150,6 +159,11 @@ func hostsRun(b *testing.B, mib int, handFirst bool) map[string]float64 {
 		at := tickTimes(lines)
 		fig[how+"-running"] = time.UnixMilli(at[before]).Sub(start).Seconds()
 		fig[how+"-stopped"] = longestGap(at)
+		if lazyLog != "" {
+			log := waitLazyServer(b, lazyLog)
+			b.Logf("lazy page server: %s", lastLine(log))
+			p.waitTicks(b, 1)
+		}
 		p.checkHealthy(b)
 		stopRestored(pid)
 		waitGone(b, pid)
