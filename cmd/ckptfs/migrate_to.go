@@ -113,9 +113,12 @@ func restoreHint(store, id string) string {
 	fmt.Fprintf(&b, "migrated: checkpoint %s is in %s and the tree was killed; on the destination host run:\n", id, store)
 	env := ""
 	if dedup.IsRemote(store) {
-		env = "AWS_ENDPOINT_URL=" + shellQuote(os.Getenv("AWS_ENDPOINT_URL")) + " "
-		if os.Getenv("AWS_ENDPOINT_URL") == "" {
-			env = ""
+		// The service as this host reached it; the credentials are the
+		// destination's own.
+		for _, v := range []string{"AWS_ENDPOINT_URL", "AWS_REGION"} {
+			if val := os.Getenv(v); val != "" {
+				env += v + "=" + shellQuote(val) + " "
+			}
 		}
 		fmt.Fprintln(&b, "  (with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set)")
 	}
