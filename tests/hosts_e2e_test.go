@@ -2,8 +2,10 @@ package tests
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -120,7 +122,8 @@ func TestHostsDumpRestore(t *testing.T) {
 
 // TestHostsConcurrentDumps: a program on each host, both dumped into one
 // bucket three times at once; verify finds the bucket clean, ls shows
-// all six checkpoints on either host, and each host restores the other's
+// all six checkpoints on either host, gc on a host refuses to run while
+// the other has the bucket mounted, and each host restores the other's
 // last checkpoint (which resumes intact).
 func TestHostsConcurrentDumps(t *testing.T) {
 	s := newHostsS3(t, "ckpt")
@@ -167,6 +170,15 @@ func TestHostsConcurrentDumps(t *testing.T) {
 		waitGone(t, p.Pid)
 		other := hosts[1-i]
 		mnt := other.mount(t, remote)
+		if i == 0 {
+			// The mount's lock on b keeps gc on a from running.
+			_, errOut, err := a.ckptfsErr(t, "gc", "-s", remote)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 11 {
+				t.Fatalf("gc on a while b has the bucket mounted: %v, want exit 11\n%s", err, errOut)
+			}
+			t.Logf("gc on a while b has it mounted: %s", strings.TrimSpace(errOut))
+		}
 		before := len(p.ticks())
 		if pid := restoreOn(t, other, filepath.Join(mnt, ids[i][2]), false); pid != p.Pid {
 			t.Fatalf("restore on %s: pid %d, want %d", other.name, pid, p.Pid)
