@@ -78,7 +78,7 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 	if err != nil {
 		return nil, err
 	}
-	printTrackReport(res.Track)
+	printTrackReport(res.Track, opts.Kill)
 	if !opts.Kill {
 		exe, _ := os.Executable()
 		if err := tr.Hold(exe, []string{"track-holder"}); err != nil {
@@ -88,7 +88,9 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 	return res, nil
 }
 
-func printTrackReport(r *dumper.TrackReport) {
+// printTrackReport says what tracking did; killed: the tree is gone, so
+// nothing stays write-protected.
+func printTrackReport(r *dumper.TrackReport, killed bool) {
 	if r == nil {
 		return
 	}
@@ -102,6 +104,10 @@ func printTrackReport(r *dumper.TrackReport) {
 	}
 	if r.FullProcesses > 0 || r.FullVMAs > 0 {
 		fmt.Fprintf(os.Stderr, "; read in full: %d process(es), %d vma(s)", r.FullProcesses, r.FullVMAs)
+	}
+	if killed {
+		fmt.Fprintln(os.Stderr, "; the tree was killed")
+		return
 	}
 	fmt.Fprintf(os.Stderr, "; %d process(es) write-protected for the next dump\n", r.Armed)
 }
