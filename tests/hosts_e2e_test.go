@@ -317,3 +317,29 @@ func TestHostsMigrate(t *testing.T) {
 	b.owns(t, pid)
 	p.resumes(t, before)
 }
+
+// TestHostsMigrateToDirectory: migrate --to a store directory both hosts
+// reach (the test's directory, standing for shared storage): B mounts
+// the store and restores the program, which resumes intact.
+func TestHostsMigrateToDirectory(t *testing.T) {
+	s := newHostsS3(t, "ckpt")
+	a, b := newHost(t, s, "a"), newHost(t, s, "b")
+	shared := filepath.Join(t.TempDir(), "store")
+	p := a.start(t, 32, 100)
+	out, errOut, err := a.ckptfsErr(t, "migrate", itoa(p.Pid), "--to", shared)
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s%s", err, out, errOut)
+	}
+	waitGone(t, p.Pid)
+	id := lastLine(out)
+	if !strings.Contains(errOut, "ckptfs mount --daemon -s "+shared+" ") || strings.Contains(errOut, "AWS_") {
+		t.Fatalf("migrate --to %s printed:\n%s", shared, errOut)
+	}
+	subreaper(t)
+	mnt := b.mount(t, shared)
+	before := len(p.ticks())
+	if pid := restoreOn(t, b, filepath.Join(mnt, id), false); pid != p.Pid {
+		t.Fatalf("restore on b: pid %d, want %d", pid, p.Pid)
+	}
+	p.resumes(t, before)
+}
