@@ -59,6 +59,7 @@ type RemoteStore struct {
 	packs  map[packID]*remotePack // the indexed packs
 	loaded bool
 	open   *memPack
+	up     *remoteUploader // packs being uploaded (remote_upload.go)
 
 	reads *segmentCache
 
@@ -107,7 +108,7 @@ func OpenRemote(ctx context.Context, obj Objects, create bool) (*RemoteStore, er
 	if err != nil {
 		return nil, err
 	}
-	r := &RemoteStore{obj: obj, ctx: ctx, cache: cache, reads: newSegmentCache(RemoteCacheBytes)}
+	r := &RemoteStore{obj: obj, ctx: ctx, cache: cache, reads: newSegmentCache(RemoteCacheBytes), up: newRemoteUploader()}
 	if r.lock, err = takeLock(ctx, obj, false); err != nil {
 		return nil, err
 	}
@@ -197,7 +198,7 @@ func (r *RemoteStore) PutPages(hashes []image.Hash, pages [][]byte) (int64, erro
 		r.index[h] = loc
 		added += image.PageSize
 		if len(r.open.buf) >= remotePackTarget {
-			if err := r.flushLocked(); err != nil {
+			if err := r.startUploadLocked(); err != nil {
 				return added, err
 			}
 		}
@@ -205,31 +206,21 @@ func (r *RemoteStore) PutPages(hashes []image.Hash, pages [][]byte) (int64, erro
 	return added, nil
 }
 
-// flushLocked uploads the open pack, then its index object.
+// flushLocked uploads the open pack and waits for every upload
+// (remote_upload.go).
 func (r *RemoteStore) flushLocked() error {
-	p := r.open
-	if p == nil {
-		return nil
-	}
-	r.open = nil
-	data := append(p.buf, encodeTrailer(p.entries)...)
-	fail := func(err error) error {
-		for _, e := range p.entries {
-			delete(r.index, e.hash)
-		}
+	if err := r.startUploadLocked(); err != nil {
 		return err
 	}
-	if err := r.obj.Put(r.ctx, remotePacks+p.id.String(), data); err != nil {
-		return fail(fmt.Errorf("upload pack %s: %w", p.id, err))
-	}
-	ib := encodeRemoteIndex(int64(len(data)), data[len(p.buf):])
-	if err := r.obj.Put(r.ctx, remoteIndex+p.id.String(), ib); err != nil {
-		return fail(fmt.Errorf("upload index of pack %s: %w", p.id, err))
-	}
-	r.sizes[p.id] = int64(len(data))
-	r.packs[p.id] = &remotePack{size: int64(len(data)), entries: p.entries}
-	r.cache.keepIndex(p.id, ib)
-	return nil
+	return r.up.wait()
+}
+
+// Flush uploads the pages put so far (a pre-copy pass ends with it, so
+// that the final pass, the tree frozen, sends only what is new).
+func (r *RemoteStore) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.flushLocked()
 }
 
 // encodeRemoteIndex is the index object of a pack of size bytes whose

@@ -17,6 +17,11 @@ import (
 // the segments its reads touch.
 const remoteSegment = 1 << 20
 
+// remoteReadAhead is how many segments after one being read are fetched
+// in the background, so that a reader going through a vma finds them
+// there (a restore, a cp -a of the mount).
+const remoteReadAhead = 2
+
 // RemoteCacheBytes bounds the segment cache of a remote store opened
 // after it is set (default 256 MiB).
 var RemoteCacheBytes int64 = 256 << 20
@@ -41,7 +46,8 @@ type segmentCache struct {
 	bytes int64
 	lru   *list.List // of *segment, most recent first
 	segs  map[segKey]*segment
-	Gets  atomic.Int64 // range GETs made (tests, figures)
+	Gets  atomic.Int64   // range GETs made (tests, figures)
+	ahead sync.WaitGroup // read-ahead fetches in flight
 }
 
 func newSegmentCache(limit int64) *segmentCache {
@@ -83,6 +89,36 @@ func (c *segmentCache) get(k segKey, fetch func() ([]byte, error)) ([]byte, erro
 	return s.data, nil
 }
 
+// has says whether segment k is cached or being fetched.
+func (c *segmentCache) has(k segKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.segs[k] != nil
+}
+
+// readAhead starts the fetch of the remoteReadAhead segments after seg
+// of a pack of size bytes that are neither cached nor being fetched.
+func (r *RemoteStore) readAhead(pack packID, seg, size int64) {
+	for next := seg + 1; next <= seg+remoteReadAhead && size > 0; next++ {
+		start := next * remoteSegment
+		if start >= size {
+			return
+		}
+		k := segKey{pack, next}
+		if r.reads.has(k) {
+			continue
+		}
+		n := min(int64(remoteSegment), size-start)
+		r.reads.ahead.Add(1)
+		go func() {
+			defer r.reads.ahead.Done()
+			r.reads.get(k, func() ([]byte, error) {
+				return r.obj.GetRange(r.ctx, remotePacks+pack.String(), start, n)
+			})
+		}()
+	}
+}
+
 // RangeGets returns the number of range GETs the store made for pages.
 func (r *RemoteStore) RangeGets() int64 { return r.reads.Gets.Load() }
 
@@ -102,6 +138,8 @@ func (r *RemoteStore) ReadPage(h image.Hash, buf []byte) error {
 	var pending []byte
 	if ok && r.open != nil && loc.pack == r.open.id {
 		pending = r.open.buf[loc.offset : loc.offset+int64(loc.length)]
+	} else if b, uploading := r.up.blob(loc); ok && uploading {
+		pending = b
 	}
 	raw := make([]byte, 0, loc.length)
 	raw = append(raw, pending...)
@@ -144,6 +182,7 @@ func (r *RemoteStore) readBlob(loc packLoc, size int64) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		r.readAhead(loc.pack, seg, size)
 		end := min(loc.offset+int64(loc.length), start+int64(len(data)))
 		if off-start >= int64(len(data)) {
 			return nil, fmt.Errorf("%w: pack %s shorter than its index says", ErrPageCorrupt, loc.pack)

@@ -230,8 +230,8 @@ func TestRemoteGCRefusesLock(t *testing.T) {
 }
 
 // TestRemoteReadsOnDemand: a store opened afresh reads a page with one
-// range GET of the segment around it (read-ahead: its neighbours come
-// free), never the whole pack.
+// range GET of the segment around it (its neighbours come free) and reads
+// the next remoteReadAhead segments ahead, never the whole pack.
 func TestRemoteReadsOnDemand(t *testing.T) {
 	srv := startS3(t)
 	rw := openRemoteT(t, srv, "lazy", "a")
@@ -249,14 +249,17 @@ func TestRemoteReadsOnDemand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := r.RangeGets(); n != 1 {
-		t.Fatalf("5 pages of one segment: %d range GETs, want 1", n)
+	r.reads.ahead.Wait()
+	if n := r.RangeGets(); n != 1+remoteReadAhead {
+		t.Fatalf("5 pages of one segment: %d range GETs, want 1 and %d ahead", n, remoteReadAhead)
 	}
+	// Page 2000 is in segment 7 of 9: segment 8 is read ahead.
 	if err := r.ReadPage(got.Tasks[0].VMAs[0].Pages[2000].Hash, buf); err != nil {
 		t.Fatal(err)
 	}
-	if n := r.RangeGets(); n != 2 {
-		t.Fatalf("a page of another segment: %d range GETs in all, want 2", n)
+	r.reads.ahead.Wait()
+	if n := r.RangeGets(); n != 3+remoteReadAhead {
+		t.Fatalf("a page of another segment: %d range GETs in all, want %d", n, 3+remoteReadAhead)
 	}
 	checkReadable(t, r, got, v)
 	if n := r.RangeGets(); n != 9 { // 8 MiB of pages and the header: 9 segments

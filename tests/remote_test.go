@@ -25,10 +25,27 @@ import (
 
 type e2eS3 struct {
 	url       string
+	handler   http.Handler
 	packBytes atomic.Int64 // bytes of packs served by GETs
 }
 
 func startE2ES3(t *testing.T, bucket string) *e2eS3 {
+	t.Helper()
+	s := newE2ES3Handler(t, bucket)
+	hs := httptest.NewServer(s.handler)
+	t.Cleanup(hs.Close)
+	s.url = hs.URL
+	t.Setenv("AWS_ENDPOINT_URL", hs.URL)
+	t.Setenv("AWS_ACCESS_KEY_ID", "e2ekey")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "e2esecret")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	return s
+}
+
+// newE2ES3Handler is the S3 service of the e2e tests over a fresh
+// in-memory backend holding bucket, not yet served.
+func newE2ES3Handler(t testing.TB, bucket string) *e2eS3 {
 	t.Helper()
 	backend := s3mem.New()
 	if err := backend.CreateBucket(bucket); err != nil {
@@ -36,7 +53,7 @@ func startE2ES3(t *testing.T, bucket string) *e2eS3 {
 	}
 	h := gofakes3.New(backend).Server()
 	s := &e2eS3{}
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.Contains(r.Header.Get("Authorization"), "Credential=e2ekey/") {
 			w.WriteHeader(http.StatusForbidden)
 			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code><Message>unknown key</Message></Error>`))
@@ -49,14 +66,7 @@ func startE2ES3(t *testing.T, bucket string) *e2eS3 {
 			return
 		}
 		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(hs.Close)
-	s.url = hs.URL
-	t.Setenv("AWS_ENDPOINT_URL", hs.URL)
-	t.Setenv("AWS_ACCESS_KEY_ID", "e2ekey")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "e2esecret")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	})
 	return s
 }
 

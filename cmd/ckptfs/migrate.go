@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/spf13/cobra"
@@ -11,18 +12,34 @@ func init() { rootCmd.AddCommand(migrateCmd()) }
 
 func migrateCmd() *cobra.Command {
 	var dir string
+	var to migrateToFlags // migrate_to.go
 	cmd := &cobra.Command{
-		Use:   "migrate -s STORE",
-		Short: "Convert a store of an older format to the current one, in place",
+		Use:   "migrate -s STORE | migrate PID --to STORE [--name NAME] [-v] [--tcp-established] [--mem-budget MIB]",
+		Short: "Convert a store of an older format in place; or move a running tree to another host",
 		Long: `Converts a store written by an older ckptfs (store format 1 or 2: pages in
 Badger's value log) to the current format (3: pages in pack files, page
 tables as content-addressed chunks). Every checkpoint keeps its id, name,
 time and contents; pages no checkpoint references are dropped. The store
 must not be mounted. An interrupted migrate leaves the old format in place
 and finishes when run again; afterwards an older ckptfs cannot read the
-store. docs/store-format.md describes the formats.`,
-		Args: cobra.NoArgs,
+store. docs/store-format.md describes the formats.
+
+migrate PID --to STORE moves the tree at PID to another host through
+STORE (s3://BUCKET/PREFIX, or a directory the destination reaches): its
+memory is copied into STORE while it runs (dump --pre-copy), the tree is
+frozen once for what it wrote meanwhile, killed when the checkpoint is
+committed, and the commands that restore it on the destination are printed.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 || to.to != "" {
+				if len(args) != 1 {
+					return usageErr(fmt.Errorf("migrate --to needs the PID of the tree to move"))
+				}
+				if err := checkMigrateTo(to, args[0]); err != nil {
+					return err
+				}
+				os.Exit(runMigrateTo(to, args[0]))
+			}
 			if err := requireStore(dir); err != nil {
 				return err
 			}
@@ -48,5 +65,6 @@ store. docs/store-format.md describes the formats.`,
 		},
 	}
 	addStoreFlag(cmd, &dir)
+	to.add(cmd)
 	return cmd
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -86,12 +89,21 @@ func openDumpRepo(ctx context.Context, spec string, notice func(owner string)) (
 	return dedup.WaitRepo(ctx, spec, notice)
 }
 
-// checkRemoteDump refuses the dump flags that keep state in the store
-// directory (the tracking of --track, --every, --pre-copy) for a remote
-// store: dump those into a local store and copy.
+// checkRemoteDump refuses for a remote store the dump flags that keep a
+// tracker in the store directory between dumps (--track, --every,
+// --pre-copy without --kill): dump those into a local store and copy.
+// --pre-copy --kill (migrate --to) tracks within the one dump process.
 func checkRemoteDump(f *dumpFlags) error {
-	if dedup.IsRemote(f.store) && (f.track || f.preCopy || f.every > 0) {
-		return fmt.Errorf("--track, --every and --pre-copy need a local store (dump into one, then 'ckptfs copy' to %s)", f.store)
+	if dedup.IsRemote(f.store) && (f.track || f.every > 0 || f.preCopy && !f.kill) {
+		return fmt.Errorf("--track, --every and --pre-copy without --kill need a local store (dump into one, then 'ckptfs copy' to %s)", f.store)
 	}
 	return nil
+}
+
+// remoteTrackDir is where the tracking of a dump into a remote store
+// looks for a tracker: a local directory of its own per store (none is
+// ever left there: a remote pre-copy kills the tree).
+func remoteTrackDir(spec string) string {
+	sum := sha256.Sum256([]byte(spec))
+	return filepath.Join(os.TempDir(), "ckptfs-track-"+hex.EncodeToString(sum[:8]))
 }

@@ -26,7 +26,12 @@ import (
 // between dumps (dumper/tracker.go).
 
 // trackDir is where the trackers of a store listen.
-func trackDir(store string) string { return filepath.Join(store, "track") }
+func trackDir(store string) string {
+	if dedup.IsRemote(store) {
+		return remoteTrackDir(store) // remote.go
+	}
+	return filepath.Join(store, "track")
+}
 
 // maxPreCopyPasses bounds the passes of --pre-copy before the final one.
 const maxPreCopyPasses = 8
@@ -54,6 +59,13 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 				fmt.Fprintf(os.Stderr, "ckptfs: dump %d: pre-copy pass %d failed (%v); the final pass reads everything\n", pid, pass, err)
 				break
 			}
+			// A remote store uploads the pass's last pages now, while
+			// the tree runs, not in the final freeze.
+			if fl, ok := repo.(interface{ Flush() error }); ok {
+				if err := fl.Flush(); err != nil {
+					return nil, fmt.Errorf("pre-copy pass %d: %w", pass, err)
+				}
+			}
 			copied := res.Track.PagesCopied
 			fmt.Fprintf(os.Stderr, "pre-copy pass %d: copied %d pages while the tree ran (frozen %v)\n", pass, copied, res.Freeze.Round(100_000))
 			if last >= 0 && copied*10 > last*9 {
@@ -66,7 +78,7 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 	if err != nil {
 		return nil, err
 	}
-	printTrackReport(res.Track)
+	printTrackReport(res.Track, opts.Kill)
 	if !opts.Kill {
 		exe, _ := os.Executable()
 		if err := tr.Hold(exe, []string{"track-holder"}); err != nil {
@@ -76,7 +88,9 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 	return res, nil
 }
 
-func printTrackReport(r *dumper.TrackReport) {
+// printTrackReport says what tracking did; killed: the tree is gone, so
+// nothing stays write-protected.
+func printTrackReport(r *dumper.TrackReport, killed bool) {
 	if r == nil {
 		return
 	}
@@ -90,6 +104,10 @@ func printTrackReport(r *dumper.TrackReport) {
 	}
 	if r.FullProcesses > 0 || r.FullVMAs > 0 {
 		fmt.Fprintf(os.Stderr, "; read in full: %d process(es), %d vma(s)", r.FullProcesses, r.FullVMAs)
+	}
+	if killed {
+		fmt.Fprintln(os.Stderr, "; the tree was killed")
+		return
 	}
 	fmt.Fprintf(os.Stderr, "; %d process(es) write-protected for the next dump\n", r.Armed)
 }
