@@ -229,7 +229,35 @@ func (in *Injector) Put(c Child) error {
 		data = data[n:]
 		seg.seq += uint32(n)
 	}
-	return nil
+	return c.wait()
+}
+
+// wait waits for the child to be there, established, holding all of c.Data.
+func (c Child) wait() error {
+	family := unix.AF_INET6
+	if c.Local.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	got := -1
+	for range 2000 {
+		socks, err := List(family, 1<<unix.BPF_TCP_ESTABLISHED)
+		if err != nil {
+			return err
+		}
+		for _, s := range socks {
+			if s.Local == c.Local && s.Remote == c.Remote && s.Inode == 0 {
+				got = s.RecvQueue
+			}
+		}
+		if got == len(c.Data) {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got < 0 {
+		return fmt.Errorf("child %s -> %s: not in the listener's queue after its ACK", c.Local, c.Remote)
+	}
+	return fmt.Errorf("child %s -> %s: holds %d of its %d bytes (its receive buffer is too small)", c.Local, c.Remote, got, len(c.Data))
 }
 
 // result waits for the program to have seen the first segment of entry key.

@@ -95,15 +95,22 @@ func readFull(t *testing.T, fd int, n int) []byte {
 	return out
 }
 
-func writeAll(t *testing.T, fd int, b []byte) {
-	t.Helper()
+func writeAll(fd int, b []byte) error {
 	for len(b) > 0 {
 		n, err := unix.Write(fd, b)
 		if err != nil {
-			t.Fatalf("write: %v", err)
+			return err
 		}
 		b = b[n:]
 	}
+	return nil
+}
+
+// writeAsync writes b to fd in the background; the channel says how it went.
+func writeAsync(fd int, b []byte) chan error {
+	errc := make(chan error, 1)
+	go func() { errc <- writeAll(fd, b) }()
+	return errc
 }
 
 // waitAcked waits until everything fd sent is acknowledged.
@@ -160,7 +167,9 @@ func putBack(t *testing.T, addr netip.Addr) {
 		t.Fatal(err)
 	}
 	sent := pattern(100000, 1)
-	writeAll(t, c, sent)
+	if err := writeAll(c, sent); err != nil {
+		t.Fatal(err)
+	}
 	waitAcked(t, c)
 
 	// The dump: take the child out, read it in repair mode, close it silently.
@@ -177,8 +186,6 @@ func putBack(t *testing.T, addr netip.Addr) {
 	}
 	asa, _ := unix.Getsockname(a)
 	psa, _ := unix.Getpeername(a)
-	win, _ := unix.GetsockoptTCPInfo(a, unix.IPPROTO_TCP, unix.TCP_INFO)
-	_ = win
 	unix.Close(a)
 	if len(st.RecvQueue) != len(sent) || len(st.SendQueue) != 0 {
 		t.Fatalf("dumped queues: recv %d send %d", len(st.RecvQueue), len(st.SendQueue))
@@ -207,13 +214,19 @@ func putBack(t *testing.T, addr netip.Addr) {
 		t.Fatal("the put-back child's bytes differ from those sent")
 	}
 	reply := pattern(200000, 3)
-	go writeAll(t, b, reply)
+	errc := writeAsync(b, reply)
 	if got := readFull(t, c, len(reply)); !bytes.Equal(got, reply) {
 		t.Fatal("reply differs")
 	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
 	more := pattern(150000, 5)
-	go writeAll(t, c, more)
+	errc = writeAsync(c, more)
 	if got := readFull(t, b, len(more)); !bytes.Equal(got, more) {
 		t.Fatal("second request differs")
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
