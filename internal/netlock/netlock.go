@@ -65,13 +65,11 @@ func Lock(netns, name string, conns []Conn) error {
 	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(-300), Policy: &drop})
 	// Segments internal/tcpqueue injects to put a queued connection
-	// back (marked tcpqueue.Mark) go through while the lock holds.
-	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(tcpqueue.MarkMask), Xor: []byte{0, 0, 0, 0}},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(tcpqueue.Mark)},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}})
+	// back (marked tcpqueue.Mark) go through while the lock holds, also
+	// when their peer is in the tree and its own connection locked.
+	for _, ch := range []*nftables.Chain{in, out} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: passMarked()})
+	}
 	for _, k := range conns {
 		// Out: from Local to Remote; in: from Remote to Local.
 		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: match(k.Local, k.Remote)})
@@ -81,6 +79,16 @@ func Lock(netns, name string, conns []Conn) error {
 		return fmt.Errorf("nftables: add lock table %s: %w", name, err)
 	}
 	return nil
+}
+
+// passMarked is the expressions of a rule accepting packets marked tcpqueue.Mark.
+func passMarked() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(tcpqueue.MarkMask), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(tcpqueue.Mark)},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}
 }
 
 // match is the expressions of a rule dropping TCP packets from src to dst.
