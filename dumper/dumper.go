@@ -311,6 +311,10 @@ func (d *dump) run() (err error) {
 		if err := d.tcp.takeQueued(c); err != nil { // kind_tcpqueue.go
 			return err
 		}
+		testhold.At("queued")
+		if err := d.aborted(); err != nil {
+			return err // the release puts them back
+		}
 	}
 	d.report(PhaseCommit, 0, 1)
 	if err := d.repo.Commit(c); err != nil {

@@ -1,11 +1,15 @@
 package tests
 
 import (
+	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // The sizes acceptq.py sends: N bytes queued at the dump and again after,
@@ -113,6 +117,58 @@ func TestTCPQueuedRefusedWithoutKill(t *testing.T) {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("refusal %q does not say %q", errOut, want)
 		}
+	}
+	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitLine(t, srv, "server done ok")
+	waitLine(t, cl, "client done ok")
+	srv.checkHealthy(t)
+	cl.checkHealthy(t)
+}
+
+// TestTCPQueuedPutBackOnFailedDump: a dump --kill aborted after it took
+// the queued connection (at the hold point "queued", just before the
+// commit) puts it back into the live listener's queue: the server, still
+// running, accepts it and gets its bytes; no lock is left and nothing is
+// committed.
+func TestTCPQueuedPutBackOnFailedDump(t *testing.T) {
+	n := newNetns(t)
+	trigger := filepath.Join(t.TempDir(), "accept-now")
+	srv := startInNetns(t, n, "acceptq server", "python3", acceptqProg(), "server", "7004", trigger, acceptqN, acceptqM)
+	waitLine(t, srv, "server listening ok")
+	cl := startInNetns(t, n, "acceptq client", "python3", acceptqProg(), "client", "7004", acceptqN, acceptqM)
+	waitLine(t, cl, "client sent ok")
+	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), "dump", "-s", m.store, "--kill", "--tcp-established", itoa(srv.Pid))
+	cmd.Env = append(os.Environ(), "CKPTFS_TEST_HOLD=queued")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var errText strings.Builder
+	sc := bufio.NewScanner(stderr)
+	held := false
+	for sc.Scan() {
+		errText.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "CKPTFS_HOLD queued") {
+			held = true
+			unix.Kill(cmd.Process.Pid, unix.SIGINT)
+		}
+	}
+	err = cmd.Wait()
+	if !held {
+		t.Fatalf("the dump never reached the hold point: %v\n%s", err, errText.String())
+	}
+	if err == nil {
+		t.Fatalf("the aborted dump succeeded:\n%s", errText.String())
+	}
+	srv.checkUnharmed(t, m.store)
+	if ts := lockTables(t, n); len(ts) != 0 {
+		t.Fatalf("lock tables after the failed dump: %v", ts)
 	}
 	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
 		t.Fatal(err)
