@@ -45,7 +45,21 @@ type queuedConn struct {
 // above) and locks those whose peer is outside the tree.
 func (h *tcpHold) takeQueued(c *image.Checkpoint) error {
 	var taken []heldConn
+	checked := false
 	for _, ln := range h.listeners {
+		if n, err := queueLength(ln); err != nil || n == 0 {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if !checked {
+			checked = true
+			if err := tcpqueue.Check(); err != nil {
+				return &ErrUnsupported{PID: ln.pid, FD: ln.fd, What: "TCP " + ln.local.String() + " LISTEN",
+					Kind: "a TCP socket listening with connections not yet accepted, which this kernel cannot put back in a queue (" + err.Error() + "): let the program accept them first"}
+			}
+		}
 		if err := refuseClosedQueued(ln); err != nil {
 			return err
 		}
@@ -64,6 +78,20 @@ func (h *tcpHold) takeQueued(c *image.Checkpoint) error {
 		return nil
 	}
 	return h.lockOutsideOf(c, taken)
+}
+
+// queueLength is the number of connections in ln's accept queue.
+func queueLength(ln heldListener) (int, error) {
+	dup, err := dupFD(ln.pid, ln.fd)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(dup)
+	info, err := unix.GetsockoptTCPInfo(dup, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0, fmt.Errorf("TCP %s: get TCP_INFO: %w", ln.local, err)
+	}
+	return int(info.Unacked), nil // a listener's unacked: its accept queue
 }
 
 // refuseClosedQueued refuses a listener whose queue holds a connection

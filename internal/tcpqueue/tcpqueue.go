@@ -57,26 +57,42 @@ type Injector struct {
 	next    uint32
 }
 
-// Open loads and attaches the program in the caller's network namespace.
-func Open() (in *Injector, err error) {
+// Check says whether this kernel can put connections back (Open would
+// load the program): a dump takes none from a queue unless it can.
+func Check() error {
+	in := &Injector{raw4: -1, raw6: -1}
+	defer in.Close()
+	return in.load()
+}
+
+// load makes the map and loads the program.
+func (in *Injector) load() error {
 	id, err := kfuncID()
 	if err != nil {
-		return nil, err
+		return err
 	}
+	in.pending, err = ebpf.NewMap(&ebpf.MapSpec{Name: "ckptfs_acceptq", Type: ebpf.Hash, KeySize: 4, ValueSize: valueSize, MaxEntries: 1024})
+	if err != nil {
+		return fmt.Errorf("BPF map: %w", err)
+	}
+	in.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "ckptfs_acceptq", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: program(in.pending, id)})
+	if err != nil {
+		return fmt.Errorf("load the TC program: %w", err)
+	}
+	return nil
+}
+
+// Open loads and attaches the program in the caller's network namespace.
+func Open() (in *Injector, err error) {
 	in = &Injector{raw4: -1, raw6: -1}
 	defer func() {
 		if err != nil {
 			in.Close()
 		}
 	}()
-	in.pending, err = ebpf.NewMap(&ebpf.MapSpec{Name: "ckptfs_acceptq", Type: ebpf.Hash, KeySize: 4, ValueSize: valueSize, MaxEntries: 1024})
-	if err != nil {
-		return nil, fmt.Errorf("BPF map: %w", err)
-	}
-	in.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "ckptfs_acceptq", Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: program(in.pending, id)})
-	if err != nil {
-		return nil, fmt.Errorf("load the TC program: %w", err)
+	if err := in.load(); err != nil {
+		return nil, err
 	}
 	lo, err := loopbackIndex()
 	if err != nil {

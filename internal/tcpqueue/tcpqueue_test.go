@@ -134,6 +134,9 @@ func waitAcked(t *testing.T, fd int) {
 // back with Put and checks that the program's accept() gets it with the
 // bytes the client had sent, and that both ways work after.
 func TestPutBack(t *testing.T) {
+	if err := Check(); err != nil {
+		t.Skipf("this kernel cannot put connections back: %v", err)
+	}
 	for _, addr := range []string{"127.0.0.1", "::1"} {
 		t.Run(addr, func(t *testing.T) {
 			inNewNetns(t, func() { putBack(t, netip.MustParseAddr(addr)) })
@@ -201,6 +204,17 @@ func putBack(t *testing.T, addr netip.Addr) {
 		Timestamp: st.Timestamp, Window: st.Window.SndWnd, Data: st.RecvQueue}
 	if err := in.Put(child); err != nil {
 		t.Fatalf("Put: %v", err)
+	}
+	socks, err := List(family, 1<<unix.BPF_TCP_ESTABLISHED)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	listed := false
+	for _, s := range socks {
+		listed = listed || s.Local == child.Local && s.Remote == child.Remote && s.Inode == 0 && s.RecvQueue == len(sent)
+	}
+	if !listed {
+		t.Fatalf("sock_diag does not list the queued child with its %d bytes: %+v", len(sent), socks)
 	}
 	b, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
 	if err != nil {
