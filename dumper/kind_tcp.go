@@ -310,7 +310,7 @@ func (h *tcpHold) closeSilently() {
 // of a failed --kill dump is deleted.
 func (h *tcpHold) resume() {
 	failed := len(h.held) > 0 || len(h.queued) > 0 // else none, or closed by --kill
-	h.putBack()                                   // kind_tcpqueue.go: while the locks hold
+	h.putBack()                                    // kind_tcpqueue.go: while the locks hold
 	if failed {
 		for _, name := range h.locks {
 			_ = netlock.Unlock(h.netns, name)
