@@ -231,7 +231,6 @@ type tcpHold struct {
 	netns       string   // their network namespace
 	listeners   []heldListener
 	queued      []queuedConn // taken from the listeners' queues (kind_tcpqueue.go)
-	queuedIDs   []string     // their objects
 }
 
 type heldConn struct {
@@ -302,7 +301,7 @@ func (h *tcpHold) closeSilently() {
 	for _, q := range h.queued {
 		unix.Close(q.fd)
 	}
-	h.held, h.queued, h.queuedIDs = nil, nil, nil
+	h.held, h.queued = nil, nil
 }
 
 // resume turns repair mode off again on the held connections (the tree

@@ -36,6 +36,8 @@ type heldListener struct {
 // queuedConn is a connection taken from a listener's queue, in repair
 // mode, and what puts it back.
 type queuedConn struct {
+	id    string // its object
+	pid   int    // the listener's task
 	fd    int
 	netns string
 	child tcpqueue.Child
@@ -44,7 +46,9 @@ type queuedConn struct {
 // takeQueued takes the connections of every listener's queue (see
 // above) and locks those whose peer is outside the tree.
 func (h *tcpHold) takeQueued(c *image.Checkpoint) error {
-	var taken []heldConn
+	if !h.kill || !h.established {
+		return nil
+	}
 	checked := false
 	for _, ln := range h.listeners {
 		if n, err := queueLength(ln); err != nil || n == 0 {
@@ -63,16 +67,13 @@ func (h *tcpHold) takeQueued(c *image.Checkpoint) error {
 		if err := refuseClosedQueued(ln); err != nil {
 			return err
 		}
-		n := len(h.queued)
 		if err := h.takeFrom(c, ln); err != nil {
 			return err
 		}
-		for _, q := range h.queued[n:] {
-			taken = append(taken, heldConn{id: "", pid: ln.pid, local: q.child.Local, remote: q.child.Remote})
-		}
 	}
-	for i := range taken {
-		taken[i].id = h.queuedIDs[i]
+	var taken []heldConn
+	for _, q := range h.queued {
+		taken = append(taken, heldConn{id: q.id, pid: q.pid, local: q.child.Local, remote: q.child.Remote})
 	}
 	if len(taken) == 0 {
 		return nil
@@ -144,10 +145,8 @@ func (h *tcpHold) takeFrom(c *image.Checkpoint, ln heldListener) error {
 			unix.Close(a) // not in repair mode: a reset; cannot be put back
 			return fmt.Errorf("TCP %s: connection taken from its queue: %w", ln.local, err)
 		}
-		q := queuedConn{fd: a, netns: netns}
-		h.queued = append(h.queued, q)
 		id := image.TCPQueuedID(ln.id, i)
-		h.queuedIDs = append(h.queuedIDs, id)
+		h.queued = append(h.queued, queuedConn{id: id, pid: ln.pid, fd: a, netns: netns})
 		l, err := inspectTCP(a)
 		if err != nil {
 			return err
@@ -190,5 +189,5 @@ func (h *tcpHold) putBack() {
 			return in.Put(q.child)
 		})
 	}
-	h.queued, h.queuedIDs = nil, nil
+	h.queued = nil
 }

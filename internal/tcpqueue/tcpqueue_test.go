@@ -137,17 +137,52 @@ func TestPutBack(t *testing.T) {
 	if err := Check(); err != nil {
 		t.Skipf("this kernel cannot put connections back: %v", err)
 	}
-	for _, addr := range []string{"127.0.0.1", "::1"} {
-		t.Run(addr, func(t *testing.T) {
-			inNewNetns(t, func() { putBack(t, netip.MustParseAddr(addr)) })
+	for _, c := range []struct {
+		name, listen, connect string
+		fill                  bool
+	}{{"ipv4", "127.0.0.1", "127.0.0.1", false}, {"ipv6", "::1", "::1", false}, {"dual-stack", "::", "127.0.0.1", false},
+		{"full-queue", "127.0.0.1", "127.0.0.1", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			inNewNetns(t, func() { putBack(t, netip.MustParseAddr(c.listen), netip.MustParseAddr(c.connect), c.fill) })
 		})
 	}
 }
 
-func putBack(t *testing.T, addr netip.Addr) {
-	family := unix.AF_INET
+// fill sends on fd until the peer's receive queue is full (its window
+// closed) and returns all it sent; the peer holds all but the unsent end.
+func fill(t *testing.T, fd int) []byte {
+	t.Helper()
+	all := pattern(8<<20, 9)
+	sent := 0
+	for {
+		n, err := unix.SendmsgN(fd, all[sent:sent+min(4096, len(all)-sent)], nil, nil, unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent += n
+	}
+	for {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Unacked == 0 {
+			return all[:sent]
+		}
+		runtime.Gosched()
+	}
+}
+
+func putBack(t *testing.T, addr, connect netip.Addr, full bool) {
+	family, cfamily := unix.AF_INET, unix.AF_INET
 	if addr.Is6() {
 		family = unix.AF_INET6
+	}
+	if connect.Is6() {
+		cfamily = unix.AF_INET6
 	}
 	l, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -161,19 +196,23 @@ func putBack(t *testing.T, addr netip.Addr) {
 		t.Fatal(err)
 	}
 	lsa, _ := unix.Getsockname(l)
-	c, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	c, err := unix.Socket(cfamily, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(c)
-	if err := unix.Connect(c, lsa); err != nil {
+	if err := unix.Connect(c, sockaddr(netip.AddrPortFrom(connect, addrPort(lsa).Port()))); err != nil {
 		t.Fatal(err)
 	}
 	sent := pattern(100000, 1)
-	if err := writeAll(c, sent); err != nil {
-		t.Fatal(err)
+	if full {
+		sent = fill(t, c)
+	} else {
+		if err := writeAll(c, sent); err != nil {
+			t.Fatal(err)
+		}
+		waitAcked(t, c)
 	}
-	waitAcked(t, c)
 
 	// The dump: take the child out, read it in repair mode, close it silently.
 	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
@@ -190,7 +229,9 @@ func putBack(t *testing.T, addr netip.Addr) {
 	asa, _ := unix.Getsockname(a)
 	psa, _ := unix.Getpeername(a)
 	unix.Close(a)
-	if len(st.RecvQueue) != len(sent) || len(st.SendQueue) != 0 {
+	if full {
+		t.Logf("sent %d bytes, %d in the queue", len(sent), len(st.RecvQueue))
+	} else if len(st.RecvQueue) != len(sent) || len(st.SendQueue) != 0 {
 		t.Fatalf("dumped queues: recv %d send %d", len(st.RecvQueue), len(st.SendQueue))
 	}
 
@@ -211,7 +252,7 @@ func putBack(t *testing.T, addr netip.Addr) {
 	}
 	listed := false
 	for _, s := range socks {
-		listed = listed || s.Local == child.Local && s.Remote == child.Remote && s.Inode == 0 && s.RecvQueue == len(sent)
+		listed = listed || s.Local == child.Local && s.Remote == child.Remote && s.Inode == 0 && s.RecvQueue == len(st.RecvQueue)
 	}
 	if !listed {
 		t.Fatalf("sock_diag does not list the queued child with its %d bytes: %+v", len(sent), socks)
