@@ -205,7 +205,7 @@ func (d *dump) run() (err error) {
 	testhold.At("seized")
 	d.tree = tree
 	released := false
-	d.tcp = &tcpHold{established: d.opts.TCPEstablished}
+	d.tcp = &tcpHold{established: d.opts.TCPEstablished, kill: d.opts.Kill}
 	release := func() {
 		if !released {
 			released = true
@@ -304,6 +304,17 @@ func (d *dump) run() (err error) {
 	testhold.At("commit")
 	if err := d.aborted(); err != nil {
 		return err // the pages stored are orphans that gc removes
+	}
+	if d.opts.Kill {
+		// The point of no return: connections not yet accepted are taken
+		// from their listeners' queues now (put back if the commit fails).
+		if err := d.tcp.takeQueued(c); err != nil { // kind_tcpqueue.go
+			return err
+		}
+		testhold.At("queued")
+		if err := d.aborted(); err != nil {
+			return err // the release puts them back
+		}
 	}
 	d.report(PhaseCommit, 0, 1)
 	if err := d.repo.Commit(c); err != nil {

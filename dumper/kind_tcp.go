@@ -99,14 +99,17 @@ func (tcpKind) refuse(pid int, f *image.FD) error {
 	if err != nil {
 		return fmt.Errorf("TCP socket fd %d of %d: %w", f.Num, pid, err)
 	}
-	return refuseTCP(pid, f, l)
+	return refuseTCP(pid, f, l, true) // the queue is looked at once the tree is frozen (collect)
 }
 
-func refuseTCP(pid int, f *image.FD, l *liveTCP) error {
+// refuseTCP refuses what no restore gives back; queueOK says whether
+// connections not yet accepted can be taken (dump --kill --tcp-established).
+func refuseTCP(pid int, f *image.FD, l *liveTCP, queueOK bool) error {
 	refuse := func(kind string) error { return &ErrUnsupported{PID: pid, FD: f.Num, Kind: kind, What: l.String()} }
 	switch {
-	case l.state == tcpListen && l.acceptQueue > 0:
-		return refuse(fmt.Sprintf("a TCP socket listening with %d connections not yet accepted", l.acceptQueue))
+	case l.state == tcpListen && l.acceptQueue > 0 && !queueOK:
+		return refuse(fmt.Sprintf("a TCP socket listening with %d connections not yet accepted: "+
+			"dump --kill --tcp-established takes them along, or let the program accept them first", l.acceptQueue))
 	case l.state == tcpListen, l.state == tcpEstablished:
 		return nil
 	case l.state == tcpClose:
@@ -153,7 +156,7 @@ func (tcpKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 	if err != nil {
 		return err
 	}
-	if err := refuseTCP(t.PID, f, l); err != nil {
+	if err := refuseTCP(t.PID, f, l, cc.tcp.kill && cc.tcp.established); err != nil {
 		return err
 	}
 	s := &image.TCPSocket{Ino: f.Ino, Family: l.family, Local: l.local, Remote: l.remote, Backlog: l.backlog}
@@ -164,6 +167,7 @@ func (tcpKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 	switch l.state {
 	case tcpListen:
 		s.State = image.TCPListen
+		cc.tcp.listeners = append(cc.tcp.listeners, heldListener{id: id, pid: t.PID, fd: f.Num, family: l.family, local: l.local})
 	case tcpEstablished:
 		s.State = image.TCPEstablished
 		if !cc.tcp.established {
@@ -220,10 +224,13 @@ func tcpOptions(fd, family int) (image.TCPOpts, error) {
 // tcpHold is the dump's hold on the connections it put in repair mode.
 type tcpHold struct {
 	established bool  // --tcp-established
+	kill        bool  // --kill
 	held        []int // duplicates of the connections, in repair mode
 	conns       []heldConn
-	lock        string // the lock table made (lockOutside), "" if none
-	netns       string // its network namespace
+	locks       []string // the lock tables made (lockOutside)
+	netns       string   // their network namespace
+	listeners   []heldListener
+	queued      []queuedConn // taken from the listeners' queues (kind_tcpqueue.go)
 }
 
 type heldConn struct {
@@ -238,13 +245,18 @@ type heldConn struct {
 // program is down, and the restore deletes the table. Each such
 // connection's info names the table.
 func (h *tcpHold) lockOutside(c *image.Checkpoint) error {
+	return h.lockOutsideOf(c, h.conns)
+}
+
+// lockOutsideOf locks those of these whose peer is not in the tree.
+func (h *tcpHold) lockOutsideOf(c *image.Checkpoint, these []heldConn) error {
 	inTree := map[[2]netip.AddrPort]bool{}
 	for _, k := range h.conns {
 		inTree[[2]netip.AddrPort{k.local, k.remote}] = true
 	}
 	var outside []heldConn
 	var conns []netlock.Conn
-	for _, k := range h.conns {
+	for _, k := range these {
 		if !inTree[[2]netip.AddrPort{k.remote, k.local}] {
 			outside = append(outside, k)
 			conns = append(conns, netlock.Conn{Local: k.local, Remote: k.remote})
@@ -267,7 +279,7 @@ func (h *tcpHold) lockOutside(c *image.Checkpoint) error {
 	if err := netlock.Lock(netns, name, conns); err != nil {
 		return err
 	}
-	h.lock, h.netns = name, netns
+	h.locks, h.netns = append(h.locks, name), netns
 	for _, k := range outside {
 		o := c.Object(k.id)
 		s, err := image.ParseTCPSocket(o, true)
@@ -286,17 +298,24 @@ func (h *tcpHold) closeSilently() {
 	for _, fd := range h.held {
 		unix.Close(fd)
 	}
-	h.held = nil
+	for _, q := range h.queued {
+		unix.Close(q.fd)
+	}
+	h.held, h.queued = nil, nil
 }
 
 // resume turns repair mode off again on the held connections (the tree
 // runs on, or the dump failed) and closes the duplicates; the lock table
 // of a failed --kill dump is deleted.
 func (h *tcpHold) resume() {
-	if h.lock != "" && len(h.held) > 0 {
-		_ = netlock.Unlock(h.netns, h.lock)
-		h.lock = ""
+	failed := len(h.held) > 0 || len(h.queued) > 0 // else none, or closed by --kill
+	h.putBack()                                    // kind_tcpqueue.go: while the locks hold
+	if failed {
+		for _, name := range h.locks {
+			_ = netlock.Unlock(h.netns, name)
+		}
 	}
+	h.locks = nil
 	for _, fd := range h.held {
 		_ = tcprepair.SetRepair(fd, false)
 		unix.Close(fd)

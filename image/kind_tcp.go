@@ -30,6 +30,7 @@ const (
 //	state: LISTEN                  LISTEN or ESTABLISHED
 //	local: 127.0.0.1:6379          bound address ([::1]:80 for IPv6)
 //	remote: 127.0.0.1:40112        established: the peer's address
+//	queued-in: tcp-4241            a connection not yet accepted: the listener whose queue it was in (ino 0)
 //	backlog: 511                   listening: listen's argument
 //	v6only: 0                      IPV6_V6ONLY (IPv6 only)
 //	reuseaddr: 1                   socket options, as getsockopt says
@@ -59,6 +60,7 @@ type TCPSocket struct {
 	Backlog       int
 	Opts          TCPOpts
 	Conn          *TCPConn // ESTABLISHED only
+	QueuedIn      string   // not yet accepted: the listener's object (its accept queue), "" else
 	Lock          string   // nftables table dropping its packets until the restore ("": none)
 }
 
@@ -90,6 +92,9 @@ func (s *TCPSocket) Info() []string {
 	w.add("local", "%s", s.Local)
 	if s.State == TCPEstablished {
 		w.add("remote", "%s", s.Remote)
+	}
+	if s.QueuedIn != "" {
+		w.add("queued-in", "%s", s.QueuedIn)
 	}
 	if s.State == TCPListen {
 		w.add("backlog", "%d", s.Backlog)
@@ -140,7 +145,7 @@ func b01(b bool) int {
 	return 0
 }
 
-var tcpKeys = []string{"ino", "family", "state", "local", "remote", "backlog", "v6only", "reuseaddr", "reuseport",
+var tcpKeys = []string{"ino", "family", "state", "local", "remote", "queued-in", "backlog", "v6only", "reuseaddr", "reuseport",
 	"keepalive", "nodelay", "defer-accept", "sndbuf", "rcvbuf", "snd-seq", "rcv-seq", "mss", "sack", "timestamps",
 	"wscale", "timestamp", "window", "send-queue", "unsent", "recv-queue", "lock"}
 
@@ -187,6 +192,12 @@ func ParseTCPSocket(o *Object, strict bool) (*TCPSocket, error) {
 			k.fail("queues of %d (%d unsent) and %d bytes, data of %d", c.SendQueue, c.Unsent, c.RecvQueue, len(o.Data))
 		}
 		s.Conn = c
+		if s.QueuedIn = k.opt("queued-in"); k.err == nil && s.QueuedIn != "" && !tcpObjectID(s.QueuedIn) {
+			k.fail("queued-in: %.40q is not tcp-<inode>", s.QueuedIn)
+		}
+		if k.err == nil && s.QueuedIn != "" && (c.SendQueue != 0 || s.Ino != 0) {
+			k.fail("a connection not yet accepted with inode %d and a send queue of %d bytes", s.Ino, c.SendQueue)
+		}
 	default:
 		k.fail("state %.20q is not LISTEN or ESTABLISHED", s.State)
 	}
@@ -219,6 +230,24 @@ func parseTCPInfo(o *Object, strict bool) ([]string, error) {
 	s, err := ParseTCPSocket(o, strict)
 	return s.Info(), err
 }
+
+// tcpObjectID says whether id is tcp-<inode>.
+func tcpObjectID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "tcp-")
+	if !ok || rest == "" || len(rest) > 20 {
+		return false
+	}
+	for _, r := range rest {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// TCPQueuedID names the object of the n-th connection (from 0) not yet
+// accepted in the queue of the listener of object listener.
+func TCPQueuedID(listener string, n int) string { return fmt.Sprintf("%s-q%d", listener, n) }
 
 // lockName says whether name is a lock table the dumper makes
 // (internal/netlock: ckptfs-lock-<pid>-<nanoseconds>).

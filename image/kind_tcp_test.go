@@ -17,8 +17,12 @@ func testTCPObjects() []*Object {
 		Lock: "ckptfs-lock-12-345"}
 	v4 := &TCPSocket{Ino: 43, Family: 2, State: TCPEstablished, Local: netip.MustParseAddrPort("127.0.0.1:1"),
 		Remote: netip.MustParseAddrPort("127.0.0.1:2"), Conn: &TCPConn{MSS: 536}}
+	queued := &TCPSocket{Family: 10, State: TCPEstablished, Local: netip.MustParseAddrPort("[::ffff:127.0.0.1]:6379"),
+		Remote: netip.MustParseAddrPort("[::ffff:127.0.0.1]:40113"), QueuedIn: TCPSocketID(41),
+		Conn: &TCPConn{SndSeq: 9, RcvSeq: 70, MSS: 65483, RecvQueue: 4}}
 	return []*Object{
 		{ID: TCPSocketID(41), Kind: ObjTCPSocket, Info: listen.Info()},
+		{ID: TCPQueuedID(TCPSocketID(41), 0), Kind: ObjTCPSocket, Info: queued.Info(), Data: []byte("GET ")},
 		{ID: TCPSocketID(42), Kind: ObjTCPSocket, Info: conn.Info(), Data: []byte("sent!rcv")},
 		{ID: TCPSocketID(43), Kind: ObjTCPSocket, Info: v4.Info()},
 	}
@@ -39,7 +43,11 @@ func TestTCPSchema(t *testing.T) {
 			t.Errorf("%s: queues do not split the data", o.ID)
 		}
 	}
-	o := testTCPObjects()[1]
+	q := testTCPObjects()[1]
+	if s, _ := ParseTCPSocket(q, true); q.ID != "tcp-41-q0" || s.QueuedIn != "tcp-41" || string(s.RecvData(q)) != "GET " {
+		t.Errorf("queued connection %s parsed %+v", q.ID, s)
+	}
+	o := testTCPObjects()[2]
 	s, _ := ParseTCPSocket(o, true)
 	if string(s.SendData(o)) != "sent!" || string(s.RecvData(o)) != "rcv" || s.Lock != "ckptfs-lock-12-345" {
 		t.Errorf("parsed %+v", s)
@@ -60,8 +68,14 @@ func TestTCPSchemaHostile(t *testing.T) {
 		{"mss: 65483", "mss: 0", "mss"},
 		{"local: [::ffff:127.0.0.1]:6379", "local: nowhere", "not address:port"},
 		{"rcv-seq: 7", "rcv-seq: 7\nbogus: 1", "unknown key"},
+		{"queued-in: tcp-41", "queued-in: ../etc", "is not tcp-<inode>"},
+		{"queued-in: tcp-41", "queued-in: tcp-41-q0", "is not tcp-<inode>"},
+		{"ino: 0", "ino: 5", "not yet accepted with inode 5"},
 	} {
-		o := testTCPObjects()[1]
+		o := testTCPObjects()[2]
+		if strings.HasPrefix(c.from, "queued-in") || c.from == "ino: 0" {
+			o = testTCPObjects()[1]
+		}
 		info := strings.Replace(strings.Join(o.Info, "\n"), c.from, c.to, 1)
 		o.Info = strings.Split(info, "\n")
 		_, err := ParseTCPSocket(o, true)

@@ -3,11 +3,13 @@ package restorer
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/netlock"
+	"github.com/ckptfs/ckptfs/internal/tcpqueue"
 	"github.com/ckptfs/ckptfs/internal/tcprepair"
 )
 
@@ -21,13 +23,17 @@ import (
 //  2. established connections are made as their task, then rebuilt in
 //     repair mode (internal/tcprepair): sequence numbers, options, window,
 //     both queues; nothing is sent;
-//  3. once every connection exists, repair mode is turned off on each
+//  3. connections that were in a listener's accept queue are put back
+//     into the new listener's queue (internal/tcpqueue), the program
+//     accept()s them; nothing is sent to their peers but ACKs the lock
+//     holds back;
+//  4. once every connection exists, repair mode is turned off on each
 //     (a window probe each) and the bytes never sent are sent;
-//  4. the recorded socket options are set.
+//  5. the recorded socket options are set.
 //
 // With --tcp-close an established connection is restored closed: a
 // socket that was reset (its first read says ECONNRESET), nothing is sent
-// to the old peer.
+// to the old peer; connections not yet accepted are not put back.
 type tcpKind struct{ kindBase }
 
 func (tcpKind) check(c *image.Checkpoint, _ *image.Task, f *image.FD) error {
@@ -72,6 +78,7 @@ type tsock struct {
 	o     *image.Object
 	s     *image.TCPSocket
 	st    *tcprepair.State // established, not --tcp-close
+	child *tcpqueue.Child  // not yet accepted, not --tcp-close
 	owner *image.Task
 	fd    int
 }
@@ -95,13 +102,43 @@ func (fs *files) buildTCP(c *image.Checkpoint) error {
 			return err
 		}
 		u := &tsock{o: o, s: s, owner: objectHolder(c, o.ID), fd: -1}
+		if s.QueuedIn != "" {
+			u.owner = objectHolder(c, s.QueuedIn)
+			if l := c.Object(s.QueuedIn); l == nil || l.Kind != image.ObjTCPSocket || !slices.Contains(l.Info, "state: "+image.TCPListen) {
+				return fmt.Errorf("TCP socket %s: queued in %s, which is no listening socket of the checkpoint", o.ID, s.QueuedIn)
+			}
+		}
 		if u.owner == nil {
 			return fmt.Errorf("TCP socket %s: no task holds it", o.ID)
 		}
-		if s.Conn != nil && !fs.tcpClose {
+		switch {
+		case s.Conn == nil:
+		case s.QueuedIn != "":
+			if !fs.tcpClose {
+				u.child = queuedChild(s, o)
+			}
+		case !fs.tcpClose:
 			u.st = repairState(s, o)
 		}
 		list = append(list, u)
+	}
+	var inj *tcpqueue.Injector
+	defer func() {
+		if inj != nil {
+			inj.Close() // the children made stay
+		}
+	}()
+	putBack := func(u *tsock) error {
+		if u.child == nil {
+			return nil
+		}
+		if inj == nil {
+			var err error
+			if inj, err = tcpqueue.Open(); err != nil {
+				return fmt.Errorf("put back a connection not yet accepted: %w", err)
+			}
+		}
+		return inj.Put(*u.child)
 	}
 	defer unlockTCP(c) // also when the rebuild fails: the peers see a reset then
 	unlocked := false
@@ -112,7 +149,7 @@ func (fs *files) buildTCP(c *image.Checkpoint) error {
 		unlocked = true
 		return unlockTCP(c)
 	}
-	for _, step := range []func(*tsock) error{fs.tcpListen, fs.tcpRepair, unlock, fs.tcpResume, fs.tcpClosed, setTCPOpts} {
+	for _, step := range []func(*tsock) error{fs.tcpListen, fs.tcpRepair, putBack, unlock, fs.tcpResume, fs.tcpClosed, setTCPOpts} {
 		for _, u := range list {
 			if err := step(u); err != nil {
 				return fmt.Errorf("%s: %w", u, err)
@@ -120,9 +157,19 @@ func (fs *files) buildTCP(c *image.Checkpoint) error {
 		}
 	}
 	for _, u := range list {
-		fs.objs[u.o.ID] = u.fd
+		if u.s.QueuedIn == "" {
+			fs.objs[u.o.ID] = u.fd
+		}
 	}
 	return nil
+}
+
+// queuedChild is what puts back connection o, not yet accepted.
+func queuedChild(s *image.TCPSocket, o *image.Object) *tcpqueue.Child {
+	c := s.Conn
+	return &tcpqueue.Child{Local: s.Local, Remote: s.Remote, SndNxt: c.SndSeq, RcvNxt: c.RcvSeq, MSS: c.MSS, Wscale: c.Wscale,
+		SndWscale: c.SndWscale, RcvWscale: c.RcvWscale, SACK: c.SACK, Timestamps: c.Timestamps, Timestamp: c.Timestamp,
+		Window: c.Window[1], Data: s.RecvData(o)}
 }
 
 func repairState(s *image.TCPSocket, o *image.Object) *tcprepair.State {
@@ -202,7 +249,7 @@ func (fs *files) tcpResume(u *tsock) error {
 // connected to a temporary loopback listener whose accepted end is closed
 // with SO_LINGER 0 (an RST). The old peer is sent nothing.
 func (fs *files) tcpClosed(u *tsock) error {
-	if u.s.Conn == nil || u.st != nil {
+	if u.s.Conn == nil || u.st != nil || u.s.QueuedIn != "" {
 		return nil
 	}
 	family := u.s.Family

@@ -50,7 +50,7 @@ func (f *dumpFlags) add(cmd *cobra.Command) {
 	addStoreFlag(cmd, &f.store)
 	cmd.Flags().StringVar(&f.name, "name", "", "name the checkpoint (shown under by-name/ in the mount)")
 	cmd.Flags().BoolVar(&f.kill, "kill", false, "kill the tree after a successful dump (migration)")
-	cmd.Flags().BoolVar(&f.tcpEstablished, "tcp-established", false, "dump established TCP connections (TCP repair mode; needs CAP_NET_ADMIN)")
+	cmd.Flags().BoolVar(&f.tcpEstablished, "tcp-established", false, "dump established TCP connections (TCP repair mode; needs CAP_NET_ADMIN); with --kill also those not yet accepted")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "print the duration of every phase on stderr")
 	cmd.Flags().Int64Var(&f.memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
 	addTrackFlags(cmd, f)

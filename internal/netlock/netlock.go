@@ -3,7 +3,8 @@
 // inet) whose input and output chains drop every packet of the locked
 // connections, so that the peer's kernel sees no RST from a machine where
 // the connection's socket does not exist for a while, and its own packets
-// are not answered (it retransmits). Unlock deletes the table.
+// are not answered (it retransmits). Segments marked tcpqueue.Mark pass
+// (a restore putting queued connections back). Unlock deletes the table.
 package netlock
 
 import (
@@ -14,8 +15,11 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/tcpqueue"
 )
 
 // Prefix starts the name of every table this package makes.
@@ -60,6 +64,12 @@ func Lock(netns, name string, conns []Conn) error {
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(-300), Policy: &drop})
 	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(-300), Policy: &drop})
+	// Segments internal/tcpqueue injects to put a queued connection
+	// back (marked tcpqueue.Mark) go through while the lock holds, also
+	// when their peer is in the tree and its own connection locked.
+	for _, ch := range []*nftables.Chain{in, out} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: passMarked()})
+	}
 	for _, k := range conns {
 		// Out: from Local to Remote; in: from Remote to Local.
 		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: match(k.Local, k.Remote)})
@@ -69,6 +79,16 @@ func Lock(netns, name string, conns []Conn) error {
 		return fmt.Errorf("nftables: add lock table %s: %w", name, err)
 	}
 	return nil
+}
+
+// passMarked is the expressions of a rule accepting packets marked tcpqueue.Mark.
+func passMarked() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(tcpqueue.MarkMask), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(tcpqueue.Mark)},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}
 }
 
 // match is the expressions of a rule dropping TCP packets from src to dst.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/tcpqueue"
 )
 
 // testNetns makes a network namespace for the test, with lo up.
@@ -56,13 +58,11 @@ func addrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
 }
 
-// TestLockDrops: a locked connection's packets are dropped (bytes sent do
-// not arrive), and arrive once it is unlocked; the table is listed while
-// it exists and unlocking twice is no error.
-func TestLockDrops(t *testing.T) {
-	ns := testNetns(t)
-	var cl, sv int
-	var conn Conn
+// lockedPair makes, in a new namespace, a loopback connection: the
+// client's fd, the server's and the server's view of it.
+func lockedPair(t *testing.T) (ns string, cl, sv int, conn Conn) {
+	t.Helper()
+	ns = testNetns(t)
 	inNetns(t, ns, func() error {
 		l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -88,8 +88,15 @@ func TestLockDrops(t *testing.T) {
 		conn = Conn{Local: addrPort(local), Remote: addrPort(remote)}
 		return nil
 	})
-	defer unix.Close(cl)
-	defer unix.Close(sv)
+	t.Cleanup(func() { unix.Close(cl); unix.Close(sv) })
+	return ns, cl, sv, conn
+}
+
+// TestLockDrops: a locked connection's packets are dropped (bytes sent do
+// not arrive), and arrive once it is unlocked; the table is listed while
+// it exists and unlocking twice is no error.
+func TestLockDrops(t *testing.T) {
+	ns, cl, sv, conn := lockedPair(t)
 	name := Prefix + "test"
 	if err := Lock(ns, name, []Conn{conn}); err != nil {
 		t.Fatal(err)
@@ -118,5 +125,27 @@ func TestLockDrops(t *testing.T) {
 	}
 	if err := Unlock(ns, name); err != nil {
 		t.Fatalf("second unlock: %v", err)
+	}
+}
+
+// TestLockPassesMarked: packets marked tcpqueue.Mark (the segments a
+// restore injects to put queued connections back) pass a lock that drops
+// the connection's other packets.
+func TestLockPassesMarked(t *testing.T) {
+	ns, cl, sv, conn := lockedPair(t)
+	name := Prefix + "marked"
+	if err := Lock(ns, name, []Conn{conn}); err != nil {
+		t.Fatal(err)
+	}
+	defer Unlock(ns, name)
+	if err := unix.SetsockoptInt(cl, unix.SOL_SOCKET, unix.SO_MARK, tcpqueue.Mark|7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(cl, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	fds := []unix.PollFd{{Fd: int32(sv), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(fds, 30000); n != 1 {
+		t.Fatal("a marked byte did not get through the lock")
 	}
 }
