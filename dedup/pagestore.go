@@ -6,13 +6,12 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/testhold"
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // How pages are written and read (format 3): PutPages appends them to the
 // open pack (packwriter.go) and remembers where (openLocs). When the pack
 // reaches packTarget it is handed to a goroutine that seals it (trailer,
-// fsync) and only then writes its index entries p/<hash> → packLoc to
+// fsync) and only then writes its index record x/<pack> (packindex.go) to
 // Badger, while the next pack fills; Commit seals the open pack and waits
 // for every seal. So an index entry never points at bytes that are not on
 // disk, and a kill before a seal leaves only a pack no entry points to,
@@ -137,31 +136,32 @@ func (s *Store) seal() error {
 	return err
 }
 
-// indexEntries writes the index entries of a sealed pack.
+// indexEntries writes the index record of a sealed pack (entries: all of
+// one pack): one Badger value, not a key per page.
 func (s *Store) indexEntries(entries []packEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, e := range entries {
-		if err := wb.Set(pageKey(e.hash), e.loc.encode()); err != nil {
-			return fmt.Errorf("index page %s: %w", e.hash, err)
-		}
+	if err := setPackIndex(wb, entries); err != nil {
+		return err
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("index pages: %w", err)
+		return fmt.Errorf("index pack %s: %w", entries[0].loc.pack, err)
 	}
 	return nil
 }
 
 // locate returns where page h is stored: from the page index (loaded on
-// first use), the open packs, or Badger (shared: in the shared read
-// transaction; else a fresh one, which the index is not trusted over).
-func (s *Store) locate(h image.Hash, shared bool) (packLoc, error) {
-	if shared {
-		if x, err := s.pages(); err == nil {
-			if l, ok := x.lookup(h); ok {
-				return l, nil
-			}
-		}
+// first use; sealed packs) or the open packs.
+func (s *Store) locate(h image.Hash) (packLoc, error) {
+	x, err := s.pages()
+	if err != nil {
+		return packLoc{}, fmt.Errorf("page %s: %w", h, err)
+	}
+	if l, ok := x.lookup(h); ok {
+		return l, nil
 	}
 	s.packMu.Lock()
 	loc, ok := s.openLocs[h]
@@ -169,31 +169,7 @@ func (s *Store) locate(h image.Hash, shared bool) (packLoc, error) {
 	if ok {
 		return loc, nil
 	}
-	key := pageKey(h)
-	read := func(txn *badger.Txn) error {
-		it, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) (err error) {
-			loc, err = decodePackLoc(v)
-			return err
-		})
-	}
-	var err error
-	if shared {
-		err = s.reader.view(read)
-	}
-	if !shared || err != nil {
-		err = view(s.db, read)
-	}
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return loc, fmt.Errorf("page %s: %w", h, ErrPageMissing)
-	}
-	if err != nil {
-		return loc, fmt.Errorf("page %s: %w", h, err)
-	}
-	return loc, nil
+	return loc, fmt.Errorf("page %s: %w", h, ErrPageMissing)
 }
 
 // readBlob reads the blob at loc into buf (PageSize bytes), decoding it,
@@ -220,16 +196,17 @@ func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
 
 // ReadPage fills buf with page h and checks its hash: a damaged pack is
 // never served. A read that fails is tried once more with a fresh index
-// look-up (gc may have moved the page meanwhile).
+// look-up (gc may have moved the page meanwhile: it relocates pages in the
+// index before it deletes their old pack).
 func (s *Store) ReadPage(h image.Hash, buf []byte) error {
 	if len(buf) < image.PageSize {
 		return fmt.Errorf("read page %s: buffer of %d bytes", h, len(buf))
 	}
 	buf = buf[:image.PageSize]
 	var err error
-	for try := range 2 {
+	for range 2 {
 		var loc packLoc
-		loc, err = s.locate(h, try == 0)
+		loc, err = s.locate(h)
 		if err != nil {
 			if errors.Is(err, ErrPageMissing) || errors.Is(err, ErrPageCorrupt) {
 				return err
