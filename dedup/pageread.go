@@ -104,23 +104,21 @@ func (s *Store) checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
 	wg.Wait()
 }
 
-// locateAll returns where each of hashes is stored: the page index, else
-// the open packs.
+// locateAll returns where each of hashes is stored (the page index).
 func (s *Store) locateAll(hashes []image.Hash) ([]packLoc, error) {
 	locs := make([]packLoc, len(hashes))
 	x, err := s.pages()
 	if err != nil {
 		return nil, err
 	}
-	s.packMu.Lock()
-	defer s.packMu.Unlock()
+	x.mu.RLock()
+	defer x.mu.RUnlock()
 	for i, h := range hashes {
-		var ok bool
-		if locs[i], ok = x.lookup(h); !ok {
-			if locs[i], ok = s.openLocs[h]; !ok {
-				return nil, fmt.Errorf("page %s: %w", h, ErrPageMissing)
-			}
+		l, ok := x.find(h)
+		if !ok || l.pack == 0 {
+			return nil, fmt.Errorf("page %s: %w", h, ErrPageMissing)
 		}
+		locs[i] = l
 	}
 	return locs, nil
 }

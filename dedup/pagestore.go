@@ -9,7 +9,8 @@ import (
 )
 
 // How pages are written and read (format 3): PutPages appends them to the
-// open pack (packwriter.go) and remembers where (openLocs). When the pack
+// open pack (packwriter.go) and returns where, for PutPages to put in the
+// page index (so reads find them before the pack is sealed). When the pack
 // reaches packTarget it is handed to a goroutine that seals it (trailer,
 // fsync) and only then writes its index record x/<pack> (packindex.go) to
 // Badger, while the next pack fills; Commit seals the open pack and waits
@@ -43,7 +44,7 @@ func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.openLocs[h], locs[k] = loc, loc
+		locs[k] = loc
 		if s.open.size() >= packTarget {
 			if err := s.rotateLocked(); err != nil {
 				return nil, err
@@ -83,14 +84,10 @@ func (s *Store) rotateLocked() error {
 			testhold.At("pack-sealed")
 			err = s.indexEntries(entries)
 		}
-		s.packMu.Lock()
-		defer s.packMu.Unlock()
 		if err != nil {
+			s.packMu.Lock()
+			defer s.packMu.Unlock()
 			s.failSealLocked(w, err)
-			return
-		}
-		for _, e := range entries {
-			delete(s.openLocs, e.hash)
 		}
 	}()
 	return nil
@@ -103,7 +100,6 @@ func (s *Store) failSealLocked(w *packWriter, err error) {
 	s.packs.remove(w.id) // a reader's descriptor of it
 	var hs []image.Hash
 	for _, e := range w.entries {
-		delete(s.openLocs, e.hash)
 		hs = append(hs, e.hash)
 	}
 	if x := s.index.Load(); x != nil {
@@ -153,8 +149,8 @@ func (s *Store) indexEntries(entries []packEntry) error {
 	return nil
 }
 
-// locate returns where page h is stored: from the page index (loaded on
-// first use; sealed packs) or the open packs.
+// locate returns where page h is stored: the page index (loaded on first
+// use) knows every page of the sealed packs and of the open ones.
 func (s *Store) locate(h image.Hash) (packLoc, error) {
 	x, err := s.pages()
 	if err != nil {
@@ -163,13 +159,7 @@ func (s *Store) locate(h image.Hash) (packLoc, error) {
 	if l, ok := x.lookup(h); ok {
 		return l, nil
 	}
-	s.packMu.Lock()
-	loc, ok := s.openLocs[h]
-	s.packMu.Unlock()
-	if ok {
-		return loc, nil
-	}
-	return loc, fmt.Errorf("page %s: %w", h, ErrPageMissing)
+	return packLoc{}, fmt.Errorf("page %s: %w", h, ErrPageMissing)
 }
 
 // readBlob reads the blob at loc into buf (PageSize bytes), decoding it,
@@ -180,8 +170,8 @@ func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
 		raw = make([]byte, loc.length)
 	}
 	// No lock of the open pack: every location a reader can learn is of
-	// bytes already written (writePages writes before it returns and
-	// holds packMu while openLocs names unwritten ones).
+	// bytes already written (writePages writes before it returns, and
+	// only then does PutPages put the locations in the page index).
 	if err := s.packs.readAt(loc.pack, raw, loc.offset); err != nil {
 		return fmt.Errorf("page %s: %w", h, err)
 	}

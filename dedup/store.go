@@ -46,11 +46,10 @@ type Store struct {
 	// not run.
 	inflight atomic.Int64
 
-	// packMu guards open and openLocs: the pack being written and where
-	// its pages are (they are not in the Badger index until it is sealed).
-	packMu   sync.Mutex
-	open     *packWriter
-	openLocs map[image.Hash]packLoc
+	// packMu guards open, the pack being written (its pages are in the
+	// page index, not in Badger, until it is sealed).
+	packMu sync.Mutex
+	open   *packWriter
 	// sealing counts the packs being sealed in the background (at most
 	// maxSealing: sealSlots), sealErr is the first seal that failed.
 	sealing   sync.WaitGroup
@@ -148,8 +147,8 @@ func open(dir string, migrating bool) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch), openLocs: make(map[image.Hash]packLoc),
-		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing)}
+		pending: make(map[image.Hash]*putBatch),
+		packs:   newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing)}
 	s.format.Store(int32(format))
 	return s, nil
 }
