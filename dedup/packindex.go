@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -172,7 +173,7 @@ func groupByPack(entries []packEntry) map[packID][]packEntry {
 // records are left out (their pages read as missing) and returned as
 // problems, for verify to report.
 func loadPageIndex(db *badger.DB) (*pageIndex, []string, error) {
-	var all []packEntry
+	var recs [][]packEntry
 	var problems []string
 	err := view(db, func(txn *badger.Txn) error {
 		return readPackIndex(txn, func(r packRecord) error {
@@ -180,25 +181,62 @@ func loadPageIndex(db *badger.DB) (*pageIndex, []string, error) {
 				problems = append(problems, r.err.Error())
 				return nil
 			}
-			all = append(all, r.entries...)
+			recs = append(recs, r.entries)
 			return nil
 		})
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return indexOfEntries(all), problems, nil
+	return indexOfEntries(recs...), problems, nil
 }
 
-// indexOfEntries builds a page index of entries (in any order; a page in
-// two packs is kept once).
-func indexOfEntries(all []packEntry) *pageIndex {
-	slices.SortFunc(all, func(a, b packEntry) int { return hashLess(a.hash, b.hash) })
-	all = slices.CompactFunc(all, func(a, b packEntry) bool { return a.hash == b.hash })
-	hashes := make([]image.Hash, len(all))
-	locs := make([]packLoc, len(all))
-	for i, e := range all {
-		hashes[i], locs[i] = e.hash, e.loc
+// indexOfEntries builds a page index of the entries of recs (in any order; a page in
+// two packs is kept once). Hashes are uniform, so a counting sort by their
+// top bits puts each in a bucket of one or two, sorted by insertion: O(n),
+// where a comparison sort of a GiB's 262,144 entries took ~100 ms of the
+// first look-up.
+func indexOfEntries(recs ...[]packEntry) *pageIndex {
+	total := 0
+	for _, r := range recs {
+		total += len(r)
 	}
-	return newPageIndex(hashes, locs)
+	shift := uint(max(1, bits.Len(uint(total/2))))
+	shift = min(shift, 24)
+	top := func(h image.Hash) int { return int(binary.BigEndian.Uint64(h[:8]) >> (64 - shift)) }
+	start := make([]int32, 1<<shift+1)
+	for _, r := range recs {
+		for _, e := range r {
+			start[top(e.hash)+1]++
+		}
+	}
+	for b := 1; b < len(start); b++ {
+		start[b] += start[b-1]
+	}
+	hashes := make([]image.Hash, total)
+	locs := make([]packLoc, total)
+	next := slices.Clone(start[:len(start)-1])
+	for _, r := range recs {
+		for _, e := range r {
+			b := top(e.hash)
+			i := next[b]
+			next[b]++
+			// Insertion into the bucket, kept sorted.
+			for i > start[b] && hashLess(hashes[i-1], e.hash) > 0 {
+				hashes[i], locs[i] = hashes[i-1], locs[i-1]
+				i--
+			}
+			hashes[i], locs[i] = e.hash, e.loc
+		}
+	}
+	// Drop duplicates (adjacent now), keeping the first.
+	n := 0
+	for i := range hashes {
+		if n > 0 && hashes[n-1] == hashes[i] {
+			continue
+		}
+		hashes[n], locs[n] = hashes[i], locs[i]
+		n++
+	}
+	return newPageIndex(hashes[:n:n], locs[:n:n])
 }

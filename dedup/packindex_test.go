@@ -3,6 +3,7 @@ package dedup
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -109,5 +110,35 @@ func TestPackIndexOnePerPack(t *testing.T) {
 	}
 	if pageKeys != 0 || records != 1 || entries != 300 {
 		t.Fatalf("%d p/ keys, %d records of %d entries; want 0, 1, 300", pageKeys, records, entries)
+	}
+}
+
+// TestIndexOfEntries checks the counting sort against a plain sort, with
+// duplicates.
+func TestIndexOfEntries(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 100, 5000} {
+		var all []packEntry
+		for i := range n {
+			h := Sum([]byte{byte(i), byte(i >> 8), 1})
+			all = append(all, packEntry{hash: h, loc: packLoc{pack: 1, offset: int64(packHeaderSize + i*image.PageSize), length: image.PageSize}})
+			if i%7 == 0 {
+				all = append(all, packEntry{hash: h, loc: packLoc{pack: 2, offset: packHeaderSize, length: image.PageSize}})
+			}
+		}
+		x := indexOfEntries(slices.Clone(all))
+		want := slices.Clone(all)
+		slices.SortStableFunc(want, func(a, b packEntry) int { return hashLess(a.hash, b.hash) })
+		want = slices.CompactFunc(want, func(a, b packEntry) bool { return a.hash == b.hash })
+		if len(x.sorted) != len(want) {
+			t.Fatalf("n %d: %d hashes, want %d", n, len(x.sorted), len(want))
+		}
+		for i, e := range want {
+			if x.sorted[i] != e.hash || x.locs[i] != e.loc {
+				t.Fatalf("n %d: entry %d is %v %+v, want %v %+v", n, i, x.sorted[i], x.locs[i], e.hash, e.loc)
+			}
+			if l, ok := x.lookup(e.hash); !ok || l != e.loc {
+				t.Fatalf("n %d: lookup %d: %+v %v", n, i, l, ok)
+			}
+		}
 	}
 }
