@@ -79,16 +79,24 @@ func (s *Store) GC() (_ GCResult, err error) {
 
 	// Sweep: every pack index record's entries are live or dead. A
 	// damaged record stops gc: it never deletes what it is not sure of.
+	// A live page listed by two records (a gc killed between its two
+	// batches) is live in the first only: the other copy is garbage.
 	var dead []image.Hash
 	packLive := make(map[packID][]packEntry)
 	packDead := make(map[packID]int)
+	seen := make([]bool, len(live))
 	err = view(s.db, func(txn *badger.Txn) error {
 		return readPackIndex(txn, func(r packRecord) error {
 			if r.err != nil {
 				return r.err
 			}
 			for _, e := range r.entries {
-				if _, ok := slices.BinarySearchFunc(live, e.hash, hashLess); ok {
+				if i, ok := slices.BinarySearchFunc(live, e.hash, hashLess); ok {
+					if seen[i] {
+						packDead[r.id]++
+						continue
+					}
+					seen[i] = true
 					packLive[r.id] = append(packLive[r.id], e)
 					continue
 				}
@@ -183,6 +191,15 @@ func (s *Store) GC() (_ GCResult, err error) {
 		return res, fmt.Errorf("gc: sync: %w", err)
 	}
 	if x := s.index.Load(); x != nil {
+		// Where each live page is now: moved, or in a pack that stays
+		// (the index may have named a copy that goes).
+		var stay []packEntry
+		for id, es := range packLive {
+			if !gone[id] {
+				stay = append(stay, es...)
+			}
+		}
+		x.relocate(stay)
 		x.relocate(moved)
 	}
 	del := s.db.NewWriteBatch()
