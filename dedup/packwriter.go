@@ -40,7 +40,7 @@ type packWriter struct {
 	id      packID
 	path    string
 	f       *os.File
-	direct  int // the pack opened with O_DIRECT; -1: none
+	direct  int      // the pack opened with O_DIRECT; -1: none
 	iov     [][]byte // added, not yet written
 	pending int64    // their bytes
 	written int64    // bytes written to f
