@@ -15,7 +15,7 @@ import (
 // MigrateReport says what Migrate did.
 type MigrateReport struct {
 	From, To    int   // store formats
-	Checkpoints int   // checkpoints converted
+	Checkpoints int   // checkpoints converted (from format 3: carried over)
 	Pages       int64 // pages moved into packs
 	Dropped     int64 // pages no checkpoint referenced, dropped
 }
@@ -58,6 +58,11 @@ func (s *Store) migrateAll(rep *MigrateReport) (err error) {
 		if err := s.migrateToPacks(rep); err != nil {
 			return err
 		}
+	} else if err := view(s.db, func(txn *badger.Txn) error {
+		rep.Checkpoints = len(liveIDs(txn)) // kept as they are
+		return nil
+	}); err != nil {
+		return err
 	}
 	if err := s.migratePackIndex(); err != nil {
 		return fmt.Errorf("page index: %w", err)
