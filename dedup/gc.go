@@ -79,36 +79,40 @@ func (s *Store) GC() (_ GCResult, err error) {
 
 	res.Tables = int64(len(orphans))
 
-	// Sweep: page keys come in hash order, so walk both lists together.
-	// Every pack's live entries are gathered on the way.
-	var dead []image.Hash // in hash order
+	// Sweep: every pack index record's entries are live or dead. A
+	// damaged record stops gc: it never deletes what it is not sure of.
+	// A live page listed by two records (a gc killed between its two
+	// batches) is live in the first only: the other copy is garbage.
+	var dead []image.Hash
 	packLive := make(map[packID][]packEntry)
+	packDead := make(map[packID]int)
+	seen := make([]bool, len(live))
 	err = view(s.db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		i := 0
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			h := image.Hash(item.Key()[2:])
-			for i < len(live) && hashLess(live[i], h) < 0 {
-				i++
+		return readPackIndex(txn, func(r packRecord) error {
+			if r.err != nil {
+				return r.err
 			}
-			if i < len(live) && live[i] == h {
-				var loc packLoc
-				err := item.Value(func(v []byte) (err error) { loc, err = decodePackLoc(v); return err })
-				if err != nil {
-					return fmt.Errorf("page %s: %w", h, err)
+			for _, e := range r.entries {
+				if i, ok := slices.BinarySearchFunc(live, e.hash, hashLess); ok {
+					if seen[i] {
+						packDead[r.id]++
+						continue
+					}
+					seen[i] = true
+					packLive[r.id] = append(packLive[r.id], e)
+					continue
 				}
-				packLive[loc.pack] = append(packLive[loc.pack], packEntry{h, loc})
-				continue
+				dead = append(dead, e.hash)
+				packDead[r.id]++
 			}
-			dead = append(dead, h)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return res, fmt.Errorf("gc: sweep: %w (nothing deleted)", err)
 	}
+	slices.SortFunc(dead, hashLess)
+	dead = slices.Compact(dead)
 	res.Pages = int64(len(dead))
 	res.Bytes = res.Pages * image.PageSize
 	if swept := int64(len(dead)+len(live)) * image.PageSize; swept > 0 {
@@ -152,47 +156,79 @@ func (s *Store) GC() (_ GCResult, err error) {
 	res.PacksDropped = int64(len(drop))
 	res.PacksRewritten = int64(len(rewrite) - len(kept))
 
-	// One batch: dead entries, moved entries, unused chunks and tables.
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, h := range dead {
-		if err := wb.Delete(pageKey(h)); err != nil {
-			return res, fmt.Errorf("gc: delete: %w", err)
-		}
-	}
-	for _, e := range moved {
-		if err := wb.Set(pageKey(e.hash), e.loc.encode()); err != nil {
-			return res, fmt.Errorf("gc: move: %w", err)
-		}
-	}
-	for _, k := range orphans {
-		if err := wb.Delete(k); err != nil {
-			return res, fmt.Errorf("gc: orphan tables: %w", err)
-		}
-	}
-	// The index forgets the pages before they go: it must never claim a
-	// page Badger lacks (a failed flush only makes them look missing, and
-	// PutPages stores them again).
+	// The index forgets the dead pages before their entries go: it must
+	// never claim a page Badger lacks (a failed write only makes them look
+	// missing, and PutPages stores them again).
 	if x := s.index.Load(); x != nil {
 		x.remove(dead)
 	}
+	keptSet := make(map[packID]bool)
+	for _, id := range kept {
+		keptSet[id] = true
+	}
+	gone := make(map[packID]bool)
+	for _, id := range append(drop, rewrite...) {
+		if !keptSet[id] {
+			gone[id] = true
+		}
+	}
+	// Two batches, each synced: first the records of the new packs and
+	// the live-only records of kept packs that lost pages, then the
+	// deletes (records of the packs that go, unused chunks and tables). A
+	// kill between them leaves a page listed twice, which is harmless.
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	if err := setPackIndex(wb, moved); err != nil {
+		return res, fmt.Errorf("gc: move: %w", err)
+	}
+	for id, n := range packDead {
+		if n == 0 || gone[id] || len(packLive[id]) == 0 {
+			continue
+		}
+		if err := wb.Set(packIndexKey(id), encodePackIndex(id, packLive[id])); err != nil {
+			return res, fmt.Errorf("gc: index: %w", err)
+		}
+	}
 	if err := wb.Flush(); err != nil {
-		return res, fmt.Errorf("gc: delete: %w", err)
+		return res, fmt.Errorf("gc: index: %w", err)
 	}
 	if err := s.db.Sync(); err != nil {
 		return res, fmt.Errorf("gc: sync: %w", err)
 	}
 	if x := s.index.Load(); x != nil {
+		// Where each live page is now: moved, or in a pack that stays
+		// (the index may have named a copy that goes).
+		var stay []packEntry
+		for id, es := range packLive {
+			if !gone[id] {
+				stay = append(stay, es...)
+			}
+		}
+		x.relocate(stay)
 		x.relocate(moved)
+	}
+	del := s.db.NewWriteBatch()
+	defer del.Cancel()
+	for id := range gone {
+		if err := del.Delete(packIndexKey(id)); err != nil {
+			return res, fmt.Errorf("gc: delete: %w", err)
+		}
+	}
+	for _, k := range orphans {
+		if err := del.Delete(k); err != nil {
+			return res, fmt.Errorf("gc: orphan tables: %w", err)
+		}
+	}
+	if err := del.Flush(); err != nil {
+		return res, fmt.Errorf("gc: delete: %w", err)
+	}
+	if err := s.db.Sync(); err != nil {
+		return res, fmt.Errorf("gc: sync: %w", err)
 	}
 	testhold.At("gc-index-moved")
 	// Only now can the packs go: no entry points to them any more.
-	keptSet := make(map[packID]bool)
-	for _, id := range kept {
-		keptSet[id] = true
-	}
 	for _, id := range append(drop, rewrite...) {
-		if keptSet[id] {
+		if !gone[id] {
 			continue
 		}
 		if err := s.packs.remove(id); err != nil {
@@ -510,20 +546,11 @@ func (s *Store) Stats() (StoreStats, error) {
 	for _, sum := range list {
 		st.LogicalBytes += sum.MemoryBytes
 	}
-	err = view(s.db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/")})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			st.Pages++
-		}
-		return nil
-	})
+	x, err := s.pages()
 	if err != nil {
 		return st, fmt.Errorf("stats: %w", err)
 	}
-	s.packMu.Lock()
-	st.Pages += int64(len(s.openLocs)) // in the open pack, not indexed yet
-	s.packMu.Unlock()
+	st.Pages = int64(x.len()) // the open pack's pages too
 	st.PageBytes = st.Pages * image.PageSize
 	st.DiskBytes = diskUsage(s.dir)
 	if st.PageBytes > 0 {

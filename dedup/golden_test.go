@@ -2,6 +2,7 @@ package dedup
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -26,15 +28,19 @@ var writeGolden = flag.Bool("write-golden", false, "rewrite testdata/stores/*.js
 const goldenDir = "../testdata/stores"
 
 func TestGoldenStores(t *testing.T) {
-	for _, v := range []string{"v1", "v2", "v3"} {
+	for _, v := range []string{"v1", "v2", "v3", "v4"} {
 		t.Run(v, func(t *testing.T) {
 			src := filepath.Join(goldenDir, v)
 			if _, err := os.Stat(src); err != nil {
 				t.Fatalf("golden store %s: %v", src, err)
 			}
 			dir := copyStore(t, src)
-			if v != "v3" {
-				// Older formats are read after ckptfs migrate.
+			if v != "v4" {
+				// Older formats are refused, then read after ckptfs
+				// migrate.
+				if _, err := Open(dir); !errors.Is(err, ErrOldStore) || !strings.Contains(err.Error(), "ckptfs migrate -s") {
+					t.Fatalf("open of golden store %s: %v, want it refused with the way to migrate", v, err)
+				}
 				if _, err := Migrate(dir); err != nil {
 					t.Fatalf("migrate golden store %s: %v", v, err)
 				}

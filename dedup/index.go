@@ -17,8 +17,10 @@ import (
 // through dir, a table of bucket starts by the hash's top bits (2-4 bytes a
 // page): hashes are uniform, so a bucket holds one or two entries and a
 // look-up touches two or three cache lines. That is ~9 MiB of memory per
-// GiB of distinct pages stored (a Go map would take 80 bytes a page). Hashes added since the last merge sit in the map added, merged
-// into sorted when it grows past an eighth of it (amortised O(1) a page).
+// GiB of distinct pages stored (a Go map would take 80 bytes a page).
+// Hashes added since the last merge sit in the hash table added
+// (hashtable.go), merged into sorted when it grows past an eighth of it
+// (amortised O(1) a page).
 //
 // Beside each hash it keeps where the page is (locs, parallel to sorted;
 // 24 bytes a page), so that ReadPage and ReadPages need no Badger look-up
@@ -35,7 +37,7 @@ type pageIndex struct {
 	locs   []packLoc
 	dir    []uint32 // dir[b] = first i with top(sorted[i]) >= b; len 1<<shift + 1
 	shift  uint     // bits of top
-	added  map[image.Hash]packLoc
+	added  hashTable
 }
 
 // minMerge is the size of added below which it is never merged.
@@ -45,7 +47,7 @@ const minMerge = 1 << 16
 // without duplicates (Badger key order), with the locations locs (nil:
 // none known).
 func newPageIndex(sorted []image.Hash, locs []packLoc) *pageIndex {
-	x := &pageIndex{added: make(map[image.Hash]packLoc)}
+	x := &pageIndex{}
 	if locs == nil {
 		locs = make([]packLoc, len(sorted))
 	}
@@ -83,7 +85,7 @@ func (x *pageIndex) has(h image.Hash) bool {
 
 // find returns the location of h. x.mu must be held.
 func (x *pageIndex) find(h image.Hash) (packLoc, bool) {
-	if l, ok := x.added[h]; ok {
+	if l, ok := x.added.get(h); ok {
 		return l, true
 	}
 	t := x.top(h)
@@ -108,8 +110,7 @@ func (x *pageIndex) relocate(entries []packEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, e := range entries {
-		if _, ok := x.added[e.hash]; ok {
-			x.added[e.hash] = e.loc
+		if x.added.update(e.hash, e.loc) {
 			continue
 		}
 		t := x.top(e.hash)
@@ -134,7 +135,7 @@ func (x *pageIndex) missing(hashes []image.Hash, miss []bool) {
 func (x *pageIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.sorted) + len(x.added)
+	return len(x.sorted) + x.added.len()
 }
 
 // add puts hashes (stored at locs; nil: not known) in the index.
@@ -147,10 +148,10 @@ func (x *pageIndex) add(hashes []image.Hash, locs []packLoc) {
 			if locs != nil {
 				l = locs[i]
 			}
-			x.added[h] = l
+			x.added.put(h, l)
 		}
 	}
-	if len(x.added) >= max(minMerge, len(x.sorted)/8) {
+	if x.added.len() >= max(minMerge, len(x.sorted)/8) {
 		x.merge()
 	}
 }
@@ -160,28 +161,25 @@ func (x *pageIndex) add(hashes []image.Hash, locs []packLoc) {
 // index does not need twice its size while merging). x.mu must be held
 // for writing.
 func (x *pageIndex) merge() {
-	if len(x.added) == 0 {
+	if x.added.len() == 0 {
 		return
 	}
-	add := make([]image.Hash, 0, len(x.added))
-	for h := range x.added {
-		add = append(add, h)
-	}
-	slices.SortFunc(add, hashLess)
+	add := x.added.entries(make([]packEntry, 0, x.added.len()))
+	slices.SortFunc(add, func(a, b packEntry) int { return hashLess(a.hash, b.hash) })
 	n, m := len(x.sorted), len(add)
 	sorted := slices.Grow(x.sorted, m)[:n+m]
 	locs := slices.Grow(x.locs, m)[:n+m]
 	i, j := n-1, m-1
 	for k := n + m - 1; j >= 0; k-- {
-		if i >= 0 && hashLess(sorted[i], add[j]) > 0 {
+		if i >= 0 && hashLess(sorted[i], add[j].hash) > 0 {
 			sorted[k], locs[k] = sorted[i], locs[i]
 			i--
 		} else {
-			sorted[k], locs[k] = add[j], x.added[add[j]]
+			sorted[k], locs[k] = add[j].hash, add[j].loc
 			j--
 		}
 	}
-	clear(x.added)
+	x.added.reset()
 	x.setSorted(sorted, locs)
 }
 

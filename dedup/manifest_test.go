@@ -297,9 +297,7 @@ func TestSummaryDamageCaught(t *testing.T) {
 		t.Fatalf("verify of a damaged summary: %q", problems)
 	}
 	// The other checkpoint is still checked: a damaged page of b shows.
-	if err := s.deleteKeys([][]byte{pageKey(b.Tasks[0].VMAs[0].Pages[0].Hash)}); err != nil {
-		t.Fatal(err)
-	}
+	dropPageEntries(t, s, b.Tasks[0].VMAs[0].Pages[0].Hash)
 	if problems, _ = s.Verify(); len(problems) != 2 || !strings.Contains(strings.Join(problems, "\n"), b.ID) {
 		t.Fatalf("verify after a page of b went: %q", problems)
 	}

@@ -125,13 +125,7 @@ func packHeader() []byte {
 
 // encodeTrailer returns the trailer and footer of a pack holding entries.
 func encodeTrailer(entries []packEntry) []byte {
-	b := make([]byte, 0, len(entries)*packEntrySize+packFooterSize)
-	for _, e := range entries {
-		b = append(b, e.hash[:]...)
-		b = binary.BigEndian.AppendUint64(b, uint64(e.loc.offset))
-		b = binary.BigEndian.AppendUint32(b, e.loc.length)
-		b = binary.BigEndian.AppendUint32(b, e.loc.flags)
-	}
+	b := appendEntries(make([]byte, 0, len(entries)*packEntrySize+packFooterSize), entries)
 	sum := Sum(b)
 	b = binary.BigEndian.AppendUint64(b, uint64(len(entries)))
 	b = append(b, sum[:]...)
@@ -181,19 +175,7 @@ func readTrailer(f *os.File, id packID) ([]packEntry, error) {
 	if Sum(tb) != image.Hash(foot[8:40]) {
 		return nil, fmt.Errorf("%w: pack %s: trailer hash mismatch", ErrCorrupt, id)
 	}
-	end := size - packFooterSize - tsize
-	entries := make([]packEntry, n)
-	for i := range entries {
-		e := tb[i*packEntrySize:]
-		entries[i] = packEntry{hash: image.Hash(e[:32]), loc: packLoc{pack: id,
-			offset: int64(binary.BigEndian.Uint64(e[32:])), length: binary.BigEndian.Uint32(e[40:]),
-			flags: binary.BigEndian.Uint32(e[44:])}}
-		l := entries[i].loc
-		if l.offset < packHeaderSize || l.length == 0 || l.length > image.PageSize || l.offset+int64(l.length) > end {
-			return nil, fmt.Errorf("%w: pack %s: trailer entry %d out of bounds", ErrCorrupt, id, i)
-		}
-	}
-	return entries, nil
+	return decodeEntries(tb, id, size-packFooterSize-tsize)
 }
 
 // listPacks returns the ids of the pack files of the store at dir.

@@ -1,14 +1,12 @@
 package dedup
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sort"
 	"sync"
 
 	"github.com/ckptfs/ckptfs/image"
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // maxRun is the most bytes ReadPages reads with one pread.
@@ -16,7 +14,7 @@ const maxRun = 1 << 20
 
 // ReadPages fills dst (len(hashes)*PageSize bytes) with the pages hashes
 // name, in order, each checked against its hash as ReadPage does. The
-// pages are looked up in one index transaction and read pack by pack in
+// pages are looked up in the page index and read pack by pack in
 // offset order, pages adjacent in a pack with one pread (a vma dumped in
 // one go lies in order in its packs); the hashes are checked on all
 // cores. A page that fails is read again alone by ReadPage (gc may have
@@ -106,42 +104,21 @@ func (s *Store) checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
 	wg.Wait()
 }
 
-// locateAll returns where each of hashes is stored, in one transaction.
+// locateAll returns where each of hashes is stored (the page index).
 func (s *Store) locateAll(hashes []image.Hash) ([]packLoc, error) {
 	locs := make([]packLoc, len(hashes))
-	found := make([]bool, len(hashes))
 	x, err := s.pages()
 	if err != nil {
 		return nil, err
 	}
-	s.packMu.Lock()
+	x.mu.RLock()
+	defer x.mu.RUnlock()
 	for i, h := range hashes {
-		if locs[i], found[i] = x.lookup(h); !found[i] {
-			locs[i], found[i] = s.openLocs[h]
+		l, ok := x.find(h)
+		if !ok || l.pack == 0 {
+			return nil, fmt.Errorf("page %s: %w", h, ErrPageMissing)
 		}
+		locs[i] = l
 	}
-	s.packMu.Unlock()
-	read := func(txn *badger.Txn) error {
-		for i, h := range hashes {
-			if found[i] {
-				continue
-			}
-			it, err := txn.Get(pageKey(h))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("page %s: %w", h, ErrPageMissing)
-			}
-			if err != nil {
-				return fmt.Errorf("page %s: %w", h, err)
-			}
-			if err := it.Value(func(v []byte) (err error) { locs[i], err = decodePackLoc(v); return err }); err != nil {
-				return fmt.Errorf("page %s: %w", h, err)
-			}
-		}
-		return nil
-	}
-	err = s.reader.view(read)
-	if err != nil && !errors.Is(err, ErrPageCorrupt) {
-		err = view(s.db, read) // fresh: the shared snapshot may predate a page
-	}
-	return locs, err
+	return locs, nil
 }

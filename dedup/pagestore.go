@@ -6,13 +6,13 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/testhold"
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // How pages are written and read (format 3): PutPages appends them to the
-// open pack (packwriter.go) and remembers where (openLocs). When the pack
+// open pack (packwriter.go) and returns where, for PutPages to put in the
+// page index (so reads find them before the pack is sealed). When the pack
 // reaches packTarget it is handed to a goroutine that seals it (trailer,
-// fsync) and only then writes its index entries p/<hash> → packLoc to
+// fsync) and only then writes its index record x/<pack> (packindex.go) to
 // Badger, while the next pack fills; Commit seals the open pack and waits
 // for every seal. So an index entry never points at bytes that are not on
 // disk, and a kill before a seal leaves only a pack no entry points to,
@@ -44,7 +44,7 @@ func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.openLocs[h], locs[k] = loc, loc
+		locs[k] = loc
 		if s.open.size() >= packTarget {
 			if err := s.rotateLocked(); err != nil {
 				return nil, err
@@ -84,14 +84,10 @@ func (s *Store) rotateLocked() error {
 			testhold.At("pack-sealed")
 			err = s.indexEntries(entries)
 		}
-		s.packMu.Lock()
-		defer s.packMu.Unlock()
 		if err != nil {
+			s.packMu.Lock()
+			defer s.packMu.Unlock()
 			s.failSealLocked(w, err)
-			return
-		}
-		for _, e := range entries {
-			delete(s.openLocs, e.hash)
 		}
 	}()
 	return nil
@@ -104,7 +100,6 @@ func (s *Store) failSealLocked(w *packWriter, err error) {
 	s.packs.remove(w.id) // a reader's descriptor of it
 	var hs []image.Hash
 	for _, e := range w.entries {
-		delete(s.openLocs, e.hash)
 		hs = append(hs, e.hash)
 	}
 	if x := s.index.Load(); x != nil {
@@ -137,63 +132,34 @@ func (s *Store) seal() error {
 	return err
 }
 
-// indexEntries writes the index entries of a sealed pack.
+// indexEntries writes the index record of a sealed pack (entries: all of
+// one pack): one Badger value, not a key per page.
 func (s *Store) indexEntries(entries []packEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, e := range entries {
-		if err := wb.Set(pageKey(e.hash), e.loc.encode()); err != nil {
-			return fmt.Errorf("index page %s: %w", e.hash, err)
-		}
+	if err := setPackIndex(wb, entries); err != nil {
+		return err
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("index pages: %w", err)
+		return fmt.Errorf("index pack %s: %w", entries[0].loc.pack, err)
 	}
 	return nil
 }
 
-// locate returns where page h is stored: from the page index (loaded on
-// first use), the open packs, or Badger (shared: in the shared read
-// transaction; else a fresh one, which the index is not trusted over).
-func (s *Store) locate(h image.Hash, shared bool) (packLoc, error) {
-	if shared {
-		if x, err := s.pages(); err == nil {
-			if l, ok := x.lookup(h); ok {
-				return l, nil
-			}
-		}
-	}
-	s.packMu.Lock()
-	loc, ok := s.openLocs[h]
-	s.packMu.Unlock()
-	if ok {
-		return loc, nil
-	}
-	key := pageKey(h)
-	read := func(txn *badger.Txn) error {
-		it, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) (err error) {
-			loc, err = decodePackLoc(v)
-			return err
-		})
-	}
-	var err error
-	if shared {
-		err = s.reader.view(read)
-	}
-	if !shared || err != nil {
-		err = view(s.db, read)
-	}
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return loc, fmt.Errorf("page %s: %w", h, ErrPageMissing)
-	}
+// locate returns where page h is stored: the page index (loaded on first
+// use) knows every page of the sealed packs and of the open ones.
+func (s *Store) locate(h image.Hash) (packLoc, error) {
+	x, err := s.pages()
 	if err != nil {
-		return loc, fmt.Errorf("page %s: %w", h, err)
+		return packLoc{}, fmt.Errorf("page %s: %w", h, err)
 	}
-	return loc, nil
+	if l, ok := x.lookup(h); ok {
+		return l, nil
+	}
+	return packLoc{}, fmt.Errorf("page %s: %w", h, ErrPageMissing)
 }
 
 // readBlob reads the blob at loc into buf (PageSize bytes), decoding it,
@@ -204,8 +170,8 @@ func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
 		raw = make([]byte, loc.length)
 	}
 	// No lock of the open pack: every location a reader can learn is of
-	// bytes already written (writePages writes before it returns and
-	// holds packMu while openLocs names unwritten ones).
+	// bytes already written (writePages writes before it returns, and
+	// only then does PutPages put the locations in the page index).
 	if err := s.packs.readAt(loc.pack, raw, loc.offset); err != nil {
 		return fmt.Errorf("page %s: %w", h, err)
 	}
@@ -220,16 +186,17 @@ func (s *Store) readBlob(h image.Hash, loc packLoc, buf []byte) error {
 
 // ReadPage fills buf with page h and checks its hash: a damaged pack is
 // never served. A read that fails is tried once more with a fresh index
-// look-up (gc may have moved the page meanwhile).
+// look-up (gc may have moved the page meanwhile: it relocates pages in the
+// index before it deletes their old pack).
 func (s *Store) ReadPage(h image.Hash, buf []byte) error {
 	if len(buf) < image.PageSize {
 		return fmt.Errorf("read page %s: buffer of %d bytes", h, len(buf))
 	}
 	buf = buf[:image.PageSize]
 	var err error
-	for try := range 2 {
+	for range 2 {
 		var loc packLoc
-		loc, err = s.locate(h, try == 0)
+		loc, err = s.locate(h)
 		if err != nil {
 			if errors.Is(err, ErrPageMissing) || errors.Is(err, ErrPageCorrupt) {
 				return err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -24,7 +25,17 @@ func serveT(t *testing.T, s *Store) *Client {
 	go func() { done <- s.Serve(ctx, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
 	waitSocket(t, s.Dir(), done)
+	// The socket exists from bind(2) on, before listen(2): until then a
+	// connect is refused.
 	c, err := Dial(s.Dir())
+	for errors.Is(err, syscall.ECONNREFUSED) {
+		select {
+		case err := <-done:
+			t.Fatalf("serve: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		c, err = Dial(s.Dir())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -220,8 +220,10 @@ func (sv *salvage) write(staging, dir string, rep *RepairReport) error {
 	for _, k := range keys {
 		v := sv.recs[k].value
 		switch {
-		case strings.HasPrefix(k, "p/"):
+		case strings.HasPrefix(k, "p/"), strings.HasPrefix(k, packIndexPrefix):
 			continue // below, from the packs
+		case k == string(formatKey):
+			continue // the new store's own: the current format
 		case strings.HasPrefix(k, "s/"):
 			continue // rewritten from the manifest below
 		case strings.HasPrefix(k, "m/"):
@@ -366,13 +368,28 @@ func shortTables(c *image.Checkpoint) string {
 	return ""
 }
 
-// salvagePages adds to wb an index entry for every page of the packs of
-// dir that reads back sound, found through the salvaged index entries of
-// recs or the packs' own trailers.
+// salvagePages adds to wb the pack index records of every page of the
+// packs of dir that reads back sound, found through the salvaged index
+// records of recs (format 4; p/ entries of format 3) or the packs' own
+// trailers.
 func salvagePages(dir string, recs map[string]*record, wb *badger.WriteBatch, rep *RepairReport) error {
 	cands := make(map[image.Hash][]packLoc)
 	for k, r := range recs {
-		if !strings.HasPrefix(k, "p/") || len(k) != 2+len(image.Hash{}) || r.deleted || r.value == nil {
+		if r.deleted || r.value == nil {
+			continue
+		}
+		if strings.HasPrefix(k, packIndexPrefix) {
+			_, entries, err := decodePackIndex([]byte(k), r.value)
+			if err != nil {
+				rep.Problems = append(rep.Problems, err.Error())
+				continue
+			}
+			for _, e := range entries {
+				cands[e.hash] = append(cands[e.hash], e.loc)
+			}
+			continue
+		}
+		if !strings.HasPrefix(k, "p/") || len(k) != 2+len(image.Hash{}) {
 			continue
 		}
 		if loc, err := decodePackLoc(r.value); err == nil {
@@ -409,6 +426,7 @@ func salvagePages(dir string, recs map[string]*record, wb *badger.WriteBatch, re
 		hashes = append(hashes, h)
 	}
 	sort.Slice(hashes, func(i, j int) bool { return hashLess(hashes[i], hashes[j]) < 0 })
+	var sound []packEntry
 	for _, h := range hashes {
 		found := false
 		for _, loc := range cands[h] {
@@ -416,9 +434,7 @@ func salvagePages(dir string, recs map[string]*record, wb *badger.WriteBatch, re
 			if pf.readAt(loc.pack, b, loc.offset) != nil || decodeBlob(b, loc.flags, buf) != nil || Sum(buf) != h {
 				continue
 			}
-			if err := wb.Set(pageKey(h), loc.encode()); err != nil {
-				return err
-			}
+			sound = append(sound, packEntry{h, loc})
 			found = true
 			break
 		}
@@ -428,5 +444,5 @@ func salvagePages(dir string, recs map[string]*record, wb *badger.WriteBatch, re
 			rep.PagesDamaged++
 		}
 	}
-	return nil
+	return setPackIndex(wb, sound)
 }

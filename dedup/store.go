@@ -21,8 +21,11 @@ type Store struct {
 	dir  string
 	db   *badger.DB
 	lock *os.File
-	// index is the set of stored page hashes (see pageIndex), loaded by
-	// the first Missing or PutPages (commands like ls never need it).
+	// index is the set of stored page hashes and where they are (see
+	// pageIndex), loaded from the pack index records (packindex.go) by the
+	// first Missing, PutPages or page read (commands like ls never need
+	// it). It is the only look-up of pages: Badger holds one record per
+	// pack, not a key per page.
 	index     atomic.Pointer[pageIndex]
 	indexLoad sync.Mutex
 	// reader is the read transaction ReadPage shares (see sharedReader).
@@ -43,11 +46,10 @@ type Store struct {
 	// not run.
 	inflight atomic.Int64
 
-	// packMu guards open and openLocs: the pack being written and where
-	// its pages are (they are not in the Badger index until it is sealed).
-	packMu   sync.Mutex
-	open     *packWriter
-	openLocs map[image.Hash]packLoc
+	// packMu guards open, the pack being written (its pages are in the
+	// page index, not in Badger, until it is sealed).
+	packMu sync.Mutex
+	open   *packWriter
 	// sealing counts the packs being sealed in the background (at most
 	// maxSealing: sealSlots), sealErr is the first seal that failed.
 	sealing   sync.WaitGroup
@@ -147,8 +149,8 @@ func open(dir string, migrating bool) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch), openLocs: make(map[image.Hash]packLoc),
-		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing)}
+		pending: make(map[image.Hash]*putBatch),
+		packs:   newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing)}
 	s.format.Store(int32(format))
 	return s, nil
 }
@@ -163,46 +165,15 @@ func (s *Store) pages() (*pageIndex, error) {
 	if x := s.index.Load(); x != nil {
 		return x, nil
 	}
-	x, err := loadPageIndex(s.db)
+	x, problems, err := loadPageIndex(s.db)
 	if err != nil {
 		return nil, fmt.Errorf("load page index: %w", err)
 	}
+	for _, p := range problems {
+		s.logf("%s (its pages read as missing; run ckptfs verify)", p)
+	}
 	s.index.Store(x)
 	return x, nil
-}
-
-// loadPageIndex reads the hashes and locations of the stored pages: a
-// scan of the "p/" prefix, in key (so hash) order (the values are small
-// and live in the LSM tree beside their keys).
-func loadPageIndex(db *badger.DB) (*pageIndex, error) {
-	var hashes []image.Hash
-	var locs []packLoc
-	err := view(db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 1024})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if len(k) != 2+len(image.Hash{}) {
-				return fmt.Errorf("bad page key %q", k)
-			}
-			var l packLoc
-			// A bad location is left unknown (zero): reads of the page
-			// ask Badger and report it.
-			it.Item().Value(func(v []byte) error {
-				if d, err := decodePackLoc(v); err == nil {
-					l = d
-				}
-				return nil
-			})
-			hashes = append(hashes, image.Hash(k[2:]))
-			locs = append(locs, l)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return newPageIndex(hashes, locs), nil
 }
 
 // checkStoreDir refuses a directory that has files but is no store, so that

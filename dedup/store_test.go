@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/image"
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // pageGen makes distinct pseudo-random pages: page n is always the same.
@@ -347,10 +346,7 @@ func TestVerify(t *testing.T) {
 	bad := c.Tasks[0].VMAs[0].Pages[3].Hash
 	gone := c.Tasks[1].VMAs[0].Pages[7].Hash
 	flipPageByte(t, s, bad, 100)
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(pageKey(gone)) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	dropPageEntries(t, s, gone)
 	buf := make([]byte, image.PageSize)
 	if err := s.ReadPage(bad, buf); !errors.Is(err, ErrPageCorrupt) || !strings.Contains(err.Error(), bad.String()) {
 		t.Fatalf("ReadPage of corrupt page: %v", err)
@@ -593,7 +589,7 @@ func TestOpenExistingRepoCreatesNothing(t *testing.T) {
 // flipPageByte flips byte off of the stored page h in its pack file.
 func flipPageByte(t *testing.T, s *Store, h image.Hash, off int64) {
 	t.Helper()
-	loc, err := s.locate(h, false)
+	loc, err := s.locate(h)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 
@@ -20,32 +21,27 @@ func (s *Store) verifyPages() ([]pageInfo, []string, error) {
 		return nil, nil, err
 	}
 	byPack := make(map[packID][]packEntry)
-	var pages []pageInfo // sorted by hash (key order)
+	var pages []pageInfo
+	var problems []string
 	err := view(s.db, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			p := pageInfo{hash: image.Hash(item.Key()[2:])}
-			err := item.Value(func(v []byte) error {
-				loc, err := decodePackLoc(v)
-				if err != nil {
-					p.problem = fmt.Sprintf("corrupt: %v", err)
-					return nil
-				}
-				byPack[loc.pack] = append(byPack[loc.pack], packEntry{p.hash, loc})
+		return readPackIndex(txn, func(r packRecord) error {
+			if r.err != nil {
+				problems = append(problems, fmt.Sprintf("%v (its pages count as missing)", r.err))
 				return nil
-			})
-			if err != nil {
-				p.problem = fmt.Sprintf("unreadable: %v", err)
 			}
-			pages = append(pages, p)
-		}
-		return nil
+			byPack[r.id] = append(byPack[r.id], r.entries...)
+			for _, e := range r.entries {
+				pages = append(pages, pageInfo{hash: e.hash})
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	// Sorted by hash; a page in two packs (a gc cut short) is one page.
+	slices.SortFunc(pages, func(a, b pageInfo) int { return hashLess(a.hash, b.hash) })
+	pages = slices.CompactFunc(pages, func(a, b pageInfo) bool { return a.hash == b.hash })
 	ids := make([]packID, 0, len(byPack))
 	for id := range byPack {
 		ids = append(ids, id)
@@ -56,7 +52,6 @@ func (s *Store) verifyPages() ([]pageInfo, []string, error) {
 	bad := make(map[image.Hash]string)
 	total, done := int64(len(pages))*image.PageSize, int64(0)
 	s.report(PhaseVerifyPages, 0, total)
-	var problems []string
 	work := make(chan packID)
 	var wg sync.WaitGroup
 	for range runtime.NumCPU() {

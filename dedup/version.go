@@ -13,12 +13,14 @@ import (
 //	1  no version key; gob summaries and manifests (ckptfs before the key)
 //	2  key v/format; sealed JSON summaries and manifests whose hashes, and
 //	   the page-table hashes the manifests record, are checked on read
-//	3  pages in pack files (STORE/packs), Badger as their index;
-//	   page-table chunks content-addressed (c/<hash>)
+//	3  pages in pack files (STORE/packs), Badger as their index (a key
+//	   p/<hash> per page); page-table chunks content-addressed (c/<hash>)
+//	4  as 3, but the page index is one record x/<pack> per pack
+//	   (packindex.go), read into memory at first use
 //
 // docs/store-format.md describes them. This version opens stores of
-// format 3 only; `ckptfs migrate` (Migrate) converts older ones.
-const StoreFormat = 3
+// format 4 only; `ckptfs migrate` (Migrate) converts older ones.
+const StoreFormat = 4
 
 // ErrOldStore says a store has an older format, which `ckptfs migrate`
 // converts.

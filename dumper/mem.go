@@ -35,6 +35,7 @@ type chunk struct {
 	pages  []pageSlot // where each page of data belongs, in read order
 	data   []byte     // len(pages) pages; nil while the chunk is spilled
 	spill  int64      // offset of the pages in the spill file, if spilled
+	mapped bool       // data is the spill file's pages, mapped (mapBack)
 	hashes []image.Hash
 	zero   []bool
 }
@@ -115,29 +116,28 @@ func (m *memCopier) startWorkers() {
 	}
 }
 
-// feed hands every chunk to the workers in read order, reading spilled
-// ones back into buffers the workers have given back: the chunks in memory
-// come first, so the spilled ones reuse their buffers and memory stays
-// within the budget plus the chunks in flight.
+// feed hands every chunk to the workers in read order: the chunks in
+// memory first, then the spilled ones, mapped from the spill file (not
+// read back into buffers: no copy). Once the chunks in memory are handed
+// on, no buffer is needed again: the pool lets go of them (the workers
+// drop theirs as they finish), so the budget's memory is given back while
+// the rest of the dump (the spilled chunks, page tables, commit) runs.
 func (m *memCopier) feed() {
 	defer m.wg.Done()
 	defer close(m.queue)
-	// Once every chunk is handed on, no buffer is needed again: the
-	// pool lets go of them (the workers drop theirs as they finish), so
-	// the budget's memory is given back while the rest of the dump
-	// (hashing the last chunks, page tables, commit) runs.
 	defer m.bufs.drain()
 	for _, c := range m.chunks {
 		if m.failed.Load() {
 			return
 		}
 		if c.data == nil {
-			buf := m.bufs.get()[:len(c.pages)*image.PageSize]
-			if err := m.spill.readBack(buf, c.spill); err != nil {
+			m.bufs.drain()
+			data, err := m.spill.mapBack(c.spill, len(c.pages)*image.PageSize)
+			if err != nil {
 				m.fail(err)
 				return
 			}
-			c.data = buf
+			c.data, c.mapped = data, true
 		}
 		m.queue <- c
 	}
@@ -153,15 +153,18 @@ func (m *memCopier) fail(err error) {
 func (m *memCopier) worker() {
 	defer m.wg.Done()
 	for c := range m.queue {
-		if m.failed.Load() {
-			continue
+		if !m.failed.Load() {
+			if err := m.store(c); err != nil {
+				m.fail(err)
+			}
+			m.reportStored(len(c.pages)) // progress.go
 		}
-		if err := m.store(c); err != nil {
-			m.fail(err)
+		if c.mapped {
+			m.spill.release(c.data, c.spill)
+		} else {
+			m.bufs.put(c.data[:cap(c.data)])
 		}
-		m.reportStored(len(c.pages)) // progress.go
-		m.bufs.put(c.data[:cap(c.data)])
-		c.data = nil
+		c.data, c.mapped = nil, false
 	}
 }
 

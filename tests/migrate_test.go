@@ -7,13 +7,13 @@ import (
 	"testing"
 )
 
-// An old store (the golden stores of formats 1 and 2) is refused by the
+// An old store (the golden stores of formats 1, 2 and 3) is refused by the
 // store commands with a message naming ckptfs migrate; ckptfs migrate
 // converts it, after which ls shows its checkpoints, verify passes, a
 // new dump goes in and a second migrate has nothing to do. migrate of a
 // directory that is no store says so.
 func TestMigrateCLI(t *testing.T) {
-	for _, v := range []string{"v1", "v2"} {
+	for _, v := range []string{"v1", "v2", "v3"} {
 		t.Run(v, func(t *testing.T) {
 			store := filepath.Join(t.TempDir(), "store")
 			if out, err := exec.Command("cp", "-r", filepath.Join("..", "testdata", "stores", v), store).CombinedOutput(); err != nil {
@@ -24,7 +24,7 @@ func TestMigrateCLI(t *testing.T) {
 				t.Fatalf("ls of a %s store: %v, stderr %q; want a pointer to ckptfs migrate", v, err, errOut)
 			}
 			out := ckptfs(t, "migrate", "-s", store)
-			if !strings.Contains(out, "-> 3: 2 checkpoint(s)") {
+			if !strings.Contains(out, "-> 4: 2 checkpoint(s)") {
 				t.Fatalf("migrate said %q", out)
 			}
 			ls := ckptfs(t, "ls", "-s", store)
