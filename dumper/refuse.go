@@ -104,6 +104,9 @@ func precheck(root int, tcpEstablished bool) ([]int, error) {
 	if _, err := sharedTables(live, parentOf); err != nil {
 		return nil, err
 	}
+	if err := precheckFiles(live, byPid); err != nil { // refuse_files.go
+		return nil, err
+	}
 	if err := precheckUnix(byPid); err != nil { // kind_unixsock.go
 		return nil, err
 	}

@@ -1,0 +1,198 @@
+package dumper
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/fileid"
+	"github.com/ckptfs/ckptfs/internal/fscreds"
+	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/ptrace"
+)
+
+// ErrFileNotReopenable says restore could not open a regular file a task
+// holds: neither with the credentials of a task holding it nor, as the
+// very file the task had open, with the restorer's own
+// (restorer/privopen.go). The dump refuses it before seizing anything.
+type ErrFileNotReopenable struct {
+	PID, FD int
+	Path    string
+	AsTask  error  // the open with the task's credentials
+	Why     string // why not as the same file; "" if restore would not try (not a permission error)
+}
+
+func (e *ErrFileNotReopenable) Error() string {
+	if e.Why == "" {
+		return fmt.Sprintf("process %d fd %d: %s: restore could not reopen it: %v", e.PID, e.FD, e.Path, e.AsTask)
+	}
+	return fmt.Sprintf("process %d fd %d: %s: restore could not reopen it: %v; nor as the same file with its own credentials: %s "+
+		"(make the file one the task's user may open, or close it in the program before dumping; a restore can also be handed it: restore --inherit-fd fd[N]:%s)",
+		e.PID, e.FD, e.Path, e.AsTask, e.Why, e.Path)
+}
+
+// reopenFlags are the open flags restore reopens an fd with.
+const reopenFlags = ^uint32(unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_CLOEXEC)
+
+// fileHolder is a live task of the tree as restore will open its files:
+// its file system credentials and its root.
+type fileHolder struct {
+	pid   int
+	creds fscreds.Creds
+	root  string
+}
+
+func holderOf(pid int) (fileHolder, error) {
+	b, err := proc.Read(pid, "status")
+	if err != nil {
+		return fileHolder{}, err
+	}
+	kv := proc.KeyValues(b)
+	uid, gid := proc.IDs(kv["Uid"]), proc.IDs(kv["Gid"])
+	if len(uid) != 4 || len(gid) != 4 {
+		return fileHolder{}, fmt.Errorf("process %d: status Uid %q Gid %q", pid, kv["Uid"], kv["Gid"])
+	}
+	eff, err := strconv.ParseUint(kv["CapEff"], 16, 64)
+	if err != nil {
+		return fileHolder{}, fmt.Errorf("process %d: status CapEff %q: %w", pid, kv["CapEff"], err)
+	}
+	root, err := os.Readlink(proc.Path(pid, "root"))
+	if err != nil {
+		return fileHolder{}, err
+	}
+	return fileHolder{pid: pid, creds: fscreds.Creds{UID: uid[3], GID: gid[3], Groups: proc.IDs(kv["Groups"]), Effective: &eff}, root: root}, nil
+}
+
+// precheckFiles refuses, before anything is seized, every regular file fd
+// of the live tasks that restore would refuse to open (restorer/preopen.go,
+// privopen.go): it opens each as restore will, with the file system
+// credentials of the tasks holding the same file with the same flags (a
+// file a root parent opened before its child dropped to another uid opens
+// as the parent), and where none may, checks what restore then checks
+// with its own: a file handle recorded, and the path leading, without a
+// symlink, to that same file.
+func precheckFiles(live []int, byPid map[int][]*image.FD) error {
+	holders := map[int]fileHolder{}
+	for _, pid := range live {
+		h, err := holderOf(pid)
+		if err != nil {
+			continue // exited meanwhile: the frozen dump decides
+		}
+		holders[pid] = h
+	}
+	threads := map[string]*fscreds.Thread{}
+	defer func() {
+		for _, th := range threads {
+			th.Close()
+		}
+	}()
+	openAs := func(h fileHolder, f *image.FD) error {
+		key := h.creds.String()
+		th := threads[key]
+		if th == nil {
+			var err error
+			if th, err = fscreds.Start(h.creds); err != nil {
+				return err
+			}
+			threads[key] = th
+		}
+		return th.Do(func() error {
+			// O_NONBLOCK: a lease another process holds gives EWOULDBLOCK
+			// instead of waiting for its break; the open was allowed.
+			fd, err := fileid.OpenInRoot(h.root, f.Path, int(f.Flags&reopenFlags)|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil
+			}
+			if err == nil {
+				unix.Close(fd)
+			}
+			return err
+		})
+	}
+	for _, pid := range live {
+		h, ok := holders[pid]
+		if !ok {
+			continue
+		}
+		for _, f := range byPid[pid] {
+			if f.Kind != image.FDFile || f.Deleted || kindOf(f) != (fileKind{}) {
+				continue
+			}
+			if err := checkReopen(h, f, holders, byPid, openAs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func checkReopen(h fileHolder, f *image.FD, holders map[int]fileHolder, byPid map[int][]*image.FD, openAs func(fileHolder, *image.FD) error) error {
+	asTask := openAs(h, f)
+	if asTask == nil {
+		return nil
+	}
+	if !errors.Is(asTask, unix.EACCES) && !errors.Is(asTask, unix.EPERM) {
+		return &ErrFileNotReopenable{PID: h.pid, FD: f.Num, Path: f.Path, AsTask: fmt.Errorf("open as uid %d: %w", h.creds.UID, unwrapPath(asTask))}
+	}
+	tried := map[string]bool{h.creds.String(): true}
+	for _, pid := range slices.Sorted(maps.Keys(byPid)) {
+		o, ok := holders[pid]
+		if !ok || tried[o.creds.String()] || !slices.ContainsFunc(byPid[pid], func(g *image.FD) bool {
+			// The same open file description (restore opens it once, as
+			// the first holder that may).
+			same, err := ptrace.SameFile(h.pid, f.Num, pid, g.Num)
+			return g.Kind == f.Kind && g.Ino == f.Ino && err == nil && same
+		}) {
+			continue
+		}
+		tried[o.creds.String()] = true
+		if openAs(o, f) == nil {
+			return nil
+		}
+	}
+	why := sameFileOpens(h, f)
+	if why == "" {
+		return nil
+	}
+	return &ErrFileNotReopenable{PID: h.pid, FD: f.Num, Path: f.Path, AsTask: fmt.Errorf("open as uid %d: %w", h.creds.UID, unwrapPath(asTask)), Why: why}
+}
+
+// sameFileOpens says why restore could not open fd f of h's task as the
+// same file with its own credentials ("" if it could).
+func sameFileOpens(h fileHolder, f *image.FD) string {
+	id, err := fileid.OfFD(h.pid, f.Num)
+	if errors.Is(err, fileid.ErrNoHandle) {
+		return err.Error()
+	}
+	if err != nil {
+		return err.Error()
+	}
+	dirfd, rel, resolve, done, err := fileid.InRoot(h.root, f.Path)
+	if err != nil {
+		return err.Error()
+	}
+	defer done()
+	fd, err := fileid.OpenSame(dirfd, rel, resolve, int(f.Flags&reopenFlags)|unix.O_NONBLOCK, id)
+	if err != nil && !errors.Is(err, unix.EWOULDBLOCK) {
+		return err.Error()
+	}
+	if err == nil {
+		unix.Close(fd)
+	}
+	return ""
+}
+
+// unwrapPath strips an *os.PathError's operation and path.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
