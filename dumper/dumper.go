@@ -311,6 +311,7 @@ func (d *dump) run() (err error) {
 	}
 	d.report(PhaseCommit, 1, 1)
 	d.logf("pages stored, committed")
+	checkCommitted(d.repo, c.ID) // restorable.go: the tests' check, if asked
 	if tr != nil {
 		tr.committed(c)
 	}

@@ -299,7 +299,12 @@ func TestMain(m *testing.M) {
 	// locked on it (the dumper's) wedges it instead of ending the thread,
 	// and tracees it killed then stay unreapable zombies.
 	runtime.LockOSThread()
+	report, unarm := armRestorable() // restorable_test.go
 	code := m.Run()
+	if !report() && code == 0 {
+		code = 1
+	}
+	unarm()
 	if buildDir != "" {
 		os.RemoveAll(buildDir) // the test programs built for the run
 	}
