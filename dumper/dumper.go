@@ -243,6 +243,9 @@ func (d *dump) run() (err error) {
 	if err := markSharedTables(c); err != nil {
 		return err
 	}
+	if err := image.SessionRefusalAnyFlags(c); err != nil { // as before seizing (refuse_tree.go), frozen
+		return err
+	}
 	if err := collectObjects(c, d.tcp); err != nil {
 		return err
 	}

@@ -107,6 +107,9 @@ func precheck(root int, tcpEstablished bool) ([]int, error) {
 	if err := precheckFiles(live, byPid); err != nil { // refuse_files.go
 		return nil, err
 	}
+	if err := precheckTree(root, pids, byPid); err != nil { // refuse_tree.go
+		return nil, err
+	}
 	if err := precheckUnix(byPid); err != nil { // kind_unixsock.go
 		return nil, err
 	}
