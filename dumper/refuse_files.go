@@ -46,6 +46,7 @@ type fileHolder struct {
 	pid   int
 	creds fscreds.Creds
 	root  string
+	uid0  bool // all four uids 0 (restorer checkRoot)
 }
 
 func holderOf(pid int) (fileHolder, error) {
@@ -66,7 +67,8 @@ func holderOf(pid int) (fileHolder, error) {
 	if err != nil {
 		return fileHolder{}, err
 	}
-	return fileHolder{pid: pid, creds: fscreds.Creds{UID: uid[3], GID: gid[3], Groups: proc.IDs(kv["Groups"]), Effective: &eff}, root: root}, nil
+	return fileHolder{pid: pid, creds: fscreds.Creds{UID: uid[3], GID: gid[3], Groups: proc.IDs(kv["Groups"]), Effective: &eff}, root: root,
+		uid0: uid[0] == 0 && uid[1] == 0 && uid[2] == 0 && uid[3] == 0}, nil
 }
 
 // precheckFiles refuses, before anything is seized, every regular file fd
@@ -86,34 +88,10 @@ func precheckFiles(live []int, byPid map[int][]*image.FD) error {
 		}
 		holders[pid] = h
 	}
-	threads := map[string]*fscreds.Thread{}
-	defer func() {
-		for _, th := range threads {
-			th.Close()
-		}
-	}()
+	as := taskThreads{}
+	defer as.close()
 	openAs := func(h fileHolder, f *image.FD) error {
-		key := h.creds.String()
-		th := threads[key]
-		if th == nil {
-			var err error
-			if th, err = fscreds.Start(h.creds); err != nil {
-				return err
-			}
-			threads[key] = th
-		}
-		return th.Do(func() error {
-			// O_NONBLOCK: a lease another process holds gives EWOULDBLOCK
-			// instead of waiting for its break; the open was allowed.
-			fd, err := fileid.OpenInRoot(h.root, f.Path, int(f.Flags&reopenFlags)|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-			if errors.Is(err, unix.EWOULDBLOCK) {
-				return nil
-			}
-			if err == nil {
-				unix.Close(fd)
-			}
-			return err
-		})
+		return as.open(h, f.Path, int(f.Flags&reopenFlags))
 	}
 	for _, pid := range live {
 		h, ok := holders[pid]
@@ -128,8 +106,53 @@ func precheckFiles(live []int, byPid map[int][]*image.FD) error {
 				return err
 			}
 		}
+		if err := checkTaskPaths(h, as); err != nil { // refuse_paths.go
+			return err
+		}
 	}
 	return nil
+}
+
+// taskThreads keeps one fscreds.Thread per set of credentials.
+type taskThreads map[string]*fscreds.Thread
+
+// do runs fn with h's file system credentials.
+func (tt taskThreads) do(h fileHolder, fn func() error) error {
+	key := h.creds.String()
+	th := tt[key]
+	if th == nil {
+		var err error
+		if th, err = fscreds.Start(h.creds); err != nil {
+			return err
+		}
+		tt[key] = th
+	}
+	return th.Do(fn)
+}
+
+// open opens path as restore opens it for h's task and closes it again.
+// O_NONBLOCK: a lease another process holds gives EWOULDBLOCK instead of
+// waiting for its break; the open was allowed.
+func (tt taskThreads) open(h fileHolder, path string, flags int) error {
+	if flags&unix.O_PATH == 0 {
+		flags |= unix.O_NONBLOCK | unix.O_NOCTTY
+	}
+	return tt.do(h, func() error {
+		fd, err := fileid.OpenInRoot(h.root, path, flags, 0)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil
+		}
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	})
+}
+
+func (tt taskThreads) close() {
+	for _, th := range tt {
+		th.Close()
+	}
 }
 
 func checkReopen(h fileHolder, f *image.FD, holders map[int]fileHolder, byPid map[int][]*image.FD, openAs func(fileHolder, *image.FD) error) error {

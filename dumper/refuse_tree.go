@@ -55,6 +55,9 @@ func precheckTree(root int, pids []int, byPid map[int][]*image.FD) error {
 	if err := image.PtyRefusal(c, pairs); err != nil {
 		return err
 	}
+	if err := image.TerminalRefusalAnyFlags(c, pairs); err != nil {
+		return err
+	}
 	return image.SessionRefusalAnyFlags(c)
 }
 

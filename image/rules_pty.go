@@ -81,3 +81,30 @@ func SessionRefusalAnyFlags(c *Checkpoint) error {
 	}
 	return SessionRefusal(c, true)
 }
+
+// TerminalRefusalAnyFlags refuses what restore refuses with and without
+// --shell-job of a controlling terminal that is not a pty of the tree
+// (pairs as PtyRefusal's; restorer checkTerminals): a task whose session
+// is led inside the tree needs --shell-job to get a terminal, and with it
+// only the root's session gets restore's own.
+func TerminalRefusalAnyFlags(c *Checkpoint, pairs map[int]bool) error {
+	root := c.Task(c.RootPID)
+	if root == nil {
+		return nil
+	}
+	for _, t := range c.Tasks {
+		if t.State == "Z" || t.TTYNr == 0 {
+			continue
+		}
+		if n, ok := PtyOfTTY(t.TTYNr); ok {
+			if _, ours := pairs[n]; ours {
+				continue
+			}
+		}
+		if c.Task(t.SID) != nil && t.SID != root.SID {
+			return fmt.Errorf("task %d has a controlling terminal (tty_nr %#x) in session %d, led inside the tree but not the root's: "+
+				"restore gives a terminal only with --shell-job, and then only to the root's session", t.PID, t.TTYNr, t.SID)
+		}
+	}
+	return nil
+}

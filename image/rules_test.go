@@ -46,3 +46,24 @@ func TestSessionRefusalAnyFlags(t *testing.T) {
 		t.Errorf("a root in a session led from outside: %v", err)
 	}
 }
+
+// TestTerminalRefusalAnyFlags: a controlling terminal in a session led
+// inside the tree but not the root's is refused whatever the flags; in
+// the root's session, or a session led from outside, it is not.
+func TestTerminalRefusalAnyFlags(t *testing.T) {
+	nr := uint64(unix.Mkdev(4, 1)) // /dev/tty1
+	root := &Task{PID: 10, PPID: 1, SID: 10, PGID: 10, TTYNr: nr}
+	child := &Task{PID: 11, PPID: 10, SID: 11, PGID: 11, TTYNr: nr}
+	c := &Checkpoint{RootPID: 10, Tasks: []*Task{root}}
+	if err := TerminalRefusalAnyFlags(c, nil); err != nil {
+		t.Errorf("the root's session: %v", err)
+	}
+	c.Tasks = append(c.Tasks, child)
+	if err := TerminalRefusalAnyFlags(c, nil); err == nil || !strings.Contains(err.Error(), "task 11 has a controlling terminal") {
+		t.Errorf("a session of the tree not the root's: %v", err)
+	}
+	child.SID = 99
+	if err := TerminalRefusalAnyFlags(c, nil); err != nil {
+		t.Errorf("a session led from outside: %v", err)
+	}
+}

@@ -48,6 +48,15 @@ func (ptyKind) check(c *image.Checkpoint, _ *image.Task, f *image.FD) error {
 // checkPtys applies the pty rules the dump applies too (image.PtyRefusal)
 // to the pairs of checkpoint c.
 func checkPtys(c *image.Checkpoint) error {
+	pairs, err := ptyPairs(c)
+	if err != nil {
+		return err
+	}
+	return image.PtyRefusal(c, pairs)
+}
+
+// ptyPairs maps the index of every pty pair of c to whether it is locked.
+func ptyPairs(c *image.Checkpoint) (map[int]bool, error) {
 	pairs := map[int]bool{}
 	for _, o := range c.Objects {
 		if o.Kind != image.ObjPty {
@@ -55,11 +64,11 @@ func checkPtys(c *image.Checkpoint) error {
 		}
 		p, err := image.ParsePty(o, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		pairs[p.Index] = p.Locked
 	}
-	return image.PtyRefusal(c, pairs)
+	return pairs, nil
 }
 
 func ptsPath(n int) string { return "/dev/pts/" + strconv.Itoa(n) }

@@ -22,6 +22,11 @@ func Refusals(c *image.Checkpoint) error {
 	if err := checkPtys(c); err != nil {
 		errs = append(errs, err)
 	}
+	if pairs, err := ptyPairs(c); err == nil {
+		if err := image.TerminalRefusalAnyFlags(c, pairs); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := image.SessionRefusalAnyFlags(c); err != nil {
 		errs = append(errs, err)
 	}
