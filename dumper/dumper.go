@@ -246,6 +246,11 @@ func (d *dump) run() (err error) {
 	if err := image.SessionRefusalAnyFlags(c); err != nil { // as before seizing (refuse_tree.go), frozen
 		return err
 	}
+	for _, t := range c.Tasks {
+		if err := image.VMARefusal(t); err != nil { // as before seizing (refuse_paths.go), frozen
+			return err
+		}
+	}
 	if err := collectObjects(c, d.tcp); err != nil {
 		return err
 	}

@@ -16,9 +16,10 @@ import (
 // checkTaskPaths refuses, before anything is seized, a live task whose
 // executable, cwd or mapped files restore could not open as the task
 // (restorer/preopen.go: exe, cwd, mappedFile), or whose root it would not
-// chroot it into (restorer/check.go checkRoot): a deleted executable or
-// cwd, a file mapped that its uid may not open, a root another user could
-// write to.
+// chroot it into (restorer/check.go checkRoot), or whose mappings
+// image.VMARefusal refuses: a deleted executable or cwd, a file mapped
+// that its uid may not open, a root another user could write to, a SysV
+// attach whose first page was unmapped.
 func checkTaskPaths(h fileHolder, as taskThreads) error {
 	exe, err := proc.Readlink(h.pid, "exe")
 	if err != nil {
@@ -36,10 +37,13 @@ func checkTaskPaths(h fileHolder, as taskThreads) error {
 	if err != nil {
 		return nil
 	}
+	vmas := make([]*image.VMA, 0, len(maps))
 	for _, m := range maps {
 		v := &image.VMA{Start: m.Start, End: m.End, Perms: m.Perms, Offset: m.Offset, Dev: m.Dev, Inode: m.Inode, Name: m.Name, Flags: m.Flags}
 		v.Name = deletedAsMemfd(v)
-		if vmaKind(v) != image.VMAFile || strings.HasPrefix(v.Name, "/memfd:") || strings.HasSuffix(v.Name, " (deleted)") || !strings.HasPrefix(v.Name, "/") {
+		v.Kind = vmaKind(v)
+		vmas = append(vmas, v)
+		if v.Kind != image.VMAFile || strings.HasPrefix(v.Name, "/memfd:") || strings.HasSuffix(v.Name, " (deleted)") || !strings.HasPrefix(v.Name, "/") {
 			continue // recreated from its contents, or refused as a device (checkVMAs)
 		}
 		mode := unix.O_RDONLY
@@ -49,6 +53,9 @@ func checkTaskPaths(h fileHolder, as taskThreads) error {
 		if err := as.open(h, v.Name, mode); err != nil {
 			return fmt.Errorf("process %d: maps %s (%s): restore could not open it as uid %d: %w", h.pid, v.Name, v.DirName(), h.creds.UID, unwrapPath(err))
 		}
+	}
+	if err := image.VMARefusal(&image.Task{PID: h.pid, VMAs: vmas}); err != nil {
+		return err
 	}
 	return checkChrootChain(h)
 }

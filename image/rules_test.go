@@ -67,3 +67,16 @@ func TestTerminalRefusalAnyFlags(t *testing.T) {
 		t.Errorf("a session led from outside: %v", err)
 	}
 }
+
+// TestVMARefusal: a SysV attach cut by mprotect passes; one whose first
+// page was unmapped is refused.
+func TestVMARefusal(t *testing.T) {
+	a := &VMA{Start: 0x10000, End: 0x12000, Kind: VMAShmem, Name: "/SYSV00000000", Inode: 7}
+	b := &VMA{Start: 0x12000, End: 0x14000, Offset: 0x2000, Kind: VMAShmem, Name: "/SYSV00000000", Inode: 7}
+	if err := VMARefusal(&Task{PID: 1, VMAs: []*VMA{a, b}}); err != nil {
+		t.Errorf("an attach in two pieces: %v", err)
+	}
+	if err := VMARefusal(&Task{PID: 1, VMAs: []*VMA{b}}); err == nil || !strings.Contains(err.Error(), "task 1: vma 12000-14000 attaches SysV segment 7 from offset 0x2000") {
+		t.Errorf("first page unmapped: %v", err)
+	}
+}

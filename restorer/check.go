@@ -60,6 +60,9 @@ func preflight(c *image.Checkpoint, own map[int]string, handed handedFDs, shellJ
 		if err := checkVdso(t); err != nil {
 			return err
 		}
+		if err := image.VMARefusal(t); err != nil { // the dump applies it too
+			return err
+		}
 		for _, v := range t.VMAs {
 			if err := checkMappedFile(t, v); err != nil {
 				return err

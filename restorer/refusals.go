@@ -39,6 +39,9 @@ func Refusals(c *image.Checkpoint) error {
 				errs = append(errs, err)
 			}
 		}
+		if err := image.VMARefusal(t); err != nil {
+			errs = append(errs, err)
+		}
 		for _, f := range t.FDs {
 			if err := refusedFD(c, t, f); err != nil {
 				errs = append(errs, err)
