@@ -99,6 +99,12 @@ func precheckFiles(live []int, byPid map[int][]*image.FD) error {
 			continue
 		}
 		for _, f := range byPid[pid] {
+			if f.Kind == image.FDInotify {
+				if err := checkWatches(h, f, as); err != nil {
+					return err
+				}
+				continue
+			}
 			if f.Kind != image.FDFile || f.Deleted || kindOf(f) != (fileKind{}) {
 				continue
 			}
@@ -218,4 +224,32 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// inotifyMaskBits are the watch mask bits a restore gives back
+// (restorer/kind_inotify.go).
+const inotifyMaskBits = unix.IN_ALL_EVENTS | unix.IN_ONESHOT | unix.IN_EXCL_UNLINK
+
+// checkWatches adds, as restore will (as the task, IN_DONT_FOLLOW), every
+// watch of inotify fd f to a throw-away instance: a watch needs read
+// permission on what it watches, which a root parent that added it before
+// its child dropped to another uid had and the task has not.
+func checkWatches(h fileHolder, f *image.FD, as taskThreads) error {
+	ws, err := image.InotifyWatches(f)
+	if err != nil || len(ws) == 0 {
+		return nil // image.Refusal says what is wrong
+	}
+	return as.do(h, func() error {
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+		if err != nil {
+			return fmt.Errorf("process %d fd %d: inotify_init1: %w", h.pid, f.Num, err)
+		}
+		defer unix.Close(fd)
+		for _, w := range ws {
+			if _, err := unix.InotifyAddWatch(fd, w.Path, w.Mask&inotifyMaskBits|unix.IN_DONT_FOLLOW); err != nil {
+				return fmt.Errorf("process %d fd %d: inotify watch %d on %s: restore could not add it as uid %d: %w", h.pid, f.Num, w.WD, w.Path, h.creds.UID, err)
+			}
+		}
+		return nil
+	})
 }

@@ -90,3 +90,50 @@ time.sleep(3600)
 	}
 	noCheckpoint(t, store)
 }
+
+// TestDumpRefusesWatchTaskCannotAdd: root adds an inotify watch on a
+// root-only directory, then drops to uid 65534: restore adds watches as
+// the task, which may not read the directory, so the dump refuses first,
+// naming the watch, and the program runs on untraced.
+func TestDumpRefusesWatchTaskCannotAdd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a root-only directory watched, then a drop to uid 65534")
+	}
+	dir := filepath.Join(sharedTempDir(t, "ckptfs-watch-"), "private")
+	must(t, os.Mkdir(dir, 0o700))
+	script := `
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+if fd < 0 or libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x100) < 0:
+    sys.exit("inotify: %d" % ctypes.get_errno())
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+`
+	cmd := exec.Command("python3", "-c", script, dir)
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	must(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("python: %q %v", line, err)
+	}
+	pid := cmd.Process.Pid
+	store := filepath.Join(t.TempDir(), "store")
+	_, errOut, err := ckptfsErr(t, "dump", "-s", store, "--kill", itoa(pid))
+	want := "inotify watch 1 on " + dir + ": restore could not add it as uid 65534: permission denied"
+	if err == nil || !strings.Contains(errOut, want) {
+		t.Fatalf("dump: %v\n%s\nwant it to say %q", err, errOut, want)
+	}
+	if ok, state := running(pid); !ok {
+		t.Fatalf("pid %d in state %s after the refused dump", pid, state)
+	}
+	status, _ := os.ReadFile("/proc/" + itoa(pid) + "/status")
+	if !strings.Contains(string(status), "TracerPid:\t0\n") {
+		t.Fatalf("pid %d still traced after the refused dump", pid)
+	}
+	noCheckpoint(t, store)
+}
