@@ -33,8 +33,8 @@ func (e *ErrFileNotReopenable) Error() string {
 		return fmt.Sprintf("process %d fd %d: %s: restore could not reopen it: %v", e.PID, e.FD, e.Path, e.AsTask)
 	}
 	return fmt.Sprintf("process %d fd %d: %s: restore could not reopen it: %v; nor as the same file with its own credentials: %s "+
-		"(make the file one the task's user may open, or close it in the program before dumping; a restore can also be handed it: restore --inherit-fd fd[N]:%s)",
-		e.PID, e.FD, e.Path, e.AsTask, e.Why, e.Path)
+		"(make the file one the task's user may open, or dump with --inherit-file %s and hand the file to the restore: restore --inherit-fd fd[N]:%s)",
+		e.PID, e.FD, e.Path, e.AsTask, e.Why, e.Path, e.Path)
 }
 
 // reopenFlags are the open flags restore reopens an fd with.
@@ -73,13 +73,13 @@ func holderOf(pid int) (fileHolder, error) {
 
 // precheckFiles refuses, before anything is seized, every regular file fd
 // of the live tasks that restore would refuse to open (restorer/preopen.go,
-// privopen.go): it opens each as restore will, with the file system
+// privopen.go), but those on a path of inheritFiles (handed in at restore): it opens each as restore will, with the file system
 // credentials of the tasks holding the same file with the same flags (a
 // file a root parent opened before its child dropped to another uid opens
 // as the parent), and where none may, checks what restore then checks
 // with its own: a file handle recorded, and the path leading, without a
 // symlink, to that same file.
-func precheckFiles(live []int, byPid map[int][]*image.FD) error {
+func precheckFiles(live []int, byPid map[int][]*image.FD, inheritFiles []string) error {
 	holders := map[int]fileHolder{}
 	for _, pid := range live {
 		h, err := holderOf(pid)
@@ -105,8 +105,8 @@ func precheckFiles(live []int, byPid map[int][]*image.FD) error {
 				}
 				continue
 			}
-			if f.Kind != image.FDFile || f.Deleted || kindOf(f) != (fileKind{}) {
-				continue
+			if f.Kind != image.FDFile || f.Deleted || kindOf(f) != (fileKind{}) || slices.Contains(inheritFiles, f.Path) {
+				continue // not reopened by path, or handed in by the user
 			}
 			if err := checkReopen(h, f, holders, byPid, openAs); err != nil {
 				return err

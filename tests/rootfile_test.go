@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,11 +176,42 @@ func TestUserRootFileDumpRefused(t *testing.T) {
 	for _, want := range []string{
 		"process " + itoa(p.Pid) + " fd 3: " + p.log + ": restore could not reopen it: open as uid 65534: permission denied",
 		"is not the file the task had open: it is another file",
-		"--inherit-fd",
+		"dump with --inherit-file " + p.log + " and hand the file to the restore: restore --inherit-fd fd[N]:" + p.log,
 	} {
 		if !strings.Contains(errOut, want) {
 			t.Fatalf("dump error:\n%s\nwant it to say %q", errOut, want)
 		}
 	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("dump exit status %v, want 3 (refused)", err)
+	}
 	p.checkUnharmed(t, store)
+
+	// Promised to be handed in: the dump succeeds, and the restore, given
+	// the very file (reached through the program's own fd, under the
+	// tmpfs), brings the program back on it.
+	hidden, err := os.OpenFile("/proc/"+itoa(p.Pid)+"/fd/3", os.O_RDWR|os.O_APPEND, 0)
+	must(t, err)
+	defer hidden.Close()
+	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
+	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", "--inherit-file", p.log, itoa(p.Pid)))
+	pid := p.Pid
+	p.kill()
+	dir := filepath.Join(m.mnt, id)
+	if _, errOut, err := ckptfsErr(t, "restore", dir); err == nil || !strings.Contains(errOut, "task "+itoa(pid)+" fd 3: open "+p.log+" as uid 65534") {
+		t.Fatalf("restore without the file handed in: %v\n%s", err, errOut)
+	}
+	noProcess(t, pid)
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), "restore", "--inherit-fd", "fd[3]:"+p.log, dir)
+	cmd.ExtraFiles = []*os.File{hidden}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restore with the file handed in: %v\n%s", err, b)
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL); waitGone(t, pid) })
+	p.Pid = pid
+	p.waitTicks(t, 3)
+	p.checkHealthy(t)
 }
