@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -73,6 +74,7 @@ func built(t testing.TB) string {
 // fails the run if a checkpoint the suite dumped would be refused by
 // restore (restorable_test.go).
 func TestMain(m *testing.M) {
+	flag.Parse()             // -bench is read before the run (armRestorable)
 	unarm := armRestorable() // restorable_test.go
 	code := m.Run()
 	if !reportRestorable() && code == 0 { // restorable_test.go

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,6 +29,9 @@ var restorableLog string
 // armRestorable sets up the check for the whole run; the returned func
 // removes the log.
 func armRestorable() (cleanup func()) {
+	if benchmarking() {
+		return func() {} // the check would be timed with the dumps
+	}
 	dir, err := os.MkdirTemp("", "ckptfs-restorable-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "restorable:", err)
@@ -83,6 +87,9 @@ func loggedRestorable(t testing.TB, id string) string {
 // restorable; a checkpoint the rules refuse is logged as refused (into a
 // log of its own, so the run does not fail for it).
 func TestDumpedCheckpointsRestorable(t *testing.T) {
+	if benchmarking() {
+		t.Skip("not armed with -bench: the check would be timed with the dumps")
+	}
 	if restorableLog == "" {
 		t.Fatal("TestMain did not arm the check")
 	}
@@ -126,4 +133,10 @@ func TestDumpedCheckpointsRestorable(t *testing.T) {
 	if _, errOut, err := ckptfsRun(t, "restorable", "-s", store, "nosuchid"); err == nil {
 		t.Fatalf("restorable of a missing checkpoint succeeded\n%s", errOut)
 	}
+}
+
+// benchmarking says whether the run was asked for benchmarks (-bench).
+func benchmarking() bool {
+	f := flag.Lookup("test.bench")
+	return f != nil && f.Value.String() != ""
 }
