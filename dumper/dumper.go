@@ -24,6 +24,10 @@ import (
 type Options struct {
 	Name string // checkpoint name (optional)
 	Kill bool   // kill the tree after a successful dump
+	// InheritFiles are paths of regular files the user will hand to the
+	// restore (restore --inherit-fd fd[N]:PATH): the dump does not refuse
+	// an fd on one that restore could not open itself (refuse_files.go).
+	InheritFiles []string
 
 	// TCPEstablished dumps established TCP connections (in repair mode,
 	// kind_tcp.go); without it a tree holding one is refused.
@@ -162,7 +166,7 @@ func (d *dump) logf(format string, args ...any) { d.log.Printf(format, args...) 
 // run freezes the tree, collects it, copies memory, releases the tree, then
 // finishes storing pages and commits the checkpoint.
 func (d *dump) run() (err error) {
-	pids, err := precheck(d.pid, d.opts.TCPEstablished)
+	pids, err := precheck(d.pid, d.opts.TCPEstablished, d.opts.InheritFiles)
 	if err != nil {
 		return err
 	}
@@ -243,6 +247,14 @@ func (d *dump) run() (err error) {
 	if err := markSharedTables(c); err != nil {
 		return err
 	}
+	if err := image.SessionRefusalAnyFlags(c); err != nil { // as before seizing (refuse_tree.go), frozen
+		return &ErrNotRestorable{Err: err}
+	}
+	for _, t := range c.Tasks {
+		if err := image.VMARefusal(t); err != nil { // as before seizing (refuse_paths.go), frozen
+			return &ErrNotRestorable{Err: err}
+		}
+	}
 	if err := collectObjects(c, d.tcp); err != nil {
 		return err
 	}
@@ -322,6 +334,7 @@ func (d *dump) run() (err error) {
 	}
 	d.report(PhaseCommit, 1, 1)
 	d.logf("pages stored, committed")
+	checkCommitted(d.repo, c.ID) // restorable.go: the tests' check, if asked
 	if tr != nil {
 		tr.committed(c)
 	}

@@ -1,11 +1,13 @@
 package dumper
 
 import (
+	"errors"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/fileid"
 )
 
 // fileKind is a regular file, reopened by path on restore. (A deleted one
@@ -19,6 +21,19 @@ func (fileKind) classifies(link string, mode uint32) bool {
 }
 
 func (fileKind) owns(*image.FD) bool { return true }
+
+// dump records the file's identity (device and file handle, the inode is
+// FD.Ino), which a restore checks before it opens the file with more
+// rights than the task's own (restorer/preopen.go). A file system without
+// file handles records the device alone.
+func (fileKind) dump(pid int, f *image.FD) error {
+	id, err := fileid.OfFD(pid, f.Num)
+	if err != nil && !errors.Is(err, fileid.ErrNoHandle) {
+		return err
+	}
+	f.Extra = append(f.Extra, image.FileID{Dev: id.Dev, Handle: id.Handle}.Lines()...)
+	return nil
+}
 
 // dirKind is a directory, reopened by path.
 type dirKind struct{ noOps }

@@ -48,7 +48,7 @@ func (ptyKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 		return fmt.Errorf("pidfd_getfd: %w", err)
 	}
 	defer unix.Close(master)
-	if err := ptyCttyRestorable(cc.c, n); err != nil {
+	if err := image.PtyRefusal(cc.c, map[int]bool{n: false}); err != nil { // before readPty touches it
 		return err
 	}
 	o, err := readPty(master, n)
@@ -57,44 +57,11 @@ func (ptyKind) collect(cc *collection, t *image.Task, f *image.FD) error {
 	}
 	if p, err := image.ParsePty(o, false); err != nil {
 		return err
-	} else if p.Locked && ptySlaveHeld(cc.c, n) {
-		// The kernel opens no slave of a locked pair: restore could not
-		// give its slave fds back (restorer ptyKind.check).
-		return fmt.Errorf("pty /dev/pts/%d is locked (TIOCSPTLCK) while its slave is open: cannot restore that", n)
+	} else if err := image.PtyRefusal(cc.c, map[int]bool{n: p.Locked}); err != nil {
+		return err // the rules restore applies (restorer checkPtys); also before seizing: refuse_tree.go
 	}
 	cc.c.Objects = append(cc.c.Objects, o)
 	return nil
-}
-
-// ptyCttyRestorable refuses what restore would (restorer checkPtyCtty): a
-// task whose controlling terminal is pty n, of the checkpoint, must have
-// its session leader in the checkpoint (it takes the pty again).
-func ptyCttyRestorable(c *image.Checkpoint, n int) error {
-	nr := uint64(unix.Mkdev(uint32(136+n/256), uint32(n%256)))
-	slave := "/dev/pts/" + strconv.Itoa(n)
-	for _, t := range c.Tasks {
-		if t.TTYNr != nr || t.State == "Z" {
-			continue
-		}
-		l := c.Task(t.SID)
-		if l == nil || l.State == "Z" {
-			return fmt.Errorf("task %d: its controlling terminal %s is a pty of the checkpoint but its session %d is led from outside it "+
-				"(dump the session leader's tree)", t.PID, slave, t.SID)
-		}
-	}
-	return nil
-}
-
-// ptySlaveHeld reports whether a task of c holds an fd on slave n.
-func ptySlaveHeld(c *image.Checkpoint, n int) bool {
-	for _, t := range c.Tasks {
-		for _, f := range t.FDs {
-			if f.Kind == image.FDChar && f.Path == "/dev/pts/"+strconv.Itoa(n) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // ptySlave gives slave fd f of task t the object of its pair if the

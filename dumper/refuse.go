@@ -21,6 +21,14 @@ type ErrUnsupported struct {
 	What string
 }
 
+// ErrNotRestorable says the dump refused a tree that restore would refuse
+// (a file it could not reopen, a session it could not recreate, ...),
+// before seizing anything: Err says what.
+type ErrNotRestorable struct{ Err error }
+
+func (e *ErrNotRestorable) Error() string { return e.Err.Error() }
+func (e *ErrNotRestorable) Unwrap() error { return e.Err }
+
 // sharedTable is ErrUnsupported.FD for an fd table shared with another process.
 const sharedTable = -2
 
@@ -80,7 +88,7 @@ func mapsNonDevice(pid int, v *image.VMA) bool {
 // precheck looks at the tree before anything is seized, so that a tree that
 // cannot be checkpointed is refused without being touched at all. It
 // returns the pids it saw.
-func precheck(root int, tcpEstablished bool) ([]int, error) {
+func precheck(root int, tcpEstablished bool, inheritFiles []string) ([]int, error) {
 	var pids, live []int
 	byPid := map[int][]*image.FD{}
 	err := walkTree(root, func(pid int) (bool, error) {
@@ -103,6 +111,12 @@ func precheck(root int, tcpEstablished bool) ([]int, error) {
 	}
 	if _, err := sharedTables(live, parentOf); err != nil {
 		return nil, err
+	}
+	if err := precheckFiles(live, byPid, inheritFiles); err != nil { // refuse_files.go
+		return nil, &ErrNotRestorable{Err: err}
+	}
+	if err := precheckTree(root, pids, byPid); err != nil { // refuse_tree.go
+		return nil, &ErrNotRestorable{Err: err}
 	}
 	if err := precheckUnix(byPid); err != nil { // kind_unixsock.go
 		return nil, err

@@ -113,5 +113,21 @@ func refuseInotify(f *FD) (string, string) {
 	if len(n.Unresolved) > 0 {
 		return "an inotify watch without a path", n.Unresolved[0]
 	}
+	// A restore adds the watches in order, skipping the wds between them
+	// with throw-away watches (restorer/kind_inotify.go).
+	next := 1
+	for _, w := range n.Watches {
+		if w.WD < next {
+			return "inotify watches out of wd order", fmt.Sprintf("wd %d after wd %d", w.WD, next-1)
+		}
+		if w.WD-next > MaxInotifyGap {
+			return "an inotify watch whose wd is too far beyond the one before to skip to", fmt.Sprintf("wd %d after wd %d", w.WD, next-1)
+		}
+		next = w.WD + 1
+	}
 	return "", ""
 }
+
+// MaxInotifyGap bounds the wd numbers a restore skips to give a watch its
+// number.
+const MaxInotifyGap = 1 << 20

@@ -29,7 +29,7 @@ type fdSchema struct {
 // is its path, flags and offset) has no lines: the kernel's other fdinfo
 // lines (a file's lock: lines, say) are not kept.
 var fdSchemas = map[string]fdSchema{
-	FDFile:     {lines: noLines, refuse: refuseDeletedPath},
+	FDFile:     {lines: fileLines, refuse: refuseDeletedPath},
 	FDDir:      {lines: noLines, refuse: refuseDeletedPath},
 	FDChar:     {lines: noLines, refuse: refuseDeletedPath},
 	FDPipe:     {lines: noLines},

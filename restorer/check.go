@@ -23,6 +23,9 @@ func preflight(c *image.Checkpoint, own map[int]string, handed handedFDs, shellJ
 	if err := checkSessions(c, shellJob); err != nil {
 		return err
 	}
+	if err := checkPtys(c); err != nil { // kind_pty.go: image.PtyRefusal, which the dump applies too
+		return err
+	}
 	if err := checkTerminals(c, shellJob); err != nil {
 		return err
 	}
@@ -55,6 +58,9 @@ func preflight(c *image.Checkpoint, own map[int]string, handed handedFDs, shellJ
 			}
 		}
 		if err := checkVdso(t); err != nil {
+			return err
+		}
+		if err := image.VMARefusal(t); err != nil { // the dump applies it too
 			return err
 		}
 		for _, v := range t.VMAs {

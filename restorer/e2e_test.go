@@ -3,6 +3,7 @@ package restorer
 import (
 	"bufio"
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -299,7 +300,13 @@ func TestMain(m *testing.M) {
 	// locked on it (the dumper's) wedges it instead of ending the thread,
 	// and tracees it killed then stay unreapable zombies.
 	runtime.LockOSThread()
+	flag.Parse()                     // -bench is read before the run (armRestorable)
+	report, unarm := armRestorable() // restorable_test.go
 	code := m.Run()
+	if !report() && code == 0 {
+		code = 1
+	}
+	unarm()
 	if buildDir != "" {
 		os.RemoveAll(buildDir) // the test programs built for the run
 	}

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/fileid"
 )
 
 // files holds the restorer's own open files that restored fds become: each
@@ -22,6 +23,9 @@ type files struct {
 	cwds   map[int]int    // task pid -> restorer O_PATH fd on its cwd
 	own    map[int]string // the restorer's fds at start (ownFDs)
 	handed handedFDs      // fds handed in with --inherit-fd (inheritfd.go)
+	// ids gives the identity the store records for a regular file fd
+	// (privopen.go); nil: none can be trusted.
+	ids func(t *image.Task, f *image.FD) (fileid.ID, error)
 	// exitedPidfds are pidfds of an exited process, by O_NONBLOCK, and
 	// restoredPid maps a recorded pid to the restored process's pid as
 	// the restorer sees it (kind_pidfd.go).

@@ -11,10 +11,11 @@ import (
 // InheritFD is one restore --inherit-fd fd[N]:KEY (after CRIU's): every fd
 // of the tree on the object KEY names is installed from the restorer's own
 // fd N instead of being made again, so a pipe or socket whose other end
-// was outside the checkpoint is connected to one the user gives. KEY is the
+// was outside the checkpoint is connected to one the user gives, and a
+// regular file restore may not open is one the user opened. KEY is the
 // object as the tree shows it: an fd's path in tasks/PID/fdinfo/N
-// ("pipe:[1234]", "socket:[5678]", a named FIFO's path) or its object
-// ("pipe-1234", "unix-5678").
+// ("pipe:[1234]", "socket:[5678]", a named FIFO's or a regular file's
+// path) or its object ("pipe-1234", "unix-5678").
 type InheritFD struct {
 	FD  int
 	Key string
@@ -37,7 +38,7 @@ type handedFDs map[string]int
 
 // of returns the restorer fd handed in for fd f, if one was.
 func (h handedFDs) of(f *image.FD) (int, bool) {
-	if len(h) == 0 || (f.Kind != image.FDPipe && f.Kind != image.FDSocket) {
+	if len(h) == 0 || (f.Kind != image.FDPipe && f.Kind != image.FDSocket && (f.Kind != image.FDFile || f.Object != "")) {
 		return 0, false
 	}
 	if n, ok := h[f.Path]; ok {
@@ -75,7 +76,7 @@ func handIn(c *image.Checkpoint, own map[int]string, list []InheritFD) (handedFD
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("--inherit-fd fd[%d]:%s: no pipe or socket fd of the tree is %s (KEY is an fd's path in tasks/PID/fdinfo/N, e.g. pipe:[1234], or its object, e.g. pipe-1234)", n, key, key)
+			return nil, fmt.Errorf("--inherit-fd fd[%d]:%s: no pipe, socket or regular file fd of the tree is %s (KEY is an fd's path in tasks/PID/fdinfo/N, e.g. pipe:[1234] or /var/log/x.log, or its object, e.g. pipe-1234)", n, key, key)
 		}
 	}
 	return h, nil

@@ -14,8 +14,9 @@ import (
 // recorded path names the watched inode itself.
 const inotifyMaskBits = unix.IN_ALL_EVENTS | unix.IN_ONESHOT | unix.IN_EXCL_UNLINK
 
-// maxInotifyGap bounds the wd numbers skipped to give a watch its number.
-const maxInotifyGap = 1 << 20
+// maxInotifyGap bounds the wd numbers skipped to give a watch its number
+// (image.Refusal refuses a larger gap first, on both sides).
+const maxInotifyGap = image.MaxInotifyGap
 
 // inotifyKind is an inotify instance, made in the restorer with every
 // watch at its wd, then installed.

@@ -26,8 +26,8 @@ type ptyKind struct{ kindBase }
 
 func (ptyKind) inherit(*image.Checkpoint, int, *image.FD, map[int]string) bool { return false }
 
-// check: the index must be free on this machine, and a locked pair can
-// have no slave fds (the kernel does not open a locked slave).
+// check: the index must be free on this machine (what the pair's state
+// allows is image.PtyRefusal, checkPtys).
 func (ptyKind) check(c *image.Checkpoint, _ *image.Task, f *image.FD) error {
 	o := c.Object(f.Object)
 	if o == nil || o.Kind != image.ObjPty {
@@ -42,14 +42,33 @@ func (ptyKind) check(c *image.Checkpoint, _ *image.Task, f *image.FD) error {
 		return fmt.Errorf("pty %s is in use on this machine: a pty pair is recreated with its index "+
 			"(restore once the program using %s has closed it)", slave, slave)
 	}
-	if p.Locked {
-		for _, g := range objectUsers(c, o.ID) {
-			if g.Kind != image.FDPty {
-				return fmt.Errorf("pty %s is locked but has open slave fds: cannot recreate that", slave)
-			}
-		}
+	return nil // a locked pair with slave fds: image.PtyRefusal (checkPtys)
+}
+
+// checkPtys applies the pty rules the dump applies too (image.PtyRefusal)
+// to the pairs of checkpoint c.
+func checkPtys(c *image.Checkpoint) error {
+	pairs, err := ptyPairs(c)
+	if err != nil {
+		return err
 	}
-	return nil
+	return image.PtyRefusal(c, pairs)
+}
+
+// ptyPairs maps the index of every pty pair of c to whether it is locked.
+func ptyPairs(c *image.Checkpoint) (map[int]bool, error) {
+	pairs := map[int]bool{}
+	for _, o := range c.Objects {
+		if o.Kind != image.ObjPty {
+			continue
+		}
+		p, err := image.ParsePty(o, false)
+		if err != nil {
+			return nil, err
+		}
+		pairs[p.Index] = p.Locked
+	}
+	return pairs, nil
 }
 
 func ptsPath(n int) string { return "/dev/pts/" + strconv.Itoa(n) }
@@ -230,17 +249,6 @@ func ctlPty(c *image.Checkpoint, t *image.Task) *image.Object {
 	n := int((unix.Major(t.TTYNr)-136)*256 + unix.Minor(t.TTYNr))
 	if o := c.Object(image.PtyID(n)); o != nil && o.Kind == image.ObjPty {
 		return o
-	}
-	return nil
-}
-
-// checkPtyCtty checks that a task whose controlling terminal is a pty of
-// the checkpoint can get it back: its session leader is restored (and
-// takes the pty as controlling terminal before its children are made).
-func checkPtyCtty(c *image.Checkpoint, t *image.Task, o *image.Object) error {
-	if l := c.Task(t.SID); l == nil || l.State == "Z" {
-		return fmt.Errorf("task %d: its controlling terminal %s is a pty of the checkpoint but its session %d is led from outside it",
-			t.PID, ttyName(t.TTYNr), t.SID)
 	}
 	return nil
 }

@@ -27,6 +27,9 @@ func TestCheckPtyTerminals(t *testing.T) {
 	if err := checkTerminals(c, false); err != nil {
 		t.Fatalf("a tmux-like tree: %v", err)
 	}
+	if err := checkPtys(c); err != nil {
+		t.Fatalf("a tmux-like tree: %v", err)
+	}
 	for _, f := range []*image.FD{master, slave} {
 		if err := checkFD(c, shell, f, nil); err != nil {
 			t.Errorf("fd %d: %v", f.Num, err)
@@ -34,7 +37,7 @@ func TestCheckPtyTerminals(t *testing.T) {
 	}
 	outside := &image.Task{PID: 12, PPID: 10, SID: 99, PGID: 12, TTYNr: nr}
 	c.Tasks = append(c.Tasks, outside)
-	if err := checkTerminals(c, false); err == nil || !strings.Contains(err.Error(), "led from outside") {
+	if err := checkPtys(c); err == nil || !strings.Contains(err.Error(), "led from outside") {
 		t.Errorf("session led from outside: got %v", err)
 	}
 	c.Tasks = c.Tasks[:2]
@@ -56,7 +59,7 @@ func TestCheckPtyTerminals(t *testing.T) {
 	}
 	locked := (&image.Pty{Index: n, Locked: true, CC: make([]byte, image.PtyCCs)}).Object(nil, nil)
 	c.Objects = []*image.Object{locked}
-	if err := (ptyKind{}).check(c, shell, slave); err == nil || !strings.Contains(err.Error(), "locked") {
+	if err := checkPtys(c); err == nil || !strings.Contains(err.Error(), "locked") {
 		t.Errorf("locked with a slave fd: got %v", err)
 	}
 }

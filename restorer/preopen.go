@@ -114,6 +114,9 @@ func opensByPath(c *image.Checkpoint, t *image.Task, f *image.FD, own map[int]st
 // dropped to another uid is opened as root), and checks its size.
 func (fs *files) preopenFD(c *image.Checkpoint, holders []taskFD) error {
 	first := holders[0]
+	if _, ok := fs.handed.of(first.f); ok {
+		return nil // the user's own fd (inheritfd.go): installed as it is
+	}
 	var firstErr error
 	tried := map[string]bool{}
 	for _, h := range holders {
@@ -130,10 +133,21 @@ func (fs *files) preopenFD(c *image.Checkpoint, holders []taskFD) error {
 			firstErr = err
 		}
 		if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
-			break
+			return fmt.Errorf("task %d fd %d: %w", first.t.PID, first.f.Num, firstErr)
 		}
 	}
-	return fmt.Errorf("task %d fd %d: %w", first.t.PID, first.f.Num, firstErr)
+	// No holder may open it: a file a more privileged process opened for
+	// it. The restorer opens it only if it is that same file (privopen.go).
+	if first.f.Kind != image.FDFile {
+		return fmt.Errorf("task %d fd %d: %w", first.t.PID, first.f.Num, firstErr)
+	}
+	fd, err := fs.openDumpedFile(first.t, first.f)
+	if err != nil {
+		return fmt.Errorf("task %d fd %d: %w; nor can restore open it with its own credentials: %v; %s",
+			first.t.PID, first.f.Num, firstErr, err, notOwnFileHint(first.f))
+	}
+	fs.byKey[fdKey(first.t.PID, first.f)] = fd
+	return checkOpenedSize(first.t, first.f, fd)
 }
 
 func checkOpenedSize(t *image.Task, f *image.FD, fd int) error {

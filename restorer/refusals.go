@@ -13,10 +13,23 @@ import (
 // back. Every fd must be of a kind the restorer makes (or be a standard
 // fd taken over, or a terminal, which --shell-job takes), pass its kind's
 // image.Refusal rule, which the dump applied too, and every file mapping
-// must name a file that was not already deleted. A tree that a successful
+// must name a file that was not already deleted; the pty pairs' rules
+// (image.PtyRefusal) and the session rules with and without --shell-job
+// (image.SessionRefusalAnyFlags) apply. A tree that a successful
 // dump wrote must pass: the end-to-end tests check every one they make.
 func Refusals(c *image.Checkpoint) error {
 	var errs []error
+	if err := checkPtys(c); err != nil {
+		errs = append(errs, err)
+	}
+	if pairs, err := ptyPairs(c); err == nil {
+		if err := image.TerminalRefusalAnyFlags(c, pairs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := image.SessionRefusalAnyFlags(c); err != nil {
+		errs = append(errs, err)
+	}
 	for _, t := range c.Tasks {
 		if t.State == "Z" {
 			continue
@@ -25,6 +38,9 @@ func Refusals(c *image.Checkpoint) error {
 			if err := checkMappedFile(t, v); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if err := image.VMARefusal(t); err != nil {
+			errs = append(errs, err)
 		}
 		for _, f := range t.FDs {
 			if err := refusedFD(c, t, f); err != nil {

@@ -20,7 +20,7 @@ func TestRefusals(t *testing.T) {
 		{Num: 2, Kind: image.FDChar, Path: "/dev/pts/4"},
 		{Num: 9, Kind: image.FDPipe, Path: "pipe:[7]", Flags: unix.O_RDONLY, Object: "pipe-7"},
 	}}
-	c := &image.Checkpoint{Tasks: []*image.Task{ok},
+	c := &image.Checkpoint{RootPID: 10, Tasks: []*image.Task{ok},
 		Objects: []*image.Object{{ID: "pipe-7", Kind: image.ObjPipe, Info: (&image.Pipe{Ino: 7}).Info()}}}
 	if err := Refusals(c); err != nil {
 		t.Fatalf("refused: %v", err)

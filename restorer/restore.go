@@ -119,6 +119,7 @@ func Restore(dir string, opts Options) (int, error) {
 	r := &restorer{c: c, dir: dir, opts: opts, log: phaselog.New(opts.Log, "restore", start), procs: map[int]*target{}, own: own, files: newFiles(own).handIn(handed), shm: map[string]int{}}
 	defer r.files.close()
 	r.files.tcpClose = opts.TCPClose
+	r.files.ids = storeIDs(c, sp) // privopen.go
 	if inNS {
 		if r.ns, err = newPidNamespace(c); err != nil {
 			return 0, fmt.Errorf("restore %s: %w", dir, err)

@@ -34,80 +34,19 @@ import (
 // restored tasks get the restorer's controlling terminal) and a restored
 // group that was the terminal's foreground group becomes it again.
 
-// sessionLeader reports whether task t calls setsid when it is created.
+// sessionLeader reports whether task t calls setsid when it is created
+// (image.SessionLeader: the rules live in image/rules_session.go, which
+// the dumper applies too).
 func sessionLeader(c *image.Checkpoint, t *image.Task, shellJob bool) bool {
-	return t.SID == t.PID && !(shellJob && t.PID == c.RootPID)
+	return image.SessionLeader(c, t, shellJob)
 }
 
-// groupTarget returns the process group task t must end in: its recorded
-// group if a task of the checkpoint leads it, else 0, meaning the
-// restorer's own group.
-func groupTarget(c *image.Checkpoint, t *image.Task) int {
-	if l := c.Task(t.PGID); l != nil && l.State != "Z" && l.PGID == l.PID {
-		return t.PGID
-	}
-	return 0
-}
+func groupTarget(c *image.Checkpoint, t *image.Task) int { return image.GroupTarget(c, t) }
 
 // checkSessions refuses session and group shapes that creation by
-// inheritance cannot give back. It simulates where every task's session
-// and group end (0: the restorer's) and compares with the recorded ones.
+// inheritance cannot give back (image.SessionRefusal).
 func checkSessions(c *image.Checkpoint, shellJob bool) error {
-	root := c.Task(c.RootPID)
-	if root == nil {
-		return fmt.Errorf("root task %d is not in the checkpoint", c.RootPID)
-	}
-	// want maps a recorded session id to the restored one.
-	want := func(t *image.Task) (int, error) {
-		l := c.Task(t.SID)
-		switch {
-		case shellJob && t.SID == root.SID:
-			return 0, nil
-		case l == nil:
-			return 0, nil // led from outside the checkpoint
-		case l.State == "Z":
-			return 0, fmt.Errorf("task %d: its session %d was led by a zombie: cannot recreate that session", t.PID, t.SID)
-		case l.SID != l.PID:
-			return 0, fmt.Errorf("task %d: its session %d is not led by task %d: cannot recreate that session", t.PID, t.SID, l.PID)
-		}
-		return t.SID, nil
-	}
-	sid := map[int]int{}
-	pgid := map[int]int{}
-	for _, t := range c.Tasks {
-		s, g := sid[t.PPID], pgid[t.PPID]
-		if t.PID == c.RootPID {
-			s, g = 0, 0
-		}
-		if t.State != "Z" {
-			if sessionLeader(c, t, shellJob) {
-				s, g = t.PID, t.PID
-			} else if t.PGID == t.PID {
-				g = t.PID
-			}
-		}
-		sid[t.PID], pgid[t.PID] = s, g
-		if t.State == "Z" {
-			continue // zombies keep the session and group they are created in
-		}
-		w, err := want(t)
-		if err != nil {
-			return err
-		}
-		if s != w {
-			return fmt.Errorf("task %d: cannot recreate its session %d: its parent %d is in another session "+
-				"(sessions are recreated by inheritance from the parent)", t.PID, t.SID, t.PPID)
-		}
-		if gt := groupTarget(c, t); gt == 0 && t.PGID != t.PID {
-			if l := c.Task(t.PGID); l != nil {
-				return fmt.Errorf("task %d: its process group %d is not led by task %d (a zombie or a task that left it): cannot recreate that group", t.PID, t.PGID, l.PID)
-			}
-			if w != 0 {
-				return fmt.Errorf("task %d: its process group %d is led from outside the checkpoint but its session %d is inside it", t.PID, t.PGID, t.SID)
-			}
-		}
-	}
-	return nil
+	return image.SessionRefusal(c, shellJob)
 }
 
 // checkTerminals refuses terminals without --shell-job, and with it checks
@@ -138,10 +77,7 @@ func checkTerminals(c *image.Checkpoint, shellJob bool) error {
 			continue
 		}
 		if o := ctlPty(c, t); o != nil {
-			if err := checkPtyCtty(c, t, o); err != nil {
-				return err
-			}
-			continue
+			continue // its leader takes it again: checkPtys (kind_pty.go)
 		}
 		if !shellJob {
 			if c.Task(t.SID) == nil {

@@ -1,15 +1,14 @@
 package restorer
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/fileid"
 	"github.com/ckptfs/ckptfs/internal/fscreds"
 )
 
@@ -88,38 +87,19 @@ func (fs *files) openAs(t *image.Task, path string, flags int, mode uint32) (int
 	return fd, nil
 }
 
-// openInRoot opens path with openat2, in root if path is beneath it.
+// openInRoot opens path with openat2, in root if path is beneath it
+// (internal/fileid: the dumper checks a task's files the same way).
 func openInRoot(root, path string, flags int, mode uint32) (int, error) {
 	if err := canonical(path); err != nil {
 		return -1, err
 	}
-	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: unix.RESOLVE_NO_MAGICLINKS}
-	dirfd := unix.AT_FDCWD
-	if root != "" && root != "/" && (path == root || strings.HasPrefix(path, root+"/")) {
-		rel := strings.TrimPrefix(strings.TrimPrefix(path, root), "/")
-		if rel == "" {
-			rel = "."
-		}
-		rfd, err := openat2(unix.AT_FDCWD, root, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
-		if err != nil {
-			return -1, fmt.Errorf("root %s: %w", root, err)
-		}
-		defer unix.Close(rfd)
-		dirfd, path = rfd, rel
-		how.Resolve |= unix.RESOLVE_IN_ROOT
-	}
-	return openat2(dirfd, path, how)
+	return fileid.OpenInRoot(root, path, flags, mode)
 }
 
 // openat2 retries the EAGAIN that RESOLVE_IN_ROOT gives when a rename
 // raced with the lookup.
 func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
-	for i := 0; ; i++ {
-		fd, err := unix.Openat2(dirfd, path, how)
-		if !errors.Is(err, unix.EAGAIN) || i == 8 {
-			return fd, err
-		}
-	}
+	return fileid.Openat2(dirfd, path, how)
 }
 
 // canonical refuses a path that /proc could not have shown: not absolute,

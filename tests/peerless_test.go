@@ -154,7 +154,7 @@ func TestRestoreInheritFD(t *testing.T) {
 	key := fmt.Sprintf("pipe:[%d]", ino)
 	// A key the tree does not have is an error naming it.
 	_, errOut, err := ckptfsErr(t, "restore", "--inherit-fd", "fd[1]:pipe:[1]", dir)
-	if err == nil || !strings.Contains(errOut, "no pipe or socket fd of the tree is pipe:[1]") {
+	if err == nil || !strings.Contains(errOut, "no pipe, socket or regular file fd of the tree is pipe:[1]") {
 		t.Fatalf("restore with a wrong key: %v\n%s", err, errOut)
 	}
 	out := restorePeerless(t, dir, p, []*os.File{r}, "--inherit-fd", "fd[3]:"+key)

@@ -1,113 +1,142 @@
 package tests
 
 import (
-	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/ckptfs/ckptfs/dumper"
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/restorer"
 )
 
-// Every checkpoint a successful dump of the suite makes is checked at
-// once against the rules restore refuses by (ckptfs restorable, the tree
-// half of restore's preflight): a dump that succeeds must be one a restore
-// does not refuse. TestMain reports the count and fails the run if any was.
+// Every checkpoint a dump of the suite commits is checked against the
+// rules restore refuses by (restorer.Refusals, the tree half of restore's
+// preflight): a dump that succeeds must be one a restore does not refuse.
+// TestMain sets CKPTFS_TEST_RESTORABLE, so every dump (the ckptfs binary
+// however a test runs it, --track and --every included, and dumper.Dump
+// called here) loads what it committed back from its store, checks it and
+// logs the verdict (dumper/restorable.go); TestMain reports the count and
+// fails the run if any was refused or could not be checked.
 
-var restorable struct {
-	sync.Mutex
-	checked int
-	refused []string
-}
+var restorableLog string
 
-// checkRestorable runs ckptfs restorable on the checkpoint a dump with
-// args printed (stdout) into its store.
-func checkRestorable(t testing.TB, args []string, stdout string) {
-	t.Helper()
-	if len(args) == 0 || args[0] != "dump" {
-		return
+// armRestorable sets up the check for the whole run; the returned func
+// removes the log.
+func armRestorable() (cleanup func()) {
+	if benchmarking() {
+		return func() {} // the check would be timed with the dumps
 	}
-	store, id := dumpStore(args), dumpedID(stdout)
-	if store == "" || id == "" {
-		return
-	}
-	out, errOut, err := ckptfsRun(t, "restorable", "-s", store, id)
-	restorable.Lock()
-	defer restorable.Unlock()
-	restorable.checked++
+	dir, err := os.MkdirTemp("", "ckptfs-restorable-")
 	if err != nil {
-		msg := fmt.Sprintf("%s: dump %s made checkpoint %s that restore would refuse: %v\n%s%s", t.Name(), strings.Join(args[1:], " "), id, err, out, errOut)
-		restorable.refused = append(restorable.refused, msg)
-		t.Error(msg)
+		fmt.Fprintln(os.Stderr, "restorable:", err)
+		return func() {}
 	}
+	os.Chmod(dir, 0o777) // dumps run by other users log here too
+	restorableLog = filepath.Join(dir, "log")
+	if err := os.WriteFile(restorableLog, nil, 0o666); err == nil {
+		os.Chmod(restorableLog, 0o666) // less the umask
+	}
+	os.Setenv(dumper.RestorableEnv, restorableLog)
+	dumper.RestoreRules = restorer.Refusals
+	return func() { os.RemoveAll(dir) }
 }
 
-// dumpStore returns the store of dump args (-s, --store, or $CKPTFS_STORE).
-func dumpStore(args []string) string {
-	for i, a := range args {
-		switch {
-		case (a == "-s" || a == "--store") && i+1 < len(args):
-			return args[i+1]
-		case strings.HasPrefix(a, "--store="):
-			return strings.TrimPrefix(a, "--store=")
-		case strings.HasPrefix(a, "-s") && len(a) > 2:
-			return a[2:]
-		}
-	}
-	return os.Getenv("CKPTFS_STORE")
-}
-
-// dumpedID returns the checkpoint id a dump printed last (plain or --json).
-func dumpedID(stdout string) string {
-	if strings.TrimSpace(stdout) == "" {
-		return ""
-	}
-	l := lastLine(stdout)
-	if strings.HasPrefix(l, "{") {
-		var doc struct {
-			ID string `json:"id"`
-		}
-		if json.Unmarshal([]byte(l), &doc) != nil {
-			return ""
-		}
-		return doc.ID
-	}
-	if strings.ContainsAny(l, " \t") {
-		return ""
-	}
-	return l
-}
-
-// reportRestorable prints what checkRestorable found; false if a
-// checkpoint was refused.
+// reportRestorable prints what the dumps logged; false if a checkpoint
+// was refused or left unchecked.
 func reportRestorable() bool {
-	restorable.Lock()
-	defer restorable.Unlock()
-	if restorable.checked > 0 {
-		fmt.Fprintf(os.Stderr, "restorable: %d checkpoints dumped by the suite checked against restore's rules, %d refused\n", restorable.checked, len(restorable.refused))
+	if restorableLog == "" {
+		return true
 	}
-	for _, r := range restorable.refused {
-		fmt.Fprintln(os.Stderr, r)
+	l, err := dumper.ReadRestorableLog(restorableLog)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "restorable:", err)
+		return false
 	}
-	return len(restorable.refused) == 0
+	if l.Checked > 0 {
+		fmt.Fprintf(os.Stderr, "restorable: %d checkpoints dumped by the suite checked against restore's rules, %d refused or unchecked\n", l.Checked, len(l.Bad))
+	}
+	for _, b := range l.Bad {
+		fmt.Fprintln(os.Stderr, "restorable:", b)
+	}
+	return len(l.Bad) == 0
 }
 
-// TestDumpedCheckpointsRestorable checks the checker: a plain dump is
-// restorable, and the check ran on it.
+// loggedRestorable returns the log's verdict line for checkpoint id.
+func loggedRestorable(t testing.TB, id string) string {
+	t.Helper()
+	b, err := os.ReadFile(restorableLog)
+	if err != nil {
+		t.Fatalf("restorable log: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[1] == id {
+			return l
+		}
+	}
+	return ""
+}
+
+// TestDumpedCheckpointsRestorable checks the checker: a dump by the
+// binary and a dump by dumper.Dump in this process are each logged as
+// restorable; a checkpoint the rules refuse is logged as refused (into a
+// log of its own, so the run does not fail for it).
 func TestDumpedCheckpointsRestorable(t *testing.T) {
+	if benchmarking() {
+		t.Skip("not armed with -bench: the check would be timed with the dumps")
+	}
+	if restorableLog == "" {
+		t.Fatal("TestMain did not arm the check")
+	}
 	p := startProgram(t, "static", 1)
 	store := t.TempDir() + "/store"
-	restorable.Lock()
-	before := restorable.checked
-	restorable.Unlock()
 	id := lastLine(ckptfs(t, "dump", "-s", store, itoa(p.Pid)))
-	restorable.Lock()
-	after := restorable.checked
-	restorable.Unlock()
-	if after != before+1 {
-		t.Fatalf("dump of %s was not checked (%d checks before, %d after)", id, before, after)
+	if l := loggedRestorable(t, id); !strings.HasPrefix(l, "ok ") {
+		t.Fatalf("dump of %s logged %q, want ok", id, l)
+	}
+	repo, err := dedup.Open(t.TempDir() + "/store2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := dumper.Dump(repo, p.Pid, dumper.Options{})
+	repo.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := loggedRestorable(t, res.Checkpoint.ID); !strings.HasPrefix(l, "ok ") {
+		t.Fatalf("dumper.Dump of %s logged %q, want ok", res.Checkpoint.ID, l)
+	}
+
+	own := filepath.Join(t.TempDir(), "log")
+	t.Setenv(dumper.RestorableEnv, own)
+	rules := dumper.RestoreRules
+	t.Cleanup(func() { dumper.RestoreRules = rules })
+	dumper.RestoreRules = func(*image.Checkpoint) error { return errors.New("refused on purpose") }
+	repo, err = dedup.Open(t.TempDir() + "/store3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = dumper.Dump(repo, p.Pid, dumper.Options{})
+	repo.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := dumper.ReadRestorableLog(own)
+	if err != nil || l.Checked != 1 || len(l.Bad) != 1 || !strings.Contains(l.Bad[0], `refused `+res.Checkpoint.ID+` "refused on purpose"`) {
+		t.Fatalf("a refused checkpoint logged %+v (%v)", l, err)
 	}
 	if _, errOut, err := ckptfsRun(t, "restorable", "-s", store, "nosuchid"); err == nil {
 		t.Fatalf("restorable of a missing checkpoint succeeded\n%s", errOut)
 	}
+}
+
+// benchmarking says whether the run was asked for benchmarks (-bench).
+func benchmarking() bool {
+	f := flag.Lookup("test.bench")
+	return f != nil && f.Value.String() != ""
 }

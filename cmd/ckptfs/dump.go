@@ -39,7 +39,8 @@ type dumpFlags struct {
 	store, name    string
 	kill, verbose  bool
 	tcpEstablished bool
-	memBudget      int64 // MiB
+	memBudget      int64    // MiB
+	inheritFiles   []string // --inherit-file
 
 	track, preCopy bool          // track.go
 	every          time.Duration // --every (front only)
@@ -52,6 +53,7 @@ func (f *dumpFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.kill, "kill", false, "kill the tree after a successful dump (migration)")
 	cmd.Flags().BoolVar(&f.tcpEstablished, "tcp-established", false, "dump established TCP connections (TCP repair mode; needs CAP_NET_ADMIN); with --kill also those not yet accepted")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "print the duration of every phase on stderr")
+	cmd.Flags().StringArrayVar(&f.inheritFiles, "inherit-file", nil, "do not refuse a regular file restore could not open: restore is handed it (restore --inherit-fd fd[N]:`PATH`)")
 	cmd.Flags().Int64Var(&f.memBudget, "mem-budget", 0, "MiB of pages held in memory while the tree is frozen; the rest go to a spill file in $TMPDIR (default 256)")
 	addTrackFlags(cmd, f)
 }
@@ -66,6 +68,9 @@ func (f *dumpFlags) args() []string {
 	}
 	if f.verbose {
 		a = append(a, "--verbose")
+	}
+	for _, p := range f.inheritFiles {
+		a = append(a, "--inherit-file", p)
 	}
 	return append(a, f.trackArgs()...)
 }
@@ -109,7 +114,7 @@ const (
 func init() {
 	var f dumpFlags
 	cmd := &cobra.Command{
-		Use:   "dump [-s STORE] [--name NAME] [--kill] [--tcp-established] [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
+		Use:   "dump [-s STORE] [--name NAME] [--kill] [--tcp-established] [--inherit-file PATH]... [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
 		Long: `dump seizes every thread of the process tree rooted at PID with ptrace (the
 program sees no signal), records registers, memory, files and the rest, stores
@@ -346,7 +351,8 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 		}
 		repo.Close()
 	}()
-	opts := dumper.Options{Name: f.name, Kill: f.kill, TCPEstablished: f.tcpEstablished, Abort: stop, MemoryBudget: f.memBudget << 20}
+	opts := dumper.Options{Name: f.name, Kill: f.kill, TCPEstablished: f.tcpEstablished, Abort: stop, MemoryBudget: f.memBudget << 20,
+		InheritFiles: f.inheritFiles}
 	// The Go heap (pages in flight, the store's tables) is kept near the
 	// page budget plus 256 MiB: the GC works harder rather than let
 	// garbage double the heap.

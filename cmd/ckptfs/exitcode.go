@@ -42,12 +42,13 @@ var errDamage = errors.New("damage found")
 func exitCodeOf(err error) int {
 	var ue usageError
 	var unsupported *dumper.ErrUnsupported
+	var notRestorable *dumper.ErrNotRestorable
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.As(err, &unsupported):
+	case errors.As(err, &unsupported), errors.As(err, &notRestorable):
 		return exitRefused
 	case errors.Is(err, dedup.ErrNotStore):
 		return exitNoStore

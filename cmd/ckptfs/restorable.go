@@ -6,14 +6,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ckptfs/ckptfs/dedup"
+	"github.com/ckptfs/ckptfs/dumper"
 	"github.com/ckptfs/ckptfs/restorer"
 )
 
 // restorable applies to a checkpoint of a store the rules of restore's
 // preflight that depend on the tree alone (restorer.Refusals): the
 // end-to-end tests run it on every checkpoint they dump, so a dump that
-// succeeds is one a restore does not refuse.
+// succeeds is one a restore does not refuse. With CKPTFS_TEST_RESTORABLE
+// set, every dump checks what it committed the same way.
 func init() {
+	dumper.RestoreRules = restorer.Refusals // CKPTFS_TEST_RESTORABLE (dumper/restorable.go)
 	var dir string
 	cmd := &cobra.Command{
 		Use:    "restorable [-s STORE] ID",
