@@ -37,7 +37,7 @@ type host struct {
 
 var hostSeq atomic.Int64
 
-// hostsS3 is the S3 server of the host tests: gofakes3 (startE2ES3's
+// hostsS3 is the S3 server of the host tests: SeaweedFS or gofakes3 (startE2ES3's
 // handler) served on a listener per host, counting the bytes it reads
 // from its connections: what the hosts sent it, headers included.
 type hostsS3 struct {

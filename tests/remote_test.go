@@ -18,10 +18,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The remote tests run a real S3 server in this process: gofakes3 over an
-// in-memory backend on a loopback listener (httptest), which accepts only
-// the access key "e2ekey". The ckptfs binary reaches it as any S3 service,
-// through AWS_ENDPOINT_URL and the AWS_* credentials.
+// The remote tests run a real S3 server: SeaweedFS on loopback where its
+// binary is found (s3server_test.go), else gofakes3 over an in-memory
+// backend in this process. Either is reached through a handler in this
+// process on a loopback listener (httptest) that accepts only the access
+// key "e2ekey" and counts the pack bytes served. The ckptfs binary reaches
+// it as any S3 service, through AWS_ENDPOINT_URL and the AWS_* credentials.
 
 type e2eS3 struct {
 	url       string
@@ -47,11 +49,17 @@ func startE2ES3(t *testing.T, bucket string) *e2eS3 {
 // in-memory backend holding bucket, not yet served.
 func newE2ES3Handler(t testing.TB, bucket string) *e2eS3 {
 	t.Helper()
-	backend := s3mem.New()
-	if err := backend.CreateBucket(bucket); err != nil {
-		t.Fatal(err)
+	var h http.Handler
+	if bin := weedBinary(); bin != "" {
+		h = weedHandler(t, bin, bucket) // s3server_test.go
+	} else {
+		t.Log("no weed (SeaweedFS) binary: the S3 server is gofakes3 in this process (.ci/run installs weed)")
+		backend := s3mem.New()
+		if err := backend.CreateBucket(bucket); err != nil {
+			t.Fatal(err)
+		}
+		h = gofakes3.New(backend).Server()
 	}
-	h := gofakes3.New(backend).Server()
 	s := &e2eS3{}
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.Contains(r.Header.Get("Authorization"), "Credential=e2ekey/") {
