@@ -166,7 +166,26 @@ func (d *dump) logf(format string, args ...any) { d.log.Printf(format, args...) 
 // run freezes the tree, collects it, copies memory, releases the tree, then
 // finishes storing pages and commits the checkpoint.
 func (d *dump) run() (err error) {
+	// The store's page index loads during the precheck and prefault; the
+	// freeze waits for it, so that it does not take CPU from the copy.
+	indexLoaded := make(<-chan struct{})
+	if p, ok := d.repo.(dedup.IndexPreloader); ok {
+		indexLoaded = p.PreloadIndex()
+	} else {
+		c := make(chan struct{})
+		close(c)
+		indexLoaded = c
+	}
+	tr := d.opts.Track
+	prevLoaded := make(chan struct{})
+	go func() { // the checkpoint tracking was armed after, read during the precheck
+		defer close(prevLoaded)
+		if tr != nil {
+			tr.loadPrevious(d.repo)
+		}
+	}()
 	pids, err := precheck(d.pid, d.opts.TCPEstablished, d.opts.InheritFiles)
+	<-prevLoaded
 	if err != nil {
 		return err
 	}
@@ -186,10 +205,8 @@ func (d *dump) run() (err error) {
 		case <-copying:
 		}
 	}()
-	tr := d.opts.Track
 	want := int64(0)
 	if tr != nil {
-		tr.loadPrevious(d.repo)
 		want = tr.estimate(pids)
 	} else {
 		want = anonBytes(pids)
@@ -197,6 +214,7 @@ func (d *dump) run() (err error) {
 	if err := mem.prefault(want); err != nil {
 		return err
 	}
+	<-indexLoaded
 	d.logf("buffers prefaulted")
 	if err := d.aborted(); err != nil {
 		return err
