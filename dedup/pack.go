@@ -92,14 +92,8 @@ type packLoc struct {
 
 const packLocSize = 24
 
-func (l packLoc) encode() []byte {
-	b := make([]byte, 0, packLocSize)
-	b = binary.BigEndian.AppendUint64(b, uint64(l.pack))
-	b = binary.BigEndian.AppendUint64(b, uint64(l.offset))
-	b = binary.BigEndian.AppendUint32(b, l.length)
-	return binary.BigEndian.AppendUint32(b, l.flags)
-}
-
+// decodePackLoc reads a format-3 page location (`p/<hash>` values, read
+// by migrate and repair).
 func decodePackLoc(b []byte) (packLoc, error) {
 	if len(b) != packLocSize {
 		return packLoc{}, fmt.Errorf("%w: page location of %d bytes", ErrPageCorrupt, len(b))

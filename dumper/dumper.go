@@ -168,7 +168,7 @@ func (d *dump) logf(format string, args ...any) { d.log.Printf(format, args...) 
 func (d *dump) run() (err error) {
 	// The store's page index loads during the precheck and prefault; the
 	// freeze waits for it, so that it does not take CPU from the copy.
-	indexLoaded := make(<-chan struct{})
+	var indexLoaded <-chan struct{}
 	if p, ok := d.repo.(dedup.IndexPreloader); ok {
 		indexLoaded = p.PreloadIndex()
 	} else {
