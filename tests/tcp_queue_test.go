@@ -34,6 +34,33 @@ func queuedInfos(t *testing.T, dir string) []string {
 	return out
 }
 
+// startAcceptq starts, in a network namespace of its own, an acceptq.py
+// server on port that does not accept yet and a client that connected to
+// it and sent its bytes; the server accepts once trigger exists.
+func startAcceptq(t *testing.T, port string) (n *netns, srv, cl *program, trigger string) {
+	t.Helper()
+	n = newNetns(t)
+	trigger = filepath.Join(t.TempDir(), "accept-now")
+	srv = startInNetns(t, n, "acceptq server", "python3", acceptqProg(), "server", port, trigger, acceptqN, acceptqM)
+	waitLine(t, srv, "server listening ok")
+	cl = startInNetns(t, n, "acceptq client", "python3", acceptqProg(), "client", port, acceptqN, acceptqM)
+	waitLine(t, cl, "client sent ok")
+	return n, srv, cl, trigger
+}
+
+// acceptNow lets the server accept (trigger) and waits until server and
+// client say their data arrived whole, then checks both are healthy.
+func acceptNow(t *testing.T, trigger string, srv, cl *program) {
+	t.Helper()
+	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitLine(t, srv, "server done ok")
+	waitLine(t, cl, "client done ok")
+	srv.checkHealthy(t)
+	cl.checkHealthy(t)
+}
+
 // TestTCPQueuedOutsideClient: a client outside the tree connects and
 // sends 60000 bytes to a server that has not accept()ed it yet; the server
 // is dumped with --kill --tcp-established (the connection taken from the
@@ -41,12 +68,7 @@ func queuedInfos(t *testing.T, dir string) []string {
 // reads the bytes sent before the dump, its reply and a second request go
 // through the same connection, byte-exact; the lock is gone.
 func TestTCPQueuedOutsideClient(t *testing.T) {
-	n := newNetns(t)
-	trigger := filepath.Join(t.TempDir(), "accept-now")
-	srv := startInNetns(t, n, "acceptq server", "python3", acceptqProg(), "server", "7001", trigger, acceptqN, acceptqM)
-	waitLine(t, srv, "server listening ok")
-	cl := startInNetns(t, n, "acceptq client", "python3", acceptqProg(), "client", "7001", acceptqN, acceptqM)
-	waitLine(t, cl, "client sent ok")
+	n, srv, cl, trigger := startAcceptq(t, "7001")
 	pids := treePids(srv.Pid)
 	dir := dumpKillFlags(t, srv.Pid, "--tcp-established")
 	srv.kill()
@@ -61,13 +83,7 @@ func TestTCPQueuedOutsideClient(t *testing.T) {
 	if ts := lockTables(t, n); len(ts) != 0 {
 		t.Fatalf("lock tables after the restore: %v", ts)
 	}
-	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	waitLine(t, srv, "server done ok")
-	waitLine(t, cl, "client done ok")
-	srv.checkHealthy(t)
-	cl.checkHealthy(t)
+	acceptNow(t, trigger, srv, cl)
 }
 
 // TestTCPQueuedInTree: the same with the client a child of the server,
@@ -102,12 +118,7 @@ func TestTCPQueuedInTree(t *testing.T) {
 // number and the flags; the connection is still queued: the server then
 // accepts it and gets its bytes.
 func TestTCPQueuedRefusedWithoutKill(t *testing.T) {
-	n := newNetns(t)
-	trigger := filepath.Join(t.TempDir(), "accept-now")
-	srv := startInNetns(t, n, "acceptq server", "python3", acceptqProg(), "server", "7003", trigger, acceptqN, acceptqM)
-	waitLine(t, srv, "server listening ok")
-	cl := startInNetns(t, n, "acceptq client", "python3", acceptqProg(), "client", "7003", acceptqN, acceptqM)
-	waitLine(t, cl, "client sent ok")
+	_, srv, cl, trigger := startAcceptq(t, "7003")
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
 	_, errOut, err := ckptfsErr(t, "dump", "-s", m.store, "--tcp-established", itoa(srv.Pid))
 	if err == nil {
@@ -118,13 +129,7 @@ func TestTCPQueuedRefusedWithoutKill(t *testing.T) {
 			t.Errorf("refusal %q does not say %q", errOut, want)
 		}
 	}
-	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	waitLine(t, srv, "server done ok")
-	waitLine(t, cl, "client done ok")
-	srv.checkHealthy(t)
-	cl.checkHealthy(t)
+	acceptNow(t, trigger, srv, cl)
 }
 
 // TestTCPQueuedPutBackOnFailedDump: a dump --kill aborted after it took
@@ -133,12 +138,7 @@ func TestTCPQueuedRefusedWithoutKill(t *testing.T) {
 // running, accepts it and gets its bytes; no lock is left and nothing is
 // committed.
 func TestTCPQueuedPutBackOnFailedDump(t *testing.T) {
-	n := newNetns(t)
-	trigger := filepath.Join(t.TempDir(), "accept-now")
-	srv := startInNetns(t, n, "acceptq server", "python3", acceptqProg(), "server", "7004", trigger, acceptqN, acceptqM)
-	waitLine(t, srv, "server listening ok")
-	cl := startInNetns(t, n, "acceptq client", "python3", acceptqProg(), "client", "7004", acceptqN, acceptqM)
-	waitLine(t, cl, "client sent ok")
+	n, srv, cl, trigger := startAcceptq(t, "7004")
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
 	cmd := exec.Command(filepath.Join(built(t), "ckptfs"), "dump", "-s", m.store, "--kill", "--tcp-established", itoa(srv.Pid))
 	cmd.Env = append(os.Environ(), "CKPTFS_TEST_HOLD=queued")
@@ -170,11 +170,5 @@ func TestTCPQueuedPutBackOnFailedDump(t *testing.T) {
 	if ts := lockTables(t, n); len(ts) != 0 {
 		t.Fatalf("lock tables after the failed dump: %v", ts)
 	}
-	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	waitLine(t, srv, "server done ok")
-	waitLine(t, cl, "client done ok")
-	srv.checkHealthy(t)
-	cl.checkHealthy(t)
+	acceptNow(t, trigger, srv, cl)
 }
