@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,20 +16,7 @@ import (
 // (python3, os.urandom) and returns it once they are written.
 func startRandomMemProcess(t testing.TB, mib int) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("python3", "-c", "import os, time\nb = os.urandom("+strconv.Itoa(mib)+" << 20)\nprint('ready', flush=True)\ntime.sleep(1000)")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Skipf("python3: %v", err)
-	}
-	t.Cleanup(func() { killChild(cmd) })
-	buf := make([]byte, 6)
-	if _, err := io.ReadFull(out, buf); err != nil {
-		t.Fatal(err)
-	}
-	return cmd
+	return startPython(t, "b = os.urandom("+strconv.Itoa(mib)+" << 20)")
 }
 
 // mustCkptfsToFiles runs ckptfs with stdout and stderr to files, not

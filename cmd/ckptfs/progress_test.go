@@ -23,7 +23,14 @@ var cursorUp = regexp.MustCompile("\x1b\\[[0-9]+A\x1b\\[J")
 // and returns it once the memory is written.
 func startMemProcess(t testing.TB, mib int) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("python3", "-c", "import time\nb = bytearray(range(256)) * ("+strconv.Itoa(mib)+" << 12)\nprint('ready', flush=True)\ntime.sleep(1000)")
+	return startPython(t, "b = bytearray(range(256)) * ("+strconv.Itoa(mib)+" << 12)")
+}
+
+// startPython runs python3 with setup, then waits until it has run it and
+// keeps the process sleeping until the test ends.
+func startPython(t testing.TB, setup string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("python3", "-c", "import os, time\n"+setup+"\nprint('ready', flush=True)\ntime.sleep(1000)")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
