@@ -3,6 +3,8 @@ package proc
 import (
 	"encoding/binary"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // Fuzz targets for the /proc and sock_diag parsers: whatever the kernel (or
@@ -62,7 +64,7 @@ func unixDiagSeed() []byte {
 	attr(unixDiagIcons, []byte{1, 0, 0, 0, 2, 0, 0, 0})
 	attr(unixDiagRQLen, make([]byte, 8))
 	le.PutUint32(msg, uint32(len(msg)))
-	le.PutUint16(msg[4:], sockDiagByFamily)
+	le.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
 	done := make([]byte, 20)
 	le.PutUint32(done, 20)
 	le.PutUint16(done[4:], 3) // NLMSG_DONE

@@ -2,9 +2,7 @@ package proc
 
 import (
 	"encoding/binary"
-	"fmt"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +33,6 @@ const (
 
 // sock_diag constants (linux/sock_diag.h, linux/unix_diag.h).
 const (
-	sockDiagByFamily = 20
 	udiagShowName    = 0x01
 	udiagShowVFS     = 0x02
 	udiagShowPeer    = 0x04
@@ -52,60 +49,29 @@ const (
 // UnixSockets lists the unix sockets of the network namespace we run in,
 // by inode, with their peers and queue lengths (NETLINK_SOCK_DIAG).
 func UnixSockets() (map[uint64]*UnixSocket, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("sock_diag socket: %w", err)
-	}
-	defer unix.Close(fd)
-	// nlmsghdr + unix_diag_req
-	req := make([]byte, 16+24)
+	// struct unix_diag_req
+	req := make([]byte, 24)
 	le := binary.LittleEndian
-	le.PutUint32(req[0:], uint32(len(req)))
-	le.PutUint16(req[4:], sockDiagByFamily)
-	le.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	le.PutUint32(req[8:], 1)
-	req[16] = unix.AF_UNIX
-	le.PutUint32(req[20:], ^uint32(0)) // all states
-	le.PutUint32(req[28:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("sock_diag request: %w", err)
-	}
+	req[0] = unix.AF_UNIX
+	le.PutUint32(req[4:], ^uint32(0)) // all states
+	le.PutUint32(req[12:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
 	out := map[uint64]*UnixSocket{}
-	buf := make([]byte, 1<<16)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
-		}
-		done, err := parseUnixDiagReply(buf[:n], out)
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			return out, nil
-		}
+	if err := SockDiag(req, func(m []byte) { addUnixDiag(m, out) }); err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // parseUnixDiagReply adds the sockets of one sock_diag reply datagram to
 // out; done says the dump ended (NLMSG_DONE).
 func parseUnixDiagReply(b []byte, out map[uint64]*UnixSocket) (done bool, err error) {
-	msgs, err := syscall.ParseNetlinkMessage(b)
-	if err != nil {
-		return false, fmt.Errorf("sock_diag reply: %w", err)
+	return parseSockDiagReply(b, func(m []byte) { addUnixDiag(m, out) })
+}
+
+func addUnixDiag(m []byte, out map[uint64]*UnixSocket) {
+	if s := parseUnixDiag(m); s != nil {
+		out[s.Ino] = s
 	}
-	for _, m := range msgs {
-		switch m.Header.Type {
-		case unix.NLMSG_DONE:
-			return true, nil
-		case unix.NLMSG_ERROR:
-			return false, fmt.Errorf("sock_diag: error reply")
-		}
-		if s := parseUnixDiag(m.Data); s != nil {
-			out[s.Ino] = s
-		}
-	}
-	return false, nil
 }
 
 func parseUnixDiag(b []byte) *UnixSocket {

@@ -6,9 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
 // Sock is a TCP socket as sock_diag (NETLINK_SOCK_DIAG, inet_diag)
@@ -23,50 +24,17 @@ type Sock struct {
 // List lists the TCP sockets of family (AF_INET or AF_INET6) in the
 // states of mask (bit 1<<state) of the caller's network namespace.
 func List(family int, mask uint32) ([]Sock, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("sock_diag socket: %w", err)
-	}
-	defer unix.Close(fd)
-	// struct nlmsghdr, then struct inet_diag_req_v2 (linux/inet_diag.h).
-	req := make([]byte, 16+56)
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], 1)
-	req[16], req[17] = byte(family), unix.IPPROTO_TCP
-	ne.PutUint32(req[20:], mask)
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("sock_diag request: %w", err)
-	}
+	// struct inet_diag_req_v2 (linux/inet_diag.h)
+	req := make([]byte, 56)
+	req[0], req[1] = byte(family), unix.IPPROTO_TCP
+	ne.PutUint32(req[4:], mask)
 	var out []Sock
-	buf := make([]byte, 64<<10)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
+	err := proc.SockDiag(req, func(m []byte) {
+		if s, ok := parseDiagMsg(family, m); ok {
+			out = append(out, s)
 		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
-		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if e := int32(ne.Uint32(m.Data)); e != 0 {
-						return nil, fmt.Errorf("sock_diag: %w", unix.Errno(-e))
-					}
-				}
-				return out, nil
-			}
-			if s, ok := parseDiagMsg(family, m.Data); ok {
-				out = append(out, s)
-			}
-		}
-	}
+	})
+	return out, err
 }
 
 // parseDiagMsg reads a struct inet_diag_msg.
