@@ -24,7 +24,10 @@ const (
 	ioctlCopy    = 0xC028AA03 // _IOWR(0xAA, 0x03, struct uffdio_copy)
 	ioctlZero    = 0xC020AA04 // _IOWR(0xAA, 0x04, struct uffdio_zeropage)
 	ioctlPoison  = 0xC020AA08 // _IOWR(0xAA, 0x08, struct uffdio_poison)
+	ioctlWP      = 0xC018AA06 // _IOWR(0xAA, 0x06, struct uffdio_writeprotect)
 	RegisterMiss = 1          // UFFDIO_REGISTER_MODE_MISSING
+	RegisterWP   = 1 << 1     // UFFDIO_REGISTER_MODE_WP
+	modeWP       = 1 << 0     // UFFDIO_WRITEPROTECT_MODE_WP
 )
 
 // Features asked for in UFFDIO_API.
@@ -35,6 +38,9 @@ const (
 	FeatureEventUnmap  = 1 << 6
 	FeatureThreadID    = 1 << 8
 	FeaturePoison      = 1 << 14
+	// FeatureWPAsync: a write to a write-protected page is resolved by
+	// the kernel (the protection of that page is dropped), no message.
+	FeatureWPAsync = 1 << 15
 )
 
 // LazyFeatures are the features lazy restore needs: every event that
@@ -189,6 +195,23 @@ func Wake(fd int, start, n uint64) error {
 		return e
 	}
 	return nil
+}
+
+// WriteProtect write-protects the present pages of [start, start+n), a
+// range registered with RegisterWP (UFFDIO_WRITEPROTECT), again while the
+// kernel answers EAGAIN (the mm is changing).
+func WriteProtect(fd int, start, n uint64) error {
+	a := [3]uint64{start, n, modeWP}
+	for {
+		switch e := ioctl(fd, ioctlWP, unsafe.Pointer(&a)); e {
+		case 0:
+			return nil
+		case unix.EINTR, unix.EAGAIN:
+			continue
+		default:
+			return fmt.Errorf("UFFDIO_WRITEPROTECT %#x+%#x: %w", start, n, e)
+		}
+	}
 }
 
 // Unregister stops missing-page handling for [start, start+n).

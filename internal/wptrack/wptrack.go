@@ -19,24 +19,18 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/internal/uffd"
 )
 
-// userfaultfd (linux/userfaultfd.h).
+// userfaultfd (linux/userfaultfd.h); its ioctls are internal/uffd's.
 const (
-	uffdAPI = 0xAA
-
-	uffdioAPI          = 0xC018AA3F // _IOWR(0xAA, 0x3F, struct uffdio_api)
-	uffdioRegister     = 0xC020AA00 // _IOWR(0xAA, 0x00, struct uffdio_register)
-	uffdioWriteprotect = 0xC018AA06 // _IOWR(0xAA, 0x06, struct uffdio_writeprotect)
-
 	// FeatureWPAsync: a write to a protected page is resolved by the
 	// kernel (the protection of that page is dropped), no message.
-	FeatureWPAsync = 1 << 15
+	FeatureWPAsync = uffd.FeatureWPAsync
 
-	registerModeWP     = 1 << 1 // UFFDIO_REGISTER_MODE_WP
-	writeprotectModeWP = 1 << 0 // UFFDIO_WRITEPROTECT_MODE_WP
-	UserModeOnly       = 1      // UFFD_USER_MODE_ONLY: allowed without privilege
-	OpenFlags          = unix.O_CLOEXEC | unix.O_NONBLOCK | UserModeOnly
+	UserModeOnly = 1 // UFFD_USER_MODE_ONLY: allowed without privilege
+	OpenFlags    = unix.O_CLOEXEC | unix.O_NONBLOCK | UserModeOnly
 )
 
 // PAGEMAP_SCAN (linux/fs.h).
@@ -73,53 +67,28 @@ func ioctl(fd int, req uintptr, arg unsafe.Pointer) (uintptr, error) {
 	}
 }
 
-type uffdioAPIArg struct {
-	api, features, ioctls uint64
-}
-
 // EnableAsyncWP runs UFFDIO_API on ufd asking for async write-protect.
 // It fails on a kernel without UFFD_FEATURE_WP_ASYNC (before 6.7).
 func EnableAsyncWP(ufd int) error {
-	a := uffdioAPIArg{api: uffdAPI, features: FeatureWPAsync}
-	if _, err := ioctl(ufd, uffdioAPI, unsafe.Pointer(&a)); err != nil {
+	a := uffd.APIArg(FeatureWPAsync)
+	if _, err := ioctl(ufd, uffd.IoctlAPI, unsafe.Pointer(&a[0])); err != nil {
 		return fmt.Errorf("UFFDIO_API with WP_ASYNC: %w", err)
 	}
 	return nil
-}
-
-type uffdioRange struct{ start, len uint64 }
-
-type uffdioRegisterArg struct {
-	rng    uffdioRange
-	mode   uint64
-	ioctls uint64
 }
 
 // Register registers [start, start+length) of ufd's address space for
 // write-protect tracking (UFFDIO_REGISTER_MODE_WP). The range must cover
 // whole vmas the fd may track (private, writable).
 func Register(ufd int, start, length uint64) error {
-	a := uffdioRegisterArg{rng: uffdioRange{start, length}, mode: registerModeWP}
-	if _, err := ioctl(ufd, uffdioRegister, unsafe.Pointer(&a)); err != nil {
-		return fmt.Errorf("UFFDIO_REGISTER %#x+%#x: %w", start, length, err)
-	}
-	return nil
-}
-
-type uffdioWriteprotectArg struct {
-	rng  uffdioRange
-	mode uint64
+	return uffd.Register(ufd, start, length, uffd.RegisterWP)
 }
 
 // Protect write-protects the present pages of a registered range
 // (UFFDIO_WRITEPROTECT): from now on a write to one of them marks it
 // written (PageWritten) and is let through by the kernel.
 func Protect(ufd int, start, length uint64) error {
-	a := uffdioWriteprotectArg{rng: uffdioRange{start, length}, mode: writeprotectModeWP}
-	if _, err := ioctl(ufd, uffdioWriteprotect, unsafe.Pointer(&a)); err != nil {
-		return fmt.Errorf("UFFDIO_WRITEPROTECT %#x+%#x: %w", start, length, err)
-	}
-	return nil
+	return uffd.WriteProtect(ufd, start, length)
 }
 
 type pmScanArg struct {
