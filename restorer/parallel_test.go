@@ -13,21 +13,7 @@ import (
 // child, which are restored on two tracers, at every failpoint: neither
 // process may be left.
 func TestRestoreTreeKilledOnFailure(t *testing.T) {
-	p := startC(t, "forker")
-	p.waitTicks(t, 4)
-	child := 0
-	for _, l := range p.ticks() {
-		var pid int
-		fmt.Sscanf(l, "forker %d", &pid)
-		if pid != p.pid {
-			child = pid
-		}
-	}
-	if child == 0 {
-		t.Fatal("child never printed")
-	}
-	dir := dumpKill(t, p)
-	waitGone(t, child)
+	p, child, dir := dumpForker(t)
 	for _, point := range []string{"created", "dealt", "threads", "finished"} {
 		t.Run(point, func(t *testing.T) {
 			failAt = point

@@ -15,12 +15,13 @@ import (
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
 
-// TestRestoreTree restores a parent and its forked child: both get their
-// pids back, the child stays the parent's child.
-func TestRestoreTree(t *testing.T) {
-	p := startC(t, "forker")
+// dumpForker starts the forker program, waits until its child printed,
+// dumps both with --kill and returns the parent, the child's pid and the
+// checkpoint.
+func dumpForker(t *testing.T) (p *program, child int, dir string) {
+	t.Helper()
+	p = startC(t, "forker")
 	p.waitTicks(t, 4)
-	child := 0
 	for _, l := range p.ticks() {
 		var pid int
 		fmt.Sscanf(l, "forker %d", &pid)
@@ -31,8 +32,15 @@ func TestRestoreTree(t *testing.T) {
 	if child == 0 {
 		t.Fatal("child never printed")
 	}
-	dir := dumpKill(t, p)
+	dir = dumpKill(t, p)
 	waitGone(t, child)
+	return p, child, dir
+}
+
+// TestRestoreTree restores a parent and its forked child: both get their
+// pids back, the child stays the parent's child.
+func TestRestoreTree(t *testing.T) {
+	p, child, dir := dumpForker(t)
 	root := restoreWithChild(t, dir, child)
 	p.waitTicks(t, 6)
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
