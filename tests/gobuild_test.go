@@ -48,6 +48,64 @@ func goBuildCmd(t *testing.T, dir string) *exec.Cmd {
 	return cmd
 }
 
+// startBuild starts cmd, a build writing its output to log, in a process
+// group of its own, killed when the test ends.
+func startBuild(t *testing.T, cmd *exec.Cmd, log string) *exec.Cmd {
+	t.Helper()
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { unix.Kill(-pid, unix.SIGKILL); cmd.Wait() })
+	return cmd
+}
+
+// waitComm waits until a process named comm runs in the tree of pid.
+func waitComm(t *testing.T, pid int, comm string, timeout time.Duration, failure string) {
+	t.Helper()
+	running := func() bool {
+		for _, q := range treePids(pid) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", q)); strings.TrimSpace(string(b)) == comm {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(timeout); !running(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: tree %v", failure, treePids(pid))
+		}
+	}
+}
+
+// dumpBuildKill dumps the build tree of cmd with --kill into m, kills
+// what is left of its group, reaps cmd, waits until every dumped pid is
+// free and returns the checkpoint id and how many processes it holds.
+func dumpBuildKill(t *testing.T, m *mountedStore, cmd *exec.Cmd) (string, int) {
+	t.Helper()
+	pid := cmd.Process.Pid
+	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(pid)))
+	unix.Kill(-pid, unix.SIGKILL)
+	cmd.Wait()
+	tasks, _ := os.ReadDir(filepath.Join(m.mnt, id, "tasks"))
+	for _, e := range tasks {
+		var q int
+		if _, err := fmt.Sscan(e.Name(), &q); err == nil {
+			waitGone(t, q)
+		}
+	}
+	return id, len(tasks)
+}
+
 // TestRestoreGoBuild: go build of a small module (the go command runs its
 // compiles through os/exec, so pidfds) dumped with --kill while a compile
 // runs, restored, finishes with a binary byte-identical to a build never
@@ -64,46 +122,12 @@ func TestRestoreGoBuild(t *testing.T) {
 	dir := t.TempDir()
 	writeGoModule(t, dir)
 	log := filepath.Join(dir, "build.log")
-	f, err := os.Create(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	devnull, _ := os.Open(os.DevNull)
-	defer devnull.Close()
-	cmd := goBuildCmd(t, dir)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	cmd := startBuild(t, goBuildCmd(t, dir), log)
 	pid := cmd.Process.Pid
-	t.Cleanup(func() { unix.Kill(-pid, unix.SIGKILL); cmd.Wait() })
-	compiling := func() bool {
-		for _, q := range treePids(pid) {
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", q)); strings.TrimSpace(string(b)) == "compile" {
-				return true
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(60 * time.Second); !compiling(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("go build ran no compile: tree %v", treePids(pid))
-		}
-	}
+	waitComm(t, pid, "compile", 60*time.Second, "go build ran no compile")
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
 	t.Cleanup(func() { unmountSlow(t, m) })
-	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(pid)))
-	unix.Kill(-pid, unix.SIGKILL)
-	cmd.Wait()
-	tasks, _ := os.ReadDir(filepath.Join(m.mnt, id, "tasks"))
-	for _, e := range tasks {
-		var q int
-		if _, err := fmt.Sscan(e.Name(), &q); err == nil {
-			waitGone(t, q)
-		}
-	}
+	id, tasks := dumpBuildKill(t, m, cmd)
 	pidfds := 0
 	infos, _ := filepath.Glob(filepath.Join(m.mnt, id, "tasks", itoa(pid), "fdinfo", "*"))
 	for _, p := range infos {
@@ -111,7 +135,7 @@ func TestRestoreGoBuild(t *testing.T) {
 			pidfds++
 		}
 	}
-	t.Logf("dumped %d processes of go build, the go command holding %d pidfds", len(tasks), pidfds)
+	t.Logf("dumped %d processes of go build, the go command holding %d pidfds", tasks, pidfds)
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
 	ckptfs(t, "restore", filepath.Join(m.mnt, id))

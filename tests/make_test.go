@@ -80,50 +80,13 @@ func TestRestoreMakeJ2(t *testing.T) {
 	dir := t.TempDir()
 	writeMakeProject(t, dir, 40)
 	log := filepath.Join(dir, "make.log")
-	f, err := os.Create(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	devnull, _ := os.Open(os.DevNull)
-	defer devnull.Close()
-	cmd := exec.Command("make", "-C", dir, "-j2")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, f, f
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	cmd := startBuild(t, exec.Command("make", "-C", dir, "-j2"), log) // gobuild_test.go
 	pid := cmd.Process.Pid
-	t.Cleanup(func() { unix.Kill(-pid, unix.SIGKILL); cmd.Wait() })
 	// Wait until make runs the gate and a compile beside it.
-	compiling := func() bool {
-		for _, q := range treePids(pid) {
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", q)); strings.TrimSpace(string(b)) == "cc1" {
-				return true
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if compiling() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("make -j2 did not start two jobs: tree %v", treePids(pid))
-		}
-	}
+	waitComm(t, pid, "cc1", 20*time.Second, "make -j2 did not start two jobs")
 	m := mountStore(t, filepath.Join(t.TempDir(), "store"))
-	id := lastLine(ckptfs(t, "dump", "-s", m.store, "--kill", itoa(pid)))
-	unix.Kill(-pid, unix.SIGKILL)
-	cmd.Wait()
-	tasks, _ := os.ReadDir(filepath.Join(m.mnt, id, "tasks"))
-	for _, e := range tasks {
-		var q int
-		if _, err := fmt.Sscan(e.Name(), &q); err == nil {
-			waitGone(t, q)
-		}
-	}
-	t.Logf("dumped %d processes of make -j2", len(tasks))
+	id, tasks := dumpBuildKill(t, m, cmd)
+	t.Logf("dumped %d processes of make -j2", tasks)
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
 	ckptfs(t, "restore", filepath.Join(m.mnt, id))
