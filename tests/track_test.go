@@ -159,8 +159,16 @@ func TestTrackedDumps(t *testing.T) {
 	waitGone(t, p.Pid)
 	ckptfs(t, "verify", "-s", m.store)
 
+	restoreEachTracked(t, p, m.mnt, ckpts)
+}
+
+// restoreEachTracked restores each checkpoint in turn from the mount mnt:
+// the program resumes within the ticks the dump saw, runs three more and
+// is healthy, then is killed for the next.
+func restoreEachTracked(t *testing.T, p *program, mnt string, ckpts []trackedCkpt) {
+	t.Helper()
 	for _, c := range ckpts {
-		first := firstTickAfter(t, p, filepath.Join(m.mnt, c.id))
+		first := firstTickAfter(t, p, filepath.Join(mnt, c.id))
 		if first < c.lo || first > c.hi {
 			t.Errorf("checkpoint %s resumed at tick %d, want %d..%d", c.id, first, c.lo, c.hi)
 		}
@@ -340,16 +348,7 @@ func TestTrackedDumpAborted(t *testing.T) {
 	p.waitTicks(t, 4)
 	c2 := dumpTracked(t, p, m.store, "unwritten pages taken from "+c.id, "--kill")
 	waitGone(t, p.Pid)
-	for _, c := range []trackedCkpt{c, c2} {
-		first := firstTickAfter(t, p, filepath.Join(m.mnt, c.id))
-		if first < c.lo || first > c.hi {
-			t.Errorf("checkpoint %s resumed at tick %d, want %d..%d", c.id, first, c.lo, c.hi)
-		}
-		p.waitTicks(t, 3)
-		p.checkHealthy(t)
-		unix.Kill(p.Pid, unix.SIGKILL)
-		waitGone(t, p.Pid)
-	}
+	restoreEachTracked(t, p, m.mnt, []trackedCkpt{c, c2})
 }
 
 // TestTrackFlagsRefused: bad --every/--keep-last/--pre-copy combinations
