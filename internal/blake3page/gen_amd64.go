@@ -125,9 +125,9 @@ func transpose8() [8]int {
 	// Y8: l0l1 w0 w1 | w4 w5, Y9: l0l1 w2 w3 | w6 w7, Y10/Y11: l2l3 ...
 	// 64-bit interleave: words of lanes 0-3 (Y8-Y11) into Y0-Y3, 4-7 into Y4-Y7
 	for g := range 2 {
-		lo, hi := 8+4*g, 10+4*g // lanes 0,1 and 2,3 (or 4,5 and 6,7)
-		emit("\tVPUNPCKLQDQ Y%d, Y%d, Y%d", hi, lo, 4*g+0)   // w0 | w4
-		emit("\tVPUNPCKHQDQ Y%d, Y%d, Y%d", hi, lo, 4*g+1)   // w1 | w5
+		lo, hi := 8+4*g, 10+4*g                                // lanes 0,1 and 2,3 (or 4,5 and 6,7)
+		emit("\tVPUNPCKLQDQ Y%d, Y%d, Y%d", hi, lo, 4*g+0)     // w0 | w4
+		emit("\tVPUNPCKHQDQ Y%d, Y%d, Y%d", hi, lo, 4*g+1)     // w1 | w5
 		emit("\tVPUNPCKLQDQ Y%d, Y%d, Y%d", hi+1, lo+1, 4*g+2) // w2 | w6
 		emit("\tVPUNPCKHQDQ Y%d, Y%d, Y%d", hi+1, lo+1, 4*g+3) // w3 | w7
 	}
