@@ -46,7 +46,7 @@ func Sum[H ~[32]byte](pages [][]byte, out []H) {
 	}
 	for len(pages) > 0 {
 		n := min(len(pages), 8)
-		sum8(pages[:n], out[:n])
+		sum8(pages[:n], out[:n], pages[n:])
 		pages, out = pages[n:], out[n:]
 	}
 }

@@ -16,10 +16,11 @@ var haveAVX2 = cpu.X86.HasAVX2
 
 // chunks8 hashes eight whole chunks (1024 bytes at in[l] for lane l), lane
 // l with chunk counter counters[l], and sets out[w][l] to word w of lane
-// l's chaining value.
+// l's chaining value. It prefetches the 1024 bytes at each next[l], the
+// chunks of the next call.
 //
 //go:noescape
-func chunks8(in *[8]*byte, counters *[8]uint32, out *[8][8]uint32)
+func chunks8(in *[8]*byte, counters *[8]uint32, out *[8][8]uint32, next *[8]*byte)
 
 // parents8 compresses eight 64-byte blocks (msg[w][l]: word w of lane l's
 // block) with the key as chaining value, counter 0, block length 64 and
@@ -32,18 +33,31 @@ func parents8(msg *[16][8]uint32, flags uint32, out *[8][8]uint32)
 // the next.
 var laneCounters = [8]uint32{0, 1, 2, 3, 0, 1, 2, 3}
 
-// sum8 hashes up to eight pages. Lanes with no page of their own repeat
-// the last page; their results are dropped.
-func sum8[H ~[32]byte](pages [][]byte, out []H) {
+// pairLanes points lanes 0-3 at the chunks of page a, 4-7 at those of b.
+func pairLanes(a, b []byte) (in [8]*byte) {
+	for c := range 4 {
+		in[c], in[4+c] = &a[c*chunkSize], &b[c*chunkSize]
+	}
+	return in
+}
+
+// sum8 hashes up to eight pages; the first pages of rest, the next batch,
+// are prefetched. Lanes with no page of their own repeat the last page;
+// their results are dropped.
+func sum8[H ~[32]byte](pages [][]byte, out []H, rest [][]byte) {
 	n := len(pages)
 	var cvs [4][8][8]uint32 // per pair of pages: word, lane
+	in := pairLanes(pages[0], pages[min(1, n-1)])
 	for pair := 0; 2*pair < n; pair++ {
-		a, b := pages[2*pair], pages[min(2*pair+1, n-1)]
-		var in [8]*byte
-		for c := range 4 {
-			in[c], in[4+c] = &a[c*chunkSize], &b[c*chunkSize]
+		next := in
+		switch {
+		case 2*pair+2 < n:
+			next = pairLanes(pages[2*pair+2], pages[min(2*pair+3, n-1)])
+		case len(rest) > 0:
+			next = pairLanes(rest[0], rest[min(1, len(rest)-1)])
 		}
-		chunks8(&in, &laneCounters, &cvs[pair])
+		chunks8(&in, &laneCounters, &cvs[pair], &next)
+		in = next
 	}
 	// Parent nodes: lane p is page p; the left parent joins chunks 0 and
 	// 1, the right one 2 and 3. Their outputs, one after the other, are
