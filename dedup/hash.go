@@ -17,9 +17,11 @@ func Sum(page []byte) image.Hash {
 }
 
 // SumPages sets out[i] to Sum(pages[i]) for each page (image.PageSize
-// bytes each; len(out) == len(pages)). It hashes eight pages at a time
-// with all eight AVX2 lanes busy (internal/blake3page): 2.3x the speed of
-// Sum page by page (BenchmarkSumPages), with the same hashes.
+// bytes each, len(out) == len(pages): anything else is a caller's bug and
+// panics). It hashes eight pages at a time with all eight AVX2 lanes busy
+// (internal/blake3page), the same hashes as Sum: 3.7-3.9 GB per CPU-second
+// against 1.4-1.5 for Sum page by page, measured in the same run
+// (internal/blake3page BenchmarkSumBatch*, BenchmarkSum256*).
 func SumPages(pages [][]byte, out []image.Hash) {
 	blake3page.Sum(pages, out)
 }
