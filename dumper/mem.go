@@ -181,12 +181,17 @@ func (m *memCopier) store(c *chunk) error {
 			c.zero[i] = true
 			continue
 		}
-		c.hashes[i] = dedup.Sum(p)
-		hashes = append(hashes, c.hashes[i])
 		pages = append(pages, p)
 	}
-	if len(hashes) == 0 {
+	if len(pages) == 0 {
 		return nil
+	}
+	hashes = make([]image.Hash, len(pages))
+	dedup.SumPages(pages, hashes)
+	for i, k := 0, 0; i < n; i++ {
+		if !c.zero[i] {
+			c.hashes[i], k = hashes[k], k+1
+		}
 	}
 	missing, err := m.repo.Missing(hashes)
 	if err != nil {
