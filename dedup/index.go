@@ -113,8 +113,10 @@ func (x *pageIndex) top(h image.Hash) int {
 }
 
 func (x *pageIndex) has(h image.Hash) bool {
-	_, ok := x.find(h)
-	return ok
+	if _, ok := x.added.get(h); ok {
+		return true
+	}
+	return x.findSorted(h) != nil
 }
 
 // find returns the location of h. x.mu must be held.
@@ -131,8 +133,9 @@ func (x *pageIndex) find(h image.Hash) (packLoc, bool) {
 // findSorted returns the entry of h in sorted (nil: none).
 func (x *pageIndex) findSorted(h image.Hash) *indexEntry {
 	t := x.top(h)
-	for i := int(x.dir[t]); i < int(x.dir[t+1]); i++ {
-		if e := x.sorted.at(i); e.hash == h {
+	for i, end := int(x.dir[t]), int(x.dir[t+1]); i < end; i++ {
+		seg := x.sorted.segs[i>>segShift]
+		if e := &seg[i&segMask]; e.hash == h {
 			return e
 		}
 	}
