@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
@@ -13,18 +14,34 @@ import (
 // 17: the budget plus 256 MiB) and returns a function that stops it.
 // Setting the Go memory limit to total was not enough: the GC lets
 // garbage fill the heap up to the limit, and the pages of files the
-// process maps (Badger maps its value logs and tables; the binary) come on
-// top of it, ~23 MiB a GiB dumped. So every tick the limit is total less
-// what the process maps of files (RssFile), at least minHeapLimit.
-func LimitMemory(total int64) (stop func()) {
-	set := func() {
-		limit := total
-		if b, err := proc.Read(os.Getpid(), "status"); err == nil {
-			var kib int64
-			fmt.Sscanf(proc.KeyValues(b)["RssFile"], "%d", &kib)
-			limit -= kib << 10
+// process maps come on top of it: Badger maps its value logs (~23 MiB a
+// GiB dumped: pack index records, page-table chunks) and tables. So every
+// tick, once the file pages mapped (RssFile) grew by releaseStep, repo's
+// are taken out of the resident set (dedup.Store.ReleaseMappedPages; they
+// stay in the page cache), and the Go limit is total less what is still
+// mapped, at least minHeapLimit.
+func LimitMemory(total int64, repo dedup.Repo) (stop func()) {
+	rel, _ := repo.(mappedReleaser)
+	rssFile := func() int64 {
+		b, err := proc.Read(os.Getpid(), "status")
+		if err != nil {
+			return 0
 		}
-		debug.SetMemoryLimit(max(limit, minHeapLimit))
+		var kib int64
+		fmt.Sscanf(proc.KeyValues(b)["RssFile"], "%d", &kib)
+		return kib << 10
+	}
+	released := rssFile()
+	set := func() {
+		mapped := rssFile()
+		if rel != nil && mapped > released+releaseStep {
+			if err := rel.ReleaseMappedPages(); err != nil {
+				rel = nil // a kernel without MADV_PAGEOUT: the limit alone
+			}
+			mapped = rssFile()
+			released = mapped
+		}
+		debug.SetMemoryLimit(max(total-mapped, minHeapLimit))
 	}
 	set()
 	done := make(chan struct{})
@@ -42,6 +59,13 @@ func LimitMemory(total int64) (stop func()) {
 	}()
 	return func() { close(done) }
 }
+
+// mappedReleaser is a repo whose mapped files can leave the resident set.
+type mappedReleaser interface{ ReleaseMappedPages() error }
+
+// releaseStep is how much the file pages mapped grow before LimitMemory
+// releases the repo's.
+const releaseStep = 16 << 20
 
 // minHeapLimit is the least Go memory limit LimitMemory sets.
 const minHeapLimit = 64 << 20

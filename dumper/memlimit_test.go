@@ -11,13 +11,13 @@ import (
 func TestLimitMemory(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	const total = 1 << 30
-	stop := LimitMemory(total)
+	stop := LimitMemory(total, nil)
 	got := debug.SetMemoryLimit(-1)
 	stop()
 	if got >= total || got < total-512<<20 {
 		t.Fatalf("limit %d, want a little under %d", got, total)
 	}
-	stop = LimitMemory(1 << 20)
+	stop = LimitMemory(1<<20, nil)
 	got = debug.SetMemoryLimit(-1)
 	stop()
 	if got != minHeapLimit {

@@ -355,7 +355,7 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 	// The dumper's memory (pages in flight, the store's tables, the files
 	// it maps) is kept near the page budget plus 256 MiB: the GC works
 	// harder rather than let garbage double the heap.
-	defer dumper.LimitMemory(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)()
+	defer dumper.LimitMemory(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget)+256<<20, repo)()
 	if w := phaseLog(f.verbose); w != nil {
 		opts.Log = w
 	}
