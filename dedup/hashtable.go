@@ -55,6 +55,9 @@ func (t *hashTable) put(h image.Hash, loc slimLoc) {
 	s.loc = loc
 }
 
+// at returns the location of h, which must be there, to change it.
+func (t *hashTable) at(h image.Hash) *slimLoc { return &t.slots[t.find(h)].loc }
+
 // update sets the location of h if h is there, and says whether it was.
 func (t *hashTable) update(h image.Hash, loc slimLoc) bool {
 	if t.n == 0 {

@@ -14,7 +14,7 @@ import (
 // ~3 µs a page). It is exact: full 32-byte hashes.
 //
 // Most hashes live in sorted, sorted entries of hash and location (44
-// bytes a page, in fixed-size segments: indexseg.go) found through dir, a
+// bytes a page, in fixed-size segments, hashes apart: indexseg.go) found through dir, a
 // table of bucket starts by the hash's top bits (2-4 bytes a page): hashes
 // are uniform, so a bucket holds one or two entries and a look-up touches
 // two or three cache lines. That is ~12 MiB of memory per GiB of distinct
@@ -55,7 +55,7 @@ func newPageIndex(sorted []image.Hash, locs []packLoc) *pageIndex {
 		if locs != nil {
 			l = locs[i]
 		}
-		*x.sorted.at(i) = indexEntry{hash: h, loc: x.slim(h, l)}
+		x.sorted.set(i, indexEntry{hash: h, loc: x.slim(h, l)})
 	}
 	x.setDir()
 	return x
@@ -64,11 +64,7 @@ func newPageIndex(sorted []image.Hash, locs []packLoc) *pageIndex {
 // slim returns the slimLoc to keep for page h at l. x.mu must be held for
 // writing (or x not shared yet).
 func (x *pageIndex) slim(h image.Hash, l packLoc) slimLoc {
-	s, ok := x.packs.slim(l)
-	if ok {
-		if x.wide != nil {
-			delete(x.wide, h)
-		}
+	if s, ok := x.packs.slim(l); ok {
 		return s
 	}
 	if x.wide == nil {
@@ -97,7 +93,7 @@ func (x *pageIndex) setDir() {
 	}
 	b := 0
 	for i := 0; i < n; i++ {
-		t := x.top(x.sorted.at(i).hash)
+		t := x.top(*x.sorted.hash(i))
 		for b <= t {
 			x.dir[b] = uint32(i)
 			b++
@@ -116,7 +112,7 @@ func (x *pageIndex) has(h image.Hash) bool {
 	if _, ok := x.added.get(h); ok {
 		return true
 	}
-	return x.findSorted(h) != nil
+	return x.findSorted(h) >= 0
 }
 
 // find returns the location of h. x.mu must be held.
@@ -124,22 +120,21 @@ func (x *pageIndex) find(h image.Hash) (packLoc, bool) {
 	if l, ok := x.added.get(h); ok {
 		return x.loc(h, l), true
 	}
-	if e := x.findSorted(h); e != nil {
-		return x.loc(h, e.loc), true
+	if i := x.findSorted(h); i >= 0 {
+		return x.loc(h, *x.sorted.loc(i)), true
 	}
 	return packLoc{}, false
 }
 
-// findSorted returns the entry of h in sorted (nil: none).
-func (x *pageIndex) findSorted(h image.Hash) *indexEntry {
+// findSorted returns the position of h in sorted (-1: none).
+func (x *pageIndex) findSorted(h image.Hash) int {
 	t := x.top(h)
 	for i, end := int(x.dir[t]), int(x.dir[t+1]); i < end; i++ {
-		seg := x.sorted.segs[i>>segShift]
-		if e := &seg[i&segMask]; e.hash == h {
-			return e
+		if x.sorted.hashes[i>>segShift][i&segMask] == h {
+			return i
 		}
 	}
-	return nil
+	return -1
 }
 
 // lookup returns where page h is, if the index knows.
@@ -155,11 +150,18 @@ func (x *pageIndex) relocate(entries []packEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, e := range entries {
+		var at *slimLoc
 		if _, ok := x.added.get(e.hash); ok {
-			x.added.update(e.hash, x.slim(e.hash, e.loc))
-		} else if se := x.findSorted(e.hash); se != nil {
-			se.loc = x.slim(e.hash, e.loc)
+			at = x.added.at(e.hash)
+		} else if i := x.findSorted(e.hash); i >= 0 {
+			at = x.sorted.loc(i)
+		} else {
+			continue
 		}
+		if at.flags == slimWide {
+			delete(x.wide, e.hash)
+		}
+		*at = x.slim(e.hash, e.loc)
 	}
 }
 
@@ -211,11 +213,11 @@ func (x *pageIndex) merge() {
 	x.sorted.resize(n + m)
 	i, j := n-1, m-1
 	for k := n + m - 1; j >= 0; k-- {
-		if i >= 0 && hashLess(x.sorted.at(i).hash, add[j].hash) > 0 {
-			*x.sorted.at(k) = *x.sorted.at(i)
+		if i >= 0 && hashLess(*x.sorted.hash(i), add[j].hash) > 0 {
+			x.sorted.set(k, x.sorted.get(i))
 			i--
 		} else {
-			*x.sorted.at(k) = add[j]
+			x.sorted.set(k, add[j])
 			j--
 		}
 	}
@@ -233,7 +235,7 @@ func (x *pageIndex) remove(hashes []image.Hash) {
 	x.merge()
 	out, j := 0, 0
 	for i := 0; i < x.sorted.n; i++ {
-		e := x.sorted.at(i)
+		e := x.sorted.get(i)
 		for j < len(hashes) && hashLess(hashes[j], e.hash) < 0 {
 			j++
 		}
@@ -243,7 +245,7 @@ func (x *pageIndex) remove(hashes []image.Hash) {
 			}
 			continue
 		}
-		*x.sorted.at(out) = *e
+		x.sorted.set(out, e)
 		out++
 	}
 	x.sorted.resize(out)

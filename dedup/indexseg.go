@@ -26,7 +26,7 @@ type slimLoc struct {
 // slimWide marks a slimLoc whose location is in pageIndex.wide.
 const slimWide = 0xffff
 
-// indexEntry is one page of the sorted part: hash and location, 44 bytes.
+// indexEntry is one page of the index: hash and location.
 type indexEntry struct {
 	hash image.Hash
 	loc  slimLoc
@@ -39,22 +39,32 @@ const (
 	segMask  = segLen - 1
 )
 
-// segments is a growable array of entries made of fixed-size pieces.
+// segments is a growable array of entries made of fixed-size pieces, the
+// hashes apart from the locations: a look-up that only asks whether a
+// page is there reads hashes alone, two to a cache line (44 bytes a page).
 type segments struct {
-	segs [][]indexEntry
-	n    int
+	hashes [][]image.Hash
+	locs   [][]slimLoc
+	n      int
 }
 
-func (s *segments) at(i int) *indexEntry { return &s.segs[i>>segShift][i&segMask] }
+func (s *segments) hash(i int) *image.Hash { return &s.hashes[i>>segShift][i&segMask] }
+func (s *segments) loc(i int) *slimLoc     { return &s.locs[i>>segShift][i&segMask] }
+
+func (s *segments) get(i int) indexEntry { return indexEntry{*s.hash(i), *s.loc(i)} }
+
+func (s *segments) set(i int, e indexEntry) { *s.hash(i), *s.loc(i) = e.hash, e.loc }
 
 // resize sets the length to n, adding or dropping whole segments.
 func (s *segments) resize(n int) {
-	for len(s.segs)*segLen < n {
-		s.segs = append(s.segs, make([]indexEntry, segLen))
+	for len(s.hashes)*segLen < n {
+		s.hashes = append(s.hashes, make([]image.Hash, segLen))
+		s.locs = append(s.locs, make([]slimLoc, segLen))
 	}
 	keep := (n + segMask) >> segShift
-	clear(s.segs[keep:])
-	s.segs = s.segs[:keep]
+	clear(s.hashes[keep:])
+	clear(s.locs[keep:])
+	s.hashes, s.locs = s.hashes[:keep], s.locs[:keep]
 	s.n = n
 }
 

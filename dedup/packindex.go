@@ -222,24 +222,24 @@ func indexOfEntries(recs ...[]packEntry) *pageIndex {
 			i := next[b]
 			next[b]++
 			// Insertion into the bucket, kept sorted.
-			for i > start[b] && hashLess(x.sorted.at(int(i-1)).hash, e.hash) > 0 {
-				*x.sorted.at(int(i)) = *x.sorted.at(int(i - 1))
+			for i > start[b] && hashLess(*x.sorted.hash(int(i - 1)), e.hash) > 0 {
+				x.sorted.set(int(i), x.sorted.get(int(i-1)))
 				i--
 			}
-			*x.sorted.at(int(i)) = indexEntry{hash: e.hash, loc: x.slim(e.hash, e.loc)}
+			x.sorted.set(int(i), indexEntry{hash: e.hash, loc: x.slim(e.hash, e.loc)})
 		}
 	}
 	// Drop duplicates (adjacent now), keeping the first.
 	n := 0
 	for i := 0; i < total; i++ {
-		e := x.sorted.at(i)
-		if n > 0 && x.sorted.at(n-1).hash == e.hash {
-			if e.loc.flags == slimWide && x.sorted.at(n-1).loc.flags != slimWide {
+		e := x.sorted.get(i)
+		if n > 0 && *x.sorted.hash(n - 1) == e.hash {
+			if e.loc.flags == slimWide && x.sorted.loc(n-1).flags != slimWide {
 				delete(x.wide, e.hash)
 			}
 			continue
 		}
-		*x.sorted.at(n) = *e
+		x.sorted.set(n, e)
 		n++
 	}
 	x.sorted.resize(n)

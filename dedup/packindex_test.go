@@ -133,7 +133,7 @@ func TestIndexOfEntries(t *testing.T) {
 			t.Fatalf("n %d: %d hashes, want %d", n, x.sorted.n, len(want))
 		}
 		for i, e := range want {
-			if got := x.sorted.at(i); got.hash != e.hash || x.loc(got.hash, got.loc) != e.loc {
+			if got := x.sorted.get(i); got.hash != e.hash || x.loc(got.hash, got.loc) != e.loc {
 				t.Fatalf("n %d: entry %d is %v %+v, want %v %+v", n, i, got.hash, x.loc(got.hash, got.loc), e.hash, e.loc)
 			}
 			if l, ok := x.lookup(e.hash); !ok || l != e.loc {
