@@ -58,18 +58,6 @@ func (t *hashTable) put(h image.Hash, loc slimLoc) {
 // at returns the location of h, which must be there, to change it.
 func (t *hashTable) at(h image.Hash) *slimLoc { return &t.slots[t.find(h)].loc }
 
-// update sets the location of h if h is there, and says whether it was.
-func (t *hashTable) update(h image.Hash, loc slimLoc) bool {
-	if t.n == 0 {
-		return false
-	}
-	s := &t.slots[t.find(h)]
-	if s.used {
-		s.loc = loc
-	}
-	return s.used
-}
-
 func (t *hashTable) grow() {
 	old := t.slots
 	t.slots = make([]tableSlot, max(1024, 2*len(old)))
