@@ -82,7 +82,8 @@ func NewID(t time.Time) string {
 }
 
 // Commit writes checkpoint c: it seals the open pack (its pages are then
-// on disk and indexed), writes the page-table chunks the store lacks, then
+// on disk and indexed), writes the page-table chunks the store lacks
+// (checks those a dump stored already, VMA.Table, are whole), then
 // summary and manifest in one transaction (the commit point), then syncs.
 // The pages must already be stored. c.ID is assigned if empty; c.Time too if zero.
 func (s *Store) Commit(c *image.Checkpoint) error {
@@ -132,6 +133,9 @@ func (s *Store) Commit(c *image.Checkpoint) error {
 	}
 	if err := s.putChunks(chunks); err != nil {
 		return fmt.Errorf("commit %s: page tables: %w", c.ID, err)
+	}
+	if err := s.checkStoredTables(c); err != nil { // tables.go
+		return fmt.Errorf("commit %s: %w", c.ID, err)
 	}
 	testhold.At("commit-chunks")
 
@@ -384,34 +388,11 @@ func (s *Store) deleteKeys(keys [][]byte) error {
 // that the store does not hold yet: a vma whose pages did not change since
 // an earlier checkpoint costs no new chunk.
 func (s *Store) putChunks(chunks [][][][]byte) error {
-	want := make(map[image.Hash][]byte)
+	var values [][]byte
 	for _, vmas := range chunks {
 		for _, vchunks := range vmas {
-			for _, ch := range vchunks {
-				want[Sum(ch)] = ch
-			}
+			values = append(values, vchunks...)
 		}
 	}
-	err := view(s.db, func(txn *badger.Txn) error {
-		for h := range want {
-			_, err := txn.Get(chunkKey(h))
-			if err == nil {
-				delete(want, h)
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for h, ch := range want {
-		if err := wb.Set(chunkKey(h), ch); err != nil {
-			return err
-		}
-	}
-	return wb.Flush()
+	return s.putValues(values) // tables.go
 }

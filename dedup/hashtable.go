@@ -19,7 +19,7 @@ type hashTable struct {
 
 type tableSlot struct {
 	hash image.Hash
-	loc  packLoc
+	loc  slimLoc // indexseg.go: 12 bytes, a slot 48
 	used bool
 }
 
@@ -34,16 +34,16 @@ func (t *hashTable) find(h image.Hash) int {
 }
 
 // get returns the location of h.
-func (t *hashTable) get(h image.Hash) (packLoc, bool) {
+func (t *hashTable) get(h image.Hash) (slimLoc, bool) {
 	if t.n == 0 {
-		return packLoc{}, false
+		return slimLoc{}, false
 	}
 	s := &t.slots[t.find(h)]
 	return s.loc, s.used
 }
 
 // put sets the location of h, adding h if it is not there.
-func (t *hashTable) put(h image.Hash, loc packLoc) {
+func (t *hashTable) put(h image.Hash, loc slimLoc) {
 	if 2*(t.n+1) > len(t.slots) {
 		t.grow()
 	}
@@ -55,17 +55,8 @@ func (t *hashTable) put(h image.Hash, loc packLoc) {
 	s.loc = loc
 }
 
-// update sets the location of h if h is there, and says whether it was.
-func (t *hashTable) update(h image.Hash, loc packLoc) bool {
-	if t.n == 0 {
-		return false
-	}
-	s := &t.slots[t.find(h)]
-	if s.used {
-		s.loc = loc
-	}
-	return s.used
-}
+// at returns the location of h, which must be there, to change it.
+func (t *hashTable) at(h image.Hash) *slimLoc { return &t.slots[t.find(h)].loc }
 
 func (t *hashTable) grow() {
 	old := t.slots
@@ -82,10 +73,10 @@ func (t *hashTable) grow() {
 func (t *hashTable) len() int { return t.n }
 
 // entries appends every hash and its location to es.
-func (t *hashTable) entries(es []packEntry) []packEntry {
+func (t *hashTable) entries(es []indexEntry) []indexEntry {
 	for i := range t.slots {
 		if t.slots[i].used {
-			es = append(es, packEntry{hash: t.slots[i].hash, loc: t.slots[i].loc})
+			es = append(es, indexEntry{hash: t.slots[i].hash, loc: t.slots[i].loc})
 		}
 	}
 	return es

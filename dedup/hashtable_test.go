@@ -8,12 +8,12 @@ import (
 )
 
 // TestHashTable checks the table against a map through puts (with
-// growth), updates, look-ups of absent hashes, twins that share their
+// growth), updates in place (at), look-ups of absent hashes, twins that share their
 // first 8 bytes, and a reset.
 func TestHashTable(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	var tab hashTable
-	model := make(map[image.Hash]packLoc)
+	model := make(map[image.Hash]slimLoc)
 	var all []image.Hash
 	for i := range 20000 {
 		h := randHash(r)
@@ -22,17 +22,18 @@ func TestHashTable(t *testing.T) {
 			h[31] ^= 1 // same slot, another hash
 		}
 		all = append(all, h)
-		loc := packLoc{pack: packID(i + 1), offset: int64(i)}
+		loc := slimLoc{pack: uint32(i + 1), offset: uint32(i)}
 		tab.put(h, loc)
 		model[h] = loc
 		if i%3 == 0 {
 			u := all[r.IntN(len(all))]
-			nl := packLoc{pack: 99, offset: int64(i)}
+			nl := slimLoc{pack: 99, offset: uint32(i)}
 			_, in := model[u]
-			if tab.update(u, nl) != in {
-				t.Fatalf("update %d: said %v, present %v", i, !in, in)
+			if _, ok := tab.get(u); ok != in {
+				t.Fatalf("get %d: said %v, present %v", i, ok, in)
 			}
 			if in {
+				*tab.at(u) = nl
 				model[u] = nl
 			}
 		}

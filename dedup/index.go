@@ -13,19 +13,19 @@ import (
 // and PutPages need no Badger look-up (a memtable skiplist or LSM probe of
 // ~3 µs a page). It is exact: full 32-byte hashes.
 //
-// Most hashes live in sorted, a sorted slice (32 bytes a page) found
-// through dir, a table of bucket starts by the hash's top bits (2-4 bytes a
-// page): hashes are uniform, so a bucket holds one or two entries and a
-// look-up touches two or three cache lines. That is ~9 MiB of memory per
-// GiB of distinct pages stored (a Go map would take 80 bytes a page).
-// Hashes added since the last merge sit in the hash table added
-// (hashtable.go), merged into sorted when it grows past an eighth of it
-// (amortised O(1) a page).
+// Most hashes live in sorted, sorted entries of hash and location (44
+// bytes a page, in fixed-size segments, hashes apart: indexseg.go) found through dir, a
+// table of bucket starts by the hash's top bits (2-4 bytes a page): hashes
+// are uniform, so a bucket holds one or two entries and a look-up touches
+// two or three cache lines. That is ~12 MiB of memory per GiB of distinct
+// pages stored (a Go map would take 80 bytes a page). Hashes added since
+// the last merge sit in the hash table added (hashtable.go), merged into
+// sorted when it grows past an eighth of it (amortised O(1) a page).
 //
-// Beside each hash it keeps where the page is (locs, parallel to sorted;
-// 24 bytes a page), so that ReadPage and ReadPages need no Badger look-up
-// either. A zero packLoc (pack 0, never a pack's id) means "not known
-// here": the reader asks Badger.
+// The location beside each hash (a slimLoc of 12 bytes: the pack by its
+// number in packs) lets ReadPage and ReadPages go without a Badger
+// look-up either. A zero packLoc (pack 0, never a pack's id) means "not
+// known here": the reader asks Badger.
 //
 // The index must never say "stored" for a page that is not: PutPages adds
 // pages once they are in the open pack (sealed and indexed in Badger by
@@ -33,11 +33,12 @@ import (
 // remove them.
 type pageIndex struct {
 	mu     sync.RWMutex
-	sorted []image.Hash
-	locs   []packLoc
+	sorted segments
 	dir    []uint32 // dir[b] = first i with top(sorted[i]) >= b; len 1<<shift + 1
 	shift  uint     // bits of top
 	added  hashTable
+	packs  packTable
+	wide   map[image.Hash]packLoc // locations too wide for a slimLoc (none in practice)
 }
 
 // minMerge is the size of added below which it is never merged.
@@ -48,29 +49,58 @@ const minMerge = 1 << 16
 // none known).
 func newPageIndex(sorted []image.Hash, locs []packLoc) *pageIndex {
 	x := &pageIndex{}
-	if locs == nil {
-		locs = make([]packLoc, len(sorted))
+	x.sorted.resize(len(sorted))
+	for i, h := range sorted {
+		var l packLoc
+		if locs != nil {
+			l = locs[i]
+		}
+		x.sorted.set(i, indexEntry{hash: h, loc: x.slim(h, l)})
 	}
-	x.setSorted(sorted, locs)
+	x.setDir()
 	return x
 }
 
-func (x *pageIndex) setSorted(sorted []image.Hash, locs []packLoc) {
-	x.sorted, x.locs = sorted, locs
+// slim returns the slimLoc to keep for page h at l. x.mu must be held for
+// writing (or x not shared yet).
+func (x *pageIndex) slim(h image.Hash, l packLoc) slimLoc {
+	if s, ok := x.packs.slim(l); ok {
+		return s
+	}
+	if x.wide == nil {
+		x.wide = make(map[image.Hash]packLoc)
+	}
+	x.wide[h] = l
+	return slimLoc{flags: slimWide}
+}
+
+// loc returns the location s of page h stands for.
+func (x *pageIndex) loc(h image.Hash, s slimLoc) packLoc {
+	if s.flags == slimWide {
+		return x.wide[h]
+	}
+	return x.packs.wide(s)
+}
+
+// setDir rebuilds dir for sorted.
+func (x *pageIndex) setDir() {
+	n := x.sorted.n
 	// One or two entries a bucket: 2^shift ≥ n/2 buckets, at least 2.
-	x.shift = uint(max(1, bits.Len(uint(len(sorted)/2))))
+	x.shift = uint(max(1, bits.Len(uint(n/2))))
 	x.shift = min(x.shift, 30)
-	x.dir = make([]uint32, 1<<x.shift+1)
+	if len(x.dir) != 1<<x.shift+1 {
+		x.dir = make([]uint32, 1<<x.shift+1)
+	}
 	b := 0
-	for i, h := range sorted {
-		t := x.top(h)
+	for i := 0; i < n; i++ {
+		t := x.top(*x.sorted.hash(i))
 		for b <= t {
 			x.dir[b] = uint32(i)
 			b++
 		}
 	}
 	for ; b < len(x.dir); b++ {
-		x.dir[b] = uint32(len(sorted))
+		x.dir[b] = uint32(n)
 	}
 }
 
@@ -79,22 +109,32 @@ func (x *pageIndex) top(h image.Hash) int {
 }
 
 func (x *pageIndex) has(h image.Hash) bool {
-	_, ok := x.find(h)
-	return ok
+	if _, ok := x.added.get(h); ok {
+		return true
+	}
+	return x.findSorted(h) >= 0
 }
 
 // find returns the location of h. x.mu must be held.
 func (x *pageIndex) find(h image.Hash) (packLoc, bool) {
 	if l, ok := x.added.get(h); ok {
-		return l, true
+		return x.loc(h, l), true
 	}
-	t := x.top(h)
-	for i := x.dir[t]; i < x.dir[t+1]; i++ {
-		if x.sorted[i] == h {
-			return x.locs[i], true
-		}
+	if i := x.findSorted(h); i >= 0 {
+		return x.loc(h, *x.sorted.loc(i)), true
 	}
 	return packLoc{}, false
+}
+
+// findSorted returns the position of h in sorted (-1: none).
+func (x *pageIndex) findSorted(h image.Hash) int {
+	t := x.top(h)
+	for i, end := int(x.dir[t]), int(x.dir[t+1]); i < end; i++ {
+		if x.sorted.hashes[i>>segShift][i&segMask] == h {
+			return i
+		}
+	}
+	return -1
 }
 
 // lookup returns where page h is, if the index knows.
@@ -110,15 +150,18 @@ func (x *pageIndex) relocate(entries []packEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, e := range entries {
-		if x.added.update(e.hash, e.loc) {
+		var at *slimLoc
+		if _, ok := x.added.get(e.hash); ok {
+			at = x.added.at(e.hash)
+		} else if i := x.findSorted(e.hash); i >= 0 {
+			at = x.sorted.loc(i)
+		} else {
 			continue
 		}
-		t := x.top(e.hash)
-		for i := x.dir[t]; i < x.dir[t+1]; i++ {
-			if x.sorted[i] == e.hash {
-				x.locs[i] = e.loc
-			}
+		if at.flags == slimWide {
+			delete(x.wide, e.hash)
 		}
+		*at = x.slim(e.hash, e.loc)
 	}
 }
 
@@ -135,7 +178,7 @@ func (x *pageIndex) missing(hashes []image.Hash, miss []bool) {
 func (x *pageIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.sorted) + x.added.len()
+	return x.sorted.n + x.added.len()
 }
 
 // add puts hashes (stored at locs; nil: not known) in the index.
@@ -148,39 +191,38 @@ func (x *pageIndex) add(hashes []image.Hash, locs []packLoc) {
 			if locs != nil {
 				l = locs[i]
 			}
-			x.added.put(h, l)
+			x.added.put(h, x.slim(h, l))
 		}
 	}
-	if x.added.len() >= max(minMerge, len(x.sorted)/8) {
+	if x.added.len() >= max(minMerge, x.sorted.n/8) {
 		x.merge()
 	}
 }
 
-// merge moves added into sorted, in place from the end (the arrays grow
-// by append's policy, so a merge copies no more than it must and the
-// index does not need twice its size while merging). x.mu must be held
-// for writing.
+// merge moves added into sorted, in place from the end (sorted grows by
+// whole segments: nothing it holds is copied elsewhere, and the index
+// does not need twice its size while merging). x.mu must be held for
+// writing.
 func (x *pageIndex) merge() {
 	if x.added.len() == 0 {
 		return
 	}
-	add := x.added.entries(make([]packEntry, 0, x.added.len()))
-	slices.SortFunc(add, func(a, b packEntry) int { return hashLess(a.hash, b.hash) })
-	n, m := len(x.sorted), len(add)
-	sorted := slices.Grow(x.sorted, m)[:n+m]
-	locs := slices.Grow(x.locs, m)[:n+m]
+	add := x.added.entries(make([]indexEntry, 0, x.added.len()))
+	slices.SortFunc(add, func(a, b indexEntry) int { return hashLess(a.hash, b.hash) })
+	n, m := x.sorted.n, len(add)
+	x.sorted.resize(n + m)
 	i, j := n-1, m-1
 	for k := n + m - 1; j >= 0; k-- {
-		if i >= 0 && hashLess(sorted[i], add[j].hash) > 0 {
-			sorted[k], locs[k] = sorted[i], locs[i]
+		if i >= 0 && hashLess(*x.sorted.hash(i), add[j].hash) > 0 {
+			x.sorted.set(k, x.sorted.get(i))
 			i--
 		} else {
-			sorted[k], locs[k] = add[j].hash, add[j].loc
+			x.sorted.set(k, add[j])
 			j--
 		}
 	}
 	x.added.reset()
-	x.setSorted(sorted, locs)
+	x.setDir()
 }
 
 // remove takes hashes (sorted) out of the index.
@@ -191,19 +233,23 @@ func (x *pageIndex) remove(hashes []image.Hash) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.merge()
-	out, locs := x.sorted[:0], x.locs[:0]
-	j := 0
-	for i, h := range x.sorted {
-		for j < len(hashes) && hashLess(hashes[j], h) < 0 {
+	out, j := 0, 0
+	for i := 0; i < x.sorted.n; i++ {
+		e := x.sorted.get(i)
+		for j < len(hashes) && hashLess(hashes[j], e.hash) < 0 {
 			j++
 		}
-		if j < len(hashes) && hashes[j] == h {
+		if j < len(hashes) && hashes[j] == e.hash {
+			if e.loc.flags == slimWide {
+				delete(x.wide, e.hash)
+			}
 			continue
 		}
-		out, locs = append(out, h), append(locs, x.locs[i])
+		x.sorted.set(out, e)
+		out++
 	}
-	clear(x.sorted[len(out):])
-	x.setSorted(out, locs)
+	x.sorted.resize(out)
+	x.setDir()
 }
 
 // removeUnsorted takes hashes (in any order) out of the index.

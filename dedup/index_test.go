@@ -266,3 +266,70 @@ func TestPutPagesConcurrent(t *testing.T) {
 		t.Fatalf("stats %+v %v, want %d pages", st, err, stored)
 	}
 }
+
+// TestPageIndexLocations checks that locations come back as they went in,
+// through adds, merges, relocations and removes: slim ones (the pack by
+// its number) and those too wide for 12 bytes (kept aside).
+func TestPageIndexLocations(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	x := newPageIndex(nil, nil)
+	model := make(map[image.Hash]packLoc)
+	locOf := func(i int) packLoc {
+		l := packLoc{pack: packID(1 + i%7), offset: int64(packHeaderSize + i), length: uint32(1 + i%image.PageSize), flags: uint32(i % 2)}
+		if i%97 == 0 {
+			l.offset = 5<<30 + int64(i) // past 4 GiB: wide
+		}
+		return l
+	}
+	var hs []image.Hash
+	for round := range 3 {
+		var batch []image.Hash
+		var locs []packLoc
+		for i := range minMerge + 1000 {
+			h := randHash(r)
+			l := locOf(round*100000 + i)
+			batch, locs = append(batch, h), append(locs, l)
+			model[h] = l
+		}
+		x.add(batch, locs)
+		hs = append(hs, batch...)
+	}
+	var moved []packEntry
+	for i, h := range hs {
+		if i%5 == 0 {
+			l := locOf(i + 7)
+			if i%10 == 0 {
+				l.offset = 6<<30 + int64(i)
+			}
+			moved = append(moved, packEntry{hash: h, loc: l})
+			model[h] = l
+		}
+	}
+	x.relocate(moved)
+	var dead []image.Hash
+	for i, h := range hs {
+		if i%3 == 0 {
+			dead = append(dead, h)
+			delete(model, h)
+		}
+	}
+	x.removeUnsorted(dead)
+	for h, want := range model {
+		if got, ok := x.lookup(h); !ok || got != want {
+			t.Fatalf("%s: %+v %v, want %+v", h, got, ok, want)
+		}
+	}
+	for _, h := range dead {
+		if _, ok := x.lookup(h); ok {
+			t.Fatalf("removed %s found", h)
+		}
+	}
+	if x.len() != len(model) {
+		t.Fatalf("len %d, want %d", x.len(), len(model))
+	}
+	for h := range x.wide {
+		if _, ok := model[h]; !ok {
+			t.Fatalf("wide location of a removed page %s kept", h)
+		}
+	}
+}

@@ -384,7 +384,12 @@ func encodeManifest(c *image.Checkpoint) (body []byte, chunks [][][][]byte, err 
 			mv := &mfVMA{Start: v.Start, End: v.End, Perms: v.Perms, Offset: v.Offset, Dev: v.Dev, Inode: v.Inode,
 				Name: v.Name, Kind: v.Kind, FileSize: v.FileSize, Flags: v.Flags, Pages: len(v.Pages)}
 			var top []image.Hash
-			top, chunks[ti][vi] = tableValues(v, manifestFormat)
+			if v.Table != nil && len(v.Pages) == 0 {
+				// Stored by the dump already (tables.go): Commit checks it is.
+				mv.Pages, top = v.Table.Pages, v.Table.Top
+			} else {
+				top, chunks[ti][vi] = tableValues(v, manifestFormat)
+			}
 			for _, h := range top {
 				mv.Chunks = append(mv.Chunks, h[:]...)
 			}

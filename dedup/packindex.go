@@ -213,8 +213,8 @@ func indexOfEntries(recs ...[]packEntry) *pageIndex {
 	for b := 1; b < len(start); b++ {
 		start[b] += start[b-1]
 	}
-	hashes := make([]image.Hash, total)
-	locs := make([]packLoc, total)
+	x := &pageIndex{}
+	x.sorted.resize(total)
 	next := slices.Clone(start[:len(start)-1])
 	for _, r := range recs {
 		for _, e := range r {
@@ -222,21 +222,27 @@ func indexOfEntries(recs ...[]packEntry) *pageIndex {
 			i := next[b]
 			next[b]++
 			// Insertion into the bucket, kept sorted.
-			for i > start[b] && hashLess(hashes[i-1], e.hash) > 0 {
-				hashes[i], locs[i] = hashes[i-1], locs[i-1]
+			for i > start[b] && hashLess(*x.sorted.hash(int(i - 1)), e.hash) > 0 {
+				x.sorted.set(int(i), x.sorted.get(int(i-1)))
 				i--
 			}
-			hashes[i], locs[i] = e.hash, e.loc
+			x.sorted.set(int(i), indexEntry{hash: e.hash, loc: x.slim(e.hash, e.loc)})
 		}
 	}
 	// Drop duplicates (adjacent now), keeping the first.
 	n := 0
-	for i := range hashes {
-		if n > 0 && hashes[n-1] == hashes[i] {
+	for i := 0; i < total; i++ {
+		e := x.sorted.get(i)
+		if n > 0 && *x.sorted.hash(n - 1) == e.hash {
+			if e.loc.flags == slimWide && x.sorted.loc(n-1).flags != slimWide {
+				delete(x.wide, e.hash)
+			}
 			continue
 		}
-		hashes[n], locs[n] = hashes[i], locs[i]
+		x.sorted.set(n, e)
 		n++
 	}
-	return newPageIndex(hashes[:n:n], locs[:n:n])
+	x.sorted.resize(n)
+	x.setDir()
+	return x
 }

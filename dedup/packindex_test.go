@@ -129,12 +129,12 @@ func TestIndexOfEntries(t *testing.T) {
 		want := slices.Clone(all)
 		slices.SortStableFunc(want, func(a, b packEntry) int { return hashLess(a.hash, b.hash) })
 		want = slices.CompactFunc(want, func(a, b packEntry) bool { return a.hash == b.hash })
-		if len(x.sorted) != len(want) {
-			t.Fatalf("n %d: %d hashes, want %d", n, len(x.sorted), len(want))
+		if x.sorted.n != len(want) {
+			t.Fatalf("n %d: %d hashes, want %d", n, x.sorted.n, len(want))
 		}
 		for i, e := range want {
-			if x.sorted[i] != e.hash || x.locs[i] != e.loc {
-				t.Fatalf("n %d: entry %d is %v %+v, want %v %+v", n, i, x.sorted[i], x.locs[i], e.hash, e.loc)
+			if got := x.sorted.get(i); got.hash != e.hash || x.loc(got.hash, got.loc) != e.loc {
+				t.Fatalf("n %d: entry %d is %v %+v, want %v %+v", n, i, got.hash, x.loc(got.hash, got.loc), e.hash, e.loc)
 			}
 			if l, ok := x.lookup(e.hash); !ok || l != e.loc {
 				t.Fatalf("n %d: lookup %d: %+v %v", n, i, l, ok)

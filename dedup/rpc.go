@@ -78,6 +78,13 @@ func (v *service) PutPages(a PutArgs, added *int64) (err error) {
 	return err
 }
 
+// PutTables stores page-table values ahead of a commit (tables.go): like
+// pages, they make the session one gc must wait for.
+func (v *service) PutTables(values [][]byte, _ *int) error {
+	v.begin()
+	return v.s.PutTables(values)
+}
+
 func (v *service) Commit(w *WireCheckpoint, r *CommitReply) error {
 	c, err := fromWire(w)
 	if err != nil {

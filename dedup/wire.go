@@ -8,7 +8,8 @@ import (
 
 // WireCheckpoint is a checkpoint on the store socket: its JSON manifest
 // (the body of a format-2 manifest, docs/store-format.md) and the page
-// references of every vma, task by task, encoded as in the page tables.
+// references of every vma, task by task, encoded as in the page tables
+// (none for a vma whose table the client stored already: VMA.Table).
 // Neither end sends Go structs of the model, so both read exactly what the
 // store format says.
 type WireCheckpoint struct {
@@ -24,7 +25,7 @@ func toWire(c *image.Checkpoint) (*WireCheckpoint, error) {
 	w := &WireCheckpoint{Manifest: body}
 	for _, t := range c.Tasks {
 		for _, v := range t.VMAs {
-			w.Refs = append(w.Refs, encodeRefs(v.Pages))
+			w.Refs = append(w.Refs, encodeRefs(v.Pages)) // none for a stored Table
 		}
 	}
 	return w, nil
@@ -48,6 +49,12 @@ func fromWire(w *WireCheckpoint) (*image.Checkpoint, error) {
 			}
 			i++
 			spec := specs[ti][vi]
+			if len(v.Pages) == 0 && spec.pages > 0 && format >= 3 {
+				// The client stored the table already (PutTables):
+				// Commit checks that it is whole.
+				v.Table = &image.StoredTable{Pages: spec.pages, Top: spec.chunks}
+				continue
+			}
 			top, _ := tableValues(v, format)
 			ok := len(v.Pages) == spec.pages && len(top) == len(spec.chunks)
 			for ci := 0; ok && ci < len(top); ci++ {

@@ -32,18 +32,46 @@ const chunkPages = 256
 // Pages of several vmas and processes share a chunk, so a tree of many
 // small processes fills few buffers.
 type chunk struct {
-	pages  []pageSlot // where each page of data belongs, in read order
-	data   []byte     // len(pages) pages; nil while the chunk is spilled
-	spill  int64      // offset of the pages in the spill file, if spilled
-	mapped bool       // data is the spill file's pages, mapped (mapBack)
+	runs   []pageRun // where the pages of data belong, in read order
+	n      int       // pages in the chunk
+	data   []byte    // n pages; nil while the chunk is spilled
+	spill  int64     // offset of the pages in the spill file, if spilled
+	mapped bool      // data is the spill file's pages, mapped (mapBack)
 	hashes []image.Hash
 	zero   []bool
+	stored chan struct{} // closed once a worker is done with it
 }
 
-// pageSlot names one saved page: its vma and its index within the vma.
-type pageSlot struct {
-	vma *image.VMA
-	idx uint32
+// pageRun names saved pages: n pages of a vma from index first on. A
+// chunk lists its pages as runs, not one by one, so that the chunks
+// waiting in the spill file hold a few bytes each, not 16 a page.
+type pageRun struct {
+	vma      *image.VMA
+	first, n uint32
+}
+
+// addPages appends pages idx (ascending) of v to the chunk's list.
+func (c *chunk) addPages(v *image.VMA, idx []uint32) {
+	for _, i := range idx {
+		if l := len(c.runs) - 1; l >= 0 && c.runs[l].vma == v && c.runs[l].first+c.runs[l].n == i {
+			c.runs[l].n++
+		} else {
+			c.runs = append(c.runs, pageRun{v, i, 1})
+		}
+	}
+	c.n += len(idx)
+}
+
+// each calls f for every page of the chunk, in order: its position in
+// the chunk, vma and index.
+func (c *chunk) each(f func(i int, v *image.VMA, idx uint32)) {
+	i := 0
+	for _, r := range c.runs {
+		for k := uint32(0); k < r.n; k++ {
+			f(i, r.vma, r.first+k)
+			i++
+		}
+	}
 }
 
 // memCopier copies pages out of frozen processes (the reader, on the ptrace
@@ -57,12 +85,15 @@ type memCopier struct {
 	opts     Options
 	progress func(done, total int64)
 
-	queue    chan *chunk // to the workers, fed by feed after the copy
-	cur      *chunk      // the chunk being filled
-	chunks   []*chunk    // every chunk in read order, to build page tables
-	inMemory int         // chunks kept in memory
-	maxInMem int         // the budget, in chunks
-	spill    *spillFile  // the chunks beyond the budget (nil: none yet)
+	queue  chan *chunk // to the workers, fed by feed after the copy
+	cur    *chunk      // the chunk being filled
+	chunks []*chunk    // every chunk in read order, to build page tables
+	// tables streams the page tables to the store as chunks are stored
+	// (tabulate), where the repo takes them (nil: wait builds VMA.Pages).
+	tables   *dedup.TableBuilder
+	inMemory int        // chunks kept in memory
+	maxInMem int        // the budget, in chunks
+	spill    *spillFile // the chunks beyond the budget (nil: none yet)
 	wg       sync.WaitGroup
 	closed   bool
 	started  bool
@@ -70,6 +101,7 @@ type memCopier struct {
 	errOnce sync.Once
 	err     error
 	failed  atomic.Bool
+	dead    chan struct{} // closed on failure
 	stored  atomic.Int64
 	added   atomic.Int64
 	newPg   atomic.Int64
@@ -95,8 +127,8 @@ type memCopier struct {
 
 func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
 	m := &memCopier{repo: repo, opts: opts, progress: progress,
-		maxInMem: max(int(opts.MemoryBudget/(chunkPages*image.PageSize)), 1),
-		queue:    make(chan *chunk, 2*runtime.NumCPU())}
+		maxInMem: max(int(opts.MemoryBudget/(chunkPages*image.PageSize)), 1), dead: make(chan struct{}),
+		queue: make(chan *chunk, 2*runtime.NumCPU())}
 	return m
 }
 
@@ -108,6 +140,14 @@ func (m *memCopier) startWorkers() {
 		return
 	}
 	m.started = true
+	// A tracked dump merges the references it copied with those it takes
+	// from the previous checkpoint (addReused) once all are known: it
+	// builds VMA.Pages.
+	if tw, ok := m.repo.(dedup.TableWriter); ok && m.tracked == nil && m.pick == nil {
+		m.tables = dedup.NewTableBuilder(tw)
+		m.wg.Add(1)
+		go m.tabulate()
+	}
 	m.wg.Add(1)
 	go m.feed()
 	for i := 0; i < runtime.NumCPU(); i++ {
@@ -132,7 +172,7 @@ func (m *memCopier) feed() {
 		}
 		if c.data == nil {
 			m.bufs.drain()
-			data, err := m.spill.mapBack(c.spill, len(c.pages)*image.PageSize)
+			data, err := m.spill.mapBack(c.spill, c.n*image.PageSize)
 			if err != nil {
 				m.fail(err)
 				return
@@ -147,6 +187,7 @@ func (m *memCopier) fail(err error) {
 	m.errOnce.Do(func() {
 		m.err = err
 		m.failed.Store(true)
+		close(m.dead)
 	})
 }
 
@@ -157,7 +198,7 @@ func (m *memCopier) worker() {
 			if err := m.store(c); err != nil {
 				m.fail(err)
 			}
-			m.reportStored(len(c.pages)) // progress.go
+			m.reportStored(c.n) // progress.go
 		}
 		if c.mapped {
 			m.spill.release(c.data, c.spill)
@@ -165,12 +206,48 @@ func (m *memCopier) worker() {
 			m.bufs.put(c.data[:cap(c.data)])
 		}
 		c.data, c.mapped = nil, false
+		close(c.stored)
+	}
+}
+
+// tabulate puts the references of the stored chunks, in read order, in
+// the page tables it streams to the store (m.tables), and drops each
+// chunk's lists once done: what the dump holds per page is the chunks
+// in the workers' hands, not the whole checkpoint's references.
+func (m *memCopier) tabulate() {
+	defer m.wg.Done()
+	for _, c := range m.chunks {
+		select {
+		case <-c.stored:
+		case <-m.dead: // the chunks not handed to a worker never will be
+			return
+		}
+		if m.failed.Load() {
+			return
+		}
+		var err error
+		c.each(func(i int, v *image.VMA, idx uint32) {
+			m.stats.PagesTotal++
+			if c.zero[i] {
+				m.stats.PagesZero++
+			} else if err == nil {
+				err = m.tables.Add(v, image.PageRef{Index: idx, Hash: c.hashes[i]})
+			}
+		})
+		c.runs, c.hashes, c.zero = nil, nil, nil
+		if err != nil {
+			m.fail(err)
+			return
+		}
+	}
+	if err := m.tables.Finish(); err != nil {
+		m.fail(err)
 	}
 }
 
 // store hashes a chunk and puts the pages the store lacks.
 func (m *memCopier) store(c *chunk) error {
-	n := len(c.pages)
+	n := c.n
 	c.hashes = make([]image.Hash, n)
 	c.zero = make([]bool, n)
 	var hashes []image.Hash
@@ -317,7 +394,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				m.cur = &chunk{data: m.bufs.get()[:0]}
 			}
 			c := m.cur
-			n := min(len(idx), chunkPages-len(c.pages))
+			n := min(len(idx), chunkPages-c.n)
 			at := len(c.data)
 			c.data = c.data[:at+n*image.PageSize]
 			read := readPages
@@ -329,13 +406,11 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			if err := read(pid, mem, p.v, idx[:n], c.data[at:]); err != nil {
 				return fmt.Errorf("read memory of %d at vma %s: %w", pid, p.v.DirName(), err)
 			}
-			for _, i := range idx[:n] {
-				c.pages = append(c.pages, pageSlot{p.v, i})
-			}
+			c.addPages(p.v, idx[:n])
 			idx = idx[n:]
 			m.read += int64(n) * image.PageSize
 			testhold.At("copy")
-			if len(c.pages) == chunkPages {
+			if c.n == chunkPages {
 				m.flush()
 			}
 		}
@@ -349,10 +424,11 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 // filled again.
 func (m *memCopier) flush() {
 	c := m.cur
-	if c == nil || len(c.pages) == 0 {
+	if c == nil || c.n == 0 {
 		return
 	}
 	m.cur = nil
+	c.stored = make(chan struct{})
 	m.chunks = append(m.chunks, c)
 	if m.inMemory < m.maxInMem {
 		m.inMemory++
@@ -439,6 +515,13 @@ func (m *memCopier) wait() error {
 	if m.err != nil {
 		return m.err
 	}
+	m.stats.PagesNew = m.newPg.Load()
+	m.stats.BytesAdded = m.added.Load()
+	if m.tables != nil {
+		m.chunks = nil
+		m.stats.PagesTotal -= m.stats.PagesZero // tabulate counted them
+		return nil
+	}
 	// The chunk buffers are garbage now: return them to the system
 	// before the page tables are built (issue 17: the dumper's peak
 	// memory is the budget plus a bounded part, not both at once).
@@ -448,30 +531,28 @@ func (m *memCopier) wait() error {
 	// twice over (a table grown by append would be, up to 2x more).
 	count := map[*image.VMA]int{}
 	for _, c := range m.chunks {
-		for i, s := range c.pages {
+		c.each(func(i int, v *image.VMA, _ uint32) {
 			if !c.zero[i] {
-				count[s.vma]++
+				count[v]++
 			}
-		}
+		})
 	}
 	for v, n := range count {
 		v.Pages = slices.Grow(v.Pages, n)
 	}
 	for k, c := range m.chunks {
-		for i, s := range c.pages {
+		c.each(func(i int, v *image.VMA, idx uint32) {
 			m.stats.PagesTotal++
 			if c.zero[i] {
 				m.stats.PagesZero++
-				continue
+				return
 			}
-			s.vma.Pages = append(s.vma.Pages, image.PageRef{Index: s.idx, Hash: c.hashes[i]})
-		}
+			v.Pages = append(v.Pages, image.PageRef{Index: idx, Hash: c.hashes[i]})
+		})
 		m.chunks[k] = nil
 	}
 	m.chunks = nil
 	m.stats.PagesTotal -= m.stats.PagesZero
-	m.stats.PagesNew = m.newPg.Load()
-	m.stats.BytesAdded = m.added.Load()
 	return nil
 }
 

@@ -78,8 +78,12 @@ func TestDumpSpilledSameAsInMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		c, err := store.Load(r.Checkpoint.ID) // the dump streamed its page tables
+		if err != nil {
+			t.Fatal(err)
+		}
 		m := map[uint64][]image.PageRef{}
-		for _, v := range r.Checkpoint.Tasks[0].VMAs {
+		for _, v := range c.Tasks[0].VMAs {
 			m[v.Start] = v.Pages
 		}
 		return m

@@ -244,6 +244,28 @@ type VMA struct {
 	FileSize   int64     // for file mappings: size of the file at dump time
 	Flags      []string  // VmFlags from smaps ("gd", "dd", ...)
 	Pages      []PageRef // saved pages, ascending index; absent and zero pages are holes
+	// Table, when not nil, is the vma's page table as a dump already put
+	// it in the store (dedup.TableBuilder streams tables while pages are
+	// stored, instead of holding every reference until the commit): Pages
+	// is then empty. Load gives Pages, never Table.
+	Table *StoredTable
+}
+
+// StoredTable names a page table already in a store: its number of page
+// references and the hashes of the pieces of its chunk list, as a
+// format-3 manifest records them for a vma (docs/store-format.md).
+type StoredTable struct {
+	Pages int
+	Top   []Hash
+}
+
+// SavedPages is the number of saved pages of v: len(Pages), or the count
+// of its stored Table.
+func (v *VMA) SavedPages() int {
+	if v.Table != nil {
+		return v.Table.Pages
+	}
+	return len(v.Pages)
 }
 
 // PageRef says page Index (from Start) has content Hash.
@@ -312,7 +334,7 @@ func (c *Checkpoint) MemoryBytes() int64 {
 	var n int64
 	for _, t := range c.Tasks {
 		for _, v := range t.VMAs {
-			n += int64(len(v.Pages)) * PageSize
+			n += int64(v.SavedPages()) * PageSize
 		}
 	}
 	return n

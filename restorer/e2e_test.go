@@ -188,7 +188,11 @@ func dumpKill(t testing.TB, p *program) string {
 	p.reaped = true
 	waitGone(t, p.pid)
 	dir := filepath.Join(t.TempDir(), "ckpt")
-	if err := image.WriteTree(dir, image.Render(res.Checkpoint, store)); err != nil {
+	c, err := store.Load(res.Checkpoint.ID) // with its page tables, which the dump streamed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := image.WriteTree(dir, image.Render(c, store)); err != nil {
 		t.Fatal(err)
 	}
 	return dir

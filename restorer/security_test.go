@@ -144,7 +144,11 @@ func redump(t *testing.T, pid int) string {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "redump")
-	if err := image.WriteTree(dir, image.Render(res.Checkpoint, store)); err != nil {
+	c, err := store.Load(res.Checkpoint.ID) // with its page tables, which the dump streamed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := image.WriteTree(dir, image.Render(c, store)); err != nil {
 		t.Fatal(err)
 	}
 	return dir

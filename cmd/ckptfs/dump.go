@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -353,10 +352,10 @@ func dumpAndStore(f dumpFlags, pid int, stop <-chan struct{}) (retErr error) {
 	}()
 	opts := dumper.Options{Name: f.name, Kill: f.kill, TCPEstablished: f.tcpEstablished, Abort: stop, MemoryBudget: f.memBudget << 20,
 		InheritFiles: f.inheritFiles}
-	// The Go heap (pages in flight, the store's tables) is kept near the
-	// page budget plus 256 MiB: the GC works harder rather than let
-	// garbage double the heap.
-	debug.SetMemoryLimit(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget) + 256<<20)
+	// The dumper's memory (pages in flight, the store's tables, the files
+	// it maps) is kept near the page budget plus 256 MiB: the GC works
+	// harder rather than let garbage double the heap.
+	defer dumper.LimitMemory(cmp.Or(opts.MemoryBudget, dumper.DefaultMemoryBudget)+256<<20, repo)()
 	if w := phaseLog(f.verbose); w != nil {
 		opts.Log = w
 	}
