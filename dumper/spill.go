@@ -85,6 +85,15 @@ func (s *spillFile) write(b []byte) (int64, error) {
 	return off, nil
 }
 
+// writeAt writes b at off, a place of its own: the copy's threads
+// (copyfill.go) write chunks at once, each where its order puts it.
+func (s *spillFile) writeAt(b []byte, off int64) error {
+	if _, err := s.f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("write spill file: %w", err)
+	}
+	return nil
+}
+
 // mapBack maps the n bytes at off (a multiple of the page size) read-only,
 // for the workers to hash and store straight from the page cache: a
 // read-back would copy every spilled byte once more (at 1 GiB, 768 MiB of
