@@ -53,7 +53,7 @@ func (m *memCopier) newChunk() (*chunk, error) {
 	c := &chunk{seq: len(m.chunks)}
 	m.chunks = append(m.chunks, c)
 	if c.seq >= m.maxInMem && m.spill == nil {
-		s, err := newSpillFile(os.TempDir())
+		s, err := newSpillStripes(os.TempDir(), copyWorkers())
 		if err != nil {
 			return nil, err
 		}

@@ -57,11 +57,11 @@ type memCopier struct {
 	opts     Options
 	progress func(done, total int64)
 
-	queue    chan *chunk // to the workers, fed by feed after the copy
-	cur      *chunk      // the chunk being filled
-	chunks   []*chunk    // every chunk in read order, to build page tables
-	maxInMem int         // the budget, in chunks: the first ones stay in memory
-	spill    *spillFile  // the chunks beyond the budget (nil: none yet)
+	queue    chan *chunk   // to the workers, fed by feed after the copy
+	cur      *chunk        // the chunk being filled
+	chunks   []*chunk      // every chunk in read order, to build page tables
+	maxInMem int           // the budget, in chunks: the first ones stay in memory
+	spill    *spillStripes // the chunks beyond the budget (nil: none yet)
 	wg       sync.WaitGroup
 	closed   bool
 	started  bool
@@ -480,7 +480,7 @@ func (m *memCopier) prefault(want int64) error {
 	}
 	m.bufs.prefault(n)
 	if over > 0 {
-		s, err := newSpillFile(os.TempDir())
+		s, err := newSpillStripes(os.TempDir(), copyWorkers())
 		if err != nil {
 			return err
 		}

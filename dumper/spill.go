@@ -58,12 +58,16 @@ func newSpillFile(dir string) (*spillFile, error) {
 //     written full of zeros first, so the dirty pages, and the
 //     throttling, come before the freeze and the writes while frozen
 //     overwrite pages already in the page cache.
-func (s *spillFile) prefault(n int64) error {
+func (s *spillFile) prefault(n int64) error { return s.reserve(n, n > dirtyHeadroom()) }
+
+// reserve is prefault with the choice made: fill says whether to write
+// the zeros (spillStripes decides it for all its files at once).
+func (s *spillFile) reserve(n int64, fill bool) error {
 	err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, n)
 	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("reserve spill file: %w", err)
 	}
-	if n <= dirtyHeadroom() {
+	if !fill {
 		return nil
 	}
 	zero := make([]byte, chunkPages*image.PageSize)
