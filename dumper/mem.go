@@ -261,6 +261,17 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			}
 		}
 	}()
+	// present.go: PAGEMAP_SCAN needs a file of its own (proc.Pagemap
+	// keeps its file to itself)
+	scan, err := os.Open(proc.Path(pid, "pagemap"))
+	if err != nil {
+		return fmt.Errorf("open pagemap of %d: %w", pid, err)
+	}
+	defer func() {
+		if scan != nil {
+			scan.Close()
+		}
+	}()
 	var entries []uint64
 	for _, v := range t.VMAs {
 		if !saveContents(v) {
@@ -279,12 +290,24 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 			}
 		} else {
-			if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
-				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+			scanned := false
+			if scansPresence(v) && scan != nil {
+				if idx, scanned, err = presentPages(scan, v); err != nil {
+					return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+				}
+				if !scanned {
+					scan.Close()
+					scan = nil // no PAGEMAP_SCAN: pagemap for the rest
+				}
 			}
-			for i, e := range entries {
-				if wantPage(v, e) {
-					idx = append(idx, uint32(i))
+			if !scanned {
+				if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
+					return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+				}
+				for i, e := range entries {
+					if wantPage(v, e) {
+						idx = append(idx, uint32(i))
+					}
 				}
 			}
 			if m.pick != nil {
