@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
 )
 
 // TestSpillStripesRoundTrip writes chunks from several goroutines at once,
@@ -87,7 +88,7 @@ func TestPresentPages(t *testing.T) {
 	if !scansPresence(v) {
 		t.Fatal("a private anonymous vma is not scanned")
 	}
-	pm, err := os.Open("/proc/self/pagemap")
+	pm, err := proc.OpenPagemap(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

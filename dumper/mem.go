@@ -261,18 +261,8 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			}
 		}
 	}()
-	// present.go: PAGEMAP_SCAN needs a file of its own (proc.Pagemap
-	// keeps its file to itself)
-	scan, err := os.Open(proc.Path(pid, "pagemap"))
-	if err != nil {
-		return fmt.Errorf("open pagemap of %d: %w", pid, err)
-	}
-	defer func() {
-		if scan != nil {
-			scan.Close()
-		}
-	}()
 	var entries []uint64
+	canScan := true
 	for _, v := range t.VMAs {
 		if !saveContents(v) {
 			continue
@@ -291,14 +281,11 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			}
 		} else {
 			scanned := false
-			if scansPresence(v) && scan != nil {
-				if idx, scanned, err = presentPages(scan, v); err != nil {
+			if scansPresence(v) && canScan {
+				if idx, scanned, err = presentPages(pm, v); err != nil {
 					return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 				}
-				if !scanned {
-					scan.Close()
-					scan = nil // no PAGEMAP_SCAN: pagemap for the rest
-				}
+				canScan = scanned // no PAGEMAP_SCAN: pagemap for the rest
 			}
 			if !scanned {
 				if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {

@@ -2,11 +2,11 @@ package dumper
 
 import (
 	"errors"
-	"os"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/wptrack"
 )
 
@@ -31,7 +31,7 @@ func scansPresence(v *image.VMA) bool {
 // zero page). PAGEMAP_SCAN returns them as runs, while a pagemap entry
 // a page looks up every page (1 GiB: 4-6 ms against 10-14 ms, frozen).
 // ok=false: the kernel has no PAGEMAP_SCAN (before 6.7), use pagemap.
-func presentPages(pagemap *os.File, v *image.VMA) (idx []uint32, ok bool, err error) {
+func presentPages(pagemap *proc.Pagemap, v *image.VMA) (idx []uint32, ok bool, err error) {
 	regions, err := wptrack.Pages(int(pagemap.Fd()), v.Start, v.End,
 		wptrack.PagePresent|wptrack.PageSwapped, wptrack.PagePFNZero)
 	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
