@@ -123,6 +123,13 @@ func (m *memCopier) copyPlans(pid int, mem *os.File, plans []plan) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				// as Dump does for the ptrace thread: an error, not a
+				// crash that would leave the tree to the kernel
+				if r := recover(); r != nil {
+					m.fail(fmt.Errorf("copy of %d: internal error: %v", pid, r))
+				}
+			}()
 			read()
 		}()
 	}
