@@ -50,7 +50,7 @@ func copyWorkers() int { return min(runtime.GOMAXPROCS(0), 8) }
 // newChunk starts the next chunk in read order. Its buffer is taken by
 // whichever thread reads into it first.
 func (m *memCopier) newChunk() (*chunk, error) {
-	c := &chunk{seq: len(m.chunks)}
+	c := &chunk{seq: len(m.chunks), pages: make([]pageSlot, 0, chunkPages)}
 	m.chunks = append(m.chunks, c)
 	if c.seq >= m.maxInMem && m.spill == nil {
 		s, err := newSpillStripes(os.TempDir(), copyWorkers())
