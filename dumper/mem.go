@@ -16,7 +16,6 @@ import (
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/sparse"
-	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
 // DefaultMemoryBudget is Options.MemoryBudget when it is 0. Pages beyond
@@ -37,6 +36,7 @@ type chunk struct {
 	data   []byte    // n pages; nil while the chunk is spilled
 	spill  int64     // offset of the pages in the spill file, if spilled
 	mapped bool      // data is the spill file's pages, mapped (mapBack)
+	seq    int       // its place in read order (memCopier.chunks)
 	hashes []image.Hash
 	zero   []bool
 	stored chan struct{} // closed once a worker is done with it
@@ -91,9 +91,8 @@ type memCopier struct {
 	// tables streams the page tables to the store as chunks are stored
 	// (tabulate), where the repo takes them (nil: wait builds VMA.Pages).
 	tables   *dedup.TableBuilder
-	inMemory int        // chunks kept in memory
-	maxInMem int        // the budget, in chunks
-	spill    *spillFile // the chunks beyond the budget (nil: none yet)
+	maxInMem int           // the budget, in chunks: the first ones stay in memory
+	spill    *spillStripes // the chunks beyond the budget (nil: none yet)
 	wg       sync.WaitGroup
 	closed   bool
 	started  bool
@@ -106,7 +105,8 @@ type memCopier struct {
 	added   atomic.Int64
 	newPg   atomic.Int64
 	storedB atomic.Int64 // page bytes hashed and stored, for OnProgress
-	read    int64
+	read    int64        // page bytes laid out over chunks (copyfill.go)
+	copied  atomic.Int64 // of them, read so far
 	total   int64
 	stats   image.Stats
 	bufs    bufferPool
@@ -335,11 +335,6 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 		return fmt.Errorf("open memory of %d: %w", pid, err)
 	}
 	defer mem.Close()
-	type plan struct {
-		v      *image.VMA
-		idx    []uint32
-		object *os.File // shared anonymous memory: read from the object
-	}
 	var plans []plan
 	defer func() {
 		for _, p := range plans {
@@ -349,6 +344,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 		}
 	}()
 	var entries []uint64
+	canScan := true
 	for _, v := range t.VMAs {
 		if !saveContents(v) {
 			continue
@@ -366,12 +362,21 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
 			}
 		} else {
-			if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
-				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+			scanned := false
+			if scansPresence(v) && canScan {
+				if idx, scanned, err = presentPages(pm, v); err != nil {
+					return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+				}
+				canScan = scanned // no PAGEMAP_SCAN: pagemap for the rest
 			}
-			for i, e := range entries {
-				if wantPage(v, e) {
-					idx = append(idx, uint32(i))
+			if !scanned {
+				if entries, err = pm.Entries(v.Start, v.End, entries); err != nil {
+					return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
+				}
+				for i, e := range entries {
+					if wantPage(v, e) {
+						idx = append(idx, uint32(i))
+					}
 				}
 			}
 			if m.pick != nil {
@@ -385,71 +390,38 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			object.Close()
 		}
 	}
-	for _, p := range plans {
-		for idx := p.idx; len(idx) > 0; {
-			if m.failed.Load() {
-				return m.err
-			}
-			if m.cur == nil {
-				m.cur = &chunk{data: m.bufs.get()[:0]}
-			}
-			c := m.cur
-			n := min(len(idx), chunkPages-c.n)
-			at := len(c.data)
-			c.data = c.data[:at+n*image.PageSize]
-			read := readPages
-			if p.object != nil {
-				read = func(_ int, _ *os.File, v *image.VMA, idx []uint32, buf []byte) error {
-					return readObjectPages(p.object, v, idx, buf)
-				}
-			}
-			if err := read(pid, mem, p.v, idx[:n], c.data[at:]); err != nil {
-				return fmt.Errorf("read memory of %d at vma %s: %w", pid, p.v.DirName(), err)
-			}
-			c.addPages(p.v, idx[:n])
-			idx = idx[n:]
-			m.read += int64(n) * image.PageSize
-			testhold.At("copy")
-			if c.n == chunkPages {
-				m.flush()
-			}
-		}
-		m.progress(m.read, m.total)
-	}
-	return nil
+	return m.copyPlans(pid, mem, plans)
 }
 
-// flush ends the chunk being filled: it stays in memory within the
-// budget, beyond it its pages go to the spill file and its buffer is
-// filled again.
+// flush ends the chunk being filled, once the copy is over.
 func (m *memCopier) flush() {
 	c := m.cur
 	if c == nil || c.n == 0 {
 		return
 	}
 	m.cur = nil
-	c.stored = make(chan struct{})
-	m.chunks = append(m.chunks, c)
-	if m.inMemory < m.maxInMem {
-		m.inMemory++
-		return
-	}
-	if err := m.spillChunk(c); err != nil {
+	if err := m.finishChunk(c); err != nil {
 		m.fail(err)
 	}
 }
 
-// spillChunk writes c's pages to the spill file and frees its buffer.
-func (m *memCopier) spillChunk(c *chunk) error {
-	if m.spill == nil {
-		s, err := newSpillFile(os.TempDir())
-		if err != nil {
-			return err
-		}
-		m.spill = s
+// finishChunk ends a chunk read in full: within the budget it stays in
+// memory, beyond it its pages go to the spill file and its buffer back to
+// the pool. Several threads end chunks at once.
+func (m *memCopier) finishChunk(c *chunk) error {
+	c.data = c.data[:c.n*image.PageSize]
+	if c.seq < m.maxInMem {
+		return nil
 	}
-	off, err := m.spill.write(c.data)
-	if err != nil {
+	return m.spillChunk(c)
+}
+
+// spillChunk writes c's pages to the spill file and frees its buffer.
+// Every chunk but the last is full, so the n-th chunk past the budget has
+// its place in the file at n chunks.
+func (m *memCopier) spillChunk(c *chunk) error {
+	off := int64(c.seq-m.maxInMem) * chunkPages * image.PageSize
+	if err := m.spill.writeAt(c.data, off); err != nil {
 		return err
 	}
 	c.spill = off
@@ -597,9 +569,15 @@ func newChunkBuffer() []byte {
 // file's blocks (spillFile.prefault).
 func (m *memCopier) prefault(want int64) error {
 	chunkBytes := int64(chunkPages * image.PageSize)
-	m.bufs.prefault(int(min(want, int64(m.maxInMem)*chunkBytes) / chunkBytes))
-	if over := want - int64(m.maxInMem)*chunkBytes; over > 0 {
-		s, err := newSpillFile(os.TempDir())
+	n := int(min(want, int64(m.maxInMem)*chunkBytes) / chunkBytes)
+	over := want - int64(m.maxInMem)*chunkBytes
+	if over > 0 {
+		// the buffers the readers spill from (copyfill.go)
+		n += copyWorkers() + 1
+	}
+	m.bufs.prefault(n)
+	if over > 0 {
+		s, err := newSpillStripes(os.TempDir(), copyWorkers())
 		if err != nil {
 			return err
 		}

@@ -58,12 +58,16 @@ func newSpillFile(dir string) (*spillFile, error) {
 //     written full of zeros first, so the dirty pages, and the
 //     throttling, come before the freeze and the writes while frozen
 //     overwrite pages already in the page cache.
-func (s *spillFile) prefault(n int64) error {
+func (s *spillFile) prefault(n int64) error { return s.reserve(n, n > dirtyHeadroom()) }
+
+// reserve is prefault with the choice made: fill says whether to write
+// the zeros (spillStripes decides it for all its files at once).
+func (s *spillFile) reserve(n int64, fill bool) error {
 	err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, n)
 	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("reserve spill file: %w", err)
 	}
-	if n <= dirtyHeadroom() {
+	if !fill {
 		return nil
 	}
 	zero := make([]byte, chunkPages*image.PageSize)
@@ -83,6 +87,15 @@ func (s *spillFile) write(b []byte) (int64, error) {
 	}
 	s.size += int64(len(b))
 	return off, nil
+}
+
+// writeAt writes b at off, a place of its own: the copy's threads
+// (copyfill.go) write chunks at once, each where its order puts it.
+func (s *spillFile) writeAt(b []byte, off int64) error {
+	if _, err := s.f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("write spill file: %w", err)
+	}
+	return nil
 }
 
 // mapBack maps the n bytes at off (a multiple of the page size) read-only,

@@ -25,6 +25,9 @@ func OpenPagemap(pid int) (*Pagemap, error) {
 	return &Pagemap{f: f}, nil
 }
 
+// Fd is the pagemap file's descriptor, for ioctls on it (PAGEMAP_SCAN).
+func (p *Pagemap) Fd() uintptr { return p.f.Fd() }
+
 // Close closes the pagemap file.
 func (p *Pagemap) Close() error { return p.f.Close() }
 

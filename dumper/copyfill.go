@@ -1,0 +1,174 @@
+package dumper
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/testhold"
+)
+
+// How a task's pages are read out of the frozen tree: copyTask lists the
+// pages of each vma to save (a plan), assign lays them out over chunks in
+// read order, on the ptrace thread, and then every CPU reads chunks at
+// once (process_vm_readv needs no ptrace request, only the right to
+// trace, so any thread may issue it): the copy while frozen runs at the
+// speed of all cores, not one. The layout is fixed before the reads, so
+// the chunks, and the page tables built from them, are in the same order
+// whichever thread read what.
+
+// plan is what copyTask saves of one vma: the page indices to read, and
+// for shared anonymous memory the object to read them from.
+type plan struct {
+	v      *image.VMA
+	idx    []uint32
+	object *os.File // shared anonymous memory: read from the object
+}
+
+// piece is a run of a plan's pages, read into a chunk at page at.
+type piece struct {
+	p   *plan
+	idx []uint32
+	at  int
+}
+
+// fill is what one task reads into one chunk; full says the chunk is
+// complete once it is read (the last one may be continued by the next
+// task, or ended by closeReads).
+type fill struct {
+	c      *chunk
+	pieces []piece
+	full   bool
+}
+
+// copyWorkers is how many threads read chunks at once.
+func copyWorkers() int { return min(runtime.GOMAXPROCS(0), 8) }
+
+// newChunk starts the next chunk in read order. Its buffer is taken by
+// whichever thread reads into it first.
+func (m *memCopier) newChunk() (*chunk, error) {
+	c := &chunk{seq: len(m.chunks), stored: make(chan struct{})}
+	m.chunks = append(m.chunks, c)
+	if c.seq >= m.maxInMem && m.spill == nil {
+		s, err := newSpillStripes(os.TempDir(), copyWorkers())
+		if err != nil {
+			return nil, err
+		}
+		m.spill = s
+	}
+	return c, nil
+}
+
+// assign lays the plans' pages out over chunks, continuing the chunk the
+// previous task left open, and returns what to read into each.
+func (m *memCopier) assign(plans []plan) ([]*fill, error) {
+	var fills []*fill
+	for k := range plans {
+		p := &plans[k]
+		for idx := p.idx; len(idx) > 0; {
+			if m.cur == nil {
+				c, err := m.newChunk()
+				if err != nil {
+					return nil, err
+				}
+				m.cur = c
+			}
+			c := m.cur
+			if l := len(fills); l == 0 || fills[l-1].c != c {
+				fills = append(fills, &fill{c: c})
+			}
+			f := fills[len(fills)-1]
+			n := min(len(idx), chunkPages-c.n)
+			f.pieces = append(f.pieces, piece{p: p, idx: idx[:n], at: c.n})
+			c.addPages(p.v, idx[:n])
+			idx = idx[n:]
+			m.read += int64(n) * image.PageSize
+			if c.n == chunkPages {
+				f.full = true
+				m.cur = nil
+			}
+		}
+	}
+	return fills, nil
+}
+
+// copyPlans reads the plans' pages of pid into chunks, on copyWorkers
+// threads, the calling one among them.
+func (m *memCopier) copyPlans(pid int, mem *os.File, plans []plan) error {
+	fills, err := m.assign(plans)
+	if err != nil {
+		return err
+	}
+	var next atomic.Int64
+	read := func() {
+		for !m.failed.Load() {
+			i := int(next.Add(1) - 1)
+			if i >= len(fills) {
+				return
+			}
+			if err := m.fillChunk(pid, mem, fills[i]); err != nil {
+				m.fail(err)
+				return
+			}
+			testhold.At("copy")
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(copyWorkers(), len(fills)) - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				// as Dump does for the ptrace thread: an error, not a
+				// crash that would leave the tree to the kernel
+				if r := recover(); r != nil {
+					m.fail(fmt.Errorf("copy of %d: internal error: %v", pid, r))
+				}
+			}()
+			read()
+		}()
+	}
+	read()
+	wg.Wait()
+	if m.failed.Load() {
+		return m.err
+	}
+	m.progress(m.read, m.total)
+	return nil
+}
+
+// fillChunk reads f's pieces into its chunk and, if that completes it,
+// ends it (finishChunk).
+func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill) error {
+	c := f.c
+	if c.data == nil {
+		c.data = m.bufs.get()
+	}
+	pages := 0
+	for _, pc := range f.pieces {
+		buf := c.data[pc.at*image.PageSize : (pc.at+len(pc.idx))*image.PageSize]
+		var err error
+		if pc.p.object != nil {
+			err = readObjectPages(pc.p.object, pc.p.v, pc.idx, buf)
+		} else {
+			err = readPages(pid, mem, pc.p.v, pc.idx, buf)
+		}
+		if err != nil {
+			return fmt.Errorf("read memory of %d at vma %s: %w", pid, pc.p.v.DirName(), err)
+		}
+		pages += len(pc.idx)
+	}
+	if done := m.copied.Add(int64(pages) * image.PageSize); c.seq%progressEvery == 0 {
+		m.progress(done, m.total)
+	}
+	if f.full {
+		return m.finishChunk(c)
+	}
+	return nil
+}
+
+// progressEvery: copy progress is told once per that many chunks.
+const progressEvery = 64
