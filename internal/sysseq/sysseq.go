@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckptfs/ckptfs/internal/inject"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 )
 
@@ -114,9 +115,10 @@ type Seq struct {
 	size       int
 
 	calls    []Call
-	data     []byte // the data area's used end: data[0] is at area+size-len(data)
-	reserved bool   // a Put made room for the next Add
-	first    Ret    // the Ret of calls[0]
+	pieces   []piece // the data area, from its end down
+	dataLen  int     // bytes of it used
+	reserved bool    // a Put made room for the next Add
+	first    Ret     // the Ret of calls[0]
 	vals     []uint64
 	errs     []error
 }
@@ -131,14 +133,21 @@ func (s *Seq) Pending() int { return len(s.calls) }
 
 func (s *Seq) fits(entries, data int) bool {
 	// 8 bytes an entry for a constant it may copy (Flush)
-	return (len(s.calls)+entries)*(EntrySize+8)+len(s.data)+data <= s.size
+	return (len(s.calls)+entries)*(EntrySize+8)+s.dataLen+data <= s.size
+}
+
+// piece is a buffer of the data area, off bytes below its end.
+type piece struct {
+	b   []byte
+	off int
 }
 
 // Put places bufs in the data area, each 8-byte aligned, and returns
 // their addresses in the tracee; the call that reads them must be the
 // next Add (Put runs the pending calls first when there is no room: put
-// everything one call needs in one Put). Data too large for the area is
-// an error: make that call on its own.
+// everything one call needs in one Put). Their bytes are read when the
+// sequence runs: the caller may fill them in until then. Data too large
+// for the area is an error: make that call on its own.
 func (s *Seq) Put(bufs ...[]byte) ([]uint64, error) {
 	n := 0
 	for _, b := range bufs {
@@ -154,11 +163,9 @@ func (s *Seq) Put(bufs ...[]byte) ([]uint64, error) {
 	}
 	addrs := make([]uint64, len(bufs))
 	for i, b := range bufs {
-		pad := (len(b) + 7) &^ 7
-		chunk := make([]byte, pad)
-		copy(chunk, b)
-		s.data = append(chunk, s.data...)
-		addrs[i] = s.area + uint64(s.size-len(s.data))
+		s.dataLen += (len(b) + 7) &^ 7
+		s.pieces = append(s.pieces, piece{b: b, off: s.dataLen})
+		addrs[i] = s.area + uint64(s.size-s.dataLen)
 	}
 	s.reserved = true
 	return addrs, nil
@@ -203,8 +210,12 @@ func (s *Seq) Value(r Ret) (uint64, error) {
 // The first error (an errno, or what a Check said) is returned; after it
 // nothing more runs, and the calls not run are dropped.
 func (s *Seq) Flush() error {
-	calls, data := s.calls, s.data
-	s.calls, s.data, s.reserved = nil, nil, false
+	calls := s.calls
+	data := make([]byte, s.dataLen)
+	for _, p := range s.pieces {
+		copy(data[s.dataLen-p.off:], p.b)
+	}
+	s.calls, s.pieces, s.dataLen, s.reserved = nil, nil, 0, false
 	base := s.first
 	s.first += Ret(len(calls))
 	// Whatever happens, every call gets a value (0 if it did not run).
@@ -279,6 +290,14 @@ func (s *Seq) Flush() error {
 			var errno error
 			if v := int64(ret); v < 0 && v >= -4095 {
 				errno = unix.Errno(-v)
+			}
+			if inject.Tracing() {
+				args := c.Args
+				if c.From != 0 && c.To == 0 {
+					args[c.Arg] = uint64(uint32(s.vals[c.From-1]))
+				}
+				inject.Trace(inject.Traced{TID: s.tid, Nr: c.Nr, Args: args[:]})
+				inject.Trace(inject.Traced{TID: s.tid, Nr: c.Nr, Done: true, Ret: ret, Err: errno})
 			}
 			var err error
 			switch {
