@@ -87,7 +87,7 @@ func Restore(dir string, opts Options) (int, error) {
 	defer stopLazy(lazyStarted)
 	sp, why := openStorePages(dir) // pagesource.go
 	defer sp.close()
-	c, whyFiles, err := loadTree(dir, sp) // storemodel.go
+	c, whyFiles, err := loadTree(dir, sp, !opts.Lazy) // storemodel.go
 	if err != nil {
 		return 0, err
 	}
@@ -284,6 +284,9 @@ func (r *restorer) run() error {
 		if err := r.on(p, p.finish); err != nil {
 			return fmt.Errorf("task %d: %w", p.pid, err)
 		}
+	}
+	if read, used := r.pages.earlyCounts(); read > 0 {
+		r.logf("pages of %d of %d tasks read while the model loaded", used, read)
 	}
 	r.logf("registers set")
 	if err := r.failpoint("finished"); err != nil {
