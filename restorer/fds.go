@@ -7,6 +7,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
+	"github.com/ckptfs/ckptfs/internal/sysseq"
 )
 
 // restoreFDs closes every fd of the stub, then puts every recorded fd at
@@ -16,24 +17,28 @@ import (
 // signalfd, epoll) are created there, late kinds (epoll) last, once the
 // fds they watch exist (each once per open file description:
 // shareCreated).
+//
+// Its calls are queued (queue.go): the files from the restorer need no
+// stop at all, an fd made in the task one or two.
 func (p *target) restoreFDs() error {
 	have, err := proc.FDs(p.pid)
 	if err != nil {
 		return err
 	}
+	open := map[int]bool{} // the task's fd table, as the queued calls leave it
 	for _, n := range have {
 		if p.keepsFD(n) { // pidns.go
+			open[n] = true
 			continue
 		}
-		if _, err := p.sys(p.pid, unix.SYS_CLOSE, uint64(n)); err != nil {
-			return fmt.Errorf("close stub fd %d: %w", n, err)
-		}
+		p.q(wrapf("close stub fd %d", n), unix.SYS_CLOSE, uint64(n))
 	}
 	if len(p.t.FDs) == 0 {
 		return nil
 	}
 	// Room above the highest recorded fd for the restorer's pidfd (the
-	// recorded limits are set after).
+	// recorded limits are set after). Only raised: the calls queued
+	// before need no order with it.
 	var lim unix.Rlimit
 	if err := unix.Prlimit(p.pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
 		return err
@@ -43,16 +48,10 @@ func (p *target) restoreFDs() error {
 		return err
 	}
 	top := p.t.FDs[len(p.t.FDs)-1].Num
-	pidfd, err := p.restorerPidfd() // pidns.go
-	if err != nil {
-		return err
-	}
-	src, err := p.sys(p.pid, unix.SYS_FCNTL, pidfd, unix.F_DUPFD_CLOEXEC, uint64(top+1))
-	p.sys(p.pid, unix.SYS_CLOSE, pidfd)
-	if err != nil {
-		return err
-	}
-	defer p.sys(p.pid, unix.SYS_CLOSE, src)
+	pidfd := p.queueRestorerPidfd() // pidns.go
+	src := p.qFrom(nil, pidfd, 0, unix.SYS_FCNTL, 0, unix.F_DUPFD_CLOEXEC, uint64(top+1))
+	p.queue(sysseq.Call{Nr: unix.SYS_CLOSE, From: pidfd, GoOn: true}, nil)
+	defer p.queue(sysseq.Call{Nr: unix.SYS_CLOSE, From: src, GoOn: true}, nil)
 	for _, pass := range []bool{false, true} {
 		for _, f := range p.t.FDs {
 			k, err := kindOf(p.r.c, f)
@@ -66,9 +65,12 @@ func (p *target) restoreFDs() error {
 				continue
 			}
 			if _, made := p.r.files.byKey[fdKey(p.t.PID, f)]; !k.inTask() || made {
-				err = p.installFD(src, f)
+				err = p.installFD(src, f, open)
 			} else if err = p.restoreFD(k, f); err == nil {
 				err = p.shareCreated(f)
+				if err == nil {
+					open, err = p.openFDs() // whatever the kind left open
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("fd %d (%s %s): %w", f.Num, f.Kind, f.Path, err)
@@ -78,29 +80,58 @@ func (p *target) restoreFDs() error {
 	return nil
 }
 
-// installFD puts the restorer's file for f at f.Num with pidfd_getfd
-// through src, a pidfd of the restorer in the task.
-func (p *target) installFD(src uint64, f *image.FD) error {
+// openFDs returns the task's open fds, once the queued calls ran.
+func (p *target) openFDs() (map[int]bool, error) {
+	if err := p.flush(); err != nil {
+		return nil, err
+	}
+	have, err := proc.FDs(p.pid)
+	if err != nil {
+		return nil, err
+	}
+	open := map[int]bool{}
+	for _, n := range have {
+		open[n] = true
+	}
+	return open, nil
+}
+
+// installFD queues the calls that put the restorer's file for f at f.Num
+// with pidfd_getfd through src, a pidfd of the restorer in the task.
+// open is the task's fd table when they run (updated): pidfd_getfd gives
+// its lowest free number, and that is f.Num or a number dup3 moves from.
+func (p *target) installFD(src sysseq.Ret, f *image.FD, open map[int]bool) error {
 	own, err := p.r.files.source(p.r.c, p.t, f)
 	if err != nil {
 		return err
 	}
-	fd, err := p.sys(p.pid, unix.SYS_PIDFD_GETFD, src, uint64(own), 0)
-	if err != nil {
-		return err
+	what := wrapf("fd %d (%s %s)", f.Num, f.Kind, f.Path)
+	at := 0
+	for open[at] {
+		at++
 	}
-	// pidfd_getfd sets close-on-exec.
-	if int(fd) == f.Num {
-		if !f.Cloexec() {
-			_, err = p.sys(p.pid, unix.SYS_FCNTL, fd, unix.F_SETFD, 0)
+	open[f.Num] = true
+	getfd := sysseq.Call{Nr: unix.SYS_PIDFD_GETFD, Args: [6]uint64{0, uint64(own), 0}, From: src, Arg: 0}
+	getfd.Check = func(got uint64, err error) error {
+		switch {
+		case err != nil:
+			return what(fmt.Errorf("pidfd_getfd: %w", err))
+		case (at == f.Num) != (got == uint64(f.Num)):
+			return what(fmt.Errorf("pidfd_getfd gave fd %d, where fd %d was expected", got, at))
 		}
-		return err
+		return nil
 	}
-	if _, err := p.sys(p.pid, unix.SYS_DUP3, fd, uint64(f.Num), uint64(f.Flags&unix.O_CLOEXEC)); err != nil {
-		return err
+	fd := p.queue(getfd, nil)
+	// pidfd_getfd sets close-on-exec.
+	if at == f.Num {
+		if !f.Cloexec() {
+			p.q(what, unix.SYS_FCNTL, uint64(f.Num), unix.F_SETFD, 0)
+		}
+		return nil
 	}
-	_, err = p.sys(p.pid, unix.SYS_CLOSE, fd)
-	return err
+	p.qFrom(what, fd, 0, unix.SYS_DUP3, 0, uint64(f.Num), uint64(f.Flags&unix.O_CLOEXEC))
+	p.qFrom(what, fd, 0, unix.SYS_CLOSE)
+	return nil
 }
 
 // shareCreated keeps a restorer copy of fd f just created in the task when

@@ -332,9 +332,10 @@ func (p *target) attachSysV(i int) error {
 				return fmt.Errorf("vma %s: %w", w.DirName(), err)
 			}
 		}
-		if err := p.adviseVMA(w); err != nil {
-			return err
-		}
+		p.adviseVMA(w) // queued
+	}
+	if err := p.flush(); err != nil {
+		return err
 	}
 	if s.dest && p.lastAttach(i) {
 		if _, err := unix.SysvShmCtl(s.id, unix.IPC_RMID, nil); err != nil {

@@ -66,6 +66,9 @@ const scanParallel = 8
 func startPageScans(dir string, c *image.Checkpoint, sp *storePages) pageScans {
 	scans := pageScans{}
 	pf := &prefetch{left: prefetchBudget}
+	if sp != nil {
+		pf = sp.pf // shared with the early reads
+	}
 	sem := make(chan struct{}, scanParallel)
 	for _, t := range c.Tasks {
 		if t.State == "Z" {
@@ -82,7 +85,14 @@ func startPageScans(dir string, c *image.Checkpoint, sp *storePages) pageScans {
 				for _, rs := range s.refs {
 					n += int64(len(rs)) * image.PageSize
 				}
-				if s.err == nil && n > 0 && pf.take(n) {
+				if s.err != nil || n == 0 {
+					return
+				}
+				if data, release, ok := sp.early.take(t, s.refs); ok { // earlypages.go
+					s.data, s.release = data, release
+					return
+				}
+				if pf.take(n) {
 					s.release = func() { pf.give(n) }
 					s.data, s.err = sp.fetchTask(t, s.refs, n)
 				}

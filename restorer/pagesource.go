@@ -34,7 +34,9 @@ import (
 type storePages struct {
 	store  string
 	client *dedup.Client
-	tree   *image.Dir // the rendering the model was loaded from (storemodel.go); nil: the mount's files
+	tree   *image.Dir  // the rendering the model was loaded from (storemodel.go); nil: the mount's files
+	pf     *prefetch   // the read-ahead's budget
+	early  *earlyPages // pages read while the model loads (earlypages.go); nil: none
 }
 
 // openStorePages returns the store source for tree dir, or nil (and why,
@@ -58,11 +60,12 @@ func openStorePages(dir string) (*storePages, string) {
 		c.Close()
 		return nil, fmt.Sprintf("store %s: %v", store, err)
 	}
-	return &storePages{store: store, client: c}, ""
+	return &storePages{store: store, client: c, pf: &prefetch{left: prefetchBudget}}, ""
 }
 
 func (s *storePages) close() {
 	if s != nil {
+		s.early.drop()
 		s.client.Close()
 	}
 }

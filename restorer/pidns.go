@@ -11,6 +11,7 @@ import (
 	"github.com/ckptfs/ckptfs/internal/inject"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
 	"github.com/ckptfs/ckptfs/internal/stub"
+	"github.com/ckptfs/ckptfs/internal/sysseq"
 )
 
 // Pid namespaces (docs/restore.md, *Pid namespaces*).
@@ -156,7 +157,7 @@ func (p *target) cloneNewNS() (int, error) {
 	if err := inject.WriteMem(p.pid, p.scratch, args); err != nil {
 		return 0, err
 	}
-	got, err := p.sys(p.pid, unix.SYS_CLONE3, p.scratch, 88)
+	got, err := p.sysTrap(p.pid, unix.SYS_CLONE3, p.scratch, 88)
 	if err != nil {
 		return 0, err
 	}
@@ -227,6 +228,14 @@ func (p *target) restorerPidfd() (uint64, error) {
 		return p.sys(p.pid, unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
 	}
 	return p.sys(p.pid, unix.SYS_FCNTL, uint64(p.r.ns.reserved), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// queueRestorerPidfd is restorerPidfd as a queued call.
+func (p *target) queueRestorerPidfd() sysseq.Ret {
+	if !p.inNS {
+		return p.q(nil, unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	}
+	return p.q(nil, unix.SYS_FCNTL, uint64(p.r.ns.reserved), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 // keepsFD reports a stub fd restoreFDs must not close: the reserved pidfd.

@@ -87,7 +87,7 @@ func Restore(dir string, opts Options) (int, error) {
 	defer stopLazy(lazyStarted)
 	sp, why := openStorePages(dir) // pagesource.go
 	defer sp.close()
-	c, whyFiles, err := loadTree(dir, sp) // storemodel.go
+	c, whyFiles, err := loadTree(dir, sp, !opts.Lazy) // storemodel.go
 	if err != nil {
 		return 0, err
 	}
@@ -230,6 +230,9 @@ type restorer struct {
 
 	ns      *pidNamespace // the new pid namespace (pidns.go); nil: none
 	rootPID int           // the root's pid, in the restorer's namespace
+	// stubBits are the stub's securebits, which every process and
+	// thread restored starts with (security.go)
+	stubBits uint64
 
 	progressMu sync.Mutex               // guards counters
 	counters   map[string]*phaseCounter // per phase, for OnProgress (progress.go)
@@ -281,6 +284,9 @@ func (r *restorer) run() error {
 		if err := r.on(p, p.finish); err != nil {
 			return fmt.Errorf("task %d: %w", p.pid, err)
 		}
+	}
+	if read, used := r.pages.earlyCounts(); read > 0 {
+		r.logf("pages of %d of %d tasks read while the model loaded", used, read)
 	}
 	r.logf("registers set")
 	if err := r.failpoint("finished"); err != nil {
@@ -386,7 +392,15 @@ func (r *restorer) startStub() error {
 	}
 	// Children and threads inherit the mask: nothing is delivered to them
 	// until their own masks are set at the end.
-	return ptrace.SetSigMask(pid, inject.AllSignals)
+	if err := ptrace.SetSigMask(pid, inject.AllSignals); err != nil {
+		return err
+	}
+	bits, err := inject.SyscallTrap(pid, stub.Trampoline, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	if err != nil {
+		return fmt.Errorf("stub securebits: %w", err)
+	}
+	r.stubBits = bits
+	return nil
 }
 
 // spawn creates the process of task t with clone3(set_tid = t.PID), from
@@ -457,7 +471,7 @@ func (p *target) clone3(tid int, flags, exitSignal uint64, id int) (int, error) 
 	if err := inject.WriteMem(p.pid, p.scratch, args); err != nil {
 		return 0, err
 	}
-	got, err := p.sys(tid, unix.SYS_CLONE3, p.scratch, 88)
+	got, err := p.sysTrap(tid, unix.SYS_CLONE3, p.scratch, 88) // not in a queue's runner
 	if errors.Is(err, unix.EEXIST) {
 		if e := idFree(id); e != nil {
 			return 0, e

@@ -129,7 +129,15 @@ func (p *target) setCredsAndSecurity() error {
 			}
 			continue
 		}
-		if err := p.keepCapsAcrossSetuid(tid); err != nil {
+		// Neither the uid change (SECBIT_NO_SETUID_FIXUP, or uids the
+		// task has already) nor the gids and groups change the sets
+		// read here: setSecurity starts from them.
+		cur, err := readThreadCaps(p.pid, tid)
+		if err != nil {
+			return err
+		}
+		bits, err := p.keepCapsAcrossSetuid(tid, cur)
+		if err != nil {
 			return fmt.Errorf("thread %d: %w", p.t.Threads[i].TID, err)
 		}
 		if err := p.setCreds(tid); err != nil {
@@ -144,7 +152,7 @@ func (p *target) setCredsAndSecurity() error {
 				return fmt.Errorf("thread %d: %w", p.t.Threads[i].TID, err)
 			}
 		}
-		if err := p.setSecurity(tid, s); err != nil {
+		if err := p.setSecurity(tid, s, cur, bits); err != nil {
 			return fmt.Errorf("thread %d: %w", p.t.Threads[i].TID, err)
 		}
 	}
@@ -155,8 +163,8 @@ func (p *target) setCredsAndSecurity() error {
 		if s.Dumpable == 1 {
 			d = 1
 		}
-		if _, err := p.sys(p.pid, unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, d); err != nil {
-			return fmt.Errorf("dumpable %d: %w", d, err)
+		if err := p.do(p.pid, wrapf("dumpable %d", d), unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, d); err != nil {
+			return err
 		}
 	}
 	return p.installSeccomp(early)
@@ -169,55 +177,42 @@ func needsAdminForFilters(s *image.Security) bool {
 }
 
 // keepCapsAcrossSetuid sets SECBIT_NO_SETUID_FIXUP if the thread may
-// (CAP_SETPCAP), so that its uid change keeps its capability sets.
-func (p *target) keepCapsAcrossSetuid(tid int) error {
-	cur, err := readThreadCaps(p.pid, tid)
-	if err != nil {
-		return err
-	}
+// (CAP_SETPCAP; cur: its sets), so that its uid change keeps its
+// capability sets. It returns the thread's securebits after: every
+// thread starts with the stub's (restorer.stubBits), which only this file
+// changes.
+func (p *target) keepCapsAcrossSetuid(tid int, cur threadCaps) (uint64, error) {
+	bits := p.r.stubBits
 	if cur.eff&(1<<unix.CAP_SETPCAP) == 0 {
-		return nil // not root: setresuid to its own uids changes nothing
-	}
-	bits, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
-	if err != nil {
-		return fmt.Errorf("securebits: %w", err)
+		return bits, nil // not root: setresuid to its own uids changes nothing
 	}
 	if bits&secbitNoSetuidFixup != 0 {
-		return nil
+		return bits, nil
 	}
-	if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, bits|secbitNoSetuidFixup); err != nil {
-		return fmt.Errorf("securebits %#x: %w", bits|secbitNoSetuidFixup, err)
-	}
-	return nil
+	bits |= secbitNoSetuidFixup
+	return bits, p.do(tid, wrapf("securebits %#x", bits), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, bits)
 }
 
 // setSecurity restores one thread's capability sets, securebits,
-// pdeathsig, no_new_privs and personality (steps 3-5), after its creds.
-func (p *target) setSecurity(tid int, s *image.Security) error {
-	cur, err := readThreadCaps(p.pid, tid)
-	if err != nil {
-		return err
-	}
+// pdeathsig, no_new_privs and personality (steps 3-5), after its creds;
+// cur and curBits are what it has now.
+func (p *target) setSecurity(tid int, s *image.Security, cur threadCaps, curBits uint64) error {
 	if more := s.CapBnd &^ cur.bnd; more != 0 {
 		return fmt.Errorf("bounding set: capabilities %#x cannot be added back", more)
 	}
 	for drop := cur.bnd &^ s.CapBnd; drop != 0; drop &= drop - 1 {
 		c := uint64(bits.TrailingZeros64(drop))
-		if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c); err != nil {
-			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		if err := p.do(tid, wrapf("drop capability %d from the bounding set", c), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c); err != nil {
+			return err
 		}
-	}
-	curBits, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
-	if err != nil {
-		return fmt.Errorf("securebits: %w", err)
 	}
 	keep := uint64(0) // CAP_SETPCAP, kept until securebits are set
 	if curBits != s.SecureBits {
 		keep = cur.eff & (1 << unix.CAP_SETPCAP)
 	}
 	if cur.amb&^s.CapAmb != 0 {
-		if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
-			return fmt.Errorf("clear ambient capabilities: %w", err)
+		if err := p.do(tid, wrapf("clear ambient capabilities"), unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+			return err
 		}
 		cur.amb = 0
 	}
@@ -228,13 +223,13 @@ func (p *target) setSecurity(tid int, s *image.Security) error {
 	}
 	for raise := s.CapAmb &^ cur.amb; raise != 0; raise &= raise - 1 {
 		c := uint64(bits.TrailingZeros64(raise))
-		if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, c, 0, 0); err != nil {
-			return fmt.Errorf("raise ambient capability %d: %w", c, err)
+		if err := p.do(tid, wrapf("raise ambient capability %d", c), unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, c, 0, 0); err != nil {
+			return err
 		}
 	}
 	if curBits != s.SecureBits {
-		if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, s.SecureBits); err != nil {
-			return fmt.Errorf("securebits %#x: %w", s.SecureBits, err)
+		if err := p.do(tid, wrapf("securebits %#x", s.SecureBits), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, s.SecureBits); err != nil {
+			return err
 		}
 	}
 	if keep&^s.CapPrm != 0 || keep&^s.CapEff != 0 {
@@ -247,18 +242,18 @@ func (p *target) setSecurity(tid int, s *image.Security) error {
 		// is the restorer, which exits at once: not restored for it.
 		p.r.logf("task %d thread %d: parent-death signal %d not restored (its parent is not in the checkpoint)", p.pid, tid, s.PDeathSig)
 	} else if s.PDeathSig != 0 {
-		if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(s.PDeathSig)); err != nil {
-			return fmt.Errorf("pdeathsig %d: %w", s.PDeathSig, err)
+		if err := p.do(tid, wrapf("pdeathsig %d", s.PDeathSig), unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(s.PDeathSig)); err != nil {
+			return err
 		}
 	}
 	if s.NoNewPrivs && !cur.noNewPrivs {
-		if _, err := p.sys(tid, unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("no_new_privs: %w", err)
+		if err := p.do(tid, wrapf("no_new_privs"), unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return err
 		}
 	}
 	if s.Personality != cur.personality {
-		if _, err := p.sys(tid, unix.SYS_PERSONALITY, s.Personality); err != nil {
-			return fmt.Errorf("personality %#x: %w", s.Personality, err)
+		if err := p.do(tid, wrapf("personality %#x", s.Personality), unix.SYS_PERSONALITY, s.Personality); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -276,14 +271,20 @@ func (p *target) capset(tid int, prm, eff, inh uint64) error {
 		le.PutUint32(d[4:], uint32(prm>>half))
 		le.PutUint32(d[8:], uint32(inh>>half))
 	}
+	what := wrapf("capset permitted %#x effective %#x inheritable %#x", prm, eff, inh)
+	if p.queues(tid) {
+		addrs, err := p.putSeq(b)
+		if err != nil {
+			return err
+		}
+		p.q(what, unix.SYS_CAPSET, addrs[0], addrs[0]+8)
+		return nil
+	}
 	addr, err := p.put(0, b)
 	if err != nil {
 		return err
 	}
-	if _, err := p.sys(tid, unix.SYS_CAPSET, addr, addr+8); err != nil {
-		return fmt.Errorf("capset permitted %#x effective %#x inheritable %#x: %w", prm, eff, inh, err)
-	}
-	return nil
+	return p.do(tid, what, unix.SYS_CAPSET, addr, addr+8)
 }
 
 // suspendSeccomp sets PTRACE_O_SUSPEND_SECCOMP on every thread of the
@@ -438,7 +439,8 @@ func (p *target) installFilters(tid int, filters []image.SeccompFilter, flags ui
 		if err != nil {
 			return err
 		}
-		got, err := p.sys(tid, unix.SYS_SECCOMP, seccompSetModeFilter, flags|f.Flags, addr)
+		// At the trampoline, where checkFiltersLetRestoreFinish checks it.
+		got, err := p.sysTrap(tid, unix.SYS_SECCOMP, seccompSetModeFilter, flags|f.Flags, addr)
 		if err != nil {
 			return fmt.Errorf("install seccomp filter %d: %w", i, err)
 		}

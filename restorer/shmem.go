@@ -147,6 +147,9 @@ func (p *target) shmemMapped(i int) error {
 	if !p.lastInRestore(i, func(t *image.Task, j int) bool { return isShmem(t.VMAs[j]) && shmemKey(t.VMAs[j]) == key }) {
 		return nil
 	}
+	if err := p.flush(); err != nil { // the queued mmap, before the seals
+		return err
+	}
 	return addSeals(p.r.shm[key], o)
 }
 

@@ -32,9 +32,12 @@ import (
 // the tree (then sp.tree is set: the rendering, whose pagemaps
 // scanStorePages reads), else with image.Load. why says, for the log,
 // why a mounted tree was read from its files.
-func loadTree(dir string, sp *storePages) (c *image.Checkpoint, why string, err error) {
+//
+// With early, the pages of the small tasks are read from the store
+// while the model is rendered and loaded (earlypages.go).
+func loadTree(dir string, sp *storePages, early bool) (c *image.Checkpoint, why string, err error) {
 	if sp != nil && os.Getenv("CKPTFS_NO_STORE_MODEL") == "" {
-		c, why = loadFromStore(dir, sp)
+		c, why = loadFromStore(dir, sp, early)
 		if c != nil {
 			return c, "", nil
 		}
@@ -45,7 +48,7 @@ func loadTree(dir string, sp *storePages) (c *image.Checkpoint, why string, err 
 
 // loadFromStore is loadTree's store path; nil and why when it does not
 // apply.
-func loadFromStore(dir string, sp *storePages) (*image.Checkpoint, string) {
+func loadFromStore(dir string, sp *storePages, early bool) (_ *image.Checkpoint, why string) {
 	info, err := readTreeInfo(dir)
 	if err != nil {
 		return nil, err.Error()
@@ -63,6 +66,15 @@ func loadFromStore(dir string, sp *storePages) (*image.Checkpoint, string) {
 	}
 	if sc.ID != id {
 		return nil, fmt.Sprintf("store %s gave checkpoint %q for %q", sp.store, sc.ID, id)
+	}
+	if early {
+		sp.early = startEarlyPages(sp, sc, sp.pf)
+		defer func() {
+			if why != "" {
+				sp.early.drop()
+				sp.early = nil
+			}
+		}()
 	}
 	d := image.Render(sc, nil)
 	mine, err := image.ReadRendered(dir, d, "info")
@@ -182,6 +194,6 @@ func renderedRefs(w, v *image.VMA) ([]image.PageRef, error) {
 func LoadTree(dir string) (c *image.Checkpoint, fromStore bool, err error) {
 	sp, _ := openStorePages(dir)
 	defer sp.close()
-	c, _, err = loadTree(dir, sp)
+	c, _, err = loadTree(dir, sp, false)
 	return c, err == nil && sp != nil && sp.tree != nil, err
 }

@@ -12,13 +12,15 @@ import (
 	"github.com/ckptfs/ckptfs/internal/inject"
 	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/ptrace"
+	"github.com/ckptfs/ckptfs/internal/sysseq"
 )
 
-// Trampoline region: one code page (`syscall; int3`) and scratch pages for
-// the data injected syscalls point at.
+// Trampoline region: one code page (`syscall; int3`, then the runner of
+// queued calls: queue.go), scratch pages for the data injected syscalls
+// point at, and the queued calls' table and data (seqSize).
 const (
-	regionSize  = 12 * image.PageSize // scratch fits the largest seccomp filter (security.go)
-	scratchSize = regionSize - image.PageSize
+	scratchSize = 11 * image.PageSize // fits the largest seccomp filter (security.go)
+	regionSize  = image.PageSize + scratchSize + seqSize
 )
 
 // target is one process being restored.
@@ -36,36 +38,50 @@ type target struct {
 	// inner ids are used and the restorer is not visible (pidns.go)
 	inNS bool
 	// pidfd of the restorer in the process while restoreMemory installs
-	// files (pullFD); open while hasPidfd
-	pidfd    uint64
+	// files (pullFD): a queued call's result; open while hasPidfd
+	pidfd    sysseq.Ret
 	hasPidfd bool
+	// seq: the main thread's queued calls (queue.go), once the region
+	// is mapped
+	seq *sysseq.Seq
 }
 
-// pullFD is taskFD for restoreMemory's files (executable, mapped
+// pullFD queues taskFD for restoreMemory's files (executable, mapped
 // files): one pidfd of the restorer serves every install, instead of a
 // pidfd_open and a close around each. dropPidfd closes it before the fds
-// are restored (they may be put at its number).
-func (p *target) pullFD(own int) (uint64, error) {
+// are restored (they may be put at its number). The result is the fd's
+// number in the task, once the call ran.
+func (p *target) pullFD(own int, what func(error) error) sysseq.Ret {
 	if !p.hasPidfd {
-		fd, err := p.restorerPidfd() // pidns.go
-		if err != nil {
-			return 0, err
-		}
-		p.pidfd, p.hasPidfd = fd, true
+		p.pidfd, p.hasPidfd = p.queueRestorerPidfd(), true // pidns.go
 	}
-	return p.sys(p.pid, unix.SYS_PIDFD_GETFD, p.pidfd, uint64(own), 0)
+	return p.qFrom(what, p.pidfd, 0, unix.SYS_PIDFD_GETFD, 0, uint64(own), 0)
 }
 
 func (p *target) dropPidfd() {
 	if p.hasPidfd {
-		p.sys(p.pid, unix.SYS_CLOSE, p.pidfd)
+		p.queue(sysseq.Call{Nr: unix.SYS_CLOSE, From: p.pidfd, GoOn: true}, nil)
 		p.hasPidfd = false
 	}
 }
 
 // sys injects a system call into thread tid of p at its `syscall; int3`
-// trampoline.
+// trampoline, after the calls queued for p: into the main thread, once
+// the region is mapped, as the last call of its queue (one stop for all).
 func (p *target) sys(tid int, nr uintptr, args ...uint64) (uint64, error) {
+	if p.seq != nil && tid == p.pid {
+		return p.sysQueued(nr, args...) // queue.go
+	}
+	return p.sysTrap(tid, nr, args...)
+}
+
+// sysTrap is sys at the trampoline itself, never in a queue's runner:
+// for calls whose address matters (seccomp filters are checked at the
+// trampoline's) or that create tasks.
+func (p *target) sysTrap(tid int, nr uintptr, args ...uint64) (uint64, error) {
+	if err := p.flush(); err != nil {
+		return 0, err
+	}
 	v, err := inject.SyscallTrap(tid, p.tramp, nr, args...)
 	if err != nil {
 		return v, fmt.Errorf("%s: %w", sysName(nr), err)
@@ -94,13 +110,15 @@ func (p *target) cstr(off uint64, s string) (uint64, error) {
 // mm fields and limits. It touches nothing but the task for a task without
 // shared memory (orderedTask): such tasks run it on several tracers at
 // once (parallel.go).
+//
+// Its calls are queued (queue.go) and run in three stops: the address
+// space (stub unmapped, vdso moved, vmas mapped, the userfaultfd made and
+// registered) before the memory is written, the rest after.
 func (r *restorer) restoreMemory(p *target) error {
 	t := p.t
-	defer p.dropPidfd()
 	if err := p.takeOverAddressSpace(); err != nil {
 		return err
 	}
-	r.logf("task %d: address space cleared", p.pid)
 	ranges, err := r.scans.get(t.PID)
 	if err != nil {
 		return err
@@ -108,7 +126,6 @@ func (r *restorer) restoreMemory(p *target) error {
 	if err := p.mapVMAs(ranges); err != nil {
 		return err
 	}
-	r.logf("task %d: %d vmas mapped", p.pid, len(t.VMAs))
 	fill := ranges
 	if r.lazy != nil { // lazy.go: the page server fills the rest
 		if fill, err = p.lazyHandoff(r.lazy, ranges); err != nil {
@@ -121,6 +138,11 @@ func (r *restorer) restoreMemory(p *target) error {
 			return fmt.Errorf("userfaultfd: %w", err)
 		}
 	}
+	if err := p.flush(); err != nil {
+		closeUffd()
+		return err
+	}
+	r.logf("task %d: address space cleared, %d vmas mapped", p.pid, len(t.VMAs))
 	sf, written := r.storeFill(t.PID)
 	stopProgress := r.watchFill(t) // progress.go
 	n, err := fillMemory(p.pid, r.dir, t, fill, ufd, uffd, sf)
@@ -131,13 +153,15 @@ func (r *restorer) restoreMemory(p *target) error {
 		return err
 	}
 	r.logf("task %d: %s of memory written", p.pid, human.Bytes(n))
-	if err := p.protectVMAs(ranges); err != nil {
-		return err
-	}
+	p.protectVMAs(ranges)
 	if err := p.setMM(); err != nil {
 		return err
 	}
-	return p.setLimits()
+	p.dropPidfd()
+	if err := p.flush(); err != nil {
+		return err
+	}
+	return p.setLimits() // after PR_SET_MM_MAP, which checks brk against RLIMIT_DATA
 }
 
 // restoreFiles is the part of restoreTask that depends on the tasks
@@ -145,9 +169,15 @@ func (r *restorer) restoreMemory(p *target) error {
 // run it one at a time, in restore order.
 func (r *restorer) restoreFiles(p *target) error {
 	if p.t.FilesOf == 0 { // else the table's owner restored it
-		return p.restoreFDs()
+		if err := p.restoreFDs(); err != nil {
+			return err
+		}
 	}
-	return nil
+	// The cwd's fds come and go here, before the fd limit is set.
+	if err := p.setCwd(); err != nil {
+		return err
+	}
+	return p.flush() // before the next task's turn
 }
 
 // restoreRest ends restoreTask: process state, signal handlers, threads,
@@ -160,7 +190,6 @@ func (r *restorer) restoreRest(p *target) error {
 	if err := p.setSigactions(); err != nil {
 		return err
 	}
-	r.logf("task %d: mm, fds, signals", p.pid)
 	if err := p.createThreads(); err != nil {
 		return err
 	}
@@ -178,7 +207,10 @@ func (r *restorer) restoreRest(p *target) error {
 	if err := p.setCredsAndSecurity(); err != nil { // security.go; seccomp last
 		return err
 	}
-	r.logf("task %d: %d threads", p.pid, len(t.Threads))
+	if err := p.flush(); err != nil {
+		return err
+	}
+	r.logf("task %d: %d threads, signals, credentials", p.pid, len(t.Threads))
 	return r.failpoint("threads")
 }
 
@@ -203,7 +235,7 @@ func (p *target) takeOverAddressSpace() error {
 	if got != region {
 		return fmt.Errorf("trampoline mapped at %#x, want %#x", got, region)
 	}
-	if err := inject.WriteMem(p.pid, region, []byte{0x0f, 0x05, 0xcc}); err != nil {
+	if err := p.startSeq(region); err != nil { // queue.go
 		return err
 	}
 	p.region, p.tramp, p.scratch = region, region, region+image.PageSize
@@ -211,9 +243,7 @@ func (p *target) takeOverAddressSpace() error {
 		if isVdsoName(m.Name) || m.Name == "[vsyscall]" {
 			continue
 		}
-		if _, err := p.sys(p.pid, unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
-			return fmt.Errorf("unmap stub %#x-%#x %s: %w", m.Start, m.End, m.Name, err)
-		}
+		p.q(wrapf("unmap stub %#x-%#x %s", m.Start, m.End, m.Name), unix.SYS_MUNMAP, m.Start, m.End-m.Start)
 	}
 	return p.moveVdso(vdsoUnit(cur), append(avoid, area{"trampoline", region, region + regionSize}))
 }
@@ -224,9 +254,7 @@ func (p *target) moveVdso(cur []area, avoid []area) error {
 	rec := recordedVdso(p.t)
 	if len(rec) == 0 {
 		for _, a := range cur {
-			if _, err := p.sys(p.pid, unix.SYS_MUNMAP, a.start, a.size()); err != nil {
-				return fmt.Errorf("unmap %s: %w", a.name, err)
-			}
+			p.q(wrapf("unmap %s", a.name), unix.SYS_MUNMAP, a.start, a.size())
 		}
 		return nil
 	}
@@ -240,11 +268,8 @@ func (p *target) moveVdso(cur []area, avoid []area) error {
 	move := func(to uint64) error {
 		delta := to - cur[0].start
 		for i, a := range cur {
-			_, err := p.sys(p.pid, unix.SYS_MREMAP, a.start, a.size(), a.size(),
+			p.q(wrapf("move %s to %#x", a.name, a.start+delta), unix.SYS_MREMAP, a.start, a.size(), a.size(),
 				unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, a.start+delta)
-			if err != nil {
-				return fmt.Errorf("move %s to %#x: %w", a.name, a.start+delta, err)
-			}
 			cur[i].start += delta
 			cur[i].end += delta
 		}
@@ -262,13 +287,14 @@ func (p *target) moveVdso(cur []area, avoid []area) error {
 	return move(rec[0].start)
 }
 
-// mapVMAs maps every recorded vma at its address. VMAs that get contents
-// are mapped writable; protectVMAs sets the recorded protection after.
+// mapVMAs maps every recorded vma at its address (queued calls). VMAs
+// that get contents are mapped writable; protectVMAs sets the recorded
+// protection after.
 func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
-	files := map[string]uint64{} // path+mode -> fd in the process
+	files := map[string]taskFile{} // path+mode -> fd in the process
 	defer func() {
-		for _, fd := range files {
-			p.sys(p.pid, unix.SYS_CLOSE, fd)
+		for _, f := range files {
+			p.queue(sysseq.Call{Nr: unix.SYS_CLOSE, Args: [6]uint64{f.fd}, From: f.ret, GoOn: true}, nil)
 		}
 	}()
 	for i, v := range p.t.VMAs {
@@ -296,7 +322,7 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 		if v.HasFlag("nr") {
 			flags |= unix.MAP_NORESERVE
 		}
-		fd, off := ^uint64(0), uint64(0)
+		fd, off := taskFile{fd: ^uint64(0)}, uint64(0)
 		if mapsFile(v) {
 			mode := uint64(unix.O_RDONLY)
 			if v.Shared() && v.Perms[1] == 'w' {
@@ -306,10 +332,11 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 			var ok bool
 			if fd, ok = files[key]; !ok && memfdOf(p.r.c, v) != nil {
 				// A memfd mapped private: its object (shmem.go).
-				var err error
-				if fd, err = p.privateMemfd(v); err != nil {
+				n, err := p.privateMemfd(v)
+				if err != nil {
 					return err
 				}
+				fd = taskFile{fd: n}
 				files[key] = fd
 			} else if !ok {
 				// Opened by the restorer as the task (preopen.go).
@@ -317,9 +344,7 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 				if err != nil {
 					return err
 				}
-				if fd, err = p.pullFD(own); err != nil {
-					return fmt.Errorf("vma %s: install %s: %w", v.DirName(), v.Name, err)
-				}
+				fd = taskFile{ret: p.pullFD(own, wrapf("vma %s: install %s", v.DirName(), v.Name))}
 				files[key] = fd
 			}
 			off = v.Offset
@@ -328,26 +353,29 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 			if err != nil {
 				return err
 			}
-			if fd, err = p.taskFD(own); err != nil {
+			n, err := p.taskFD(own)
+			if err != nil {
 				return fmt.Errorf("vma %s: shared memory: %w", v.DirName(), err)
 			}
+			fd = taskFile{fd: n}
 			off = v.Offset
 		} else {
 			flags |= unix.MAP_ANONYMOUS
 		}
-		got, err := p.sys(p.pid, unix.SYS_MMAP, v.Start, v.Len(), prot, flags, fd, off)
+		p.queue(sysseq.Call{Nr: unix.SYS_MMAP, Args: [6]uint64{v.Start, v.Len(), prot, flags, fd.fd, off}, From: fd.ret, Arg: 4,
+			Check: func(got uint64, err error) error {
+				if err != nil {
+					return fmt.Errorf("vma %s (%s %s): %w", v.DirName(), v.Perms, v.Name, err)
+				}
+				if got != v.Start {
+					return fmt.Errorf("vma %s mapped at %#x", v.DirName(), got)
+				}
+				return nil
+			}}, nil)
 		if isShmem(v) {
-			p.sys(p.pid, unix.SYS_CLOSE, fd)
+			p.q(nil, unix.SYS_CLOSE, fd.fd)
 		}
-		if err != nil {
-			return fmt.Errorf("vma %s (%s %s): %w", v.DirName(), v.Perms, v.Name, err)
-		}
-		if got != v.Start {
-			return fmt.Errorf("vma %s mapped at %#x", v.DirName(), got)
-		}
-		if err := p.adviseVMA(v); err != nil {
-			return err
-		}
+		p.adviseVMA(v)
 		if isShmem(v) {
 			if err := p.shmemMapped(i); err != nil { // shmem.go: seals after the last mapping
 				return err
@@ -355,6 +383,13 @@ func (p *target) mapVMAs(ranges map[*image.VMA][][2]int64) error {
 		}
 	}
 	return nil
+}
+
+// taskFile is an fd in the task: a number, or the result of a queued
+// call (ret not 0).
+type taskFile struct {
+	ret sysseq.Ret
+	fd  uint64
 }
 
 // vmaAdvice maps VmFlags to the madvise that sets them.
@@ -369,61 +404,51 @@ var vmaAdvice = []struct {
 	{"wf", unix.MADV_WIPEONFORK},
 }
 
-func (p *target) adviseVMA(v *image.VMA) error {
+// adviseVMA queues the madvise calls that set v's VmFlags.
+func (p *target) adviseVMA(v *image.VMA) {
 	for _, a := range vmaAdvice {
 		if v.HasFlag(a.flag) {
-			if _, err := p.sys(p.pid, unix.SYS_MADVISE, v.Start, v.Len(), a.advice); err != nil {
-				return fmt.Errorf("vma %s: madvise %s: %w", v.DirName(), a.flag, err)
-			}
+			p.q(wrapf("vma %s: madvise %s", v.DirName(), a.flag), unix.SYS_MADVISE, v.Start, v.Len(), a.advice)
 		}
 	}
-	return nil
 }
 
-func (p *target) protectVMAs(ranges map[*image.VMA][][2]int64) error {
+// protectVMAs queues the mprotect calls that give the vmas written with
+// their contents their recorded protection.
+func (p *target) protectVMAs(ranges map[*image.VMA][][2]int64) {
 	for _, v := range p.t.VMAs {
 		if len(ranges[v]) == 0 || v.Prot()&unix.PROT_WRITE != 0 {
 			continue
 		}
-		if _, err := p.sys(p.pid, unix.SYS_MPROTECT, v.Start, v.Len(), uint64(v.Prot())); err != nil {
-			return fmt.Errorf("vma %s: %w", v.DirName(), err)
-		}
+		p.q(wrapf("vma %s", v.DirName()), unix.SYS_MPROTECT, v.Start, v.Len(), uint64(v.Prot()))
 	}
-	return nil
 }
 
-// setMM restores the mm fields, auxv and exe link with PR_SET_MM_MAP.
+// setMM queues PR_SET_MM_MAP: the mm fields, auxv and exe link.
 func (p *target) setMM() error {
 	t := p.t
 	own, err := p.r.sharedFiles(func() (int, error) { return p.r.files.exe(t) }) // opened as the task (preopen.go)
 	if err != nil {
 		return err
 	}
-	exeFD, err := p.pullFD(own)
-	if err != nil {
-		return fmt.Errorf("install executable %s: %w", t.Exe, err)
-	}
-	defer p.sys(p.pid, unix.SYS_CLOSE, exeFD)
+	exeFD := p.pullFD(own, wrapf("install executable %s", t.Exe))
 	auxv := trimAuxv(t.Auxv)
-	auxvAddr, err := p.put(512, auxv)
-	if err != nil {
-		return err
-	}
 	m := t.MM
 	b := make([]byte, 104)
-	for i, v := range []uint64{m.StartCode, m.EndCode, m.StartData, m.EndData, m.StartBrk, m.Brk,
-		m.StartStack, m.ArgStart, m.ArgEnd, m.EnvStart, m.EnvEnd, auxvAddr} {
-		le.PutUint64(b[i*8:], v)
-	}
 	le.PutUint32(b[96:], uint32(len(auxv)))
-	le.PutUint32(b[100:], uint32(exeFD))
-	addr, err := p.put(0, b)
+	addrs, err := p.putSeq(b, auxv)
 	if err != nil {
 		return err
 	}
-	if _, err := p.sys(p.pid, unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, uint64(len(b)), 0); err != nil {
-		return fmt.Errorf("set mm fields: %w", err)
+	for i, v := range []uint64{m.StartCode, m.EndCode, m.StartData, m.EndData, m.StartBrk, m.Brk,
+		m.StartStack, m.ArgStart, m.ArgEnd, m.EnvStart, m.EnvEnd, addrs[1]} {
+		le.PutUint64(b[i*8:], v)
 	}
+	// b is written when the sequence runs: its fields may still change.
+	// The exe fd (at 100) is the pidfd_getfd's result, copied in.
+	p.queue(sysseq.Call{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_SET_MM, unix.PR_SET_MM_MAP, addrs[0], uint64(len(b)), 0},
+		From: exeFD, To: addrs[0] + 100}, wrapf("set mm fields"))
+	p.queue(sysseq.Call{Nr: unix.SYS_CLOSE, From: exeFD, GoOn: true}, nil)
 	return nil
 }
 
@@ -456,7 +481,8 @@ func (p *target) setLimits() error {
 
 // setFDLimit sets the recorded RLIMIT_NOFILE, after the fds are installed
 // and before the credentials change (prlimit on another user's task needs
-// CAP_SYS_RESOURCE).
+// CAP_SYS_RESOURCE). No call queued since the fds' flush (restoreFiles)
+// makes an fd, and the credentials are queued after: no flush is needed.
 func (p *target) setFDLimit() error {
 	return p.setLimitsOf(func(res int) bool { return res == unix.RLIMIT_NOFILE })
 }
@@ -474,35 +500,38 @@ func (p *target) setLimitsOf(which func(res int) bool) error {
 	return nil
 }
 
-// setProcessState restores cwd (the directory the restorer resolved as
-// the task, preopen.go), root, umask, session and process group.
-func (p *target) setProcessState() error {
+// setCwd queues the change to the task's cwd: the directory the restorer
+// resolved as the task (preopen.go).
+func (p *target) setCwd() error {
 	t := p.t
 	own, err := p.r.sharedFiles(func() (int, error) { return p.r.files.cwd(t) })
 	if err != nil {
 		return err
 	}
-	cwd, err := p.taskFD(own)
-	if err != nil {
-		return fmt.Errorf("cwd %s: %w", t.Cwd, err)
-	}
-	_, err = p.sys(p.pid, unix.SYS_FCHDIR, cwd)
-	p.sys(p.pid, unix.SYS_CLOSE, cwd)
-	if err != nil {
-		return fmt.Errorf("cwd %s: %w", t.Cwd, err)
-	}
+	what := wrapf("cwd %s", t.Cwd)
+	pidfd := p.queueRestorerPidfd() // pidns.go
+	cwd := p.qFrom(what, pidfd, 0, unix.SYS_PIDFD_GETFD, 0, uint64(own), 0)
+	p.queue(sysseq.Call{Nr: unix.SYS_CLOSE, From: pidfd, GoOn: true}, nil)
+	p.qFrom(what, cwd, 0, unix.SYS_FCHDIR)
+	p.queue(sysseq.Call{Nr: unix.SYS_CLOSE, From: cwd, GoOn: true}, nil)
+	return nil
+}
+
+// setProcessState restores root (after the cwd: setCwd), umask, session
+// and process group.
+func (p *target) setProcessState() error {
+	t := p.t
 	if t.Root != "" && t.Root != "/" {
-		path, err := p.cstr(0, t.Root)
+		if len(t.Root) >= image.PageSize {
+			return fmt.Errorf("path too long: %q", t.Root)
+		}
+		addrs, err := p.putSeq(append([]byte(t.Root), 0))
 		if err != nil {
 			return err
 		}
-		if _, err := p.sys(p.pid, unix.SYS_CHROOT, path); err != nil {
-			return fmt.Errorf("root %s: %w", t.Root, err)
-		}
+		p.q(wrapf("root %s", t.Root), unix.SYS_CHROOT, addrs[0])
 	}
-	if _, err := p.sys(p.pid, unix.SYS_UMASK, uint64(t.Umask)); err != nil {
-		return err
-	}
+	p.q(nil, unix.SYS_UMASK, uint64(t.Umask))
 	return p.setGroupAndTerminal() // session.go
 }
 
@@ -518,24 +547,22 @@ func (p *target) setSigactions() error {
 	if err != nil {
 		return fmt.Errorf("status SigIgn: %w", err)
 	}
-	b := make([]byte, 32)
 	for _, sa := range p.t.Sigactions {
 		isDefault := sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0
 		if sa.Signo == int(unix.SIGKILL) || sa.Signo == int(unix.SIGSTOP) ||
 			isDefault && ignored&(1<<(sa.Signo-1)) == 0 {
 			continue
 		}
+		b := make([]byte, 32)
 		le.PutUint64(b[0:], sa.Handler)
 		le.PutUint64(b[8:], sa.Flags)
 		le.PutUint64(b[16:], sa.Restorer)
 		le.PutUint64(b[24:], sa.Mask)
-		addr, err := p.put(0, b)
+		addrs, err := p.putSeq(b)
 		if err != nil {
 			return err
 		}
-		if _, err := p.sys(p.pid, unix.SYS_RT_SIGACTION, uint64(sa.Signo), addr, 0, 8); err != nil {
-			return fmt.Errorf("sigaction %d: %w", sa.Signo, err)
-		}
+		p.q(wrapf("sigaction %d", sa.Signo), unix.SYS_RT_SIGACTION, uint64(sa.Signo), addrs[0], 0, 8)
 	}
 	return nil
 }
@@ -560,6 +587,9 @@ func (p *target) setupThread(tid int, th *image.Thread) error {
 	name := th.Comm
 	if len(name) > 15 {
 		name = name[:15]
+	}
+	if p.queues(tid) {
+		return p.queueThreadSetup(th, name) // queue.go
 	}
 	addr, err := p.cstr(0, name)
 	if err != nil {
@@ -595,15 +625,23 @@ func (p *target) queuePending() error {
 		return err
 	}
 	for _, si := range p.t.SharedPending {
-		addr, err := p.put(0, si[:])
+		addrs, err := p.putSeq(append([]byte(nil), si[:]...))
 		if err != nil {
 			return err
 		}
-		if _, err := p.sys(p.pid, unix.SYS_RT_SIGQUEUEINFO, uint64(p.t.InnerPID()), uint64(si.Signo()), addr); err != nil {
-			return fmt.Errorf("queue signal %d: %w", si.Signo(), err)
-		}
+		p.q(wrapf("queue signal %d", si.Signo()), unix.SYS_RT_SIGQUEUEINFO, uint64(p.t.InnerPID()), uint64(si.Signo()), addrs[0])
 	}
 	for i, th := range p.t.Threads {
+		if p.queues(p.tids[i]) {
+			for _, si := range th.Pending {
+				addrs, err := p.putSeq(append([]byte(nil), si[:]...))
+				if err != nil {
+					return err
+				}
+				p.q(wrapf("queue signal %d to thread %d", si.Signo(), th.TID), unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.t.InnerPID()), uint64(th.InnerTID()), uint64(si.Signo()), addrs[0])
+			}
+			continue
+		}
 		for _, si := range th.Pending {
 			addr, err := p.put(0, si[:])
 			if err != nil {
@@ -624,6 +662,9 @@ func (p *target) setCreds(tid int) error {
 	g := make([]byte, 4*len(c.Groups))
 	for i, v := range c.Groups {
 		le.PutUint32(g[4*i:], uint32(v))
+	}
+	if p.queues(tid) && len(g)+sysseq.EntrySize < seqSize/2 {
+		return p.queueCreds(g) // queue.go
 	}
 	addr := p.scratch
 	if len(g) > 0 {
@@ -690,6 +731,9 @@ func (p *target) finish() error {
 // until the end, so rt_sigtimedwait with a zero timeout takes them one by
 // one, until none is left (EAGAIN).
 func (p *target) flushPending() error {
+	if none, err := p.nonePending(); err != nil || none {
+		return err
+	}
 	b := make([]byte, 24) // sigset_t (8 bytes), then struct timespec {0, 0}
 	le.PutUint64(b, inject.AllSignals)
 	set, err := p.put(0, b)

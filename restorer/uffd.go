@@ -7,6 +7,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/inject"
+	"github.com/ckptfs/ckptfs/internal/sysseq"
 )
 
 // uffdFill sets up UFFDIO_COPY for the anonymous vmas of the task that
@@ -27,38 +28,37 @@ func (p *target) uffdFill(ranges map[*image.VMA][][2]int64) (int, map[*image.VMA
 	if len(vmas) == 0 {
 		return -1, nil, nop, nil
 	}
-	tfd, err := p.sys(p.pid, unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK)
-	if err != nil {
-		return -1, nil, nop, err
-	}
-	closeTask := func() { p.sys(p.pid, unix.SYS_CLOSE, tfd) }
+	uffd := p.q(nil, unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK)
 	api := make([]byte, 24)
 	le.PutUint64(api, inject.UffdAPI)
-	addr, err := p.put(0, api)
+	addrs, err := p.putSeq(api)
 	if err != nil {
-		closeTask()
 		return -1, nil, nop, err
 	}
-	if _, err := p.sys(p.pid, unix.SYS_IOCTL, tfd, inject.UffdioAPI, addr); err != nil {
-		closeTask()
-		return -1, nil, nop, fmt.Errorf("UFFDIO_API: %w", err)
-	}
+	p.qFrom(wrapf("UFFDIO_API"), uffd, 0, unix.SYS_IOCTL, 0, inject.UffdioAPI, addrs[0])
 	reg := map[*image.VMA]bool{}
 	for _, v := range vmas {
 		b := make([]byte, 32)
 		le.PutUint64(b, v.Start)
 		le.PutUint64(b[8:], v.Len())
 		le.PutUint64(b[16:], inject.UffdRegisterMiss)
-		addr, err := p.put(0, b)
+		addrs, err := p.putSeq(b)
 		if err != nil {
-			closeTask()
 			return -1, nil, nop, err
 		}
-		if _, err := p.sys(p.pid, unix.SYS_IOCTL, tfd, inject.UffdioRegister, addr); err != nil {
-			continue // left to process_vm_writev
-		}
-		reg[v] = true
+		p.queue(sysseq.Call{Nr: unix.SYS_IOCTL, Args: [6]uint64{0, inject.UffdioRegister, addrs[0]}, From: uffd, Arg: 0, GoOn: true,
+			Check: func(_ uint64, err error) error {
+				reg[v] = err == nil // else left to process_vm_writev
+				return nil
+			}}, nil)
 	}
+	// The one stop before the memory is written: every call queued so
+	// far runs here.
+	tfd, err := p.value(uffd)
+	if err != nil {
+		return -1, nil, nop, err
+	}
+	closeTask := func() { p.q(nil, unix.SYS_CLOSE, tfd) }
 	pidfd, err := unix.PidfdOpen(p.pid, 0)
 	if err != nil {
 		closeTask()

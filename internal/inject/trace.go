@@ -34,3 +34,11 @@ func trace(c Traced) {
 		(*f)(c)
 	}
 }
+
+// Trace passes c to the trace hook, if one is set: for calls injected by
+// other means than this package's (internal/sysseq), so that the hook
+// sees every call.
+func Trace(c Traced) { trace(c) }
+
+// Tracing says whether a trace hook is set.
+func Tracing() bool { return traceHook.Load() != nil }
