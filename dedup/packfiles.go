@@ -1,18 +1,24 @@
 package dedup
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 )
 
 // packFiles keeps the sealed packs open for reading. A read holds the read
 // lock for its pread only; gc takes the write lock to close and delete a
 // pack, so no read meets a closed descriptor.
 type packFiles struct {
-	dir   string
-	mu    sync.RWMutex
-	files map[packID]*os.File
+	dir string
+	// foreign: the packs are another process's store (PackReader): each
+	// is opened without following a symlink or blocking, and must be a
+	// regular file.
+	foreign bool
+	mu      sync.RWMutex
+	files   map[packID]*os.File
 }
 
 func newPackFiles(dir string) *packFiles {
@@ -47,12 +53,27 @@ func (pf *packFiles) open(id packID) error {
 	if pf.files[id] != nil {
 		return nil
 	}
-	f, err := os.Open(packPath(pf.dir, id))
+	f, err := pf.openFile(id)
 	if err != nil {
 		return fmt.Errorf("open pack %s: %w", id, err)
 	}
 	pf.files[id] = f
 	return nil
+}
+
+func (pf *packFiles) openFile(id packID) (*os.File, error) {
+	if !pf.foreign {
+		return os.Open(packPath(pf.dir, id))
+	}
+	f, err := os.OpenFile(packPath(pf.dir, id), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, errors.New("not a regular file")
+	}
+	return f, nil
 }
 
 // remove closes and deletes pack id.

@@ -34,6 +34,7 @@ import (
 type storePages struct {
 	store  string
 	client *dedup.Client
+	packs  *dedup.PackReader // reads the store's packs itself; nil: pages over the socket
 	tree   *image.Dir // the rendering the model was loaded from (storemodel.go); nil: the mount's files
 }
 
@@ -58,11 +59,18 @@ func openStorePages(dir string) (*storePages, string) {
 		c.Close()
 		return nil, fmt.Sprintf("store %s: %v", store, err)
 	}
-	return &storePages{store: store, client: c}, ""
+	sp := &storePages{store: store, client: c}
+	if os.Getenv("CKPTFS_NO_DIRECT_PACKS") == "" {
+		sp.packs, _ = dedup.NewPackReader(c) // else over the socket
+	}
+	return sp, ""
 }
 
 func (s *storePages) close() {
 	if s != nil {
+		if s.packs != nil {
+			s.packs.Close()
+		}
 		s.client.Close()
 	}
 }
@@ -73,7 +81,13 @@ func (s *storePages) read(refs []image.PageRef, dst []byte) error {
 	for i, r := range refs {
 		hashes[i] = r.Hash
 	}
-	if err := s.client.ReadPages(hashes, dst); err != nil {
+	var err error
+	if s.packs != nil {
+		err = s.packs.ReadPages(hashes, dst)
+	} else {
+		err = s.client.ReadPages(hashes, dst)
+	}
+	if err != nil {
 		return fmt.Errorf("read pages from store %s: %w", s.store, err)
 	}
 	return nil
