@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"sort"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -56,7 +58,11 @@ type pageScan struct {
 	refs    map[*image.VMA][]image.PageRef // vmas read from the store (pagesource.go)
 	data    map[*image.VMA][]byte          // their pages, read ahead (small tasks)
 	release func()                         // gives data's bytes back to the prefetch budget
-	err     error
+	// checks are the pagemap entries of the vmas whose pages fillMemory
+	// checks as it writes them (set by verifyPages before any process
+	// is created, verify.go).
+	checks map[*image.VMA][]image.PageRef
+	err    error
 }
 
 const scanParallel = 8
@@ -113,6 +119,15 @@ func (s pageScans) storeRefs(pid int) map[*image.VMA][]image.PageRef {
 	}
 	<-sc.done
 	return sc.refs
+}
+
+// deferredChecks returns the vmas of task pid whose pages fillMemory
+// checks (nil: none; verifyPages has returned).
+func (s pageScans) deferredChecks(pid int) map[*image.VMA][]image.PageRef {
+	if sc := s[pid]; sc != nil {
+		return sc.checks
+	}
+	return nil
 }
 
 // takeData returns the pages of task pid read ahead (nil if none) and
@@ -175,14 +190,27 @@ type chunk struct {
 	buf    []byte
 	pooled bool            // buf comes from the pool (else from a mapping of the file)
 	refs   []image.PageRef // read these pages from the store into buf first
+	check  *chunkCheck     // check buf against its pagemap entries first
 }
 
-// write reads c from the store if it says so, then writes it into
-// process pid (or through ufd).
+// chunkCheck is what checkChunk needs to check a chunk of a vma.
+type chunkCheck struct {
+	v    *image.VMA
+	off  int64 // of the chunk in the vma
+	refs []image.PageRef
+}
+
+// write reads c from the store if it says so, checks it if it says so,
+// then writes it into process pid (or through ufd).
 func (c chunk) write(pid, ufd int, sf *storeFill) error {
 	if c.refs != nil {
 		if err := sf.src.read(c.refs, c.buf); err != nil {
 			return fmt.Errorf("memory at %#x: %w", c.addr, err)
+		}
+	}
+	if k := c.check; k != nil {
+		if err := checkChunk(k.v, k.off, c.buf, k.refs); err != nil {
+			return err
 		}
 	}
 	if c.uffd {
@@ -192,11 +220,14 @@ func (c chunk) write(pid, ufd int, sf *storeFill) error {
 }
 
 // storeFill is where fillMemory reads the vmas of refs: the store, or
-// data, their pages read ahead.
+// data, their pages read ahead. checks are the vmas of the tree's files
+// whose pages fillMemory checks before it writes them (their pagemap
+// entries: pageScans.deferredChecks).
 type storeFill struct {
-	src  *storePages
-	refs map[*image.VMA][]image.PageRef
-	data map[*image.VMA][]byte
+	src    *storePages
+	refs   map[*image.VMA][]image.PageRef
+	data   map[*image.VMA][]byte
+	checks map[*image.VMA][]image.PageRef
 }
 
 // fillMemory writes the saved pages of every vma into process pid with
@@ -207,7 +238,7 @@ type storeFill struct {
 // batches of chunkSize by several goroutines. It returns the bytes written.
 func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool, sf *storeFill) (int64, error) {
 	workers := writers
-	if sf != nil && len(sf.refs) > 0 {
+	if sf != nil && (len(sf.refs) > 0 || len(sf.checks) > 0) {
 		workers = max(workers, storeWorkers)
 	}
 	pool := make(chan []byte, 2*workers+2)
@@ -226,6 +257,9 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A checked chunk of a mapped pages file that fails to read
+			// is a SIGBUS, made a panic that checkChunk recovers.
+			debug.SetPanicOnFault(true)
 			for c := range work {
 				mu.Lock()
 				failed := errW != nil
@@ -248,7 +282,9 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		}()
 	}
 	var maps [][]byte
+	var ahead sync.WaitGroup // readAheadMapped goroutines, using maps
 	defer func() {
+		ahead.Wait()
 		for _, m := range maps {
 			unix.Munmap(m)
 		}
@@ -280,11 +316,19 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			m, merr := unix.Mmap(int(f.Fd()), 0, int(v.Len()), unix.PROT_READ, unix.MAP_SHARED)
 			if merr == nil {
 				maps = append(maps, m)
+				readAheadMapped(m, rs, stop, &ahead)
+			}
+			var checkRefs []image.PageRef
+			if sf != nil {
+				checkRefs = sf.checks[v]
 			}
 			for _, r := range rs {
 				for off := r[0]; off < r[1]; {
 					n := min(r[1]-off, chunkSize)
 					c := chunk{addr: v.Start + uint64(off), uffd: uffd[v] && useUffd}
+					if sf != nil && sf.checks[v] != nil {
+						c.check = &chunkCheck{v: v, off: off, refs: refsIn(checkRefs, off, off+n)}
+					}
 					if merr == nil {
 						c.buf = m[off : off+n]
 						select {
@@ -323,6 +367,35 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		return total, readErr
 	}
 	return total, errW
+}
+
+// refsIn returns the entries of refs (ascending) for the pages in the
+// byte range [lo, hi) of their vma.
+func refsIn(refs []image.PageRef, lo, hi int64) []image.PageRef {
+	i := sort.Search(len(refs), func(i int) bool { return int64(refs[i].Index)*image.PageSize >= lo })
+	j := sort.Search(len(refs), func(i int) bool { return int64(refs[i].Index)*image.PageSize >= hi })
+	return refs[i:j]
+}
+
+// readAheadMapped asks the kernel to read the data ranges rs of the
+// mapped pages file m ahead of the writers (readaheadStep at a time),
+// until stop: a page fault of process_vm_writev or of a check on a file
+// not in the page cache would wait for a read of 128 KiB each.
+func readAheadMapped(m []byte, rs [][2]int64, stop <-chan struct{}, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, r := range rs {
+			for off := r[0]; off < r[1]; off += readaheadStep {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				unix.Madvise(m[off:min(off+readaheadStep, r[1])], unix.MADV_WILLNEED)
+			}
+		}
+	}()
 }
 
 // queueStoreChunks queues the ranges rs of vma v, whose pages refs lists

@@ -35,7 +35,7 @@ type storePages struct {
 	store  string
 	client *dedup.Client
 	packs  *dedup.PackReader // reads the store's packs itself; nil: pages over the socket
-	tree   *image.Dir // the rendering the model was loaded from (storemodel.go); nil: the mount's files
+	tree   *image.Dir        // the rendering the model was loaded from (storemodel.go); nil: the mount's files
 }
 
 // openStorePages returns the store source for tree dir, or nil (and why,
