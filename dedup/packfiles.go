@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // packFiles keeps the sealed packs open for reading. A read holds the read
@@ -17,6 +19,7 @@ type packFiles struct {
 	// is opened without following a symlink or blocking, and must be a
 	// regular file.
 	foreign bool
+	closed  bool // close was called: no pack is opened again
 	mu      sync.RWMutex
 	files   map[packID]*os.File
 }
@@ -47,11 +50,33 @@ func (pf *packFiles) readAt(id packID, p []byte, off int64) error {
 	return nil
 }
 
+// willNeed asks the kernel to read n bytes of pack id at off ahead
+// (a hint: errors are ignored).
+func (pf *packFiles) willNeed(id packID, off, n int64) {
+	pf.mu.RLock()
+	f := pf.files[id]
+	pf.mu.RUnlock()
+	if f == nil {
+		if pf.open(id) != nil {
+			return
+		}
+		pf.mu.RLock()
+		f = pf.files[id]
+		pf.mu.RUnlock()
+	}
+	if f != nil {
+		unix.Fadvise(int(f.Fd()), off, n, unix.FADV_WILLNEED)
+	}
+}
+
 func (pf *packFiles) open(id packID) error {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	if pf.files[id] != nil {
 		return nil
+	}
+	if pf.closed {
+		return fmt.Errorf("pack %s: %w", id, os.ErrClosed)
 	}
 	f, err := pf.openFile(id)
 	if err != nil {
@@ -93,6 +118,7 @@ func (pf *packFiles) remove(id packID) error {
 func (pf *packFiles) close() {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
+	pf.closed = true
 	for id, f := range pf.files {
 		f.Close()
 		delete(pf.files, id)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/ckptfs/ckptfs/image"
 )
@@ -98,7 +99,16 @@ func (v *service) LocatePages(hashes []image.Hash, locs *[]PageLoc) error {
 type PackReader struct {
 	c     *Client
 	packs *packFiles
+
+	mu     sync.Mutex
+	room   *sync.Cond             // ahead lost entries, or closed
+	ahead  map[image.Hash]packLoc // located by Prefetch, not read yet
+	closed bool
 }
+
+// maxAhead bounds how many pages Prefetch locates and asks the kernel
+// for ahead of ReadPages (64 MiB of pages).
+const maxAhead = 16384
 
 // NewPackReader returns a reader of c's store packs, or an error if the
 // server cannot locate pages (an older ckptfs) or the packs directory
@@ -113,7 +123,10 @@ func NewPackReader(c *Client) (*PackReader, error) {
 		return nil, fmt.Errorf("store %s: %w", c.dir, err)
 	}
 	d.Close()
-	return &PackReader{c: c, packs: &packFiles{dir: c.dir, foreign: true, files: map[packID]*os.File{}}}, nil
+	r := &PackReader{c: c, packs: &packFiles{dir: c.dir, foreign: true, files: map[packID]*os.File{}},
+		ahead: map[image.Hash]packLoc{}}
+	r.room = sync.NewCond(&r.mu)
+	return r, nil
 }
 
 // ReadPages fills dst (len(hashes)*PageSize bytes) with the pages hashes
@@ -134,19 +147,12 @@ func (r *PackReader) ReadPages(hashes []image.Hash, dst []byte) error {
 }
 
 func (r *PackReader) readBatch(hashes []image.Hash, dst []byte) error {
-	var wire []PageLoc
-	if err := r.c.call("LocatePages", hashes, &wire); err != nil {
-		return err
-	}
-	if len(wire) != len(hashes) {
-		return fmt.Errorf("locate pages: %d answers for %d pages", len(wire), len(hashes))
-	}
-	locs := make([]packLoc, len(wire))
-	for i, l := range wire {
-		if l.Pack == 0 || l.Offset < packHeaderSize || l.Length == 0 || l.Length > 2*image.PageSize {
-			return fmt.Errorf("locate pages: page %s at a bad place (pack %016x offset %d length %d)", hashes[i], l.Pack, l.Offset, l.Length)
+	locs, ok := r.takeAhead(hashes)
+	if !ok {
+		var err error
+		if locs, err = r.locate(hashes); err != nil {
+			return err
 		}
-		locs[i] = packLoc{pack: packID(l.Pack), offset: l.Offset, length: l.Length, flags: l.Flags}
 	}
 	bad := readLocated(r.packs, locs, dst)
 	checkHashes(hashes, dst, bad)
@@ -173,5 +179,101 @@ func (r *PackReader) readBatch(hashes []image.Hash, dst []byte) error {
 	return nil
 }
 
+// locate asks the server where hashes (at most maxReadPages) lie.
+func (r *PackReader) locate(hashes []image.Hash) ([]packLoc, error) {
+	var wire []PageLoc
+	if err := r.c.call("LocatePages", hashes, &wire); err != nil {
+		return nil, err
+	}
+	if len(wire) != len(hashes) {
+		return nil, fmt.Errorf("locate pages: %d answers for %d pages", len(wire), len(hashes))
+	}
+	locs := make([]packLoc, len(wire))
+	for i, l := range wire {
+		if l.Pack == 0 || l.Offset < packHeaderSize || l.Length == 0 || l.Length > 2*image.PageSize {
+			return nil, fmt.Errorf("locate pages: page %s at a bad place (pack %016x offset %d length %d)", hashes[i], l.Pack, l.Offset, l.Length)
+		}
+		locs[i] = packLoc{pack: packID(l.Pack), offset: l.Offset, length: l.Length, flags: l.Flags}
+	}
+	return locs, nil
+}
+
+// takeAhead returns the locations Prefetch found for all of hashes, and
+// forgets them; ok is false if it has not found them all.
+func (r *PackReader) takeAhead(hashes []image.Hash) ([]packLoc, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	locs := make([]packLoc, len(hashes))
+	for i, h := range hashes {
+		l, ok := r.ahead[h]
+		if !ok {
+			return nil, false
+		}
+		locs[i] = l
+	}
+	for _, h := range hashes {
+		delete(r.ahead, h)
+	}
+	r.room.Broadcast()
+	return locs, true
+}
+
+// Prefetch locates the pages hashes name, in the background, and asks the
+// kernel to read their packs' bytes ahead (POSIX_FADV_WILLNEED), in the
+// order given, at most maxAhead pages ahead of ReadPages: a caller about
+// to ReadPages them in that order finds them located and read. It is only
+// a hint: errors are ignored (ReadPages meets them), and pages ReadPages
+// asks for before Prefetch got to them are located by ReadPages.
+func (r *PackReader) Prefetch(hashes []image.Hash) {
+	go func() {
+		for len(hashes) > 0 {
+			n := min(len(hashes), maxReadPages)
+			r.mu.Lock()
+			for !r.closed && len(r.ahead)+n > maxAhead {
+				r.room.Wait()
+			}
+			r.mu.Unlock()
+			locs, err := r.locate(hashes[:n])
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			if r.closed {
+				r.mu.Unlock()
+				return
+			}
+			for i, h := range hashes[:n] {
+				r.ahead[h] = locs[i]
+			}
+			r.mu.Unlock()
+			willNeed(r.packs, locs)
+			hashes = hashes[n:]
+		}
+	}()
+}
+
+// willNeed asks the kernel to read the pack bytes of locs, merged into
+// runs of adjacent blobs.
+func willNeed(pf *packFiles, locs []packLoc) {
+	for i := 0; i < len(locs); {
+		first := locs[i]
+		end := first.offset + int64(first.length)
+		j := i + 1
+		for j < len(locs) && locs[j].pack == first.pack && locs[j].offset == end {
+			end += int64(locs[j].length)
+			j++
+		}
+		pf.willNeed(first.pack, first.offset, end-first.offset)
+		i = j
+	}
+}
+
 // Close closes the pack files the reader opened (not the Client).
-func (r *PackReader) Close() { r.packs.close() }
+func (r *PackReader) Close() {
+	r.mu.Lock()
+	r.closed = true
+	r.ahead = map[image.Hash]packLoc{}
+	r.room.Broadcast()
+	r.mu.Unlock()
+	r.packs.close()
+}

@@ -303,6 +303,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 				continue
 			}
 			if sf != nil && sf.refs[v] != nil {
+				sf.src.prefetch(sf.refs[v])
 				if !queueStoreChunks(v, rs, sf.refs[v], uffd[v] && useUffd, pool, work, stop) {
 					return nil
 				}

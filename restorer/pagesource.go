@@ -93,6 +93,19 @@ func (s *storePages) read(refs []image.PageRef, dst []byte) error {
 	return nil
 }
 
+// prefetch has the pages refs name located and read ahead, in the
+// background, when this process reads the store's packs itself.
+func (s *storePages) prefetch(refs []image.PageRef) {
+	if s.packs == nil {
+		return
+	}
+	hashes := make([]image.Hash, len(refs))
+	for i, r := range refs {
+		hashes[i] = r.Hash
+	}
+	s.packs.Prefetch(hashes)
+}
+
 // mountedStore says whether dir is on a ckptfs mount of a local store and
 // returns the store's directory: the file system is FUSE, and the mount
 // that holds dir (same device) is of type fuse.ckptfs with source
