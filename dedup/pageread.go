@@ -157,3 +157,12 @@ func (s *Store) locateAll(hashes []image.Hash) ([]packLoc, error) {
 	}
 	return locs, nil
 }
+
+// LoadIndex builds the in-memory page index now (it is otherwise built by
+// the first page read or write): a mount calls it in the background, so
+// that a restore right after mounting does not wait for it (some 100 ms a
+// GiB of pages, cold). An error is returned again by the first read.
+func (s *Store) LoadIndex() error {
+	_, err := s.pages()
+	return err
+}
