@@ -190,7 +190,7 @@ func (r *PackReader) locate(hashes []image.Hash) ([]packLoc, error) {
 	}
 	locs := make([]packLoc, len(wire))
 	for i, l := range wire {
-		if l.Pack == 0 || l.Offset < packHeaderSize || l.Length == 0 || l.Length > 2*image.PageSize {
+		if l.Pack == 0 || l.Offset < packHeaderSize || l.Length == 0 || l.Length > image.PageSize {
 			return nil, fmt.Errorf("locate pages: page %s at a bad place (pack %016x offset %d length %d)", hashes[i], l.Pack, l.Offset, l.Length)
 		}
 		locs[i] = packLoc{pack: packID(l.Pack), offset: l.Offset, length: l.Length, flags: l.Flags}
