@@ -282,9 +282,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		}()
 	}
 	var maps [][]byte
-	var ahead sync.WaitGroup // readAheadMapped goroutines, using maps
 	defer func() {
-		ahead.Wait()
 		for _, m := range maps {
 			unix.Munmap(m)
 		}
@@ -317,8 +315,8 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			m, merr := unix.Mmap(int(f.Fd()), 0, int(v.Len()), unix.PROT_READ, unix.MAP_SHARED)
 			if merr == nil {
 				maps = append(maps, m)
-				readAheadMapped(m, rs, stop, &ahead)
 			}
+			ra := mappedReadahead{m: m}
 			var checkRefs []image.PageRef
 			if sf != nil {
 				checkRefs = sf.checks[v]
@@ -332,6 +330,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 					}
 					if merr == nil {
 						c.buf = m[off : off+n]
+						ra.upTo(off, min(off+fillAhead, r[1]))
 						select {
 						case <-stop:
 							f.Close()
@@ -378,25 +377,31 @@ func refsIn(refs []image.PageRef, lo, hi int64) []image.PageRef {
 	return refs[i:j]
 }
 
-// readAheadMapped asks the kernel to read the data ranges rs of the
-// mapped pages file m ahead of the writers (readaheadStep at a time),
-// until stop: a page fault of process_vm_writev or of a check on a file
-// not in the page cache would wait for a read of 128 KiB each.
-func readAheadMapped(m []byte, rs [][2]int64, stop <-chan struct{}, wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for _, r := range rs {
-			for off := r[0]; off < r[1]; off += readaheadStep {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				unix.Madvise(m[off:min(off+readaheadStep, r[1])], unix.MADV_WILLNEED)
-			}
-		}
-	}()
+// fillAhead is how far ahead of the chunk being queued fillMemory asks
+// the kernel to read a mapped pages file: bounded, so that what is read
+// ahead is still in the page cache when the writers get to it.
+const fillAhead = 64 << 20
+
+// mappedReadahead asks the kernel to read a mapped pages file ahead of the
+// writers (MADV_WILLNEED, readaheadStep at a time): without it each page
+// fault of a check or of process_vm_writev on a file not in the page
+// cache waits for a read of 128 KiB.
+type mappedReadahead struct {
+	m    []byte // nil: not mapped
+	done int64  // asked for up to here
+}
+
+// upTo asks for the bytes of [from, to) not asked for yet.
+func (ra *mappedReadahead) upTo(from, to int64) {
+	if ra.m == nil {
+		return
+	}
+	ra.done = max(ra.done, from)
+	for ra.done < to {
+		end := min(ra.done+readaheadStep, to)
+		unix.Madvise(ra.m[ra.done:end], unix.MADV_WILLNEED)
+		ra.done = end
+	}
 }
 
 // queueStoreChunks queues the ranges rs of vma v, whose pages refs lists
