@@ -1,18 +1,27 @@
 package dedup
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // packFiles keeps the sealed packs open for reading. A read holds the read
 // lock for its pread only; gc takes the write lock to close and delete a
 // pack, so no read meets a closed descriptor.
 type packFiles struct {
-	dir   string
-	mu    sync.RWMutex
-	files map[packID]*os.File
+	dir string
+	// foreign: the packs are another process's store (PackReader): each
+	// is opened without following a symlink or blocking, and must be a
+	// regular file.
+	foreign bool
+	closed  bool // close was called: no pack is opened again
+	mu      sync.RWMutex
+	files   map[packID]*os.File
 }
 
 func newPackFiles(dir string) *packFiles {
@@ -41,18 +50,55 @@ func (pf *packFiles) readAt(id packID, p []byte, off int64) error {
 	return nil
 }
 
+// willNeed asks the kernel to read n bytes of pack id at off ahead
+// (a hint: errors are ignored).
+func (pf *packFiles) willNeed(id packID, off, n int64) {
+	pf.mu.RLock()
+	f := pf.files[id]
+	pf.mu.RUnlock()
+	if f == nil {
+		if pf.open(id) != nil {
+			return
+		}
+		pf.mu.RLock()
+		f = pf.files[id]
+		pf.mu.RUnlock()
+	}
+	if f != nil {
+		unix.Fadvise(int(f.Fd()), off, n, unix.FADV_WILLNEED)
+	}
+}
+
 func (pf *packFiles) open(id packID) error {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	if pf.files[id] != nil {
 		return nil
 	}
-	f, err := os.Open(packPath(pf.dir, id))
+	if pf.closed {
+		return fmt.Errorf("pack %s: %w", id, os.ErrClosed)
+	}
+	f, err := pf.openFile(id)
 	if err != nil {
 		return fmt.Errorf("open pack %s: %w", id, err)
 	}
 	pf.files[id] = f
 	return nil
+}
+
+func (pf *packFiles) openFile(id packID) (*os.File, error) {
+	if !pf.foreign {
+		return os.Open(packPath(pf.dir, id))
+	}
+	f, err := os.OpenFile(packPath(pf.dir, id), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, errors.New("not a regular file")
+	}
+	return f, nil
 }
 
 // remove closes and deletes pack id.
@@ -72,6 +118,7 @@ func (pf *packFiles) remove(id packID) error {
 func (pf *packFiles) close() {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
+	pf.closed = true
 	for id, f := range pf.files {
 		f.Close()
 		delete(pf.files, id)

@@ -16,7 +16,8 @@ const maxRun = 1 << 20
 // name, in order, each checked against its hash as ReadPage does. The
 // pages are looked up in the page index and read pack by pack in
 // offset order, pages adjacent in a pack with one pread (a vma dumped in
-// one go lies in order in its packs); the hashes are checked on all
+// one go lies in order in its packs), straight into dst when they are raw
+// pages dst wants one after another; the hashes are checked on all
 // cores. A page that fails is read again alone by ReadPage (gc may have
 // moved it), whose error is returned.
 func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
@@ -27,7 +28,25 @@ func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
 	if err != nil {
 		return err
 	}
-	order := make([]int, len(hashes))
+	bad := readLocated(s.packs, locs, dst)
+	checkHashes(hashes, dst, bad)
+	for i, b := range bad {
+		if b {
+			if err := s.ReadPage(hashes[i], dst[i*image.PageSize:(i+1)*image.PageSize]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readLocated reads the blobs locs name from the packs of pf into dst
+// (one page each, in order): pack by pack in offset order, blobs adjacent
+// in a pack with one pread, straight into dst when they are raw pages dst
+// wants one after another. It returns which pages could not be read or
+// decoded; it does not check hashes.
+func readLocated(pf *packFiles, locs []packLoc, dst []byte) []bool {
+	order := make([]int, len(locs))
 	for i := range order {
 		order[i] = i
 	}
@@ -38,25 +57,45 @@ func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
 		}
 		return la.offset < lb.offset
 	})
-	bad := make([]bool, len(hashes))
-	var scratch []byte
+	bad := make([]bool, len(locs))
+	var scratch *[]byte
+	defer func() {
+		if scratch != nil {
+			runScratch.Put(scratch)
+		}
+	}()
 	for start := 0; start < len(order); {
 		// A run: blobs of one pack, each starting where the last ended.
 		first := locs[order[start]]
 		end, size := start+1, int64(first.length)
+		// direct: every blob of the run is a raw page and they fill
+		// consecutive pages of dst, so the run is read in place.
+		direct := first.flags&blobS2 == 0 && first.length == image.PageSize
 		for end < len(order) {
 			l := locs[order[end]]
 			if l.pack != first.pack || l.offset != first.offset+size || size+int64(l.length) > maxRun {
 				break
 			}
+			direct = direct && l.flags&blobS2 == 0 && l.length == image.PageSize && order[end] == order[end-1]+1
 			size += int64(l.length)
 			end++
 		}
-		if cap(scratch) < int(size) {
-			scratch = make([]byte, maxRun)
+		if direct {
+			i0 := order[start]
+			run := dst[i0*image.PageSize : i0*image.PageSize+int(size)]
+			if err := pf.readAt(first.pack, run, first.offset); err != nil {
+				for _, i := range order[start:end] {
+					bad[i] = true
+				}
+			}
+			start = end
+			continue
 		}
-		run := scratch[:size]
-		if err := s.packs.readAt(first.pack, run, first.offset); err != nil {
+		if scratch == nil {
+			scratch = runScratch.Get().(*[]byte)
+		}
+		run := (*scratch)[:size]
+		if err := pf.readAt(first.pack, run, first.offset); err != nil {
 			for _, i := range order[start:end] {
 				bad[i] = true
 			}
@@ -73,19 +112,15 @@ func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
 		}
 		start = end
 	}
-	s.checkHashes(hashes, dst, bad)
-	for i, b := range bad {
-		if b {
-			if err := s.ReadPage(hashes[i], dst[i*image.PageSize:(i+1)*image.PageSize]); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return bad
 }
 
+// runScratch holds the buffers of runs that cannot be read in place
+// (compressed blobs, pages asked for out of pack order).
+var runScratch = sync.Pool{New: func() any { b := make([]byte, maxRun); return &b }}
+
 // checkHashes marks bad every page of dst that does not hash to its hash.
-func (s *Store) checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
+func checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
 	workers := min(runtime.NumCPU(), (len(hashes)+63)/64)
 	if workers <= 1 {
 		for i, h := range hashes {
@@ -121,4 +156,13 @@ func (s *Store) locateAll(hashes []image.Hash) ([]packLoc, error) {
 		locs[i] = l
 	}
 	return locs, nil
+}
+
+// LoadIndex builds the in-memory page index now (it is otherwise built by
+// the first page read or write): a mount calls it in the background, so
+// that a restore right after mounting does not wait for it (some 100 ms a
+// GiB of pages, cold). An error is returned again by the first read.
+func (s *Store) LoadIndex() error {
+	_, err := s.pages()
+	return err
 }

@@ -255,12 +255,14 @@ func BenchmarkStoreLsR(b *testing.B) {
 // BenchmarkStorePagesCat is the issue's measure of the mount: `cat` of a
 // 1 GiB pages file (distinct pages, real store and renderer) to /dev/null,
 // against Store.ReadPages of the same pages in 1 MiB batches in the same
-// process, in the same run:
+// process and against `cat` of the store's pack files (the issue's
+// baseline), in the same run:
 //   - cold: every page cache dropped (drop_caches) before each;
 //   - fuse-cold: the pages file's cache dropped, the store's files cached;
 //   - warm: the pages file read again from the kernel's page cache.
 //
-// cold/store and fuse-cold/store-warm > 1 say how much slower the mount is.
+// cold/packs, cold/store and fuse-cold/store-warm > 1 say how much slower
+// the mount is.
 func BenchmarkStorePagesCat(b *testing.B) {
 	if os.Getuid() != 0 {
 		b.Skip("needs root (drop_caches)")
@@ -295,8 +297,12 @@ func BenchmarkStorePagesCat(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer devnull.Close()
-	cat := func() time.Duration {
-		cmd := exec.Command("cat", p)
+	packs, err := filepath.Glob(filepath.Join(dir, "packs", "*.pack"))
+	if err != nil || len(packs) == 0 {
+		b.Fatalf("no packs in %s: %v", dir, err)
+	}
+	cat := func(p ...string) time.Duration {
+		cmd := exec.Command("cat", p...)
 		var errOut strings.Builder
 		cmd.Stdout, cmd.Stderr = devnull, &errOut
 		start := time.Now()
@@ -313,26 +319,30 @@ func BenchmarkStorePagesCat(b *testing.B) {
 		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 		f.Close()
 	}
-	var tStoreCold, tCatCold, tStoreWarm, tFuseCold, tWarm time.Duration
+	var tPacksCold, tStoreCold, tCatCold, tStoreWarm, tFuseCold, tWarm time.Duration
 	b.SetBytes(benchVMASize)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		dropAllCaches(b)
+		tPacksCold += cat(packs...)
+		dropAllCaches(b)
 		tStoreCold += readStore()
 		dropAllCaches(b)
-		tCatCold += cat()
-		tWarm += cat()
+		tCatCold += cat(p)
+		tWarm += cat(p)
 		tStoreWarm += readStore()
 		dropFuse()
-		tFuseCold += cat()
+		tFuseCold += cat(p)
 	}
 	b.StopTimer()
 	total := int64(b.N) * benchVMASize
+	b.ReportMetric(mbps(total, tPacksCold), "packs-cold-MB/s")
 	b.ReportMetric(mbps(total, tStoreCold), "store-cold-MB/s")
 	b.ReportMetric(mbps(total, tCatCold), "cat-cold-MB/s")
 	b.ReportMetric(mbps(total, tStoreWarm), "store-warm-MB/s")
 	b.ReportMetric(mbps(total, tFuseCold), "cat-fuse-cold-MB/s")
 	b.ReportMetric(mbps(total, tWarm), "cat-warm-MB/s")
+	b.ReportMetric(tCatCold.Seconds()/tPacksCold.Seconds(), "cold/packs")
 	b.ReportMetric(tCatCold.Seconds()/tStoreCold.Seconds(), "cold/store")
 	b.ReportMetric(tFuseCold.Seconds()/tStoreWarm.Seconds(), "fuse-cold/store-warm")
 }

@@ -43,6 +43,10 @@ func Mount(storeDir, mountpoint string, opts Options) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	// The page index, ahead of the first read (an error shows there);
+	// the store closes after it.
+	indexed := make(chan struct{})
+	go func() { s.LoadIndex(); close(indexed) }()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ctx, srv.Notify) }()
@@ -50,6 +54,7 @@ func Mount(storeDir, mountpoint string, opts Options) (*Server, error) {
 		cancel()
 		serr := <-served
 		served <- serr // a second receive (see below) must not block
+		<-indexed
 		return errors.Join(serr, s.Close())
 	}
 	// Serve creates its socket before it accepts: wait for it, or its error.

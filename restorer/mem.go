@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"sort"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -56,7 +58,11 @@ type pageScan struct {
 	refs    map[*image.VMA][]image.PageRef // vmas read from the store (pagesource.go)
 	data    map[*image.VMA][]byte          // their pages, read ahead (small tasks)
 	release func()                         // gives data's bytes back to the prefetch budget
-	err     error
+	// checks are the pagemap entries of the vmas whose pages fillMemory
+	// checks as it writes them (set by verifyPages before any process
+	// is created, verify.go).
+	checks map[*image.VMA][]image.PageRef
+	err    error
 }
 
 const scanParallel = 8
@@ -125,6 +131,15 @@ func (s pageScans) storeRefs(pid int) map[*image.VMA][]image.PageRef {
 	return sc.refs
 }
 
+// deferredChecks returns the vmas of task pid whose pages fillMemory
+// checks (nil: none; verifyPages has returned).
+func (s pageScans) deferredChecks(pid int) map[*image.VMA][]image.PageRef {
+	if sc := s[pid]; sc != nil {
+		return sc.checks
+	}
+	return nil
+}
+
 // takeData returns the pages of task pid read ahead (nil if none) and
 // forgets them: the caller writes them once.
 func (s pageScans) takeData(pid int) (map[*image.VMA][]byte, func()) {
@@ -185,14 +200,27 @@ type chunk struct {
 	buf    []byte
 	pooled bool            // buf comes from the pool (else from a mapping of the file)
 	refs   []image.PageRef // read these pages from the store into buf first
+	check  *chunkCheck     // check buf against its pagemap entries first
 }
 
-// write reads c from the store if it says so, then writes it into
-// process pid (or through ufd).
+// chunkCheck is what checkChunk needs to check a chunk of a vma.
+type chunkCheck struct {
+	v    *image.VMA
+	off  int64 // of the chunk in the vma
+	refs []image.PageRef
+}
+
+// write reads c from the store if it says so, checks it if it says so,
+// then writes it into process pid (or through ufd).
 func (c chunk) write(pid, ufd int, sf *storeFill) error {
 	if c.refs != nil {
 		if err := sf.src.read(c.refs, c.buf); err != nil {
 			return fmt.Errorf("memory at %#x: %w", c.addr, err)
+		}
+	}
+	if k := c.check; k != nil {
+		if err := checkChunk(k.v, k.off, c.buf, k.refs); err != nil {
+			return err
 		}
 	}
 	if c.uffd {
@@ -202,11 +230,14 @@ func (c chunk) write(pid, ufd int, sf *storeFill) error {
 }
 
 // storeFill is where fillMemory reads the vmas of refs: the store, or
-// data, their pages read ahead.
+// data, their pages read ahead. checks are the vmas of the tree's files
+// whose pages fillMemory checks before it writes them (their pagemap
+// entries: pageScans.deferredChecks).
 type storeFill struct {
-	src  *storePages
-	refs map[*image.VMA][]image.PageRef
-	data map[*image.VMA][]byte
+	src    *storePages
+	refs   map[*image.VMA][]image.PageRef
+	data   map[*image.VMA][]byte
+	checks map[*image.VMA][]image.PageRef
 }
 
 // fillMemory writes the saved pages of every vma into process pid with
@@ -217,7 +248,7 @@ type storeFill struct {
 // batches of chunkSize by several goroutines. It returns the bytes written.
 func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool, sf *storeFill) (int64, error) {
 	workers := writers
-	if sf != nil && len(sf.refs) > 0 {
+	if sf != nil && (len(sf.refs) > 0 || len(sf.checks) > 0) {
 		workers = max(workers, storeWorkers)
 	}
 	pool := make(chan []byte, 2*workers+2)
@@ -236,6 +267,9 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A checked chunk of a mapped pages file that fails to read
+			// is a SIGBUS, made a panic that checkChunk recovers.
+			debug.SetPanicOnFault(true)
 			for c := range work {
 				mu.Lock()
 				failed := errW != nil
@@ -277,6 +311,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 				continue
 			}
 			if sf != nil && sf.refs[v] != nil {
+				sf.src.prefetch(sf.refs[v])
 				if !queueStoreChunks(v, rs, sf.refs[v], uffd[v] && useUffd, pool, work, stop) {
 					return nil
 				}
@@ -291,12 +326,21 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			if merr == nil {
 				maps = append(maps, m)
 			}
+			ra := mappedReadahead{m: m}
+			var checkRefs []image.PageRef
+			if sf != nil {
+				checkRefs = sf.checks[v]
+			}
 			for _, r := range rs {
 				for off := r[0]; off < r[1]; {
 					n := min(r[1]-off, chunkSize)
 					c := chunk{addr: v.Start + uint64(off), uffd: uffd[v] && useUffd}
+					if sf != nil && sf.checks[v] != nil {
+						c.check = &chunkCheck{v: v, off: off, refs: refsIn(checkRefs, off, off+n)}
+					}
 					if merr == nil {
 						c.buf = m[off : off+n]
+						ra.upTo(off, min(off+fillAhead, r[1]))
 						select {
 						case <-stop:
 							f.Close()
@@ -333,6 +377,41 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		return total, readErr
 	}
 	return total, errW
+}
+
+// refsIn returns the entries of refs (ascending) for the pages in the
+// byte range [lo, hi) of their vma.
+func refsIn(refs []image.PageRef, lo, hi int64) []image.PageRef {
+	i := sort.Search(len(refs), func(i int) bool { return int64(refs[i].Index)*image.PageSize >= lo })
+	j := sort.Search(len(refs), func(i int) bool { return int64(refs[i].Index)*image.PageSize >= hi })
+	return refs[i:j]
+}
+
+// fillAhead is how far ahead of the chunk being queued fillMemory asks
+// the kernel to read a mapped pages file: bounded, so that what is read
+// ahead is still in the page cache when the writers get to it.
+const fillAhead = 64 << 20
+
+// mappedReadahead asks the kernel to read a mapped pages file ahead of the
+// writers (MADV_WILLNEED, readaheadStep at a time): without it each page
+// fault of a check or of process_vm_writev on a file not in the page
+// cache waits for a read of 128 KiB.
+type mappedReadahead struct {
+	m    []byte // nil: not mapped
+	done int64  // asked for up to here
+}
+
+// upTo asks for the bytes of [from, to) not asked for yet.
+func (ra *mappedReadahead) upTo(from, to int64) {
+	if ra.m == nil {
+		return
+	}
+	ra.done = max(ra.done, from)
+	for ra.done < to {
+		end := min(ra.done+readaheadStep, to)
+		unix.Madvise(ra.m[ra.done:end], unix.MADV_WILLNEED)
+		ra.done = end
+	}
 }
 
 // queueStoreChunks queues the ranges rs of vma v, whose pages refs lists

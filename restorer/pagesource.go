@@ -34,9 +34,10 @@ import (
 type storePages struct {
 	store  string
 	client *dedup.Client
-	tree   *image.Dir  // the rendering the model was loaded from (storemodel.go); nil: the mount's files
-	pf     *prefetch   // the read-ahead's budget
-	early  *earlyPages // pages read while the model loads (earlypages.go); nil: none
+	packs  *dedup.PackReader // reads the store's packs itself; nil: pages over the socket
+	tree   *image.Dir        // the rendering the model was loaded from (storemodel.go); nil: the mount's files
+	pf     *prefetch         // the read-ahead's budget
+	early  *earlyPages       // pages read while the model loads (earlypages.go); nil: none
 }
 
 // openStorePages returns the store source for tree dir, or nil (and why,
@@ -60,12 +61,19 @@ func openStorePages(dir string) (*storePages, string) {
 		c.Close()
 		return nil, fmt.Sprintf("store %s: %v", store, err)
 	}
-	return &storePages{store: store, client: c, pf: &prefetch{left: prefetchBudget}}, ""
+	sp := &storePages{store: store, client: c, pf: &prefetch{left: prefetchBudget}}
+	if os.Getenv("CKPTFS_NO_DIRECT_PACKS") == "" {
+		sp.packs, _ = dedup.NewPackReader(c) // else over the socket
+	}
+	return sp, ""
 }
 
 func (s *storePages) close() {
 	if s != nil {
 		s.early.drop()
+		if s.packs != nil {
+			s.packs.Close()
+		}
 		s.client.Close()
 	}
 }
@@ -76,10 +84,29 @@ func (s *storePages) read(refs []image.PageRef, dst []byte) error {
 	for i, r := range refs {
 		hashes[i] = r.Hash
 	}
-	if err := s.client.ReadPages(hashes, dst); err != nil {
+	var err error
+	if s.packs != nil {
+		err = s.packs.ReadPages(hashes, dst)
+	} else {
+		err = s.client.ReadPages(hashes, dst)
+	}
+	if err != nil {
 		return fmt.Errorf("read pages from store %s: %w", s.store, err)
 	}
 	return nil
+}
+
+// prefetch has the pages refs name located and read ahead, in the
+// background, when this process reads the store's packs itself.
+func (s *storePages) prefetch(refs []image.PageRef) {
+	if s.packs == nil {
+		return
+	}
+	hashes := make([]image.Hash, len(refs))
+	for i, r := range refs {
+		hashes[i] = r.Hash
+	}
+	s.packs.Prefetch(hashes)
 }
 
 // mountedStore says whether dir is on a ckptfs mount of a local store and

@@ -249,11 +249,15 @@ type restorer struct {
 // storeFill says which vmas of task pid fillMemory reads from the store;
 // done frees what was read ahead once it is written.
 func (r *restorer) storeFill(pid int) (sf *storeFill, done func()) {
+	checks := r.scans.deferredChecks(pid) // verify.go
 	if r.pages == nil {
-		return nil, func() {}
+		if checks == nil {
+			return nil, func() {}
+		}
+		return &storeFill{checks: checks}, func() {}
 	}
 	data, release := r.scans.takeData(pid)
-	return &storeFill{src: r.pages, refs: r.scans.storeRefs(pid), data: data}, release
+	return &storeFill{src: r.pages, refs: r.scans.storeRefs(pid), data: data, checks: checks}, release
 }
 
 func (r *restorer) logf(format string, args ...any) {

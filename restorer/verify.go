@@ -1,8 +1,8 @@
 package restorer
 
 import (
-	"bufio"
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,13 +19,17 @@ import (
 	"github.com/ckptfs/ckptfs/image"
 )
 
-// Page verification: before any process is created, every page restore
-// will write is checked against its hash in the vma's pagemap
-// (`<address> <hash>` per saved page, docs/tree-format.md). A copy of a
-// checkpoint with a flipped byte, a page missing (a hole where pagemap has
-// a page) or data where pagemap has none is refused, naming the task, the
-// vma and the page. Options.NoVerifyPages skips this for a copy edited on
-// purpose.
+// Page verification: every page restore writes is checked against its
+// hash in the vma's pagemap (`<address> <hash>` per saved page,
+// docs/tree-format.md). A copy of a checkpoint with a flipped byte, a page
+// missing (a hole where pagemap has a page) or data where pagemap has none
+// is refused, naming the task, the vma and the page. Before any process is
+// created, the pagemaps are checked against the pages files' data ranges
+// and the pages of file and shared mappings are hashed; the pages of
+// anonymous memory (most of a checkpoint) are hashed by fillMemory just
+// before it writes them, so that each is read once: a mismatch there
+// fails the restore, which kills every process it created before any
+// ran. Options.NoVerifyPages skips this for a copy edited on purpose.
 
 // ErrPageMismatch says a page of a checkpoint tree is not what its
 // pagemap says (wrapped, with task, vma and address in the message).
@@ -76,7 +80,11 @@ type pageCheck struct {
 // fillMemory reads its vmas from the store, which checks them
 // (pagesource.go): only shared memory is checked, and scans are not
 // waited for. The vmas skip selects are not checked here either (a lazy
-// restore's page server checks those as it serves them).
+// restore's page server checks those as it serves them). Without skip,
+// the pages of anonymous memory are not read here: only their pagemap is
+// checked against the data ranges, and the scan of their task gets the
+// pagemap entries (pageScan.checks) for fillMemory, which hashes each
+// chunk just before it writes it (checkChunk).
 func verifyPages(dir string, c *image.Checkpoint, scans pageScans, fromStore bool, skip func(*image.VMA) bool) error {
 	v := &pageVerifier{work: make(chan pageCheck, 2*writers), skip: skip,
 		owner: map[*image.VMA]map[*image.VMA][][2]int64{}, unlisted: map[*image.VMA][]int64{}}
@@ -183,8 +191,13 @@ func (v *pageVerifier) err() error {
 	return fmt.Errorf("%w\nthe checkpoint's pages are damaged; if the copy was changed on purpose, restore it with --no-verify-pages", err)
 }
 
+// vmaName names vma v of task pid for a message; pid 0 leaves the task
+// out (the caller's error names it).
 func vmaName(pid int, v *image.VMA) string {
-	s := fmt.Sprintf("task %d: vma %s", pid, v.DirName())
+	s := "vma " + v.DirName()
+	if pid != 0 {
+		s = fmt.Sprintf("task %d: %s", pid, s)
+	}
 	if v.Name != "" {
 		s += " (" + v.Name + ")"
 	}
@@ -231,6 +244,7 @@ func (v *pageVerifier) feedTask(dir string, t *image.Task, scans pageScans, from
 			return err
 		}
 	}
+	deferred := map[*image.VMA][]image.PageRef{}
 	for _, vma := range t.VMAs {
 		if !verifiedVMA(vma) || fromStore && filledVMA(vma) {
 			continue // not written, or checked by the store (pagesource.go)
@@ -253,27 +267,44 @@ func (v *pageVerifier) feedTask(dir string, t *image.Task, scans pageScans, from
 				return err
 			}
 		}
-		if err := v.feedVMA(dir, t.PID, vma, rs); err != nil {
+		// The pages of anonymous memory fillMemory writes are hashed
+		// as it writes them (checkChunk), each read once: here only
+		// that pagemap and the data ranges agree.
+		deferOK := ok && v.skip == nil && filledVMA(vma) && zeroFillOK(vma)
+		refs, err := v.feedVMA(dir, t.PID, vma, rs, deferOK)
+		if err != nil {
 			return fmt.Errorf("%s: %w", vmaName(t.PID, vma), err)
 		}
+		if deferOK {
+			deferred[vma] = refs
+		}
+	}
+	if sc := scans[t.PID]; sc != nil && len(deferred) > 0 {
+		sc.checks = deferred
 	}
 	return nil
 }
 
 // feedVMA queues the data ranges rs of one vma's pages file with the
 // pagemap entries they hold; a pagemap entry in a hole is a missing page.
-func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int64) error {
+// With deferred, the pages are not read (fillMemory checks them): only
+// that every pagemap entry lies in a data range. It returns the vma's
+// pagemap entries.
+func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int64, deferred bool) ([]image.PageRef, error) {
 	pagesPath := image.PagesPath(dir, pid, vma)
 	refs, err := readPagemap(filepath.Join(filepath.Dir(pagesPath), "pagemap"), vma)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(rs) == 0 && len(refs) == 0 {
-		return nil
+		return refs, nil
+	}
+	if deferred {
+		return refs, refsInRanges(vma, refs, rs)
 	}
 	f, err := image.OpenTreeFile(pagesPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
 	m, merr := unix.Mmap(int(f.Fd()), 0, int(vma.Len()), unix.PROT_READ, unix.MAP_SHARED)
@@ -291,7 +322,7 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 		for off := r[0]; off < r[1]; {
 			n := min(r[1]-off, chunkSize)
 			if j < len(refs) && int64(refs[j].Index)*image.PageSize < off {
-				return missing(refs[j])
+				return nil, missing(refs[j])
 			}
 			k := j
 			for j < len(refs) && int64(refs[j].Index)*image.PageSize < off+n {
@@ -306,7 +337,7 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 			} else {
 				pc.buf = make([]byte, n)
 				if _, err := f.ReadAt(pc.buf, off); err != nil && err != io.EOF {
-					return fmt.Errorf("checkpoint file %s: %w", pagesPath, err)
+					return nil, fmt.Errorf("checkpoint file %s: %w", pagesPath, err)
 				}
 			}
 			v.work <- pc
@@ -314,9 +345,37 @@ func (v *pageVerifier) feedVMA(dir string, pid int, vma *image.VMA, rs [][2]int6
 		}
 	}
 	if j < len(refs) {
-		return missing(refs[j])
+		return nil, missing(refs[j])
+	}
+	return refs, nil
+}
+
+// refsInRanges says which pagemap entry of refs (ascending) lies in no
+// data range of rs (ascending, page aligned starts): a missing page.
+func refsInRanges(vma *image.VMA, refs []image.PageRef, rs [][2]int64) error {
+	k := 0
+	for _, r := range refs {
+		off := int64(r.Index) * image.PageSize
+		for k < len(rs) && rs[k][1] <= off {
+			k++
+		}
+		if k == len(rs) || off < rs[k][0] {
+			return fmt.Errorf("page %#x: %w: pagemap lists it (hash %s) but pages has a hole there", vma.Start+uint64(off), ErrPageMismatch, r.Hash)
+		}
 	}
 	return nil
+}
+
+// checkChunk checks buf, the bytes at off of vma v that
+// fillMemory is about to write, against refs (the pagemap entries of
+// buf's pages, ascending) as verifyPages does: a listed page must hash to
+// its entry, an unlisted one must be zero. Only for vmas whose zero pages
+// may be written (zeroFillOK). A fault reading buf (a mapped file that
+// shrank) is a mismatch, given the goroutine runs with SetPanicOnFault.
+func checkChunk(v *image.VMA, off int64, buf []byte, refs []image.PageRef) error {
+	pv := &pageVerifier{}
+	pv.check(pageCheck{v: v, off: off, buf: buf, refs: refs}) // the restore's error names the task
+	return pv.err()
 }
 
 // readaheadStep is how much of a mapped pages file one MADV_WILLNEED asks
@@ -381,32 +440,53 @@ var zeroPage [image.PageSize]byte
 func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
 
 // readPagemap parses a vma's pagemap: one `<address> <hash>` line per
-// saved page, addresses in the vma, page aligned, ascending.
+// saved page, addresses in the vma, page aligned, ascending. A 1 GiB vma
+// has 262144 lines: they are parsed without an allocation each.
 func readPagemap(path string, vma *image.VMA) ([]image.PageRef, error) {
 	f, err := image.OpenTreeFile(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var refs []image.PageRef
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	// At most one line per page of the vma; a longer file is refused by
+	// the line checks (addresses ascending, in the vma) anyway.
+	limit := int64(vma.Len()/image.PageSize)*pagemapLineMax + pagemapLineMax
+	var buf bytes.Buffer
+	if st, err := f.Stat(); err == nil {
+		buf.Grow(int(min(st.Size(), limit)) + 1)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	data := buf.Bytes()
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: too long for a pagemap of the vma's %d pages", path, vma.Len()/image.PageSize)
+	}
+	refs := make([]image.PageRef, 0, len(data)/pagemapLineTypical+1)
 	line := 0
-	for sc.Scan() {
+	for len(data) > 0 {
 		line++
+		text, rest, _ := bytes.Cut(data, []byte("\n"))
+		data = rest
 		bad := func(why string) error {
-			return fmt.Errorf("%s line %d: %s: %q", path, line, why, sc.Text())
+			return fmt.Errorf("%s line %d: %s: %q", path, line, why, text)
 		}
-		a, h, ok := bytes.Cut(sc.Bytes(), []byte(" "))
+		a, h, ok := bytes.Cut(text, []byte(" "))
 		if !ok {
 			return nil, bad("want `<address> <hash>`")
 		}
-		addr, err := strconv.ParseUint(string(a), 0, 64)
-		if err != nil {
-			return nil, bad("bad address")
+		addr, ok := parseHexAddr(a)
+		if !ok {
+			var err error
+			if addr, err = strconv.ParseUint(string(a), 0, 64); err != nil {
+				return nil, bad("bad address")
+			}
 		}
-		hash, err := image.ParseHash(string(h))
-		if err != nil {
+		var hash image.Hash
+		if len(h) != 2*len(hash) {
+			return nil, bad("bad hash")
+		}
+		if _, err := hex.Decode(hash[:], h); err != nil {
 			return nil, bad("bad hash")
 		}
 		if addr < vma.Start || addr >= vma.End || addr%image.PageSize != 0 {
@@ -418,8 +498,37 @@ func readPagemap(path string, vma *image.VMA) ([]image.PageRef, error) {
 		}
 		refs = append(refs, image.PageRef{Index: idx, Hash: hash})
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	return refs, nil
+}
+
+// A pagemap line is "0x" and up to 16 hex digits, a space, 64 hex
+// digits and a newline (pagemapLineMax bytes at most; 80 for a typical
+// user-space address of 12 digits).
+const (
+	pagemapLineMax     = 2 + 16 + 1 + 64 + 1
+	pagemapLineTypical = 2 + 12 + 1 + 64 + 1
+)
+
+// parseHexAddr parses "0x" and 1 to 16 lower- or upper-case hex digits,
+// the form pagemap is written in; ok is false for anything else (the
+// caller then tries strconv.ParseUint's forms).
+func parseHexAddr(b []byte) (uint64, bool) {
+	if len(b) < 3 || len(b) > 18 || b[0] != '0' || b[1] != 'x' {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b[2:] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint64(c)
+	}
+	return v, true
 }
