@@ -122,19 +122,29 @@ var runScratch = sync.Pool{New: func() any { b := make([]byte, maxRun); return &
 // checkHashes marks bad every page of dst that does not hash to its hash.
 func checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
 	workers := min(runtime.NumCPU(), (len(hashes)+63)/64)
-	if workers <= 1 {
-		for i, h := range hashes {
-			bad[i] = bad[i] || Sum(dst[i*image.PageSize:(i+1)*image.PageSize]) != h
+	check := func(from, to int) {
+		const batch = 64
+		var pages [batch][]byte
+		var got [batch]image.Hash
+		for i := from; i < to; i += batch {
+			n := min(batch, to-i)
+			for k := range n {
+				pages[k] = dst[(i+k)*image.PageSize : (i+k+1)*image.PageSize]
+			}
+			SumPages(pages[:n], got[:n])
+			for k := range n {
+				bad[i+k] = bad[i+k] || got[k] != hashes[i+k]
+			}
 		}
+	}
+	if workers <= 1 {
+		check(0, len(hashes))
 		return
 	}
 	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(hashes); i += workers {
-				bad[i] = bad[i] || Sum(dst[i*image.PageSize:(i+1)*image.PageSize]) != hashes[i]
-			}
-		})
+	per := (len(hashes) + workers - 1) / workers
+	for from := 0; from < len(hashes); from += per {
+		wg.Go(func() { check(from, min(from+per, len(hashes))) })
 	}
 	wg.Wait()
 }
