@@ -3,8 +3,10 @@ package dumper
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -327,25 +329,64 @@ func vmaKind(v *image.VMA) string {
 	return image.VMAAnon
 }
 
+// parallelFDs is the fd table size from which collectFDs reads it on
+// every CPU: each fd costs some ten /proc calls, all while frozen.
+const parallelFDs = 512
+
 func collectFDs(pid int) ([]*image.FD, error) {
 	nums, err := proc.FDs(pid)
 	if err != nil {
 		return nil, err
 	}
-	dirs, err := openFDDirs(pid) // fdread.go
-	if err != nil {
-		return nil, err
+	workers := 1
+	if len(nums) >= parallelFDs {
+		workers = min(runtime.NumCPU(), 4)
 	}
-	defer dirs.close()
-	out := make([]*image.FD, 0, len(nums))
-	for _, n := range nums {
-		path, err := dirs.link(n)
+	out := make([]*image.FD, len(nums))
+	errs := make([]error, workers)
+	per := (len(nums) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := min(w*per, len(nums)), min((w+1)*per, len(nums))
+		wg.Go(func() {
+			defer func() {
+				// an error, not a crash that would leave the tree to the
+				// kernel (as Dump does for the ptrace thread)
+				if r := recover(); r != nil {
+					errs[w] = fmt.Errorf("fds of %d: internal error: %v", pid, r)
+				}
+			}()
+			errs[w] = collectFDRange(pid, nums[lo:hi], out[lo:hi])
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
+	}
+	return out, nil
+}
+
+// collectFDRange reads fds nums of pid into out (as long as nums).
+func collectFDRange(pid int, nums []int, out []*image.FD) error {
+	if len(nums) == 0 {
+		return nil
+	}
+	dirs, err := openFDDirs(pid) // fdread.go
+	if err != nil {
+		return err
+	}
+	defer dirs.close()
+	ids := fileIDs{} // kind_file.go
+	for i, n := range nums {
+		path, err := dirs.link(n)
+		if err != nil {
+			return err
+		}
 		info, err := dirs.info(n)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		f := &image.FD{Num: n, Path: path}
 		for line := range strings.Lines(string(info)) {
@@ -368,24 +409,24 @@ func collectFDs(pid int) ([]*image.FD, error) {
 		}
 		var st unix.Stat_t
 		if err := dirs.stat(n, &st); err != nil {
-			return nil, err
+			return err
 		}
 		f.Kind = fdKind(path, st.Mode)
 		f.Ino = st.Ino
 		if f.Kind == image.FDSocket {
 			if err := classifySocket(pid, f); err != nil { // kind_inet.go
-				return nil, err
+				return err
 			}
 		}
 		if f.Kind == image.FDFile {
 			f.Size = st.Size
 		}
-		if err := fdKindState(pid, f); err != nil {
-			return nil, fmt.Errorf("fd %d of %d: %w", n, pid, err)
+		if err := fdKindStateStat(pid, f, &st, ids); err != nil {
+			return fmt.Errorf("fd %d of %d: %w", n, pid, err)
 		}
-		out = append(out, f)
+		out[i] = f
 	}
-	return out, nil
+	return nil
 }
 
 // statExitCode returns field 52 of /proc/<pid>/stat, the wait status of a

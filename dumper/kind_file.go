@@ -35,6 +35,28 @@ func (fileKind) dump(pid int, f *image.FD) error {
 	return nil
 }
 
+// fileIDs holds, for the fds of one process being collected, the identity
+// of each file by device and inode, so that 7,000 fds of one file cost one
+// name_to_handle_at while the tree is frozen, not 7,000. The fds hold
+// their files open, so no inode number is reused meanwhile.
+type fileIDs map[[2]uint64]fileid.ID
+
+// dumpStat is dump with the identity taken from ids when another fd of the
+// process has the same file.
+func (k fileKind) dumpStat(pid int, f *image.FD, st *unix.Stat_t, ids fileIDs) error {
+	key := [2]uint64{st.Dev, st.Ino}
+	id, ok := ids[key]
+	if !ok {
+		var err error
+		if id, err = fileid.OfFD(pid, f.Num); err != nil && !errors.Is(err, fileid.ErrNoHandle) {
+			return err
+		}
+		ids[key] = id
+	}
+	f.Extra = append(f.Extra, image.FileID{Dev: id.Dev, Handle: id.Handle}.Lines()...)
+	return nil
+}
+
 // dirKind is a directory, reopened by path.
 type dirKind struct{ noOps }
 

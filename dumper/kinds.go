@@ -78,8 +78,25 @@ func fdKind(link string, mode uint32) string {
 // fdKindState records what the kind of fd f of pid needs from the kernel,
 // then keeps of the kernel's fdinfo lines only what the kind's schema has
 // (no raw fdinfo text is stored).
-func fdKindState(pid int, f *image.FD) error {
-	if err := kindOf(f).dump(pid, f); err != nil {
+func fdKindState(pid int, f *image.FD) error { return fdKindStateStat(pid, f, nil, nil) }
+
+// statKind is a kind whose dump uses the fd's stat and work shared by a
+// process's fds of one file (fileIDs, kind_file.go).
+type statKind interface {
+	dumpStat(pid int, f *image.FD, st *unix.Stat_t, ids fileIDs) error
+}
+
+// fdKindStateStat is fdKindState given the fd's stat and its process's
+// file identities (collectFDs).
+func fdKindStateStat(pid int, f *image.FD, st *unix.Stat_t, ids fileIDs) error {
+	k := kindOf(f)
+	var err error
+	if sk, ok := k.(statKind); ok && st != nil && ids != nil {
+		err = sk.dumpStat(pid, f, st, ids)
+	} else {
+		err = k.dump(pid, f)
+	}
+	if err != nil {
 		return err
 	}
 	lines, err := image.CanonicalLines(f)
