@@ -275,6 +275,14 @@ func TestStoreCorruptionCLI(t *testing.T) {
 	p.waitTicks(t, 1)
 	ckptfs(t, "dump", "-s", store, "--kill", itoa(p.Pid))
 	waitGone(t, p.Pid)
+	// The program's output is not O_APPEND: a restored program writes at
+	// the checkpoint's offset, over what the trials before wrote. Each
+	// restore gets the output back as it was at the dump, so that its ticks
+	// are new lines.
+	atDump, err := os.ReadFile(p.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 	r := corruptRand(t)
@@ -334,6 +342,9 @@ func TestStoreCorruptionCLI(t *testing.T) {
 			// Restore the newest kept checkpoint from a mount.
 			id := strings.Fields(lines[len(lines)-1])[0]
 			m := mountStore(t, s)
+			if err := os.WriteFile(p.Out, atDump, 0o644); err != nil {
+				t.Fatal(err)
+			}
 			before := len(p.ticks())
 			if _, errOut, err := run(t, "restore", filepath.Join(m.mnt, id)); err != nil {
 				t.Fatalf("restore of a kept checkpoint: %v\n%s", err, errOut)
