@@ -41,14 +41,15 @@ func (fileKind) dump(pid int, f *image.FD) error {
 // their files open, so no inode number is reused meanwhile.
 type fileIDs map[[2]uint64]fileid.ID
 
-// dumpStat is dump with the identity taken from ids when another fd of the
-// process has the same file.
+// dumpStat is dump given the fd's stat (only the file handle is asked
+// for), with the identity taken from ids when another fd of the process has
+// the same file.
 func (k fileKind) dumpStat(pid int, f *image.FD, st *unix.Stat_t, ids fileIDs) error {
 	key := [2]uint64{st.Dev, st.Ino}
 	id, ok := ids[key]
 	if !ok {
 		var err error
-		if id, err = fileid.OfFD(pid, f.Num); err != nil && !errors.Is(err, fileid.ErrNoHandle) {
+		if id, err = fileid.OfFDStat(pid, f.Num, st); err != nil && !errors.Is(err, fileid.ErrNoHandle) {
 			return err
 		}
 		ids[key] = id

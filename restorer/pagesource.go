@@ -80,10 +80,7 @@ func (s *storePages) close() {
 
 // read fills dst with the pages refs name, in order.
 func (s *storePages) read(refs []image.PageRef, dst []byte) error {
-	hashes := make([]image.Hash, len(refs))
-	for i, r := range refs {
-		hashes[i] = r.Hash
-	}
+	hashes := refHashes(refs)
 	var err error
 	if s.packs != nil {
 		err = s.packs.ReadPages(hashes, dst)
@@ -102,11 +99,16 @@ func (s *storePages) prefetch(refs []image.PageRef) {
 	if s.packs == nil {
 		return
 	}
+	s.packs.Prefetch(refHashes(refs))
+}
+
+// refHashes returns the hashes of refs, in order.
+func refHashes(refs []image.PageRef) []image.Hash {
 	hashes := make([]image.Hash, len(refs))
 	for i, r := range refs {
 		hashes[i] = r.Hash
 	}
-	s.packs.Prefetch(hashes)
+	return hashes
 }
 
 // mountedStore says whether dir is on a ckptfs mount of a local store and

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/dedup"
@@ -37,7 +36,7 @@ import (
 var ErrPageMismatch = errors.New("page does not match its pagemap")
 
 // pageSum is the page hash of the store (dedup.Sum): BLAKE3-256.
-func pageSum(page []byte) image.Hash { return image.Hash(blake3.Sum256(page)) }
+func pageSum(page []byte) image.Hash { return dedup.Sum(page) }
 
 // verifiedVMA says whether restore writes vma v from its pages file: not
 // the vdso unit and not shared file mappings (the file holds their

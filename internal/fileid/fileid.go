@@ -44,14 +44,22 @@ func Of(fd int) (ID, error) {
 // OfFD returns the ID of the file fd n of process pid has open, through
 // its /proc link (which needs ptrace access to pid).
 func OfFD(pid, n int) (ID, error) {
-	path := "/proc/" + strconv.Itoa(pid) + "/fd/" + strconv.Itoa(n)
+	path := fdPath(pid, n)
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return ID{}, fmt.Errorf("stat %s: %w", path, err)
 	}
-	h, err := handle(unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+	return OfFDStat(pid, n, &st)
+}
+
+// OfFDStat is OfFD for a caller that has already stat'ed the fd: only the
+// file handle is asked for.
+func OfFDStat(pid, n int, st *unix.Stat_t) (ID, error) {
+	h, err := handle(unix.AT_FDCWD, fdPath(pid, n), unix.AT_SYMLINK_FOLLOW)
 	return ID{Dev: st.Dev, Ino: st.Ino, Handle: h}, err
 }
+
+func fdPath(pid, n int) string { return "/proc/" + strconv.Itoa(pid) + "/fd/" + strconv.Itoa(n) }
 
 func handle(dirfd int, path string, flags int) (string, error) {
 	fh, _, err := unix.NameToHandleAt(dirfd, path, flags)
