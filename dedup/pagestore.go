@@ -8,73 +8,134 @@ import (
 	"github.com/ckptfs/ckptfs/internal/testhold"
 )
 
-// How pages are written and read (format 3): PutPages appends them to the
+// How pages are written and read (format 3): PutPages appends them to an
 // open pack (packwriter.go) and returns where, for PutPages to put in the
-// page index (so reads find them before the pack is sealed). When the pack
-// reaches packTarget it is handed to a goroutine that seals it (trailer,
-// fsync) and only then writes its index record x/<pack> (packindex.go) to
-// Badger, while the next pack fills; Commit seals the open pack and waits
-// for every seal. So an index entry never points at bytes that are not on
+// page index (so reads find them before the pack is sealed). Each
+// concurrent writePages call has an open pack of its own, taken from the
+// idle ones (or created) under packMu and written without it: one
+// worker's write to the disk overlaps another's hashing and writing
+// (O_DIRECT writes to one file would serialise on its inode lock anyway).
+// When a pack reaches packTarget it is handed to a goroutine that seals it
+// (trailer, fsync) and only then writes its index record x/<pack>
+// (packindex.go) to Badger, while the next pack fills; Commit seals every
+// open pack (one in a writer's hands when it is given back) and waits for
+// every seal. So an index entry never points at bytes that are not on
 // disk, and a kill before a seal leaves only a pack no entry points to,
 // which gc deletes.
 
 // maxSealing is how many full packs may be sealing at once.
 const maxSealing = 2
 
-// writePages appends the pages of b to the open pack and returns where
-// each is.
+// writePages appends the pages of b to an open pack and returns where
+// each is. The pages are written when it returns (they are the caller's
+// memory).
 func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
+	if len(b.hashes) == 0 {
+		return nil, nil
+	}
 	blobs := make([][]byte, len(b.hashes))
 	flags := make([]uint32, len(b.hashes))
 	for k := range b.hashes {
 		blobs[k], flags[k] = s.encodeBlob(pages[b.idx[k]])
 	}
 	locs := make([]packLoc, len(b.hashes))
-	s.packMu.Lock()
-	defer s.packMu.Unlock()
+	w, err := s.takePack()
+	if err != nil {
+		return nil, err
+	}
 	for k, h := range b.hashes {
-		if s.open == nil {
-			w, err := createPack(s.dir)
-			if err != nil {
+		if w == nil {
+			if w, err = s.takePack(); err != nil {
 				return nil, err
 			}
-			s.open = w
 		}
-		loc, err := s.open.add(h, blobs[k], flags[k])
+		loc, err := w.add(h, blobs[k], flags[k])
 		if err != nil {
+			s.dropPack(w, err)
 			return nil, err
 		}
 		locs[k] = loc
-		if s.open.size() >= packTarget {
-			if err := s.rotateLocked(); err != nil {
+		if w.size() >= packTarget {
+			if err := w.flush(); err != nil {
+				s.dropPack(w, err)
 				return nil, err
 			}
+			s.packMu.Lock()
+			s.rotateLocked(w)
+			s.packMu.Unlock()
+			w = nil
 		}
 	}
 	// The blobs are the caller's memory: written before we return.
-	if s.open != nil {
-		if err := s.open.flush(); err != nil {
-			s.failSealLocked(s.open, err)
-			s.open = nil
+	if w != nil {
+		if err := w.flush(); err != nil {
+			s.dropPack(w, err)
 			return nil, err
 		}
+		s.packMu.Lock()
+		s.givePackLocked(w)
+		s.packMu.Unlock()
 	}
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
 	return locs, s.sealErrLocked()
 }
 
-// rotateLocked hands the open pack to a sealing goroutine. Its bytes are
-// written first, so that reads find them in the file. packMu is held.
-func (s *Store) rotateLocked() error {
-	w := s.open
-	if w == nil {
-		return nil
+// takePack returns an open pack for the caller alone: an idle one, or a
+// new one.
+func (s *Store) takePack() (*packWriter, error) {
+	s.packMu.Lock()
+	if n := len(s.idle); n > 0 {
+		w := s.idle[n-1]
+		s.idle[n-1] = nil
+		s.idle = s.idle[:n-1]
+		s.busy[w] = false
+		s.packMu.Unlock()
+		return w, nil
 	}
-	s.open = nil
-	if err := w.flush(); err != nil {
-		s.failSealLocked(w, err)
-		return err
+	s.packMu.Unlock()
+	w, err := createPack(s.dir)
+	if err != nil {
+		return nil, err
 	}
+	s.packMu.Lock()
+	s.busy[w] = false
+	s.packMu.Unlock()
+	return w, nil
+}
+
+// givePackLocked takes back the open pack w from its writer (its bytes
+// written): it is sealed now if a seal asked for it meanwhile, else kept
+// for the next writer. packMu is held.
+func (s *Store) givePackLocked(w *packWriter) {
+	if s.busy[w] {
+		s.rotateLocked(w)
+		return
+	}
+	delete(s.busy, w)
+	s.idle = append(s.idle, w)
+}
+
+// dropPack gives up the open pack w, whose write failed.
+func (s *Store) dropPack(w *packWriter, err error) {
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	s.failSealLocked(w, err)
+	if s.busy[w] {
+		s.sealing.Done()
+	}
+	delete(s.busy, w)
+}
+
+// rotateLocked hands the open pack w, its bytes written and no writer
+// holding it (any more), to a sealing goroutine. packMu is held.
+func (s *Store) rotateLocked(w *packWriter) {
+	asked := s.busy[w]
+	delete(s.busy, w)
 	s.sealing.Add(1)
+	if asked {
+		s.sealing.Done() // the seal's claim on w (see seal)
+	}
 	go func() {
 		defer s.sealing.Done()
 		s.sealSlots <- struct{}{} // not under packMu: a seal ends taking it
@@ -90,7 +151,6 @@ func (s *Store) rotateLocked() error {
 			s.failSealLocked(w, err)
 		}
 	}()
-	return nil
 }
 
 // failSealLocked records that pack w could not be sealed: its pages are
@@ -117,19 +177,29 @@ func (s *Store) sealErrLocked() error {
 	return err
 }
 
-// seal seals the open pack, if any, waits until every pack is sealed and
-// indexed, and returns the first error of a seal since the last call.
+// seal seals every open pack, waits until every pack is sealed and
+// indexed, and returns the first error of a seal since the last call. A
+// pack a writer holds is sealed when the writer gives it back: its pages
+// may be those of a call that returned already (a page another call was
+// writing is waited for, not written twice).
 func (s *Store) seal() error {
 	s.packMu.Lock()
-	err := s.rotateLocked()
+	for _, w := range s.idle {
+		s.rotateLocked(w)
+	}
+	clear(s.idle)
+	s.idle = s.idle[:0]
+	for w, asked := range s.busy {
+		if !asked {
+			s.busy[w] = true
+			s.sealing.Add(1) // done by givePackLocked or dropPack
+		}
+	}
 	s.packMu.Unlock()
 	s.sealing.Wait()
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
-	if e := s.sealErrLocked(); err == nil {
-		err = e
-	}
-	return err
+	return s.sealErrLocked()
 }
 
 // indexEntries writes the index record of a sealed pack (entries: all of

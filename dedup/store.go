@@ -46,10 +46,13 @@ type Store struct {
 	// not run.
 	inflight atomic.Int64
 
-	// packMu guards open, the pack being written (its pages are in the
-	// page index, not in Badger, until it is sealed).
+	// packMu guards the open packs (their pages are in the page index,
+	// not in Badger, until they are sealed): idle, those no writer holds,
+	// and busy, those writePages calls hold, each true once a seal asked
+	// for it (see seal).
 	packMu sync.Mutex
-	open   *packWriter
+	idle   []*packWriter
+	busy   map[*packWriter]bool
 	// sealing counts the packs being sealed in the background (at most
 	// maxSealing: sealSlots), sealErr is the first seal that failed.
 	sealing   sync.WaitGroup
@@ -150,7 +153,8 @@ func open(dir string, migrating bool) (*Store, error) {
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
 		pending: make(map[image.Hash]*putBatch),
-		packs:   newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing)}
+		packs:   newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing),
+		busy: make(map[*packWriter]bool)}
 	s.format.Store(int32(format))
 	return s, nil
 }
