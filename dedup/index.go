@@ -2,8 +2,6 @@ package dedup
 
 import (
 	"encoding/binary"
-	"math/bits"
-	"slices"
 	"sync"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -13,14 +11,19 @@ import (
 // and PutPages need no Badger look-up (a memtable skiplist or LSM probe of
 // ~3 µs a page). It is exact: full 32-byte hashes.
 //
-// Most hashes live in sorted, sorted entries of hash and location (44
-// bytes a page, in fixed-size segments, hashes apart: indexseg.go) found through dir, a
-// table of bucket starts by the hash's top bits (2-4 bytes a page): hashes
-// are uniform, so a bucket holds one or two entries and a look-up touches
-// two or three cache lines. That is ~12 MiB of memory per GiB of distinct
-// pages stored (a Go map would take 80 bytes a page). Hashes added since
-// the last merge sit in the hash table added (hashtable.go), merged into
-// sorted when it grows past an eighth of it (amortised O(1) a page).
+// The entries (hash and location, 44 bytes a page, in fixed-size segments,
+// hashes apart: indexseg.go) are kept in the order they came, and found
+// through tab, an open-addressing table of 4-byte slots with linear
+// probing, the home slot chosen by the hash's first 8 bytes (hashes are
+// uniform). A slot holds the entry's number plus one in its low bits (0:
+// empty) and, in the bits the number does not need, a tag of the hash's
+// next bytes: a look-up of an absent page (every page of a first dump)
+// reads one or two slots of one cache line and no entry, a present page's
+// one entry. Adds go straight in (amortised O(1), no sort nor merge: a
+// sort and merge of each eighth's adds into sorted entries took ~15 % of a
+// dump's store CPU). The table is kept between 3/8 and 3/4 full, 5-11
+// bytes a page: with the entries, at most ~55 bytes a page (the sorted
+// index with its hash table of recent adds took 58-72).
 //
 // The location beside each hash (a slimLoc of 12 bytes: the pack by its
 // number in packs) lets ReadPage and ReadPages go without a Badger
@@ -32,32 +35,35 @@ import (
 // the next Commit, which a reference to them needs), a failed seal and GC
 // remove them.
 type pageIndex struct {
-	mu     sync.RWMutex
-	sorted segments
-	dir    []uint32 // dir[b] = first i with top(sorted[i]) >= b; len 1<<shift + 1
-	shift  uint     // bits of top
-	added  hashTable
-	packs  packTable
-	wide   map[image.Hash]packLoc // locations too wide for a slimLoc (none in practice)
+	mu    sync.RWMutex
+	ents  segments
+	tab   []uint32 // len 1<<bits
+	bits  uint     // log2 len(tab): the low bits of a slot are an entry number + 1
+	packs packTable
+	wide  map[image.Hash]packLoc // locations too wide for a slimLoc (none in practice)
 }
 
-// minMerge is the size of added below which it is never merged.
-const minMerge = 1 << 16
+// Table sizes: at least 1<<minTabBits slots; at most 1<<maxTabBits (a tag
+// of at least one bit), past 3/4 of which the table fills up instead of
+// growing (1.6 billion pages, 6 TiB: never in practice).
+const (
+	minTabBits = 10
+	maxTabBits = 31
+)
 
-// newPageIndex returns an index of sorted, which must be sorted and
-// without duplicates (Badger key order), with the locations locs (nil:
-// none known).
-func newPageIndex(sorted []image.Hash, locs []packLoc) *pageIndex {
+// newPageIndex returns an index of hashes, which must be without
+// duplicates, with the locations locs (nil: none known).
+func newPageIndex(hashes []image.Hash, locs []packLoc) *pageIndex {
 	x := &pageIndex{}
-	x.sorted.resize(len(sorted))
-	for i, h := range sorted {
+	x.ents.resize(len(hashes))
+	for i, h := range hashes {
 		var l packLoc
 		if locs != nil {
 			l = locs[i]
 		}
-		x.sorted.set(i, indexEntry{hash: h, loc: x.slim(h, l)})
+		x.ents.set(i, indexEntry{hash: h, loc: x.slim(h, l)})
 	}
-	x.setDir()
+	x.rebuild(len(hashes))
 	return x
 }
 
@@ -82,59 +88,81 @@ func (x *pageIndex) loc(h image.Hash, s slimLoc) packLoc {
 	return x.packs.wide(s)
 }
 
-// setDir rebuilds dir for sorted.
-func (x *pageIndex) setDir() {
-	n := x.sorted.n
-	// One or two entries a bucket: 2^shift ≥ n/2 buckets, at least 2.
-	x.shift = uint(max(1, bits.Len(uint(n/2))))
-	x.shift = min(x.shift, 30)
-	if len(x.dir) != 1<<x.shift+1 {
-		x.dir = make([]uint32, 1<<x.shift+1)
+// tabBits returns the table size (log2) for n entries: the least at which
+// they fill at most 3/8 of it.
+func tabBits(n int) uint {
+	b := uint(minTabBits)
+	for b < maxTabBits && uint64(n)*8 > 3<<b {
+		b++
 	}
-	b := 0
-	for i := 0; i < n; i++ {
-		t := x.top(*x.sorted.hash(i))
-		for b <= t {
-			x.dir[b] = uint32(i)
-			b++
+	return b
+}
+
+// rebuild makes tab anew for the entries (1<<bits slots for n entries).
+func (x *pageIndex) rebuild(n int) {
+	x.bits = tabBits(n)
+	x.tab = make([]uint32, 1<<x.bits)
+	for i := 0; i < x.ents.n; i++ {
+		h := x.ents.hash(i)
+		j := x.free(h)
+		x.tab[j] = x.tag(h) | uint32(i+1)
+	}
+}
+
+// home is the slot where probing for h starts.
+func (x *pageIndex) home(h *image.Hash) int {
+	return int(binary.LittleEndian.Uint64(h[:8]) & (1<<x.bits - 1))
+}
+
+// tag is h's tag in a slot's high bits (the low bits zero).
+func (x *pageIndex) tag(h *image.Hash) uint32 {
+	return binary.LittleEndian.Uint32(h[8:12]) &^ (1<<x.bits - 1)
+}
+
+// slot returns the slot of h (-1: h is not in the index).
+func (x *pageIndex) slot(h *image.Hash) int {
+	if x.tab == nil {
+		return -1
+	}
+	mask := 1<<x.bits - 1
+	t, low := x.tag(h), uint32(mask)
+	for i := x.home(h); ; i = (i + 1) & mask {
+		s := x.tab[i]
+		if s == 0 {
+			return -1
 		}
-	}
-	for ; b < len(x.dir); b++ {
-		x.dir[b] = uint32(n)
-	}
-}
-
-func (x *pageIndex) top(h image.Hash) int {
-	return int(binary.BigEndian.Uint64(h[:8]) >> (64 - x.shift))
-}
-
-func (x *pageIndex) has(h image.Hash) bool {
-	if _, ok := x.added.get(h); ok {
-		return true
-	}
-	return x.findSorted(h) >= 0
-}
-
-// find returns the location of h. x.mu must be held.
-func (x *pageIndex) find(h image.Hash) (packLoc, bool) {
-	if l, ok := x.added.get(h); ok {
-		return x.loc(h, l), true
-	}
-	if i := x.findSorted(h); i >= 0 {
-		return x.loc(h, *x.sorted.loc(i)), true
-	}
-	return packLoc{}, false
-}
-
-// findSorted returns the position of h in sorted (-1: none).
-func (x *pageIndex) findSorted(h image.Hash) int {
-	t := x.top(h)
-	for i, end := int(x.dir[t]), int(x.dir[t+1]); i < end; i++ {
-		if x.sorted.hashes[i>>segShift][i&segMask] == h {
+		if s&^low == t && *x.ents.hash(int(s&low) - 1) == *h {
 			return i
 		}
 	}
+}
+
+// free returns the first empty slot from h's home on.
+func (x *pageIndex) free(h *image.Hash) int {
+	mask := 1<<x.bits - 1
+	i := x.home(h)
+	for x.tab[i] != 0 {
+		i = (i + 1) & mask
+	}
+	return i
+}
+
+// entry returns the number of h's entry (-1: none). x.mu must be held.
+func (x *pageIndex) entry(h *image.Hash) int {
+	if j := x.slot(h); j >= 0 {
+		return int(x.tab[j]&(1<<x.bits-1)) - 1
+	}
 	return -1
+}
+
+func (x *pageIndex) has(h *image.Hash) bool { return x.slot(h) >= 0 }
+
+// find returns the location of h. x.mu must be held.
+func (x *pageIndex) find(h image.Hash) (packLoc, bool) {
+	if i := x.entry(&h); i >= 0 {
+		return x.loc(h, *x.ents.loc(i)), true
+	}
+	return packLoc{}, false
 }
 
 // lookup returns where page h is, if the index knows.
@@ -150,14 +178,11 @@ func (x *pageIndex) relocate(entries []packEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, e := range entries {
-		var at *slimLoc
-		if _, ok := x.added.get(e.hash); ok {
-			at = x.added.at(e.hash)
-		} else if i := x.findSorted(e.hash); i >= 0 {
-			at = x.sorted.loc(i)
-		} else {
+		i := x.entry(&e.hash)
+		if i < 0 {
 			continue
 		}
+		at := x.ents.loc(i)
 		if at.flags == slimWide {
 			delete(x.wide, e.hash)
 		}
@@ -169,8 +194,8 @@ func (x *pageIndex) relocate(entries []packEntry) {
 func (x *pageIndex) missing(hashes []image.Hash, miss []bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for i, h := range hashes {
-		miss[i] = !x.has(h)
+	for i := range hashes {
+		miss[i] = !x.has(&hashes[i])
 	}
 }
 
@@ -178,83 +203,93 @@ func (x *pageIndex) missing(hashes []image.Hash, miss []bool) {
 func (x *pageIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.sorted.n + x.added.len()
+	return x.ents.n
 }
 
 // add puts hashes (stored at locs; nil: not known) in the index.
 func (x *pageIndex) add(hashes []image.Hash, locs []packLoc) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for i, h := range hashes {
-		if !x.has(h) {
-			var l packLoc
-			if locs != nil {
-				l = locs[i]
-			}
-			x.added.put(h, x.slim(h, l))
+	for i := range hashes {
+		var l packLoc
+		if locs != nil {
+			l = locs[i]
 		}
-	}
-	if x.added.len() >= max(minMerge, x.sorted.n/8) {
-		x.merge()
+		x.insert(&hashes[i], l)
 	}
 }
 
-// merge moves added into sorted, in place from the end (sorted grows by
-// whole segments: nothing it holds is copied elsewhere, and the index
-// does not need twice its size while merging). x.mu must be held for
-// writing.
-func (x *pageIndex) merge() {
-	if x.added.len() == 0 {
+// insert adds h at l unless it is there. x.mu must be held for writing.
+func (x *pageIndex) insert(h *image.Hash, l packLoc) {
+	if x.tab == nil {
+		x.rebuild(0)
+	}
+	if x.has(h) {
 		return
 	}
-	add := x.added.entries(make([]indexEntry, 0, x.added.len()))
-	slices.SortFunc(add, func(a, b indexEntry) int { return hashLess(a.hash, b.hash) })
-	n, m := x.sorted.n, len(add)
-	x.sorted.resize(n + m)
-	i, j := n-1, m-1
-	for k := n + m - 1; j >= 0; k-- {
-		if i >= 0 && hashLess(*x.sorted.hash(i), add[j].hash) > 0 {
-			x.sorted.set(k, x.sorted.get(i))
-			i--
-		} else {
-			x.sorted.set(k, add[j])
-			j--
-		}
+	n := x.ents.n
+	if uint64(n+1)*4 > 3<<x.bits && x.bits < maxTabBits {
+		x.rebuild(n + 1)
 	}
-	x.added.reset()
-	x.setDir()
+	x.ents.grow(n + 1)
+	x.ents.set(n, indexEntry{hash: *h, loc: x.slim(*h, l)})
+	x.tab[x.free(h)] = x.tag(h) | uint32(n+1)
 }
 
-// remove takes hashes (sorted) out of the index.
+// remove takes hashes (in any order) out of the index.
 func (x *pageIndex) remove(hashes []image.Hash) {
 	if len(hashes) == 0 {
 		return
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.merge()
-	out, j := 0, 0
-	for i := 0; i < x.sorted.n; i++ {
-		e := x.sorted.get(i)
-		for j < len(hashes) && hashLess(hashes[j], e.hash) < 0 {
-			j++
-		}
-		if j < len(hashes) && hashes[j] == e.hash {
-			if e.loc.flags == slimWide {
-				delete(x.wide, e.hash)
-			}
-			continue
-		}
-		x.sorted.set(out, e)
-		out++
+	for i := range hashes {
+		x.delete(&hashes[i])
 	}
-	x.sorted.resize(out)
-	x.setDir()
+	if n := x.ents.n; x.bits > tabBits(n) {
+		// Far fewer entries than slots now: give the memory back.
+		x.ents.resize(n)
+		x.rebuild(n)
+	}
 }
 
 // removeUnsorted takes hashes (in any order) out of the index.
-func (x *pageIndex) removeUnsorted(hashes []image.Hash) {
-	hs := slices.Clone(hashes)
-	slices.SortFunc(hs, hashLess)
-	x.remove(slices.Compact(hs))
+func (x *pageIndex) removeUnsorted(hashes []image.Hash) { x.remove(hashes) }
+
+// delete takes h out of the index, if there: its slot is emptied (the
+// slots after it that probing reached through it moved back), its entry
+// replaced by the last one. x.mu must be held for writing.
+func (x *pageIndex) delete(h *image.Hash) {
+	j := x.slot(h)
+	if j < 0 {
+		return
+	}
+	low := uint32(1<<x.bits - 1)
+	i := int(x.tab[j]&low) - 1
+	if x.ents.loc(i).flags == slimWide {
+		delete(x.wide, *h)
+	}
+	// Backward-shift deletion (linear probing needs no tombstones).
+	mask := 1<<x.bits - 1
+	for k := (j + 1) & mask; x.tab[k] != 0; k = (k + 1) & mask {
+		kh := x.ents.hash(int(x.tab[k]&low) - 1)
+		home := x.home(kh)
+		// The entry at k stays if its home is cyclically in (j, k].
+		if (k-home)&mask < (k-j)&mask {
+			continue
+		}
+		x.tab[j] = x.tab[k]
+		j = k
+	}
+	x.tab[j] = 0
+	// The last entry takes the place of the removed one.
+	last := x.ents.n - 1
+	if i != last {
+		e := x.ents.get(last)
+		x.ents.set(i, e)
+		ls := x.slot(&e.hash)
+		x.tab[ls] = x.tab[ls]&^low | uint32(i+1)
+	}
+	x.ents.set(last, indexEntry{})
+	x.ents.n--
 }

@@ -285,7 +285,7 @@ func TestPageIndexLocations(t *testing.T) {
 	for round := range 3 {
 		var batch []image.Hash
 		var locs []packLoc
-		for i := range minMerge + 1000 {
+		for i := range 70000 {
 			h := randHash(r)
 			l := locOf(round*100000 + i)
 			batch, locs = append(batch, h), append(locs, l)
@@ -331,5 +331,36 @@ func TestPageIndexLocations(t *testing.T) {
 		if _, ok := model[h]; !ok {
 			t.Fatalf("wide location of a removed page %s kept", h)
 		}
+	}
+}
+
+// TestPageIndexShrink removes most of a large index (its table shrinks)
+// and adds again: what stays is found, with its location, what went is
+// not.
+func TestPageIndexShrink(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	x := newPageIndex(nil, nil)
+	var hs []image.Hash
+	var locs []packLoc
+	for i := range 50000 {
+		hs = append(hs, randHash(r))
+		locs = append(locs, packLoc{pack: packID(1 + i%3), offset: int64(packHeaderSize + i*image.PageSize), length: image.PageSize})
+	}
+	x.add(hs, locs)
+	big := len(x.tab)
+	x.remove(hs[100:])
+	if len(x.tab) >= big {
+		t.Fatalf("table of %d slots after removing all but 100 of 50000 (was %d)", len(x.tab), big)
+	}
+	x.add(hs[200:300], locs[200:300])
+	for i, h := range hs {
+		l, ok := x.lookup(h)
+		want := i < 100 || (i >= 200 && i < 300)
+		if ok != want || (ok && l != locs[i]) {
+			t.Fatalf("hash %d: %+v %v, want present=%v at %+v", i, l, ok, want, locs[i])
+		}
+	}
+	if x.len() != 200 {
+		t.Fatalf("len %d, want 200", x.len())
 	}
 }

@@ -55,6 +55,16 @@ func (s *segments) get(i int) indexEntry { return indexEntry{*s.hash(i), *s.loc(
 
 func (s *segments) set(i int, e indexEntry) { *s.hash(i), *s.loc(i) = e.hash, e.loc }
 
+// grow sets the length to n (at least the present one), adding whole
+// segments as needed; it keeps any spare segment.
+func (s *segments) grow(n int) {
+	for len(s.hashes)*segLen < n {
+		s.hashes = append(s.hashes, make([]image.Hash, segLen))
+		s.locs = append(s.locs, make([]slimLoc, segLen))
+	}
+	s.n = n
+}
+
 // resize sets the length to n, adding or dropping whole segments.
 func (s *segments) resize(n int) {
 	for len(s.hashes)*segLen < n {

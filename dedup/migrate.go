@@ -154,7 +154,7 @@ func (s *Store) migratePages(live map[image.Hash]bool, rep *MigrateReport) error
 				continue
 			}
 			h := image.Hash(item.Key()[2:])
-			if x.has(h) {
+			if x.has(&h) {
 				continue
 			}
 			if live[h] {

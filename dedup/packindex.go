@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 	"slices"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -191,58 +190,20 @@ func loadPageIndex(db *badger.DB) (*pageIndex, []string, error) {
 	return indexOfEntries(recs...), problems, nil
 }
 
-// indexOfEntries builds a page index of the entries of recs (in any order; a page in
-// two packs is kept once). Hashes are uniform, so a counting sort by their
-// top bits puts each in a bucket of one or two, sorted by insertion: O(n),
-// where a comparison sort of a GiB's 262,144 entries took ~100 ms of the
-// first look-up.
+// indexOfEntries builds a page index of the entries of recs (in any
+// order; a page in two packs is kept once, at its first entry): O(n), the
+// table sized for all of them at once.
 func indexOfEntries(recs ...[]packEntry) *pageIndex {
 	total := 0
 	for _, r := range recs {
 		total += len(r)
 	}
-	shift := uint(max(1, bits.Len(uint(total/2))))
-	shift = min(shift, 24)
-	top := func(h image.Hash) int { return int(binary.BigEndian.Uint64(h[:8]) >> (64 - shift)) }
-	start := make([]int32, 1<<shift+1)
-	for _, r := range recs {
-		for _, e := range r {
-			start[top(e.hash)+1]++
-		}
-	}
-	for b := 1; b < len(start); b++ {
-		start[b] += start[b-1]
-	}
 	x := &pageIndex{}
-	x.sorted.resize(total)
-	next := slices.Clone(start[:len(start)-1])
+	x.rebuild(total)
 	for _, r := range recs {
-		for _, e := range r {
-			b := top(e.hash)
-			i := next[b]
-			next[b]++
-			// Insertion into the bucket, kept sorted.
-			for i > start[b] && hashLess(*x.sorted.hash(int(i - 1)), e.hash) > 0 {
-				x.sorted.set(int(i), x.sorted.get(int(i-1)))
-				i--
-			}
-			x.sorted.set(int(i), indexEntry{hash: e.hash, loc: x.slim(e.hash, e.loc)})
+		for i := range r {
+			x.insert(&r[i].hash, r[i].loc)
 		}
 	}
-	// Drop duplicates (adjacent now), keeping the first.
-	n := 0
-	for i := 0; i < total; i++ {
-		e := x.sorted.get(i)
-		if n > 0 && *x.sorted.hash(n - 1) == e.hash {
-			if e.loc.flags == slimWide && x.sorted.loc(n-1).flags != slimWide {
-				delete(x.wide, e.hash)
-			}
-			continue
-		}
-		x.sorted.set(n, e)
-		n++
-	}
-	x.sorted.resize(n)
-	x.setDir()
 	return x
 }
