@@ -83,6 +83,10 @@ func (s *segments) resize(n int) {
 type packTable struct {
 	ids []packID          // ids[num]; ids[0] is 0, no pack
 	num map[packID]uint32 // the number of each id
+	// last is the number of the pack named last (0: none): the pages
+	// of a batch are mostly in one pack, so most adds need no map
+	// look-up.
+	last uint32
 }
 
 // slim returns l in 12 bytes (false: it does not fit).
@@ -93,7 +97,10 @@ func (p *packTable) slim(l packLoc) (slimLoc, bool) {
 	if l.offset < 0 || l.offset > 1<<32-1 || l.length > 0xffff || l.flags >= slimWide {
 		return slimLoc{}, false
 	}
-	n, ok := p.num[l.pack]
+	n, ok := p.last, p.last != 0 && p.ids[p.last] == l.pack
+	if !ok {
+		n, ok = p.num[l.pack]
+	}
 	if !ok {
 		if p.num == nil {
 			p.num = make(map[packID]uint32)
@@ -103,6 +110,7 @@ func (p *packTable) slim(l packLoc) (slimLoc, bool) {
 		p.ids = append(p.ids, l.pack)
 		p.num[l.pack] = n
 	}
+	p.last = n
 	return slimLoc{pack: n, offset: uint32(l.offset), length: uint16(l.length), flags: uint16(l.flags)}, true
 }
 
