@@ -26,6 +26,9 @@ import (
 // maxSealing is how many full packs may be sealing at once.
 const maxSealing = 2
 
+// sealFault, set by tests only, makes the seal of a pack fail.
+var sealFault func(packID) error
+
 // writePages appends the pages of b to an open pack and returns where
 // each is. The pages are written when it returns (they are the caller's
 // memory).
@@ -141,11 +144,21 @@ func (s *Store) rotateLocked(w *packWriter) {
 		s.sealSlots <- struct{}{} // not under packMu: a seal ends taking it
 		defer func() { <-s.sealSlots }()
 		entries, err := w.finish()
+		if err == nil && sealFault != nil {
+			err = sealFault(w.id)
+		}
 		if err == nil {
 			testhold.At("pack-sealed")
 			err = s.indexEntries(entries)
 		}
 		if err != nil {
+			// Under putMu: a PutPages call that wrote pages into w
+			// and indexes them after this either finds w failed
+			// (and takes them out again) or has indexed them, and
+			// failSealLocked takes them out.
+			s.putMu.Lock()
+			defer s.putMu.Unlock()
+			s.failedPacks[w.id] = true
 			s.packMu.Lock()
 			defer s.packMu.Unlock()
 			s.failSealLocked(w, err)

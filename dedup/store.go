@@ -41,6 +41,9 @@ type Store struct {
 	putMu sync.Mutex
 	// pending holds the pages being written by a PutPages call, by hash.
 	pending map[image.Hash]*putBatch
+	// failedPacks are the packs whose seal failed (their pages are not
+	// stored: see rotateLocked).
+	failedPacks map[packID]bool
 	// inflight counts client sessions that have sent pages but not yet
 	// committed: their pages are referenced by no manifest yet, so GC must
 	// not run.
@@ -152,8 +155,8 @@ func open(dir string, migrating bool) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch),
-		packs:   newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing),
+		pending: make(map[image.Hash]*putBatch), failedPacks: make(map[packID]bool),
+		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing),
 		busy: make(map[*packWriter]bool)}
 	s.format.Store(int32(format))
 	return s, nil
@@ -302,6 +305,7 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 			s.putMu.Lock()
 			if mine.err == nil {
 				x.add(mine.hashes, locs)
+				mine.err = s.dropFailedLocked(x, mine.hashes, locs)
 			}
 			for _, h := range mine.hashes {
 				delete(s.pending, h)
@@ -322,6 +326,27 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 		}
 	}
 	return added, nil
+}
+
+// dropFailedLocked takes out of the index x the pages of hashes (at
+// locs) that are in a pack whose seal failed meanwhile, and says so. putMu
+// is held.
+func (s *Store) dropFailedLocked(x *pageIndex, hashes []image.Hash, locs []packLoc) error {
+	if len(s.failedPacks) == 0 {
+		return nil
+	}
+	var bad []image.Hash
+	var id packID
+	for k, l := range locs {
+		if s.failedPacks[l.pack] {
+			bad, id = append(bad, hashes[k]), l.pack
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	x.remove(bad)
+	return fmt.Errorf("seal pack %s: failed", id)
 }
 
 // putBatch is the set of pages one PutPages call is writing.
