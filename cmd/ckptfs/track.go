@@ -93,8 +93,9 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 }
 
 // dumpPreCopied is the default dump (no --track, --pre-copy or
-// --no-pre-copy). A tree with PreCopyMinBytes of private memory or more
-// gets one pre-copy pass: frozen just long enough to be collected and
+// --no-pre-copy). A tree with PreCopyMinBytes of private memory or more,
+// PreCopyMinPerProcess a process on average (dumper.PreCopyWorth), gets
+// one pre-copy pass: frozen just long enough to be collected and
 // write-protected (async userfaultfd, nothing the program sees), its
 // memory copied and stored while it runs; then the final dump freezes it
 // again and copies only the pages written since, taking the others from
@@ -109,11 +110,12 @@ func dumpPreCopied(repo dedup.Repo, pid int, opts dumper.Options) (*dumper.Resul
 			fmt.Fprintf(opts.Log, "pre-copy: "+format+"\n", args...)
 		}
 	}
-	n, err := dumper.PrivateMemory(pid)
-	if err != nil || n < dumper.PreCopyMinBytes {
-		if err == nil {
-			say("none: %s of private memory, below %s: all copied frozen", human.Bytes(n), human.Bytes(dumper.PreCopyMinBytes))
-		}
+	n, procs, err := dumper.PrivateMemory(pid)
+	if err != nil {
+		return dumper.Dump(repo, pid, opts)
+	}
+	if why := dumper.PreCopyWorth(n, procs); why != "" {
+		say("none: %s: all copied frozen", why)
 		return dumper.Dump(repo, pid, opts)
 	}
 	tr := dumper.NewTracking(pid)
