@@ -150,8 +150,14 @@ func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64
 // memory the copy faults in once (a fresh buffer costs a page fault a
 // page; one given back costs none).
 func (m *memCopier) streamBuffers() int {
-	return min(m.maxInMem, 2*(copyWorkers()+runtime.NumCPU())+cap(m.queue))
+	return min(m.maxInMem, copyWorkers()+streamWorkers()+cap(m.queue)+2)
 }
+
+// streamWorkers is how many workers hash and store in a pre-copy pass:
+// two a CPU, so that while one waits for the store's write of its pages
+// (a pack written through O_DIRECT waits for the disk) another hashes
+// (1 GiB, this machine: pass 1.6 s against 2.1 s with one a CPU).
+func streamWorkers() int { return 2 * runtime.NumCPU() }
 
 // startStream makes the copier a pre-copy pass's (stream): the workers
 // start now and store chunks as the copy threads finish them.
@@ -175,7 +181,7 @@ func (m *memCopier) startWorkers() {
 	}
 	m.started = true
 	if m.stream {
-		for i := 0; i < runtime.NumCPU(); i++ {
+		for range streamWorkers() {
 			m.wg.Add(1)
 			go m.worker()
 		}
