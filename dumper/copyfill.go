@@ -85,7 +85,7 @@ func (m *memCopier) assign(plans []plan) ([]*fill, error) {
 			f.pieces = append(f.pieces, piece{p: p, idx: idx[:n], at: c.n})
 			c.addPages(p.v, idx[:n])
 			idx = idx[n:]
-			m.read += int64(n) * image.PageSize
+			m.read.Add(int64(n) * image.PageSize)
 			if c.n == chunkPages {
 				f.full = true
 				m.cur = nil
@@ -136,7 +136,7 @@ func (m *memCopier) copyPlans(pid int, mem *os.File, plans []plan) error {
 	if m.failed.Load() {
 		return m.err
 	}
-	m.progress(m.read, m.total)
+	m.progress(m.read.Load(), m.total)
 	return nil
 }
 
@@ -145,6 +145,15 @@ func (m *memCopier) copyPlans(pid int, mem *os.File, plans []plan) error {
 func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill) error {
 	c := f.c
 	if c.data == nil {
+		if m.stream {
+			// Wait for a buffer a worker gives back: the copy goes no
+			// further ahead of the store than the budget.
+			select {
+			case <-m.slots:
+			case <-m.dead:
+				return m.err
+			}
+		}
 		c.data = m.bufs.get()
 	}
 	pages := 0
@@ -155,6 +164,14 @@ func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill) error {
 			err = readObjectPages(pc.p.object, pc.p.v, pc.idx, buf)
 		} else {
 			err = readPages(pid, mem, pc.p.v, pc.idx, buf)
+		}
+		if err != nil && m.stream && m.unread != nil {
+			// The tree runs: the vma may have been unmapped or changed
+			// since it was collected. The next dump reads it (markUnread);
+			// what this pass has of it is zeros, never used.
+			m.unread(pc.p.v)
+			clear(buf)
+			err = nil
 		}
 		if err != nil {
 			return fmt.Errorf("read memory of %d at vma %s: %w", pid, pc.p.v.DirName(), err)

@@ -73,6 +73,17 @@ type Result struct {
 	Freeze     time.Duration // first stop to last thread released
 	Elapsed    time.Duration
 	Track      *TrackReport // what tracking did (nil: not tracked)
+	// PreCopy is the pre-copy pass the dump's memory was first copied in
+	// (set by the caller that ran it; nil: none). Freeze is then the
+	// final freeze alone.
+	PreCopy *PreCopyPass
+}
+
+// PreCopyPass is what a pre-copy pass before a dump measured.
+type PreCopyPass struct {
+	Freeze      time.Duration // frozen to collect the tree and arm tracking
+	Elapsed     time.Duration
+	PagesCopied int64 // pages copied while the tree ran
 }
 
 // ErrNoProcess says the pid does not exist.
@@ -106,7 +117,13 @@ func Dump(repo dedup.Repo, pid int, opts Options) (*Result, error) {
 	}
 	start := time.Now()
 	testhold.SetAbort(opts.Abort)
-	d := &dump{repo: repo, opts: opts, pid: pid, start: start, log: phaselog.New(opts.Log, "dump", start)}
+	// A pre-copy pass logs as "pre-copy: ...": the "dump: ..." phases
+	// (tree frozen, memory copied...) are those of the final dump's freeze.
+	prefix := "dump"
+	if opts.PreCopy {
+		prefix = "pre-copy"
+	}
+	d := &dump{repo: repo, opts: opts, pid: pid, start: start, log: phaselog.New(opts.Log, prefix, start)}
 	// Every ptrace request for a tracee must come from the thread that
 	// seized it: run the frozen phase on one locked OS thread.
 	done := make(chan error, 1)
@@ -205,17 +222,24 @@ func (d *dump) run() (err error) {
 		case <-copying:
 		}
 	}()
-	want := int64(0)
-	if tr != nil {
-		want = tr.estimate(pids)
+	if d.opts.PreCopy {
+		// The copy runs after the release, streamed (mem.startStream):
+		// nothing to ready before the freeze.
+		<-indexLoaded
+		d.logf("store index loaded")
 	} else {
-		want = anonBytes(pids)
+		want := int64(0)
+		if tr != nil {
+			want = tr.estimate(pids)
+		} else {
+			want = anonBytes(pids)
+		}
+		if err := mem.prefault(want); err != nil {
+			return err
+		}
+		<-indexLoaded
+		d.logf("buffers prefaulted")
 	}
-	if err := mem.prefault(want); err != nil {
-		return err
-	}
-	<-indexLoaded
-	d.logf("buffers prefaulted")
 	if err := d.aborted(); err != nil {
 		return err
 	}
@@ -288,14 +312,19 @@ func (d *dump) run() (err error) {
 	}
 
 	if tr != nil {
-		if err := tr.prepare(tree, c, mem); err != nil { // track.go
+		if err := tr.prepare(tree, c, mem, d.opts.PreCopy); err != nil { // track.go
 			return err
 		}
-		d.logf("written pages found, tracking armed")
+		if tr.once && !d.opts.PreCopy {
+			d.logf("written pages found")
+		} else {
+			d.logf("written pages found, tracking armed")
+		}
 	}
 	if d.opts.PreCopy {
 		release()
-		d.logf("tree released (pre-copy: memory is copied while it runs)")
+		d.logf("tree released (memory is copied while it runs)")
+		mem.startStream()
 	}
 	for i, ft := range tree.tasks {
 		if ft.zombie {
@@ -313,7 +342,7 @@ func (d *dump) run() (err error) {
 	if err := d.aborted(); err != nil {
 		return err
 	}
-	if !d.opts.Kill {
+	if !d.opts.Kill && !d.opts.PreCopy {
 		// The pages are copied out: the tree runs on while they are hashed
 		// and stored. With --kill it stays frozen until the commit.
 		release()
@@ -326,6 +355,11 @@ func (d *dump) run() (err error) {
 		tr.addReused(&mem.stats)
 	}
 	c.Stats = mem.stats
+	if tr != nil && tr.prev != nil && tr.prev.ID == "" {
+		// The pre-copy passes before stored pages for this checkpoint.
+		c.Stats.PagesNew += tr.prev.Stats.PagesNew
+		c.Stats.BytesAdded += tr.prev.Stats.BytesAdded
+	}
 	if d.opts.PreCopy {
 		tr.prev = c // the next pass reads only what was written since
 		d.logf("pages stored (pre-copy pass, not committed)")

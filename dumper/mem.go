@@ -105,7 +105,7 @@ type memCopier struct {
 	added   atomic.Int64
 	newPg   atomic.Int64
 	storedB atomic.Int64 // page bytes hashed and stored, for OnProgress
-	read    int64        // page bytes laid out over chunks (copyfill.go)
+	read    atomic.Int64 // page bytes laid out over chunks (copyfill.go)
 	copied  atomic.Int64 // of them, read so far
 	total   int64
 	stats   image.Stats
@@ -123,6 +123,18 @@ type memCopier struct {
 	pick         func(pid int, v *image.VMA, idx []uint32) []uint32
 	tracked      func(pid int, v *image.VMA) bool
 	trackedPages func(pid int, v *image.VMA) ([]uint32, error)
+
+	// A pre-copy pass (stream, set before the copy): the tree runs, so
+	// the workers hash and store while the copy goes on, and the copy
+	// threads wait for the buffers they give back (slots) rather than
+	// spill: no spill file, no prefault, at most the budget in flight.
+	// skip says the next dump reads a vma in full whatever this pass
+	// copies of it (not armed, shared): it is not copied; unread records
+	// such a vma, and one a copy could not read (copyfill.go).
+	stream bool
+	slots  chan struct{}
+	skip   func(pid int, v *image.VMA) bool
+	unread func(v *image.VMA)
 }
 
 func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64)) *memCopier {
@@ -132,14 +144,49 @@ func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64
 	return m
 }
 
+// streamBuffers is how many chunk buffers a pre-copy pass has in flight
+// at most (within the budget): enough for every copy thread and worker
+// to have one, and the queue between them full. More would only be
+// memory the copy faults in once (a fresh buffer costs a page fault a
+// page; one given back costs none).
+func (m *memCopier) streamBuffers() int {
+	return min(m.maxInMem, copyWorkers()+streamWorkers()+cap(m.queue)+2)
+}
+
+// streamWorkers is how many workers hash and store in a pre-copy pass:
+// two a CPU, so that while one waits for the store's write of its pages
+// (a pack written through O_DIRECT waits for the disk) another hashes
+// (1 GiB, this machine: pass 1.6 s against 2.1 s with one a CPU).
+func streamWorkers() int { return 2 * runtime.NumCPU() }
+
+// startStream makes the copier a pre-copy pass's (stream): the workers
+// start now and store chunks as the copy threads finish them.
+func (m *memCopier) startStream() {
+	m.stream = true
+	n := m.streamBuffers()
+	m.slots = make(chan struct{}, n)
+	for range n {
+		m.slots <- struct{}{}
+	}
+	m.startWorkers()
+}
+
 // startWorkers starts the feeder and the hashing and storing workers. They
 // are held back while the tree is frozen, so the copy has the CPUs to
-// itself.
+// itself. A pre-copy pass (stream) has no feeder: finishChunk queues each
+// chunk once it is read.
 func (m *memCopier) startWorkers() {
 	if m.started {
 		return
 	}
 	m.started = true
+	if m.stream {
+		for range streamWorkers() {
+			m.wg.Add(1)
+			go m.worker()
+		}
+		return
+	}
 	// A tracked dump merges the references it copied with those it takes
 	// from the previous checkpoint (addReused) once all are known: it
 	// builds VMA.Pages.
@@ -202,8 +249,11 @@ func (m *memCopier) worker() {
 		}
 		if c.mapped {
 			m.spill.release(c.data, c.spill)
-		} else {
+		} else if c.data != nil {
 			m.bufs.put(c.data[:cap(c.data)])
+			if m.stream {
+				m.slots <- struct{}{}
+			}
 		}
 		c.data, c.mapped = nil, false
 		close(c.stored)
@@ -351,6 +401,10 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 		}
 		var idx []uint32
 		var object *os.File
+		if m.skip != nil && m.skip(pid, v) {
+			m.unread(v)
+			continue
+		}
 		if v.SharedAnon() {
 			if object, idx, err = objectPages(pid, v); err != nil {
 				return fmt.Errorf("process %d vma %s: %w", pid, v.DirName(), err)
@@ -407,9 +461,18 @@ func (m *memCopier) flush() {
 
 // finishChunk ends a chunk read in full: within the budget it stays in
 // memory, beyond it its pages go to the spill file and its buffer back to
-// the pool. Several threads end chunks at once.
+// the pool; in a pre-copy pass (stream) it goes to the workers. Several
+// threads end chunks at once.
 func (m *memCopier) finishChunk(c *chunk) error {
 	c.data = c.data[:c.n*image.PageSize]
+	if m.stream {
+		select {
+		case m.queue <- c:
+			return nil
+		case <-m.dead:
+			return m.err
+		}
+	}
 	if c.seq < m.maxInMem {
 		return nil
 	}
@@ -471,6 +534,11 @@ func (m *memCopier) closeReads() error {
 		if !m.failed.Load() {
 			m.flush()
 		}
+		if m.stream {
+			// Chunks not handed on (a failure) never will be: the
+			// workers see the queue end.
+			close(m.queue)
+		}
 	}
 	m.startWorkers()
 	if m.failed.Load() {
@@ -484,6 +552,9 @@ func (m *memCopier) wait() error {
 	m.closeReads()
 	m.wg.Wait()
 	m.closeSpill()
+	if m.stream {
+		m.bufs.drain()
+	}
 	if m.err != nil {
 		return m.err
 	}
@@ -536,6 +607,7 @@ func (m *memCopier) stop() {
 	m.closeReads()
 	m.wg.Wait()
 	m.closeSpill()
+	m.bufs.drain()
 }
 
 // closeSpill removes the spill file (it has no name: closing frees it).

@@ -17,11 +17,12 @@ func (d *dump) report(phase string, done, total int64) {
 }
 
 // reportStored counts a chunk of pages the workers finished storing. The
-// copy is over by then, so m.read is the total.
+// copy is over by then (but while a pre-copy pass streams), so m.read is
+// the total.
 func (m *memCopier) reportStored(pages int) {
 	if m.opts.OnProgress == nil {
 		return
 	}
 	done := m.storedB.Add(int64(pages) * image.PageSize)
-	m.opts.OnProgress(PhaseStore, done, m.read)
+	m.opts.OnProgress(PhaseStore, done, m.read.Load())
 }

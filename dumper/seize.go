@@ -159,6 +159,14 @@ func (t *frozenTree) seizeLevel(procs []*frozenTask, root int) ([]*frozenTask, e
 		if gone[ft] {
 			continue
 		}
+		if !ft.zombie && len(ft.tids) == 0 && ft.pid != root && zombie(ft.pid) {
+			// It exited between the listing of its threads and their
+			// seize; its parent, frozen a level up, has not reaped it.
+			if _, err := proc.Read(ft.pid, "stat"); err != nil {
+				continue
+			}
+			ft.zombie, ft.state, ft.stopped = true, "Z", false
+		}
 		if !ft.zombie && (len(ft.tids) == 0 || ft.tids[0] != ft.pid) {
 			return nil, fmt.Errorf("process %d: could not stop its main thread", ft.pid)
 		}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -45,6 +46,20 @@ type Tracking struct {
 
 	tasks  map[int]*taskTrack // the dump in progress
 	report *TrackReport
+
+	// once: the tracking of one dump (NewTracking), the default dump of a
+	// large tree: a pre-copy pass arms it, the final dump only reads what
+	// was written since and arms nothing, then Close ends it.
+	once bool
+	// unread are vmas of the last pre-copy pass some pages of which could
+	// not be read while the tree ran (unmapped meanwhile): the next dump
+	// takes nothing from them.
+	unread map[*image.VMA]bool
+	mu     sync.Mutex // unread, from the copy threads
+	// armed are the vmas of the dump in progress that are registered and
+	// protected once it is frozen no more: the next dump reads only what
+	// was written of them. A pre-copy pass copies only those.
+	armed map[*image.VMA]bool
 }
 
 type heldFD struct {
@@ -104,6 +119,32 @@ func OpenTracking(dir string, root int) *Tracking {
 	return t
 }
 
+// NewTracking is the tracking of the tree rooted at root for one dump
+// made of a pre-copy pass and a final dump (Options.PreCopy, then the
+// same Tracking without it): no tracker is asked or left, the final dump
+// arms nothing for a next one, and Close, after it, ends the protection
+// (the kernel drops it when the last copy of a userfaultfd closes, so
+// it ends too if this process dies).
+func NewTracking(root int) *Tracking {
+	return &Tracking{root: root, fds: map[int]heldFD{}, once: true}
+}
+
+// ErrNotTracked says a pre-copy pass of a one-dump tracking (NewTracking)
+// could not arm write tracking; nothing was copied, the tree runs on, and
+// a dump without tracking reads everything.
+var ErrNotTracked = errors.New("write tracking not armed")
+
+// markUnread records that pages of vma v of a pre-copy pass could not be
+// read: the next dump reads what it finds there.
+func (t *Tracking) markUnread(v *image.VMA) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.unread == nil {
+		t.unread = map[*image.VMA]bool{}
+	}
+	t.unread[v] = true
+}
+
 // Reason says why the next dump cannot use what was tracked ("": it can).
 func (t *Tracking) Reason() string { return t.lost }
 
@@ -125,7 +166,7 @@ func (t *Tracking) drop(why string) {
 	}
 	t.tasks = nil
 	t.Close()
-	t.prev, t.prevID, t.lost = nil, "", why
+	t.prev, t.prevID, t.lost, t.unread = nil, "", why, nil
 }
 
 // Hold hands the fds to a new tracker process (exe with args, then
@@ -246,8 +287,19 @@ func (t *Tracking) note(format string, args ...any) {
 // every process with what was tracked, asks which pages were written
 // (re-arming protection), arms processes and vmas not tracked yet, and
 // makes mem copy only what must be read.
-func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier) error {
+//
+// preCopy says the dump is a pre-copy pass. The final dump of a one-dump
+// tracking (once, !preCopy) neither re-arms what it scans nor arms
+// anything new: no dump follows it.
+func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier, preCopy bool) error {
 	t.report = &TrackReport{}
+	t.armed = map[*image.VMA]bool{}
+	final := t.once && !preCopy
+	if t.once && preCopy && t.prev == nil {
+		if err := foreignTracking(tree, c); err != nil {
+			return err
+		}
+	}
 	if t.prev != nil {
 		t.report.Previous = t.prev.ID
 		if t.prev.ID == "" {
@@ -290,9 +342,12 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 		}
 		if tt.ufd >= 0 {
 			tt.prev = prevTasks[ft.pid]
-			if err := tt.scan(task); err != nil {
+			if err := tt.scan(task, !final); err != nil {
 				t.note("process %d: %v: read in full", ft.pid, err)
 				tt.prev = nil
+			}
+			for v := range tt.written {
+				t.armed[v] = true // protected again by the scan
 			}
 			if len(tt.written) == 0 {
 				// Nothing of it is registered any more: it ran execve
@@ -314,10 +369,27 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 		unix.Close(h.fd)
 		delete(t.fds, pid)
 	}
-	t.createUffds(tree, c, arm)
-	for i, ft := range tree.tasks {
-		if tt := t.tasks[ft.pid]; tt != nil && tt.ufd >= 0 && !ft.zombie {
-			t.protectNew(tt, c.Tasks[i])
+	if final {
+		// Nothing to arm: the fds are only held until Close.
+		for _, tt := range t.tasks {
+			if tt.ufd >= 0 {
+				t.fds[tt.pid] = heldFD{tt.ufd, tt.start}
+			}
+		}
+	} else {
+		t.createUffds(tree, c, arm)
+		vmas := 0
+		for i, ft := range tree.tasks {
+			if tt := t.tasks[ft.pid]; tt != nil && tt.ufd >= 0 && !ft.zombie {
+				vmas += t.protectNew(tt, c.Tasks[i])
+			}
+		}
+		if t.once && vmas == 0 && t.prev == nil {
+			why := "no process could be armed"
+			if len(t.report.Notes) > 0 {
+				why = t.report.Notes[0]
+			}
+			return fmt.Errorf("%w: %s", ErrNotTracked, why)
 		}
 	}
 	// "uw" is ours, not the program's: the image does not show it.
@@ -327,11 +399,34 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 		}
 	}
 	mem.pick, mem.tracked, mem.trackedPages = t.countFull, t.isTracked, t.pages
+	if preCopy {
+		mem.skip = func(_ int, v *image.VMA) bool { return !t.armed[v] }
+		mem.unread = t.markUnread
+	}
+	return nil
+}
+
+// foreignTracking refuses a tree where a private vma is registered with a
+// userfaultfd already (VmFlags "uw" before this dump armed anything): a
+// tracker of dump --track, or the program's own. Scanning it would clear
+// the written state its owner relies on.
+func foreignTracking(tree *frozenTree, c *image.Checkpoint) error {
+	for i, ft := range tree.tasks {
+		if ft.zombie {
+			continue
+		}
+		for _, v := range c.Tasks[i].VMAs {
+			if trackable(v) && registered(v) {
+				return fmt.Errorf("%w: process %d vma %s is registered with another userfaultfd (tracked by dump --track, or by the program)",
+					ErrNotTracked, ft.pid, v.DirName())
+			}
+		}
+	}
 	return nil
 }
 
 // committed records c as the checkpoint protection now follows.
 func (t *Tracking) committed(c *image.Checkpoint) {
-	t.prev, t.prevID, t.lost = c, c.ID, ""
+	t.prev, t.prevID, t.lost, t.unread = c, c.ID, "", nil
 	t.tasks = nil
 }

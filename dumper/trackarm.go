@@ -20,8 +20,8 @@ import (
 // process not tracked yet, and registration of vmas new since.
 
 // scan asks which pages of tt's registered vmas were written since the
-// last dump and protects them again, in one walk per vma.
-func (tt *taskTrack) scan(task *image.Task) error {
+// last dump and, with rearm, protects them again in the same walk.
+func (tt *taskTrack) scan(task *image.Task, rearm bool) error {
 	pm, err := os.Open(proc.Path(tt.pid, "pagemap"))
 	if err != nil {
 		return fmt.Errorf("open pagemap: %w", err)
@@ -31,7 +31,7 @@ func (tt *taskTrack) scan(task *image.Task) error {
 		if !trackable(v) || !registered(v) {
 			continue
 		}
-		regions, err := wptrack.Written(int(pm.Fd()), v.Start, v.End, true)
+		regions, err := wptrack.Written(int(pm.Fd()), v.Start, v.End, rearm)
 		if errors.Is(err, wptrack.ErrNotTracked) {
 			continue // not ours: read in full
 		}
@@ -147,8 +147,10 @@ func trampoline(tramps *inject.VdsoTrampolines, pid int, task *image.Task) (uint
 // not registered yet (every vma of a process tracked from now on; vmas
 // mapped or moved since the last dump). Read-only private vmas are
 // registered too where the kernel lets them be: their anonymous pages
-// (relocated data made read-only) are then not read again.
-func (t *Tracking) protectNew(tt *taskTrack, task *image.Task) {
+// (relocated data made read-only) are then not read again. It returns how
+// many vmas it registered.
+func (t *Tracking) protectNew(tt *taskTrack, task *image.Task) int {
+	n := 0
 	for _, v := range task.VMAs {
 		if !trackable(v) || registered(v) {
 			continue
@@ -161,8 +163,12 @@ func (t *Tracking) protectNew(tt *taskTrack, task *image.Task) {
 		}
 		if err := wptrack.Protect(tt.ufd, v.Start, v.Len()); err != nil {
 			t.note("process %d vma %s not tracked: %v", tt.pid, v.DirName(), err)
+			continue
 		}
+		t.armed[v] = true
+		n++
 	}
 	t.report.Armed++
 	t.fds[tt.pid] = heldFD{tt.ufd, tt.start}
+	return n
 }

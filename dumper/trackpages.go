@@ -53,7 +53,7 @@ func (t *Tracking) pages(pid int, v *image.VMA) ([]uint32, error) {
 func (t *Tracking) choose(tt *taskTrack, v *image.VMA, regions []wptrack.Region) []uint32 {
 	w := tt.written[v]
 	fileVMA := v.Kind == image.VMAFile
-	cur := prevCursor{vmas: tt.prev.VMAs, v: v}
+	cur := prevCursor{vmas: tt.prev.VMAs, v: v, unread: t.unread}
 	var out []uint32
 	for _, r := range regions {
 		switch {
@@ -118,12 +118,14 @@ type prevCursor struct {
 	vmas   []*image.VMA
 	v      *image.VMA
 	vi, pi int
+	unread map[*image.VMA]bool // previous vmas not read in full (markUnread)
 }
 
 // refs returns the previous checkpoint's pages in [addr, end) of v, up
 // to next (end, or where the vma that covers addr, or the gap before the
-// next one, stops), with indices of v; covered is false for a gap or a
-// vma of another mapping (then nothing is known of [addr, next)).
+// next one, stops), with indices of v; covered is false for a gap, a
+// vma of another mapping or one a pre-copy pass could not read in full
+// (then nothing is known of [addr, next)).
 // Addresses must ascend from call to call.
 func (c *prevCursor) refs(addr, end uint64) (next uint64, refs []image.PageRef, covered bool) {
 	for c.vi < len(c.vmas) && c.vmas[c.vi].End <= addr {
@@ -138,7 +140,7 @@ func (c *prevCursor) refs(addr, end uint64) (next uint64, refs []image.PageRef, 
 		return min(end, pv.Start), nil, false
 	}
 	next = min(end, pv.End)
-	if !sameMapping(pv, c.v) {
+	if !sameMapping(pv, c.v) || c.unread[pv] {
 		return next, nil, false
 	}
 	lo, hi := uint32((addr-pv.Start)/image.PageSize), uint32((next-pv.Start)/image.PageSize)

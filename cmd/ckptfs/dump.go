@@ -42,6 +42,7 @@ type dumpFlags struct {
 	inheritFiles   []string // --inherit-file
 
 	track, preCopy bool          // track.go
+	noPreCopy      bool          // --no-pre-copy
 	every          time.Duration // --every (front only)
 	keepLast       int
 }
@@ -113,11 +114,14 @@ const (
 func init() {
 	var f dumpFlags
 	cmd := &cobra.Command{
-		Use:   "dump [-s STORE] [--name NAME] [--kill] [--tcp-established] [--inherit-file PATH]... [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy] PID",
+		Use:   "dump [-s STORE] [--name NAME] [--kill] [--tcp-established] [--inherit-file PATH]... [-v] [--mem-budget MIB] [--track | --every D [--keep-last N] | --pre-copy | --no-pre-copy] PID",
 		Short: "Checkpoint the process tree rooted at PID into the store",
 		Long: `dump seizes every thread of the process tree rooted at PID with ptrace (the
 program sees no signal), records registers, memory, files and the rest, stores
 every new 4 KiB page once by content hash and releases the tree running.
+A tree with 64 MiB of private memory or more is pre-copied: its memory is
+write-tracked and copied while it runs, then it is frozen only to copy the
+pages written meanwhile (--no-pre-copy: copy everything frozen).
 If the dump fails at any point the tree is released unchanged; so it is if
 dump is interrupted (SIGINT, SIGTERM: exit status 130, 143, no checkpoint) or
 killed, as a tracer process of its own, outside the caller's process group,
@@ -383,8 +387,13 @@ type dumpSummary struct {
 	PagesZero     int64   `json:"pages_zero"`
 	PagesNew      int64   `json:"pages_new"`
 	BytesAdded    int64   `json:"bytes_added"`
-	FrozenSeconds float64 `json:"frozen_seconds"`
+	FrozenSeconds float64 `json:"frozen_seconds"` // the final freeze
 	TotalSeconds  float64 `json:"total_seconds"`
+	// A pre-copy pass before (the default dump of a large tree): its
+	// freeze, to collect the tree and arm tracking, and the pages it
+	// copied while the tree ran.
+	PreCopyFrozenSeconds float64 `json:"pre_copy_frozen_seconds,omitempty"`
+	PagesPreCopied       int64   `json:"pages_pre_copied,omitempty"`
 }
 
 // printDumpSummary prints the result of a dump: a line on stderr and the
@@ -392,17 +401,29 @@ type dumpSummary struct {
 func printDumpSummary(res *dumper.Result) {
 	c := res.Checkpoint
 	if globals.json {
-		writeJSONLine(os.Stdout, dumpSummary{MessageType: "summary", ID: c.ID, Name: c.Name,
+		s := dumpSummary{MessageType: "summary", ID: c.ID, Name: c.Name,
 			Time: c.Time.Format(time.RFC3339Nano), RootPID: c.RootPID, Tasks: len(c.Tasks),
 			MemoryBytes: c.MemoryBytes(), PagesTotal: c.Stats.PagesTotal, PagesZero: c.Stats.PagesZero,
 			PagesNew: c.Stats.PagesNew, BytesAdded: c.Stats.BytesAdded,
-			FrozenSeconds: res.Freeze.Seconds(), TotalSeconds: res.Elapsed.Seconds()})
+			FrozenSeconds: res.Freeze.Seconds(), TotalSeconds: res.Elapsed.Seconds()}
+		if p := res.PreCopy; p != nil {
+			s.PreCopyFrozenSeconds, s.PagesPreCopied = p.Freeze.Seconds(), p.PagesCopied
+			s.TotalSeconds += p.Elapsed.Seconds()
+		}
+		writeJSONLine(os.Stdout, s)
 		return
 	}
 	if !globals.quiet {
-		fmt.Fprintf(os.Stderr, "dumped %d task(s), %s in %d pages (%d zero), %d new pages added %s; frozen %s, total %s\n",
+		// "; frozen X," is the final freeze (scripts read it there); a
+		// pre-copy pass's own freeze comes after, in parentheses.
+		total, pre := res.Elapsed, ""
+		if p := res.PreCopy; p != nil {
+			total += p.Elapsed
+			pre = fmt.Sprintf(" (%d pages pre-copied while it ran, after a %s freeze to arm tracking)", p.PagesCopied, human.Duration(p.Freeze))
+		}
+		fmt.Fprintf(os.Stderr, "dumped %d task(s), %s in %d pages (%d zero), %d new pages added %s; frozen %s, total %s%s\n",
 			len(c.Tasks), human.Bytes(c.MemoryBytes()), c.Stats.PagesTotal, c.Stats.PagesZero, c.Stats.PagesNew,
-			human.Bytes(c.Stats.BytesAdded), human.Duration(res.Freeze), human.Duration(res.Elapsed))
+			human.Bytes(c.Stats.BytesAdded), human.Duration(res.Freeze), human.Duration(total), pre)
 	}
 	fmt.Println(c.ID)
 }

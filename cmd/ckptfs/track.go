@@ -19,6 +19,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/dumper"
+	"github.com/ckptfs/ckptfs/internal/human"
 )
 
 // Tracked dumps (dump --track, --every, --pre-copy) and the hidden
@@ -41,7 +42,10 @@ const maxPreCopyPasses = 8
 // tracking handed to a new tracker after the commit.
 func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*dumper.Result, error) {
 	if !f.track && !f.preCopy {
-		return dumper.Dump(repo, pid, opts)
+		if f.noPreCopy {
+			return dumper.Dump(repo, pid, opts)
+		}
+		return dumpPreCopied(repo, pid, opts)
 	}
 	tr := dumper.OpenTracking(trackDir(f.store), pid)
 	defer tr.Close()
@@ -85,6 +89,73 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 			fmt.Fprintf(os.Stderr, "tracking: not kept after this dump (%v): the next dump reads everything\n", err)
 		}
 	}
+	return res, nil
+}
+
+// dumpPreCopied is the default dump (no --track, --pre-copy or
+// --no-pre-copy). A tree with PreCopyMinBytes of private memory or more,
+// PreCopyMinPerProcess a process on average (dumper.PreCopyWorth), gets
+// one pre-copy pass: frozen just long enough to be collected and
+// write-protected (async userfaultfd, nothing the program sees), its
+// memory copied and stored while it runs; then the final dump freezes it
+// again and copies only the pages written since, taking the others from
+// the pass; then the tracking is closed, so nothing of it stays in the
+// tree. The freeze that matters, the final one, is what the summary and
+// the "dump: " lines of -v report. If the pass cannot track (no async
+// write-protect, a vma tracked by someone else, nothing armed) or fails,
+// the dump copies everything frozen, as --no-pre-copy, and -v says why.
+func dumpPreCopied(repo dedup.Repo, pid int, opts dumper.Options) (*dumper.Result, error) {
+	say := func(format string, args ...any) {
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, "pre-copy: "+format+"\n", args...)
+		}
+	}
+	n, procs, err := dumper.PrivateMemory(pid)
+	if err != nil {
+		return dumper.Dump(repo, pid, opts)
+	}
+	if why := dumper.PreCopyWorth(n, procs); why != "" {
+		say("none: %s: all copied frozen", why)
+		return dumper.Dump(repo, pid, opts)
+	}
+	tr := dumper.NewTracking(pid)
+	defer tr.Close()
+	o := opts
+	o.Track, o.PreCopy, o.Kill = tr, true, false
+	pass, err := dumper.Dump(repo, pid, o)
+	if err == nil {
+		// A remote store uploads the pass's last pages now, while the
+		// tree runs, not in the final freeze.
+		if fl, ok := repo.(interface{ Flush() error }); ok {
+			err = fl.Flush()
+		}
+	}
+	if err != nil {
+		if errors.Is(err, dumper.ErrAborted) || errors.Is(err, dumper.ErrNoProcess) {
+			return nil, err
+		}
+		tr.Close()
+		say("not used (%v): all copied frozen", err)
+		return dumper.Dump(repo, pid, opts)
+	}
+	say("%d pages copied while the tree ran (%s of private memory); frozen %s to collect it and arm write tracking",
+		pass.Track.PagesCopied, human.Bytes(n), human.Duration(pass.Freeze))
+	o = opts
+	o.Track = tr
+	res, err := dumper.Dump(repo, pid, o)
+	tr.Close() // the write tracking ends here
+	if err != nil {
+		return nil, err
+	}
+	if r := res.Track; r != nil && opts.Log != nil {
+		for _, note := range r.Notes {
+			say("%s", note)
+		}
+		say("final freeze: %d pages written since the pass copied, %d taken from it; read in full: %d process(es), %d vma(s)",
+			r.PagesCopied, r.PagesReferenced, r.FullProcesses, r.FullVMAs)
+	}
+	res.PreCopy = &dumper.PreCopyPass{Freeze: pass.Freeze, Elapsed: pass.Elapsed, PagesCopied: pass.Track.PagesCopied}
+	res.Track = nil // nothing stays tracked: no track report
 	return res, nil
 }
 
@@ -267,6 +338,8 @@ func (f *dumpFlags) checkTrack() error {
 		return errors.New("--every cannot be used with --kill or --pre-copy")
 	case f.every > 0 && f.name != "":
 		return errors.New("--every cannot be used with --name (every checkpoint would have it)")
+	case f.noPreCopy && (f.preCopy || f.track || f.every > 0):
+		return errors.New("--no-pre-copy cannot be used with --pre-copy, --track or --every")
 	}
 	return nil
 }
@@ -279,6 +352,9 @@ func (f *dumpFlags) trackArgs() []string {
 	if f.preCopy {
 		a = append(a, "--pre-copy")
 	}
+	if f.noPreCopy {
+		a = append(a, "--no-pre-copy")
+	}
 	return a
 }
 
@@ -287,6 +363,7 @@ func addTrackFlags(cmd *cobra.Command, f *dumpFlags) {
 	cmd.Flags().DurationVar(&f.every, "every", 0, "dump every DURATION (tracked) until the tree exits or SIGINT")
 	cmd.Flags().IntVar(&f.keepLast, "keep-last", 0, "with --every: keep only the last N checkpoints of this run (older ones removed, their pages gc'd)")
 	cmd.Flags().BoolVar(&f.preCopy, "pre-copy", false, "migration: copy memory while the tree runs, again what it wrote meanwhile while that shrinks, then freeze and copy the rest")
+	cmd.Flags().BoolVar(&f.noPreCopy, "no-pre-copy", false, "copy all memory while the tree is frozen, also for a large tree (by default one of 64 MiB or more is copied while it runs, then frozen for what it wrote meanwhile)")
 }
 
 // closeInherited closes the fds from first on that were inherited
