@@ -176,6 +176,7 @@ func dataRanges(path string, size int64) ([][2]int64, error) {
 		}
 		rs = append(rs, [2]int64{e.Start &^ (image.PageSize - 1), e.End})
 	}
+	readEarly(f, rs) // directread.go
 	return rs, nil
 }
 
@@ -200,7 +201,9 @@ type chunk struct {
 	buf    []byte
 	pooled bool            // buf comes from the pool (else from a mapping of the file)
 	refs   []image.PageRef // read these pages from the store into buf first
-	check  *chunkCheck     // check buf against its pagemap entries first
+	file   *directFile     // else read buf from this pages file at off first
+	off    int64
+	check  *chunkCheck // check buf against its pagemap entries first
 }
 
 // chunkCheck is what checkChunk needs to check a chunk of a vma.
@@ -216,6 +219,11 @@ func (c chunk) write(pid, ufd int, sf *storeFill) error {
 	if c.refs != nil {
 		if err := sf.src.read(c.refs, c.buf); err != nil {
 			return fmt.Errorf("memory at %#x: %w", c.addr, err)
+		}
+	}
+	if c.file != nil {
+		if err := c.file.readAt(c.buf, c.off); err != nil {
+			return err
 		}
 	}
 	if k := c.check; k != nil {
@@ -247,14 +255,19 @@ type storeFill struct {
 // The vmas of sf (may be nil) are read from the store instead, in
 // batches of chunkSize by several goroutines. It returns the bytes written.
 func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool, sf *storeFill) (int64, error) {
+	// The workers read the pages files of a cold copy themselves
+	// (directFile): more of them than CPUs, so that reads are in flight
+	// while the others hash and write.
 	workers := writers
-	if sf != nil && (len(sf.refs) > 0 || len(sf.checks) > 0) {
+	if useDirect || sf != nil && (len(sf.refs) > 0 || len(sf.checks) > 0) {
 		workers = max(workers, storeWorkers)
 	}
 	pool := make(chan []byte, 2*workers+2)
 	for i := 0; i < cap(pool); i++ {
 		pool <- nil // allocated on first use
 	}
+	var bufs chunkBufs
+	defer bufs.free()
 	work := make(chan chunk, cap(pool))
 	var (
 		wg    sync.WaitGroup
@@ -292,9 +305,13 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		}()
 	}
 	var maps [][]byte
+	var direct []*directFile
 	defer func() {
 		for _, m := range maps {
 			unix.Munmap(m)
+		}
+		for _, d := range direct {
+			d.close()
 		}
 	}()
 	readErr := func() error {
@@ -312,7 +329,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			}
 			if sf != nil && sf.refs[v] != nil {
 				sf.src.prefetch(sf.refs[v])
-				if !queueStoreChunks(v, rs, sf.refs[v], uffd[v] && useUffd, pool, work, stop) {
+				if !queueStoreChunks(v, rs, sf.refs[v], uffd[v] && useUffd, pool, &bufs, work, stop) {
 					return nil
 				}
 				continue
@@ -322,15 +339,22 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			if err != nil {
 				return err
 			}
+			var checkRefs []image.PageRef
+			if sf != nil {
+				checkRefs = sf.checks[v]
+			}
+			if d := openDirect(f, path, rs); d != nil {
+				direct = append(direct, d)
+				if !queueDirectChunks(v, rs, d, sf != nil && sf.checks[v] != nil, checkRefs, uffd[v] && useUffd, pool, &bufs, work, stop) {
+					return nil
+				}
+				continue
+			}
 			m, merr := unix.Mmap(int(f.Fd()), 0, int(v.Len()), unix.PROT_READ, unix.MAP_SHARED)
 			if merr == nil {
 				maps = append(maps, m)
 			}
 			ra := mappedReadahead{m: m}
-			var checkRefs []image.PageRef
-			if sf != nil {
-				checkRefs = sf.checks[v]
-			}
 			for _, r := range rs {
 				for off := r[0]; off < r[1]; {
 					n := min(r[1]-off, chunkSize)
@@ -355,7 +379,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 							return nil
 						}
 						if c.buf == nil {
-							c.buf = make([]byte, chunkSize)
+							c.buf = bufs.alloc()
 						}
 						c.pooled = true
 						c.buf = c.buf[:n]
@@ -417,7 +441,7 @@ func (ra *mappedReadahead) upTo(from, to int64) {
 // queueStoreChunks queues the ranges rs of vma v, whose pages refs lists
 // (rs are their runs: refRanges), as chunks the workers read from the
 // store. It returns false if the fill was stopped.
-func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bool, pool chan []byte, work chan<- chunk, stop <-chan struct{}) bool {
+func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bool, pool chan []byte, bufs *chunkBufs, work chan<- chunk, stop <-chan struct{}) bool {
 	j := 0
 	for _, r := range rs {
 		for off := r[0]; off < r[1]; {
@@ -429,7 +453,7 @@ func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bo
 				return false
 			}
 			if c.buf == nil {
-				c.buf = make([]byte, chunkSize)
+				c.buf = bufs.alloc()
 			}
 			c.buf = c.buf[:n]
 			k := j + int(n/image.PageSize)
