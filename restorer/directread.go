@@ -55,6 +55,17 @@ func readEarly(f *os.File, rs [][2]int64) {
 	}
 }
 
+// directInFlight is how many direct reads fillMemory keeps in flight
+// (each of chunkSize).
+const directInFlight = 8
+
+// directReads counts the direct reads made (for the tests).
+var directReads atomic.Int64
+
+// directAlways reads every big pages file directly, cached or not (for
+// the tests, whose trees are in the page cache).
+var directAlways = false
+
 // directMin is the least data a pages file must hold to be read directly:
 // below it the mapping's few faults cost less than another open.
 const directMin = 4 << 20
@@ -88,7 +99,7 @@ func openDirect(f *os.File, path string, rs [][2]int64) *directFile {
 	if unix.Fstatfs(int(f.Fd()), &sfs) != nil || sfs.Type == unix.FUSE_SUPER_MAGIC {
 		return nil
 	}
-	if cachedBytes(f, rs) >= data/2 {
+	if !directAlways && cachedBytes(f, rs) >= data/2 {
 		return nil // warm: the mapping copies from the page cache
 	}
 	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
@@ -123,8 +134,9 @@ func cachedBytes(f *os.File, rs [][2]int64) int64 {
 // cache if they are all there (read ahead while the restore started:
 // scanPages), else directly.
 func (d *directFile) readAt(buf []byte, off int64) error {
-	if !d.buffered.Load() && cachedBytes(d.f, [][2]int64{{off, off + int64(len(buf))}}) < int64(len(buf)) {
+	if !d.buffered.Load() && (directAlways || cachedBytes(d.f, [][2]int64{{off, off + int64(len(buf))}}) < int64(len(buf))) {
 		err := preadFull(d.fd, buf, off)
+		directReads.Add(1)
 		if !errors.Is(err, unix.EINVAL) {
 			if err != nil {
 				return fmt.Errorf("checkpoint file %s: read at %d: %w", d.path, off, err)

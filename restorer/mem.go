@@ -262,7 +262,11 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 	if useDirect || sf != nil && (len(sf.refs) > 0 || len(sf.checks) > 0) {
 		workers = max(workers, storeWorkers)
 	}
-	pool := make(chan []byte, 2*workers+2)
+	nbuf := 2*workers + 2
+	if useDirect {
+		nbuf += directInFlight
+	}
+	pool := make(chan []byte, nbuf)
 	for i := 0; i < cap(pool); i++ {
 		pool <- nil // allocated on first use
 	}
@@ -314,8 +318,42 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			d.close()
 		}
 	}()
+	// The direct reads (directread.go) are made by readers of their own,
+	// directInFlight at a time, which hand each chunk read on to the
+	// workers: the disk always has reads queued.
+	readq := make(chan chunk)
+	var senders sync.WaitGroup
+	if useDirect {
+		for range directInFlight {
+			senders.Add(1)
+			go func() {
+				defer senders.Done()
+				for c := range readq {
+					mu.Lock()
+					failed := errW != nil
+					mu.Unlock()
+					if !failed {
+						if err := c.file.readAt(c.buf, c.off); err != nil {
+							mu.Lock()
+							if errW == nil {
+								errW = err
+								close(stop)
+							}
+							mu.Unlock()
+						}
+					}
+					c.file = nil
+					work <- c // the workers skip it once failed
+				}
+			}()
+		}
+	}
 	readErr := func() error {
-		defer close(work)
+		defer func() {
+			close(readq)
+			senders.Wait()
+			close(work)
+		}()
 		for _, v := range t.VMAs {
 			rs := ranges[v]
 			if len(rs) == 0 {
@@ -345,7 +383,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			}
 			if d := openDirect(f, path, rs); d != nil {
 				direct = append(direct, d)
-				if !queueDirectChunks(v, rs, d, sf != nil && sf.checks[v] != nil, checkRefs, uffd[v] && useUffd, pool, &bufs, work, stop) {
+				if !queueDirectChunks(v, rs, d, sf != nil && sf.checks[v] != nil, checkRefs, uffd[v] && useUffd, pool, &bufs, readq, stop) {
 					return nil
 				}
 				continue
