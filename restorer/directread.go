@@ -186,7 +186,7 @@ func queueDirectChunks(v *image.VMA, rs [][2]int64, d *directFile, checked bool,
 	for _, r := range rs {
 		for off := r[0]; off < r[1]; {
 			n := min(r[1]-off, chunkSize)
-			c := chunk{addr: v.Start + uint64(off), uffd: uffd, pooled: true, file: d, off: off}
+			c := chunk{addr: v.Start + uint64(off), uffd: uffd, direct: true, file: d, off: off}
 			if checked {
 				c.check = &chunkCheck{v: v, off: off, refs: refsIn(checkRefs, off, off+n)}
 			}

@@ -202,6 +202,7 @@ type chunk struct {
 	pooled bool            // buf comes from the pool (else from a mapping of the file)
 	refs   []image.PageRef // read these pages from the store into buf first
 	file   *directFile     // else read buf from this pages file at off first
+	direct bool            // buf comes from the direct reads' pool
 	off    int64
 	check  *chunkCheck // check buf against its pagemap entries first
 }
@@ -255,20 +256,18 @@ type storeFill struct {
 // The vmas of sf (may be nil) are read from the store instead, in
 // batches of chunkSize by several goroutines. It returns the bytes written.
 func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool, sf *storeFill) (int64, error) {
-	// The workers read the pages files of a cold copy themselves
-	// (directFile): more of them than CPUs, so that reads are in flight
-	// while the others hash and write.
 	workers := writers
-	if useDirect || sf != nil && (len(sf.refs) > 0 || len(sf.checks) > 0) {
+	if sf != nil && (len(sf.refs) > 0 || len(sf.checks) > 0) {
 		workers = max(workers, storeWorkers)
 	}
-	nbuf := 2*workers + 2
-	if useDirect {
-		nbuf += directInFlight
-	}
-	pool := make(chan []byte, nbuf)
+	pool := make(chan []byte, 2*workers+2)
 	for i := 0; i < cap(pool); i++ {
 		pool <- nil // allocated on first use
+	}
+	// dpool has the buffers of the direct reads (directread.go).
+	dpool := make(chan []byte, directInFlight+2*storeWorkers+2)
+	for i := 0; i < cap(dpool); i++ {
+		dpool <- nil
 	}
 	var bufs chunkBufs
 	defer bufs.free()
@@ -280,33 +279,37 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		total int64
 		stop  = make(chan struct{})
 	)
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A checked chunk of a mapped pages file that fails to read
-			// is a SIGBUS, made a panic that checkChunk recovers.
-			debug.SetPanicOnFault(true)
-			for c := range work {
+	worker := func() {
+		defer wg.Done()
+		// A checked chunk of a mapped pages file that fails to read
+		// is a SIGBUS, made a panic that checkChunk recovers.
+		debug.SetPanicOnFault(true)
+		for c := range work {
+			mu.Lock()
+			failed := errW != nil
+			mu.Unlock()
+			if !failed {
+				err := c.write(pid, ufd, sf)
 				mu.Lock()
-				failed := errW != nil
+				if err != nil && errW == nil {
+					errW = err
+					close(stop)
+				}
+				total += int64(len(c.buf))
+				addProgress(t, int64(len(c.buf))) // progress.go
 				mu.Unlock()
-				if !failed {
-					err := c.write(pid, ufd, sf)
-					mu.Lock()
-					if err != nil && errW == nil {
-						errW = err
-						close(stop)
-					}
-					total += int64(len(c.buf))
-					addProgress(t, int64(len(c.buf))) // progress.go
-					mu.Unlock()
-				}
-				if c.pooled {
-					pool <- c.buf[:cap(c.buf)]
-				}
 			}
-		}()
+			switch {
+			case c.direct:
+				dpool <- c.buf[:cap(c.buf)]
+			case c.pooled:
+				pool <- c.buf[:cap(c.buf)]
+			}
+		}
+	}
+	wg.Add(workers)
+	for range workers {
+		go worker()
 	}
 	var maps [][]byte
 	var direct []*directFile
@@ -318,36 +321,44 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			d.close()
 		}
 	}()
-	// The direct reads (directread.go) are made by readers of their own,
-	// directInFlight at a time, which hand each chunk read on to the
-	// workers: the disk always has reads queued.
+	// The direct reads are made by readers of their own, directInFlight
+	// at a time, which hand each chunk read on to the workers: the disk
+	// always has reads queued, while storeWorkers workers hash and write.
+	// They start with the first file read directly.
 	readq := make(chan chunk)
 	var senders sync.WaitGroup
-	if useDirect {
-		for range directInFlight {
-			senders.Add(1)
-			go func() {
-				defer senders.Done()
-				for c := range readq {
+	reader := func() {
+		defer senders.Done()
+		for c := range readq {
+			mu.Lock()
+			failed := errW != nil
+			mu.Unlock()
+			if !failed {
+				if err := c.file.readAt(c.buf, c.off); err != nil {
 					mu.Lock()
-					failed := errW != nil
-					mu.Unlock()
-					if !failed {
-						if err := c.file.readAt(c.buf, c.off); err != nil {
-							mu.Lock()
-							if errW == nil {
-								errW = err
-								close(stop)
-							}
-							mu.Unlock()
-						}
+					if errW == nil {
+						errW = err
+						close(stop)
 					}
-					c.file = nil
-					work <- c // the workers skip it once failed
+					mu.Unlock()
 				}
-			}()
+			}
+			c.file = nil
+			work <- c // the workers skip it once failed
 		}
 	}
+	startDirect := sync.OnceFunc(func() {
+		if n := storeWorkers - workers; n > 0 {
+			wg.Add(n)
+			for range n {
+				go worker()
+			}
+		}
+		senders.Add(directInFlight)
+		for range directInFlight {
+			go reader()
+		}
+	})
 	readErr := func() error {
 		defer func() {
 			close(readq)
@@ -383,7 +394,8 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			}
 			if d := openDirect(f, path, rs); d != nil {
 				direct = append(direct, d)
-				if !queueDirectChunks(v, rs, d, sf != nil && sf.checks[v] != nil, checkRefs, uffd[v] && useUffd, pool, &bufs, readq, stop) {
+				startDirect()
+				if !queueDirectChunks(v, rs, d, sf != nil && sf.checks[v] != nil, checkRefs, uffd[v] && useUffd, dpool, &bufs, readq, stop) {
 					return nil
 				}
 				continue
