@@ -14,9 +14,9 @@ import (
 )
 
 // Direct reads of a cold copy. A pages file not in the page cache (a copy
-// of a checkpoint after a reboot or a drop_caches) is read by fillMemory's
-// workers with O_DIRECT into their own chunk buffers, several reads in
-// flight, rather than mapped and read ahead through the page cache: the
+// of a checkpoint after a reboot or a drop_caches) is read with O_DIRECT
+// by readers of fillMemory's own, into page-aligned chunk buffers,
+// directInFlight reads in flight, rather than mapped and read ahead through the page cache: the
 // page cache would cost a gibibyte of pages allocated, charged, added,
 // mapped into the restorer by page faults and unmapped again for a file
 // that is read once, and on this kind of VM the first touch of freed
@@ -36,7 +36,8 @@ var useDirect = os.Getenv("CKPTFS_NO_DIRECT_READ") == ""
 const earlyAhead = 64 << 20
 
 // readEarly asks the kernel to read the first earlyAhead bytes of the
-// data ranges rs of f, if f is big enough to be read directly.
+// data ranges rs of f, if f is big enough to be read directly (whether
+// it then is or is mapped, the pages are in the page cache by then).
 func readEarly(f *os.File, rs [][2]int64) {
 	var data int64
 	for _, r := range rs {

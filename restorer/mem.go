@@ -253,7 +253,8 @@ type storeFill struct {
 // process_vm_writev, from several goroutines. The pages files are mapped
 // into the restorer, so the kernel copies straight from their page cache
 // into the target; a file that cannot be mapped is read in chunks instead.
-// The vmas of sf (may be nil) are read from the store instead, in
+// A big pages file that is not in the page cache is read with O_DIRECT
+// instead (directread.go). The vmas of sf (may be nil) are read from the store instead, in
 // batches of chunkSize by several goroutines. It returns the bytes written.
 func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool, sf *storeFill) (int64, error) {
 	workers := writers
