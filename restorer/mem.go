@@ -176,6 +176,7 @@ func dataRanges(path string, size int64) ([][2]int64, error) {
 		}
 		rs = append(rs, [2]int64{e.Start &^ (image.PageSize - 1), e.End})
 	}
+	readEarly(f, rs) // directread.go
 	return rs, nil
 }
 
@@ -200,7 +201,10 @@ type chunk struct {
 	buf    []byte
 	pooled bool            // buf comes from the pool (else from a mapping of the file)
 	refs   []image.PageRef // read these pages from the store into buf first
-	check  *chunkCheck     // check buf against its pagemap entries first
+	file   *directFile     // else read buf from this pages file at off first
+	direct bool            // buf comes from the direct reads' pool
+	off    int64
+	check  *chunkCheck // check buf against its pagemap entries first
 }
 
 // chunkCheck is what checkChunk needs to check a chunk of a vma.
@@ -216,6 +220,11 @@ func (c chunk) write(pid, ufd int, sf *storeFill) error {
 	if c.refs != nil {
 		if err := sf.src.read(c.refs, c.buf); err != nil {
 			return fmt.Errorf("memory at %#x: %w", c.addr, err)
+		}
+	}
+	if c.file != nil {
+		if err := c.file.readAt(c.buf, c.off); err != nil {
+			return err
 		}
 	}
 	if k := c.check; k != nil {
@@ -244,7 +253,8 @@ type storeFill struct {
 // process_vm_writev, from several goroutines. The pages files are mapped
 // into the restorer, so the kernel copies straight from their page cache
 // into the target; a file that cannot be mapped is read in chunks instead.
-// The vmas of sf (may be nil) are read from the store instead, in
+// A big pages file that is not in the page cache is read with O_DIRECT
+// instead (directread.go). The vmas of sf (may be nil) are read from the store instead, in
 // batches of chunkSize by several goroutines. It returns the bytes written.
 func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]int64, ufd int, uffd map[*image.VMA]bool, sf *storeFill) (int64, error) {
 	workers := writers
@@ -255,6 +265,13 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 	for i := 0; i < cap(pool); i++ {
 		pool <- nil // allocated on first use
 	}
+	// dpool has the buffers of the direct reads (directread.go).
+	dpool := make(chan []byte, directInFlight+2*storeWorkers+2)
+	for i := 0; i < cap(dpool); i++ {
+		dpool <- nil
+	}
+	var bufs chunkBufs
+	defer bufs.free()
 	work := make(chan chunk, cap(pool))
 	var (
 		wg    sync.WaitGroup
@@ -263,42 +280,92 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 		total int64
 		stop  = make(chan struct{})
 	)
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A checked chunk of a mapped pages file that fails to read
-			// is a SIGBUS, made a panic that checkChunk recovers.
-			debug.SetPanicOnFault(true)
-			for c := range work {
+	worker := func() {
+		defer wg.Done()
+		// A checked chunk of a mapped pages file that fails to read
+		// is a SIGBUS, made a panic that checkChunk recovers.
+		debug.SetPanicOnFault(true)
+		for c := range work {
+			mu.Lock()
+			failed := errW != nil
+			mu.Unlock()
+			if !failed {
+				err := c.write(pid, ufd, sf)
 				mu.Lock()
-				failed := errW != nil
+				if err != nil && errW == nil {
+					errW = err
+					close(stop)
+				}
+				total += int64(len(c.buf))
+				addProgress(t, int64(len(c.buf))) // progress.go
 				mu.Unlock()
-				if !failed {
-					err := c.write(pid, ufd, sf)
-					mu.Lock()
-					if err != nil && errW == nil {
-						errW = err
-						close(stop)
-					}
-					total += int64(len(c.buf))
-					addProgress(t, int64(len(c.buf))) // progress.go
-					mu.Unlock()
-				}
-				if c.pooled {
-					pool <- c.buf[:cap(c.buf)]
-				}
 			}
-		}()
+			switch {
+			case c.direct:
+				dpool <- c.buf[:cap(c.buf)]
+			case c.pooled:
+				pool <- c.buf[:cap(c.buf)]
+			}
+		}
+	}
+	wg.Add(workers)
+	for range workers {
+		go worker()
 	}
 	var maps [][]byte
+	var direct []*directFile
 	defer func() {
 		for _, m := range maps {
 			unix.Munmap(m)
 		}
+		for _, d := range direct {
+			d.close()
+		}
 	}()
+	// The direct reads are made by readers of their own, directInFlight
+	// at a time, which hand each chunk read on to the workers: the disk
+	// always has reads queued, while storeWorkers workers hash and write.
+	// They start with the first file read directly.
+	readq := make(chan chunk)
+	var senders sync.WaitGroup
+	reader := func() {
+		defer senders.Done()
+		for c := range readq {
+			mu.Lock()
+			failed := errW != nil
+			mu.Unlock()
+			if !failed {
+				if err := c.file.readAt(c.buf, c.off); err != nil {
+					mu.Lock()
+					if errW == nil {
+						errW = err
+						close(stop)
+					}
+					mu.Unlock()
+				}
+			}
+			c.file = nil
+			work <- c // the workers skip it once failed
+		}
+	}
+	startDirect := sync.OnceFunc(func() {
+		if n := storeWorkers - workers; n > 0 {
+			wg.Add(n)
+			for range n {
+				go worker()
+			}
+		}
+		senders.Add(directInFlight)
+		for range directInFlight {
+			go reader()
+		}
+	})
 	readErr := func() error {
-		defer close(work)
+		defer func() {
+			close(readq)
+			senders.Wait()
+			close(work)
+		}()
 		for _, v := range t.VMAs {
 			rs := ranges[v]
 			if len(rs) == 0 {
@@ -312,7 +379,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			}
 			if sf != nil && sf.refs[v] != nil {
 				sf.src.prefetch(sf.refs[v])
-				if !queueStoreChunks(v, rs, sf.refs[v], uffd[v] && useUffd, pool, work, stop) {
+				if !queueStoreChunks(v, rs, sf.refs[v], uffd[v] && useUffd, pool, &bufs, work, stop) {
 					return nil
 				}
 				continue
@@ -322,15 +389,23 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 			if err != nil {
 				return err
 			}
+			var checkRefs []image.PageRef
+			if sf != nil {
+				checkRefs = sf.checks[v]
+			}
+			if d := openDirect(f, path, rs); d != nil {
+				direct = append(direct, d)
+				startDirect()
+				if !queueDirectChunks(v, rs, d, sf != nil && sf.checks[v] != nil, checkRefs, uffd[v] && useUffd, dpool, &bufs, readq, stop) {
+					return nil
+				}
+				continue
+			}
 			m, merr := unix.Mmap(int(f.Fd()), 0, int(v.Len()), unix.PROT_READ, unix.MAP_SHARED)
 			if merr == nil {
 				maps = append(maps, m)
 			}
 			ra := mappedReadahead{m: m}
-			var checkRefs []image.PageRef
-			if sf != nil {
-				checkRefs = sf.checks[v]
-			}
 			for _, r := range rs {
 				for off := r[0]; off < r[1]; {
 					n := min(r[1]-off, chunkSize)
@@ -355,7 +430,7 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 							return nil
 						}
 						if c.buf == nil {
-							c.buf = make([]byte, chunkSize)
+							c.buf = bufs.alloc()
 						}
 						c.pooled = true
 						c.buf = c.buf[:n]
@@ -417,7 +492,7 @@ func (ra *mappedReadahead) upTo(from, to int64) {
 // queueStoreChunks queues the ranges rs of vma v, whose pages refs lists
 // (rs are their runs: refRanges), as chunks the workers read from the
 // store. It returns false if the fill was stopped.
-func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bool, pool chan []byte, work chan<- chunk, stop <-chan struct{}) bool {
+func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bool, pool chan []byte, bufs *chunkBufs, work chan<- chunk, stop <-chan struct{}) bool {
 	j := 0
 	for _, r := range rs {
 		for off := r[0]; off < r[1]; {
@@ -429,7 +504,7 @@ func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bo
 				return false
 			}
 			if c.buf == nil {
-				c.buf = make([]byte, chunkSize)
+				c.buf = bufs.alloc()
 			}
 			c.buf = c.buf[:n]
 			k := j + int(n/image.PageSize)

@@ -479,7 +479,9 @@ func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
 
 // readPagemap parses a vma's pagemap: one `<address> <hash>` line per
 // saved page, addresses in the vma, page aligned, ascending. A 1 GiB vma
-// has 262144 lines: they are parsed without an allocation each.
+// has 262144 lines (21 MB): they are read through one small buffer and
+// parsed without an allocation each, so that only the entries take
+// memory.
 func readPagemap(path string, vma *image.VMA) ([]image.PageRef, error) {
 	f, err := image.OpenTreeFile(path)
 	if err != nil {
@@ -489,55 +491,89 @@ func readPagemap(path string, vma *image.VMA) ([]image.PageRef, error) {
 	// At most one line per page of the vma; a longer file is refused by
 	// the line checks (addresses ascending, in the vma) anyway.
 	limit := int64(vma.Len()/image.PageSize)*pagemapLineMax + pagemapLineMax
-	var buf bytes.Buffer
+	size := int64(pagemapReadSize)
 	if st, err := f.Stat(); err == nil {
-		buf.Grow(int(min(st.Size(), limit)) + 1)
+		size = min(st.Size(), limit)
 	}
-	if _, err := buf.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	data := buf.Bytes()
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: too long for a pagemap of the vma's %d pages", path, vma.Len()/image.PageSize)
-	}
-	refs := make([]image.PageRef, 0, len(data)/pagemapLineTypical+1)
+	refs := make([]image.PageRef, 0, size/pagemapLineTypical+1)
+	buf := make([]byte, max(min(size+1, pagemapReadSize), 2*pagemapLineMax))
 	line := 0
-	for len(data) > 0 {
+	parse := func(text []byte) error {
 		line++
-		text, rest, _ := bytes.Cut(data, []byte("\n"))
-		data = rest
 		bad := func(why string) error {
 			return fmt.Errorf("%s line %d: %s: %q", path, line, why, text)
 		}
 		a, h, ok := bytes.Cut(text, []byte(" "))
 		if !ok {
-			return nil, bad("want `<address> <hash>`")
+			return bad("want `<address> <hash>`")
 		}
 		addr, ok := parseHexAddr(a)
 		if !ok {
 			var err error
 			if addr, err = strconv.ParseUint(string(a), 0, 64); err != nil {
-				return nil, bad("bad address")
+				return bad("bad address")
 			}
 		}
 		var hash image.Hash
 		if len(h) != 2*len(hash) {
-			return nil, bad("bad hash")
+			return bad("bad hash")
 		}
 		if _, err := hex.Decode(hash[:], h); err != nil {
-			return nil, bad("bad hash")
+			return bad("bad hash")
 		}
 		if addr < vma.Start || addr >= vma.End || addr%image.PageSize != 0 {
-			return nil, bad("address outside the vma or not page aligned")
+			return bad("address outside the vma or not page aligned")
 		}
 		idx := uint32((addr - vma.Start) / image.PageSize)
 		if n := len(refs); n > 0 && refs[n-1].Index >= idx {
-			return nil, bad("addresses not ascending")
+			return bad("addresses not ascending")
 		}
 		refs = append(refs, image.PageRef{Index: idx, Hash: hash})
+		return nil
 	}
-	return refs, nil
+	r := io.LimitReader(f, limit+1)
+	var total int64
+	carry := 0 // bytes of a line begun in the previous read
+	for {
+		n, err := io.ReadFull(r, buf[carry:])
+		total += int64(n)
+		eof := err == io.EOF || err == io.ErrUnexpectedEOF
+		if err != nil && !eof {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if total > limit {
+			return nil, fmt.Errorf("%s: too long for a pagemap of the vma's %d pages", path, vma.Len()/image.PageSize)
+		}
+		data := buf[:carry+n]
+		for {
+			text, rest, found := bytes.Cut(data, []byte("\n"))
+			if !found {
+				break
+			}
+			if err := parse(text); err != nil {
+				return nil, err
+			}
+			data = rest
+		}
+		if eof {
+			if len(data) > 0 {
+				if err := parse(data); err != nil {
+					return nil, err
+				}
+			}
+			return refs, nil
+		}
+		if len(data) == len(buf) {
+			// One line fills the buffer: longer than any a pagemap has.
+			line++
+			return nil, fmt.Errorf("%s line %d: want `<address> <hash>`: %q...", path, line, data[:pagemapLineMax])
+		}
+		carry = copy(buf, data)
+	}
 }
+
+// pagemapReadSize is the buffer readPagemap reads a pagemap through.
+const pagemapReadSize = 256 << 10
 
 // A pagemap line is "0x" and up to 16 hex digits, a space, 64 hex
 // digits and a newline (pagemapLineMax bytes at most; 80 for a typical
