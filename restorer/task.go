@@ -3,6 +3,7 @@ package restorer
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -493,10 +494,42 @@ func (p *target) setLimitsOf(which func(res int) bool) error {
 			continue
 		}
 		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
-		if err := unix.Prlimit(p.pid, l.Resource, &lim, nil); err != nil {
+		err := unix.Prlimit(p.pid, l.Resource, &lim, nil)
+		if errors.Is(err, unix.EPERM) && machineSized(l.Resource) {
+			err = p.clampLimit(l.Resource, lim)
+		}
+		if err != nil {
 			return fmt.Errorf("set rlimit %d: %w", l.Resource, err)
 		}
 	}
+	return nil
+}
+
+// machineSized says whether the kernel sizes a limit's default from the
+// machine's memory (RLIMIT_NPROC and RLIMIT_SIGPENDING: max_threads/2),
+// so that a checkpoint of another machine can record a hard limit a few
+// above this one's, which only CAP_SYS_RESOURCE may raise.
+func machineSized(res int) bool {
+	return res == unix.RLIMIT_NPROC || res == unix.RLIMIT_SIGPENDING
+}
+
+// clampLimit sets want capped at the task's present hard limit, when
+// raising it was refused, and says so on stderr: the task gets the
+// machine's limit, not an error for a count it will not reach.
+func (p *target) clampLimit(res int, want unix.Rlimit) error {
+	var now unix.Rlimit
+	if err := unix.Prlimit(p.pid, res, nil, &now); err != nil {
+		return err
+	}
+	if want.Max <= now.Max {
+		return unix.EPERM // not a raise: the refusal is another one
+	}
+	got := unix.Rlimit{Cur: min(want.Cur, now.Max), Max: now.Max}
+	if err := unix.Prlimit(p.pid, res, &got, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "ckptfs: restore: task %d: rlimit %d hard limit %d recorded, %d here (raising needs CAP_SYS_RESOURCE): set to %d/%d\n",
+		p.t.PID, res, want.Max, now.Max, got.Cur, got.Max)
 	return nil
 }
 

@@ -8,6 +8,7 @@
 package ptrace
 
 import (
+	"encoding/binary"
 	"fmt"
 	"unsafe"
 
@@ -98,12 +99,21 @@ func GetXState(tid int) ([]byte, error) {
 	return buf[:iov.Len], nil
 }
 
-// SetXState writes an XSAVE area read by GetXState.
+// SetXState writes an XSAVE area read by GetXState. The kernel takes
+// only an area of this CPU's size: one recorded on a CPU of another size
+// is fitted to it first (FitXState).
 func SetXState(tid int, xs []byte) error {
 	if len(xs) == 0 {
 		return nil
 	}
-	buf := append([]byte(nil), xs...)
+	cur, err := GetXState(tid)
+	if err != nil {
+		return err
+	}
+	buf, err := FitXState(xs, cur)
+	if err != nil {
+		return fmt.Errorf("set xstate %d: %w", tid, err)
+	}
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
 	if err := ptrace(unix.PTRACE_SETREGSET, tid, unix.NT_X86_XSTATE, uintptr(unsafe.Pointer(&iov))); err != nil {
@@ -192,4 +202,37 @@ func GetRseq(tid int) (*Rseq, error) {
 // PTRACE_SEIZE), whatever the stop signal.
 func IsEventStop(ws unix.WaitStatus) bool {
 	return ws.Stopped() && uint32(ws)>>16 == EventStop
+}
+
+// The standard-format XSAVE area: the legacy region (x87, SSE), the
+// header, then the components at offsets CPUID gives per CPU; only the
+// AVX upper halves (component 2) have the same offset on every CPU.
+const (
+	xsaveHeader   = 512 // XSTATE_BV, then XCOMP_BV
+	xsaveFixedEnd = 832 // end of component 2 (AVX) at 576
+	xfeatureFixed = 1<<0 | 1<<1 | 1<<2
+)
+
+// FitXState returns the recorded XSAVE area rec in the size of this CPU's
+// area cur (what GETREGSET gave). Of the same size, rec as it is. Of
+// another size, rec is taken when it holds only the components every CPU
+// lays out alike (x87, SSE, AVX), over cur with every other component in
+// its initial state; a recorded area that holds others (AVX-512, PKRU...)
+// cannot be placed without the recording CPU's layout and is refused.
+func FitXState(rec, cur []byte) ([]byte, error) {
+	if len(rec) == len(cur) {
+		return append([]byte(nil), rec...), nil
+	}
+	if len(rec) < xsaveFixedEnd || len(cur) < xsaveFixedEnd {
+		return nil, fmt.Errorf("xsave area of %d bytes recorded, %d here: too short for the standard format", len(rec), len(cur))
+	}
+	bv := binary.LittleEndian.Uint64(rec[xsaveHeader:])
+	if other := bv &^ xfeatureFixed; other != 0 {
+		return nil, fmt.Errorf("xsave area of %d bytes recorded with state components %#x, %d bytes here: recorded on a CPU with another XSAVE layout", len(rec), other, len(cur))
+	}
+	out := append([]byte(nil), cur...)
+	copy(out, rec[:xsaveFixedEnd])
+	binary.LittleEndian.PutUint64(out[xsaveHeader:], bv)
+	binary.LittleEndian.PutUint64(out[xsaveHeader+8:], 0) // standard format
+	return out, nil
 }

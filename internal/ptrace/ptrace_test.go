@@ -3,6 +3,8 @@
 package ptrace
 
 import (
+	"bytes"
+	"encoding/binary"
 	"os/exec"
 	"runtime"
 	"testing"
@@ -72,4 +74,51 @@ func TestSeizeInspectDetach(t *testing.T) {
 	if err := unix.Kill(pid, 0); err != nil {
 		t.Fatalf("child gone after detach: %v", err)
 	}
+}
+
+func TestFitXState(t *testing.T) {
+	area := func(n int, bv uint64, fill byte) []byte {
+		b := bytes.Repeat([]byte{fill}, n)
+		binary.LittleEndian.PutUint64(b[512:], bv)
+		binary.LittleEndian.PutUint64(b[520:], 0)
+		return b
+	}
+	cur := area(2432, 0xe7, 0xcc)
+	t.Run("same size", func(t *testing.T) {
+		rec := area(2432, 0xe7, 0x11)
+		got, err := FitXState(rec, cur)
+		if err != nil || !bytes.Equal(got, rec) {
+			t.Fatalf("got %d bytes, %v; want the recorded area", len(got), err)
+		}
+	})
+	t.Run("smaller, fixed components only", func(t *testing.T) {
+		rec := area(832, 0x7, 0x11)
+		got, err := FitXState(rec, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(cur) || !bytes.Equal(got[:832], rec) || !bytes.Equal(got[832:], cur[832:]) {
+			t.Fatalf("not the recorded area over this CPU's: %d bytes", len(got))
+		}
+		if bv := binary.LittleEndian.Uint64(got[512:]); bv != 0x7 {
+			t.Fatalf("XSTATE_BV %#x, want 0x7 (the rest in its initial state)", bv)
+		}
+	})
+	t.Run("larger, fixed components only", func(t *testing.T) {
+		rec := area(2696, 0x3, 0x11)
+		got, err := FitXState(rec, cur)
+		if err != nil || len(got) != len(cur) || !bytes.Equal(got[:832], rec[:832]) {
+			t.Fatalf("got %d bytes, %v", len(got), err)
+		}
+	})
+	t.Run("other layout", func(t *testing.T) {
+		if _, err := FitXState(area(2696, 0xe7, 0x11), cur); err == nil {
+			t.Fatal("AVX-512 state of another size was fitted, want a refusal")
+		}
+	})
+	t.Run("too short", func(t *testing.T) {
+		if _, err := FitXState(make([]byte, 512), cur); err == nil {
+			t.Fatal("a 512-byte area was fitted, want a refusal")
+		}
+	})
 }
