@@ -158,6 +158,11 @@ func setPackIndex(wb *badger.WriteBatch, entries []packEntry) error {
 
 // groupByPack returns entries by pack, each pack's in offset order.
 func groupByPack(entries []packEntry) map[packID][]packEntry {
+	if one := oneSortedPack(entries); one {
+		// A sealed pack's entries (the common case): as they are, no
+		// copy nor sort (which was ~3 % of a dump's CPU).
+		return map[packID][]packEntry{entries[0].loc.pack: entries}
+	}
 	by := make(map[packID][]packEntry)
 	for _, e := range entries {
 		by[e.loc.pack] = append(by[e.loc.pack], e)
@@ -166,6 +171,21 @@ func groupByPack(entries []packEntry) map[packID][]packEntry {
 		slices.SortFunc(es, func(a, b packEntry) int { return int(a.loc.offset - b.loc.offset) })
 	}
 	return by
+}
+
+// oneSortedPack says whether entries (at least one) are all of one pack,
+// in offset order.
+func oneSortedPack(entries []packEntry) bool {
+	if len(entries) == 0 {
+		return false
+	}
+	id := entries[0].loc.pack
+	for i := 1; i < len(entries); i++ {
+		if entries[i].loc.pack != id || entries[i].loc.offset < entries[i-1].loc.offset {
+			return false
+		}
+	}
+	return true
 }
 
 // loadPageIndex reads every pack index record into a page index. Damaged
