@@ -51,19 +51,21 @@ func (pf *packFiles) readAt(id packID, p []byte, off int64) error {
 }
 
 // willNeed asks the kernel to read n bytes of pack id at off ahead
-// (a hint: errors are ignored).
+// (a hint: errors are ignored). Like a read, it holds the read lock
+// while it uses the descriptor, so a close or gc cannot close it under
+// the hint (or hand its number to another file).
 func (pf *packFiles) willNeed(id packID, off, n int64) {
 	pf.mu.RLock()
 	f := pf.files[id]
-	pf.mu.RUnlock()
 	if f == nil {
+		pf.mu.RUnlock()
 		if pf.open(id) != nil {
 			return
 		}
 		pf.mu.RLock()
 		f = pf.files[id]
-		pf.mu.RUnlock()
 	}
+	defer pf.mu.RUnlock()
 	if f != nil {
 		unix.Fadvise(int(f.Fd()), off, n, unix.FADV_WILLNEED)
 	}
