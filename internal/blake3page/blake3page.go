@@ -44,6 +44,14 @@ func Sum[H ~[32]byte](pages [][]byte, out []H) {
 		sumGeneric(pages, out)
 		return
 	}
+	if useAVX512 {
+		for len(pages) > 0 {
+			n := min(len(pages), 16)
+			sum16(pages[:n], out[:n], pages[n:])
+			pages, out = pages[n:], out[n:]
+		}
+		return
+	}
 	for len(pages) > 0 {
 		n := min(len(pages), 8)
 		sum8(pages[:n], out[:n], pages[n:])
