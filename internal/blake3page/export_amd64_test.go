@@ -11,5 +11,4 @@ func setAVX512(on bool) (was bool) {
 	return was
 }
 
-
 func hasAVX512() bool { return haveAVX512 }

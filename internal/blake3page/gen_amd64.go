@@ -323,10 +323,45 @@ const (
 	alignFrame64 = "\tLEAQ 63(SP), DX\n\tANDQ $~63, DX"
 )
 
-// chunks16 is chunks8 for 16 lanes in ZMM registers. The block is
-// transposed eight lanes and 32 bytes at a time with the YMM code of
-// chunks8 (lanes 0-7 into the low halves of the message words, 8-15 into
-// the high halves), stored, and read by the rounds as memory operands.
+// transpose16 turns Z16-Z31 (lane l's 16 words in Z16+l) into Z16-Z31
+// holding words 0-15 of the 16 lanes, through Z0-Z15.
+func transpose16() {
+	// 32-bit interleave of lane pairs: Z2p = l2p,l2p+1 words 4k,4k+1 in
+	// 128-bit block k; Z2p+1 words 4k+2, 4k+3.
+	for p := range 8 {
+		a, b := 16+2*p, 17+2*p
+		emit("\tVPUNPCKLDQ Z%d, Z%d, Z%d", b, a, 2*p)
+		emit("\tVPUNPCKHDQ Z%d, Z%d, Z%d", b, a, 2*p+1)
+	}
+	// 64-bit interleave: Z16+4g+j = lanes 4g-4g+3, word 4k+j in block k.
+	for g := range 4 {
+		lo, hi := 4*g, 4*g+2
+		emit("\tVPUNPCKLQDQ Z%d, Z%d, Z%d", hi, lo, 16+4*g+0)
+		emit("\tVPUNPCKHQDQ Z%d, Z%d, Z%d", hi, lo, 16+4*g+1)
+		emit("\tVPUNPCKLQDQ Z%d, Z%d, Z%d", hi+1, lo+1, 16+4*g+2)
+		emit("\tVPUNPCKHQDQ Z%d, Z%d, Z%d", hi+1, lo+1, 16+4*g+3)
+	}
+	// 4x4 transpose of 128-bit blocks, for each j: block g of word 4k+j
+	// is block k of Z16+4g+j.
+	for j := range 4 {
+		a, b, c, d := 16+j, 20+j, 24+j, 28+j
+		emit("\tVSHUFI32X4 $0x44, Z%d, Z%d, Z%d", b, a, 4*j+0) // a0 a1 b0 b1
+		emit("\tVSHUFI32X4 $0xee, Z%d, Z%d, Z%d", b, a, 4*j+1) // a2 a3 b2 b3
+		emit("\tVSHUFI32X4 $0x44, Z%d, Z%d, Z%d", d, c, 4*j+2) // c0 c1 d0 d1
+		emit("\tVSHUFI32X4 $0xee, Z%d, Z%d, Z%d", d, c, 4*j+3) // c2 c3 d2 d3
+	}
+	for j := range 4 {
+		p, q, r, s := 4*j, 4*j+1, 4*j+2, 4*j+3
+		emit("\tVSHUFI32X4 $0x88, Z%d, Z%d, Z%d", r, p, 16+0+j)  // word j
+		emit("\tVSHUFI32X4 $0xdd, Z%d, Z%d, Z%d", r, p, 16+4+j)  // word 4+j
+		emit("\tVSHUFI32X4 $0x88, Z%d, Z%d, Z%d", s, q, 16+8+j)  // word 8+j
+		emit("\tVSHUFI32X4 $0xdd, Z%d, Z%d, Z%d", s, q, 16+12+j) // word 12+j
+	}
+}
+
+// chunks16 is chunks8 for 16 lanes in ZMM registers: the block is loaded
+// into Z16-Z31 and transposed there, so the rounds read the message words
+// from registers.
 func chunks16() {
 	emit("// func chunks16(in *[16]*byte, counters *[16]uint32, out *[8][16]uint32, next *[16]*byte)")
 	emit("TEXT ·chunks16(SB), 0, $%d-32", frame16)
@@ -341,19 +376,11 @@ func chunks16() {
 	}
 	emit("\tXORQ CX, CX // byte offset of the block in each chunk")
 	emit("block16:")
-	for g := range 2 {
-		for l, r := range inRegs {
-			emit("\tMOVQ %d(SI), %s", 8*(8*g+l), r)
-		}
-		for half := range 2 {
-			for l, r := range inRegs {
-				emit("\tVMOVDQU %d(%s)(CX*1), Y%d", 32*half, r, l)
-			}
-			for w, reg := range transpose8() {
-				emit("\tVMOVDQU Y%d, %d(DX)", reg, mOff16+64*(8*half+w)+32*g)
-			}
-		}
+	for l := range 16 {
+		emit("\tMOVQ %d(SI), AX", 8*l)
+		emit("\tVMOVDQU32 (AX)(CX*1), Z%d", 16+l)
 	}
+	transpose16()
 	emit("\tMOVQ next+24(FP), DI")
 	for l := range 16 {
 		emit("\tMOVQ %d(DI), AX", 8*l)
@@ -373,7 +400,7 @@ func chunks16() {
 		emit("\tVMOVDQU32 %d(DX), Z%d", hOff16+64*i, i)
 	}
 	initStateZ(fmt.Sprintf("%d(DX)", countOff16), fmt.Sprintf("%d(DX)", flagsOff16))
-	rounds(func(k int) string { return fmt.Sprintf("%d(DX)", mOff16+64*k) }, "")
+	rounds(func(k int) string { return fmt.Sprintf("Z%d", 16+k) }, "")
 	for i := range 8 {
 		emit("\tVPXORD Z%d, Z%d, Z%d", 8+i, i, i)
 		emit("\tVMOVDQU32 Z%d, %d(DX)", i, hOff16+64*i)
