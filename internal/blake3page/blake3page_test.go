@@ -178,6 +178,24 @@ func BenchmarkSumBatch(b *testing.B)     { benchBatch(b, warm) }
 func BenchmarkSum256Cold(b *testing.B)   { benchSum256(b, cold) }
 func BenchmarkSumBatchCold(b *testing.B) { benchBatch(b, cold) }
 
+// BenchmarkKernel* run the batch benchmarks once per kernel, AVX2 and
+// (where the CPU has it) AVX-512, in the same run.
+func BenchmarkKernel(b *testing.B)     { benchKernels(b, warm) }
+func BenchmarkKernelCold(b *testing.B) { benchKernels(b, cold) }
+
+func benchKernels(b *testing.B, pages func(int) [][]byte) {
+	if !haveAVX2 {
+		b.Skip("no AVX2")
+	}
+	was := setAVX512(false)
+	defer setAVX512(was)
+	b.Run("avx2", func(b *testing.B) { benchBatch(b, pages) })
+	if hasAVX512() {
+		setAVX512(true)
+		b.Run("avx512", func(b *testing.B) { benchBatch(b, pages) })
+	}
+}
+
 func benchSum256(b *testing.B, pages func(int) [][]byte) {
 	benchHash(b, func(i int) {
 		for _, p := range pages(i) {
@@ -189,4 +207,84 @@ func benchSum256(b *testing.B, pages func(int) [][]byte) {
 func benchBatch(b *testing.B, pages func(int) [][]byte) {
 	out := make([][32]byte, 256)
 	benchHash(b, func(i int) { Sum(pages(i), out) })
+}
+
+// kernels runs f once per SIMD kernel this CPU has (AVX2, and AVX-512
+// where present), with Sum set to use that kernel.
+func kernels(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	if !haveAVX2 {
+		t.Skip("no AVX2: TestSumMatchesBlake3 checks the fallback")
+	}
+	was := setAVX512(false)
+	defer setAVX512(was)
+	t.Run("avx2", f)
+	if !hasAVX512() {
+		t.Log("no AVX-512 on this CPU: only the AVX2 kernels are checked")
+		return
+	}
+	setAVX512(true)
+	t.Run("avx512", f)
+}
+
+// TestKernelsRandomBatches checks each kernel against blake3.Sum256 on
+// batches of 1 to 40 pages (every ragged tail of both lane counts) and a
+// long run, the pages random and at random offsets within one buffer.
+func TestKernelsRandomBatches(t *testing.T) {
+	kernels(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(11, 12))
+		for n := 1; n <= 40; n++ {
+			for rep := range 3 {
+				checkSum(t, testPages(n, uint64(100*n+rep)))
+			}
+			buf := make([]byte, n*PageSize+64)
+			for i := range buf {
+				buf[i] = byte(r.Uint32())
+			}
+			off := r.IntN(64)
+			pages := make([][]byte, n)
+			for i := range pages {
+				pages[i] = buf[off+i*PageSize : off+(i+1)*PageSize]
+			}
+			checkSum(t, pages)
+		}
+		checkSum(t, testPages(1003, 98))
+	})
+}
+
+// TestKernelsEveryByte is TestSumEveryByte for each kernel, 16 pages.
+func TestKernelsEveryByte(t *testing.T) {
+	kernels(t, func(t *testing.T) {
+		base := testPages(16, 8)
+		for pos := 0; pos < PageSize; pos += 7 {
+			pages := make([][]byte, 16)
+			for i := range pages {
+				pages[i] = bytes.Clone(base[i])
+				pages[i][(pos+i*257)%PageSize] ^= 0xa5
+			}
+			checkSum(t, pages)
+		}
+	})
+}
+
+// FuzzSum hashes n (1-40) pages drawn from the fuzzer's bytes with the
+// kernel Sum picks by default and compares with blake3.Sum256.
+func FuzzSum(f *testing.F) {
+	f.Add(uint8(1), []byte("a"))
+	f.Add(uint8(17), []byte{0, 1, 2, 3, 255})
+	f.Add(uint8(40), bytes.Repeat([]byte{0x5a}, 5000))
+	f.Fuzz(func(t *testing.T, n uint8, seed []byte) {
+		k := 1 + int(n)%40
+		pages := make([][]byte, k)
+		for i := range pages {
+			p := make([]byte, PageSize)
+			for j := range p {
+				if len(seed) > 0 {
+					p[j] = seed[(i*PageSize+j)%len(seed)] ^ byte(i)
+				}
+			}
+			pages[i] = p
+		}
+		checkSum(t, pages)
+	})
 }

@@ -3,3 +3,7 @@
 package blake3page
 
 func setAVX2(bool) {}
+
+func setAVX512(bool) bool { return false }
+
+func hasAVX512() bool { return false }

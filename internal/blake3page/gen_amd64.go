@@ -76,8 +76,36 @@ func halfG(quads [4][4]int, msg [4]string, rd string, rb int, tmp string) {
 	emit("\tVMOVDQU %s, %s", tmp, y(t))
 }
 
+// halfGZ is halfG on ZMM registers (16 lanes): AVX-512 rotates words
+// natively (VPRORD), so no shuffle masks, shifts or spill.
+func halfGZ(quads [4][4]int, msg [4]string, rd, rb int) {
+	z := func(i int) string { return fmt.Sprintf("Z%d", i) }
+	for i, q := range quads {
+		emit("\tVPADDD %s, %s, %s", msg[i], z(q[0]), z(q[0]))
+	}
+	for _, q := range quads {
+		emit("\tVPADDD %s, %s, %s", z(q[1]), z(q[0]), z(q[0]))
+	}
+	for _, q := range quads {
+		emit("\tVPXORD %s, %s, %s", z(q[0]), z(q[3]), z(q[3]))
+	}
+	for _, q := range quads {
+		emit("\tVPRORD $%d, %s, %s", rd, z(q[3]), z(q[3]))
+	}
+	for _, q := range quads {
+		emit("\tVPADDD %s, %s, %s", z(q[3]), z(q[2]), z(q[2]))
+	}
+	for _, q := range quads {
+		emit("\tVPXORD %s, %s, %s", z(q[2]), z(q[1]), z(q[1]))
+	}
+	for _, q := range quads {
+		emit("\tVPRORD $%d, %s, %s", rb, z(q[1]), z(q[1]))
+	}
+}
+
 // rounds emits the 7 rounds on Y0-Y15; msg(k) is the operand of message
-// word k (8 lanes), tmp a 32-byte scratch slot.
+// word k (8 lanes), tmp a 32-byte scratch slot. With tmp "" the rounds
+// are on Z0-Z15 (16 lanes, AVX-512).
 func rounds(msg func(k int) string, tmp string) {
 	columns := [4][4]int{{0, 4, 8, 12}, {1, 5, 9, 13}, {2, 6, 10, 14}, {3, 7, 11, 15}}
 	diagonals := [4][4]int{{0, 5, 10, 15}, {1, 6, 11, 12}, {2, 7, 8, 13}, {3, 4, 9, 14}}
@@ -88,6 +116,11 @@ func rounds(msg func(k int) string, tmp string) {
 			for i := range 4 {
 				g := step*4 + i
 				mx[i], my[i] = msg(s[2*g]), msg(s[2*g+1])
+			}
+			if tmp == "" {
+				halfGZ(quads, mx, 16, 12)
+				halfGZ(quads, my, 8, 7)
+				continue
 			}
 			halfG(quads, mx, "rot16<>(SB)", 12, tmp)
 			halfG(quads, my, "rot8<>(SB)", 7, tmp)
@@ -139,6 +172,21 @@ func transpose8() [8]int {
 		words[k], words[k+4] = 8+k, 12+k
 	}
 	return words
+}
+
+// initStateZ is initState for 16 lanes in Z8-Z15.
+func initStateZ(counterLow, flags string) {
+	for i := range 4 {
+		emit("\tVPBROADCASTD iv<>+%d(SB), Z%d", 4*i, 8+i)
+	}
+	if counterLow == "" {
+		emit("\tVPXORD Z12, Z12, Z12")
+	} else {
+		emit("\tVMOVDQU32 %s, Z12", counterLow)
+	}
+	emit("\tVPXORD Z13, Z13, Z13")
+	emit("\tVPBROADCASTD blocklen<>(SB), Z14")
+	emit("\tVPBROADCASTD %s, Z15", flags)
 }
 
 func data() {
@@ -265,6 +313,129 @@ func parents8() {
 	emit("\tRET")
 }
 
+// Locals of chunks16, at offsets from DX: SP rounded up to 64 bytes.
+const (
+	hOff16       = 0    // 8 words x 16 lanes: the chaining values
+	mOff16       = 512  // 16 words x 16 lanes: the block, transposed
+	countOff16   = 1536 // the lanes' chunk counters
+	flagsOff16   = 1600 // this block's flags
+	frame16      = 1608 + 64
+	alignFrame64 = "\tLEAQ 63(SP), DX\n\tANDQ $~63, DX"
+)
+
+// transpose16 turns Z16-Z31 (lane l's 16 words in Z16+l) into Z16-Z31
+// holding words 0-15 of the 16 lanes, through Z0-Z15.
+func transpose16() {
+	// 32-bit interleave of lane pairs: Z2p = l2p,l2p+1 words 4k,4k+1 in
+	// 128-bit block k; Z2p+1 words 4k+2, 4k+3.
+	for p := range 8 {
+		a, b := 16+2*p, 17+2*p
+		emit("\tVPUNPCKLDQ Z%d, Z%d, Z%d", b, a, 2*p)
+		emit("\tVPUNPCKHDQ Z%d, Z%d, Z%d", b, a, 2*p+1)
+	}
+	// 64-bit interleave: Z16+4g+j = lanes 4g-4g+3, word 4k+j in block k.
+	for g := range 4 {
+		lo, hi := 4*g, 4*g+2
+		emit("\tVPUNPCKLQDQ Z%d, Z%d, Z%d", hi, lo, 16+4*g+0)
+		emit("\tVPUNPCKHQDQ Z%d, Z%d, Z%d", hi, lo, 16+4*g+1)
+		emit("\tVPUNPCKLQDQ Z%d, Z%d, Z%d", hi+1, lo+1, 16+4*g+2)
+		emit("\tVPUNPCKHQDQ Z%d, Z%d, Z%d", hi+1, lo+1, 16+4*g+3)
+	}
+	// 4x4 transpose of 128-bit blocks, for each j: block g of word 4k+j
+	// is block k of Z16+4g+j.
+	for j := range 4 {
+		a, b, c, d := 16+j, 20+j, 24+j, 28+j
+		emit("\tVSHUFI32X4 $0x44, Z%d, Z%d, Z%d", b, a, 4*j+0) // a0 a1 b0 b1
+		emit("\tVSHUFI32X4 $0xee, Z%d, Z%d, Z%d", b, a, 4*j+1) // a2 a3 b2 b3
+		emit("\tVSHUFI32X4 $0x44, Z%d, Z%d, Z%d", d, c, 4*j+2) // c0 c1 d0 d1
+		emit("\tVSHUFI32X4 $0xee, Z%d, Z%d, Z%d", d, c, 4*j+3) // c2 c3 d2 d3
+	}
+	for j := range 4 {
+		p, q, r, s := 4*j, 4*j+1, 4*j+2, 4*j+3
+		emit("\tVSHUFI32X4 $0x88, Z%d, Z%d, Z%d", r, p, 16+0+j)  // word j
+		emit("\tVSHUFI32X4 $0xdd, Z%d, Z%d, Z%d", r, p, 16+4+j)  // word 4+j
+		emit("\tVSHUFI32X4 $0x88, Z%d, Z%d, Z%d", s, q, 16+8+j)  // word 8+j
+		emit("\tVSHUFI32X4 $0xdd, Z%d, Z%d, Z%d", s, q, 16+12+j) // word 12+j
+	}
+}
+
+// chunks16 is chunks8 for 16 lanes in ZMM registers: the block is loaded
+// into Z16-Z31 and transposed there, so the rounds read the message words
+// from registers.
+func chunks16() {
+	emit("// func chunks16(in *[16]*byte, counters *[16]uint32, out *[8][16]uint32, next *[16]*byte)")
+	emit("TEXT ·chunks16(SB), 0, $%d-32", frame16)
+	emit("\tMOVQ in+0(FP), SI")
+	emit(alignFrame64)
+	emit("\tMOVQ counters+8(FP), DI")
+	emit("\tVMOVDQU32 (DI), Z0")
+	emit("\tVMOVDQU32 Z0, %d(DX)", countOff16)
+	for i := range 8 {
+		emit("\tVPBROADCASTD iv<>+%d(SB), Z0", 4*i)
+		emit("\tVMOVDQU32 Z0, %d(DX)", hOff16+64*i)
+	}
+	emit("\tXORQ CX, CX // byte offset of the block in each chunk")
+	emit("block16:")
+	for l := range 16 {
+		emit("\tMOVQ %d(SI), AX", 8*l)
+		emit("\tVMOVDQU32 (AX)(CX*1), Z%d", 16+l)
+	}
+	transpose16()
+	emit("\tMOVQ next+24(FP), DI")
+	for l := range 16 {
+		emit("\tMOVQ %d(DI), AX", 8*l)
+		emit("\tPREFETCHT0 (AX)(CX*1)")
+	}
+	emit("\tXORL DI, DI")
+	emit("\tCMPQ CX, $0")
+	emit("\tJNE notfirst16")
+	emit("\tORL $1, DI // CHUNK_START")
+	emit("notfirst16:")
+	emit("\tCMPQ CX, $960")
+	emit("\tJNE notlast16")
+	emit("\tORL $2, DI // CHUNK_END")
+	emit("notlast16:")
+	emit("\tMOVL DI, %d(DX)", flagsOff16)
+	for i := range 8 {
+		emit("\tVMOVDQU32 %d(DX), Z%d", hOff16+64*i, i)
+	}
+	initStateZ(fmt.Sprintf("%d(DX)", countOff16), fmt.Sprintf("%d(DX)", flagsOff16))
+	rounds(func(k int) string { return fmt.Sprintf("Z%d", 16+k) }, "")
+	for i := range 8 {
+		emit("\tVPXORD Z%d, Z%d, Z%d", 8+i, i, i)
+		emit("\tVMOVDQU32 Z%d, %d(DX)", i, hOff16+64*i)
+	}
+	emit("\tADDQ $64, CX")
+	emit("\tCMPQ CX, $1024")
+	emit("\tJNE block16")
+	emit("\tMOVQ out+16(FP), DI")
+	for i := range 8 {
+		emit("\tVMOVDQU32 Z%d, %d(DI)", i, 64*i)
+	}
+	emit("\tVZEROUPPER")
+	emit("\tRET")
+}
+
+func parents16() {
+	emit("// func parents16(msg *[16][16]uint32, flags uint32, out *[8][16]uint32)")
+	emit("TEXT ·parents16(SB), NOSPLIT, $8-24")
+	emit("\tMOVQ msg+0(FP), DI")
+	emit("\tMOVL flags+8(FP), AX")
+	emit("\tMOVL AX, 0(SP)")
+	for i := range 8 {
+		emit("\tVPBROADCASTD iv<>+%d(SB), Z%d", 4*i, i)
+	}
+	initStateZ("", "0(SP)")
+	rounds(func(k int) string { return fmt.Sprintf("%d(DI)", 64*k) }, "")
+	emit("\tMOVQ out+16(FP), DI")
+	for i := range 8 {
+		emit("\tVPXORD Z%d, Z%d, Z%d", 8+i, i, i)
+		emit("\tVMOVDQU32 Z%d, %d(DI)", i, 64*i)
+	}
+	emit("\tVZEROUPPER")
+	emit("\tRET")
+}
+
 func main() {
 	emit("// Code generated by gen_amd64.go; DO NOT EDIT.")
 	emit("")
@@ -277,5 +448,9 @@ func main() {
 	chunks8()
 	emit("")
 	parents8()
+	emit("")
+	chunks16()
+	emit("")
+	parents16()
 	os.Stdout.WriteString(out.String())
 }
