@@ -191,15 +191,10 @@ func queueDirectChunks(v *image.VMA, rs [][2]int64, d *directFile, checked bool,
 			if checked {
 				c.check = &chunkCheck{v: v, off: off, refs: refsIn(checkRefs, off, off+n)}
 			}
-			select {
-			case c.buf = <-pool:
-			case <-stop:
+			var ok bool
+			if c.buf, ok = bufs.take(pool, stop, n); !ok {
 				return false
 			}
-			if c.buf == nil {
-				c.buf = bufs.alloc()
-			}
-			c.buf = c.buf[:n]
 			work <- c
 			off += n
 		}
@@ -224,6 +219,21 @@ func (b *chunkBufs) alloc() []byte {
 	b.maps = append(b.maps, m)
 	b.mu.Unlock()
 	return m
+}
+
+// take waits for a buffer of the pool (nil there: one to allocate) and
+// returns it cut to n bytes; false if the fill was stopped first.
+func (b *chunkBufs) take(pool chan []byte, stop <-chan struct{}, n int64) ([]byte, bool) {
+	var buf []byte
+	select {
+	case buf = <-pool:
+	case <-stop:
+		return nil, false
+	}
+	if buf == nil {
+		buf = b.alloc()
+	}
+	return buf[:n], true
 }
 
 // free unmaps the buffers; none may be used any more.

@@ -423,17 +423,12 @@ func fillMemory(pid int, dir string, t *image.Task, ranges map[*image.VMA][][2]i
 						default:
 						}
 					} else {
-						select {
-						case c.buf = <-pool:
-						case <-stop:
+						var ok bool
+						if c.buf, ok = bufs.take(pool, stop, n); !ok {
 							f.Close()
 							return nil
 						}
-						if c.buf == nil {
-							c.buf = bufs.alloc()
-						}
 						c.pooled = true
-						c.buf = c.buf[:n]
 						if _, err := f.ReadAt(c.buf, off); err != nil && err != io.EOF {
 							f.Close()
 							return fmt.Errorf("checkpoint file %s: %w", path, err)
@@ -498,15 +493,10 @@ func queueStoreChunks(v *image.VMA, rs [][2]int64, refs []image.PageRef, uffd bo
 		for off := r[0]; off < r[1]; {
 			n := min(r[1]-off, chunkSize)
 			c := chunk{addr: v.Start + uint64(off), uffd: uffd, pooled: true}
-			select {
-			case c.buf = <-pool:
-			case <-stop:
+			var ok bool
+			if c.buf, ok = bufs.take(pool, stop, n); !ok {
 				return false
 			}
-			if c.buf == nil {
-				c.buf = bufs.alloc()
-			}
-			c.buf = c.buf[:n]
 			k := j + int(n/image.PageSize)
 			c.refs = refs[j:k]
 			j = k
