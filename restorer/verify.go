@@ -566,7 +566,7 @@ func readPagemap(path string, vma *image.VMA) ([]image.PageRef, error) {
 		if len(data) == len(buf) {
 			// One line fills the buffer: longer than any a pagemap has.
 			line++
-			return nil, fmt.Errorf("%s line %d: want `<address> <hash>`: %q...", path, line, data[:pagemapLineMax])
+			return nil, fmt.Errorf("%s line %d: want `<address> <hash>`: %q (cut), longer than any pagemap line", path, line, data[:pagemapLineMax])
 		}
 		carry = copy(buf, data)
 	}
