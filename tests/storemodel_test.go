@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/restorer"
 )
@@ -42,6 +44,15 @@ func TestMountStoreModel(t *testing.T) {
 			} else {
 				p = startProgram(t, pr.name, 4)
 			}
+			// The program's cleanup kills its pid only: a child that
+			// shares the fd table (zombie-files) would wait on its pipe
+			// forever under PID 1.
+			kids := treePids(p.Pid)[1:]
+			t.Cleanup(func() {
+				for _, k := range kids {
+					unix.Kill(k, unix.SIGKILL)
+				}
+			})
 			id := lastLine(ckptfs(t, "dump", "-s", store, itoa(p.Pid)))
 			dir := filepath.Join(m.mnt, id)
 			waitVisible(t, dir)
