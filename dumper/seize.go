@@ -168,7 +168,8 @@ func (t *frozenTree) seizeLevel(procs []*frozenTask, root int) ([]*frozenTask, e
 			ft.zombie, ft.state, ft.stopped = true, "Z", false
 		}
 		if !ft.zombie && (len(ft.tids) == 0 || ft.tids[0] != ft.pid) {
-			return nil, fmt.Errorf("process %d: could not stop its main thread", ft.pid)
+			return nil, fmt.Errorf("process %d: could not stop its main thread (%s; %d of its threads stopped)",
+				ft.pid, procState(ft.pid), len(ft.tids))
 		}
 		out = append(out, ft)
 	}
@@ -315,4 +316,17 @@ func walkTree(root int, visit func(pid int) (descend bool, err error)) error {
 		queue = append(queue, kids...)
 	}
 	return nil
+}
+
+// procState says what /proc tells of pid now, for an error message.
+func procState(pid int) string {
+	b, err := proc.Read(pid, "stat")
+	if err != nil {
+		return "gone"
+	}
+	st, err := proc.ParseStat(b)
+	if err != nil {
+		return "stat unreadable"
+	}
+	return "state " + st.State
 }
