@@ -72,7 +72,7 @@ func startEarlyPages(sp *storePages, sc *image.Checkpoint, pf *prefetch) *earlyP
 			go func() {
 				defer func() { <-sem; close(et.done) }()
 				et.data = make([]byte, et.n)
-				et.err = sp.client.ReadPages(et.hashes, et.data)
+				et.err = sp.readHashes(et.hashes, et.data)
 			}()
 		}
 	}()
