@@ -581,7 +581,20 @@ func RenderMaps(vmas []*VMA) []byte {
 	var b bytes.Buffer
 	for _, v := range vmas {
 		start := b.Len()
-		fmt.Fprintf(&b, "%08x-%08x %s %08x %s %d ", v.Start, v.End, v.Perms, v.Offset, v.Dev, v.Inode)
+		// fmt's "%08x-%08x %s %08x %s %d ", without fmt
+		var num [24]byte
+		b.Write(hex08(num[:0], v.Start))
+		b.WriteByte('-')
+		b.Write(hex08(num[:0], v.End))
+		b.WriteByte(' ')
+		b.WriteString(v.Perms)
+		b.WriteByte(' ')
+		b.Write(hex08(num[:0], v.Offset))
+		b.WriteByte(' ')
+		b.WriteString(v.Dev)
+		b.WriteByte(' ')
+		b.Write(strconv.AppendUint(num[:0], v.Inode, 10))
+		b.WriteByte(' ')
 		if v.Name != "" {
 			for b.Len()-start < 72 {
 				b.WriteByte(' ')
@@ -592,6 +605,16 @@ func RenderMaps(vmas []*VMA) []byte {
 		b.WriteByte('\n')
 	}
 	return b.Bytes()
+}
+
+// hex08 appends v in hex, zero-padded to 8 digits (fmt's "%08x").
+func hex08(b []byte, v uint64) []byte {
+	var d [16]byte
+	x := strconv.AppendUint(d[:0], v, 16)
+	for range 8 - len(x) {
+		b = append(b, '0')
+	}
+	return append(b, x...)
 }
 
 var signalNames = map[int]string{

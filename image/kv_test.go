@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -50,5 +51,30 @@ func TestCleanRel(t *testing.T) {
 		if got, want := cleanRel(rel), rel != "" && filepath.Clean(rel) == rel && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel); got != want {
 			t.Errorf("cleanRel(%q) = %v, want %v", rel, got, want)
 		}
+	}
+}
+
+func TestRenderMapsAsFmt(t *testing.T) {
+	vs := []*VMA{
+		{Start: 0x400000, End: 0x401000, Perms: "r-xp", Dev: "fd:01", Inode: 1234, Name: "/usr/bin/x"},
+		{Start: 0x7ffff7fc1000, End: 0x7ffff7fc5000, Perms: "r--p", Offset: 0x1000, Dev: "00:00", Name: "[vvar]"},
+		{Start: 0, End: 0x1000, Perms: "---p", Dev: "00:00"},
+		{Start: ^uint64(0) - 0xfff, End: ^uint64(0), Perms: "rw-s", Offset: 0x123456789, Dev: "00:05", Inode: ^uint64(0), Name: "/a name that is long enough to pass the column of seventy-two"},
+	}
+	var want bytes.Buffer
+	for _, v := range vs {
+		start := want.Len()
+		fmt.Fprintf(&want, "%08x-%08x %s %08x %s %d ", v.Start, v.End, v.Perms, v.Offset, v.Dev, v.Inode)
+		if v.Name != "" {
+			for want.Len()-start < 72 {
+				want.WriteByte(' ')
+			}
+			want.WriteByte(' ')
+			want.WriteString(v.Name)
+		}
+		want.WriteByte('\n')
+	}
+	if got := string(RenderMaps(vs)); got != want.String() {
+		t.Errorf("got\n%s\nwant\n%s", got, want.String())
 	}
 }
