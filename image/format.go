@@ -3,9 +3,12 @@ package image
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // This file holds the text encodings shared by Render and Load. Every text
@@ -29,7 +32,67 @@ type kv struct{ b bytes.Buffer }
 
 // add writes a value that format makes safe by itself (numbers, tokens).
 func (k *kv) add(key string, format string, args ...any) {
-	fmt.Fprintf(&k.b, "%s: "+format+"\n", append([]any{key}, args...)...)
+	k.b.WriteString(key)
+	k.b.WriteString(": ")
+	if len(args) != 1 || !k.addFast(format, args[0]) {
+		fmt.Fprintf(&k.b, format, args...)
+	}
+	k.b.WriteByte('\n')
+}
+
+// addFast writes a string with "%s", an integer with "%d" or a
+// non-negative one with "%#x" or "%#016x" as fmt would, without fmt (a tree of 101
+// tasks writes some 100,000 lines); false for anything else.
+func (k *kv) addFast(format string, arg any) bool {
+	if format == "%s" {
+		s, ok := arg.(string)
+		if ok {
+			k.b.WriteString(s)
+		}
+		return ok
+	}
+	var u uint64
+	neg := false
+	switch v := arg.(type) {
+	case int:
+		u, neg = uint64(v), v < 0
+	case int64:
+		u, neg = uint64(v), v < 0
+	case int32:
+		u, neg = uint64(v), v < 0
+	case uint64:
+		u = v
+	case uint32:
+		u = uint64(v)
+	case uint:
+		u = uint64(v)
+	case uint16:
+		u = uint64(v)
+	case uint8:
+		u = uint64(v)
+	default:
+		return false
+	}
+	var buf [24]byte
+	switch {
+	case format == "%d" && neg:
+		k.b.Write(strconv.AppendInt(buf[:0], int64(u), 10))
+	case format == "%d":
+		k.b.Write(strconv.AppendUint(buf[:0], u, 10))
+	case format == "%#x" && !neg:
+		k.b.WriteString("0x")
+		k.b.Write(strconv.AppendUint(buf[:0], u, 16))
+	case format == "%#016x" && !neg:
+		k.b.WriteString("0x")
+		d := strconv.AppendUint(buf[:0], u, 16)
+		for range 16 - len(d) {
+			k.b.WriteByte('0')
+		}
+		k.b.Write(d)
+	default:
+		return false
+	}
+	return true
 }
 
 // text writes free text, quoted: read back exactly by kvFile.text.
@@ -69,12 +132,19 @@ func UnquoteText(s string) (string, error) {
 // every key, which keys were read and the tree format for errors and for
 // reading free text.
 type kvFile struct {
-	path    string
-	version int // tree format; 0 means FormatVersion
-	m       map[string]kvVal
-	dup     map[string]int // line of a key's second occurrence
-	used    map[string]bool
-	err     error
+	dir, rel string // its path, dir/rel (joined only for an error)
+	version  int    // tree format; 0 means FormatVersion
+	ents     []kvEnt
+	index    map[string]int // key -> ents position, for a file of many keys
+	dup      []kvVal        // line of a key's second occurrence (v: the key), in line order
+	err      error
+}
+
+// kvEnt is a key's first occurrence.
+type kvEnt struct {
+	k, v string
+	line int
+	used bool
 }
 
 type kvVal struct {
@@ -82,8 +152,15 @@ type kvVal struct {
 	line int
 }
 
-func parseKV(path string, b []byte) *kvFile {
-	f := &kvFile{path: path, m: map[string]kvVal{}, used: map[string]bool{}}
+// kvIndexed is the number of keys from which a kvFile finds them by map
+// rather than by scanning (most files of a tree have a dozen).
+const kvIndexed = 32
+
+func parseKV(path string, b []byte) *kvFile { return parseKVAt(path, "", b) }
+
+// parseKVAt parses the file rel below dir (named in errors).
+func parseKVAt(dir, rel string, b []byte) *kvFile {
+	f := &kvFile{dir: dir, rel: rel, ents: make([]kvEnt, 0, bytes.Count(b, []byte{'\n'})+1)}
 	// No bufio.Scanner: its buffer cost more than parsing the small files.
 	n := 0
 	for line := range strings.Lines(string(b)) {
@@ -98,46 +175,89 @@ func parseKV(path string, b []byte) *kvFile {
 			continue
 		}
 		k = strings.TrimSpace(k)
-		if _, seen := f.m[k]; seen {
-			if f.dup == nil {
-				f.dup = map[string]int{}
-			}
-			if _, again := f.dup[k]; !again {
-				f.dup[k] = n
+		if f.find(k) >= 0 {
+			if !slices.ContainsFunc(f.dup, func(d kvVal) bool { return d.v == k }) {
+				f.dup = append(f.dup, kvVal{k, n})
 			}
 			continue
 		}
-		f.m[k] = kvVal{strings.TrimSpace(v), n}
+		f.ents = append(f.ents, kvEnt{k: k, v: strings.TrimSpace(v), line: n})
+		if f.index != nil {
+			f.index[k] = len(f.ents) - 1
+		} else if len(f.ents) == kvIndexed {
+			f.index = make(map[string]int, 2*kvIndexed)
+			for i, e := range f.ents {
+				f.index[e.k] = i
+			}
+		}
 	}
 	return f
 }
 
+// path is the file's path, for errors.
+func (f *kvFile) path() string {
+	if f.rel == "" {
+		return f.dir
+	}
+	return filepath.Join(f.dir, f.rel)
+}
+
+// find returns the position of key in f.ents, -1 if it has none.
+func (f *kvFile) find(key string) int {
+	if f.index != nil {
+		if i, ok := f.index[key]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range f.ents {
+		if f.ents[i].k == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// line returns the line of key's first occurrence, 0 if it has none.
+func (f *kvFile) line(key string) int {
+	if i := f.find(key); i >= 0 {
+		return f.ents[i].line
+	}
+	return 0
+}
+
 func (f *kvFile) fail(format string, args ...any) {
 	if f.err == nil {
-		f.err = fmt.Errorf("%s: %s", f.path, fmt.Sprintf(format, args...))
+		f.err = fmt.Errorf("%s: %s", f.path(), fmt.Sprintf(format, args...))
 	}
 }
 
 func (f *kvFile) failLine(line int, format string, args ...any) {
 	if f.err == nil {
-		f.err = fmt.Errorf("%s:%d: %s", f.path, line, fmt.Sprintf(format, args...))
+		f.err = fmt.Errorf("%s:%d: %s", f.path(), line, fmt.Sprintf(format, args...))
 	}
 }
 
 // failKey reports a bad value of key at its line.
 func (f *kvFile) failKey(key string, format string, args ...any) {
-	f.failLine(f.m[key].line, "%s: %s", key, fmt.Sprintf(format, args...))
+	f.failLine(f.line(key), "%s: %s", key, fmt.Sprintf(format, args...))
 }
 
 // get returns the value of key, marking it read; a key given twice is an
 // error.
 func (f *kvFile) get(key string) (string, bool) {
-	f.used[key] = true
-	if n, ok := f.dup[key]; ok {
-		f.failLine(n, "duplicate key %q (first on line %d)", key, f.m[key].line)
+	i := f.find(key)
+	if i < 0 {
+		return "", false
 	}
-	v, ok := f.m[key]
-	return v.v, ok
+	e := &f.ents[i]
+	e.used = true
+	for _, d := range f.dup {
+		if d.v == key {
+			f.failLine(d.line, "duplicate key %q (first on line %d)", key, e.line)
+		}
+	}
+	return e.v, true
 }
 
 func (f *kvFile) str(key string) string {
@@ -153,10 +273,7 @@ func (f *kvFile) opt(key string) string {
 	return v
 }
 
-func (f *kvFile) has(key string) bool {
-	_, ok := f.m[key]
-	return ok
-}
+func (f *kvFile) has(key string) bool { return f.find(key) >= 0 }
 
 // legacy reports a format-1 file: free text raw, unknown keys ignored.
 func (f *kvFile) legacy() bool { return f.version == formatLegacy }
@@ -194,21 +311,17 @@ func (f *kvFile) unquote(key, v string) string {
 // checkKeys reports a key given twice and, from format 2 on, a key that no
 // getter read (an unknown key of a typed file).
 func (f *kvFile) checkKeys() {
-	for k, n := range f.dup {
-		f.failLine(n, "duplicate key %q (first on line %d)", k, f.m[k].line)
+	for _, d := range f.dup {
+		f.failLine(d.line, "duplicate key %q (first on line %d)", d.v, f.line(d.v))
 	}
 	if f.legacy() {
 		return
 	}
-	var unknown []kvVal
-	for k, v := range f.m {
-		if !f.used[k] {
-			unknown = append(unknown, kvVal{k, v.line})
+	for _, e := range f.ents { // in line order: the first unknown key
+		if !e.used {
+			f.failLine(e.line, "unknown key %q", e.k)
+			return
 		}
-	}
-	sort.Slice(unknown, func(i, j int) bool { return unknown[i].line < unknown[j].line })
-	if len(unknown) > 0 {
-		f.failLine(unknown[0].line, "unknown key %q", unknown[0].v)
 	}
 }
 
@@ -468,7 +581,20 @@ func RenderMaps(vmas []*VMA) []byte {
 	var b bytes.Buffer
 	for _, v := range vmas {
 		start := b.Len()
-		fmt.Fprintf(&b, "%08x-%08x %s %08x %s %d ", v.Start, v.End, v.Perms, v.Offset, v.Dev, v.Inode)
+		// fmt's "%08x-%08x %s %08x %s %d ", without fmt
+		var num [24]byte
+		b.Write(hex08(num[:0], v.Start))
+		b.WriteByte('-')
+		b.Write(hex08(num[:0], v.End))
+		b.WriteByte(' ')
+		b.WriteString(v.Perms)
+		b.WriteByte(' ')
+		b.Write(hex08(num[:0], v.Offset))
+		b.WriteByte(' ')
+		b.WriteString(v.Dev)
+		b.WriteByte(' ')
+		b.Write(strconv.AppendUint(num[:0], v.Inode, 10))
+		b.WriteByte(' ')
 		if v.Name != "" {
 			for b.Len()-start < 72 {
 				b.WriteByte(' ')
@@ -479,6 +605,16 @@ func RenderMaps(vmas []*VMA) []byte {
 		b.WriteByte('\n')
 	}
 	return b.Bytes()
+}
+
+// hex08 appends v in hex, zero-padded to 8 digits (fmt's "%08x").
+func hex08(b []byte, v uint64) []byte {
+	var d [16]byte
+	x := strconv.AppendUint(d[:0], v, 16)
+	for range 8 - len(x) {
+		b = append(b, '0')
+	}
+	return append(b, x...)
 }
 
 var signalNames = map[int]string{
@@ -499,14 +635,37 @@ func signalName(n int) string {
 }
 
 // renderSigactions prints one line per signal: number, name, handler, flags, restorer, mask.
+// Its columns are fmt's "%-4d %-12s %-18s %-18s %-18s %s", written
+// without fmt (65 lines a task).
 func renderSigactions(sa []Sigaction) Bytes {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "%-4s %-12s %-18s %-18s %-18s %s\n", "#", "signal", "handler", "flags", "restorer", "mask")
+	b := make([]byte, 0, (len(sa)+1)*96)
+	b = padRight(b, "#", 4)
+	b = padRight(b, "signal", 12)
+	b = padRight(b, "handler", 18)
+	b = padRight(b, "flags", 18)
+	b = padRight(b, "restorer", 18)
+	b = append(b, "mask\n"...)
+	var num [20]byte
 	for _, s := range sa {
-		fmt.Fprintf(&b, "%-4d %-12s %-18s %-18s %-18s %s\n", s.Signo, signalName(s.Signo),
-			fmtHandler(s.Handler), hexs(s.Flags), hexs(s.Restorer), hexs(s.Mask))
+		b = padRight(b, string(strconv.AppendInt(num[:0], int64(s.Signo), 10)), 4)
+		b = padRight(b, signalName(s.Signo), 12)
+		b = padRight(b, fmtHandler(s.Handler), 18)
+		b = padRight(b, hexs(s.Flags), 18)
+		b = padRight(b, hexs(s.Restorer), 18)
+		b = append(b, hexs(s.Mask)...)
+		b = append(b, '\n')
 	}
-	return b.Bytes()
+	return b
+}
+
+// padRight appends s and a space, with spaces after s up to width runes
+// first (fmt's "%-<width>s ").
+func padRight(b []byte, s string, width int) []byte {
+	b = append(b, s...)
+	for n := utf8.RuneCountInString(s); n < width; n++ {
+		b = append(b, ' ')
+	}
+	return append(b, ' ')
 }
 
 func fmtHandler(h uint64) string {

@@ -57,7 +57,7 @@ func (l *loader) read(rel string) []byte {
 }
 
 func (l *loader) kv(rel string) *kvFile {
-	f := parseKV(filepath.Join(l.dir, rel), l.read(rel))
+	f := parseKVAt(l.dir, rel, l.read(rel))
 	f.version = l.version
 	return f
 }
@@ -449,7 +449,7 @@ var fdKeys = map[string]bool{"kind": true, "path": true, "flags": true, "pos": t
 
 func (l *loader) fd(rel string, n int) *FD {
 	b := l.read(rel)
-	k := parseKV(filepath.Join(l.dir, rel), b)
+	k := parseKVAt(l.dir, rel, b)
 	k.version = l.version
 	f := &FD{Num: n, Kind: k.str("kind"), Path: k.text("path"),
 		Pos: k.i64Range("pos", 0, math.MaxInt64), Size: k.i64Range("size", 0, math.MaxInt64)}
@@ -476,9 +476,9 @@ func (l *loader) fd(rel string, n int) *FD {
 		f.Ino = k.u64("ino")
 	}
 	// Only Render's keys are typed: the kernel's lines may repeat (tfd:).
-	for key, line := range k.dup {
-		if fdKeys[key] || key == "ino" {
-			k.failLine(line, "duplicate key %q (first on line %d)", key, k.m[key].line)
+	for _, d := range k.dup {
+		if fdKeys[d.v] || d.v == "ino" {
+			k.failLine(d.line, "duplicate key %q (first on line %d)", d.v, k.line(d.v))
 		}
 	}
 	if k.err != nil {
@@ -579,9 +579,9 @@ func (l *loader) object(id string) *Object {
 	k.version = l.version
 	o := &Object{ID: id, Kind: k.str("kind")}
 	// Only "msg" (one line per queued message) may repeat.
-	for key, line := range k.dup {
-		if key != "msg" {
-			k.failLine(line, "duplicate key %q (first on line %d)", key, k.m[key].line)
+	for _, d := range k.dup {
+		if d.v != "msg" {
+			k.failLine(d.line, "duplicate key %q (first on line %d)", d.v, k.line(d.v))
 		}
 	}
 	if k.err != nil {

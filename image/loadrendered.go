@@ -81,15 +81,17 @@ func (r *renderedRoot) child(d *Dir, name string) Node {
 // resolves with RESOLVE_NO_SYMLINKS: nil (and no error) if it is missing.
 func (r *renderedRoot) walk(rel string) (Node, error) {
 	var n Node = r.root
-	rel = filepath.Clean(rel)
+	if !cleanRel(rel) {
+		rel = filepath.Clean(rel)
+	}
 	if rel == "." {
 		return n, nil
 	}
 	if filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, "../") {
 		return nil, fmt.Errorf("checkpoint file %s: outside the tree", r.path(rel))
 	}
-	parts := strings.Split(rel, "/")
-	for i, name := range parts {
+	for rest, done := rel, 0; ; {
+		name, tail, more := strings.Cut(rest, "/")
 		switch d := n.(type) {
 		case *Dir:
 			if n = r.child(d, name); n == nil {
@@ -98,10 +100,32 @@ func (r *renderedRoot) walk(rel string) (Node, error) {
 		case *Symlink:
 			return nil, fmt.Errorf("checkpoint file %s: is or passes through a symlink, which a tree file may not: %w", r.path(rel), unix.ELOOP)
 		default:
-			return nil, fmt.Errorf("checkpoint file %s: %w", r.path(filepath.Join(parts[:i]...)), unix.ENOTDIR)
+			return nil, fmt.Errorf("checkpoint file %s: %w", r.path(strings.TrimSuffix(rel[:done], "/")), unix.ENOTDIR)
 		}
+		if !more {
+			return n, nil
+		}
+		done += len(name) + 1
+		rest = tail
 	}
-	return n, nil
+}
+
+// cleanRel says whether rel is a relative path that filepath.Clean keeps
+// as it is: names between single slashes, none of them "." or "..".
+func cleanRel(rel string) bool {
+	if rel == "" || rel[0] == '/' {
+		return false
+	}
+	for rest := rel; ; {
+		name, tail, more := strings.Cut(rest, "/")
+		if name == "" || name == "." || name == ".." {
+			return false
+		}
+		if !more {
+			return true
+		}
+		rest = tail
+	}
 }
 
 func nodeType(n Node) uint32 {

@@ -6,6 +6,7 @@ package image
 import (
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -317,7 +318,12 @@ func (v *VMA) HasFlag(f string) bool {
 }
 
 // DirName is the vma's directory name under vmas/: start-end in hex as in maps.
-func (v *VMA) DirName() string { return fmt.Sprintf("%x-%x", v.Start, v.End) }
+func (v *VMA) DirName() string {
+	var b [33]byte
+	d := strconv.AppendUint(b[:0], v.Start, 16)
+	d = append(d, '-')
+	return string(strconv.AppendUint(d, v.End, 16))
+}
 
 // Task returns the task with pid, or nil.
 func (c *Checkpoint) Task(pid int) *Task {

@@ -3,7 +3,6 @@ package image
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -157,7 +156,9 @@ func withThreadSecurity(d *Dir, t *Task, th *Thread) *Dir {
 // thread's) and its seccomp filters; nil if there is none (a tree made
 // before these were recorded, or a thread like its task).
 func (l *loader) loadSecurity(rel string) *Security {
-	if _, err := os.Lstat(filepath.Join(l.dir, rel, securityFile)); err != nil {
+	// Through the tree's reader, not the file system: a rendered tree
+	// (LoadRendered) is not read from its mount at all.
+	if t, err := l.root.lstat(filepath.Join(rel, securityFile)); err != nil || t == 0 {
 		return nil
 	}
 	k := l.kv(filepath.Join(rel, securityFile))

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/proc"
@@ -65,20 +66,30 @@ func fmtUnit(u []area) string {
 	return strings.Join(s, " ")
 }
 
+// ownVdso is this process's vdso unit, read once: preflight checks every
+// task against it, and /proc/self/maps of a Go process is long.
+var ownVdso = sync.OnceValues(func() ([]area, error) {
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return nil, err
+	}
+	ms, err := proc.ParseMaps(b)
+	if err != nil {
+		return nil, err
+	}
+	return vdsoUnit(ms), nil
+})
+
 func checkVdso(t *image.Task) error {
 	rec := recordedVdso(t)
 	if len(rec) == 0 {
 		return nil
 	}
-	b, err := os.ReadFile("/proc/self/maps")
+	cur, err := ownVdso()
 	if err != nil {
 		return err
 	}
-	ms, err := proc.ParseMaps(b)
-	if err != nil {
-		return err
-	}
-	if cur := vdsoUnit(ms); !sameShape(rec, cur) {
+	if !sameShape(rec, cur) {
 		return fmt.Errorf("task %d: checkpoint needs a vdso layout this kernel lacks: recorded %s, this kernel %s",
 			t.PID, fmtUnit(rec), fmtUnit(cur))
 	}

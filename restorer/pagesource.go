@@ -80,7 +80,12 @@ func (s *storePages) close() {
 
 // read fills dst with the pages refs name, in order.
 func (s *storePages) read(refs []image.PageRef, dst []byte) error {
-	hashes := refHashes(refs)
+	return s.readHashes(refHashes(refs), dst)
+}
+
+// readHashes fills dst with the pages hashes name, in order: from the
+// store's packs when this process reads them itself, else over the socket.
+func (s *storePages) readHashes(hashes []image.Hash, dst []byte) error {
 	var err error
 	if s.packs != nil {
 		err = s.packs.ReadPages(hashes, dst)

@@ -57,8 +57,13 @@ func loadFromStore(dir string, sp *storePages, early bool) (_ *image.Checkpoint,
 	if !ok {
 		return nil, "its info names no checkpoint id"
 	}
-	if tasks, pages, ok := infoSize(info); ok && !storeModelPays(tasks, pages) {
+	tasks, pages, sized := infoSize(info)
+	if sized && !storeModelPays(tasks, pages) {
 		return nil, fmt.Sprintf("%d task(s) of %d pages: fewer files than page references", tasks, pages)
+	}
+	var arena *earlyArena
+	if early && sized {
+		arena = startEarlyArena(tasks, pages) // faulted in while the server loads
 	}
 	sc, err := sp.client.Load(id)
 	if err != nil {
@@ -68,7 +73,7 @@ func loadFromStore(dir string, sp *storePages, early bool) (_ *image.Checkpoint,
 		return nil, fmt.Sprintf("store %s gave checkpoint %q for %q", sp.store, sc.ID, id)
 	}
 	if early {
-		sp.early = startEarlyPages(sp, sc, sp.pf)
+		sp.early = startEarlyPages(sp, sc, sp.pf, arena)
 		defer func() {
 			if why != "" {
 				sp.early.drop()

@@ -219,9 +219,15 @@ func (r *restorer) restoreRest(p *target) error {
 // both layouts, unmaps every mapping of the stub and moves the vdso unit
 // to its recorded address.
 func (p *target) takeOverAddressSpace() error {
-	cur, err := proc.Maps(p.pid)
+	// The stub's mappings by address and name: maps, not smaps (whose
+	// VmFlags Maps adds, walking every mapping's pages).
+	b, err := proc.Read(p.pid, "maps")
 	if err != nil {
 		return err
+	}
+	cur, err := proc.ParseMaps(b)
+	if err != nil {
+		return fmt.Errorf("parse maps of %d: %w", p.pid, err)
 	}
 	avoid := append(mappingAreas(cur), vmaAreas(p.t.VMAs)...)
 	region, err := findFree(regionSize, avoid)
