@@ -48,8 +48,12 @@ type Tracking struct {
 	// preCopy: the dump in progress is a pre-copy pass, whose checkpoint
 	// the next dump takes pages from in memory: it gets VMA.Pages.
 	preCopy bool
-	chunks  map[image.Hash][]image.PageRef // chunks of prev read so far (addReused)
-	leafs   map[*image.VMA][]image.Hash    // the chunk hashes of prev's stored tables read so far
+	// holderCmd, if set (Prestart), is the tracker the dump starts
+	// ahead, once frozen no more; holder is that tracker until Hold.
+	holderCmd []string
+	holder    *pendingTracker
+	chunks    map[image.Hash][]image.PageRef // chunks of prev read so far (addReused)
+	leafs     map[*image.VMA][]image.Hash    // the chunk hashes of prev's stored tables read so far
 
 	tasks  map[int]*taskTrack // the dump in progress
 	report *TrackReport
@@ -166,12 +170,25 @@ func (t *Tracking) markUnread(v *image.VMA) {
 func (t *Tracking) Reason() string { return t.lost }
 
 // Close drops every fd this process holds: protection ends unless a
-// tracker holds copies (Hold).
+// tracker holds copies (Hold). A tracker started ahead and not handed
+// them exits.
 func (t *Tracking) Close() {
 	for pid, h := range t.fds {
 		unix.Close(h.fd)
 		delete(t.fds, pid)
 	}
+	if t.holder != nil {
+		t.holder.release()
+		t.holder = nil
+	}
+}
+
+// Prestart makes the dumps of t start the tracker Hold hands the fds
+// to (exe with args, then --socket and --handoff) ahead, in the background, as soon
+// as the tree is armed: Hold then only hands it what it holds. If the
+// dump fails or Hold is not called, Close ends it.
+func (t *Tracking) Prestart(exe string, args []string) {
+	t.holderCmd = append([]string{exe}, args...)
 }
 
 // drop forgets what was tracked: after a failed dump it may be wrong.
@@ -203,6 +220,13 @@ func (t *Tracking) Hold(exe string, args []string) error {
 	for pid, h := range t.fds {
 		st.Tasks = append(st.Tasks, TrackedTask{PID: pid, Start: h.start})
 		fds = append(fds, h.fd)
+	}
+	if p := t.holder; p != nil {
+		t.holder = nil
+		<-p.done
+		if p.err == nil {
+			return p.hand(st, fds)
+		}
 	}
 	return startTracker(exe, args, TrackerSocket(t.dir, t.root), st, fds)
 }
@@ -434,6 +458,9 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 		for _, v := range task.VMAs {
 			v.Flags = slices.DeleteFunc(v.Flags, func(f string) bool { return f == "uw" })
 		}
+	}
+	if !final && len(t.holderCmd) > 0 && t.holder == nil {
+		t.holder = prestartTracker(t.holderCmd[0], t.holderCmd[1:], TrackerSocket(t.dir, t.root))
 	}
 	mem.pick, mem.tracked, mem.trackedPages = t.countFull, t.isTracked, t.pages
 	if preCopy {
