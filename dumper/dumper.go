@@ -237,9 +237,7 @@ func (d *dump) run() (err error) {
 		if err := mem.prefault(want); err != nil {
 			return err
 		}
-		if tr == nil || want >= trackedCopyWait {
-			<-indexLoaded
-		} // else a tracked dump copies little: the index loads while it runs
+		<-indexLoaded
 		d.logf("buffers prefaulted")
 	}
 	if err := d.aborted(); err != nil {

@@ -257,13 +257,6 @@ func (t *Tracking) loadPrevious(repo dedup.Repo) {
 	t.prev = c
 }
 
-// trackedCopyWait is what a tracked dump must expect to copy for its
-// freeze to wait until the store's page index is loaded (so that the
-// load does not take CPU from the copy). Below it the load goes on while
-// the tree is frozen, collected and its few written pages copied: the
-// first look-up, after the release, waits for what is left of it.
-const trackedCopyWait = 64 << 20
-
 // estimate is what a dump of pids will copy, for the prefault: for a
 // tracked process only the pages written since (a scan that changes
 // nothing), for the others their anonymous memory.
