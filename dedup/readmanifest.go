@@ -236,3 +236,135 @@ func checkRefs(v *image.VMA) error {
 	}
 	return nil
 }
+
+// TableSource is a Repo that gives a checkpoint without expanding its
+// page tables (format 3): a tracked dump takes the chunks of the
+// previous checkpoint that no page was written in as they are, and
+// reads only the others.
+type TableSource interface {
+	// LoadStored returns checkpoint id (exact) as Load does, except that
+	// a vma with a content-addressed page table (format 3) gets Table
+	// (its count and chunk-list pieces, as the manifest records them)
+	// and no Pages; a vma of an older format gets Pages.
+	LoadStored(id string) (*image.Checkpoint, error)
+	// TableValue returns the page-table value (a chunk or a piece of a
+	// chunk list) hashing to h, checked against h.
+	TableValue(h image.Hash) ([]byte, error)
+}
+
+// LoadStored is TableSource.LoadStored.
+func (s *Store) LoadStored(id string) (*image.Checkpoint, error) {
+	var c *image.Checkpoint
+	err := view(s.db, func(txn *badger.Txn) (err error) {
+		c, err = loadStored(txn, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// loadStored reads the manifest of checkpoint id; a format-3 page table
+// stays a StoredTable, an older one is read (loadCheckpoint).
+func loadStored(txn *badger.Txn, id string) (*image.Checkpoint, error) {
+	item, err := txn.Get(manifestKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	var c *image.Checkpoint
+	var specs [][]tableSpec
+	format := 1
+	err = item.Value(func(v []byte) error {
+		if !isSealed(v) {
+			return nil // format 1: loadCheckpoint
+		}
+		body, err := unseal(kindManifest, manifestKey(id), v)
+		if err != nil {
+			return err
+		}
+		c, specs, format, err = decodeManifest(body)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if format < 3 {
+		return loadCheckpoint(txn, id)
+	}
+	if c.ID != id {
+		return nil, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
+	}
+	for ti, t := range c.Tasks {
+		for vi, v := range t.VMAs {
+			if spec := specs[ti][vi]; spec.pages > 0 {
+				if v.End < v.Start || uint64(spec.pages) > (v.End-v.Start)/image.PageSize {
+					return nil, fmt.Errorf("page table of task %d vma %s: %w: %d page references for %d pages",
+						t.PID, v.DirName(), ErrCorrupt, spec.pages, (v.End-v.Start)/image.PageSize)
+				}
+				v.Table = &image.StoredTable{Pages: spec.pages, Top: spec.chunks}
+			}
+		}
+	}
+	return c, nil
+}
+
+// TableValue is TableSource.TableValue.
+func (s *Store) TableValue(h image.Hash) ([]byte, error) {
+	var out []byte
+	err := view(s.db, func(txn *badger.Txn) error {
+		return getChunk(txnChunks(txn), h, "page-table value "+h.String(), func(b []byte) error {
+			out = append([]byte(nil), b...)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// TableLeaves returns the hashes of the chunks of stored table t, read
+// from its chunk-list pieces, one chunk per ChunkRefs references.
+func TableLeaves(src TableSource, t *image.StoredTable) ([]image.Hash, error) {
+	var leaves []image.Hash
+	for pi, h := range t.Top {
+		b, err := src.TableValue(h)
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == 0 || len(b)%len(h) != 0 || len(b) > tableFanout*len(h) {
+			return nil, fmt.Errorf("chunk list piece %d: %w: %d bytes", pi, ErrCorrupt, len(b))
+		}
+		for ; len(b) > 0; b = b[len(h):] {
+			leaves = append(leaves, image.Hash(b[:len(h)]))
+		}
+	}
+	if len(leaves) != (t.Pages+ChunkRefs-1)/ChunkRefs {
+		return nil, fmt.Errorf("%w: %d chunks for %d pages", ErrCorrupt, len(leaves), t.Pages)
+	}
+	return leaves, nil
+}
+
+// TableChunk returns the page references of stored chunk h, checked to
+// ascend and to be at most ChunkRefs.
+func TableChunk(src TableSource, h image.Hash) ([]image.PageRef, error) {
+	b, err := src.TableValue(h)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := decodeRefs(b, nil)
+	if err == nil && (len(refs) == 0 || len(refs) > ChunkRefs) {
+		err = fmt.Errorf("%d references", len(refs))
+	}
+	for i := 1; err == nil && i < len(refs); i++ {
+		if refs[i].Index <= refs[i-1].Index {
+			err = fmt.Errorf("page %d at index %d does not follow index %d", i, refs[i].Index, refs[i-1].Index)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("page-table chunk %s: %w: %v", h, ErrCorrupt, err)
+	}
+	return refs, nil
+}
+
+// ChunkRefs is the number of page references of every chunk of a
+// format-3 page table but its last.
+const ChunkRefs = tableChunk3

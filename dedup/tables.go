@@ -56,6 +56,7 @@ type TableBuilder struct {
 	pending [][]byte // values not written yet
 	bytes   int      // their size
 	done    map[*image.VMA]bool
+	ended   bool // the vma's last chunk is a stored one (AddChunk, last)
 }
 
 // NewTableBuilder returns a builder writing to w.
@@ -74,7 +75,7 @@ func (b *TableBuilder) Add(v *image.VMA, r image.PageRef) error {
 		}
 		b.v = v
 	}
-	if b.pages > 0 && r.Index <= b.last {
+	if b.pages > 0 && r.Index <= b.last || b.ended {
 		return fmt.Errorf("page table of vma %s: page %d after page %d", v.DirName(), r.Index, b.last)
 	}
 	if b.refs == nil {
@@ -86,6 +87,52 @@ func (b *TableBuilder) Add(v *image.VMA, r image.PageRef) error {
 	b.last = r.Index
 	if len(b.refs) == tableChunk3*refSize {
 		return b.endChunk()
+	}
+	return nil
+}
+
+// AddChunk appends to v's table the n references of chunk h, a chunk
+// already in the store (of an earlier checkpoint's table), whose first
+// reference is at index first and its last at index last; last says
+// nothing of v follows. Where the chunk falls on a chunk boundary of v's
+// table and is whole (ChunkRefs references, or fewer as v's last one),
+// only its hash is taken: nothing is read or written for it. Otherwise
+// its references are added one by one, from load.
+func (b *TableBuilder) AddChunk(v *image.VMA, h image.Hash, n int, first, lastIdx uint32, last bool,
+	load func() ([]image.PageRef, error)) error {
+	if n <= 0 || n > tableChunk3 || lastIdx < first || int(lastIdx-first) < n-1 {
+		return fmt.Errorf("page table of vma %s: stored chunk of %d references from %d to %d", v.DirName(), n, first, lastIdx)
+	}
+	if v != b.v {
+		if err := b.endVMA(); err != nil {
+			return err
+		}
+		if b.done[v] {
+			return fmt.Errorf("page table of vma %s: its references come in two runs", v.DirName())
+		}
+		b.v = v
+	}
+	if b.pages > 0 && first <= b.last || b.ended || len(b.refs) > 0 || n < tableChunk3 && !last {
+		refs, err := load()
+		if err != nil {
+			return err
+		}
+		if len(refs) != n || refs[0].Index != first || refs[n-1].Index != lastIdx {
+			return fmt.Errorf("page table of vma %s: stored chunk %s is not the %d references from %d to %d", v.DirName(), h, n, first, lastIdx)
+		}
+		for _, r := range refs {
+			if err := b.Add(v, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	b.pages += n
+	b.last = lastIdx
+	b.ended = last
+	b.leaves = append(b.leaves, h[:]...)
+	if len(b.leaves) == tableFanout*len(h) {
+		b.endPiece()
 	}
 	return nil
 }
@@ -135,7 +182,7 @@ func (b *TableBuilder) endVMA() error {
 	b.v.Table = &image.StoredTable{Pages: b.pages, Top: b.top}
 	b.v.Pages = nil
 	b.done[b.v] = true
-	b.v, b.pages, b.last, b.top = nil, 0, 0, nil
+	b.v, b.pages, b.last, b.top, b.ended = nil, 0, 0, nil, false
 	return nil
 }
 

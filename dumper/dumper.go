@@ -352,7 +352,9 @@ func (d *dump) run() (err error) {
 		return err
 	}
 	if tr != nil {
-		tr.addReused(&mem.stats)
+		if err := tr.addReused(&mem.stats); err != nil { // trackpages.go
+			return err
+		}
 	}
 	c.Stats = mem.stats
 	if tr != nil && tr.prev != nil && tr.prev.ID == "" {

@@ -41,8 +41,19 @@ type Tracking struct {
 
 	fds    map[int]heldFD    // pid → our copy of its userfaultfd
 	prevID string            // the checkpoint protection was armed after
-	prev   *image.Checkpoint // that checkpoint with its page tables (nil: not loaded or none)
+	prev   *image.Checkpoint // that checkpoint (nil: not loaded or none); its tables may be in the store (VMA.Table)
 	lost   string            // why what the tracker had cannot be used
+	repo   dedup.Repo        // the store prev was loaded from
+	src    dedup.TableSource // the same, if it reads page tables a chunk at a time (nil: prev is loaded whole)
+	// preCopy: the dump in progress is a pre-copy pass, whose checkpoint
+	// the next dump takes pages from in memory: it gets VMA.Pages.
+	preCopy bool
+	// holderCmd, if set (Prestart), is the tracker the dump starts
+	// ahead, once frozen no more; holder is that tracker until Hold.
+	holderCmd []string
+	holder    *pendingTracker
+	chunks    map[image.Hash][]image.PageRef // chunks of prev read so far (addReused)
+	leafs     map[*image.VMA][]image.Hash    // the chunk hashes of prev's stored tables read so far
 
 	tasks  map[int]*taskTrack // the dump in progress
 	report *TrackReport
@@ -85,7 +96,17 @@ type taskTrack struct {
 	ufd     int         // our copy of its userfaultfd, -1: none
 	prev    *image.Task // its previous checkpoint (nil: read in full)
 	written map[*image.VMA][]bool
-	reused  map[*image.VMA][][]image.PageRef // runs, ascending; may share the previous checkpoint's arrays
+	reused  map[*image.VMA][]reuseRun // ascending; may share the previous checkpoint's arrays
+}
+
+// reuseRun is a run of a vma's pages taken from the previous checkpoint
+// unread: refs, with indices of the vma (a slice of the previous
+// checkpoint's table, loaded), or the addresses [from, to) of previous
+// vma pv, whose table is in the store (VMA.Table), not loaded.
+type reuseRun struct {
+	refs     []image.PageRef
+	pv       *image.VMA
+	from, to uint64
 }
 
 // OpenTracking takes over the tracking of the tree rooted at root from its
@@ -149,12 +170,25 @@ func (t *Tracking) markUnread(v *image.VMA) {
 func (t *Tracking) Reason() string { return t.lost }
 
 // Close drops every fd this process holds: protection ends unless a
-// tracker holds copies (Hold).
+// tracker holds copies (Hold). A tracker started ahead and not handed
+// them exits.
 func (t *Tracking) Close() {
 	for pid, h := range t.fds {
 		unix.Close(h.fd)
 		delete(t.fds, pid)
 	}
+	if t.holder != nil {
+		t.holder.release()
+		t.holder = nil
+	}
+}
+
+// Prestart makes the dumps of t start the tracker Hold hands the fds
+// to (exe with args, then --socket and --handoff) ahead, in the background, as soon
+// as the tree is armed: Hold then only hands it what it holds. If the
+// dump fails or Hold is not called, Close ends it.
+func (t *Tracking) Prestart(exe string, args []string) {
+	t.holderCmd = append([]string{exe}, args...)
 }
 
 // drop forgets what was tracked: after a failed dump it may be wrong.
@@ -167,6 +201,7 @@ func (t *Tracking) drop(why string) {
 	t.tasks = nil
 	t.Close()
 	t.prev, t.prevID, t.lost, t.unread = nil, "", why, nil
+	t.chunks, t.leafs = nil, nil
 }
 
 // Hold hands the fds to a new tracker process (exe with args, then
@@ -186,16 +221,34 @@ func (t *Tracking) Hold(exe string, args []string) error {
 		st.Tasks = append(st.Tasks, TrackedTask{PID: pid, Start: h.start})
 		fds = append(fds, h.fd)
 	}
+	if p := t.holder; p != nil {
+		t.holder = nil
+		<-p.done
+		if p.err == nil {
+			return p.hand(st, fds)
+		}
+	}
 	return startTracker(exe, args, TrackerSocket(t.dir, t.root), st, fds)
 }
 
 // loadPrevious loads the checkpoint protection was armed after (before
-// the tree is frozen: its page tables can be large).
+// the tree is frozen). From a store that gives page tables a chunk at a
+// time (dedup.TableSource), only its manifest: the pages the dump takes
+// from it are read once the tree runs again (addReused), and only the
+// chunks where a page was written or the layout changed.
 func (t *Tracking) loadPrevious(repo dedup.Repo) {
+	t.repo = repo
+	t.src, _ = repo.(dedup.TableSource)
 	if t.prev != nil || t.prevID == "" || len(t.fds) == 0 {
 		return
 	}
-	c, err := repo.Load(t.prevID)
+	var c *image.Checkpoint
+	var err error
+	if t.src != nil {
+		c, err = t.src.LoadStored(t.prevID)
+	} else {
+		c, err = repo.Load(t.prevID)
+	}
 	if err != nil {
 		t.lost = fmt.Sprintf("the checkpoint tracking was armed after (%s) cannot be loaded: %v", t.prevID, err)
 		t.prevID = ""
@@ -294,6 +347,7 @@ func (t *Tracking) note(format string, args ...any) {
 func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier, preCopy bool) error {
 	t.report = &TrackReport{}
 	t.armed = map[*image.VMA]bool{}
+	t.preCopy = preCopy
 	final := t.once && !preCopy
 	if t.once && preCopy && t.prev == nil {
 		if err := foreignTracking(tree, c); err != nil {
@@ -327,7 +381,7 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 			return err
 		}
 		tt := &taskTrack{pid: ft.pid, start: start, ufd: -1,
-			written: map[*image.VMA][]bool{}, reused: map[*image.VMA][][]image.PageRef{}}
+			written: map[*image.VMA][]bool{}, reused: map[*image.VMA][]reuseRun{}}
 		t.tasks[ft.pid] = tt
 		if h, ok := t.fds[ft.pid]; ok {
 			delete(t.fds, ft.pid)
@@ -398,6 +452,9 @@ func (t *Tracking) prepare(tree *frozenTree, c *image.Checkpoint, mem *memCopier
 			v.Flags = slices.DeleteFunc(v.Flags, func(f string) bool { return f == "uw" })
 		}
 	}
+	if !final && len(t.holderCmd) > 0 && t.holder == nil {
+		t.holder = prestartTracker(t.holderCmd[0], t.holderCmd[1:], TrackerSocket(t.dir, t.root))
+	}
 	mem.pick, mem.tracked, mem.trackedPages = t.countFull, t.isTracked, t.pages
 	if preCopy {
 		mem.skip = func(_ int, v *image.VMA) bool { return !t.armed[v] }
@@ -428,5 +485,5 @@ func foreignTracking(tree *frozenTree, c *image.Checkpoint) error {
 // committed records c as the checkpoint protection now follows.
 func (t *Tracking) committed(c *image.Checkpoint) {
 	t.prev, t.prevID, t.lost, t.unread = c, c.ID, "", nil
-	t.tasks = nil
+	t.tasks, t.chunks, t.leafs = nil, nil, nil
 }

@@ -312,14 +312,23 @@ func askTracker(sock string, take bool) (TrackerState, []int, error) {
 	return st, fds, nil
 }
 
-// startTracker starts exe args... --socket sock as a tracker holding fds
-// for st, in a session of its own, and waits until it listens.
-func startTracker(exe string, args []string, sock string, st TrackerState, fds []int) error {
+// trackerSocketDir checks that sock can be a socket's path and makes
+// its directory.
+func trackerSocketDir(sock string) error {
 	if len(sock) >= len(unix.RawSockaddrUnix{}.Path) {
 		return fmt.Errorf("tracker socket path too long (%d bytes): %s", len(sock), sock)
 	}
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
 		return fmt.Errorf("tracker dir: %w", err)
+	}
+	return nil
+}
+
+// startTracker starts exe args... --socket sock as a tracker holding fds
+// for st, in a session of its own, and waits until it listens.
+func startTracker(exe string, args []string, sock string, st TrackerState, fds []int) error {
+	if err := trackerSocketDir(sock); err != nil {
+		return err
 	}
 	body, err := json.Marshal(st)
 	if err != nil {
@@ -377,4 +386,181 @@ func startTracker(exe string, args []string, sock string, st TrackerState, fds [
 	}
 	// Not waited for: it outlives this process and is reaped by init.
 	return cmd.Process.Release()
+}
+
+// A tracker can be started ahead (prestartTracker), while the dump
+// copies and commits, so that the dump does not wait for a process to
+// start after its commit. It is `track-holder --socket PATH --handoff`:
+// it waits on a socket pair (fd 3) for its state and fds (handoff), and
+// exits if the pair closes first: the dump failed, or died.
+
+// A pre-started tracker is handed its state first (4-byte length +
+// JSON), then its fds (SCM_RIGHTS, in the order of State.Tasks); it
+// answers "ready" once it listens.
+
+// pendingTracker is a tracker started ahead, not handed anything yet.
+type pendingTracker struct {
+	done chan struct{} // the start is over
+	conn *net.UnixConn // our end of the pair
+	proc *os.Process
+	err  error
+}
+
+// prestartTracker starts exe args... --socket sock --handoff in the
+// background.
+func prestartTracker(exe string, args []string, sock string) *pendingTracker {
+	p := &pendingTracker{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.err = p.start(exe, args, sock)
+	}()
+	return p
+}
+
+func (p *pendingTracker) start(exe string, args []string, sock string) error {
+	if err := trackerSocketDir(sock); err != nil {
+		return err
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("tracker handoff: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "tracker handoff"), os.NewFile(uintptr(pair[1]), "tracker handoff")
+	defer theirs.Close()
+	fc, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		theirs.Close()
+		return fmt.Errorf("tracker handoff: %w", err)
+	}
+	cmd := exec.Command(exe, append(append([]string{}, args...), "--socket", sock, "--handoff")...)
+	cmd.Args[0] = "ckptfs"
+	cmd.Dir = "/"
+	// Stdin, stdout, stderr /dev/null: the tracker outlives the dump and
+	// must not hold the caller's terminal or pipe open.
+	cmd.ExtraFiles = []*os.File{theirs} // fd 3
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fc.Close()
+		return fmt.Errorf("start tracker: %w", err)
+	}
+	uc, ok := fc.(*net.UnixConn)
+	if !ok {
+		fc.Close()
+		cmd.Process.Kill()
+		cmd.Process.Release()
+		return errors.New("tracker handoff: not a unix socket")
+	}
+	p.conn, p.proc = uc, cmd.Process
+	return nil
+}
+
+// hand gives the tracker its state and fds and waits until it listens.
+// However it ends, the tracker is no longer ours to wait for.
+func (p *pendingTracker) hand(st TrackerState, fds []int) error {
+	<-p.done
+	if p.err != nil {
+		return p.err
+	}
+	defer p.release()
+	body, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	c := p.conn
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	msg := binary.LittleEndian.AppendUint32(nil, uint32(len(body)))
+	if _, err := c.Write(append(msg, body...)); err != nil {
+		return fmt.Errorf("tracker handoff: %w", err)
+	}
+	for len(fds) > 0 {
+		n := min(len(fds), maxFDsPerMessage)
+		if _, _, err := c.WriteMsgUnix([]byte{1}, unix.UnixRights(fds[:n]...), nil); err != nil {
+			return fmt.Errorf("tracker handoff: %w", err)
+		}
+		fds = fds[n:]
+	}
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if line != "ready\n" {
+		p.proc.Kill() // it holds copies of the fds it may have got
+		return errors.New("tracker did not start")
+	}
+	return nil
+}
+
+// release closes our end (a tracker not handed its state then exits)
+// and lets the process go: it outlives this one and is reaped by init.
+func (p *pendingTracker) release() {
+	<-p.done
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+	if p.proc != nil {
+		p.proc.Release()
+		p.proc = nil
+	}
+}
+
+// ReceiveHandoff is a pre-started tracker's side of hand: it reads its
+// state and fds from conn (fd 3 of track-holder --handoff). conn stays
+// open: RunTracker says "ready" on it.
+func ReceiveHandoff(conn *os.File) (st TrackerState, fds []int, err error) {
+	fc, err := net.FileConn(conn)
+	if err != nil {
+		return st, nil, fmt.Errorf("tracker handoff: %w", err)
+	}
+	defer fc.Close()
+	c, ok := fc.(*net.UnixConn)
+	if !ok {
+		return st, nil, errors.New("tracker handoff: fd 3 is not a unix socket")
+	}
+	var n [4]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		return st, nil, fmt.Errorf("tracker handoff: %w", err) // the dump went away
+	}
+	if size := binary.LittleEndian.Uint32(n[:]); size > 64<<20 {
+		return st, nil, fmt.Errorf("tracker handoff: %d bytes of state", size)
+	}
+	body := make([]byte, binary.LittleEndian.Uint32(n[:]))
+	if _, err := io.ReadFull(c, body); err != nil {
+		return st, nil, fmt.Errorf("tracker handoff: %w", err)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, nil, fmt.Errorf("tracker handoff: %w", err)
+	}
+	fail := func(err error) (TrackerState, []int, error) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return st, nil, err
+	}
+	oob := make([]byte, unix.CmsgSpace(4*maxFDsPerMessage))
+	for len(fds) < len(st.Tasks) {
+		_, oobn, _, _, err := c.ReadMsgUnix(make([]byte, 1), oob)
+		if err != nil {
+			return fail(fmt.Errorf("tracker handoff fds: %w", err))
+		}
+		if oobn == 0 {
+			return fail(errors.New("tracker handoff fds: message without fds"))
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return fail(fmt.Errorf("tracker handoff fds: %w", err))
+		}
+		for _, cm := range msgs {
+			got, err := unix.ParseUnixRights(&cm)
+			if err != nil {
+				return fail(fmt.Errorf("tracker handoff fds: %w", err))
+			}
+			for _, fd := range got {
+				unix.CloseOnExec(fd)
+			}
+			fds = append(fds, got...)
+		}
+	}
+	if len(fds) != len(st.Tasks) {
+		return fail(fmt.Errorf("tracker handoff: %d fds for %d tasks", len(fds), len(st.Tasks)))
+	}
+	return st, fds, nil
 }

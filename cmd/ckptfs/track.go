@@ -50,6 +50,10 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 	tr := dumper.OpenTracking(trackDir(f.store), pid)
 	defer tr.Close()
 	opts.Track = tr
+	exe, _ := os.Executable()
+	if !opts.Kill {
+		tr.Prestart(exe, []string{"track-holder"}) // handed the fds by Hold
+	}
 	if f.preCopy {
 		last := int64(-1)
 		for pass := 1; pass <= maxPreCopyPasses; pass++ {
@@ -84,7 +88,6 @@ func dumpTracked(f dumpFlags, repo dedup.Repo, pid int, opts dumper.Options) (*d
 	}
 	printTrackReport(res.Track, opts.Kill)
 	if !opts.Kill {
-		exe, _ := os.Executable()
 		if err := tr.Hold(exe, []string{"track-holder"}); err != nil {
 			fmt.Fprintf(os.Stderr, "tracking: not kept after this dump (%v): the next dump reads everything\n", err)
 		}
@@ -297,14 +300,27 @@ func forgetAndGC(store string, ids []string) error {
 func init() {
 	var sock string
 	var nfds int
+	var handoff bool
 	cmd := &cobra.Command{
-		Use:    "track-holder --socket PATH --fds N",
+		Use:    "track-holder --socket PATH (--fds N | --handoff)",
 		Short:  "Hold the write-protection of a tracked tree between dumps (started by dump --track)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			closeInherited(3 + nfds)
 			signal.Ignore(unix.SIGPIPE, unix.SIGHUP, unix.SIGINT)
+			if handoff {
+				// Started ahead: state and fds come on fd 3, and "ready"
+				// goes back on it; its EOF first: nothing to hold.
+				closeInherited(4)
+				conn := os.NewFile(3, "handoff")
+				unix.CloseOnExec(3)
+				st, fds, err := dumper.ReceiveHandoff(conn)
+				if err != nil {
+					return err
+				}
+				return dumper.RunTracker(sock, st, fds, conn)
+			}
+			closeInherited(3 + nfds)
 			var st dumper.TrackerState
 			if err := json.NewDecoder(os.Stdin).Decode(&st); err != nil {
 				return fmt.Errorf("tracker state: %w", err)
@@ -320,6 +336,7 @@ func init() {
 	}
 	cmd.Flags().StringVar(&sock, "socket", "", "listen here")
 	cmd.Flags().IntVar(&nfds, "fds", 0, "the userfaultfds, from fd 3 on, one per tracked process")
+	cmd.Flags().BoolVar(&handoff, "handoff", false, "started ahead: the state and userfaultfds come on fd 3 (a socket pair)")
 	rootCmd.AddCommand(cmd)
 }
 
