@@ -68,9 +68,7 @@ func newE2ES3Handler(t testing.TB, bucket string) *e2eS3 {
 			return
 		}
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/packs/") {
-			cw := &countingWriter{ResponseWriter: w}
-			h.ServeHTTP(cw, r)
-			s.packBytes.Add(cw.n)
+			h.ServeHTTP(&countingWriter{ResponseWriter: w, n: &s.packBytes}, r)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -78,14 +76,18 @@ func newE2ES3Handler(t testing.TB, bucket string) *e2eS3 {
 	return s
 }
 
+// countingWriter adds the bytes of a response to n before they are
+// written: the client may have them, and the test go on, before the
+// handler returns.
 type countingWriter struct {
 	http.ResponseWriter
-	n int64
+	n *atomic.Int64
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
+	c.n.Add(int64(len(b)))
 	n, err := c.ResponseWriter.Write(b)
-	c.n += int64(n)
+	c.n.Add(int64(n - len(b)))
 	return n, err
 }
 
