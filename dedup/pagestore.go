@@ -197,11 +197,7 @@ func (s *Store) sealErrLocked() error {
 // writing is waited for, not written twice).
 func (s *Store) seal() error {
 	s.packMu.Lock()
-	for _, w := range s.idle {
-		s.rotateLocked(w)
-	}
-	clear(s.idle)
-	s.idle = s.idle[:0]
+	s.sealIdleLocked()
 	for w, asked := range s.busy {
 		if !asked {
 			s.busy[w] = true
@@ -213,6 +209,26 @@ func (s *Store) seal() error {
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
 	return s.sealErrLocked()
+}
+
+// sealIdleLocked hands every idle open pack to a sealing goroutine.
+// packMu is held.
+func (s *Store) sealIdleLocked() {
+	for _, w := range s.idle {
+		s.rotateLocked(w)
+	}
+	clear(s.idle)
+	s.idle = s.idle[:0]
+}
+
+// StartSeal starts sealing the open packs no writer holds, and returns:
+// a caller that has put its pages and will commit later (a dump's
+// pre-copy pass) lets the fsyncs run meanwhile, and the Commit waits for
+// them as for any seal. Pages put after it go to new packs.
+func (s *Store) StartSeal() {
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	s.sealIdleLocked()
 }
 
 // indexEntries writes the index record of a sealed pack (entries: all of

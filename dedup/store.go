@@ -1,11 +1,13 @@
 package dedup
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,8 +41,11 @@ type Store struct {
 	// putMu guards pending and orders index updates between concurrent
 	// PutPages calls, so that each page is written and counted once.
 	putMu sync.Mutex
-	// pending holds the pages being written by a PutPages call, by hash.
-	pending map[image.Hash]*putBatch
+	// pending holds the pages being written by a PutPages call, by the
+	// first 8 bytes of their hash (pendingKey): a uint64 key costs the
+	// map less than the 32-byte hash (~3% of a dump's CPU), and two
+	// hashes that share it are told apart in claim.
+	pending map[uint64]*putBatch
 	// failedPacks are the packs whose seal failed (their pages are not
 	// stored: see rotateLocked).
 	failedPacks map[packID]bool
@@ -155,7 +160,7 @@ func open(dir string, migrating bool) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch), failedPacks: make(map[packID]bool),
+		pending: make(map[uint64]*putBatch), failedPacks: make(map[packID]bool),
 		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing),
 		busy: make(map[*packWriter]bool)}
 	s.format.Store(int32(format))
@@ -307,8 +312,8 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 				x.add(mine.hashes, locs)
 				mine.err = s.dropFailedLocked(x, mine.hashes, locs)
 			}
-			for _, h := range mine.hashes {
-				delete(s.pending, h)
+			for i := range mine.hashes {
+				delete(s.pending, pendingKey(&mine.hashes[i]))
 			}
 			s.putMu.Unlock()
 			close(mine.done)
@@ -317,12 +322,13 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 			}
 			added += int64(len(mine.hashes)) * image.PageSize
 		}
+		// The pages another call was writing are looked at again once it
+		// is done: stored (found in the index), or its write failed, or
+		// only their pendingKey was the same, and this call writes them.
 		idx = idx[:0]
 		for _, o := range others {
 			<-o.batch.done
-			if o.batch.err != nil {
-				idx = append(idx, o.i)
-			}
+			idx = append(idx, o.i)
 		}
 	}
 	return added, nil
@@ -363,9 +369,15 @@ type otherPut struct {
 	batch *putBatch
 }
 
+// pendingKey is the key of page h in Store.pending.
+func pendingKey(h *image.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
 // claim sorts the pages idx of hashes into those stored already (dropped),
 // those another call is writing (others) and those this call must write
-// (mine, now pending).
+// (mine, now pending). A page whose pendingKey another page has (another
+// call's, or an other page of this call) is among the others, to be
+// looked at again once that call is done; this call's own duplicates are
+// dropped.
 func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, []otherPut) {
 	hs := make([]image.Hash, len(idx))
 	for k, i := range idx {
@@ -381,13 +393,14 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, 
 		if !miss[k] {
 			continue
 		}
-		if b := s.pending[h]; b != nil {
-			if b != mine {
+		key := pendingKey(&h)
+		if b := s.pending[key]; b != nil {
+			if b != mine || !slices.Contains(mine.hashes, h) {
 				others = append(others, otherPut{idx[k], b})
 			}
 			continue
 		}
-		s.pending[h] = mine
+		s.pending[key] = mine
 		mine.hashes = append(mine.hashes, h)
 		mine.idx = append(mine.idx, idx[k])
 	}
