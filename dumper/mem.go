@@ -176,6 +176,7 @@ func (m *memCopier) startStream() {
 	if m.opts.MemoryBudget >= 16*streamChunkPages*image.PageSize {
 		// else a small budget keeps small chunks, to hold more of them
 		m.chunkN, m.bufs.pages = streamChunkPages, streamChunkPages
+		m.bufs.huge = true
 	}
 	n := m.streamBuffers()
 	m.slots = make(chan struct{}, n)
@@ -645,6 +646,13 @@ type bufferPool struct {
 	free    [][]byte
 	drained bool // the copy is over: buffers put back are dropped
 	pages   int  // pages a buffer holds (0: chunkPages); set before use
+	// huge (set before use) makes the pool map its buffers on their own,
+	// in transparent huge pages where the kernel has them (a pre-copy
+	// pass's): the O_DIRECT write of a chunk then pins two folios, not
+	// a thousand pages, and the copy into it misses the TLB less.
+	// Mapped buffers are unmapped once dropped (mapped: by first byte).
+	huge   bool
+	mapped map[*byte]bool
 }
 
 func newChunkBuffer(pages int) []byte {
@@ -696,17 +704,43 @@ func (p *bufferPool) prefault(n int) {
 func (p *bufferPool) drain() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for _, b := range p.free {
+		p.dropLocked(b)
+	}
 	clear(p.free)
 	p.free, p.drained = nil, true
 }
 
+// dropLocked lets go of buffer b, no longer used: a mapped one is
+// unmapped, the rest left to the garbage collector. p.mu is held.
+func (p *bufferPool) dropLocked(b []byte) {
+	if len(b) > 0 && p.mapped[&b[0]] {
+		delete(p.mapped, &b[0])
+		_ = unix.Munmap(b) // fails only for a bad slice: none here
+	}
+}
+
 func (p *bufferPool) get() []byte {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if n := len(p.free); n > 0 {
 		b := p.free[n-1]
 		p.free = p.free[:n-1]
+		p.mu.Unlock()
 		return b
+	}
+	huge := p.huge
+	p.mu.Unlock()
+	if huge {
+		if b, err := unix.Mmap(-1, 0, p.size()*image.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS); err == nil {
+			_ = unix.Madvise(b, unix.MADV_HUGEPAGE) // a hint: small pages do too
+			p.mu.Lock()
+			if p.mapped == nil {
+				p.mapped = map[*byte]bool{}
+			}
+			p.mapped[&b[0]] = true
+			p.mu.Unlock()
+			return b
+		}
 	}
 	return newChunkBuffer(p.size())
 }
@@ -723,6 +757,8 @@ func (p *bufferPool) put(b []byte) {
 	p.mu.Lock()
 	if !p.drained {
 		p.free = append(p.free, b)
+	} else {
+		p.dropLocked(b)
 	}
 	p.mu.Unlock()
 }
