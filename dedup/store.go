@@ -1,7 +1,6 @@
 package dedup
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -42,10 +41,9 @@ type Store struct {
 	// PutPages calls, so that each page is written and counted once.
 	putMu sync.Mutex
 	// pending holds the pages being written by a PutPages call, by the
-	// first 8 bytes of their hash (pendingKey): a uint64 key costs the
-	// map less than the 32-byte hash (~3% of a dump's CPU), and two
-	// hashes that share it are told apart in claim.
-	pending map[uint64]*putBatch
+	// first 8 bytes of their hash (pendingKey, pending.go): two hashes
+	// that share them are told apart in claim.
+	pending pendingSet
 	// failedPacks are the packs whose seal failed (their pages are not
 	// stored: see rotateLocked).
 	failedPacks map[packID]bool
@@ -159,8 +157,7 @@ func open(dir string, migrating bool) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[uint64]*putBatch), failedPacks: make(map[packID]bool),
+	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db}, failedPacks: make(map[packID]bool),
 		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing),
 		busy: make(map[*packWriter]bool)}
 	s.format.Store(int32(format))
@@ -313,7 +310,7 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 				mine.err = s.dropFailedLocked(x, mine.hashes, locs)
 			}
 			for i := range mine.hashes {
-				delete(s.pending, pendingKey(&mine.hashes[i]))
+				s.pending.delete(pendingKey(&mine.hashes[i]))
 			}
 			s.putMu.Unlock()
 			close(mine.done)
@@ -369,9 +366,6 @@ type otherPut struct {
 	batch *putBatch
 }
 
-// pendingKey is the key of page h in Store.pending.
-func pendingKey(h *image.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
-
 // claim sorts the pages idx of hashes into those stored already (dropped),
 // those another call is writing (others) and those this call must write
 // (mine, now pending). A page whose pendingKey another page has (another
@@ -384,7 +378,7 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, 
 		hs[k] = hashes[i]
 	}
 	miss := make([]bool, len(hs))
-	mine := &putBatch{done: make(chan struct{})}
+	mine := &putBatch{done: make(chan struct{}), hashes: make([]image.Hash, 0, len(hs)), idx: make([]int, 0, len(hs))}
 	var others []otherPut
 	s.putMu.Lock()
 	defer s.putMu.Unlock()
@@ -394,13 +388,13 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, 
 			continue
 		}
 		key := pendingKey(&h)
-		if b := s.pending[key]; b != nil {
+		if b := s.pending.get(key); b != nil {
 			if b != mine || !slices.Contains(mine.hashes, h) {
 				others = append(others, otherPut{idx[k], b})
 			}
 			continue
 		}
-		s.pending[key] = mine
+		s.pending.put(key, mine)
 		mine.hashes = append(mine.hashes, h)
 		mine.idx = append(mine.idx, idx[k])
 	}
