@@ -224,9 +224,9 @@ func (d *dump) run() (err error) {
 	}()
 	if d.opts.PreCopy {
 		// The copy runs after the release, streamed (mem.startStream):
-		// nothing to ready before the freeze, and the index loads
-		// meanwhile (its first look-up, a worker's, waits for it; the
-		// copy fills the buffers before).
+		// nothing to ready before the freeze.
+		<-indexLoaded
+		d.logf("store index loaded")
 	} else {
 		want := int64(0)
 		if tr != nil {
