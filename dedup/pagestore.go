@@ -197,7 +197,11 @@ func (s *Store) sealErrLocked() error {
 // writing is waited for, not written twice).
 func (s *Store) seal() error {
 	s.packMu.Lock()
-	s.sealIdleLocked()
+	for _, w := range s.idle {
+		s.rotateLocked(w)
+	}
+	clear(s.idle)
+	s.idle = s.idle[:0]
 	for w, asked := range s.busy {
 		if !asked {
 			s.busy[w] = true
@@ -209,26 +213,6 @@ func (s *Store) seal() error {
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
 	return s.sealErrLocked()
-}
-
-// sealIdleLocked hands every idle open pack to a sealing goroutine.
-// packMu is held.
-func (s *Store) sealIdleLocked() {
-	for _, w := range s.idle {
-		s.rotateLocked(w)
-	}
-	clear(s.idle)
-	s.idle = s.idle[:0]
-}
-
-// StartSeal starts sealing the open packs no writer holds, and returns:
-// a caller that has put its pages and will commit later (a dump's
-// pre-copy pass) lets the fsyncs run meanwhile, and the Commit waits for
-// them as for any seal. Pages put after it go to new packs.
-func (s *Store) StartSeal() {
-	s.packMu.Lock()
-	defer s.packMu.Unlock()
-	s.sealIdleLocked()
 }
 
 // indexEntries writes the index record of a sealed pack (entries: all of

@@ -362,11 +362,6 @@ func (d *dump) run() (err error) {
 	}
 	if d.opts.PreCopy {
 		tr.prev = c // the next pass reads only what was written since
-		if st, ok := d.repo.(interface{ StartSeal() }); ok {
-			// The pass's packs are fsynced while the final dump
-			// prechecks and collects, not in its commit.
-			st.StartSeal()
-		}
 		d.logf("pages stored (pre-copy pass, not committed)")
 		return nil
 	}
