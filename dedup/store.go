@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,8 +40,10 @@ type Store struct {
 	// putMu guards pending and orders index updates between concurrent
 	// PutPages calls, so that each page is written and counted once.
 	putMu sync.Mutex
-	// pending holds the pages being written by a PutPages call, by hash.
-	pending map[image.Hash]*putBatch
+	// pending holds the pages being written by a PutPages call, by the
+	// first 8 bytes of their hash (pendingKey, pending.go): two hashes
+	// that share them are told apart in claim.
+	pending pendingSet
 	// failedPacks are the packs whose seal failed (their pages are not
 	// stored: see rotateLocked).
 	failedPacks map[packID]bool
@@ -154,8 +157,7 @@ func open(dir string, migrating bool) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db},
-		pending: make(map[image.Hash]*putBatch), failedPacks: make(map[packID]bool),
+	s := &Store{dir: dir, db: db, lock: lock, reader: &sharedReader{db: db}, failedPacks: make(map[packID]bool),
 		packs: newPackFiles(dir), sealSlots: make(chan struct{}, maxSealing),
 		busy: make(map[*packWriter]bool)}
 	s.format.Store(int32(format))
@@ -307,8 +309,8 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 				x.add(mine.hashes, locs)
 				mine.err = s.dropFailedLocked(x, mine.hashes, locs)
 			}
-			for _, h := range mine.hashes {
-				delete(s.pending, h)
+			for i := range mine.hashes {
+				s.pending.delete(pendingKey(&mine.hashes[i]))
 			}
 			s.putMu.Unlock()
 			close(mine.done)
@@ -317,12 +319,13 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 			}
 			added += int64(len(mine.hashes)) * image.PageSize
 		}
+		// The pages another call was writing are looked at again once it
+		// is done: stored (found in the index), or its write failed, or
+		// only their pendingKey was the same, and this call writes them.
 		idx = idx[:0]
 		for _, o := range others {
 			<-o.batch.done
-			if o.batch.err != nil {
-				idx = append(idx, o.i)
-			}
+			idx = append(idx, o.i)
 		}
 	}
 	return added, nil
@@ -365,14 +368,17 @@ type otherPut struct {
 
 // claim sorts the pages idx of hashes into those stored already (dropped),
 // those another call is writing (others) and those this call must write
-// (mine, now pending).
+// (mine, now pending). A page whose pendingKey another page has (another
+// call's, or an other page of this call) is among the others, to be
+// looked at again once that call is done; this call's own duplicates are
+// dropped.
 func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, []otherPut) {
 	hs := make([]image.Hash, len(idx))
 	for k, i := range idx {
 		hs[k] = hashes[i]
 	}
 	miss := make([]bool, len(hs))
-	mine := &putBatch{done: make(chan struct{})}
+	mine := &putBatch{done: make(chan struct{}), hashes: make([]image.Hash, 0, len(hs)), idx: make([]int, 0, len(hs))}
 	var others []otherPut
 	s.putMu.Lock()
 	defer s.putMu.Unlock()
@@ -381,13 +387,14 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, 
 		if !miss[k] {
 			continue
 		}
-		if b := s.pending[h]; b != nil {
-			if b != mine {
+		key := pendingKey(&h)
+		if b := s.pending.get(key); b != nil {
+			if b != mine || !slices.Contains(mine.hashes, h) {
 				others = append(others, otherPut{idx[k], b})
 			}
 			continue
 		}
-		s.pending[h] = mine
+		s.pending.put(key, mine)
 		mine.hashes = append(mine.hashes, h)
 		mine.idx = append(mine.idx, idx[k])
 	}

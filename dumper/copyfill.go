@@ -81,12 +81,12 @@ func (m *memCopier) assign(plans []plan) ([]*fill, error) {
 				fills = append(fills, &fill{c: c})
 			}
 			f := fills[len(fills)-1]
-			n := min(len(idx), chunkPages-c.n)
+			n := min(len(idx), m.chunkN-c.n)
 			f.pieces = append(f.pieces, piece{p: p, idx: idx[:n], at: c.n})
 			c.addPages(p.v, idx[:n])
 			idx = idx[n:]
 			m.read.Add(int64(n) * image.PageSize)
-			if c.n == chunkPages {
+			if c.n == m.chunkN {
 				f.full = true
 				m.cur = nil
 			}
