@@ -96,18 +96,19 @@ func fillPages(p *image.PagesFile, dest []byte, off int64, read func([]image.Has
 	return nil
 }
 
-// Read-ahead of big pages files. The kernel reads a file of the mount
-// through its page cache in requests of at most maxIO, a readahead window
-// ahead of the reader; served one request at a time, each waited for its
-// pack reads and its hashing in turn, and the disk idled while the
-// daemon hashed and copied. A pages file read from its start (or on from
-// where its last read ended) is read instead in chunks of raChunk bytes,
-// raAhead of them ahead of the latest request, each by a goroutine of its
-// own: the disk has several reads in flight, pages are hashed on every
-// core while the next chunks are read, and a request finds its bytes
-// read and checked. From a store, chunks not in the page cache are read
-// with O_DIRECT (directBatcher), straight from the disk into the chunk's
-// buffer. A request is answered from the chunk buffers themselves
+// Read-ahead of big pages files of a local store. The kernel reads a
+// file of the mount through its page cache in requests of at most maxIO,
+// a readahead window ahead of the reader; served one request at a time,
+// each waited for its pack reads and its hashing in turn, and the disk
+// idled while the daemon hashed and copied. Once a pages file has been
+// asked for raChunk bytes in order, it is read instead in chunks of
+// raChunk bytes, raAhead of them ahead of the latest request, each by a
+// goroutine of its own (Store.ReadPagesDirect: chunks not in the page
+// cache are read with O_DIRECT, straight from the disk into the chunk's
+// buffer of huge pages, and every page is hash-checked): the disk has
+// several large reads in flight, pages are hashed on both cores while
+// the next chunks are read, and a request finds its bytes read and
+// checked. A request is answered from the chunk buffers themselves
 // (chunkResult: writev to the FUSE device, no copy into the request's
 // buffer).
 //
@@ -157,6 +158,8 @@ type stream struct {
 	chunks map[int64]*chunk // by index (offset / raChunk)
 	failed map[int64]bool   // chunks whose fill failed: read request by request
 	next   int64            // where the last request ended
+	run    int64            // where the run of requests near each other began
+	seen   bool             // a request came
 	gone   bool             // dropped from the readAhead (dropAll)
 }
 
@@ -198,11 +201,16 @@ func (ra *readAhead) read(p *image.PagesFile, dest []byte, off int64) (fuse.Read
 	}
 	first, last := off/raChunk, (off+n-1)/raChunk
 	s.mu.Lock()
-	// In order: at the start, near where the last request ended (the
-	// kernel sends a readahead window's requests at once, which arrive
-	// in any order) or in a chunk read ahead.
-	inOrder := off == 0 || (off >= s.next-raNear && off <= s.next+raNear) || s.chunks[first] != nil
-	s.next = off + n
+	// In order: near where the last request ended (the kernel sends a
+	// readahead window's requests at once, and they arrive in any order),
+	// in a run of such requests of raChunk bytes or more (a read of a
+	// few pages is not read ahead), or in a chunk read ahead.
+	near := s.seen && off >= s.next-raNear && off <= s.next+raNear
+	if !near {
+		s.run = off
+	}
+	s.seen, s.next = true, off+n
+	inOrder := near && off+n-s.run >= raChunk || s.chunks[first] != nil
 	for i := first; i <= last && inOrder; i++ {
 		inOrder = !s.failed[i]
 	}
@@ -270,8 +278,9 @@ func (ra *readAhead) read(p *image.PagesFile, dest []byte, off int64) (fuse.Read
 }
 
 // stream returns p's stream, made if need be (the least recently used
-// one goes if there are raStreams already); nil if p's source cannot
-// batch.
+// one goes if there are raStreams already); nil if p's source is not a
+// local store (directBatcher): a remote store fetches what it is asked
+// for, and it is not read ahead.
 func (ra *readAhead) stream(p *image.PagesFile) *stream {
 	ra.mu.Lock()
 	ra.tick++
@@ -285,13 +294,8 @@ func (ra *readAhead) stream(p *image.PagesFile) *stream {
 		ra.mu.Unlock()
 		return s
 	}
-	var read func([]image.Hash, []byte) error
-	switch src := p.Src.(type) {
-	case directBatcher:
-		read = src.ReadPagesDirect
-	case pageBatcher:
-		read = src.ReadPages
-	default:
+	src, ok := p.Src.(directBatcher)
+	if !ok {
 		ra.mu.Unlock()
 		return nil
 	}
@@ -304,7 +308,7 @@ func (ra *readAhead) stream(p *image.PagesFile) *stream {
 		}
 		delete(ra.streams, old.p)
 	}
-	s = &stream{ra: ra, p: p, read: read, used: ra.tick, chunks: map[int64]*chunk{}, failed: map[int64]bool{}}
+	s = &stream{ra: ra, p: p, read: src.ReadPagesDirect, used: ra.tick, chunks: map[int64]*chunk{}, failed: map[int64]bool{}}
 	ra.streams[p] = s
 	ra.mu.Unlock()
 	if old != nil {
