@@ -36,7 +36,8 @@ func (s *Store) ReadPages(hashes []image.Hash, dst []byte) error {
 // is mostly not in the page cache is read with O_DIRECT, straight from
 // the disk into dst, without filling the page cache with the pack (and
 // copying from it). Every page is checked against its hash as ReadPages
-// does.
+// does, but by the calling goroutine alone: such a reader calls it from
+// several goroutines at once.
 func (s *Store) ReadPagesDirect(hashes []image.Hash, dst []byte) error {
 	return s.readPages(hashes, dst, true)
 }
@@ -50,7 +51,11 @@ func (s *Store) readPages(hashes []image.Hash, dst []byte, cold bool) error {
 		return err
 	}
 	bad := readLocated(s.packs, locs, dst, cold)
-	checkHashes(hashes, dst, bad)
+	if cold {
+		checkHashesOn(1, hashes, dst, bad)
+	} else {
+		checkHashes(hashes, dst, bad)
+	}
 	for i, b := range bad {
 		if b {
 			if err := s.ReadPage(hashes[i], dst[i*image.PageSize:(i+1)*image.PageSize]); err != nil {
@@ -173,9 +178,19 @@ func pageVecs(dst []byte, idx []int) [][]byte {
 // (compressed blobs, pages asked for out of pack order).
 var runScratch = sync.Pool{New: func() any { b := make([]byte, maxRun); return &b }}
 
-// checkHashes marks bad every page of dst that does not hash to its hash.
+// checkHashes marks bad every page of dst that does not hash to its hash,
+// on all cores.
 func checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
-	workers := min(runtime.NumCPU(), (len(hashes)+63)/64)
+	checkHashesOn(runtime.NumCPU(), hashes, dst, bad)
+}
+
+// checkHashesOn is checkHashes with at most workers goroutines. With one
+// it yields the processor after every batch of 64 pages: a reader ahead
+// (the mount's read-ahead, whose chunks are hashed while the FUSE
+// requests before them are answered) keeps the requests' goroutines
+// from waiting behind its hashing.
+func checkHashesOn(workers int, hashes []image.Hash, dst []byte, bad []bool) {
+	workers = min(workers, (len(hashes)+63)/64)
 	check := func(from, to int) {
 		const batch = 64
 		var pages [batch][]byte
@@ -188,6 +203,9 @@ func checkHashes(hashes []image.Hash, dst []byte, bad []bool) {
 			SumPages(pages[:n], got[:n])
 			for k := range n {
 				bad[i+k] = bad[i+k] || got[k] != hashes[i+k]
+			}
+			if workers <= 1 {
+				runtime.Gosched()
 			}
 		}
 	}

@@ -123,7 +123,7 @@ const (
 	raBuffers = 16      // chunk buffers at most, in all (64 MiB)
 	raMinSize = 8 << 20 // smaller pages files are read request by request
 	raNear    = 8 << 20 // a request this near the last one's end is in order
-	raIdle    = 5 * time.Second
+	raIdle    = 30 * time.Second
 )
 
 // streams is the read-ahead of every mount of the process: its buffers
@@ -205,12 +205,18 @@ func (ra *readAhead) read(p *image.PagesFile, dest []byte, off int64) (fuse.Read
 	// readahead window's requests at once, and they arrive in any order),
 	// in a run of such requests of raChunk bytes or more (a read of a
 	// few pages is not read ahead), or in a chunk read ahead.
+	// A late request (behind the latest by less than raNear) leaves
+	// next where it is; one whose chunk is gone, behind the chunks read
+	// ahead, is read on its own rather than its whole chunk again.
 	near := s.seen && off >= s.next-raNear && off <= s.next+raNear
 	if !near {
-		s.run = off
+		s.run, s.next = off, off+n
+	} else {
+		s.next = max(s.next, off+n)
 	}
-	s.seen, s.next = true, off+n
-	inOrder := near && off+n-s.run >= raChunk || s.chunks[first] != nil
+	s.seen = true
+	late := s.chunks[first] == nil && first < s.next/raChunk-1
+	inOrder := near && !late && off+n-s.run >= raChunk || s.chunks[first] != nil
 	for i := first; i <= last && inOrder; i++ {
 		inOrder = !s.failed[i]
 	}
