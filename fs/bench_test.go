@@ -269,7 +269,10 @@ func BenchmarkStoreLsR(b *testing.B) {
 //   - warm: the pages file read again from the kernel's page cache.
 //
 // cold/packs, cold/store and fuse-cold/store-warm > 1 say how much slower
-// the mount is.
+// the mount is. The mount's read-ahead reads cold packs with O_DIRECT
+// (pages.go), which leaves them out of the page cache: store-warm is
+// then a read of packs the cold cat did not cache, and fuse-cold reads
+// packs store-warm cached. Each round is logged (-test.v).
 func BenchmarkStorePagesCat(b *testing.B) {
 	if os.Getuid() != 0 {
 		b.Skip("needs root (drop_caches)")
