@@ -3,11 +3,17 @@ package dedup
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/directio"
 )
 
 // packFiles keeps the sealed packs open for reading. A read holds the read
@@ -22,6 +28,9 @@ type packFiles struct {
 	closed  bool // close was called: no pack is opened again
 	mu      sync.RWMutex
 	files   map[packID]*os.File
+	// direct holds the packs opened again with O_DIRECT (readCold), -1
+	// for a pack whose file system refused it.
+	direct map[packID]int
 }
 
 func newPackFiles(dir string) *packFiles {
@@ -71,6 +80,136 @@ func (pf *packFiles) willNeed(id packID, off, n int64) {
 	}
 }
 
+// readvCold reads the bytes of pack id from off into vecs, one after
+// another, as readAt would, but with O_DIRECT when every slice of vecs
+// and off are page aligned and most of the range is not in the page
+// cache (cachestat): the disk's data then goes straight into vecs,
+// without a page cache of the pack to allocate, fill and copy from, for
+// a reader that reads a range once (the mount's read-ahead). Otherwise,
+// or if the pack's file system refuses O_DIRECT, it reads through the
+// page cache.
+func (pf *packFiles) readvCold(id packID, vecs [][]byte, off int64) error {
+	fd := -1
+	if directio.Aligned(vecs) && off%directio.Align == 0 {
+		var err error
+		if fd, err = pf.directFD(id); err != nil {
+			return err
+		}
+	}
+	pf.mu.RLock()
+	defer pf.mu.RUnlock()
+	f := pf.files[id]
+	if f == nil || (fd >= 0 && pf.direct[id] != fd) {
+		// Closed or removed since (gc).
+		return fmt.Errorf("pack %s: %w", id, os.ErrNotExist)
+	}
+	n := 0
+	for _, v := range vecs {
+		n += len(v)
+	}
+	if fd >= 0 {
+		cr := unix.CachestatRange{Off: uint64(off), Len: uint64(n)}
+		var cs unix.Cachestat_t
+		if unix.Cachestat(uint(f.Fd()), &cr, &cs, 0) == nil && int64(cs.Cache)*image.PageSize >= int64(n)/2 {
+			fd = -1 // mostly cached: a copy from the cache costs less than the disk
+		}
+	}
+	if fd < 0 {
+		fd = int(f.Fd())
+	} else {
+		coldDirectReads.Add(1)
+	}
+	err := preadvFull(fd, vecs, off)
+	if err == unix.EINVAL && fd != int(f.Fd()) {
+		// An alignment the file system wants beyond the page's.
+		err = preadvFull(int(f.Fd()), vecs, off)
+	}
+	if err != nil {
+		return fmt.Errorf("read pack %s at %d: %w", id, off, err)
+	}
+	return nil
+}
+
+// coldDirectReads counts the reads readvCold made with O_DIRECT (for the
+// tests).
+var coldDirectReads atomic.Int64
+
+// preadvFull reads into all of vecs from fd at off.
+func preadvFull(fd int, vecs [][]byte, off int64) error {
+	vecs = append([][]byte(nil), vecs...)
+	for len(vecs) > 0 {
+		n, err := unix.Preadv(fd, vecs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		off += int64(n)
+		for n > 0 {
+			if k := min(n, len(vecs[0])); k < len(vecs[0]) {
+				vecs[0] = vecs[0][k:]
+				n = 0
+			} else {
+				vecs = vecs[1:]
+				n -= k
+			}
+		}
+	}
+	return nil
+}
+
+// directFD returns the O_DIRECT descriptor of pack id, opening it (and
+// the pack) if need be; -1 if the pack's file system refuses O_DIRECT.
+func (pf *packFiles) directFD(id packID) (int, error) {
+	pf.mu.RLock()
+	fd, ok := pf.direct[id]
+	f := pf.files[id]
+	pf.mu.RUnlock()
+	if ok && f != nil {
+		return fd, nil
+	}
+	if f == nil {
+		if err := pf.open(id); err != nil {
+			return -1, err
+		}
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	f = pf.files[id]
+	if f == nil {
+		return -1, fmt.Errorf("pack %s: %w", id, os.ErrNotExist)
+	}
+	if fd, ok := pf.direct[id]; ok {
+		return fd, nil
+	}
+	// The descriptor opened again through /proc/self/fd names the same
+	// file even if the path was replaced meanwhile.
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fd = -1
+	}
+	if pf.direct == nil {
+		pf.direct = make(map[packID]int)
+	}
+	pf.direct[id] = fd
+	return fd, nil
+}
+
+// dropDirect forgets pack id's O_DIRECT descriptor, closing it (the
+// caller holds the write lock).
+func (pf *packFiles) dropDirect(id packID) {
+	if fd, ok := pf.direct[id]; ok {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		delete(pf.direct, id)
+	}
+}
+
 func (pf *packFiles) open(id packID) error {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
@@ -111,6 +250,7 @@ func (pf *packFiles) remove(id packID) error {
 		f.Close()
 		delete(pf.files, id)
 	}
+	pf.dropDirect(id)
 	if err := os.Remove(packPath(pf.dir, id)); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove pack %s: %w", id, err)
 	}
@@ -124,5 +264,8 @@ func (pf *packFiles) close() {
 	for id, f := range pf.files {
 		f.Close()
 		delete(pf.files, id)
+	}
+	for id := range pf.direct {
+		pf.dropDirect(id)
 	}
 }

@@ -165,7 +165,7 @@ func (r *PackReader) readBatch(hashes []image.Hash, dst []byte) error {
 			return err
 		}
 	}
-	bad := readLocated(r.packs, locs, dst)
+	bad := readLocated(r.packs, locs, dst, false)
 	checkHashes(hashes, dst, bad)
 	var again []int
 	for i, b := range bad {

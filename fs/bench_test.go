@@ -201,18 +201,25 @@ func countLines(b []byte) int {
 
 // storeBigCheckpoint commits a checkpoint whose task has one 1 GiB vma of
 // distinct pages into repo.
-func storeBigCheckpoint(b *testing.B, repo dedup.Repo) (*image.Checkpoint, *image.VMA) {
-	n := benchVMASize / image.PageSize
-	v := &image.VMA{Start: 0x10000000, End: 0x10000000 + benchVMASize, Perms: "rw-p", Kind: image.VMAAnon}
+func storeBigCheckpoint(b testing.TB, repo dedup.Repo) (*image.Checkpoint, *image.VMA) {
+	return storeVMACheckpoint(b, repo, benchVMASize/image.PageSize, nil)
+}
+
+// storeVMACheckpoint commits a checkpoint whose task has one vma of n
+// pages into repo: page i is pageContent(9, i), or a hole if hole(i).
+func storeVMACheckpoint(b testing.TB, repo dedup.Repo, n int, hole func(int) bool) (*image.Checkpoint, *image.VMA) {
+	v := &image.VMA{Start: 0x10000000, End: 0x10000000 + uint64(n)*image.PageSize, Perms: "rw-p", Kind: image.VMAAnon}
 	const batch = 1024
 	hashes := make([]image.Hash, 0, batch)
 	pages := make([][]byte, 0, batch)
 	for i := 0; i < n; i++ {
-		p := pageContent(9, i)
-		h := dedup.Sum(p)
-		v.Pages = append(v.Pages, image.PageRef{Index: uint32(i), Hash: h})
-		hashes, pages = append(hashes, h), append(pages, p)
-		if len(hashes) == batch || i == n-1 {
+		if hole == nil || !hole(i) {
+			p := pageContent(9, i)
+			h := dedup.Sum(p)
+			v.Pages = append(v.Pages, image.PageRef{Index: uint32(i), Hash: h})
+			hashes, pages = append(hashes, h), append(pages, p)
+		}
+		if len(hashes) == batch || i == n-1 && len(hashes) > 0 {
 			if _, err := repo.PutPages(hashes, pages); err != nil {
 				b.Fatal(err)
 			}
@@ -262,7 +269,10 @@ func BenchmarkStoreLsR(b *testing.B) {
 //   - warm: the pages file read again from the kernel's page cache.
 //
 // cold/packs, cold/store and fuse-cold/store-warm > 1 say how much slower
-// the mount is.
+// the mount is. The mount's read-ahead reads cold packs with O_DIRECT
+// (pages.go), which leaves them out of the page cache: store-warm is
+// then a read of packs the cold cat did not cache, and fuse-cold reads
+// packs store-warm cached. Each round is logged (-test.v).
 func BenchmarkStorePagesCat(b *testing.B) {
 	if os.Getuid() != 0 {
 		b.Skip("needs root (drop_caches)")
@@ -324,15 +334,24 @@ func BenchmarkStorePagesCat(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		dropAllCaches(b)
-		tPacksCold += cat(packs...)
+		packsCold := cat(packs...)
 		dropAllCaches(b)
-		tStoreCold += readStore()
+		storeCold := readStore()
 		dropAllCaches(b)
-		tCatCold += cat(p)
-		tWarm += cat(p)
-		tStoreWarm += readStore()
+		catCold := cat(p)
+		warm := cat(p)
+		storeWarm := readStore()
 		dropFuse()
-		tFuseCold += cat(p)
+		fuseCold := cat(p)
+		b.Logf("round %d: packs cold %.0f MB/s, store cold %.0f, cat cold %.0f (cold/packs %.3f), warm %.0f, store warm %.0f, fuse-cold %.0f",
+			i, mbps(benchVMASize, packsCold), mbps(benchVMASize, storeCold), mbps(benchVMASize, catCold),
+			catCold.Seconds()/packsCold.Seconds(), mbps(benchVMASize, warm), mbps(benchVMASize, storeWarm), mbps(benchVMASize, fuseCold))
+		tPacksCold += packsCold
+		tStoreCold += storeCold
+		tCatCold += catCold
+		tWarm += warm
+		tStoreWarm += storeWarm
+		tFuseCold += fuseCold
 	}
 	b.StopTimer()
 	total := int64(b.N) * benchVMASize

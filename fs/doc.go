@@ -27,9 +27,12 @@
 //
 // Reads. Requests go up to 1 MiB (max_read, max_pages) and the mount's
 // readahead is raised to 4 MiB, so a sequential read of a vma's pages file
-// reaches the store as a few large requests in flight; each is filled in
-// place in go-fuse's buffer, one ReadPages call per run of saved pages
-// when the source batches (pages.go), else page by page.
+// reaches the store as a few large requests in flight. A pages file of
+// 8 MiB or more read in order is read ahead of them in chunks of 4 MiB
+// (pages.go: from a store with O_DIRECT into huge pages, every page
+// hash-checked), and requests are answered from the chunks; other reads
+// are filled in place in go-fuse's buffer, one ReadPages call per run of
+// saved pages when the source batches, else page by page.
 //
 // The mount's source is "ckptfs:<store>" (SourcePrefix) when it serves a
 // local store: the restorer of a tree below the mount reads page data from

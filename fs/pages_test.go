@@ -3,11 +3,16 @@ package fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
 )
 
@@ -91,5 +96,122 @@ func TestPagesThroughMountBatched(t *testing.T) {
 	}
 	if m.calls.Load() == 0 {
 		t.Error("the mount never called ReadPages")
+	}
+}
+
+// TestPagesReadAhead reads a big pages file of a real store through the
+// mount, its packs out of the page cache: whole (as cat does, from the
+// read-ahead chunks), then in 1 MiB reads backwards (request by
+// request); with a byte of one page damaged in its pack, reading the
+// whole file fails with EIO, and so does a read of that page, while the
+// pages before and after it read right.
+func TestPagesReadAhead(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (FUSE mount)")
+	}
+	dir := t.TempDir()
+	s, err := dedup.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6000 // 23.4 MiB
+	hole := func(i int) bool { return i%1000 >= 10 && i%1000 < 20 || i >= n-3 }
+	c, v := storeVMACheckpoint(t, s, n, hole)
+	s.Close()
+	want := make([]byte, n*image.PageSize)
+	for i := range n {
+		if !hole(i) {
+			copy(want[i*image.PageSize:], pageContent(9, i))
+		}
+	}
+	srv := mountStore(t, dir, Options{Logf: t.Logf})
+	p := filepath.Join(srv.Mountpoint(), c.ID, "tasks", "100", "vmas", v.DirName(), "pages")
+	packs, _ := filepath.Glob(filepath.Join(dir, "packs", "*.pack"))
+	uncache := func() {
+		t.Helper()
+		for _, f := range append(packs, p) {
+			fd, err := os.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Fadvise(int(fd.Fd()), 0, 0, unix.FADV_DONTNEED)
+			fd.Close()
+		}
+	}
+
+	uncache()
+	before := raReplies.Load()
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read whole: %d bytes, %v (want %d, equal %v)", len(got), err, len(want), bytes.Equal(got, want))
+	}
+	if raReplies.Load() == before {
+		t.Error("no request was answered from the read-ahead")
+	}
+	uncache()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for off := int64(len(want)) - int64(len(buf)); off >= 0; off -= 3 * int64(len(buf)) {
+		k, err := f.ReadAt(buf, off)
+		if k != len(buf) || !bytes.Equal(buf, want[off:off+int64(k)]) {
+			t.Fatalf("read at %d: %d bytes, %v, equal %v", off, k, err, bytes.Equal(buf[:k], want[off:off+int64(k)]))
+		}
+	}
+
+	// Damage page 3000 in its pack.
+	const bad = 3000
+	damaged := false
+	for _, pk := range packs {
+		b, err := os.ReadFile(pk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if at := bytes.Index(b, pageContent(9, bad)); at >= 0 {
+			fd, err := os.OpenFile(pk, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = fd.WriteAt([]byte{^b[at+100]}, int64(at+100))
+			fd.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			damaged = true
+			break
+		}
+	}
+	if !damaged {
+		t.Fatal("page not found in the packs")
+	}
+	streams.reset() // chunks read before the damage: right bytes, but not what this test reads
+	uncache()
+	if _, err := os.ReadFile(p); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of the damaged file: %v, want EIO", err)
+	}
+	uncache()
+	readRange := func(from, to int64) error {
+		for off := from; off < to; off += int64(len(buf)) {
+			k := min(int64(len(buf)), to-off)
+			if _, err := f.ReadAt(buf[:k], off); err != nil {
+				return fmt.Errorf("read at %d: %w", off, err)
+			}
+			if !bytes.Equal(buf[:k], want[off:off+k]) {
+				return fmt.Errorf("read at %d: wrong bytes", off)
+			}
+		}
+		return nil
+	}
+	if err := readRange(0, bad*image.PageSize); err != nil {
+		t.Fatalf("pages before the damaged one: %v", err)
+	}
+	if err := readRange(bad*image.PageSize, (bad+1)*image.PageSize); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of the damaged page: %v, want EIO", err)
+	}
+	if err := readRange((bad+1)*image.PageSize, int64(len(want))); err != nil {
+		t.Fatalf("pages after the damaged one: %v", err)
 	}
 }

@@ -233,13 +233,13 @@ func (n *node) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int
 		return nil, syscall.EISDIR
 	}
 	if p, ok := file.(*image.PagesFile); ok {
-		k, batched, err := readPagesBatched(p, dest, off) // pages.go
+		res, batched, err := readPages(p, dest, off) // pages.go
 		if err != nil {
 			n.m.logf("read at %d: %v", off, err)
 			return nil, syscall.EIO
 		}
 		if batched {
-			return fuse.ReadResultData(dest[:k]), 0
+			return res, 0
 		}
 	}
 	k, err := file.ReadAt(dest, off)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,5 +39,27 @@ func TestAligned(t *testing.T) {
 	b, err := os.ReadFile(path)
 	if err != nil || len(b) != 2*Align || b[Align] != 7 {
 		t.Fatalf("read back: %d bytes, %v", len(b), err)
+	}
+}
+
+func TestHugeBuffer(t *testing.T) {
+	if _, err := HugeBuffer(100); err == nil {
+		t.Fatal("a buffer of 100 bytes was made")
+	}
+	b, err := HugeBuffer(2 * HugeSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 2*HugeSize || !Aligned([][]byte{b}) || uintptr(unsafe.Pointer(&b[0]))%HugeSize != 0 {
+		t.Fatalf("buffer of %d bytes at %p", len(b), &b[0])
+	}
+	for i := range b {
+		b[i] = byte(i)
+	}
+	if b[len(b)-1] != byte(len(b)-1) {
+		t.Fatal("memory does not read back")
+	}
+	if err := FreeHuge(b); err != nil {
+		t.Fatal(err)
 	}
 }
