@@ -66,14 +66,8 @@ func NewTableBuilder(w TableWriter) *TableBuilder {
 
 // Add appends the reference of one saved page of v.
 func (b *TableBuilder) Add(v *image.VMA, r image.PageRef) error {
-	if v != b.v {
-		if err := b.endVMA(); err != nil {
-			return err
-		}
-		if b.done[v] {
-			return fmt.Errorf("page table of vma %s: its references come in two runs", v.DirName())
-		}
-		b.v = v
+	if err := b.enter(v); err != nil {
+		return err
 	}
 	if b.pages > 0 && r.Index <= b.last || b.ended {
 		return fmt.Errorf("page table of vma %s: page %d after page %d", v.DirName(), r.Index, b.last)
@@ -91,6 +85,22 @@ func (b *TableBuilder) Add(v *image.VMA, r image.PageRef) error {
 	return nil
 }
 
+// enter makes v the vma whose references come next, ending the table of
+// the one before; a vma's references come in one run.
+func (b *TableBuilder) enter(v *image.VMA) error {
+	if v == b.v {
+		return nil
+	}
+	if err := b.endVMA(); err != nil {
+		return err
+	}
+	if b.done[v] {
+		return fmt.Errorf("page table of vma %s: its references come in two runs", v.DirName())
+	}
+	b.v = v
+	return nil
+}
+
 // AddChunk appends to v's table the n references of chunk h, a chunk
 // already in the store (of an earlier checkpoint's table), whose first
 // reference is at index first and its last at index last; last says
@@ -103,14 +113,8 @@ func (b *TableBuilder) AddChunk(v *image.VMA, h image.Hash, n int, first, lastId
 	if n <= 0 || n > tableChunk3 || lastIdx < first || int(lastIdx-first) < n-1 {
 		return fmt.Errorf("page table of vma %s: stored chunk of %d references from %d to %d", v.DirName(), n, first, lastIdx)
 	}
-	if v != b.v {
-		if err := b.endVMA(); err != nil {
-			return err
-		}
-		if b.done[v] {
-			return fmt.Errorf("page table of vma %s: its references come in two runs", v.DirName())
-		}
-		b.v = v
+	if err := b.enter(v); err != nil {
+		return err
 	}
 	if b.pages > 0 && first <= b.last || b.ended || len(b.refs) > 0 || n < tableChunk3 && !last {
 		refs, err := load()

@@ -281,26 +281,10 @@ func askTracker(sock string, take bool) (TrackerState, []int, error) {
 	}
 	oob := make([]byte, unix.CmsgSpace(4*maxFDsPerMessage))
 	for len(fds) < len(st.Tasks) {
-		_, oobn, _, _, err := c.ReadMsgUnix(make([]byte, 1), oob)
+		got, err := readFDMessage(c, oob)
+		fds = append(fds, got...)
 		if err != nil {
 			return fail(fmt.Errorf("tracker fds: %w", err))
-		}
-		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil {
-			return fail(fmt.Errorf("tracker fds: %w", err))
-		}
-		for _, m := range msgs {
-			got, err := unix.ParseUnixRights(&m)
-			if err != nil {
-				return fail(fmt.Errorf("tracker fds: %w", err))
-			}
-			for _, fd := range got {
-				unix.CloseOnExec(fd)
-			}
-			fds = append(fds, got...)
-		}
-		if oobn == 0 {
-			return fail(errors.New("tracker fds: message without fds"))
 		}
 	}
 	if len(fds) != len(st.Tasks) {
@@ -537,30 +521,43 @@ func ReceiveHandoff(conn *os.File) (st TrackerState, fds []int, err error) {
 	}
 	oob := make([]byte, unix.CmsgSpace(4*maxFDsPerMessage))
 	for len(fds) < len(st.Tasks) {
-		_, oobn, _, _, err := c.ReadMsgUnix(make([]byte, 1), oob)
+		got, err := readFDMessage(c, oob)
+		fds = append(fds, got...)
 		if err != nil {
 			return fail(fmt.Errorf("tracker handoff fds: %w", err))
-		}
-		if oobn == 0 {
-			return fail(errors.New("tracker handoff fds: message without fds"))
-		}
-		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil {
-			return fail(fmt.Errorf("tracker handoff fds: %w", err))
-		}
-		for _, cm := range msgs {
-			got, err := unix.ParseUnixRights(&cm)
-			if err != nil {
-				return fail(fmt.Errorf("tracker handoff fds: %w", err))
-			}
-			for _, fd := range got {
-				unix.CloseOnExec(fd)
-			}
-			fds = append(fds, got...)
 		}
 	}
 	if len(fds) != len(st.Tasks) {
 		return fail(fmt.Errorf("tracker handoff: %d fds for %d tasks", len(fds), len(st.Tasks)))
 	}
 	return st, fds, nil
+}
+
+// readFDMessage reads one message over c and returns the fds it passed
+// (SCM_RIGHTS), close-on-exec; with an error, those received before it,
+// for the caller to close.
+func readFDMessage(c *net.UnixConn, oob []byte) ([]int, error) {
+	_, oobn, _, _, err := c.ReadMsgUnix(make([]byte, 1), oob)
+	if err != nil {
+		return nil, err
+	}
+	if oobn == 0 {
+		return nil, errors.New("message without fds")
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	for _, m := range msgs {
+		got, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			return fds, err
+		}
+		for _, fd := range got {
+			unix.CloseOnExec(fd)
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
 }
