@@ -258,40 +258,19 @@ func askTracker(sock string, take bool) (TrackerState, []int, error) {
 	if _, err := c.Write([]byte(req)); err != nil {
 		return st, nil, fmt.Errorf("tracker: %w", err)
 	}
-	var n [4]byte
-	if _, err := io.ReadFull(c, n[:]); err != nil {
-		return st, nil, fmt.Errorf("tracker state: %w", err)
-	}
-	body := make([]byte, binary.LittleEndian.Uint32(n[:]))
-	if _, err := io.ReadFull(c, body); err != nil {
-		return st, nil, fmt.Errorf("tracker state: %w", err)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
+	if err := readStateMessage(c, &st); err != nil {
 		return st, nil, fmt.Errorf("tracker state: %w", err)
 	}
 	if !take {
 		return st, nil, nil
 	}
-	var fds []int
-	fail := func(err error) (TrackerState, []int, error) {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		return st, nil, err
-	}
-	oob := make([]byte, unix.CmsgSpace(4*maxFDsPerMessage))
-	for len(fds) < len(st.Tasks) {
-		got, err := readFDMessage(c, oob)
-		fds = append(fds, got...)
-		if err != nil {
-			return fail(fmt.Errorf("tracker fds: %w", err))
-		}
-	}
-	if len(fds) != len(st.Tasks) {
-		return fail(fmt.Errorf("tracker sent %d fds for %d tasks", len(fds), len(st.Tasks)))
+	fds, err := readTaskFDs(c, len(st.Tasks))
+	if err != nil {
+		return st, nil, fmt.Errorf("tracker fds: %w", err)
 	}
 	if _, err := c.Write([]byte("ok\n")); err != nil {
-		return fail(fmt.Errorf("tracker: %w", err))
+		closeFDs(fds)
+		return st, nil, fmt.Errorf("tracker: %w", err)
 	}
 	return st, fds, nil
 }
@@ -499,36 +478,11 @@ func ReceiveHandoff(conn *os.File) (st TrackerState, fds []int, err error) {
 	if !ok {
 		return st, nil, errors.New("tracker handoff: fd 3 is not a unix socket")
 	}
-	var n [4]byte
-	if _, err := io.ReadFull(c, n[:]); err != nil {
-		return st, nil, fmt.Errorf("tracker handoff: %w", err) // the dump went away
+	if err := readStateMessage(c, &st); err != nil {
+		return st, nil, fmt.Errorf("tracker handoff: %w", err) // EOF: the dump went away
 	}
-	if size := binary.LittleEndian.Uint32(n[:]); size > 64<<20 {
-		return st, nil, fmt.Errorf("tracker handoff: %d bytes of state", size)
-	}
-	body := make([]byte, binary.LittleEndian.Uint32(n[:]))
-	if _, err := io.ReadFull(c, body); err != nil {
-		return st, nil, fmt.Errorf("tracker handoff: %w", err)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, nil, fmt.Errorf("tracker handoff: %w", err)
-	}
-	fail := func(err error) (TrackerState, []int, error) {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		return st, nil, err
-	}
-	oob := make([]byte, unix.CmsgSpace(4*maxFDsPerMessage))
-	for len(fds) < len(st.Tasks) {
-		got, err := readFDMessage(c, oob)
-		fds = append(fds, got...)
-		if err != nil {
-			return fail(fmt.Errorf("tracker handoff fds: %w", err))
-		}
-	}
-	if len(fds) != len(st.Tasks) {
-		return fail(fmt.Errorf("tracker handoff: %d fds for %d tasks", len(fds), len(st.Tasks)))
+	if fds, err = readTaskFDs(c, len(st.Tasks)); err != nil {
+		return st, nil, fmt.Errorf("tracker handoff fds: %w", err)
 	}
 	return st, fds, nil
 }
@@ -560,4 +514,48 @@ func readFDMessage(c *net.UnixConn, oob []byte) ([]int, error) {
 		fds = append(fds, got...)
 	}
 	return fds, nil
+}
+
+// readStateMessage reads a TrackerState sent over c: its JSON's length
+// (4 bytes, little-endian), then the JSON.
+func readStateMessage(c net.Conn, st *TrackerState) error {
+	var n [4]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		return err
+	}
+	size := binary.LittleEndian.Uint32(n[:])
+	if size > 64<<20 {
+		return fmt.Errorf("%d bytes of state", size)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(c, body); err != nil {
+		return err
+	}
+	return json.Unmarshal(body, st)
+}
+
+// readTaskFDs reads the n uffds of a state's tasks, sent over c after
+// it; with an error, none of them is left open.
+func readTaskFDs(c *net.UnixConn, n int) ([]int, error) {
+	var fds []int
+	oob := make([]byte, unix.CmsgSpace(4*maxFDsPerMessage))
+	for len(fds) < n {
+		got, err := readFDMessage(c, oob)
+		fds = append(fds, got...)
+		if err != nil {
+			closeFDs(fds)
+			return nil, err
+		}
+	}
+	if len(fds) != n {
+		closeFDs(fds)
+		return nil, fmt.Errorf("%d fds for %d tasks", len(fds), n)
+	}
+	return fds, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
