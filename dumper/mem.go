@@ -14,6 +14,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/directio"
 	"github.com/ckptfs/ckptfs/internal/proc"
 	"github.com/ckptfs/ckptfs/internal/sparse"
 )
@@ -716,7 +717,7 @@ func (p *bufferPool) drain() {
 func (p *bufferPool) dropLocked(b []byte) {
 	if len(b) > 0 && p.mapped[&b[0]] {
 		delete(p.mapped, &b[0])
-		_ = unix.Munmap(b) // fails only for a bad slice: none here
+		_ = directio.FreeHuge(b) // fails only for a bad slice: none here
 	}
 }
 
@@ -731,8 +732,9 @@ func (p *bufferPool) get() []byte {
 	huge := p.huge
 	p.mu.Unlock()
 	if huge {
-		if b, err := unix.Mmap(-1, 0, p.size()*image.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS); err == nil {
-			_ = unix.Madvise(b, unix.MADV_HUGEPAGE) // a hint: small pages do too
+		// Aligned to huge pages; a size that is not a multiple of them
+		// is refused, and that buffer is an ordinary one.
+		if b, err := directio.HugeBuffer(p.size() * image.PageSize); err == nil {
 			p.mu.Lock()
 			if p.mapped == nil {
 				p.mapped = map[*byte]bool{}
