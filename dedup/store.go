@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -369,9 +368,9 @@ type otherPut struct {
 // claim sorts the pages idx of hashes into those stored already (dropped),
 // those another call is writing (others) and those this call must write
 // (mine, now pending). A page whose pendingKey another page has (another
-// call's, or an other page of this call) is among the others, to be
-// looked at again once that call is done; this call's own duplicates are
-// dropped.
+// call's, or an other page of this call: its duplicate, or a hash that
+// only shares the key) is among the others, to be looked at again once
+// that call is done.
 func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, []otherPut) {
 	hs := make([]image.Hash, len(idx))
 	for k, i := range idx {
@@ -389,9 +388,7 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, 
 		}
 		key := pendingKey(&h)
 		if b := s.pending.get(key); b != nil {
-			if b != mine || !slices.Contains(mine.hashes, h) {
-				others = append(others, otherPut{idx[k], b})
-			}
+			others = append(others, otherPut{idx[k], b})
 			continue
 		}
 		s.pending.put(key, mine)
