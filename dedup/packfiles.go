@@ -3,7 +3,6 @@ package dedup
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -12,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/directio"
 )
 
@@ -108,9 +106,7 @@ func (pf *packFiles) readvCold(id packID, vecs [][]byte, off int64) error {
 		n += len(v)
 	}
 	if fd >= 0 {
-		cr := unix.CachestatRange{Off: uint64(off), Len: uint64(n)}
-		var cs unix.Cachestat_t
-		if unix.Cachestat(uint(f.Fd()), &cr, &cs, 0) == nil && int64(cs.Cache)*image.PageSize >= int64(n)/2 {
+		if cached, err := directio.CachedBytes(int(f.Fd()), off, int64(n)); err == nil && cached >= int64(n)/2 {
 			fd = -1 // mostly cached: a copy from the cache costs less than the disk
 		}
 	}
@@ -119,10 +115,10 @@ func (pf *packFiles) readvCold(id packID, vecs [][]byte, off int64) error {
 	} else {
 		coldDirectReads.Add(1)
 	}
-	err := preadvFull(fd, vecs, off)
+	err := directio.ReadFull(fd, vecs, off)
 	if err == unix.EINVAL && fd != int(f.Fd()) {
 		// An alignment the file system wants beyond the page's.
-		err = preadvFull(int(f.Fd()), vecs, off)
+		err = directio.ReadFull(int(f.Fd()), vecs, off)
 	}
 	if err != nil {
 		return fmt.Errorf("read pack %s at %d: %w", id, off, err)
@@ -133,34 +129,6 @@ func (pf *packFiles) readvCold(id packID, vecs [][]byte, off int64) error {
 // coldDirectReads counts the reads readvCold made with O_DIRECT (for the
 // tests).
 var coldDirectReads atomic.Int64
-
-// preadvFull reads into all of vecs from fd at off.
-func preadvFull(fd int, vecs [][]byte, off int64) error {
-	vecs = append([][]byte(nil), vecs...)
-	for len(vecs) > 0 {
-		n, err := unix.Preadv(fd, vecs, off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.ErrUnexpectedEOF
-		}
-		off += int64(n)
-		for n > 0 {
-			if k := min(n, len(vecs[0])); k < len(vecs[0]) {
-				vecs[0] = vecs[0][k:]
-				n = 0
-			} else {
-				vecs = vecs[1:]
-				n -= k
-			}
-		}
-	}
-	return nil
-}
 
 // directFD returns the O_DIRECT descriptor of pack id, opening it (and
 // the pack) if need be; -1 if the pack's file system refuses O_DIRECT.

@@ -3,6 +3,7 @@ package restorer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckptfs/ckptfs/image"
+	"github.com/ckptfs/ckptfs/internal/directio"
 )
 
 // Direct reads of a cold copy. A pages file not in the page cache (a copy
@@ -121,12 +123,11 @@ func openDirect(f *os.File, path string, rs [][2]int64) *directFile {
 func cachedBytes(f *os.File, rs [][2]int64) int64 {
 	var n int64
 	for _, r := range rs {
-		cr := unix.CachestatRange{Off: uint64(r[0]), Len: uint64(r[1] - r[0])}
-		var cs unix.Cachestat_t
-		if unix.Cachestat(uint(f.Fd()), &cr, &cs, 0) != nil {
+		c, err := directio.CachedBytes(int(f.Fd()), r[0], r[1]-r[0])
+		if err != nil {
 			return 0
 		}
-		n += int64(cs.Cache) * image.PageSize
+		n += c
 	}
 	return n
 }
@@ -154,20 +155,11 @@ func (d *directFile) readAt(buf []byte, off int64) error {
 
 // preadFull reads len(buf) bytes at off of fd.
 func preadFull(fd int, buf []byte, off int64) error {
-	for len(buf) > 0 {
-		n, err := unix.Pread(fd, buf, off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("file ends at %d: %w", off, errShortPages)
-		}
-		buf, off = buf[n:], off+int64(n)
+	err := directio.ReadFull(fd, [][]byte{buf}, off)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w (%v)", errShortPages, err)
 	}
-	return nil
+	return err
 }
 
 // errShortPages says a pages file ended inside a data range it had when
