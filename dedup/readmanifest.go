@@ -45,12 +45,23 @@ func loadCheckpoint(txn *badger.Txn, id string) (*image.Checkpoint, error) {
 // loadCheckpointChunks is loadCheckpoint that also returns the hashes of
 // the content-addressed chunks (format 3) the checkpoint uses.
 func loadCheckpointChunks(txn *badger.Txn, id string) (*image.Checkpoint, []image.Hash, error) {
+	c, specs, format, err := readManifest(txn, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fillTables(txn, c, specs, format)
+}
+
+// readManifest reads the manifest of checkpoint id: the checkpoint
+// without its page references, what it records of each vma's page table
+// (nil for format 1: nothing recorded) and its format.
+func readManifest(txn *badger.Txn, id string) (*image.Checkpoint, [][]tableSpec, int, error) {
 	item, err := txn.Get(manifestKey(id))
 	if err != nil {
-		return nil, nil, fmt.Errorf("manifest: %w", err)
+		return nil, nil, 0, fmt.Errorf("manifest: %w", err)
 	}
 	var c *image.Checkpoint
-	var specs [][]tableSpec // nil for format 1: nothing recorded
+	var specs [][]tableSpec
 	format := 1
 	err = item.Value(func(v []byte) error {
 		if !isSealed(v) {
@@ -65,11 +76,19 @@ func loadCheckpointChunks(txn *badger.Txn, id string) (*image.Checkpoint, []imag
 		return err
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("manifest: %w", err)
+		return nil, nil, 0, fmt.Errorf("manifest: %w", err)
 	}
 	if c.ID != id {
-		return nil, nil, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
+		return nil, nil, 0, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
 	}
+	return c, specs, format, nil
+}
+
+// fillTables reads the page tables of c, whose manifest readManifest
+// read, into its vmas and checks them; for format 3 it also returns the
+// hashes of the content-addressed chunks they use.
+func fillTables(txn *badger.Txn, c *image.Checkpoint, specs [][]tableSpec, format int) (*image.Checkpoint, []image.Hash, error) {
+	var err error
 	for _, t := range c.Tasks {
 		for _, v := range t.VMAs {
 			v.Pages = nil // a format-1 manifest must not bring references of its own
@@ -268,32 +287,13 @@ func (s *Store) LoadStored(id string) (*image.Checkpoint, error) {
 // loadStored reads the manifest of checkpoint id; a format-3 page table
 // stays a StoredTable, an older one is read (loadCheckpoint).
 func loadStored(txn *badger.Txn, id string) (*image.Checkpoint, error) {
-	item, err := txn.Get(manifestKey(id))
+	c, specs, format, err := readManifest(txn, id)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	var c *image.Checkpoint
-	var specs [][]tableSpec
-	format := 1
-	err = item.Value(func(v []byte) error {
-		if !isSealed(v) {
-			return nil // format 1: loadCheckpoint
-		}
-		body, err := unseal(kindManifest, manifestKey(id), v)
-		if err != nil {
-			return err
-		}
-		c, specs, format, err = decodeManifest(body)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, err
 	}
 	if format < 3 {
-		return loadCheckpoint(txn, id)
-	}
-	if c.ID != id {
-		return nil, fmt.Errorf("manifest: %w: it names checkpoint %q", ErrCorrupt, c.ID)
+		c, _, err := fillTables(txn, c, specs, format)
+		return c, err
 	}
 	for ti, t := range c.Tasks {
 		for vi, v := range t.VMAs {
