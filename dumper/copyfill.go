@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/ckptfs/ckptfs/dedup"
 	"github.com/ckptfs/ckptfs/image"
 	"github.com/ckptfs/ckptfs/internal/testhold"
 )
@@ -104,12 +106,13 @@ func (m *memCopier) copyPlans(pid int, mem *os.File, plans []plan) error {
 	}
 	var next atomic.Int64
 	read := func() {
+		var sc hashScratch
 		for !m.failed.Load() {
 			i := int(next.Add(1) - 1)
 			if i >= len(fills) {
 				return
 			}
-			if err := m.fillChunk(pid, mem, fills[i]); err != nil {
+			if err := m.fillChunk(pid, mem, fills[i], &sc); err != nil {
 				m.fail(err)
 				return
 			}
@@ -141,8 +144,10 @@ func (m *memCopier) copyPlans(pid int, mem *os.File, plans []plan) error {
 }
 
 // fillChunk reads f's pieces into its chunk and, if that completes it,
-// ends it (finishChunk).
-func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill) error {
+// ends it (finishChunk). In a pre-copy pass (stream) it also hashes the
+// pages, hashStep at a time right after each read, while they are still
+// in the cache: the workers only put them (mem.go store).
+func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill, sc *hashScratch) error {
 	c := f.c
 	if c.data == nil {
 		if m.stream {
@@ -153,28 +158,45 @@ func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill) error {
 			case <-m.dead:
 				return m.err
 			}
+			c.hashes, c.zero = make([]image.Hash, m.chunkN), make([]bool, m.chunkN)
+			c.hashed = true
 		}
 		c.data = m.bufs.get()
 	}
 	pages := 0
 	for _, pc := range f.pieces {
-		buf := c.data[pc.at*image.PageSize : (pc.at+len(pc.idx))*image.PageSize]
-		var err error
-		if pc.p.object != nil {
-			err = readObjectPages(pc.p.object, pc.p.v, pc.idx, buf)
-		} else {
-			err = readPages(pid, mem, pc.p.v, pc.idx, buf)
+		step := len(pc.idx)
+		if m.stream {
+			step = hashStep
 		}
-		if err != nil && m.stream && m.unread != nil {
-			// The tree runs: the vma may have been unmapped or changed
-			// since it was collected. The next dump reads it (markUnread);
-			// what this pass has of it is zeros, never used.
-			m.unread(pc.p.v)
-			clear(buf)
-			err = nil
-		}
-		if err != nil {
-			return fmt.Errorf("read memory of %d at vma %s: %w", pid, pc.p.v.DirName(), err)
+		for s := 0; s < len(pc.idx); s += step {
+			idx := pc.idx[s:min(s+step, len(pc.idx))]
+			at := pc.at + s
+			buf := c.data[at*image.PageSize : (at+len(idx))*image.PageSize]
+			var err error
+			if pc.p.object != nil {
+				err = readObjectPages(pc.p.object, pc.p.v, idx, buf)
+			} else {
+				err = readPages(pid, mem, pc.p.v, idx, buf)
+			}
+			if err != nil && m.stream && m.unread != nil {
+				// The tree runs: the vma may have been unmapped or
+				// changed since it was collected. The next dump reads it
+				// (markUnread); what this pass has of it is zeros, never
+				// used.
+				m.unread(pc.p.v)
+				clear(c.data[pc.at*image.PageSize : (pc.at+len(pc.idx))*image.PageSize])
+				for i := pc.at; i < pc.at+len(pc.idx); i++ {
+					c.zero[i], c.hashes[i] = true, image.Hash{}
+				}
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read memory of %d at vma %s: %w", pid, pc.p.v.DirName(), err)
+			}
+			if m.stream {
+				sc.hash(c, at, len(idx))
+			}
 		}
 		pages += len(pc.idx)
 	}
@@ -185,6 +207,39 @@ func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill) error {
 		return m.finishChunk(c)
 	}
 	return nil
+}
+
+// hashStep is how many pages a copy thread of a pre-copy pass reads at a
+// time before it hashes them: 256 KiB, hashed while in the L2 cache.
+const hashStep = 64
+
+// hashScratch is what a copy thread hashes with, kept from chunk to chunk.
+type hashScratch struct {
+	pages  [][]byte
+	at     []int
+	hashes []image.Hash
+}
+
+// hash sets c.zero and c.hashes of the n pages of c from page at on.
+func (sc *hashScratch) hash(c *chunk, at, n int) {
+	sc.pages, sc.at = sc.pages[:0], sc.at[:0]
+	for i := at; i < at+n; i++ {
+		p := c.data[i*image.PageSize : (i+1)*image.PageSize]
+		if dedup.IsZero(p) {
+			c.zero[i] = true
+			continue
+		}
+		sc.pages, sc.at = append(sc.pages, p), append(sc.at, i)
+	}
+	if len(sc.pages) == 0 {
+		return
+	}
+	sc.hashes = slices.Grow(sc.hashes[:0], len(sc.pages))[:len(sc.pages)]
+	dedup.SumPages(sc.pages, sc.hashes)
+	for k, i := range sc.at {
+		c.hashes[i] = sc.hashes[k]
+	}
+	clear(sc.pages) // no hold on the buffer once given back
 }
 
 // progressEvery: copy progress is told once per that many chunks.

@@ -48,6 +48,7 @@ type chunk struct {
 	seq    int       // its place in read order (memCopier.chunks)
 	hashes []image.Hash
 	zero   []bool
+	hashed bool          // hashes and zero are set (by the copy: fillChunk)
 	stored chan struct{} // closed once a worker is done with it
 }
 
@@ -256,11 +257,13 @@ func (m *memCopier) fail(err error) {
 
 func (m *memCopier) worker() {
 	defer m.wg.Done()
+	var sc storeScratch
 	for c := range m.queue {
 		if !m.failed.Load() {
-			if err := m.store(c); err != nil {
+			if err := m.store(c, &sc); err != nil {
 				m.fail(err)
 			}
+			clear(sc.pages) // no hold on the buffer given back
 			m.reportStored(c.n) // progress.go
 		}
 		if c.mapped {
@@ -311,30 +314,48 @@ func (m *memCopier) tabulate() {
 	}
 }
 
-// store hashes a chunk and puts the pages the store lacks.
-func (m *memCopier) store(c *chunk) error {
+// storeScratch is what a worker lists a chunk's pages in, kept from
+// chunk to chunk.
+type storeScratch struct {
+	pages  [][]byte
+	hashes []image.Hash
+}
+
+// store hashes a chunk (unless the copy did: c.hashed) and puts the pages
+// the store lacks.
+func (m *memCopier) store(c *chunk, sc *storeScratch) error {
 	n := c.n
-	c.hashes = make([]image.Hash, n)
-	c.zero = make([]bool, n)
-	var hashes []image.Hash
-	var pages [][]byte
-	for i := 0; i < n; i++ {
-		p := c.data[i*image.PageSize : (i+1)*image.PageSize]
-		if dedup.IsZero(p) {
-			c.zero[i] = true
-			continue
+	pages, hashes := sc.pages[:0], sc.hashes[:0]
+	if c.hashed {
+		c.hashes, c.zero = c.hashes[:n], c.zero[:n]
+		for i := 0; i < n; i++ {
+			if !c.zero[i] {
+				pages = append(pages, c.data[i*image.PageSize:(i+1)*image.PageSize])
+				hashes = append(hashes, c.hashes[i])
+			}
 		}
-		pages = append(pages, p)
+	} else {
+		c.hashes = make([]image.Hash, n)
+		c.zero = make([]bool, n)
+		for i := 0; i < n; i++ {
+			p := c.data[i*image.PageSize : (i+1)*image.PageSize]
+			if dedup.IsZero(p) {
+				c.zero[i] = true
+				continue
+			}
+			pages = append(pages, p)
+		}
+		hashes = slices.Grow(hashes, len(pages))[:len(pages)]
+		dedup.SumPages(pages, hashes)
+		for i, k := 0, 0; i < n; i++ {
+			if !c.zero[i] {
+				c.hashes[i], k = hashes[k], k+1
+			}
+		}
 	}
+	sc.pages, sc.hashes = pages, hashes
 	if len(pages) == 0 {
 		return nil
-	}
-	hashes = make([]image.Hash, len(pages))
-	dedup.SumPages(pages, hashes)
-	for i, k := 0, 0; i < n; i++ {
-		if !c.zero[i] {
-			c.hashes[i], k = hashes[k], k+1
-		}
 	}
 	k := len(hashes)
 	if _, local := m.repo.(*dedup.Store); !local {
