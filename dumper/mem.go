@@ -263,7 +263,7 @@ func (m *memCopier) worker() {
 			if err := m.store(c, &sc); err != nil {
 				m.fail(err)
 			}
-			clear(sc.pages) // no hold on the buffer given back
+			clear(sc.pages)     // no hold on the buffer given back
 			m.reportStored(c.n) // progress.go
 		}
 		if c.mapped {
