@@ -156,13 +156,17 @@ func newMemCopier(repo dedup.Repo, opts Options, progress func(done, total int64
 }
 
 // streamBuffers is how many chunk buffers a pre-copy pass has in flight
-// at most (within the budget): enough for every copy thread and worker
-// to have one, and the queue between them full. More would only be
-// memory the copy faults in once (a fresh buffer costs a page fault a
-// page; one given back costs none).
+// at most (within the budget): one for every copy thread and worker. The
+// copy threads hash what they read (fillChunk), so a worker holds its
+// buffer only while the store writes it: more buffers would only queue
+// for the disk, and be memory the copy faults in once (a fresh buffer
+// costs a page fault a page; one given back costs none). 1 GiB, this
+// machine, 8 alternating runs: 6 buffers against 12, same wall and dump
+// CPU, an untracked second dump 0.82 s CPU against 0.87 s, 17 MiB less
+// RSS.
 func (m *memCopier) streamBuffers() int {
 	budget := max(int(m.opts.MemoryBudget/int64(m.chunkN*image.PageSize)), 1)
-	return min(budget, copyWorkers()+streamWorkers()+cap(m.queue)+2)
+	return min(budget, copyWorkers()+streamWorkers())
 }
 
 // streamWorkers is how many workers hash and store in a pre-copy pass:
