@@ -24,17 +24,27 @@ import (
 
 // plan is what copyTask saves of one vma: the page indices to read, and
 // for shared anonymous memory the object to read them from.
+//
+// In a pre-copy pass (stream) the copy threads hash what they read into
+// the plan's refs (the page table of its vma, page for page of idx) and
+// mark zero pages in zero; wait drops the zero pages from refs, in place,
+// and makes the rest the vma's Pages: the references are written once,
+// not per chunk and then again into the table.
 type plan struct {
 	v      *image.VMA
 	idx    []uint32
 	object *os.File // shared anonymous memory: read from the object
+	refs   []image.PageRef
+	zero   []bool
 }
 
-// piece is a run of a plan's pages, read into a chunk at page at.
+// piece is a run of a plan's pages, read into a chunk at page at; pos is
+// the place of its first page in the plan (p.idx, p.refs).
 type piece struct {
 	p   *plan
 	idx []uint32
 	at  int
+	pos int
 }
 
 // fill is what one task reads into one chunk; full says the chunk is
@@ -52,7 +62,12 @@ func copyWorkers() int { return min(runtime.GOMAXPROCS(0), 8) }
 // newChunk starts the next chunk in read order. Its buffer is taken by
 // whichever thread reads into it first.
 func (m *memCopier) newChunk() (*chunk, error) {
-	c := &chunk{seq: len(m.chunks), stored: make(chan struct{})}
+	c := &chunk{seq: m.nChunks, stored: make(chan struct{})}
+	m.nChunks++
+	if m.stream {
+		// no spill, and the page tables are built from the plans
+		return c, nil
+	}
 	m.chunks = append(m.chunks, c)
 	if c.seq >= m.maxInMem && m.spill == nil {
 		s, err := newSpillStripes(os.TempDir(), copyWorkers())
@@ -70,7 +85,11 @@ func (m *memCopier) assign(plans []plan) ([]*fill, error) {
 	var fills []*fill
 	for k := range plans {
 		p := &plans[k]
-		for idx := p.idx; len(idx) > 0; {
+		if m.stream {
+			p.refs, p.zero = make([]image.PageRef, len(p.idx)), make([]bool, len(p.idx))
+			m.plans = append(m.plans, p)
+		}
+		for idx, pos := p.idx, 0; len(idx) > 0; {
 			if m.cur == nil {
 				c, err := m.newChunk()
 				if err != nil {
@@ -84,9 +103,15 @@ func (m *memCopier) assign(plans []plan) ([]*fill, error) {
 			}
 			f := fills[len(fills)-1]
 			n := min(len(idx), m.chunkN-c.n)
-			f.pieces = append(f.pieces, piece{p: p, idx: idx[:n], at: c.n})
-			c.addPages(p.v, idx[:n])
-			idx = idx[n:]
+			pc := piece{p: p, idx: idx[:n], at: c.n, pos: pos}
+			f.pieces = append(f.pieces, pc)
+			if m.stream {
+				c.pieces = append(c.pieces, pc) // for the worker (store)
+				c.n += n
+			} else {
+				c.addPages(p.v, idx[:n])
+			}
+			idx, pos = idx[n:], pos+n
 			m.read.Add(int64(n) * image.PageSize)
 			if c.n == m.chunkN {
 				f.full = true
@@ -158,8 +183,6 @@ func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill, sc *hashScratch) e
 			case <-m.dead:
 				return m.err
 			}
-			c.hashes, c.zero = make([]image.Hash, m.chunkN), make([]bool, m.chunkN)
-			c.hashed = true
 		}
 		c.data = m.bufs.get()
 	}
@@ -186,8 +209,8 @@ func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill, sc *hashScratch) e
 				// used.
 				m.unread(pc.p.v)
 				clear(c.data[pc.at*image.PageSize : (pc.at+len(pc.idx))*image.PageSize])
-				for i := pc.at; i < pc.at+len(pc.idx); i++ {
-					c.zero[i], c.hashes[i] = true, image.Hash{}
+				for i := pc.pos; i < pc.pos+len(pc.idx); i++ {
+					pc.p.zero[i] = true
 				}
 				break
 			}
@@ -195,7 +218,7 @@ func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill, sc *hashScratch) e
 				return fmt.Errorf("read memory of %d at vma %s: %w", pid, pc.p.v.DirName(), err)
 			}
 			if m.stream {
-				sc.hash(c, at, len(idx))
+				sc.hash(buf, idx, pc.p.refs[pc.pos+s:], pc.p.zero[pc.pos+s:])
 			}
 		}
 		pages += len(pc.idx)
@@ -220,24 +243,25 @@ type hashScratch struct {
 	hashes []image.Hash
 }
 
-// hash sets c.zero and c.hashes of the n pages of c from page at on.
-func (sc *hashScratch) hash(c *chunk, at, n int) {
+// hash sets the references (refs) of the pages idx read into buf, or
+// marks them zero.
+func (sc *hashScratch) hash(buf []byte, idx []uint32, refs []image.PageRef, zero []bool) {
 	sc.pages, sc.at = sc.pages[:0], sc.at[:0]
-	for i := at; i < at+n; i++ {
-		p := c.data[i*image.PageSize : (i+1)*image.PageSize]
+	for k := range idx {
+		p := buf[k*image.PageSize : (k+1)*image.PageSize]
 		if dedup.IsZero(p) {
-			c.zero[i] = true
+			zero[k] = true
 			continue
 		}
-		sc.pages, sc.at = append(sc.pages, p), append(sc.at, i)
+		sc.pages, sc.at = append(sc.pages, p), append(sc.at, k)
 	}
 	if len(sc.pages) == 0 {
 		return
 	}
 	sc.hashes = slices.Grow(sc.hashes[:0], len(sc.pages))[:len(sc.pages)]
 	dedup.SumPages(sc.pages, sc.hashes)
-	for k, i := range sc.at {
-		c.hashes[i] = sc.hashes[k]
+	for j, k := range sc.at {
+		refs[k] = image.PageRef{Index: idx[k], Hash: sc.hashes[j]}
 	}
 	clear(sc.pages) // no hold on the buffer once given back
 }

@@ -48,7 +48,9 @@ type chunk struct {
 	seq    int       // its place in read order (memCopier.chunks)
 	hashes []image.Hash
 	zero   []bool
-	hashed bool          // hashes and zero are set (by the copy: fillChunk)
+	// pieces (a pre-copy pass's, stream) are what the chunk holds of
+	// which plans, hashed by the copy (fillChunk): no runs, hashes, zero.
+	pieces []piece
 	stored chan struct{} // closed once a worker is done with it
 }
 
@@ -98,6 +100,9 @@ type memCopier struct {
 	queue  chan *chunk // to the workers, fed by feed after the copy
 	cur    *chunk      // the chunk being filled
 	chunks []*chunk    // every chunk in read order, to build page tables
+	// plans (a pre-copy pass's, stream) have the page tables (plan.refs)
+	plans   []*plan
+	nChunks int // chunks started
 	// tables streams the page tables to the store as chunks are stored
 	// (tabulate), where the repo takes them (nil: wait builds VMA.Pages).
 	tables   *dedup.TableBuilder
@@ -325,19 +330,21 @@ type storeScratch struct {
 	hashes []image.Hash
 }
 
-// store hashes a chunk (unless the copy did: c.hashed) and puts the pages
+// store hashes a chunk (unless the copy did: stream) and puts the pages
 // the store lacks.
 func (m *memCopier) store(c *chunk, sc *storeScratch) error {
 	n := c.n
 	pages, hashes := sc.pages[:0], sc.hashes[:0]
-	if c.hashed {
-		c.hashes, c.zero = c.hashes[:n], c.zero[:n]
-		for i := 0; i < n; i++ {
-			if !c.zero[i] {
-				pages = append(pages, c.data[i*image.PageSize:(i+1)*image.PageSize])
-				hashes = append(hashes, c.hashes[i])
+	if m.stream {
+		for _, pc := range c.pieces {
+			for k := range pc.idx {
+				if !pc.p.zero[pc.pos+k] {
+					pages = append(pages, c.data[(pc.at+k)*image.PageSize:(pc.at+k+1)*image.PageSize])
+					hashes = append(hashes, pc.p.refs[pc.pos+k].Hash)
+				}
 			}
 		}
+		c.pieces = nil
 	} else {
 		c.hashes = make([]image.Hash, n)
 		c.zero = make([]bool, n)
@@ -484,7 +491,7 @@ func (m *memCopier) copyTask(pid int, t *image.Task) error {
 			}
 		}
 		if len(idx) > 0 {
-			plans = append(plans, plan{v, idx, object})
+			plans = append(plans, plan{v: v, idx: idx, object: object})
 			m.total += int64(len(idx)) * image.PageSize
 		} else if object != nil {
 			object.Close()
@@ -606,6 +613,10 @@ func (m *memCopier) wait() error {
 	}
 	m.stats.PagesNew = m.newPg.Load()
 	m.stats.BytesAdded = m.added.Load()
+	if m.stream {
+		m.streamTables()
+		return nil
+	}
 	if m.tables != nil {
 		m.chunks = nil
 		m.stats.PagesTotal -= m.stats.PagesZero // tabulate counted them
@@ -643,6 +654,31 @@ func (m *memCopier) wait() error {
 	m.chunks = nil
 	m.stats.PagesTotal -= m.stats.PagesZero
 	return nil
+}
+
+// streamTables makes the references of a pre-copy pass's plans (copied
+// and hashed: wait) the page tables of their vmas, zero pages dropped.
+// The chunk buffers are unmapped already (or, not huge, within the
+// budget) and the tables are built in place: nothing to give back first.
+func (m *memCopier) streamTables() {
+	for _, p := range m.plans {
+		k := 0
+		for i := range p.refs {
+			if !p.zero[i] {
+				p.refs[k] = p.refs[i]
+				k++
+			}
+		}
+		m.stats.PagesTotal += int64(k)
+		m.stats.PagesZero += int64(len(p.refs) - k)
+		if len(p.v.Pages) == 0 {
+			p.v.Pages = p.refs[:k]
+		} else {
+			p.v.Pages = append(p.v.Pages, p.refs[:k]...)
+		}
+		p.refs, p.zero = nil, nil
+	}
+	m.plans, m.chunks = nil, nil
 }
 
 // stop ends the copier's workers. After wait returned (success) they are

@@ -40,6 +40,13 @@ func presentPages(pagemap *proc.Pagemap, v *image.VMA) (idx []uint32, ok bool, e
 	if err != nil {
 		return nil, false, err
 	}
+	n := 0
+	for _, r := range regions {
+		if r.Categories&wptrack.PagePFNZero == 0 {
+			n += int((r.End - r.Start) / image.PageSize)
+		}
+	}
+	idx = make([]uint32, 0, n) // at its size: a grown one is copied, and faulted in, over and over
 	for _, r := range regions {
 		if r.Categories&wptrack.PagePFNZero != 0 {
 			continue
