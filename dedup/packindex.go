@@ -76,9 +76,14 @@ func decodeEntries(tb []byte, id packID, end int64) ([]packEntry, error) {
 // encodePackIndex returns the index record of pack id listing entries.
 func encodePackIndex(id packID, entries []packEntry) []byte {
 	b := make([]byte, 0, len(entries)*packEntrySize+packFooterSize)
-	b = appendEntries(b, entries)
+	return appendPackIndexFooter(appendEntries(b, entries), id, len(entries))
+}
+
+// appendPackIndexFooter appends to b, the encoding of the n entries of
+// pack id, the footer of its index record.
+func appendPackIndexFooter(b []byte, id packID, n int) []byte {
 	sum := packIndexSum(packIndexKey(id), b)
-	b = binary.BigEndian.AppendUint64(b, uint64(len(entries)))
+	b = binary.BigEndian.AppendUint64(b, uint64(n))
 	b = append(b, sum[:]...)
 	return append(b, packIndexMagic...)
 }

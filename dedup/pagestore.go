@@ -96,9 +96,18 @@ func (s *Store) takePack() (*packWriter, error) {
 		s.packMu.Unlock()
 		return w, nil
 	}
+	var buf packBuffers
+	if n := len(s.packBufs); n > 0 {
+		buf = s.packBufs[n-1]
+		s.packBufs[n-1] = packBuffers{}
+		s.packBufs = s.packBufs[:n-1]
+	}
 	s.packMu.Unlock()
-	w, err := createPack(s.dir)
+	w, err := createPackWith(s.dir, buf)
 	if err != nil {
+		s.packMu.Lock()
+		s.putPackBuffersLocked(buf)
+		s.packMu.Unlock()
 		return nil, err
 	}
 	s.packMu.Lock()
@@ -149,7 +158,12 @@ func (s *Store) rotateLocked(w *packWriter) {
 		}
 		if err == nil {
 			testhold.At("pack-sealed")
-			err = s.indexEntries(entries)
+			err = s.indexPack(w, entries)
+		}
+		if err == nil {
+			s.packMu.Lock()
+			s.putPackBuffersLocked(w.buffers())
+			s.packMu.Unlock()
 		}
 		if err != nil {
 			// Under putMu: a PutPages call that wrote pages into w
@@ -212,7 +226,43 @@ func (s *Store) seal() error {
 	s.sealing.Wait()
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
+	// Every pack sealed: the buffers kept for the next ones go back to
+	// the heap (a store that serves clients keeps none between commits).
+	clear(s.packBufs)
+	s.packBufs = s.packBufs[:0]
 	return s.sealErrLocked()
+}
+
+// maxPackBuffers is how many packs' buffers a store keeps for the next
+// packs (see packBuffers): as many as may be sealing at once and two
+// more.
+const maxPackBuffers = maxSealing + 2
+
+// putPackBuffersLocked keeps buf for a next pack, if there is room.
+// packMu is held.
+func (s *Store) putPackBuffersLocked(buf packBuffers) {
+	if len(s.packBufs) < maxPackBuffers && cap(buf.entries) > 0 {
+		s.packBufs = append(s.packBufs, buf)
+	}
+}
+
+// indexPack writes the index record of the sealed pack w (entries: all of
+// its entries), made from its trailer (see packWriter.indexRecord).
+func (s *Store) indexPack(w *packWriter, entries []packEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	// Badger keeps the value until the batch is flushed (committed):
+	// the buffer is reused only after that.
+	if err := wb.Set(packIndexKey(w.id), w.indexRecord()); err != nil {
+		return fmt.Errorf("index pack %s: %w", w.id, err)
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("index pack %s: %w", w.id, err)
+	}
+	return nil
 }
 
 // indexEntries writes the index record of a sealed pack (entries: all of

@@ -58,6 +58,9 @@ type Store struct {
 	packMu sync.Mutex
 	idle   []*packWriter
 	busy   map[*packWriter]bool
+	// packBufs are the buffers of sealed packs, kept for the next ones
+	// (see packBuffers); packMu guards them.
+	packBufs []packBuffers
 	// sealing counts the packs being sealed in the background (at most
 	// maxSealing: sealSlots), sealErr is the first seal that failed.
 	sealing   sync.WaitGroup
