@@ -36,12 +36,17 @@ func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
 	if len(b.hashes) == 0 {
 		return nil, nil
 	}
-	blobs := make([][]byte, len(b.hashes))
-	flags := make([]uint32, len(b.hashes))
+	var blobs [][]byte
+	var flags []uint32
+	var locs []packLoc
+	if n := len(b.hashes); b.sc != nil && cap(b.sc.blobs) >= n {
+		blobs, flags, locs = b.sc.blobs[:n], b.sc.flags[:n], b.sc.locs[:n]
+	} else {
+		blobs, flags, locs = make([][]byte, n), make([]uint32, n), make([]packLoc, n)
+	}
 	for k := range b.hashes {
 		blobs[k], flags[k] = s.encodeBlob(pages[b.idx[k]])
 	}
-	locs := make([]packLoc, len(b.hashes))
 	w, err := s.takePack()
 	if err != nil {
 		return nil, err
