@@ -224,16 +224,38 @@ func (x *pageIndex) insert(h *image.Hash, l packLoc) {
 	if x.tab == nil {
 		x.rebuild(0)
 	}
-	if x.has(h) {
-		return
-	}
 	n := x.ents.n
 	if uint64(n+1)*4 > 3<<x.bits && x.bits < maxTabBits {
+		if x.has(h) {
+			return
+		}
 		x.rebuild(n + 1)
+	}
+	// One probe finds h or the slot it goes in (a look-up and then a
+	// search for a free slot read the same slots twice).
+	j, found := x.place(h)
+	if found {
+		return
 	}
 	x.ents.grow(n + 1)
 	x.ents.set(n, indexEntry{hash: *h, loc: x.slim(*h, l)})
-	x.tab[x.free(h)] = x.tag(h) | uint32(n+1)
+	x.tab[j] = x.tag(h) | uint32(n+1)
+}
+
+// place returns the slot of h (true), or the empty slot where probing for
+// h stops (false): where h goes.
+func (x *pageIndex) place(h *image.Hash) (int, bool) {
+	mask := 1<<x.bits - 1
+	t, low := x.tag(h), uint32(mask)
+	for i := x.home(h); ; i = (i + 1) & mask {
+		s := x.tab[i]
+		if s == 0 {
+			return i, false
+		}
+		if s&^low == t && *x.ents.hash(int(s&low) - 1) == *h {
+			return i, true
+		}
+	}
 }
 
 // remove takes hashes (in any order) out of the index.
