@@ -229,7 +229,11 @@ func (x *pageIndex) insert(h *image.Hash, l packLoc) {
 		if x.has(h) {
 			return
 		}
-		x.rebuild(n + 1)
+		// Sized for the n entries there (3/4 of the table): twice the
+		// slots, 3/8 full. Sized for n+1 it was 4 times (the least
+		// table that n+1 fill at most 3/8 of), so a 1 GiB dump's index
+		// ended in 1M slots (4 MiB) a quarter full, not 512K.
+		x.rebuild(n)
 	}
 	// One probe finds h or the slot it goes in (a look-up and then a
 	// search for a free slot read the same slots twice).
