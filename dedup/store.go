@@ -379,6 +379,7 @@ type putScratch struct {
 	flags  []uint32
 	locs   []packLoc
 	others []otherPut
+	warmed uint32 // keeps what claim's pageIndex.warm read
 }
 
 var putScratchPool = sync.Pool{New: func() any { return new(putScratch) }}
@@ -426,6 +427,11 @@ func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int, sc *putScrat
 	s.putMu.Lock()
 	defer s.putMu.Unlock()
 	x.mu.RLock()
+	var w uint32
+	for _, i := range idx {
+		w += x.warm(&hashes[i])
+	}
+	sc.warmed = w
 	for _, i := range idx {
 		h := &hashes[i]
 		if x.has(h) {
