@@ -125,8 +125,14 @@ func encodeTrailer(entries []packEntry) []byte { return appendTrailer(nil, entri
 // to b (empty).
 func appendTrailer(b []byte, entries []packEntry) []byte {
 	b = appendEntries(slices.Grow(b[:0], len(entries)*packEntrySize+packFooterSize), entries)
+	return appendTrailerFooter(b, len(entries))
+}
+
+// appendTrailerFooter appends to b, the encoding of n entries, the
+// trailer's footer.
+func appendTrailerFooter(b []byte, n int) []byte {
 	sum := Sum(b)
-	b = binary.BigEndian.AppendUint64(b, uint64(len(entries)))
+	b = binary.BigEndian.AppendUint64(b, uint64(n))
 	b = append(b, sum[:]...)
 	return append(b, packEndMagic...)
 }

@@ -157,13 +157,13 @@ func (s *Store) rotateLocked(w *packWriter) {
 		defer s.sealing.Done()
 		s.sealSlots <- struct{}{} // not under packMu: a seal ends taking it
 		defer func() { <-s.sealSlots }()
-		entries, err := w.finish()
+		err := w.seal()
 		if err == nil && sealFault != nil {
 			err = sealFault(w.id)
 		}
 		if err == nil {
 			testhold.At("pack-sealed")
-			err = s.indexPack(w, entries)
+			err = s.indexPack(w)
 		}
 		if err == nil {
 			s.packMu.Lock()
@@ -191,8 +191,8 @@ func (s *Store) failSealLocked(w *packWriter, err error) {
 	w.abort()
 	s.packs.remove(w.id) // a reader's descriptor of it
 	var hs []image.Hash
-	for _, e := range w.entries {
-		hs = append(hs, e.hash)
+	for i := range w.n {
+		hs = append(hs, w.hash(i))
 	}
 	if x := s.index.Load(); x != nil {
 		x.removeUnsorted(hs)
@@ -246,15 +246,15 @@ const maxPackBuffers = maxSealing + 2
 // putPackBuffersLocked keeps buf for a next pack, if there is room.
 // packMu is held.
 func (s *Store) putPackBuffersLocked(buf packBuffers) {
-	if len(s.packBufs) < maxPackBuffers && cap(buf.entries) > 0 {
+	if len(s.packBufs) < maxPackBuffers && cap(buf.enc) > 0 {
 		s.packBufs = append(s.packBufs, buf)
 	}
 }
 
-// indexPack writes the index record of the sealed pack w (entries: all of
-// its entries), made from its trailer (see packWriter.indexRecord).
-func (s *Store) indexPack(w *packWriter, entries []packEntry) error {
-	if len(entries) == 0 {
+// indexPack writes the index record of the sealed pack w, made from its
+// trailer (see packWriter.indexRecord).
+func (s *Store) indexPack(w *packWriter) error {
+	if w.n == 0 {
 		return nil
 	}
 	wb := s.db.NewWriteBatch()
