@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -118,10 +119,20 @@ func packHeader() []byte {
 }
 
 // encodeTrailer returns the trailer and footer of a pack holding entries.
-func encodeTrailer(entries []packEntry) []byte {
-	b := appendEntries(make([]byte, 0, len(entries)*packEntrySize+packFooterSize), entries)
+func encodeTrailer(entries []packEntry) []byte { return appendTrailer(nil, entries) }
+
+// appendTrailer appends the trailer and footer of a pack holding entries
+// to b (empty).
+func appendTrailer(b []byte, entries []packEntry) []byte {
+	b = appendEntries(slices.Grow(b[:0], len(entries)*packEntrySize+packFooterSize), entries)
+	return appendTrailerFooter(b, len(entries))
+}
+
+// appendTrailerFooter appends to b, the encoding of n entries, the
+// trailer's footer.
+func appendTrailerFooter(b []byte, n int) []byte {
 	sum := Sum(b)
-	b = binary.BigEndian.AppendUint64(b, uint64(len(entries)))
+	b = binary.BigEndian.AppendUint64(b, uint64(n))
 	b = append(b, sum[:]...)
 	return append(b, packEndMagic...)
 }

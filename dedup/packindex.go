@@ -44,12 +44,25 @@ func parsePackIndexKey(k []byte) (packID, bool) {
 // appendEntries appends the 48-byte encoding of entries (the trailer's).
 func appendEntries(b []byte, entries []packEntry) []byte {
 	for _, e := range entries {
-		b = append(b, e.hash[:]...)
-		b = binary.BigEndian.AppendUint64(b, uint64(e.loc.offset))
-		b = binary.BigEndian.AppendUint32(b, e.loc.length)
-		b = binary.BigEndian.AppendUint32(b, e.loc.flags)
+		b = appendEntry(b, e.hash, e.loc)
 	}
 	return b
+}
+
+// appendEntry appends the 48-byte encoding of the entry of page h at l.
+func appendEntry(b []byte, h image.Hash, l packLoc) []byte {
+	b = append(b, h[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(l.offset))
+	b = binary.BigEndian.AppendUint32(b, l.length)
+	return binary.BigEndian.AppendUint32(b, l.flags)
+}
+
+// decodeEntry decodes the 48-byte entry at the start of e, of pack id
+// (unchecked: see decodeEntries).
+func decodeEntry(e []byte, id packID) packEntry {
+	return packEntry{hash: image.Hash(e[:32]), loc: packLoc{pack: id,
+		offset: int64(binary.BigEndian.Uint64(e[32:])), length: binary.BigEndian.Uint32(e[40:]),
+		flags: binary.BigEndian.Uint32(e[44:])}}
 }
 
 // decodeEntries decodes entries of pack id (48 bytes each) and checks
@@ -60,10 +73,7 @@ func decodeEntries(tb []byte, id packID, end int64) ([]packEntry, error) {
 	}
 	entries := make([]packEntry, len(tb)/packEntrySize)
 	for i := range entries {
-		e := tb[i*packEntrySize:]
-		entries[i] = packEntry{hash: image.Hash(e[:32]), loc: packLoc{pack: id,
-			offset: int64(binary.BigEndian.Uint64(e[32:])), length: binary.BigEndian.Uint32(e[40:]),
-			flags: binary.BigEndian.Uint32(e[44:])}}
+		entries[i] = decodeEntry(tb[i*packEntrySize:], id)
 		l := entries[i].loc
 		if l.offset < packHeaderSize || l.length == 0 || l.length > image.PageSize || l.flags&^blobS2 != 0 ||
 			(end > 0 && l.offset+int64(l.length) > end) {
@@ -76,9 +86,14 @@ func decodeEntries(tb []byte, id packID, end int64) ([]packEntry, error) {
 // encodePackIndex returns the index record of pack id listing entries.
 func encodePackIndex(id packID, entries []packEntry) []byte {
 	b := make([]byte, 0, len(entries)*packEntrySize+packFooterSize)
-	b = appendEntries(b, entries)
+	return appendPackIndexFooter(appendEntries(b, entries), id, len(entries))
+}
+
+// appendPackIndexFooter appends to b, the encoding of the n entries of
+// pack id, the footer of its index record.
+func appendPackIndexFooter(b []byte, id packID, n int) []byte {
 	sum := packIndexSum(packIndexKey(id), b)
-	b = binary.BigEndian.AppendUint64(b, uint64(len(entries)))
+	b = binary.BigEndian.AppendUint64(b, uint64(n))
 	b = append(b, sum[:]...)
 	return append(b, packIndexMagic...)
 }

@@ -44,11 +44,38 @@ type packWriter struct {
 	iov     [][]byte // added, not yet written
 	pending int64    // their bytes
 	written int64    // bytes written to f
-	entries []packEntry
+	// enc is the trailer's encoding of the blobs added so far (48 bytes
+	// each, appendEntries), n their number: finish appends the footer.
+	// It is the index record's encoding too (see indexRecord), and the
+	// only list of the pack's entries: a []packEntry beside it was
+	// another 56 bytes a page.
+	enc []byte
+	n   int
 }
 
+// packBuffers is the memory a pack's writer needs besides its blobs: the
+// encoding of its entries (the trailer's, which is the index record's
+// too: 384 KiB for a full pack) and the iovec. A store reuses them from
+// one sealed pack to the next (Store.putPackBuffersLocked): fresh memory
+// costs a page fault a page (~10 us on a VM), and a GiB dump made ~32
+// sets of them (with a []packEntry and a second encoding, 1.2 MiB a
+// pack), all garbage a pack later.
+type packBuffers struct {
+	enc []byte
+	iov [][]byte
+}
+
+// packEncCap is the encoding of a full pack's entries and footer (one
+// more entry than packTarget's pages: a pack is sealed once it reaches
+// packTarget).
+const packEncCap = (packTarget/image.PageSize+1)*packEntrySize + packFooterSize
+
 // createPack starts a new pack in the store at dir.
-func createPack(dir string) (*packWriter, error) {
+func createPack(dir string) (*packWriter, error) { return createPackWith(dir, packBuffers{}) }
+
+// createPackWith starts a new pack in the store at dir, with the buffers
+// buf (those of a sealed pack, or none).
+func createPackWith(dir string, buf packBuffers) (*packWriter, error) {
 	if err := os.MkdirAll(dir+"/"+packDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create pack directory: %w", err)
 	}
@@ -65,8 +92,13 @@ func createPack(dir string) (*packWriter, error) {
 		// Room for a full pack's entries and a pwritev's blobs from the
 		// start: grown by append they were copied over and over (1% of
 		// a dump's CPU).
-		w := &packWriter{id: id, path: path, f: f, direct: -1,
-			iov: make([][]byte, 0, maxIOV), entries: make([]packEntry, 0, packTarget/image.PageSize+1)}
+		if cap(buf.enc) < packEncCap {
+			buf.enc = make([]byte, 0, packEncCap)
+		}
+		if cap(buf.iov) < maxIOV {
+			buf.iov = make([][]byte, 0, maxIOV)
+		}
+		w := &packWriter{id: id, path: path, f: f, direct: -1, iov: buf.iov[:0], enc: buf.enc[:0]}
 		head := packHeader()
 		if fd, err := unix.Open(path, unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0); err == nil {
 			w.direct = fd
@@ -90,7 +122,7 @@ func (w *packWriter) add(h image.Hash, blob []byte, flags uint32) (packLoc, erro
 		}
 	}
 	w.iov, w.pending = appendBlob(w.iov, blob), w.pending+int64(len(blob))
-	w.entries = append(w.entries, packEntry{hash: h, loc: loc})
+	w.enc, w.n = appendEntry(w.enc, h, loc), w.n+1
 	return loc, nil
 }
 
@@ -150,22 +182,62 @@ func (w *packWriter) flush() error {
 // finish writes the trailer, fsyncs and closes the pack, and returns its
 // entries. The pack's directory entry is made durable too.
 func (w *packWriter) finish() ([]packEntry, error) {
-	t := encodeTrailer(w.entries)
-	w.iov, w.pending = append(w.iov, t), w.pending+int64(len(t))
-	if err := w.flush(); err != nil {
+	if err := w.seal(); err != nil {
 		return nil, err
+	}
+	return w.entries(), nil
+}
+
+// seal is finish without the entries: the trailer is left in w.enc (see
+// indexRecord).
+func (w *packWriter) seal() error {
+	w.enc = appendTrailerFooter(w.enc[:w.n*packEntrySize], w.n)
+	w.iov, w.pending = append(w.iov, w.enc), w.pending+int64(len(w.enc))
+	if err := w.flush(); err != nil {
+		return err
 	}
 	w.closeDirect()
 	if err := w.f.Sync(); err != nil {
-		return nil, fmt.Errorf("sync pack %s: %w", w.id, err)
+		return fmt.Errorf("sync pack %s: %w", w.id, err)
 	}
 	if err := w.f.Close(); err != nil {
-		return nil, fmt.Errorf("close pack %s: %w", w.id, err)
+		return fmt.Errorf("close pack %s: %w", w.id, err)
 	}
 	if err := syncDir(w.path[:len(w.path)-len(w.id.String()+packExt)]); err != nil {
-		return nil, fmt.Errorf("sync pack directory: %w", err)
+		return fmt.Errorf("sync pack directory: %w", err)
 	}
-	return w.entries, nil
+	return nil
+}
+
+// entries returns the entries added (decoded from w.enc).
+func (w *packWriter) entries() []packEntry {
+	es := make([]packEntry, w.n)
+	for i := range es {
+		es[i] = decodeEntry(w.enc[i*packEntrySize:], w.id)
+	}
+	return es
+}
+
+// hash returns the hash of the i'th blob added.
+func (w *packWriter) hash(i int) image.Hash {
+	return image.Hash(w.enc[i*packEntrySize : i*packEntrySize+32])
+}
+
+// indexRecord returns the pack's index record (packindex.go), made from
+// the trailer finish left in w.enc: both begin with the same encoding of
+// the entries, so only the footer is written anew (in place: the trailer
+// is on disk by then).
+func (w *packWriter) indexRecord() []byte {
+	w.enc = appendPackIndexFooter(w.enc[:w.n*packEntrySize], w.id, w.n)
+	return w.enc
+}
+
+// buffers takes the writer's buffers, for another pack (see packBuffers):
+// w must be done with them (sealed and indexed, or given up).
+func (w *packWriter) buffers() packBuffers {
+	b := packBuffers{enc: w.enc[:0], iov: w.iov[:0]}
+	w.enc, w.iov, w.n = nil, nil, 0
+	return b
 }
 
 // abort closes and removes the pack.

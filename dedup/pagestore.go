@@ -36,12 +36,17 @@ func (s *Store) writePages(b *putBatch, pages [][]byte) ([]packLoc, error) {
 	if len(b.hashes) == 0 {
 		return nil, nil
 	}
-	blobs := make([][]byte, len(b.hashes))
-	flags := make([]uint32, len(b.hashes))
+	var blobs [][]byte
+	var flags []uint32
+	var locs []packLoc
+	if n := len(b.hashes); b.sc != nil && cap(b.sc.blobs) >= n {
+		blobs, flags, locs = b.sc.blobs[:n], b.sc.flags[:n], b.sc.locs[:n]
+	} else {
+		blobs, flags, locs = make([][]byte, n), make([]uint32, n), make([]packLoc, n)
+	}
 	for k := range b.hashes {
 		blobs[k], flags[k] = s.encodeBlob(pages[b.idx[k]])
 	}
-	locs := make([]packLoc, len(b.hashes))
 	w, err := s.takePack()
 	if err != nil {
 		return nil, err
@@ -96,9 +101,18 @@ func (s *Store) takePack() (*packWriter, error) {
 		s.packMu.Unlock()
 		return w, nil
 	}
+	var buf packBuffers
+	if n := len(s.packBufs); n > 0 {
+		buf = s.packBufs[n-1]
+		s.packBufs[n-1] = packBuffers{}
+		s.packBufs = s.packBufs[:n-1]
+	}
 	s.packMu.Unlock()
-	w, err := createPack(s.dir)
+	w, err := createPackWith(s.dir, buf)
 	if err != nil {
+		s.packMu.Lock()
+		s.putPackBuffersLocked(buf)
+		s.packMu.Unlock()
 		return nil, err
 	}
 	s.packMu.Lock()
@@ -143,13 +157,18 @@ func (s *Store) rotateLocked(w *packWriter) {
 		defer s.sealing.Done()
 		s.sealSlots <- struct{}{} // not under packMu: a seal ends taking it
 		defer func() { <-s.sealSlots }()
-		entries, err := w.finish()
+		err := w.seal()
 		if err == nil && sealFault != nil {
 			err = sealFault(w.id)
 		}
 		if err == nil {
 			testhold.At("pack-sealed")
-			err = s.indexEntries(entries)
+			err = s.indexPack(w)
+		}
+		if err == nil {
+			s.packMu.Lock()
+			s.putPackBuffersLocked(w.buffers())
+			s.packMu.Unlock()
 		}
 		if err != nil {
 			// Under putMu: a PutPages call that wrote pages into w
@@ -172,8 +191,8 @@ func (s *Store) failSealLocked(w *packWriter, err error) {
 	w.abort()
 	s.packs.remove(w.id) // a reader's descriptor of it
 	var hs []image.Hash
-	for _, e := range w.entries {
-		hs = append(hs, e.hash)
+	for i := range w.n {
+		hs = append(hs, w.hash(i))
 	}
 	if x := s.index.Load(); x != nil {
 		x.removeUnsorted(hs)
@@ -212,7 +231,43 @@ func (s *Store) seal() error {
 	s.sealing.Wait()
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
+	// Every pack sealed: the buffers kept for the next ones go back to
+	// the heap (a store that serves clients keeps none between commits).
+	clear(s.packBufs)
+	s.packBufs = s.packBufs[:0]
 	return s.sealErrLocked()
+}
+
+// maxPackBuffers is how many packs' buffers a store keeps for the next
+// packs (see packBuffers): as many as may be sealing at once and two
+// more.
+const maxPackBuffers = maxSealing + 2
+
+// putPackBuffersLocked keeps buf for a next pack, if there is room.
+// packMu is held.
+func (s *Store) putPackBuffersLocked(buf packBuffers) {
+	if len(s.packBufs) < maxPackBuffers && cap(buf.enc) > 0 {
+		s.packBufs = append(s.packBufs, buf)
+	}
+}
+
+// indexPack writes the index record of the sealed pack w, made from its
+// trailer (see packWriter.indexRecord).
+func (s *Store) indexPack(w *packWriter) error {
+	if w.n == 0 {
+		return nil
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	// Badger keeps the value until the batch is flushed (committed):
+	// the buffer is reused only after that.
+	if err := wb.Set(packIndexKey(w.id), w.indexRecord()); err != nil {
+		return fmt.Errorf("index pack %s: %w", w.id, err)
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("index pack %s: %w", w.id, err)
+	}
+	return nil
 }
 
 // indexEntries writes the index record of a sealed pack (entries: all of

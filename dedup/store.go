@@ -58,6 +58,9 @@ type Store struct {
 	packMu sync.Mutex
 	idle   []*packWriter
 	busy   map[*packWriter]bool
+	// packBufs are the buffers of sealed packs, kept for the next ones
+	// (see packBuffers); packMu guards them.
+	packBufs []packBuffers
 	// sealing counts the packs being sealed in the background (at most
 	// maxSealing: sealSlots), sealErr is the first seal that failed.
 	sealing   sync.WaitGroup
@@ -293,13 +296,15 @@ func (s *Store) PutPages(hashes []image.Hash, pages [][]byte) (int64, error) {
 	// Concurrent calls write at the same time (Badger batches their
 	// writes); a page another call is writing is waited for, not written
 	// twice. Pages whose writer failed are tried again here.
-	idx := make([]int, len(hashes)) // pages of hashes still to store
+	sc := getPutScratch(len(hashes))
+	defer putPutScratch(sc)
+	idx := sc.idx[:len(hashes)] // pages of hashes still to store
 	for i := range idx {
 		idx[i] = i
 	}
 	var added int64
 	for len(idx) > 0 {
-		mine, others := s.claim(x, hashes, idx)
+		mine, others := s.claim(x, hashes, idx, sc)
 		if len(mine.hashes) > 0 {
 			var locs []packLoc
 			locs, mine.err = s.writePages(mine, pages)
@@ -351,12 +356,55 @@ func (s *Store) dropFailedLocked(x *pageIndex, hashes []image.Hash, locs []packL
 	return fmt.Errorf("seal pack %s: failed", id)
 }
 
-// putBatch is the set of pages one PutPages call is writing.
+// putBatch is the set of pages one PutPages call is writing. Other calls
+// that wait for it read done alone: hashes and idx (the call's scratch
+// memory) are the call's once done is closed.
 type putBatch struct {
 	hashes []image.Hash
 	idx    []int // index of each page in the call's arguments
 	done   chan struct{}
-	err    error // set before done is closed
+	err    error       // set before done is closed
+	sc     *putScratch // writePages's memory (nil: its own)
+}
+
+// putScratch is the memory of one PutPages call, kept for the next call
+// (putScratchPool): a dump makes ~1,000 calls of 256 pages, and their
+// ~30 KiB each of short-lived slices were ~40 MB of garbage a GiB,
+// which grew the heap (fresh memory costs a page fault a page).
+type putScratch struct {
+	idx    []int        // the pages still to store
+	hashes []image.Hash // putBatch.hashes
+	bidx   []int        // putBatch.idx
+	blobs  [][]byte     // writePages: the stored form of each page
+	flags  []uint32
+	locs   []packLoc
+	others []otherPut
+	warmed uint32 // keeps what claim's pageIndex.warm read
+}
+
+var putScratchPool = sync.Pool{New: func() any { return new(putScratch) }}
+
+// getPutScratch returns scratch memory for a call of n pages.
+func getPutScratch(n int) *putScratch {
+	sc := putScratchPool.Get().(*putScratch)
+	if cap(sc.idx) < n {
+		sc.idx = make([]int, n)
+		sc.hashes = make([]image.Hash, 0, n)
+		sc.bidx = make([]int, 0, n)
+		sc.blobs = make([][]byte, n)
+		sc.flags = make([]uint32, n)
+		sc.locs = make([]packLoc, n)
+	}
+	return sc
+}
+
+// putPutScratch gives sc back for another call, dropping its references
+// to pages and batches.
+func putPutScratch(sc *putScratch) {
+	clear(sc.blobs)
+	clear(sc.others[:cap(sc.others)])
+	sc.others = sc.others[:0]
+	putScratchPool.Put(sc)
 }
 
 // otherPut is a page of a PutPages call that another call is writing.
@@ -371,30 +419,35 @@ type otherPut struct {
 // call's, or an other page of this call: its duplicate, or a hash that
 // only shares the key) is among the others, to be looked at again once
 // that call is done.
-func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int) (*putBatch, []otherPut) {
-	hs := make([]image.Hash, len(idx))
-	for k, i := range idx {
-		hs[k] = hashes[i]
-	}
-	miss := make([]bool, len(hs))
-	mine := &putBatch{done: make(chan struct{}), hashes: make([]image.Hash, 0, len(hs)), idx: make([]int, 0, len(hs))}
-	var others []otherPut
+// Its memory is sc's (mine's slices and others are valid until the next
+// claim with sc).
+func (s *Store) claim(x *pageIndex, hashes []image.Hash, idx []int, sc *putScratch) (*putBatch, []otherPut) {
+	mine := &putBatch{done: make(chan struct{}), hashes: sc.hashes[:0], idx: sc.bidx[:0], sc: sc}
+	others := sc.others[:0]
 	s.putMu.Lock()
 	defer s.putMu.Unlock()
-	x.missing(hs, miss)
-	for k, h := range hs {
-		if !miss[k] {
+	x.mu.RLock()
+	var w uint32
+	for _, i := range idx {
+		w += x.warm(&hashes[i])
+	}
+	sc.warmed = w
+	for _, i := range idx {
+		h := &hashes[i]
+		if x.has(h) {
 			continue
 		}
-		key := pendingKey(&h)
+		key := pendingKey(h)
 		if b := s.pending.get(key); b != nil {
-			others = append(others, otherPut{idx[k], b})
+			others = append(others, otherPut{i, b})
 			continue
 		}
 		s.pending.put(key, mine)
-		mine.hashes = append(mine.hashes, h)
-		mine.idx = append(mine.idx, idx[k])
+		mine.hashes = append(mine.hashes, *h)
+		mine.idx = append(mine.idx, i)
 	}
+	x.mu.RUnlock()
+	sc.others = others
 	return mine, others
 }
 
