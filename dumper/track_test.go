@@ -86,7 +86,7 @@ func runsOf(runs []reuseRun) []image.PageRef {
 	for _, r := range runs {
 		all = append(all, r.refs)
 	}
-	return joinRuns(all)
+	return mergeRuns(nil, all)
 }
 
 // countingSource counts the page-table values read.
