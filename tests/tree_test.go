@@ -12,19 +12,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ckptfs/ckptfs/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
-// treePids lists pid and its descendants (/proc children lists).
+// treePids lists pid and its descendants (/proc children lists). A
+// child is listed by the thread that forked it, not the main thread (a Go
+// program forks from whichever thread runs the goroutine): every
+// thread's list is read.
 func treePids(pid int) []int {
 	pids := []int{pid}
 	for i := 0; i < len(pids); i++ {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pids[i], pids[i]))
-		for _, f := range strings.Fields(string(b)) {
-			if k, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, k)
-			}
-		}
+		kids, _ := proc.Children(pids[i]) // gone meanwhile: none
+		pids = append(pids, kids...)
 	}
 	return pids
 }
