@@ -236,18 +236,20 @@ func (m *memCopier) fillChunk(pid int, mem *os.File, f *fill, sc *hashScratch) e
 // time before it hashes them: 256 KiB, hashed while in the L2 cache.
 const hashStep = 64
 
-// hashScratch is what a copy thread hashes with, kept from chunk to chunk.
+// hashScratch is what a copy thread (or a worker of a frozen copy)
+// hashes with, kept from chunk to chunk.
 type hashScratch struct {
 	pages  [][]byte
 	at     []int
 	hashes []image.Hash
 }
 
-// hash sets the references (refs) of the pages idx read into buf, or
-// marks them zero.
-func (sc *hashScratch) hash(buf []byte, idx []uint32, refs []image.PageRef, zero []bool) {
+// sum hashes the pages of buf: it marks page k zero[k] if it is all
+// zeros, and else calls set(k, its hash). The pages that are not zero
+// are hashed together (dedup.SumPages hashes 16 at a time).
+func (sc *hashScratch) sum(buf []byte, zero []bool, set func(k int, h image.Hash)) {
 	sc.pages, sc.at = sc.pages[:0], sc.at[:0]
-	for k := range idx {
+	for k := range zero {
 		p := buf[k*image.PageSize : (k+1)*image.PageSize]
 		if dedup.IsZero(p) {
 			zero[k] = true
@@ -261,9 +263,17 @@ func (sc *hashScratch) hash(buf []byte, idx []uint32, refs []image.PageRef, zero
 	sc.hashes = slices.Grow(sc.hashes[:0], len(sc.pages))[:len(sc.pages)]
 	dedup.SumPages(sc.pages, sc.hashes)
 	for j, k := range sc.at {
-		refs[k] = image.PageRef{Index: idx[k], Hash: sc.hashes[j]}
+		set(k, sc.hashes[j])
 	}
 	clear(sc.pages) // no hold on the buffer once given back
+}
+
+// hash sets the references (refs) of the pages idx read into buf, or
+// marks them zero.
+func (sc *hashScratch) hash(buf []byte, idx []uint32, refs []image.PageRef, zero []bool) {
+	sc.sum(buf, zero[:len(idx)], func(k int, h image.Hash) {
+		refs[k] = image.PageRef{Index: idx[k], Hash: h}
+	})
 }
 
 // progressEvery: copy progress is told once per that many chunks.

@@ -323,11 +323,12 @@ func (m *memCopier) tabulate() {
 	}
 }
 
-// storeScratch is what a worker lists a chunk's pages in, kept from
-// chunk to chunk.
+// storeScratch is what a worker lists a chunk's pages in (and hashes
+// them with, after a frozen copy), kept from chunk to chunk.
 type storeScratch struct {
 	pages  [][]byte
 	hashes []image.Hash
+	hs     hashScratch
 }
 
 // store hashes a chunk (unless the copy did: stream) and puts the pages
@@ -348,19 +349,11 @@ func (m *memCopier) store(c *chunk, sc *storeScratch) error {
 	} else {
 		c.hashes = make([]image.Hash, n)
 		c.zero = make([]bool, n)
+		sc.hs.sum(c.data, c.zero, func(k int, h image.Hash) { c.hashes[k] = h })
 		for i := 0; i < n; i++ {
-			p := c.data[i*image.PageSize : (i+1)*image.PageSize]
-			if dedup.IsZero(p) {
-				c.zero[i] = true
-				continue
-			}
-			pages = append(pages, p)
-		}
-		hashes = slices.Grow(hashes, len(pages))[:len(pages)]
-		dedup.SumPages(pages, hashes)
-		for i, k := 0, 0; i < n; i++ {
 			if !c.zero[i] {
-				c.hashes[i], k = hashes[k], k+1
+				pages = append(pages, c.data[i*image.PageSize:(i+1)*image.PageSize])
+				hashes = append(hashes, c.hashes[i])
 			}
 		}
 	}
