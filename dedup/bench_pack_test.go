@@ -209,7 +209,7 @@ func BenchmarkIndexEntries(b *testing.B) {
 		c0 := processCPU()
 		b.StartTimer()
 		for _, es := range entries {
-			if err := s.indexEntries(es); err != nil {
+			if err := s.putPackIndex(es[0].loc.pack, encodePackIndex(es[0].loc.pack, es)); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/ckptfs/ckptfs/image"
@@ -119,12 +118,8 @@ func packHeader() []byte {
 }
 
 // encodeTrailer returns the trailer and footer of a pack holding entries.
-func encodeTrailer(entries []packEntry) []byte { return appendTrailer(nil, entries) }
-
-// appendTrailer appends the trailer and footer of a pack holding entries
-// to b (empty).
-func appendTrailer(b []byte, entries []packEntry) []byte {
-	b = appendEntries(slices.Grow(b[:0], len(entries)*packEntrySize+packFooterSize), entries)
+func encodeTrailer(entries []packEntry) []byte {
+	b := appendEntries(make([]byte, 0, len(entries)*packEntrySize+packFooterSize), entries)
 	return appendTrailerFooter(b, len(entries))
 }
 

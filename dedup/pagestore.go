@@ -257,32 +257,20 @@ func (s *Store) indexPack(w *packWriter) error {
 	if w.n == 0 {
 		return nil
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	// Badger keeps the value until the batch is flushed (committed):
-	// the buffer is reused only after that.
-	if err := wb.Set(packIndexKey(w.id), w.indexRecord()); err != nil {
-		return fmt.Errorf("index pack %s: %w", w.id, err)
-	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("index pack %s: %w", w.id, err)
-	}
-	return nil
+	return s.putPackIndex(w.id, w.indexRecord())
 }
 
-// indexEntries writes the index record of a sealed pack (entries: all of
-// one pack): one Badger value, not a key per page.
-func (s *Store) indexEntries(entries []packEntry) error {
-	if len(entries) == 0 {
-		return nil
-	}
+// putPackIndex writes rec, the index record of pack id, to Badger. Badger
+// keeps rec until the batch is flushed (committed): the caller may reuse
+// it once this returns.
+func (s *Store) putPackIndex(id packID, rec []byte) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	if err := setPackIndex(wb, entries); err != nil {
-		return err
+	if err := wb.Set(packIndexKey(id), rec); err != nil {
+		return fmt.Errorf("index pack %s: %w", id, err)
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("index pack %s: %w", entries[0].loc.pack, err)
+		return fmt.Errorf("index pack %s: %w", id, err)
 	}
 	return nil
 }
