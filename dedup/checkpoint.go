@@ -290,9 +290,14 @@ func (s *Store) Load(ref string) (*image.Checkpoint, error) {
 
 // loadID is Load of an exact id.
 func (s *Store) loadID(id string) (*image.Checkpoint, error) {
+	return s.loadWith(id, loadCheckpoint)
+}
+
+// loadWith reads checkpoint id with load, in a read transaction.
+func (s *Store) loadWith(id string, load func(*badger.Txn, string) (*image.Checkpoint, error)) (*image.Checkpoint, error) {
 	var c *image.Checkpoint
 	err := view(s.db, func(txn *badger.Txn) (err error) {
-		c, err = loadCheckpoint(txn, id)
+		c, err = load(txn, id)
 		return err
 	})
 	if err != nil {

@@ -273,15 +273,7 @@ type TableSource interface {
 
 // LoadStored is TableSource.LoadStored.
 func (s *Store) LoadStored(id string) (*image.Checkpoint, error) {
-	var c *image.Checkpoint
-	err := view(s.db, func(txn *badger.Txn) (err error) {
-		c, err = loadStored(txn, id)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", id, err)
-	}
-	return c, nil
+	return s.loadWith(id, loadStored)
 }
 
 // loadStored reads the manifest of checkpoint id; a format-3 page table
