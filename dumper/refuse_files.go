@@ -88,7 +88,7 @@ func precheckFiles(live []int, byPid map[int][]*image.FD, inheritFiles []string)
 		}
 		holders[pid] = h
 	}
-	as := taskThreads{}
+	as := newTaskThreads()
 	defer as.close()
 	openAs := func(h fileHolder, f *image.FD) error {
 		return as.open(h, f.Path, int(f.Flags&reopenFlags))
@@ -119,31 +119,62 @@ func precheckFiles(live []int, byPid map[int][]*image.FD, inheritFiles []string)
 	return nil
 }
 
-// taskThreads keeps one fscreds.Thread per set of credentials.
-type taskThreads map[string]*fscreds.Thread
+// taskThreads keeps one fscreds.Thread per set of credentials, and what
+// each check made there found: the tasks of a tree share their
+// credentials and map the same files, and every call on such a thread is
+// two thread switches (on this kind of VM 100-200 µs), so the same
+// check is made once a dump.
+type taskThreads struct {
+	threads map[string]*fscreds.Thread
+	found   map[taskCheck]error
+}
+
+// taskCheck is one check a taskThreads makes: an open of path (or, with
+// exe, restore's open of an executable) with flags, in root, as creds.
+type taskCheck struct {
+	creds, root, path string
+	flags             int
+	exe               bool
+}
+
+func newTaskThreads() *taskThreads {
+	return &taskThreads{threads: map[string]*fscreds.Thread{}, found: map[taskCheck]error{}}
+}
 
 // do runs fn with h's file system credentials.
-func (tt taskThreads) do(h fileHolder, fn func() error) error {
+func (tt *taskThreads) do(h fileHolder, fn func() error) error {
 	key := h.creds.String()
-	th := tt[key]
+	th := tt.threads[key]
 	if th == nil {
 		var err error
 		if th, err = fscreds.Start(h.creds); err != nil {
 			return err
 		}
-		tt[key] = th
+		tt.threads[key] = th
 	}
 	return th.Do(fn)
+}
+
+// once runs check k with fn, unless it was made before: then it returns
+// what it found then.
+func (tt *taskThreads) once(h fileHolder, k taskCheck, fn func() error) error {
+	k.creds, k.root = h.creds.String(), h.root
+	if err, ok := tt.found[k]; ok {
+		return err
+	}
+	err := tt.do(h, fn)
+	tt.found[k] = err
+	return err
 }
 
 // open opens path as restore opens it for h's task and closes it again.
 // O_NONBLOCK: a lease another process holds gives EWOULDBLOCK instead of
 // waiting for its break; the open was allowed.
-func (tt taskThreads) open(h fileHolder, path string, flags int) error {
+func (tt *taskThreads) open(h fileHolder, path string, flags int) error {
 	if flags&unix.O_PATH == 0 {
 		flags |= unix.O_NONBLOCK | unix.O_NOCTTY
 	}
-	return tt.do(h, func() error {
+	return tt.once(h, taskCheck{path: path, flags: flags}, func() error {
 		fd, err := fileid.OpenInRoot(h.root, path, flags, 0)
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil
@@ -155,8 +186,13 @@ func (tt taskThreads) open(h fileHolder, path string, flags int) error {
 	})
 }
 
-func (tt taskThreads) close() {
-	for _, th := range tt {
+// openExe is restore's open of the executable exe for h's task.
+func (tt *taskThreads) openExe(h fileHolder, exe string) error {
+	return tt.once(h, taskCheck{path: exe, exe: true}, func() error { return openExe(h.root, exe) })
+}
+
+func (tt *taskThreads) close() {
+	for _, th := range tt.threads {
 		th.Close()
 	}
 }
@@ -234,7 +270,7 @@ const inotifyMaskBits = unix.IN_ALL_EVENTS | unix.IN_ONESHOT | unix.IN_EXCL_UNLI
 // watch of inotify fd f to a throw-away instance: a watch needs read
 // permission on what it watches, which a root parent that added it before
 // its child dropped to another uid had and the task has not.
-func checkWatches(h fileHolder, f *image.FD, as taskThreads) error {
+func checkWatches(h fileHolder, f *image.FD, as *taskThreads) error {
 	ws, err := image.InotifyWatches(f)
 	if err != nil || len(ws) == 0 {
 		return nil // image.Refusal says what is wrong

@@ -20,12 +20,12 @@ import (
 // image.VMARefusal refuses: a deleted executable or cwd, a file mapped
 // that its uid may not open, a root another user could write to, a SysV
 // attach whose first page was unmapped.
-func checkTaskPaths(h fileHolder, as taskThreads) error {
+func checkTaskPaths(h fileHolder, as *taskThreads) error {
 	exe, err := proc.Readlink(h.pid, "exe")
 	if err != nil {
 		return nil // exited, or a kernel thread: the frozen dump decides
 	}
-	if err := as.do(h, func() error { return openExe(h.root, exe) }); err != nil {
+	if err := as.openExe(h, exe); err != nil {
 		return fmt.Errorf("process %d: executable %s: restore could not open it as uid %d: %w", h.pid, exe, h.creds.UID, unwrapPath(err))
 	}
 	if cwd, err := proc.Readlink(h.pid, "cwd"); err == nil {
