@@ -746,13 +746,30 @@ func (m *memCopier) prefault(want int64) error {
 // the tree may grow a little between the estimate and the freeze.
 const spillSlack = 64 << 20
 
-// prefault makes sure n buffers are ready.
+// prefault makes sure n buffers are ready. They are faulted in on every
+// CPU at once: fresh memory is dear on this kind of VM (a 101-process
+// tree of 1 MiB each wants 110 buffers, 85 ms on one CPU).
 func (p *bufferPool) prefault(n int) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.free) < n {
-		p.free = append(p.free, newChunkBuffer(p.size()))
+	need, pages := n-len(p.free), p.size()
+	p.mu.Unlock()
+	if need <= 0 {
+		return
 	}
+	bufs := make([][]byte, need)
+	workers := min(runtime.NumCPU(), need)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < need; i += workers {
+				bufs[i] = newChunkBuffer(pages)
+			}
+		})
+	}
+	wg.Wait()
+	p.mu.Lock()
+	p.free = append(p.free, bufs...)
+	p.mu.Unlock()
 }
 
 // drain drops the free buffers, and every buffer put back from now on.
